@@ -1,0 +1,117 @@
+# featcache - build, test and benchmark.
+#
+#   make            libfeatcache.a and the featcache binary in build/
+#   make deps       install the missing Debian packages (tools/deps.sh)
+#   make test       the whole suite, warnings as errors (build/test/)
+#   make asan       the whole suite under ASan+UBSan (build/asan/)
+#   make fuzz       libFuzzer targets with clang (build/fuzz/), FUZZ_SECONDS each
+#   make bench      every benchmark in bench/
+#   make install    PREFIX=/usr/local DESTDIR=
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+PREFIX ?= /usr/local
+BUILD ?= build
+WERROR ?=
+SAN ?=
+FUZZ_SECONDS ?= 60
+
+WARN = -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+       -Wformat=2 -Wvla -Wpointer-arith -Wundef
+PKGS = lmdb libzstd jansson libxxhash
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SAN) -fopenmp -D_GNU_SOURCE -Iinclude -I. $(PKG_CFLAGS) -MMD -MP
+LDLIBS = $(PKG_LIBS) -ldnnl -lm
+ALL_LDFLAGS = $(LDFLAGS) $(SAN) -fopenmp
+
+LIB_SRC := $(sort $(wildcard store/*.c extract/*.c train/*.c))
+CLI_SRC := $(sort $(wildcard cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+TOOL_SRC := $(sort $(wildcard tests/tool_*.c))
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz_*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/libfeatcache.a
+BIN := $(BUILD)/featcache
+TESTS := $(TEST_SRC:%.c=$(BUILD)/%)
+TOOLS := $(TOOL_SRC:%.c=$(BUILD)/%)
+BENCHES := $(BENCH_SRC:%.c=$(BUILD)/%)
+
+.PHONY: all deps test check asan fuzz bench demo install clean
+.DELETE_ON_ERROR:
+
+all: $(LIB) $(BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(CLI_OBJ) $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(CMOCKA_LIBS) $(LDLIBS)
+
+$(BUILD)/tests/tool_%: $(BUILD)/tests/tool_%.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+deps:
+	@sh tools/deps.sh
+
+# The suite proper: unit tests (cmocka, TAP output) and CLI scripts, counted
+# by tests/run.sh, which prints the closing "N passed, N failed" line.
+check: $(BIN) $(TESTS) $(TOOLS)
+	@sh tests/run.sh $(BUILD)
+
+test: deps
+	@$(MAKE) --no-print-directory BUILD=build/test WERROR=-Werror check
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan WERROR=-Werror CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check
+
+# libFuzzer needs clang; the library is rebuilt with coverage instrumentation.
+fuzz: deps
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang CFLAGS="-O1 -g" \
+		SAN="-fsanitize=fuzzer-no-link,address,undefined" fuzz-run
+
+FUZZERS := $(FUZZ_SRC:%.c=$(BUILD)/%)
+$(BUILD)/tests/fuzz_%: $(BUILD)/tests/fuzz_%.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS)
+
+.PHONY: fuzz-run
+fuzz-run: $(FUZZERS)
+	@for f in $(FUZZERS); do \
+		n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
+		echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/corpus/$$n tests/corpus/$$n 2>$(BUILD)/$$n.log \
+			|| { tail -50 $(BUILD)/$$n.log; exit 1; }; \
+		grep -E 'stat::number_of_executed_units' $(BUILD)/$$n.log; \
+	done
+
+bench: deps $(BIN) $(BENCHES)
+	@sh bench/run.sh $(BUILD)
+
+install: $(LIB) $(BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/featcache
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/featcache
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/libfeatcache.a
+	install -m 644 include/featcache/*.h $(DESTDIR)$(PREFIX)/include/featcache/
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(TOOLS:=.d) $(BENCHES:=.d)

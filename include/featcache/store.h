@@ -1,0 +1,286 @@
+/*
+ * store.h - the feature store: one LMDB environment (a directory) holding the
+ * dataset's items and labels, the extractors' descriptors and, per extractor,
+ * the extracted features in compressed chunks addressed by content hash.
+ *
+ * Named databases (see DESIGN.md "Store"):
+ *   meta                format version, creation info
+ *   items               item key -> fc_item record
+ *   labels              label name <-> label id
+ *   extractors          extractor id (16 B) -> JSON descriptor
+ *   feat.<id-hex>       chunk id (u64 big-endian) -> chunk (see store/chunk.h)
+ *   index.<id-hex>      content hash (16 B) -> chunk id + slot
+ *   errors              item key -> why extraction failed
+ *
+ * Every write is one LMDB write transaction: either all of it is on disk or
+ * none of it. Readers work on a snapshot and may run while a writer appends.
+ * A store handle is used by one thread at a time; the loaders parallelise
+ * internally with OpenMP.
+ */
+#ifndef FEATCACHE_STORE_H
+#define FEATCACHE_STORE_H
+
+#include "featcache.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FC_STORE_FORMAT 1 /* the store layout this build writes and reads */
+
+/* How one feature vector is kept on disk. */
+typedef enum fc_dtype {
+	FC_DTYPE_F32 = 0,  /* lossless */
+	FC_DTYPE_F16 = 1,  /* IEEE half, round to nearest even */
+	FC_DTYPE_BF16 = 2, /* bfloat16, round to nearest even */
+	FC_DTYPE_U8 = 3    /* per-vector affine u8: x ~ lo + q * step */
+} fc_dtype;
+
+typedef enum fc_codec {
+	FC_CODEC_RAW = 0,
+	FC_CODEC_ZSTD = 1,
+	FC_CODEC_SHUFFLE_ZSTD = 2 /* byte-shuffle (byte i of every element together), then zstd */
+} fc_codec;
+
+/* Names as used in descriptors and on the command line ("f16",
+ * "shuffle-zstd", ...). The parsers return 0 or FC_ERR_INVALID. */
+const char *fc_dtype_name(fc_dtype t);
+const char *fc_codec_name(fc_codec c);
+int fc_dtype_parse(const char *s, fc_dtype *out);
+int fc_codec_parse(const char *s, fc_codec *out);
+
+typedef enum fc_split {
+	FC_SPLIT_TRAIN = 0,
+	FC_SPLIT_VAL = 1,
+	FC_SPLIT_TEST = 2,
+	FC_SPLIT_NONE = 255
+} fc_split;
+#define FC_SPLIT_MASK_ALL 0x7u /* bit (1 << split) per split */
+const char *fc_split_name(int split);
+int fc_split_parse(const char *s, int *out); /* "train", "val", "test" */
+
+typedef enum fc_item_status {
+	FC_ITEM_OK = 0,     /* decodable; has (or will have) a vector per extractor */
+	FC_ITEM_FAILED = 1  /* could not be decoded; see the errors db */
+} fc_item_status;
+
+#define FC_NO_LABEL UINT32_MAX
+#define FC_HASH_LEN 16
+#define FC_KEY_MAX 4000 /* item keys are at most this many bytes (LMDB's key limit is lower: see fc_store_max_key) */
+
+/* One dataset item. `key` is the dataset-relative path. */
+typedef struct fc_item {
+	const char *key;
+	uint8_t hash[FC_HASH_LEN]; /* XXH3-128 of the file bytes, big-endian */
+	uint64_t size;             /* file size in bytes */
+	int64_t mtime_ns;          /* modification time, ns since the epoch */
+	uint32_t label;            /* label id or FC_NO_LABEL */
+	uint8_t split;             /* fc_split */
+	uint8_t status;            /* fc_item_status */
+} fc_item;
+
+/* An extractor: the identity of one feature set (model, cut layer,
+ * preprocessing, precision) and how its features are stored.
+ * `descriptor` is a JSON object with whatever describes the extractor to a
+ * person (model path and hash, layer, preprocessing, ...); the store adds
+ * dim, dtype, codec and level to it and keeps it verbatim otherwise. */
+typedef struct fc_extractor {
+	uint8_t id[FC_HASH_LEN];
+	uint32_t dim;
+	fc_dtype dtype;
+	fc_codec codec;
+	int level;              /* zstd level (1..19); ignored for raw */
+	const char *descriptor; /* JSON object text, or NULL for {} */
+} fc_extractor;
+
+typedef struct fc_store fc_store;
+
+typedef struct fc_store_opts {
+	int create;            /* create the store if the directory has none */
+	int readonly;          /* open without write access */
+	uint64_t map_size;     /* initial map size in bytes; 0 = 1 GiB */
+	uint64_t max_map_size; /* grow the map up to this; 0 = no cap beyond the disk */
+	int sync;              /* 1 (default when opts is NULL): fsync every commit */
+	const fc_logger *logger;
+} fc_store_opts;
+
+/* fc_store_open - open (or with opts->create, create) the store at `path`.
+ * *out is set even on failure when the handle could be allocated, so that
+ * fc_store_errmsg() can explain; free it with fc_store_free() either way.
+ * Refuses a directory that holds something other than a featcache store
+ * (FC_ERR_NOT_STORE) and a store format this build does not know
+ * (FC_ERR_VERSION). opts may be NULL (open existing, read-write, synced). */
+int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts);
+
+/* fc_store_free - close the store. Accepts NULL. */
+void fc_store_free(fc_store *s);
+
+/* fc_store_errmsg - the message of the last failed call on this handle
+ * ("" if none). Valid until the next call on the handle. */
+const char *fc_store_errmsg(const fc_store *s);
+
+/* fc_store_path - the directory the store was opened at. */
+const char *fc_store_path(const fc_store *s);
+
+/* fc_store_max_key - the longest item key (bytes) this store accepts. */
+size_t fc_store_max_key(const fc_store *s);
+
+/* ---- extractors ---- */
+
+/* fc_store_put_extractor - record an extractor. Re-adding one with the same
+ * id and storage settings is a no-op; the same id with different storage
+ * settings is FC_ERR_EXISTS. */
+int fc_store_put_extractor(fc_store *s, const fc_extractor *ex);
+
+/* fc_store_get_extractor - look one up. On success *out is filled and
+ * out->descriptor points at a string owned by the store, valid until the
+ * next call on `s`. FC_ERR_NOT_FOUND if unknown. */
+int fc_store_get_extractor(fc_store *s, const uint8_t id[FC_HASH_LEN], fc_extractor *out);
+
+/* fc_store_list_extractors - every extractor id, in id order.
+ * *ids is malloc'd (free() it); *n is the count. */
+int fc_store_list_extractors(fc_store *s, uint8_t (**ids)[FC_HASH_LEN], size_t *n);
+
+/* fc_store_find_extractor - resolve a hex prefix (at least 4 digits) to one id.
+ * FC_ERR_NOT_FOUND if none matches, FC_ERR_INVALID if several do. */
+int fc_store_find_extractor(fc_store *s, const char *hex_prefix, uint8_t id[FC_HASH_LEN]);
+
+/* ---- features ---- */
+
+/* fc_store_append - write one batch: `n` vectors of the extractor's dim (row
+ * major, f32) and their content hashes, as one chunk plus n index entries,
+ * in one write transaction. A hash already in the index keeps its existing
+ * vector (its new slot is dead until gc). n may be at most 65535.
+ * *chunk_id (may be NULL) receives the new chunk's id. */
+int fc_store_append(fc_store *s, const uint8_t exid[FC_HASH_LEN], const float *vecs,
+		    const uint8_t (*hashes)[FC_HASH_LEN], size_t n, uint64_t *chunk_id);
+
+/* fc_store_has - 1 if the extractor has a vector for `hash`, 0 if not, <0 on error. */
+int fc_store_has(fc_store *s, const uint8_t exid[FC_HASH_LEN], const uint8_t hash[FC_HASH_LEN]);
+
+/* fc_store_get - decode the vector for one content hash into dst[dim]. */
+int fc_store_get(fc_store *s, const uint8_t exid[FC_HASH_LEN], const uint8_t hash[FC_HASH_LEN],
+		 float *dst, size_t dst_len);
+
+/* A loaded feature matrix: rows x dim f32, row-major, 64-byte aligned.
+ * `hashes` has one content hash per row. For fc_store_load_items, `keys`
+ * and `labels` have one entry per row too (keys point into `keybuf`); for
+ * fc_store_load_all they are NULL. Free with fc_matrix_free. */
+typedef struct fc_matrix {
+	float *data;
+	size_t rows, dim;
+	uint8_t (*hashes)[FC_HASH_LEN];
+	const char **keys;
+	uint32_t *labels;
+	uint8_t *splits;
+	char *keybuf;
+} fc_matrix;
+
+void fc_matrix_free(fc_matrix *m); /* frees the members; accepts NULL */
+
+/* fc_store_load_all - every live vector of an extractor, in chunk order,
+ * from one snapshot, decoded in parallel. */
+int fc_store_load_all(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *out);
+
+/* fc_store_load_items - one row per item (key order) whose split is in
+ * split_mask (bits 1 << FC_SPLIT_*; FC_SPLIT_NONE items count as train),
+ * status OK, and that has a vector for the extractor. Items sharing a
+ * content hash get identical rows. *missing (may be NULL) counts OK items
+ * of those splits that have no vector yet. */
+int fc_store_load_items(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigned split_mask,
+			fc_matrix *out, size_t *missing);
+
+/* fc_store_foreach_chunk - call fn for every chunk of an extractor, in id
+ * order, from one snapshot. `chunk` is the encoded chunk (store/chunk.h),
+ * valid during the call only. A non-zero return from fn stops the walk and
+ * is returned. */
+typedef int (*fc_chunk_fn)(void *ctx, uint64_t chunk_id, const void *chunk, size_t len);
+int fc_store_foreach_chunk(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_chunk_fn fn, void *ctx);
+
+/* ---- items, labels, errors ---- */
+
+/* fc_store_label_ids - map n label names to ids, creating missing ones,
+ * in one write transaction. */
+int fc_store_label_ids(fc_store *s, const char *const *names, size_t n, uint32_t *ids);
+
+/* fc_store_label_name - the name of a label id, copied into buf. */
+int fc_store_label_name(fc_store *s, uint32_t id, char *buf, size_t cap);
+
+/* fc_store_put_items - insert or replace n items in one write transaction.
+ * Keys longer than fc_store_max_key() are FC_ERR_INVALID (nothing written). */
+int fc_store_put_items(fc_store *s, const fc_item *items, size_t n);
+
+/* fc_store_del_items - remove n items (and their error records); absent keys are ignored. */
+int fc_store_del_items(fc_store *s, const char *const *keys, size_t n);
+
+/* fc_store_get_item - look one up; out->key is set to `key`. */
+int fc_store_get_item(fc_store *s, const char *key, fc_item *out);
+
+/* fc_store_foreach_item - call fn for every item in key order from one
+ * snapshot; out->key is valid during the call only. Non-zero from fn stops
+ * the walk and is returned. */
+typedef int (*fc_item_fn)(void *ctx, const fc_item *item);
+int fc_store_foreach_item(fc_store *s, fc_item_fn fn, void *ctx);
+
+/* fc_store_put_error - record why an item failed (replaces an older record). */
+int fc_store_put_error(fc_store *s, const char *key, const char *why);
+
+/* fc_store_foreach_error - every (key, message) pair in key order. */
+typedef int (*fc_error_fn)(void *ctx, const char *key, const char *why);
+int fc_store_foreach_error(fc_store *s, fc_error_fn fn, void *ctx);
+
+/* ---- whole-store operations ---- */
+
+typedef struct fc_store_ex_stats {
+	uint8_t id[FC_HASH_LEN];
+	uint32_t dim;
+	fc_dtype dtype;
+	fc_codec codec;
+	uint64_t vectors;     /* index entries (live vectors) */
+	uint64_t slots;       /* vectors held by chunks, live or dead */
+	uint64_t chunks;
+	uint64_t chunk_bytes; /* encoded chunk bytes */
+	uint64_t disk_bytes;  /* LMDB pages of feat.<id> and index.<id> */
+} fc_store_ex_stats;
+
+typedef struct fc_store_stats {
+	uint64_t items, items_failed, labels, errors;
+	uint64_t splits[4];   /* train, val, test, none */
+	uint64_t file_bytes;  /* size of data.mdb */
+	uint64_t used_bytes;  /* pages in use (all dbs + meta) */
+	uint32_t format;
+	size_t n_extractors;
+	fc_store_ex_stats *extractors; /* malloc'd, free() it */
+} fc_store_stats;
+
+int fc_store_stats_get(fc_store *s, fc_store_stats *out);
+
+/* fc_store_verify - decode every chunk and check every index entry and
+ * record. report(ctx, key, problem) is called once per bad key (key is a
+ * printable name such as "feat.<id>/chunk 12" or "items/<key>").
+ * Returns 0 when everything is sound, FC_ERR_CORRUPT when report was
+ * called, or another error if the walk itself failed. */
+typedef void (*fc_report_fn)(void *ctx, const char *key, const char *problem);
+int fc_store_verify(fc_store *s, fc_report_fn report, void *ctx, uint64_t *checked);
+
+typedef struct fc_gc_stats {
+	uint64_t index_dropped;    /* index entries no item references */
+	uint64_t chunks_rewritten; /* chunks rewritten without their dead slots */
+	uint64_t chunks_dropped;   /* chunks with no live slot left */
+	uint64_t slots_dropped;
+	uint64_t errors_dropped;   /* error records of items that are gone */
+	uint64_t bytes_before, bytes_after; /* encoded chunk bytes */
+} fc_gc_stats;
+
+/* fc_store_gc - drop the features of content hashes that no item references
+ * any more, rewrite chunks that hold dead slots, and drop error records of
+ * removed items: one write transaction per extractor. */
+int fc_store_gc(fc_store *s, fc_gc_stats *out);
+
+/* fc_hex - write 2*n lowercase hex digits and a NUL into out. */
+void fc_hex(char *out, const uint8_t *bytes, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FEATCACHE_STORE_H */

@@ -1,0 +1,71 @@
+/*
+ * common.c - the small pieces every part of libfeatcache shares: error
+ * strings, the version, hex formatting and split names. It lives in store/
+ * because the store is the layer everything else stands on.
+ */
+#include <string.h>
+
+#include "featcache/featcache.h"
+#include "featcache/store.h"
+
+const char *fc_strerror(int err)
+{
+	switch (err) {
+	case FC_OK: return "success";
+	case FC_ERR_NOMEM: return "out of memory";
+	case FC_ERR_IO: return "input/output error";
+	case FC_ERR_CORRUPT: return "corrupt data";
+	case FC_ERR_VERSION: return "unsupported format version";
+	case FC_ERR_NOT_FOUND: return "not found";
+	case FC_ERR_INVALID: return "invalid argument";
+	case FC_ERR_FULL: return "no space left";
+	case FC_ERR_NOT_STORE: return "not a featcache store";
+	case FC_ERR_UNSUPPORTED: return "not supported";
+	case FC_ERR_EXISTS: return "already exists";
+	case FC_ERR_BUSY: return "resource busy";
+	case FC_ERR_OVERFLOW: return "size overflow";
+	case FC_ERR_INTERNAL: return "internal error";
+	case FC_ERR_INTERRUPTED: return "interrupted";
+	}
+	return "unknown error";
+}
+
+const char *fc_version(void)
+{
+	return FC_VERSION_STRING;
+}
+
+void fc_hex(char *out, const uint8_t *bytes, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[bytes[i] >> 4];
+		out[2 * i + 1] = digits[bytes[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static const char *const split_names[] = { "train", "val", "test" };
+
+const char *fc_split_name(int split)
+{
+	if (split >= 0 && split < 3)
+		return split_names[split];
+	return "none";
+}
+
+int fc_split_parse(const char *s, int *out)
+{
+	for (int i = 0; i < 3; i++) {
+		if (strcmp(s, split_names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	/* The names people actually use for the same splits. */
+	if (strcmp(s, "validation") == 0 || strcmp(s, "valid") == 0) {
+		*out = FC_SPLIT_VAL;
+		return 0;
+	}
+	return FC_ERR_INVALID;
+}
