@@ -36,6 +36,7 @@
 #define MAX_DBS 512
 #define GC_CHUNKS_PER_TXN 128
 #define FULL_DISK_SLACK (16u << 20) /* an EIO with less free space than this is a full disk */
+#define LMDB_MAGIC 0xBEEFC0DEu /* first word of an LMDB meta page, after the page header */
 #define RETRY_GROW 1  /* internal: a write callback hit MDB_MAP_FULL */
 
 typedef struct exdb {
@@ -263,6 +264,37 @@ static int store_write(fc_store *s, write_fn fn, void *ctx)
 
 /* ---- open ---- */
 
+/* strerror's text in the house style: lowercase first letter. */
+static const char *os_error(int e)
+{
+	static _Thread_local char buf[128];
+	snprintf(buf, sizeof buf, "%s", strerror(e));
+	if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+		buf[0] = (char)(buf[0] - 'A' + 'a');
+	return buf;
+}
+
+static void fc_log_msg(const fc_logger *lg, int level, const char *msg)
+{
+	if (lg && lg->log)
+		lg->log(lg->ctx, level, msg);
+}
+
+/* Look at data.mdb before LMDB does: mdb_env_open would create a lock file
+ * beside whatever file this is. An LMDB meta page has its magic 16 bytes in. */
+static int check_lmdb_file(fc_store *s, const char *data)
+{
+	FILE *f = fopen(data, "rb");
+	if (!f)
+		return fail(s, FC_ERR_IO, "cannot read data.mdb: %s", os_error(errno));
+	uint8_t head[20];
+	size_t got = fread(head, 1, sizeof head, f);
+	fclose(f);
+	if (got < sizeof head || get_u32(head + 16) != LMDB_MAGIC)
+		return fail(s, FC_ERR_NOT_STORE, "not a featcache store (data.mdb is not an LMDB file)");
+	return 0;
+}
+
 static int dir_is_empty(const char *path)
 {
 	DIR *d = opendir(path);
@@ -315,8 +347,7 @@ static int open_dbs(fc_store *s)
 	int rc = mdb_dbi_open(txn, "meta", 0, &s->meta);
 	if (rc == MDB_NOTFOUND) {
 		mdb_txn_abort(txn);
-		return fail(s, FC_ERR_NOT_STORE, "'%s' is an LMDB environment but not a featcache store",
-			    s->path);
+		return fail(s, FC_ERR_NOT_STORE, "an LMDB environment but not a featcache store");
 	}
 	if (rc) {
 		mdb_txn_abort(txn);
@@ -326,7 +357,7 @@ static int open_dbs(fc_store *s)
 	rc = mdb_get(txn, s->meta, &k, &v);
 	if (rc || v.mv_size != 4) {
 		mdb_txn_abort(txn);
-		return fail(s, FC_ERR_NOT_STORE, "'%s' has no featcache format record", s->path);
+		return fail(s, FC_ERR_NOT_STORE, "an LMDB environment without a featcache format record");
 	}
 	uint32_t format = get_u32(v.mv_data);
 	if (format > FC_STORE_FORMAT) {
@@ -379,28 +410,30 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 	struct stat st;
 	if (stat(path, &st) != 0) {
 		if (errno != ENOENT || !opts->create || opts->readonly)
-			return fail(s, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO,
-				    "cannot open store '%s': %s", path, strerror(errno));
+			return fail(s, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "%s", os_error(errno));
 		if (mkdir(path, 0777) != 0)
-			return fail(s, FC_ERR_IO, "cannot create store '%s': %s", path, strerror(errno));
+			return fail(s, FC_ERR_IO, "%s", os_error(errno));
 	} else if (!S_ISDIR(st.st_mode)) {
-		return fail(s, FC_ERR_NOT_STORE, "cannot open store '%s': not a directory", path);
+		return fail(s, FC_ERR_NOT_STORE, "not a directory");
 	}
 
 	char data[4096];
 	if (snprintf(data, sizeof data, "%s/data.mdb", path) >= (int)sizeof data)
-		return fail(s, FC_ERR_INVALID, "store path is too long");
+		return fail(s, FC_ERR_INVALID, "path is too long");
 	int fresh = 0;
 	if (stat(data, &st) != 0) {
 		if (errno != ENOENT)
-			return fail(s, FC_ERR_IO, "cannot open store '%s': %s", path, strerror(errno));
+			return fail(s, FC_ERR_IO, "%s", os_error(errno));
 		if (!opts->create || opts->readonly)
-			return fail(s, FC_ERR_NOT_STORE, "'%s' is not a featcache store (no data.mdb)", path);
+			return fail(s, FC_ERR_NOT_STORE, "not a featcache store (no data.mdb)");
 		if (!dir_is_empty(path))
 			return fail(s, FC_ERR_NOT_STORE,
-				    "'%s' is not empty and holds no featcache store: refusing to write there",
-				    path);
+				    "directory is not empty and holds no featcache store: refusing to write there");
 		fresh = 1;
+	} else {
+		int err = check_lmdb_file(s, data);
+		if (err)
+			return err;
 	}
 
 	int rc = mdb_env_create(&s->env);
@@ -415,11 +448,23 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 	if (!opts->sync)
 		flags |= MDB_NOSYNC;
 	rc = mdb_env_open(s->env, path, flags, 0666);
+	if (opts->readonly && (rc == EACCES || rc == EROFS)) {
+		/* A store we may read but whose lock file we cannot write (another
+		 * user's, a read-only mount): read without the reader table. A
+		 * writer elsewhere could then reuse pages under us, so say so. */
+		mdb_env_close(s->env);
+		if ((rc = mdb_env_create(&s->env)) != 0)
+			return mdb_fail(s, rc, "cannot create environment");
+		mdb_env_set_maxdbs(s->env, MAX_DBS);
+		rc = mdb_env_open(s->env, path, flags | MDB_NOLOCK, 0666);
+		if (rc == 0)
+			fc_log_msg(s->logger, FC_LOG_WARN,
+				   "store is not writable: reading without a lock (do not write to it meanwhile)");
+	}
 	if (rc) {
 		if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH)
-			return fail(s, FC_ERR_NOT_STORE, "'%s' is not a featcache store: %s", path,
-				    mdb_strerror(rc));
-		return fail(s, mdb_code(rc), "cannot open store '%s': %s", path, mdb_strerror(rc));
+			return fail(s, FC_ERR_NOT_STORE, "not a featcache store: %s", mdb_strerror(rc));
+		return fail(s, mdb_code(rc), "%s", rc > 0 ? os_error(rc) : mdb_strerror(rc));
 	}
 	MDB_envinfo info;
 	mdb_env_info(s->env, &info);
@@ -981,6 +1026,19 @@ void fc_matrix_free(fc_matrix *m)
 	memset(m, 0, sizeof *m);
 }
 
+/* Report progress from the calling thread of a parallel loop (thread 0),
+ * at most every 64 units; a non-zero answer from the caller sets *stop. */
+static void progress_tick(fc_store *s, const char *what, uint64_t done, uint64_t total, int *stop)
+{
+	const fc_logger *lg = s->logger;
+	if (!lg || !lg->progress || omp_get_thread_num() != 0 || (done % 64 && done != total))
+		return;
+	if (lg->progress(lg->ctx, what, done, total)) {
+#pragma omp atomic write
+		*stop = 1;
+	}
+}
+
 /* Decode the chunks of `refs` (sorted by chunk, slot) into m->data in
  * parallel. The chunk bytes are fetched in txn first, so every thread reads
  * the same snapshot. Checks that each slot holds the hash the row expects. */
@@ -1018,6 +1076,8 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 	size_t bad_job = SIZE_MAX;
 	int bad_err = 0;
 	uint32_t bad_slot = 0, bad_count = 0;
+	uint64_t done = 0;
+	int stop = 0;
 #pragma omp parallel
 	{
 		fc_chunk_ctx *ctx = fc_chunk_ctx_new();
@@ -1025,8 +1085,13 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 		size_t buf_len = 0;
 #pragma omp for schedule(dynamic, 1)
 		for (size_t q = 0; q < njobs; q++) {
+			int halt;
+#pragma omp atomic read
+			halt = stop;
+			if (halt)
+				continue;
 			const job *jb = &jobs[q];
-			fc_chunk_info ci;
+			fc_chunk_info ci = { .count = 0 };
 			int jerr = ctx ? fc_chunk_parse(jb->data, jb->len, &ci) : FC_ERR_NOMEM;
 			uint32_t slot = 0;
 			if (!jerr && ci.dim != dim)
@@ -1065,13 +1130,19 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 					bad_job = q;
 					bad_err = jerr;
 					bad_slot = slot;
-					bad_count = jerr == FC_ERR_CORRUPT && !ci.count ? 0 : ci.count;
+					bad_count = ci.count;
 				}
 			}
+			uint64_t d;
+#pragma omp atomic capture
+			d = ++done;
+			progress_tick(s, "load", d, njobs, &stop);
 		}
 		free(buf);
 		fc_chunk_ctx_free(ctx);
 	}
+	if (stop && bad_job == SIZE_MAX)
+		err = fail(s, FC_ERR_INTERRUPTED, "interrupted");
 	if (bad_job != SIZE_MAX) {
 		char name[96];
 		chunk_name(name, sizeof name, e, refs[jobs[bad_job].first].chunk);
@@ -1637,18 +1708,30 @@ static uint64_t db_bytes(MDB_txn *txn, MDB_dbi dbi, unsigned psize)
 	return (uint64_t)(st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages) * psize;
 }
 
-static int count_items(void *ctx, const fc_item *it)
+/* Counting must survive damaged records: info is what people run first
+ * on a store that misbehaves. Malformed ones are counted, not fatal. */
+static int count_items(fc_store *s, MDB_txn *txn, fc_store_stats *st)
 {
-	fc_store_stats *st = ctx;
-	st->items++;
-	st->items_failed += it->status == FC_ITEM_FAILED;
-	st->splits[it->split <= FC_SPLIT_TEST ? it->split : 3]++;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, s->items, &cur);
+	if (rc)
+		return mdb_fail(s, rc, "cannot read items");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (v.mv_size != ITEM_REC) {
+			st->bad_records++;
+			continue;
+		}
+		fc_item it;
+		item_decode(&it, &v);
+		st->items++;
+		st->items_failed += it.status == FC_ITEM_FAILED;
+		st->splits[it.split <= FC_SPLIT_TEST ? it.split : 3]++;
+	}
+	mdb_cursor_close(cur);
 	return 0;
 }
-
-struct chunk_tally {
-	fc_store_ex_stats *x;
-};
 
 static int tally_chunk(void *ctx, uint64_t id, const void *chunk, size_t len)
 {
@@ -1665,13 +1748,10 @@ static int tally_chunk(void *ctx, uint64_t id, const void *chunk, size_t len)
 int fc_store_stats_get(fc_store *s, fc_store_stats *out)
 {
 	memset(out, 0, sizeof *out);
-	out->format = FC_STORE_FORMAT;
-	int err = fc_store_foreach_item(s, count_items, out);
-	if (err)
-		return err;
 	uint8_t (*ids)[FC_HASH_LEN];
 	size_t n;
-	if ((err = fc_store_list_extractors(s, &ids, &n)) != 0)
+	int err = fc_store_list_extractors(s, &ids, &n);
+	if (err)
 		return err;
 	out->extractors = calloc(n ? n : 1, sizeof *out->extractors);
 	if (!out->extractors) {
@@ -1682,9 +1762,12 @@ int fc_store_stats_get(fc_store *s, fc_store_stats *out)
 	for (size_t i = 0; i < n && !err; i++) {
 		fc_store_ex_stats *x = &out->extractors[i];
 		exdb *e;
-		if ((err = ex_open(s, ids[i], &e)) != 0)
-			break;
-		memcpy(x->id, e->id, FC_HASH_LEN);
+		memcpy(x->id, ids[i], FC_HASH_LEN);
+		if (ex_open(s, ids[i], &e) != 0) {
+			x->broken = 1;
+			out->bad_records++;
+			continue;
+		}
 		x->dim = e->dim;
 		x->dtype = e->dtype;
 		x->codec = e->codec;
@@ -1697,6 +1780,13 @@ int fc_store_stats_get(fc_store *s, fc_store_stats *out)
 	MDB_txn *txn;
 	if ((err = txn_begin(s, MDB_RDONLY, &txn)) != 0)
 		goto fail;
+	if ((err = count_items(s, txn, out)) != 0) {
+		mdb_txn_abort(txn);
+		goto fail;
+	}
+	MDB_val fk = { 6, "format" }, fv;
+	if (mdb_get(txn, s->meta, &fk, &fv) == 0 && fv.mv_size == 4)
+		out->format = get_u32(fv.mv_data);
 	MDB_stat est;
 	mdb_env_stat(s->env, &est);
 	MDB_stat st;
@@ -1706,7 +1796,8 @@ int fc_store_stats_get(fc_store *s, fc_store_stats *out)
 	out->errors = st.ms_entries;
 	for (size_t i = 0; i < out->n_extractors; i++) {
 		exdb *e;
-		ex_open(s, out->extractors[i].id, &e);
+		if (out->extractors[i].broken || ex_open(s, out->extractors[i].id, &e) != 0)
+			continue;
 		mdb_stat(txn, e->index, &st);
 		out->extractors[i].vectors = st.ms_entries;
 		out->extractors[i].disk_bytes = db_bytes(txn, e->feat, est.ms_psize) +
@@ -1736,6 +1827,7 @@ typedef struct vchunk {
 	const void *data;
 	size_t len;
 	int err;       /* result of decoding */
+	uint64_t refs; /* index entries that point at this chunk while it is damaged */
 	uint32_t count;
 	const uint8_t (*hashes)[FC_HASH_LEN];
 } vchunk;
@@ -1805,6 +1897,8 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 
 	/* Decode every chunk in parallel; report in order afterwards. */
 	const uint32_t dim = e->dim;
+	uint64_t done = 0;
+	int stop = 0;
 #pragma omp parallel
 	{
 		fc_chunk_ctx *ctx = fc_chunk_ctx_new();
@@ -1812,6 +1906,11 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 		size_t buf_len = 0;
 #pragma omp for schedule(dynamic, 1)
 		for (size_t i = 0; i < n; i++) {
+			int halt;
+#pragma omp atomic read
+			halt = stop;
+			if (halt)
+				continue;
 			fc_chunk_info ci;
 			int err = ctx ? fc_chunk_parse(ch[i].data, ch[i].len, &ci) : FC_ERR_NOMEM;
 			if (!err && (ci.dim != dim || ci.dtype != e->dtype || ci.codec != e->codec))
@@ -1830,23 +1929,21 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 				ch[i].count = ci.count;
 				ch[i].hashes = ci.hashes;
 			}
+			uint64_t d;
+#pragma omp atomic capture
+			d = ++done;
+			progress_tick(s, "verify", d, n, &stop);
 		}
 		free(buf);
 		fc_chunk_ctx_free(ctx);
 	}
 	int err = 0;
-	for (size_t i = 0; i < n; i++) {
-		vc->checked++;
+	for (size_t i = 0; i < n; i++)
 		if (ch[i].err == FC_ERR_NOMEM)
 			err = fail(s, FC_ERR_NOMEM, "out of memory");
-		else if (ch[i].err == FC_ERR_INVALID) {
-			chunk_name(name, sizeof name, e, ch[i].id);
-			report(vc, name, "dim, dtype or codec differ from the extractor's (%u, %s, %s)", dim,
-			       fc_dtype_name(e->dtype), fc_codec_name(e->codec));
-		} else if (ch[i].err) {
-			chunk_name(name, sizeof name, e, ch[i].id);
-			report(vc, name, "%s", fc_strerror(ch[i].err));
-		}
+	if (stop) {
+		free(ch);
+		return fail(s, FC_ERR_INTERRUPTED, "interrupted");
 	}
 
 	/* Every index entry must name a sound chunk whose slot holds its hash. */
@@ -1872,7 +1969,7 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 		if (at < 0)
 			report(vc, name, "points at chunk %llu, which does not exist", (unsigned long long)id);
 		else if (ch[at].err)
-			report(vc, name, "points at chunk %llu, which is damaged", (unsigned long long)id);
+			ch[at].refs++; /* reported once, with the chunk */
 		else if (slot >= ch[at].count)
 			report(vc, name, "points past chunk %llu (slot %u of %u)", (unsigned long long)id, slot,
 			       ch[at].count);
@@ -1881,6 +1978,19 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 			       (unsigned long long)id, slot);
 	}
 	mdb_cursor_close(cur);
+
+	for (size_t i = 0; i < n && !err; i++) {
+		vc->checked++;
+		if (!ch[i].err)
+			continue;
+		chunk_name(name, sizeof name, e, ch[i].id);
+		if (ch[i].err == FC_ERR_INVALID)
+			report(vc, name, "dim, dtype or codec differ from the extractor's (%u, %s, %s); %llu index entries point at it",
+			       dim, fc_dtype_name(e->dtype), fc_codec_name(e->codec), (unsigned long long)ch[i].refs);
+		else
+			report(vc, name, "%s; %llu index entries point at it", fc_strerror(ch[i].err),
+			       (unsigned long long)ch[i].refs);
+	}
 	free(ch);
 	return err;
 }
@@ -2269,6 +2379,10 @@ int fc_store_gc(fc_store *s, fc_gc_stats *out)
 			err = store_write(s, gc_chunks_txn, &c);
 			if (!err)
 				gc_add(&total, &c.pass);
+			const fc_logger *lg = s->logger;
+			if (!err && lg && lg->progress &&
+			    lg->progress(lg->ctx, "gc", i + c.n_ids, list.n))
+				err = fail(s, FC_ERR_INTERRUPTED, "interrupted (the chunks done so far are rewritten)");
 		}
 		free(list.ids);
 	}

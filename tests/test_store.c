@@ -120,7 +120,7 @@ static void put_items(fc_store *s, uint64_t first, size_t n, int classes)
 	char namebuf[64][16];
 	uint32_t ids[64];
 	for (int c = 0; c < classes; c++) {
-		snprintf(namebuf[c], sizeof namebuf[c], "class%d", c);
+		snprintf(namebuf[c], sizeof namebuf[c], "class%d", c % 100);
 		names[c] = namebuf[c];
 	}
 	assert_int_equal(fc_store_label_ids(s, names, (size_t)classes, ids), 0);
@@ -268,7 +268,7 @@ static void test_refusals(void **state)
 	/* Missing directory without create. */
 	tmpdir(path, sizeof path, "nothere");
 	assert_int_equal(fc_store_open(&s, path, NULL), FC_ERR_NOT_FOUND);
-	assert_non_null(strstr(fc_store_errmsg(s), "nothere"));
+	assert_non_null(strstr(fc_store_errmsg(s), "no such file"));
 	fc_store_free(s);
 
 	/* A directory with someone's files: refused, files untouched. */

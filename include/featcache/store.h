@@ -241,6 +241,7 @@ typedef struct fc_store_ex_stats {
 	uint64_t chunks;
 	uint64_t chunk_bytes; /* encoded chunk bytes */
 	uint64_t disk_bytes;  /* LMDB pages of feat.<id> and index.<id> */
+	int broken;           /* its descriptor or databases cannot be read (verify says why) */
 } fc_store_ex_stats;
 
 typedef struct fc_store_stats {
@@ -248,6 +249,7 @@ typedef struct fc_store_stats {
 	uint64_t splits[4];   /* train, val, test, none */
 	uint64_t file_bytes;  /* size of data.mdb */
 	uint64_t used_bytes;  /* pages in use (all dbs + meta) */
+	uint64_t bad_records; /* malformed items and unreadable extractors (verify names them) */
 	uint32_t format;
 	size_t n_extractors;
 	fc_store_ex_stats *extractors; /* malloc'd, free() it */
@@ -274,7 +276,11 @@ typedef struct fc_gc_stats {
 
 /* fc_store_gc - drop the features of content hashes that no item references
  * any more, rewrite chunks that hold dead slots, and drop error records of
- * removed items: one write transaction per extractor. */
+ * removed items. The orphan pass is one write transaction (items are read
+ * inside it, so a concurrent extract cannot lose a vector); chunks are then
+ * rewritten in transactions of at most 128 chunks, each deciding its live
+ * slots inside the transaction that rewrites it. Interrupting gc between
+ * transactions leaves a sound store. */
 int fc_store_gc(fc_store *s, fc_gc_stats *out);
 
 /* fc_hex - write 2*n lowercase hex digits and a NUL into out. */

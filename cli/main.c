@@ -1,0 +1,163 @@
+/*
+ * main.c - the featcache command: finds the subcommand in the table and runs
+ * it, git-style. Global options are only --help and --version; everything
+ * else belongs to a command. The command's return is the exit status
+ * (0 success, 1 failure, 2 usage error), after a checked flush of stdout.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+struct fc_command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+};
+
+/* One line per command; `featcache help` lists them in this order. */
+static const struct fc_command commands[] = {
+	{ "info", cmd_info, "show what a store holds" },
+	{ "verify", cmd_verify, "check every record of a store" },
+	{ "gc", cmd_gc, "drop features no item references any more" },
+	{ "help", cmd_help, "show help for featcache or one command" },
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const struct fc_command *find_command(const char *name)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: featcache <command> [options]\n"
+	      "       featcache help <command>\n"
+	      "       featcache --version\n"
+	      "\n"
+	      "commands:\n",
+	      f);
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fputs("\n"
+	      "Every command takes --help. Commands that work on a store take\n"
+	      "--store DIR, or the FEATCACHE_STORE environment variable.\n"
+	      "Exit status: 0 success, 1 failure, 2 usage error.\n",
+	      f);
+}
+
+/* Edit distance, for "did you mean". Names are short; one row is enough. */
+static size_t distance(const char *a, const char *b)
+{
+	size_t lb = strlen(b), row[32];
+
+	if (lb >= sizeof row / sizeof row[0])
+		return (size_t)-1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; a[i - 1]; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
+static int unknown_command(const char *name)
+{
+	const struct fc_command *best = NULL;
+	size_t best_d = 3; /* suggest only close misspellings */
+
+	for (size_t i = 0; i < N_COMMANDS; i++) {
+		size_t d = distance(name, commands[i].name);
+
+		if (d < best_d) {
+			best_d = d;
+			best = &commands[i];
+		}
+	}
+	if (best)
+		return fc_usage_error(NULL, "'%s' is not a featcache command; did you mean '%s'?",
+				      name, best->name);
+	return fc_usage_error(NULL, "'%s' is not a featcache command", name);
+}
+
+static int run_command(const struct fc_command *c, int argc, char **argv)
+{
+	/* Each command parses its own argv from scratch. */
+	optind = 1;
+	opterr = 0;
+	return c->run(argc, argv);
+}
+
+int cmd_help(int argc, char **argv)
+{
+	const struct fc_command *c;
+	char *sub[3];
+
+	if (argc == 1) {
+		usage(stdout);
+		return FC_EXIT_OK;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		puts("usage: featcache help [<command>]\n"
+		     "\n"
+		     "Without a command, list the commands; with one, show its options\n"
+		     "(the same as 'featcache <command> --help').");
+		return FC_EXIT_OK;
+	}
+	if (argv[1][0] == '-')
+		return fc_usage_error("help", "unknown option '%s'", argv[1]);
+	if (argc > 2)
+		return fc_usage_error("help", "unexpected argument '%s'", argv[2]);
+	c = find_command(argv[1]);
+	if (!c)
+		return unknown_command(argv[1]);
+	sub[0] = (char *)c->name;
+	sub[1] = (char *)"--help";
+	sub[2] = NULL;
+	return run_command(c, 2, sub);
+}
+
+int main(int argc, char **argv)
+{
+	const struct fc_command *c;
+	int rc;
+
+	if (argc < 2) {
+		usage(stderr);
+		return FC_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("featcache %s\n", fc_version());
+		return fc_close_stdout(FC_EXIT_OK);
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(stdout);
+		return fc_close_stdout(FC_EXIT_OK);
+	}
+	if (argv[1][0] == '-')
+		return fc_usage_error(NULL, "unknown option '%s'", argv[1]);
+	c = find_command(argv[1]);
+	if (!c)
+		return unknown_command(argv[1]);
+	rc = run_command(c, argc - 1, argv + 1);
+	fc_progress_end();
+	return fc_close_stdout(rc);
+}
