@@ -1,0 +1,208 @@
+/*
+ * train.h - the projection head and everything that trains and evaluates it
+ * over cached features: the head (Linear -> BatchNorm1d -> ReLU ... ), the
+ * metric-learning losses and miners, the optimizers and learning-rate
+ * schedules, the retrieval metrics, and safetensors/npy I/O.
+ *
+ * Conventions (llm.c style): row-major float matrices, batch first; a
+ * backward accumulates into gradients and zeroing them is explicit; every
+ * function returns 0 or a negative FC_ERR_*.
+ */
+#ifndef FEATCACHE_TRAIN_H
+#define FEATCACHE_TRAIN_H
+
+#include "featcache.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- head */
+
+/* Finetuner's projection head with PyTorch's module names:
+ *   head_layers.{3i}   Linear(in_i, out_i, bias=False)    weight (out_i, in_i)
+ *   head_layers.{3i+1} BatchNorm1d(out_i, eps=1e-5, momentum=0.1)
+ *   head_layers.{3i+2} ReLU                                (not after the last BN)
+ * for i in 0..layers-1; in_0 = in_dim, out_i = hidden for i < layers-1,
+ * out_{layers-1} = out_dim. */
+typedef struct fc_head_config {
+	uint32_t in_dim;
+	uint32_t hidden;  /* 0 = in_dim (Finetuner's default) */
+	uint32_t out_dim;
+	uint32_t layers;  /* 1..8 */
+} fc_head_config;
+
+typedef struct fc_head fc_head;
+
+/* A named tensor of a head, for saving and loading. */
+typedef struct fc_tensor {
+	const char *name;    /* PyTorch state-dict name */
+	float *data;         /* NULL for num_batches_tracked (an int64 kept in `count`) */
+	int ndim;
+	uint64_t shape[2];
+	int64_t *count;      /* num_batches_tracked, else NULL */
+} fc_tensor;
+
+/* fc_head_new - a head with PyTorch's initialisation (Linear weights
+ * U(-1/sqrt(in), 1/sqrt(in)) from `seed`; BatchNorm weight 1, bias 0,
+ * running mean 0, running var 1), able to train on batches of up to
+ * max_batch rows. FC_ERR_INVALID for layers outside 1..8 or a zero dim. */
+int fc_head_new(fc_head **out, const fc_head_config *cfg, uint32_t max_batch, uint64_t seed);
+void fc_head_free(fc_head *h); /* accepts NULL */
+
+/* fc_head_get_config - the config with hidden resolved (never 0). */
+fc_head_config fc_head_get_config(const fc_head *h);
+
+/* fc_head_params - the trainable parameters and their gradients, each one
+ * contiguous block of *n floats (per layer: weight, BN weight, BN bias). */
+void fc_head_params(fc_head *h, float **params, float **grads, size_t *n);
+
+/* fc_head_zero_grad - set every gradient to 0. */
+void fc_head_zero_grad(fc_head *h);
+
+/* fc_head_forward - out (B,out_dim) = head(in (B,in_dim)). training: batch
+ * statistics (B >= 2, as PyTorch requires), running statistics updated, and
+ * the activations kept for fc_head_backward; otherwise running statistics.
+ * The output is not normalised. */
+int fc_head_forward(fc_head *h, float *out, const float *in, uint32_t B, int training);
+
+/* fc_head_backward - accumulate parameter gradients for dout (B,out_dim) of
+ * the last training forward (same B). din (B,in_dim) receives dL/din when
+ * not NULL (the backbone is frozen, so training passes NULL). */
+int fc_head_backward(fc_head *h, float *din, const float *dout, uint32_t B);
+
+/* fc_head_embed - eval-mode forward of n rows in blocks, each output row
+ * L2-normalised when `normalize` (zero rows stay zero). */
+int fc_head_embed(fc_head *h, float *out, const float *in, size_t n, int normalize);
+
+/* fc_head_tensors - the head's state dict in PyTorch order: weights,
+ * biases, running statistics and num_batches_tracked. Returns the number of
+ * tensors; fills at most cap entries. The pointers alias the head. */
+size_t fc_head_tensors(fc_head *h, fc_tensor *out, size_t cap);
+
+/* -------------------------------------------------------------- losses */
+
+/* The losses follow pytorch-metric-learning (PML) 1.x, which Finetuner
+ * uses; train/loss.c documents each formula. Every loss L2-normalises the
+ * embeddings itself (PML's distances do, by default), so the head's raw
+ * output goes in and the gradient with respect to it comes out. */
+typedef enum fc_loss_kind {
+	FC_LOSS_TRIPLET = 0, /* TripletMarginLoss + TripletMarginMiner */
+	FC_LOSS_SIAMESE,     /* ContrastiveLoss (pos_margin, neg_margin) */
+	FC_LOSS_NTXENT,      /* NTXentLoss (temperature) */
+	FC_LOSS_SUPCON,      /* SupConLoss (temperature) */
+	FC_LOSS_ARCFACE,     /* ArcFaceLoss (margin in degrees, scale), class-centre matrix */
+	FC_LOSS_COSFACE      /* CosFaceLoss (margin, scale), class-centre matrix */
+} fc_loss_kind;
+
+typedef enum fc_miner_kind {
+	FC_MINER_ALL = 0,  /* every triplet whose margin is violated */
+	FC_MINER_HARD,
+	FC_MINER_SEMIHARD,
+	FC_MINER_EASY
+} fc_miner_kind;
+
+typedef enum fc_distance_kind {
+	FC_DIST_EUCLIDEAN = 0, /* PML LpDistance(p=2, normalize_embeddings=True) */
+	FC_DIST_COSINE         /* PML CosineSimilarity */
+} fc_distance_kind;
+
+typedef struct fc_loss_config {
+	fc_loss_kind kind;
+	fc_miner_kind miner;      /* triplet only */
+	fc_distance_kind distance; /* triplet and siamese */
+	float margin;             /* triplet (and its miner); arcface: degrees; cosface */
+	float pos_margin, neg_margin; /* siamese */
+	float temperature;        /* ntxent, supcon */
+	float scale;              /* arcface, cosface */
+	uint32_t n_classes;       /* arcface, cosface: labels are 0..n_classes-1 */
+} fc_loss_config;
+
+/* fc_loss_config_default - PML's defaults for a kind (and featcache's
+ * triplet margin 0.2), documented in the README. */
+void fc_loss_config_default(fc_loss_config *cfg, fc_loss_kind kind);
+
+/* fc_loss_parse / fc_miner_parse / fc_distance_parse - CLI names:
+ * "triplet", "siamese", "ntxent", "supcon", "arcface", "cosface";
+ * "all", "hard", "semihard", "easy"; "cosine", "euclidean".
+ * fc_loss_name etc. give them back. */
+int fc_loss_parse(const char *s, fc_loss_kind *out);
+int fc_miner_parse(const char *s, fc_miner_kind *out);
+int fc_distance_parse(const char *s, fc_distance_kind *out);
+const char *fc_loss_name(fc_loss_kind k);
+const char *fc_miner_name(fc_miner_kind k);
+const char *fc_distance_name(fc_distance_kind k);
+
+typedef struct fc_loss fc_loss;
+
+/* fc_loss_new - a loss for embeddings of `dim` floats and batches of up to
+ * max_batch rows. ArcFace/CosFace allocate their class-centre matrix W
+ * (dim x n_classes, PML's layout) initialised N(0,1) from `seed` as PML's
+ * normal_ init does (the values differ from torch's RNG; fixtures load W). */
+int fc_loss_new(fc_loss **out, const fc_loss_config *cfg, uint32_t dim, uint32_t max_batch, uint64_t seed);
+void fc_loss_free(fc_loss *l); /* accepts NULL */
+
+/* What a loss evaluation saw: the number of triplets or pairs mined/used
+ * and how many contributed a non-zero loss (PML's AvgNonZeroReducer). */
+typedef struct fc_loss_info {
+	uint64_t used;
+	uint64_t nonzero;
+} fc_loss_info;
+
+/* fc_loss_forward_backward - loss (B,D) -> *loss, and dL/demb into demb
+ * (B,D), overwritten (not accumulated). labels has B entries. For
+ * ArcFace/CosFace the class-centre gradient is ACCUMULATED into the loss's
+ * own gradient buffer (see fc_loss_params). info may be NULL. A batch with
+ * nothing to learn from (no positive pair, ...) gives loss 0 and zero grads. */
+int fc_loss_forward_backward(fc_loss *l, float *loss, float *demb, const float *emb,
+			     const uint32_t *labels, uint32_t B, fc_loss_info *info);
+
+/* fc_loss_params - the loss's own parameters (ArcFace/CosFace W, D*C floats
+ * in PML's (embedding_size, num_classes) layout) and their gradients; *n is
+ * 0 for losses without parameters. */
+void fc_loss_params(fc_loss *l, float **params, float **grads, size_t *n);
+
+/* ------------------------------------------------------------- metrics */
+
+/* Retrieval metrics with Finetuner's (docarray's) definitions, averaged over
+ * queries. A query's relevant items are the index items with its label,
+ * itself excluded. */
+typedef struct fc_metrics {
+	double precision;   /* precision@k */
+	double recall;      /* recall@k */
+	double f1;          /* f1@k */
+	double hit;         /* hit@k */
+	double ap;          /* average precision within the top k (mAP@k) */
+	double rr;          /* reciprocal rank (MRR) */
+	double r_precision;
+	double dcg;         /* dcg@k */
+	double ndcg;        /* ndcg@k */
+	size_t queries;     /* queries evaluated */
+	size_t k;
+} fc_metrics;
+
+/* fc_eval_knn - cosine kNN of every query against the index (both are
+ * L2-normalised internally; zero vectors have similarity 0 to everything),
+ * top k per query kept in a heap while the similarities are computed in
+ * blocks, so memory is O((nq + ni) * dim + nq * k), never nq x ni.
+ * When exclude_self is set, queries and index are the same set (same rows
+ * in the same order) and row i never retrieves itself. Ties in similarity
+ * go to the lower index row. Parallel with OpenMP over queries.
+ * Queries with no relevant item in the index count with recall 0 (docarray
+ * would divide by zero); fc_metrics.queries still counts them. */
+int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, size_t nq,
+		const float *index, const uint32_t *ilabels, size_t ni, size_t dim, size_t k,
+		int exclude_self);
+
+/* fc_metric_names / fc_metric_get - the metric names as Finetuner prints
+ * them ("precision_at_k", "recall_at_k", "f1_score_at_k", "hit_at_k",
+ * "average_precision", "reciprocal_rank", "r_precision", "dcg_at_k",
+ * "ndcg_at_k"), and by-name access (short aliases "map", "mrr", "ndcg",
+ * "precision", "recall", "f1", "hit" are accepted). */
+extern const char *const fc_metric_names[9];
+int fc_metric_get(const fc_metrics *m, const char *name, double *value);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FEATCACHE_TRAIN_H */
