@@ -162,6 +162,90 @@ int fc_loss_forward_backward(fc_loss *l, float *loss, float *demb, const float *
  * 0 for losses without parameters. */
 void fc_loss_params(fc_loss *l, float **params, float **grads, size_t *n);
 
+/* ---------------------------------------------------------- optimizers */
+
+/* PyTorch's update rules (torch.optim, foreach=False), one flat loop over a
+ * contiguous parameter block:
+ *   sgd:   g += wd*p; buf = momentum*buf + g (buf = g on the first step);
+ *          g = nesterov ? g + momentum*buf : buf; p -= lr*g
+ *   adam:  g += wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+ *          p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+ *   adamw: p *= 1 - lr*wd; then adam without the wd term */
+typedef enum fc_optim_kind { FC_OPT_ADAM = 0, FC_OPT_ADAMW, FC_OPT_SGD } fc_optim_kind;
+
+typedef struct fc_optim_config {
+	fc_optim_kind kind;
+	float weight_decay;
+	float momentum;     /* sgd */
+	int nesterov;       /* sgd */
+	float beta1, beta2, eps; /* adam, adamw */
+} fc_optim_config;
+
+/* fc_optim_config_default - PyTorch's defaults (betas (0.9, 0.999), eps
+ * 1e-8, weight decay 0, but 0.01 for adamw as torch.optim.AdamW) except
+ * sgd momentum: featcache's 0.9 (torch's SGD defaults to 0), no nesterov. */
+void fc_optim_config_default(fc_optim_config *cfg, fc_optim_kind kind);
+int fc_optim_parse(const char *s, fc_optim_kind *out); /* "adam", "adamw", "sgd" */
+const char *fc_optim_name(fc_optim_kind k);
+
+typedef struct fc_optim fc_optim;
+
+int fc_optim_new(fc_optim **out, const fc_optim_config *cfg, size_t n);
+void fc_optim_free(fc_optim *o); /* accepts NULL */
+
+/* fc_optim_step - one update of params[n] with grads[n] at learning rate lr. */
+void fc_optim_step(fc_optim *o, float *params, const float *grads, float lr);
+
+/* fc_optim_state - the moment buffers (m: momentum or first moment, v:
+ * second moment or NULL) and the step count, for checkpoints. */
+void fc_optim_state(fc_optim *o, float **m, float **v, size_t *n, int64_t **step);
+
+/* Learning-rate schedules, as a factor of the base lr for optimizer step s
+ * (0-based, the value used by the s-th update; Hugging Face's and PyTorch's
+ * conventions):
+ *   constant  1
+ *   warmup    s < W ? s/W : 1                      (constant with warmup)
+ *   linear    s < W ? s/W : max(0, (T-s)/(T-W))
+ *   cosine    s < W ? s/W : 0.5*(1 + cos(pi*(s-W)/(T-W)))
+ *   step      gamma^(floor(s / step_size))         (StepLR, gamma 0.1) */
+typedef enum fc_sched_kind {
+	FC_SCHED_CONSTANT = 0, FC_SCHED_LINEAR, FC_SCHED_COSINE, FC_SCHED_WARMUP, FC_SCHED_STEP
+} fc_sched_kind;
+
+typedef struct fc_sched_config {
+	fc_sched_kind kind;
+	uint64_t warmup_steps; /* W */
+	uint64_t total_steps;  /* T */
+	uint64_t step_size;    /* step: in optimizer steps */
+	float gamma;           /* step */
+} fc_sched_config;
+
+double fc_sched_factor(const fc_sched_config *c, uint64_t s);
+int fc_sched_parse(const char *s, fc_sched_kind *out); /* "constant", "linear", "cosine", "warmup", "step" */
+const char *fc_sched_name(fc_sched_kind k);
+
+/* ------------------------------------------------------------- sampler */
+
+/* Batches for one epoch, a pure function of (seed, epoch): resuming needs
+ * only the epoch number.
+ * Class-balanced (per_class = K > 0): every class's items are shuffled and
+ * cut into groups of K (a class with fewer than K items gives one group of
+ * all of them; a last partial group is topped up with other items of its
+ * class); groups are shuffled and batches take batch/K groups of distinct
+ * classes. So each item appears at least once per epoch, unless its group
+ * is among the few left over when no batch of 2+ classes can be formed.
+ * Uniform (per_class = 0): a shuffled permutation cut into batches.
+ * Batches of fewer than 2 rows are dropped (BatchNorm needs 2). */
+typedef struct fc_batches {
+	uint32_t *rows;   /* row indices, batch after batch */
+	size_t *ends;     /* batch i is rows[ends[i-1] .. ends[i]) (ends[-1] = 0) */
+	size_t n_batches, n_rows;
+} fc_batches;
+
+int fc_sample_epoch(fc_batches *out, const uint32_t *classes, size_t n, uint32_t n_classes,
+		    uint32_t batch, uint32_t per_class, uint64_t seed, uint64_t epoch);
+void fc_batches_free(fc_batches *b); /* accepts NULL */
+
 /* ------------------------------------------------------------- metrics */
 
 /* Retrieval metrics with Finetuner's (docarray's) definitions, averaged over
