@@ -23,6 +23,9 @@ enum { FC_EXIT_OK = 0, FC_EXIT_FAIL = 1, FC_EXIT_USAGE = 2 };
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 int cmd_help(int argc, char **argv);
 
 #if defined(__GNUC__)

@@ -19,6 +19,9 @@ struct fc_command {
 /* One line per command; `featcache help` lists them in this order. */
 static const struct fc_command commands[] = {
 	{ "info", cmd_info, "show what a store holds" },
+	{ "train", cmd_train, "train a projection head over cached features" },
+	{ "eval", cmd_eval, "retrieval metrics of raw features or a head" },
+	{ "embed", cmd_embed, "write features or head embeddings as .npy" },
 	{ "verify", cmd_verify, "check every record of a store" },
 	{ "gc", cmd_gc, "drop features no item references any more" },
 	{ "help", cmd_help, "show help for featcache or one command" },

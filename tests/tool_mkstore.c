@@ -35,7 +35,7 @@ static const char usage_text[] =
 	"usage: tool_mkstore --store DIR [--dim D] [--items N] [--classes C]\n"
 	"                    [--dtype f32|f16|bf16|u8] [--codec raw|zstd|shuffle-zstd]\n"
 	"                    [--level L] [--batch B] [--seed S] [--dup K] [--failed F]\n"
-	"                    [--extractors E]\n"
+	"                    [--extractors E] [--noise PCT] [--mixed-splits]\n"
 	"       tool_mkstore --store DIR --remove-items K\n"
 	"       tool_mkstore --store DIR [--extractor HEX] --corrupt-chunk ID|first|last\n"
 	"       tool_mkstore --store DIR [--extractor HEX] --corrupt-index\n"
@@ -44,7 +44,10 @@ static const char usage_text[] =
 	"       tool_mkstore --store DIR --set-format N\n"
 	"\n"
 	"Defaults: dim 16, items 100, classes 4, f16, shuffle-zstd level 3,\n"
-	"batch 32, seed 1, dup 0, failed 0, extractors 1.\n"
+	"batch 32, seed 1, dup 0, failed 0, extractors 1, noise 50 (percent of the\n"
+	"class centres' scale: higher makes raw features harder to search).\n"
+	"Splits go by item number (i %% 10), which ties them to classes; with\n"
+	"--mixed-splits by (i / classes) %% 10, so every split has every class.\n"
 	"--remove-items deletes the first K items in key order (\"bad/...\" sorts\n"
 	"before \"class...\"). The damage modes name what they broke on stdout as\n"
 	"verify would: feat.HEX/chunk ID, index.HEX/HASH, items/KEY, extractors/HEX.\n";
@@ -119,6 +122,8 @@ static void hash128(uint8_t out[FC_HASH_LEN], const char *text)
 struct spec {
 	const char *store;
 	uint64_t dim, items, classes, level, batch, seed, dup, failed, extractors;
+	uint64_t noise_pct; /* noise scale in percent of the centres' (default 50) */
+	int mixed_splits;   /* splits independent of classes (by i / classes) */
 	fc_dtype dtype;
 	fc_codec codec;
 };
@@ -148,7 +153,7 @@ static void make_vector(const struct spec *sp, uint64_t ex, uint64_t content, fl
 	uint64_t noise = sp->seed * 2000003u + ex * 104729u + content * 31u + 0x51ed;
 
 	for (uint64_t d = 0; d < sp->dim; d++)
-		v[d] = unit(&centre) + 0.5f * unit(&noise);
+		v[d] = unit(&centre) + (float)sp->noise_pct / 100.0f * unit(&noise);
 }
 
 static int store_err(fc_store *s, int rc, const char *what)
@@ -220,7 +225,7 @@ static int make_store(const struct spec *sp)
 				 (unsigned long long)i);
 			content_hash(sp, content, it->hash);
 			it->label = label_ids[c];
-			it->split = split_of[i % 10];
+			it->split = split_of[(sp->mixed_splits ? i / sp->classes : i) % 10];
 			it->status = FC_ITEM_OK;
 		} else {
 			char text[96];
@@ -627,6 +632,8 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "store", required_argument, NULL, 's' },
 		{ "dim", required_argument, NULL, 'd' },
+		{ "noise", required_argument, NULL, 'N' },
+		{ "mixed-splits", no_argument, NULL, 'M' },
 		{ "items", required_argument, NULL, 'n' },
 		{ "classes", required_argument, NULL, 'c' },
 		{ "dtype", required_argument, NULL, 't' },
@@ -647,7 +654,8 @@ int main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct spec sp = { NULL, 16, 100, 4, 3, 32, 1, 0, 0, 1, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD };
+	struct spec sp = { .dim = 16, .items = 100, .classes = 4, .level = 3, .batch = 32, .seed = 1,
+			    .extractors = 1, .noise_pct = 50, .dtype = FC_DTYPE_F16, .codec = FC_CODEC_SHUFFLE_ZSTD };
 	enum damage how = DMG_NONE;
 	const char *arg = NULL, *ex_want = NULL;
 	uint64_t remove = 0;
@@ -659,6 +667,8 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 's': sp.store = optarg; break;
 		case 'd': rc = parse_u64("--dim", optarg, 1, 1u << 20, &sp.dim); break;
+		case 'N': rc = parse_u64("--noise", optarg, 0, 100000, &sp.noise_pct); break;
+		case 'M': sp.mixed_splits = 1; break;
 		case 'n': rc = parse_u64("--items", optarg, 0, 10000000, &sp.items); break;
 		case 'c': rc = parse_u64("--classes", optarg, 1, 100000, &sp.classes); break;
 		case 'l': rc = parse_u64("--level", optarg, 1, 19, &sp.level); break;

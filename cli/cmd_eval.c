@@ -1,0 +1,150 @@
+/*
+ * cmd_eval.c - `featcache eval`: retrieval metrics of a split's cached
+ * features, raw and (with --head) through a trained head, with Finetuner's
+ * metric definitions.
+ */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/data.h"
+#include "featcache/train.h"
+
+static const char usage_text[] =
+	"usage: featcache eval --store DIR [--head HEAD.safetensors] [options]\n"
+	"\n"
+	"Search every item of a split among the items of a split by cosine\n"
+	"similarity and report precision, recall, f1 and hit at k, average precision\n"
+	"(within the top k), reciprocal rank, r-precision, dcg and ndcg at k:\n"
+	"for the raw backbone features and, with --head, for the head's embeddings.\n"
+	"\n"
+	"  -s, --store DIR        the store (default: $FEATCACHE_STORE)\n"
+	"      --head FILE        a head written by 'featcache train' (or a PyTorch state dict)\n"
+	"      --extractor ID     which feature set (hex prefix; default: the only one)\n"
+	"      --split S          the queries (default val)\n"
+	"      --index-split S    where to search them (default: the query split itself,\n"
+	"                         each query excluded from its own results)\n"
+	"  -k, --k K              metrics at k (default 20)\n"
+	"      --json             print the metrics as JSON\n"
+	"  -h, --help             show this help\n";
+
+enum { O_HEAD = 256, O_EXTRACTOR, O_SPLIT, O_INDEX_SPLIT, O_JSON };
+
+static const struct option opts[] = {
+	{ "store", required_argument, NULL, 's' },   { "head", required_argument, NULL, O_HEAD },
+	{ "extractor", required_argument, NULL, O_EXTRACTOR },
+	{ "split", required_argument, NULL, O_SPLIT }, { "index-split", required_argument, NULL, O_INDEX_SPLIT },
+	{ "k", required_argument, NULL, 'k' },       { "json", no_argument, NULL, O_JSON },
+	{ "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
+};
+
+static json_t *metrics_json(const fc_metrics *m)
+{
+	json_t *j = json_object();
+	for (int i = 0; i < 9; i++) {
+		double v;
+		fc_metric_get(m, fc_metric_names[i], &v);
+		json_object_set_new(j, fc_metric_names[i], json_real(v));
+	}
+	json_object_set_new(j, "queries", json_integer((json_int_t)m->queries));
+	return j;
+}
+
+static void print_table(const fc_metrics *raw, const fc_metrics *head, size_t k)
+{
+	printf("%-20s %10s%s\n", "metric (k=", "raw", head ? "       head" : "");
+	for (int i = 0; i < 9; i++) {
+		double a, b = 0;
+		fc_metric_get(raw, fc_metric_names[i], &a);
+		if (head)
+			fc_metric_get(head, fc_metric_names[i], &b);
+		printf("%-20s %10.4f", fc_metric_names[i], a);
+		if (head)
+			printf(" %10.4f", b);
+		putchar('\n');
+	}
+	printf("queries %zu, k %zu\n", raw->queries, k);
+}
+
+int cmd_eval(int argc, char **argv)
+{
+	const char *store = NULL, *head_path = NULL, *extractor = NULL, *split = "val", *index_split = NULL;
+	uint64_t k = 20;
+	int json = 0, c, rc;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":s:k:h", opts, NULL)) != -1) {
+		rc = 0;
+		switch (c) {
+		case 's': store = optarg; break;
+		case 'k': rc = fc_parse_u64("eval", "--k", optarg, 1, 100000, &k); break;
+		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
+		case O_HEAD: head_path = optarg; break;
+		case O_EXTRACTOR: extractor = optarg; break;
+		case O_SPLIT: split = optarg; break;
+		case O_INDEX_SPLIT: index_split = optarg; break;
+		case O_JSON: json = 1; break;
+		default: return fc_getopt_error("eval", c, argv, opts);
+		}
+		if (rc)
+			return rc;
+	}
+	if ((rc = fc_no_operands("eval", argc, argv)) || (rc = fc_need_store("eval", store, &store)))
+		return rc;
+	unsigned qmask, imask = 0;
+	if ((rc = fc_parse_splits("eval", "--split", split, &qmask)) ||
+	    (index_split && (rc = fc_parse_splits("eval", "--index-split", index_split, &imask))))
+		return rc;
+
+	fc_store *s = NULL;
+	fc_head *head = NULL;
+	fc_split_data q = { 0 }, ix = { 0 };
+	char why[FC_TRAIN_ERRLEN] = "";
+	if (head_path && (rc = fc_head_load(&head, head_path, 1024, why)) != 0)
+		return fc_fail("cannot load head '%s': %s", head_path, why);
+	if ((rc = fc_open_store(&s, store, 1)) != 0)
+		goto out;
+	uint8_t id[FC_HASH_LEN];
+	if ((rc = fc_pick_extractor("eval", s, extractor, id)) || (rc = fc_load_split(s, id, qmask, 0, &q)) ||
+	    (index_split && (rc = fc_load_split(s, id, imask, 0, &ix))))
+		goto out;
+	if (q.m.rows == 0) {
+		rc = fc_fail("the %s split of store '%s' has no labelled features", split, store);
+		goto out;
+	}
+	if (head && fc_head_get_config(head).in_dim != q.m.dim) {
+		rc = fc_fail("head '%s' takes %u-d input, the features are %zu-d", head_path,
+			     fc_head_get_config(head).in_dim, q.m.dim);
+		goto out;
+	}
+	const fc_matrix *im = index_split ? &ix.m : &q.m;
+	fc_metrics raw, tuned;
+	int self = !index_split;
+	if ((rc = fc_eval_features(&raw, NULL, q.m.data, q.m.labels, q.m.rows, im->data, im->labels, im->rows,
+				   q.m.dim, k, self)) ||
+	    (head && (rc = fc_eval_features(&tuned, head, q.m.data, q.m.labels, q.m.rows, im->data, im->labels,
+					    im->rows, q.m.dim, k, self)))) {
+		rc = fc_fail("cannot evaluate: %s", fc_strerror(rc));
+		goto out;
+	}
+	if (json) {
+		json_t *j = json_pack("{s:s, s:s?, s:I, s:I, s:o}", "split", split, "index_split", index_split, "k",
+				      (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", metrics_json(&raw));
+		if (head)
+			json_object_set_new(j, "head", metrics_json(&tuned));
+		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		putchar('\n');
+		json_decref(j);
+	} else {
+		print_table(&raw, head ? &tuned : NULL, k);
+	}
+	rc = FC_EXIT_OK;
+out:
+	fc_split_data_free(&q);
+	fc_split_data_free(&ix);
+	fc_head_free(head);
+	fc_store_free(s);
+	return rc;
+}

@@ -1,0 +1,135 @@
+/*
+ * data.c - loading labelled features for train, eval and embed (data.h).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/data.h"
+
+int fc_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN])
+{
+	if (prefix) {
+		int err = fc_store_find_extractor(s, prefix, id);
+		if (err == FC_ERR_INVALID)
+			return fc_usage_error(cmd, "%s", fc_store_errmsg(s));
+		if (err)
+			return fc_fail("%s", fc_store_errmsg(s));
+		return 0;
+	}
+	uint8_t (*ids)[FC_HASH_LEN];
+	size_t n;
+	int err = fc_store_list_extractors(s, &ids, &n);
+	if (err)
+		return fc_store_fail(s, err, "read");
+	if (n == 1)
+		memcpy(id, ids[0], FC_HASH_LEN);
+	free(ids);
+	if (n == 0)
+		return fc_fail("store '%s' holds no features yet: run 'featcache extract' first", fc_store_path(s));
+	if (n > 1)
+		return fc_usage_error(cmd, "store '%s' holds %zu extractors: choose one with --extractor (see 'featcache info')",
+				      fc_store_path(s), n);
+	return 0;
+}
+
+int fc_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *mask)
+{
+	*mask = 0;
+	char buf[64];
+	if (strlen(s) >= sizeof buf)
+		return fc_usage_error(cmd, "bad value '%s' for %s", s, opt);
+	strcpy(buf, s);
+	for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+		int split;
+		if (strcmp(tok, "all") == 0)
+			*mask |= FC_SPLIT_MASK_ALL;
+		else if (fc_split_parse(tok, &split) == 0)
+			*mask |= 1u << split;
+		else
+			return fc_usage_error(cmd, "bad value '%s' for %s: expected train, val, test or all", s, opt);
+	}
+	if (!*mask)
+		return fc_usage_error(cmd, "bad value '%s' for %s: expected train, val, test or all", s, opt);
+	return 0;
+}
+
+void fc_split_data_free(fc_split_data *d)
+{
+	fc_matrix_free(&d->m);
+}
+
+int fc_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
+		  fc_split_data *out)
+{
+	memset(out, 0, sizeof *out);
+	int err = fc_store_load_items(s, id, mask, &out->m, &out->missing);
+	if (err)
+		return fc_store_fail(s, err, "load features from");
+	if (keep_unlabeled)
+		return 0;
+	fc_matrix *m = &out->m;
+	size_t w = 0;
+	for (size_t r = 0; r < m->rows; r++) {
+		if (m->labels[r] == FC_NO_LABEL) {
+			out->unlabeled++;
+			continue;
+		}
+		if (w != r) {
+			memmove(m->data + w * m->dim, m->data + r * m->dim, m->dim * sizeof(float));
+			memcpy(m->hashes[w], m->hashes[r], FC_HASH_LEN);
+			m->keys[w] = m->keys[r];
+			m->labels[w] = m->labels[r];
+			m->splits[w] = m->splits[r];
+		}
+		w++;
+	}
+	m->rows = w;
+	return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+uint32_t *fc_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes)
+{
+	uint32_t *sorted = malloc((n ? n : 1) * sizeof *sorted);
+	uint32_t *out = malloc((n ? n : 1) * sizeof *out);
+	if (!sorted || !out) {
+		free(sorted);
+		free(out);
+		return NULL;
+	}
+	memcpy(sorted, labels, n * sizeof *sorted);
+	qsort(sorted, n, sizeof *sorted, cmp_u32);
+	size_t u = 0;
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || sorted[i] != sorted[u - 1])
+			sorted[u++] = sorted[i];
+	for (size_t i = 0; i < n; i++) {
+		const uint32_t *p = bsearch(&labels[i], sorted, u, sizeof *sorted, cmp_u32);
+		out[i] = (uint32_t)(p - sorted);
+	}
+	*n_classes = (uint32_t)u;
+	free(sorted);
+	return out;
+}
+
+int fc_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(val, &end);
+	if (end == val || *end != '\0' || errno == ERANGE || !isfinite(v))
+		return fc_usage_error(cmd, "bad value '%s' for %s: expected a number", val, opt);
+	if (v < min || v > max)
+		return fc_usage_error(cmd, "bad value '%s' for %s: must be from %g to %g", val, opt, min, max);
+	*out = (float)v;
+	return 0;
+}

@@ -1,0 +1,165 @@
+#!/usr/bin/python3
+"""metrics_ref.py - reference numbers for tests/test_metrics.c.
+
+Transcribes, operation for operation with numpy, the ranking metrics of
+docarray/math/evaluation.py (docarray/docarray) as Finetuner's Evaluator
+(jina-ai/finetuner, finetuner/tuner/evaluation.py) calls them: on each
+query's binary relevance list, without `k` (the whole top-`limit` list),
+method 0 for dcg/ndcg, and max_rel = the index items with the query's label
+other than the query itself. It then runs exact cosine kNN in float64 on a
+small integer data set and prints the data and the mean metrics as C
+initialisers to paste into the test.
+
+Deviations, the same as train/metrics.c: zero vectors have similarity 0,
+ties go to the lower index row, and recall is 0 when max_rel is 0 (docarray
+divides by zero there).
+
+Usage: /usr/bin/python3 tools/metrics_ref.py   (Debian's python3-numpy)
+"""
+import numpy as np
+
+
+# -- docarray's definitions; `b` is the relevance list in rank order --------
+
+def r_precision(b):
+    rel = np.array(b) != 0
+    nz = rel.nonzero()[0]
+    if nz.size == 0:
+        return 0.0
+    return float(np.mean(rel[: nz.size]))  # the first R, R = relevant retrieved
+
+
+def precision_at_k(b, k=None):
+    if len(b) == 0:
+        return 0.0
+    return float(np.mean(np.array(b)[:k] != 0))
+
+
+def hit_at_k(b, k=None):
+    return 1 if np.sum(b[:k]) > 0 else 0
+
+
+def average_precision(b):
+    rel = np.array(b) != 0
+    vals = [precision_at_k(rel, i + 1) for i in range(rel.size) if rel[i]]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def reciprocal_rank(b):
+    nz = np.array(b).nonzero()[0]
+    return 1.0 / (nz[0] + 1) if nz.size else 0.0
+
+
+def recall_at_k(b, max_rel, k=None):
+    rel = np.array(b[:k]) != 0
+    assert np.sum(rel) <= max_rel
+    if max_rel == 0:
+        return 0.0  # docarray: 0/0
+    return np.sum(rel) / max_rel
+
+
+def f1_score_at_k(b, max_rel, k=None):
+    p = precision_at_k(b, k)
+    r = recall_at_k(b, max_rel, k)
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+def dcg_at_k(b, k=None):
+    r = np.asarray(b, dtype=np.float64)[:k]
+    if r.size == 0:
+        return 0.0
+    return r[0] + np.sum(r[1:] / np.log2(np.arange(2, r.size + 1)))  # method 0
+
+
+def ndcg_at_k(b, k=None):
+    best = dcg_at_k(sorted(b, reverse=True), k)
+    if not best:
+        return 0.0
+    return dcg_at_k(b, k) / best
+
+
+NAMES = ['precision', 'recall', 'f1', 'hit', 'ap', 'rr', 'r_precision', 'dcg', 'ndcg']
+
+
+def query_metrics(b, max_rel):
+    return [precision_at_k(b), recall_at_k(b, max_rel), f1_score_at_k(b, max_rel),
+            hit_at_k(b), average_precision(b), reciprocal_rank(b), r_precision(b),
+            dcg_at_k(b), ndcg_at_k(b)]
+
+
+# -- exact kNN and the fixture -----------------------------------------------
+
+def unit(x):
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.where(n > 0, x / np.where(n > 0, n, 1), 0.0)
+
+
+def knn_metrics(x, labels, k, exclude_self):
+    u = unit(x.astype(np.float64))
+    sims = u @ u.T
+    n = len(x)
+    rows = []
+    for q in range(n):
+        order = [j for j in np.argsort(-sims[q], kind='stable') if not (exclude_self and j == q)]
+        top = order[:k]
+        b = [1 if labels[j] == labels[q] else 0 for j in top]
+        max_rel = sum(1 for j in range(n) if labels[j] == labels[q]) - (1 if exclude_self else 0)
+        rows.append(query_metrics(b, max_rel))
+    return np.mean(np.array(rows, dtype=np.float64), axis=0)
+
+
+def well_separated(x):
+    """No two rows of a query's ranking within 1e-3 unless the rows are
+    power-of-two multiples (identical once normalised in float32 too), so
+    float32 and float64 rank them alike. The zero row (similarity exactly 0)
+    must not tie with anything either."""
+    u = unit(x.astype(np.float64))
+    sims = u @ u.T
+    n = len(x)
+    for q in range(n):
+        if not x[q].any():
+            continue  # a zero query ties everything at exactly 0, in any precision
+        for i in range(n):
+            for j in range(i + 1, n):
+                if abs(sims[q, i] - sims[q, j]) < 1e-3 and not same_dir(x[i], x[j]):
+                    return False
+    return True
+
+
+def same_dir(a, b):
+    if not a.any() or not b.any():
+        return not a.any() and not b.any()
+    for s in (1, 2, 4, 8, 0.5, 0.25, 0.125):
+        if np.array_equal(a * s, b):
+            return True
+    return False
+
+
+def main():
+    dim, n = 4, 14
+    rng = np.random.default_rng(7)
+    while True:
+        x = rng.integers(-3, 4, size=(n, dim))
+        x[5] = 2 * x[1]       # same direction as row 1: exact ties
+        x[9] = 4 * x[3]       # and as row 3
+        x[12] = 0             # a zero vector: similarity 0 to everything
+        if well_separated(x):
+            break
+    # label 3 has one member, so with exclude_self it has no relevant item
+    labels = [0, 1, 2, 0, 1, 1, 2, 0, 2, 1, 0, 3, 2, 0]
+    print('/* generated by tools/metrics_ref.py */')
+    print('static const float fixture_x[%d * %d] = {' % (n, dim))
+    for row in x:
+        print('\t' + ', '.join('%d' % v for v in row) + ',')
+    print('};')
+    print('static const uint32_t fixture_labels[%d] = {%s};' % (n, ', '.join(map(str, labels))))
+    print('static const struct { size_t k; int exclude_self; double m[9]; } fixture_cases[] = {')
+    for k in (1, 3, 5, 20):
+        for ex in (1, 0):
+            m = knn_metrics(x, labels, k, ex)
+            print('\t{%d, %d, {%s}},' % (k, ex, ', '.join(repr(float(v)) for v in m)))
+    print('};')
+
+
+if __name__ == '__main__':
+    main()

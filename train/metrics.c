@@ -1,0 +1,614 @@
+/*
+ * metrics.c - retrieval evaluation: exact cosine kNN of queries against an
+ * index, then Finetuner's ranking metrics over each query's top-k list.
+ *
+ * It is for scoring embeddings before and after the head; it is not an ANN
+ * index (every query is compared with every index row) and it never holds
+ * an nq x ni similarity matrix: similarities are made one block of
+ * SIM_QB queries x SIM_IB index rows at a time and folded into a bounded
+ * heap per query.
+ *
+ * Metric definitions
+ * ------------------
+ * Finetuner's Evaluator (jina-ai/finetuner, finetuner/tuner/evaluation.py)
+ * calls the functions of docarray/math/evaluation.py (docarray/docarray) on
+ * each query's binary relevance list, in rank order, with no `k` argument
+ * (so each metric covers the whole retrieved list, whose length is the
+ * match `limit`, here k) and the default `method=0` for dcg/ndcg; `max_rel`
+ * (for recall and f1) is the number of index items with the query's label,
+ * the query itself left out. The per-query values are averaged with a plain
+ * mean. For a list b[0..L-1] (b[i] = 1 if the i-th match has the query's
+ * label), R = sum_i b[i] and M = max_rel:
+ *
+ *   precision_at_k     R / L                      (docarray: 0 for an empty list)
+ *   recall_at_k        R / M                      (docarray divides by zero when
+ *                                                  M = 0; here it is 0)
+ *   f1_score_at_k      2 p r / (p + r), 0 when p + r = 0
+ *   hit_at_k           1 if R > 0 else 0
+ *   average_precision  mean over i with b[i] = 1 of (sum_{j<=i} b[j]) / (i + 1);
+ *                      0 when R = 0 (over the top-k list only: "mAP@k")
+ *   reciprocal_rank    1 / (i + 1) for the first i with b[i] = 1, else 0
+ *   r_precision        (sum_{i<R} b[i]) / R, 0 when R = 0: the precision of the
+ *                      first R matches, R counted inside the retrieved list (not
+ *                      over the whole index, and not up to the last relevant)
+ *   dcg_at_k           b[0] + sum_{i>=1} b[i] / log2(i + 1)      (method 0)
+ *   ndcg_at_k          dcg(b) / dcg(b sorted descending), 0 when that is 0; the
+ *                      ideal is the retrieved list reordered, not the index
+ *
+ * Where docarray would fail (a query whose list is empty because the index
+ * holds only the query itself) every metric of that query is 0, and the
+ * query still counts in the mean.
+ *
+ * The similarity kernel
+ * ---------------------
+ * Normalised copies of queries and index are packed once into panels of MR
+ * query rows and NR index rows, dimension-major, so the micro-kernel reads
+ * both sequentially and keeps an MR x NR tile of sums in registers. Every
+ * similarity is one fused multiply-add chain over d = 0..dim-1 in order,
+ * whatever the ISA, tile position or padding, so equal vectors score
+ * bit-identical similarities and ties are resolved by index alone. (oneDNN's
+ * matmul was measured against this kernel on 20k x 20k x 2048: see the
+ * report in the commit; its tail kernels would also break that guarantee.)
+ */
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define SIM_X86 1
+#else
+#define SIM_X86 0
+#endif
+
+#include "featcache/train.h"
+
+const char *const fc_metric_names[9] = {
+	"precision_at_k", "recall_at_k", "f1_score_at_k", "hit_at_k", "average_precision",
+	"reciprocal_rank", "r_precision", "dcg_at_k", "ndcg_at_k",
+};
+
+enum { M_PREC, M_REC, M_F1, M_HIT, M_AP, M_RR, M_RPREC, M_DCG, M_NDCG, M_COUNT };
+
+/* Block sizes, tuned on 20k x 20k x 2048 (AVX-512, 2 MB L2): a thread owns
+ * up to SIM_QB queries, whose packed SIM_KC-wide slice (480 KB) stays in L2
+ * while one SIM_KC x NR index panel slice (32 KB) sits in L1 and is swept
+ * over all of them; the SIM_QB x SIM_IB similarities (480 KB) are folded
+ * into the heaps after every SIM_IB index rows. SIM_QB is a multiple of
+ * every MR and SIM_IB of every NR, so blocks start on panels. 256 x 2048
+ * blocks ran about a third slower. */
+#define SIM_QB 480
+#define SIM_IB 256
+#define SIM_KC 256
+
+/* A micro-kernel: c (MR,NR; row stride ldc) = a (MR,kc) · b (NR,kc)ᵀ, or
+ * += when !first; a is packed kc x MR, b kc x NR (dimension-major). */
+typedef void (*tile_fn)(float *c, size_t ldc, const float *a, const float *b, size_t kc,
+			int first);
+
+typedef struct sim_kernel {
+	tile_fn tile;
+	size_t mr, nr;
+} sim_kernel;
+
+static void tile_scalar(float *c, size_t ldc, const float *a, const float *b, size_t kc, int first)
+{
+	enum { MR = 4, NR = 4 };
+	float acc[MR][NR];
+
+	for (size_t i = 0; i < MR; i++)
+		for (size_t j = 0; j < NR; j++)
+			acc[i][j] = first ? 0.0f : c[i * ldc + j];
+	for (size_t p = 0; p < kc; p++)
+		for (size_t i = 0; i < MR; i++)
+			for (size_t j = 0; j < NR; j++)
+				acc[i][j] = fmaf(a[p * MR + i], b[p * NR + j], acc[i][j]);
+	for (size_t i = 0; i < MR; i++)
+		for (size_t j = 0; j < NR; j++)
+			c[i * ldc + j] = acc[i][j];
+}
+
+#if SIM_X86
+__attribute__((target("avx2,fma"))) static void tile_avx2(float *c, size_t ldc, const float *a,
+							 const float *b, size_t kc, int first)
+{
+	enum { MR = 6, NR = 16 };
+	__m256 acc[MR][2];
+
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++) {
+		acc[i][0] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc);
+		acc[i][1] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(c + i * ldc + 8);
+	}
+	for (size_t p = 0; p < kc; p++) {
+		__m256 b0 = _mm256_load_ps(b + p * NR);
+		__m256 b1 = _mm256_load_ps(b + p * NR + 8);
+#pragma GCC unroll 6
+		for (int i = 0; i < MR; i++) {
+			__m256 ai = _mm256_broadcast_ss(a + p * MR + i);
+			acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+			acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+		}
+	}
+#pragma GCC unroll 6
+	for (int i = 0; i < MR; i++) {
+		_mm256_storeu_ps(c + i * ldc, acc[i][0]);
+		_mm256_storeu_ps(c + i * ldc + 8, acc[i][1]);
+	}
+}
+
+__attribute__((target("avx512f"))) static void tile_avx512(float *c, size_t ldc, const float *a,
+							   const float *b, size_t kc, int first)
+{
+	enum { MR = 12, NR = 32 };
+	__m512 acc[MR][2];
+
+#pragma GCC unroll 12
+	for (int i = 0; i < MR; i++) {
+		acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + i * ldc);
+		acc[i][1] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(c + i * ldc + 16);
+	}
+	for (size_t p = 0; p < kc; p++) {
+		__m512 b0 = _mm512_load_ps(b + p * NR);
+		__m512 b1 = _mm512_load_ps(b + p * NR + 16);
+#pragma GCC unroll 12
+		for (int i = 0; i < MR; i++) {
+			__m512 ai = _mm512_set1_ps(a[p * MR + i]);
+			acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+			acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+		}
+	}
+#pragma GCC unroll 12
+	for (int i = 0; i < MR; i++) {
+		_mm512_storeu_ps(c + i * ldc, acc[i][0]);
+		_mm512_storeu_ps(c + i * ldc + 16, acc[i][1]);
+	}
+}
+#endif
+
+static sim_kernel pick_kernel(void)
+{
+#if SIM_X86
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		return (sim_kernel){tile_avx512, 12, 32};
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		return (sim_kernel){tile_avx2, 6, 16};
+#endif
+	return (sim_kernel){tile_scalar, 4, 4};
+}
+
+/* a * b into *out, or 0 when it overflows size_t. */
+static int mul_ok(size_t *out, size_t a, size_t b)
+{
+	if (a && b > SIZE_MAX / a)
+		return 0;
+	*out = a * b;
+	return 1;
+}
+
+static size_t round_up(size_t n, size_t m)
+{
+	return (n + m - 1) / m * m;
+}
+
+/* 64-byte aligned, zeroed; NULL when bytes is 0 or memory is short. */
+static void *alloc_aligned(size_t bytes)
+{
+	void *p;
+
+	if (bytes == 0 || bytes > SIZE_MAX - 63)
+		return NULL;
+	bytes = round_up(bytes, 64);
+	p = aligned_alloc(64, bytes);
+	if (p)
+		memset(p, 0, bytes);
+	return p;
+}
+
+/* dst (npanels, dim, R) = the rows of src (n, dim), each scaled to unit L2
+ * norm (zero rows stay zero), R rows to a panel, dimension-major; rows past
+ * n are zero. Returns FC_ERR_INVALID when a row holds NaN or Inf. The norm
+ * is summed in double so it does not depend on the order of the sum. */
+static int pack_normalized(float *dst, const float *src, size_t n, size_t dim, size_t R)
+{
+	size_t npanels = (n + R - 1) / R;
+	int bad = 0;
+
+#pragma omp parallel for schedule(static) reduction(| : bad)
+	for (size_t pn = 0; pn < npanels; pn++) {
+		float *panel = dst + pn * dim * R;
+		for (size_t r = 0; r < R; r++) {
+			size_t row = pn * R + r;
+			const float *x;
+			double ss = 0.0;
+			float inv;
+
+			if (row >= n)
+				break; /* the allocation is zeroed */
+			x = src + row * dim;
+			for (size_t d = 0; d < dim; d++)
+				ss += (double)x[d] * x[d];
+			if (!isfinite(ss)) {
+				bad = 1;
+				continue;
+			}
+			inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+			for (size_t d = 0; d < dim; d++)
+				panel[d * R + r] = x[d] * inv;
+		}
+	}
+	return bad ? FC_ERR_INVALID : 0;
+}
+
+/* One retrieved item. The heap keeps its worst item at the root: lower
+ * similarity is worse, and of equal similarities the higher index. */
+typedef struct hit {
+	float sim;
+	uint32_t idx;
+} hit;
+
+static int hit_worse(hit a, hit b)
+{
+	return a.sim < b.sim || (a.sim == b.sim && a.idx > b.idx);
+}
+
+static void heap_sift_down(hit *h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, w = i;
+		if (l < n && hit_worse(h[l], h[w]))
+			w = l;
+		if (l + 1 < n && hit_worse(h[l + 1], h[w]))
+			w = l + 1;
+		if (w == i)
+			return;
+		hit t = h[i];
+		h[i] = h[w];
+		h[w] = t;
+		i = w;
+	}
+}
+
+static void heap_push(hit *h, size_t *n, size_t cap, hit x)
+{
+	size_t i;
+
+	if (*n == cap) {
+		if (!hit_worse(h[0], x))
+			return;
+		h[0] = x;
+		heap_sift_down(h, cap, 0);
+		return;
+	}
+	for (i = (*n)++; i > 0 && hit_worse(x, h[(i - 1) / 2]); i = (i - 1) / 2)
+		h[i] = h[(i - 1) / 2];
+	h[i] = x;
+}
+
+/* Heap to best-first order in place: repeatedly move the worst to the end. */
+static void heap_sort_best_first(hit *h, size_t n)
+{
+	for (size_t m = n; m > 1; m--) {
+		hit t = h[0];
+		h[0] = h[m - 1];
+		h[m - 1] = t;
+		heap_sift_down(h, m - 1, 0);
+	}
+}
+
+/*
+ * knn_search - for every query the top `cap` index rows by cosine similarity,
+ * best first (similarity descending, then index ascending), in top (nq, cap);
+ * counts[q] is how many were found (cap, or fewer when the index is
+ * smaller). cap >= 1; with exclude_self, queries and index are the same
+ * rows. kern is pick_kernel()'s choice (the tests pass each one).
+ * When `each` is set it is called per query block as soon as the block's
+ * lists are final, from the thread that made them, so the caller need not
+ * keep all lists (top and counts may then be NULL: per-thread scratch is
+ * used); a non-zero return from it stops the search and is returned.
+ */
+typedef int (*knn_each_fn)(void *ctx, size_t q0, size_t qn, const hit *top, const size_t *counts,
+			   size_t cap);
+
+static int knn_search(hit *top, size_t *counts, const float *queries, size_t nq, const float *index,
+		      size_t ni, size_t dim, size_t cap, int exclude_self, sim_kernel kern,
+		      knn_each_fn each, void *ctx)
+{
+	size_t mr = kern.mr, nr = kern.nr;
+	size_t qpanels = (nq + mr - 1) / mr, ipanels = (ni + nr - 1) / nr;
+	size_t qbytes, ibytes, hbytes, nqb, qbr;
+	float *qpack = NULL, *ipack = NULL;
+	int err = 0;
+
+	if (nq == 0)
+		return 0;
+	if (!mul_ok(&qbytes, qpanels * mr, dim) || !mul_ok(&qbytes, qbytes, sizeof(float)) ||
+	    !mul_ok(&ibytes, ipanels * nr, dim) || !mul_ok(&ibytes, ibytes, sizeof(float)) ||
+	    !mul_ok(&hbytes, SIM_QB * sizeof(hit), cap))
+		return FC_ERR_OVERFLOW;
+	qpack = alloc_aligned(qbytes);
+	ipack = ni ? alloc_aligned(ibytes) : NULL;
+	if (!qpack || (ni && !ipack)) {
+		err = FC_ERR_NOMEM;
+		goto out;
+	}
+	err = pack_normalized(qpack, queries, nq, dim, mr);
+	if (!err && ni)
+		err = pack_normalized(ipack, index, ni, dim, nr);
+	if (err)
+		goto out;
+
+	/* Smaller blocks when there are few queries, so every thread gets one. */
+	qbr = (nq + (size_t)omp_get_max_threads() - 1) / (size_t)omp_get_max_threads();
+	qbr = round_up(qbr, mr) < SIM_QB ? round_up(qbr, mr) : SIM_QB;
+	nqb = (nq + qbr - 1) / qbr;
+#pragma omp parallel
+	{
+		float *cbuf = alloc_aligned((size_t)SIM_QB * SIM_IB * sizeof(float));
+		hit *scratch = top ? NULL : alloc_aligned(hbytes);
+		size_t lcounts[SIM_QB];
+
+		if (!cbuf || (!top && !scratch)) {
+#pragma omp atomic write
+			err = FC_ERR_NOMEM;
+		}
+#pragma omp for schedule(dynamic, 1)
+		for (size_t qb = 0; qb < nqb; qb++) {
+			size_t q0 = qb * qbr, qn = nq - q0 < qbr ? nq - q0 : qbr;
+			size_t qp = (qn + mr - 1) / mr;
+			hit *heaps = top ? top + q0 * cap : scratch;
+			size_t *cnt = top ? counts + q0 : lcounts;
+			int failed;
+
+#pragma omp atomic read
+			failed = err;
+			if (failed)
+				continue;
+			for (size_t r = 0; r < qn; r++)
+				cnt[r] = 0;
+			for (size_t i0 = 0; i0 < ni; i0 += SIM_IB) {
+				size_t in = ni - i0 < SIM_IB ? ni - i0 : SIM_IB;
+				size_t ip = (in + nr - 1) / nr;
+
+				for (size_t p0 = 0; p0 < dim; p0 += SIM_KC) {
+					size_t kc = dim - p0 < SIM_KC ? dim - p0 : SIM_KC;
+					for (size_t jr = 0; jr < ip; jr++) {
+						const float *b = ipack + (i0 / nr + jr) * dim * nr + p0 * nr;
+						for (size_t ir = 0; ir < qp; ir++) {
+							const float *a =
+								qpack + (q0 / mr + ir) * dim * mr + p0 * mr;
+							kern.tile(cbuf + ir * mr * SIM_IB + jr * nr, SIM_IB, a, b,
+								  kc, p0 == 0);
+						}
+					}
+				}
+				for (size_t r = 0; r < qn; r++) {
+					const float *row = cbuf + r * SIM_IB;
+					hit *h = heaps + r * cap;
+					size_t q = q0 + r;
+
+					for (size_t j = 0; j < in; j++) {
+						/* Rows arrive in ascending index, so once the heap is
+						 * full an equal similarity never displaces anything:
+						 * the cheap test below is the whole tie rule. */
+						if (cnt[r] == cap && !(row[j] > h[0].sim))
+							continue;
+						if (exclude_self && i0 + j == q)
+							continue;
+						heap_push(h, &cnt[r], cap, (hit){row[j], (uint32_t)(i0 + j)});
+					}
+				}
+			}
+			for (size_t r = 0; r < qn; r++)
+				heap_sort_best_first(heaps + r * cap, cnt[r]);
+			if (each) {
+				int e = each(ctx, q0, qn, heaps, cnt, cap);
+				if (e) {
+#pragma omp atomic write
+					err = e;
+				}
+			}
+		}
+		free(scratch);
+		free(cbuf);
+	}
+out:
+	free(ipack);
+	free(qpack);
+	return err;
+}
+
+/* The nine metrics of one query from its relevance list (see the top). */
+static void metrics_of_list(double m[M_COUNT], const unsigned char *b, size_t len, size_t max_rel)
+{
+	size_t rel = 0, first = 0, in_first_r = 0;
+	double ap = 0.0, dcg = 0.0, idcg = 0.0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (!b[i])
+			continue;
+		if (rel == 0)
+			first = i + 1;
+		rel++;
+		ap += (double)rel / (double)(i + 1);
+		dcg += i == 0 ? 1.0 : 1.0 / log2((double)(i + 1));
+	}
+	for (size_t i = 0; i < rel; i++) {
+		in_first_r += b[i] != 0;
+		idcg += i == 0 ? 1.0 : 1.0 / log2((double)(i + 1));
+	}
+	m[M_PREC] = len ? (double)rel / (double)len : 0.0;
+	m[M_REC] = max_rel ? (double)rel / (double)max_rel : 0.0;
+	m[M_F1] = m[M_PREC] + m[M_REC] > 0.0 ?
+			  2.0 * m[M_PREC] * m[M_REC] / (m[M_PREC] + m[M_REC]) :
+			  0.0;
+	m[M_HIT] = rel > 0;
+	m[M_AP] = rel ? ap / (double)rel : 0.0;
+	m[M_RR] = rel ? 1.0 / (double)first : 0.0;
+	m[M_RPREC] = rel ? (double)in_first_r / (double)rel : 0.0;
+	m[M_DCG] = dcg;
+	m[M_NDCG] = idcg > 0.0 ? dcg / idcg : 0.0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* How many of sorted[0..n) equal v. */
+static size_t count_label(const uint32_t *sorted, size_t n, uint32_t v)
+{
+	size_t lo = 0, hi = n, first;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (sorted[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	first = lo;
+	hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (sorted[mid] <= v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo - first;
+}
+
+typedef struct eval_ctx {
+	const uint32_t *qlabels, *ilabels, *sorted_ilabels;
+	size_t ni;
+	int exclude_self;
+	double *per_query; /* (nq, M_COUNT) */
+} eval_ctx;
+
+/* knn_search's callback: the metrics of a block of queries. */
+static int eval_block(void *vctx, size_t q0, size_t qn, const hit *top, const size_t *counts,
+		      size_t cap)
+{
+	const eval_ctx *c = vctx;
+	unsigned char *rel = malloc(cap);
+
+	if (!rel)
+		return FC_ERR_NOMEM;
+	for (size_t r = 0; r < qn; r++) {
+		size_t q = q0 + r, max_rel;
+		uint32_t label = c->qlabels[q];
+		const hit *h = top + r * cap;
+
+		for (size_t i = 0; i < counts[r]; i++)
+			rel[i] = c->ilabels[h[i].idx] == label;
+		max_rel = count_label(c->sorted_ilabels, c->ni, label);
+		if (c->exclude_self && c->ilabels[q] == label)
+			max_rel--;
+		metrics_of_list(c->per_query + q * M_COUNT, rel, counts[r], max_rel);
+	}
+	free(rel);
+	return 0;
+}
+
+int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, size_t nq,
+		const float *index, const uint32_t *ilabels, size_t ni, size_t dim, size_t k,
+		int exclude_self)
+{
+	eval_ctx ctx = {0};
+	uint32_t *sorted = NULL;
+	double *per_query = NULL;
+	double sum[M_COUNT] = {0};
+	size_t cap, bytes;
+	int err = 0;
+
+	if (!out || k < 1 || dim == 0 || (nq && (!queries || !qlabels)) ||
+	    (ni && (!index || !ilabels)) || (exclude_self && nq != ni))
+		return FC_ERR_INVALID;
+	if (!mul_ok(&bytes, nq, dim) || !mul_ok(&bytes, ni, dim) ||
+	    !mul_ok(&bytes, nq, M_COUNT * sizeof(double)) || !mul_ok(&bytes, ni, sizeof(uint32_t)))
+		return FC_ERR_OVERFLOW;
+	if (ni > UINT32_MAX)
+		return FC_ERR_UNSUPPORTED; /* hit.idx is 32-bit */
+
+	cap = ni - (exclude_self && ni > 0);
+	cap = k < cap ? k : cap;
+	if (nq && cap) {
+		per_query = malloc(nq * M_COUNT * sizeof(double));
+		sorted = malloc(ni * sizeof(uint32_t));
+		if (!per_query || !sorted) {
+			err = FC_ERR_NOMEM;
+			goto out;
+		}
+		memcpy(sorted, ilabels, ni * sizeof(uint32_t));
+		qsort(sorted, ni, sizeof(uint32_t), cmp_u32);
+		ctx = (eval_ctx){qlabels, ilabels, sorted, ni, exclude_self, per_query};
+		err = knn_search(NULL, NULL, queries, nq, index, ni, dim, cap, exclude_self,
+				 pick_kernel(), eval_block, &ctx);
+		if (err)
+			goto out;
+		/* Summed in query order, so the result does not depend on threads. */
+		for (size_t q = 0; q < nq; q++)
+			for (int m = 0; m < M_COUNT; m++)
+				sum[m] += per_query[q * M_COUNT + m];
+	}
+	/* With nothing to retrieve every query scores 0 (see the top). */
+	memset(out, 0, sizeof *out);
+	if (nq) {
+		out->precision = sum[M_PREC] / (double)nq;
+		out->recall = sum[M_REC] / (double)nq;
+		out->f1 = sum[M_F1] / (double)nq;
+		out->hit = sum[M_HIT] / (double)nq;
+		out->ap = sum[M_AP] / (double)nq;
+		out->rr = sum[M_RR] / (double)nq;
+		out->r_precision = sum[M_RPREC] / (double)nq;
+		out->dcg = sum[M_DCG] / (double)nq;
+		out->ndcg = sum[M_NDCG] / (double)nq;
+	}
+	out->queries = nq;
+	out->k = k;
+out:
+	free(sorted);
+	free(per_query);
+	return err;
+}
+
+int fc_metric_get(const fc_metrics *m, const char *name, double *value)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} names[] = {
+		{"precision_at_k", offsetof(fc_metrics, precision)},
+		{"recall_at_k", offsetof(fc_metrics, recall)},
+		{"f1_score_at_k", offsetof(fc_metrics, f1)},
+		{"hit_at_k", offsetof(fc_metrics, hit)},
+		{"average_precision", offsetof(fc_metrics, ap)},
+		{"reciprocal_rank", offsetof(fc_metrics, rr)},
+		{"r_precision", offsetof(fc_metrics, r_precision)},
+		{"dcg_at_k", offsetof(fc_metrics, dcg)},
+		{"ndcg_at_k", offsetof(fc_metrics, ndcg)},
+		{"precision", offsetof(fc_metrics, precision)},
+		{"recall", offsetof(fc_metrics, recall)},
+		{"f1", offsetof(fc_metrics, f1)},
+		{"hit", offsetof(fc_metrics, hit)},
+		{"map", offsetof(fc_metrics, ap)},
+		{"mrr", offsetof(fc_metrics, rr)},
+		{"ndcg", offsetof(fc_metrics, ndcg)},
+	};
+
+	if (!m || !name || !value)
+		return FC_ERR_INVALID;
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		if (strcmp(name, names[i].name) == 0) {
+			memcpy(value, (const char *)m + names[i].off, sizeof *value);
+			return 0;
+		}
+	}
+	return FC_ERR_INVALID;
+}

@@ -1,0 +1,526 @@
+/*
+ * trainer.c - one training run over features held in RAM: sample an
+ * epoch's batches, gather each batch, head forward, loss, head backward,
+ * optimizer steps under the schedule; evaluation with the head applied;
+ * checkpoints that let a killed run continue bit-identically; the head as
+ * a PyTorch-loadable safetensors file.
+ *
+ * Not here: reading the store (the CLI does), logs, early stopping and the
+ * epoch loop itself (the caller owns them, so sweeps can drive many runs).
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "featcache/tensorio.h"
+#include "featcache/train.h"
+
+struct fc_trainer {
+	fc_train_config cfg;
+	fc_train_data data;
+	fc_head *head;
+	fc_loss *loss;
+	fc_optim *opt_head, *opt_loss;
+	uint32_t in_dim, out_dim;
+	float *xb, *yb, *dy;
+	uint32_t *lb;
+	uint32_t epochs_done;
+	uint64_t steps;
+	char fingerprint[1024];
+};
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int why_set(char *why, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int why_set(char *why, int err, const char *fmt, ...)
+{
+	if (why) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(why, FC_TRAIN_ERRLEN, fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+static int pair_loss(fc_loss_kind k)
+{
+	return k != FC_LOSS_ARCFACE && k != FC_LOSS_COSFACE;
+}
+
+/* Every field that changes the trajectory, as text: a checkpoint only
+ * resumes the run it was made by. */
+static void fingerprint(fc_trainer *t)
+{
+	const fc_train_config *c = &t->cfg;
+	snprintf(t->fingerprint, sizeof t->fingerprint,
+		 "head %u/%u/%u/%u loss %d miner %d dist %d margin %.9g pos %.9g neg %.9g temp %.9g scale %.9g "
+		 "classes %u optim %d wd %.9g mom %.9g nest %d b1 %.9g b2 %.9g eps %.9g sched %d warm %llu "
+		 "total %llu stepsize %llu gamma %.9g lr %.9g epochs %u batch %u k %u seed %llu n %zu",
+		 c->head.in_dim, c->head.hidden, c->head.out_dim, c->head.layers, c->loss.kind, c->loss.miner,
+		 c->loss.distance, c->loss.margin, c->loss.pos_margin, c->loss.neg_margin, c->loss.temperature,
+		 c->loss.scale, c->loss.n_classes, c->optim.kind, c->optim.weight_decay, c->optim.momentum,
+		 c->optim.nesterov, c->optim.beta1, c->optim.beta2, c->optim.eps, c->sched.kind,
+		 (unsigned long long)c->sched.warmup_steps, (unsigned long long)c->sched.total_steps,
+		 (unsigned long long)c->sched.step_size, c->sched.gamma, c->lr, c->epochs, c->batch,
+		 c->per_class, (unsigned long long)c->seed, t->data.n);
+}
+
+int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_data *data, char *why)
+{
+	*out = NULL;
+	const fc_train_config *c = cfg;
+	if (data->n < 2)
+		return why_set(why, FC_ERR_INVALID, "the training split has %zu items; at least 2 are needed", data->n);
+	if (data->n_classes < 2)
+		return why_set(why, FC_ERR_INVALID, "the training split has only one class: nothing to contrast");
+	for (size_t i = 0; i < data->n; i++)
+		if (data->classes[i] >= data->n_classes)
+			return why_set(why, FC_ERR_INVALID, "class id %u of row %zu is not below %u",
+				       data->classes[i], i, data->n_classes);
+	if (!(c->lr > 0) || !isfinite(c->lr))
+		return why_set(why, FC_ERR_INVALID, "learning rate must be a positive number");
+	if (c->epochs < 1)
+		return why_set(why, FC_ERR_INVALID, "epochs must be at least 1");
+	if (c->batch < 2)
+		return why_set(why, FC_ERR_INVALID, "batch size must be at least 2 (BatchNorm needs 2 rows)");
+	if (pair_loss(c->loss.kind)) {
+		if (c->per_class < 2)
+			return why_set(why, FC_ERR_INVALID, "items per class must be at least 2 for %s (it needs positive pairs)",
+				       fc_loss_name(c->loss.kind));
+		if (c->batch < 2 * c->per_class)
+			return why_set(why, FC_ERR_INVALID,
+				       "batch size %u is smaller than 2 classes x %u items per class", c->batch,
+				       c->per_class);
+	} else if (c->per_class) {
+		return why_set(why, FC_ERR_INVALID, "%s samples uniformly: items per class does not apply",
+			       fc_loss_name(c->loss.kind));
+	}
+	if (c->loss.miner != FC_MINER_ALL && c->loss.kind != FC_LOSS_TRIPLET)
+		return why_set(why, FC_ERR_INVALID, "miners apply to the triplet loss only");
+
+	int err = FC_ERR_NOMEM;
+	fc_trainer *t = calloc(1, sizeof *t);
+	if (!t)
+		return err;
+	t->cfg = *cfg;
+	t->data = *data;
+	if (!pair_loss(c->loss.kind))
+		t->cfg.loss.n_classes = data->n_classes;
+	if ((err = fc_head_new(&t->head, &cfg->head, cfg->batch, cfg->seed)) != 0) {
+		why_set(why, err, "cannot build the head (%u -> %u, %u layers): %s", cfg->head.in_dim,
+			cfg->head.out_dim, cfg->head.layers, fc_strerror(err));
+		goto fail;
+	}
+	fc_head_config hc = fc_head_get_config(t->head);
+	t->in_dim = hc.in_dim;
+	t->out_dim = hc.out_dim;
+	if ((err = fc_loss_new(&t->loss, &t->cfg.loss, t->out_dim, cfg->batch, cfg->seed ^ 0x10551)) != 0) {
+		why_set(why, err, "cannot build the %s loss: %s", fc_loss_name(c->loss.kind), fc_strerror(err));
+		goto fail;
+	}
+	float *p, *g;
+	size_t n;
+	fc_head_params(t->head, &p, &g, &n);
+	if ((err = fc_optim_new(&t->opt_head, &cfg->optim, n)) != 0)
+		goto fail;
+	fc_loss_params(t->loss, &p, &g, &n);
+	if (n && (err = fc_optim_new(&t->opt_loss, &cfg->optim, n)) != 0)
+		goto fail;
+	err = FC_ERR_NOMEM;
+	t->xb = malloc((size_t)cfg->batch * t->in_dim * sizeof(float));
+	t->yb = malloc((size_t)cfg->batch * t->out_dim * sizeof(float));
+	t->dy = malloc((size_t)cfg->batch * t->out_dim * sizeof(float));
+	t->lb = malloc((size_t)cfg->batch * sizeof(uint32_t));
+	if (!t->xb || !t->yb || !t->dy || !t->lb)
+		goto fail;
+	if (t->cfg.sched.total_steps == 0) {
+		/* Batches per epoch vary a little with the draw; epoch 0's count sets T. */
+		fc_batches b;
+		if ((err = fc_sample_epoch(&b, data->classes, data->n, data->n_classes, cfg->batch,
+					   t->cfg.per_class, cfg->seed, 0)) != 0)
+			goto fail;
+		if (b.n_batches == 0) {
+			fc_batches_free(&b);
+			err = why_set(why, FC_ERR_INVALID, "the training split yields no batch of 2 or more classes");
+			goto fail;
+		}
+		t->cfg.sched.total_steps = (uint64_t)b.n_batches * cfg->epochs;
+		fc_batches_free(&b);
+	}
+	fingerprint(t);
+	*out = t;
+	return 0;
+fail:
+	fc_trainer_free(t);
+	return err;
+}
+
+void fc_trainer_free(fc_trainer *t)
+{
+	if (!t)
+		return;
+	fc_head_free(t->head);
+	fc_loss_free(t->loss);
+	fc_optim_free(t->opt_head);
+	fc_optim_free(t->opt_loss);
+	free(t->xb);
+	free(t->yb);
+	free(t->dy);
+	free(t->lb);
+	free(t);
+}
+
+fc_head *fc_trainer_head(fc_trainer *t)
+{
+	return t->head;
+}
+
+uint32_t fc_trainer_epochs_done(const fc_trainer *t)
+{
+	return t->epochs_done;
+}
+
+static int all_finite(const float *x, size_t n)
+{
+	float acc = 0;
+	for (size_t i = 0; i < n; i++)
+		acc += x[i] * 0.0f; /* NaN or Inf anywhere makes this NaN */
+	return acc == 0.0f;
+}
+
+int fc_trainer_epoch(fc_trainer *t, fc_epoch_stats *st, uint64_t *bad_step, const fc_logger *lg)
+{
+	memset(st, 0, sizeof *st);
+	fc_batches b;
+	int err = fc_sample_epoch(&b, t->data.classes, t->data.n, t->data.n_classes, t->cfg.batch,
+				  t->cfg.per_class, t->cfg.seed, t->epochs_done);
+	if (err)
+		return err;
+	double t0 = now(), loss_sum = 0;
+	size_t rows = 0;
+	float *hp, *hg, *lp, *lgr;
+	size_t hn, ln;
+	fc_head_params(t->head, &hp, &hg, &hn);
+	fc_loss_params(t->loss, &lp, &lgr, &ln);
+	for (size_t bi = 0; bi < b.n_batches; bi++) {
+		size_t s = bi ? b.ends[bi - 1] : 0, e = b.ends[bi];
+		uint32_t B = (uint32_t)(e - s);
+		for (uint32_t r = 0; r < B; r++) {
+			uint32_t row = b.rows[s + r];
+			memcpy(t->xb + (size_t)r * t->in_dim, t->data.x + (size_t)row * t->in_dim,
+			       t->in_dim * sizeof(float));
+			t->lb[r] = t->data.classes[row];
+		}
+		fc_head_zero_grad(t->head);
+		if (ln)
+			memset(lgr, 0, ln * sizeof *lgr);
+		float loss = 0;
+		fc_loss_info info = { 0 };
+		if ((err = fc_head_forward(t->head, t->yb, t->xb, B, 1)) != 0)
+			goto out;
+		err = fc_loss_forward_backward(t->loss, &loss, t->dy, t->yb, t->lb, B, &info);
+		if (err == FC_ERR_INVALID || (!err && (!isfinite(loss) || !all_finite(t->dy, (size_t)B * t->out_dim)))) {
+			/* Non-finite numbers: stop before they reach the parameters. */
+			if (bad_step)
+				*bad_step = t->steps + 1;
+			err = FC_ERR_INVALID;
+			goto out;
+		}
+		if (err || (err = fc_head_backward(t->head, NULL, t->dy, B)) != 0)
+			goto out;
+		float lr = (float)(t->cfg.lr * fc_sched_factor(&t->cfg.sched, t->steps));
+		fc_optim_step(t->opt_head, hp, hg, lr);
+		if (ln)
+			fc_optim_step(t->opt_loss, lp, lgr, lr);
+		t->steps++;
+		loss_sum += loss;
+		rows += B;
+		st->lr = lr;
+		st->active += info.nonzero;
+		if (lg && lg->progress && lg->progress(lg->ctx, "train", bi + 1, b.n_batches)) {
+			err = FC_ERR_INTERRUPTED;
+			goto out;
+		}
+	}
+	t->epochs_done++;
+	st->epoch = t->epochs_done;
+	st->steps = t->steps;
+	st->loss = b.n_batches ? loss_sum / (double)b.n_batches : 0;
+	st->seconds = now() - t0;
+	st->samples_per_s = st->seconds > 0 ? (double)rows / st->seconds : 0;
+out:
+	fc_batches_free(&b);
+	return err;
+}
+
+int fc_eval_features(fc_metrics *m, fc_head *head, const float *q, const uint32_t *ql, size_t nq,
+		     const float *ix, const uint32_t *il, size_t ni, size_t dim, size_t k, int exclude_self)
+{
+	if (!head)
+		return fc_eval_knn(m, q, ql, nq, ix, il, ni, dim, k, exclude_self);
+	fc_head_config hc = fc_head_get_config(head);
+	if (hc.in_dim != dim)
+		return FC_ERR_INVALID;
+	size_t D = hc.out_dim;
+	int same = exclude_self || (q == ix && nq == ni);
+	float *eq = malloc((nq ? nq : 1) * D * sizeof(float));
+	float *ei = same ? eq : malloc((ni ? ni : 1) * D * sizeof(float));
+	int err = FC_ERR_NOMEM;
+	if (!eq || !ei)
+		goto out;
+	if ((err = fc_head_embed(head, eq, q, nq, 1)) != 0 || (!same && (err = fc_head_embed(head, ei, ix, ni, 1)) != 0))
+		goto out;
+	err = fc_eval_knn(m, eq, ql, nq, ei, il, ni, D, k, exclude_self);
+out:
+	if (ei != eq)
+		free(ei);
+	free(eq);
+	return err;
+}
+
+/* ---- files ---- */
+
+typedef struct tensor_list {
+	fc_st_tensor t[80];
+	uint64_t shapes[80][2];
+	char names[80][64];
+	size_t n;
+} tensor_list;
+
+static void add_f32(tensor_list *l, const char *name, const float *data, uint64_t d0, uint64_t d1, int ndim)
+{
+	size_t i = l->n++;
+	snprintf(l->names[i], sizeof l->names[i], "%s", name);
+	l->shapes[i][0] = d0;
+	l->shapes[i][1] = d1;
+	l->t[i] = (fc_st_tensor){ .name = l->names[i], .dtype = FC_ST_F32, .ndim = (size_t)ndim,
+				  .shape = l->shapes[i], .data = data,
+				  .nbytes = (size_t)(ndim == 2 ? d0 * d1 : d0) * sizeof(float) };
+}
+
+static void add_i64(tensor_list *l, const char *name, const int64_t *v)
+{
+	size_t i = l->n++;
+	snprintf(l->names[i], sizeof l->names[i], "%s", name);
+	l->t[i] = (fc_st_tensor){ .name = l->names[i], .dtype = FC_ST_I64, .ndim = 0, .shape = NULL, .data = v,
+				  .nbytes = sizeof(int64_t) };
+}
+
+static void add_head(tensor_list *l, fc_head *h)
+{
+	fc_tensor ht[64];
+	size_t n = fc_head_tensors(h, ht, 64);
+	for (size_t i = 0; i < n && l->n < 64; i++) {
+		if (ht[i].count)
+			add_i64(l, ht[i].name, ht[i].count);
+		else
+			add_f32(l, ht[i].name, ht[i].data, ht[i].shape[0], ht[i].shape[1], ht[i].ndim);
+	}
+}
+
+int fc_head_save(fc_head *h, const char *path, const char *const *meta, char *why)
+{
+	tensor_list *l = calloc(1, sizeof *l);
+	fc_st_meta m[33];
+	size_t nm = 0;
+	if (!l)
+		return FC_ERR_NOMEM;
+	add_head(l, h);
+	m[nm++] = (fc_st_meta){ "format", "pt" };
+	for (size_t i = 0; meta && meta[i] && meta[i + 1] && nm < 33; i += 2)
+		m[nm++] = (fc_st_meta){ meta[i], meta[i + 1] };
+	char err[FC_TENSORIO_ERRLEN] = "";
+	int rc = fc_st_write(path, l->t, l->n, m, nm, err, sizeof err);
+	if (rc)
+		why_set(why, rc, "%s", err);
+	free(l);
+	return rc;
+}
+
+static int head_shapes(const fc_st_file *f, fc_head_config *c, char *why)
+{
+	memset(c, 0, sizeof *c);
+	char name[64];
+	uint64_t prev = 0; /* output width of the layer before */
+	for (uint32_t i = 0; i < 9; i++) {
+		snprintf(name, sizeof name, "head_layers.%u.weight", 3 * i);
+		const fc_st_tensor *w = fc_st_find(f, name);
+		if (!w)
+			break;
+		if (i == 8 || w->ndim != 2 || w->shape[0] == 0 || w->shape[1] == 0 || w->shape[0] > (1u << 20) ||
+		    w->shape[1] > (1u << 20))
+			return why_set(why, FC_ERR_INVALID, "%s is not a 2-D tensor of a head (or too many layers)", name);
+		if (i == 0)
+			c->in_dim = (uint32_t)w->shape[1];
+		else if (w->shape[1] != prev)
+			return why_set(why, FC_ERR_INVALID, "%s takes %llu inputs, the layer before gives %llu", name,
+				       (unsigned long long)w->shape[1], (unsigned long long)prev);
+		else if (i > 1 && i + 0 < 8 && prev != c->hidden)
+			return why_set(why, FC_ERR_INVALID, "hidden layers of different widths are not a projection head");
+		if (i == 0)
+			c->hidden = (uint32_t)w->shape[0];
+		prev = w->shape[0];
+		c->layers = i + 1;
+	}
+	if (c->layers == 0)
+		return why_set(why, FC_ERR_INVALID, "no head_layers.0.weight: not a projection head");
+	c->out_dim = (uint32_t)prev;
+	if (c->layers == 1)
+		c->hidden = 0;
+	return 0;
+}
+
+/* Copy the file's tensors into the head; every one must be there, right-sized. */
+static int head_fill(fc_head *h, const fc_st_file *f, const char *prefix, char *why)
+{
+	fc_tensor ht[64];
+	size_t n = fc_head_tensors(h, ht, 64);
+	char name[96];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(name, sizeof name, "%s%s", prefix, ht[i].name);
+		const fc_st_tensor *t = fc_st_find(f, name);
+		if (!t) {
+			if (ht[i].count) /* older PyTorch state dicts may lack it */
+				continue;
+			return why_set(why, FC_ERR_INVALID, "tensor %s is missing", name);
+		}
+		size_t want = ht[i].count ? 1 : (size_t)(ht[i].ndim == 2 ? ht[i].shape[0] * ht[i].shape[1] : ht[i].shape[0]);
+		int rc = ht[i].count ? fc_st_copy_i64(ht[i].count, 1, t) : fc_st_copy_f32(ht[i].data, want, t);
+		if (rc)
+			return why_set(why, FC_ERR_INVALID, "tensor %s has the wrong shape or type", name);
+	}
+	return 0;
+}
+
+int fc_head_load(fc_head **out, const char *path, uint32_t max_batch, char *why)
+{
+	*out = NULL;
+	char err[FC_TENSORIO_ERRLEN] = "";
+	fc_st_file *f;
+	int rc = fc_st_open(&f, path, err, sizeof err);
+	if (rc)
+		return why_set(why, rc, "%s", err);
+	fc_head_config c;
+	fc_head *h = NULL;
+	if ((rc = head_shapes(f, &c, why)) == 0 && (rc = fc_head_new(&h, &c, max_batch, 0)) == 0)
+		rc = head_fill(h, f, "", why);
+	fc_st_free(f);
+	if (rc) {
+		fc_head_free(h);
+		return rc;
+	}
+	*out = h;
+	return 0;
+}
+
+int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *why)
+{
+	tensor_list *l = calloc(1, sizeof *l);
+	if (!l)
+		return FC_ERR_NOMEM;
+	add_head(l, t->head);
+	float *m, *v;
+	size_t n;
+	int64_t *step;
+	fc_optim_state(t->opt_head, &m, &v, &n, &step);
+	add_f32(l, "optim.head.m", m, n, 0, 1);
+	if (v)
+		add_f32(l, "optim.head.v", v, n, 0, 1);
+	add_i64(l, "optim.head.step", step);
+	float *lp, *lg;
+	fc_loss_params(t->loss, &lp, &lg, &n);
+	if (n) {
+		add_f32(l, "loss.W", lp, n, 0, 1);
+		fc_optim_state(t->opt_loss, &m, &v, &n, &step);
+		add_f32(l, "optim.loss.m", m, n, 0, 1);
+		if (v)
+			add_f32(l, "optim.loss.v", v, n, 0, 1);
+		add_i64(l, "optim.loss.step", step);
+	}
+	char epoch[32], steps[32];
+	snprintf(epoch, sizeof epoch, "%u", t->epochs_done);
+	snprintf(steps, sizeof steps, "%llu", (unsigned long long)t->steps);
+	fc_st_meta meta[] = { { "featcache_checkpoint", "1" }, { "epoch", epoch }, { "steps", steps },
+			      { "config", t->fingerprint }, { "extra", extra ? extra : "" } };
+	char err[FC_TENSORIO_ERRLEN] = "";
+	int rc = fc_st_write(path, l->t, l->n, meta, 5, err, sizeof err);
+	if (rc)
+		why_set(why, rc, "%s", err);
+	free(l);
+	return rc;
+}
+
+static int copy_named(const fc_st_file *f, const char *name, float *dst, size_t n, char *why)
+{
+	const fc_st_tensor *t = fc_st_find(f, name);
+	if (!t || fc_st_copy_f32(dst, n, t))
+		return why_set(why, FC_ERR_CORRUPT, "checkpoint tensor %s is missing or has the wrong size", name);
+	return 0;
+}
+
+static int copy_step(const fc_st_file *f, const char *name, int64_t *dst, char *why)
+{
+	const fc_st_tensor *t = fc_st_find(f, name);
+	if (!t || fc_st_copy_i64(dst, 1, t))
+		return why_set(why, FC_ERR_CORRUPT, "checkpoint tensor %s is missing", name);
+	return 0;
+}
+
+int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *why)
+{
+	if (extra)
+		*extra = NULL;
+	char err[FC_TENSORIO_ERRLEN] = "";
+	fc_st_file *f;
+	int rc = fc_st_open(&f, path, err, sizeof err);
+	if (rc)
+		return why_set(why, rc, "%s", err);
+	const char *cfg = fc_st_meta_find(f, "config"), *ep = fc_st_meta_find(f, "epoch"),
+		   *st = fc_st_meta_find(f, "steps");
+	if (!fc_st_meta_find(f, "featcache_checkpoint") || !cfg || !ep || !st) {
+		rc = why_set(why, FC_ERR_INVALID, "not a featcache training checkpoint");
+		goto out;
+	}
+	if (strcmp(cfg, t->fingerprint) != 0) {
+		rc = why_set(why, FC_ERR_INVALID,
+			     "the checkpoint was made with other options or data; resume with the same ones");
+		goto out;
+	}
+	if ((rc = head_fill(t->head, f, "", why)) != 0)
+		goto out;
+	float *m, *v, *lp, *lg;
+	size_t n, ln;
+	int64_t *step;
+	fc_optim_state(t->opt_head, &m, &v, &n, &step);
+	if ((rc = copy_named(f, "optim.head.m", m, n, why)) || (v && (rc = copy_named(f, "optim.head.v", v, n, why))) ||
+	    (rc = copy_step(f, "optim.head.step", step, why)))
+		goto out;
+	fc_loss_params(t->loss, &lp, &lg, &ln);
+	if (ln) {
+		fc_optim_state(t->opt_loss, &m, &v, &n, &step);
+		if ((rc = copy_named(f, "loss.W", lp, ln, why)) || (rc = copy_named(f, "optim.loss.m", m, n, why)) ||
+		    (v && (rc = copy_named(f, "optim.loss.v", v, n, why))) ||
+		    (rc = copy_step(f, "optim.loss.step", step, why)))
+			goto out;
+	}
+	t->epochs_done = (uint32_t)strtoul(ep, NULL, 10);
+	t->steps = strtoull(st, NULL, 10);
+	const char *x = fc_st_meta_find(f, "extra");
+	if (extra && x && *x && !(*extra = strdup(x)))
+		rc = FC_ERR_NOMEM;
+out:
+	fc_st_free(f);
+	return rc;
+}
