@@ -426,6 +426,11 @@ static void ref_normalize(float *dst, const float *x, size_t n, size_t dim)
 	}
 }
 
+typedef struct hit {
+	float sim;
+	uint32_t idx;
+} hit;
+
 static int ref_cmp(const void *pa, const void *pb)
 {
 	const hit *a = pa, *b = pb;
@@ -526,23 +531,24 @@ static void ref_metrics(double m[9], const int *b, size_t n, size_t max_rel)
 	free(sorted);
 }
 
-/* The mean metrics of reference lists. */
-static void ref_mean_metrics(double out[9], const hit *top, const size_t *counts, size_t cap,
-			     const uint32_t *ql, size_t nq, const uint32_t *il, size_t ni,
-			     int exclude_self)
+/* The mean metrics of the first `cap` of each reference list (row stride
+ * `stride`). */
+static void ref_mean_metrics(double out[9], const hit *top, const size_t *counts, size_t stride,
+			     size_t cap, const uint32_t *ql, size_t nq, const uint32_t *il,
+			     size_t ni, int exclude_self)
 {
 	int *b = malloc((cap ? cap : 1) * sizeof(int));
 	double sum[9] = {0};
 
 	assert_non_null(b);
 	for (size_t q = 0; q < nq; q++) {
-		size_t max_rel = 0;
+		size_t max_rel = 0, len = counts[q] < cap ? counts[q] : cap;
 		double m[9];
 		for (size_t j = 0; j < ni; j++)
 			max_rel += il[j] == ql[q] && !(exclude_self && j == q);
-		for (size_t i = 0; i < counts[q]; i++)
-			b[i] = il[top[q * cap + i].idx] == ql[q];
-		ref_metrics(m, b, counts[q], max_rel);
+		for (size_t i = 0; i < len; i++)
+			b[i] = il[top[q * stride + i].idx] == ql[q];
+		ref_metrics(m, b, len, max_rel);
 		for (int i = 0; i < 9; i++)
 			sum[i] += m[i];
 	}
@@ -574,60 +580,84 @@ static void make_data(float *x, size_t n, size_t dim, int kind, const float *poo
 	}
 }
 
-static void check_against_reference(const float *q, const uint32_t *ql, size_t nq, const float *x,
-				     const uint32_t *il, size_t ni, size_t dim, size_t k,
-				     int exclude_self)
+static size_t cap_of(size_t k, size_t ni, int exclude_self)
 {
 	size_t cap = ni - (exclude_self && ni > 0);
-	sim_kernel ks[3];
-	size_t nk = available_kernels(ks);
-	hit *want, *got;
+	return k < cap ? k : cap;
+}
+
+/*
+ * The kNN lists for every k in ks against one brute-force run (the top k of
+ * a fully sorted list is a prefix of it): bit-identical similarities and
+ * the same rows in the same order, with every kernel for the first k and
+ * the one fc_eval_knn picks for all; then fc_eval_knn's means against the
+ * reference's, and the same means to the bit on one thread.
+ */
+static void check_against_reference(const float *q, const uint32_t *ql, size_t nq, const float *x,
+				     const uint32_t *il, size_t ni, size_t dim, const size_t *ks,
+				     size_t nks, int exclude_self)
+{
+	size_t maxk = 0, wcap;
+	sim_kernel kern[3];
+	size_t nkern = available_kernels(kern);
+	hit *want;
+	hitkey *got;
 	size_t *wcount, *gcount;
-	double ref[9];
-	fc_metrics m, m1;
 	int threads = omp_get_max_threads();
 
-	cap = k < cap ? k : cap;
-	if (cap == 0)
+	for (size_t i = 0; i < nks; i++)
+		maxk = ks[i] > maxk ? ks[i] : maxk;
+	wcap = cap_of(maxk, ni, exclude_self);
+	if (wcap == 0)
 		return;
-	want = malloc(nq * cap * sizeof(hit));
-	got = malloc(nq * cap * sizeof(hit));
+	want = malloc(nq * wcap * sizeof(hit));
+	got = malloc(nq * wcap * sizeof(hitkey));
 	wcount = malloc(nq * sizeof(size_t));
 	gcount = malloc(nq * sizeof(size_t));
 	assert_non_null(want);
 	assert_non_null(got);
 	assert_non_null(wcount);
 	assert_non_null(gcount);
-	ref_knn(want, wcount, q, nq, x, ni, dim, cap, exclude_self);
+	ref_knn(want, wcount, q, nq, x, ni, dim, wcap, exclude_self);
 
-	for (size_t ki = 0; ki < nk; ki++) {
-		memset(got, 0xee, nq * cap * sizeof(hit));
-		assert_int_equal(knn_search(got, gcount, q, nq, x, ni, dim, cap, exclude_self, ks[ki],
-					    NULL, NULL),
-				 0);
-		for (size_t i = 0; i < nq; i++) {
-			assert_int_equal(gcount[i], wcount[i]);
-			for (size_t j = 0; j < wcount[i]; j++) {
-				const hit *g = got + i * cap + j, *w = want + i * cap + j;
-				if (g->idx != w->idx || memcmp(&g->sim, &w->sim, sizeof(float)))
-					fail_msg("kernel %zux%zu nq %zu ni %zu dim %zu k %zu self %d: "
-						 "query %zu rank %zu: got row %u (%a), want row %u (%a)",
-						 ks[ki].mr, ks[ki].nr, nq, ni, dim, k, exclude_self,
-						 i, j, g->idx, g->sim, w->idx, w->sim);
+	for (size_t kk = 0; kk < nks; kk++) {
+		size_t k = ks[kk], cap = cap_of(k, ni, exclude_self);
+		double ref[9];
+		fc_metrics m, m1;
+
+		for (size_t ki = kk == 0 ? 0 : nkern - 1; ki < nkern; ki++) {
+			memset(got, 0xee, nq * cap * sizeof(hitkey));
+			assert_int_equal(knn_search(got, gcount, q, nq, x, ni, dim, cap, exclude_self,
+						    kern[ki], NULL, NULL),
+					 0);
+			for (size_t i = 0; i < nq; i++) {
+				size_t len = wcount[i] < cap ? wcount[i] : cap;
+				assert_int_equal(gcount[i], len);
+				for (size_t j = 0; j < len; j++) {
+					const hit *w = want + i * wcap + j;
+					uint32_t gidx = key_idx(got[i * cap + j]);
+					float gsim = key_sim(got[i * cap + j]);
+					if (gidx != w->idx || memcmp(&gsim, &w->sim, sizeof(float)))
+						fail_msg("kernel %zux%zu nq %zu ni %zu dim %zu k %zu "
+							 "self %d: query %zu rank %zu: got row %u "
+							 "(%a), want row %u (%a)",
+							 kern[ki].mr, kern[ki].nr, nq, ni, dim, k,
+							 exclude_self, i, j, gidx, gsim, w->idx, w->sim);
+				}
 			}
 		}
-	}
 
-	/* Identical lists, so the library's means must be the reference's. */
-	ref_mean_metrics(ref, want, wcount, cap, ql, nq, il, ni, exclude_self);
-	assert_int_equal(fc_eval_knn(&m, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
-	assert_metrics(&m, ref);
-	assert_int_equal(m.queries, nq);
-	/* and the same to the bit on one thread */
-	omp_set_num_threads(1);
-	assert_int_equal(fc_eval_knn(&m1, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
-	omp_set_num_threads(threads);
-	assert_memory_equal(&m, &m1, sizeof m);
+		/* Identical lists, so the library's means must be the reference's. */
+		ref_mean_metrics(ref, want, wcount, wcap, cap, ql, nq, il, ni, exclude_self);
+		assert_int_equal(fc_eval_knn(&m, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
+		assert_metrics(&m, ref);
+		assert_int_equal(m.queries, nq);
+		assert_int_equal(m.k, k);
+		omp_set_num_threads(1);
+		assert_int_equal(fc_eval_knn(&m1, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
+		omp_set_num_threads(threads);
+		assert_memory_equal(&m, &m1, sizeof m);
+	}
 
 	free(gcount);
 	free(wcount);
@@ -639,7 +669,8 @@ static void test_brute_force(void **state)
 {
 	(void)state;
 	const size_t sizes[] = {1, 255, 256, 257, 1000};
-	const size_t ks[] = {1, 5, 20, 1003};
+	/* 260 is past the end of the index for all but n = 1000 */
+	const size_t ks[] = {5, 1, 20, 260}, nks = sizeof ks / sizeof ks[0];
 	const size_t dims[] = {1, 5, 33, 257};
 
 	for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
@@ -668,11 +699,9 @@ static void test_brute_force(void **state)
 					lx[i] = (uint32_t)(rng_next() % 7);
 					lq[i] = (uint32_t)(rng_next() % 8); /* 7 is nowhere */
 				}
-				for (size_t kk = 0; kk < sizeof ks / sizeof ks[0]; kk++) {
-					check_against_reference(x, lx, n, x, lx, n, dim, ks[kk], 1);
-					check_against_reference(x, lx, n, x, lx, n, dim, ks[kk], 0);
-					check_against_reference(q, lq, nq, x, lx, n, dim, ks[kk], 0);
-				}
+				check_against_reference(x, lx, n, x, lx, n, dim, ks, nks, 1);
+				check_against_reference(x, lx, n, x, lx, n, dim, ks, nks, 0);
+				check_against_reference(q, lq, nq, x, lx, n, dim, ks, nks, 0);
 				free(lq);
 				free(lx);
 				free(q);
@@ -703,8 +732,8 @@ static void test_brute_force_wide(void **state)
 		make_data(x, n, dim, DATA_GAUSS, pool, npool);
 		for (size_t i = 0; i < n; i++)
 			l[i] = (uint32_t)(rng_next() % 11);
-		check_against_reference(x, l, n, x, l, n, dim, 20, 1);
-		check_against_reference(x, l, 17, x, l, n, dim, 7, 0);
+		check_against_reference(x, l, n, x, l, n, dim, (const size_t[]){20}, 1, 1);
+		check_against_reference(x, l, 17, x, l, n, dim, (const size_t[]){7, 300}, 2, 0);
 		free(l);
 		free(x);
 		free(pool);

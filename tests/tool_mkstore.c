@@ -22,6 +22,7 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ static const char usage_text[] =
 	"                    [--dtype f32|f16|bf16|u8] [--codec raw|zstd|shuffle-zstd]\n"
 	"                    [--level L] [--batch B] [--seed S] [--dup K] [--failed F]\n"
 	"                    [--extractors E] [--noise PCT] [--mixed-splits]\n"
+	"                    [--poison N]  (item content N-1 gets a NaN; f32 only)\n"
 	"       tool_mkstore --store DIR --remove-items K\n"
 	"       tool_mkstore --store DIR [--extractor HEX] --corrupt-chunk ID|first|last\n"
 	"       tool_mkstore --store DIR [--extractor HEX] --corrupt-index\n"
@@ -124,6 +126,7 @@ struct spec {
 	uint64_t dim, items, classes, level, batch, seed, dup, failed, extractors;
 	uint64_t noise_pct; /* noise scale in percent of the centres' (default 50) */
 	int mixed_splits;   /* splits independent of classes (by i / classes) */
+	uint64_t poison;    /* content poison-1 gets a NaN (f32 stores only); 0 = none */
 	fc_dtype dtype;
 	fc_codec codec;
 };
@@ -154,6 +157,8 @@ static void make_vector(const struct spec *sp, uint64_t ex, uint64_t content, fl
 
 	for (uint64_t d = 0; d < sp->dim; d++)
 		v[d] = unit(&centre) + (float)sp->noise_pct / 100.0f * unit(&noise);
+	if (sp->poison && content == sp->poison - 1)
+		v[0] = NAN;
 }
 
 static int store_err(fc_store *s, int rc, const char *what)
@@ -634,6 +639,7 @@ int main(int argc, char **argv)
 		{ "dim", required_argument, NULL, 'd' },
 		{ "noise", required_argument, NULL, 'N' },
 		{ "mixed-splits", no_argument, NULL, 'M' },
+		{ "poison", required_argument, NULL, 'Q' },
 		{ "items", required_argument, NULL, 'n' },
 		{ "classes", required_argument, NULL, 'c' },
 		{ "dtype", required_argument, NULL, 't' },
@@ -669,6 +675,7 @@ int main(int argc, char **argv)
 		case 'd': rc = parse_u64("--dim", optarg, 1, 1u << 20, &sp.dim); break;
 		case 'N': rc = parse_u64("--noise", optarg, 0, 100000, &sp.noise_pct); break;
 		case 'M': sp.mixed_splits = 1; break;
+		case 'Q': rc = parse_u64("--poison", optarg, 1, UINT64_MAX, &sp.poison); break;
 		case 'n': rc = parse_u64("--items", optarg, 0, 10000000, &sp.items); break;
 		case 'c': rc = parse_u64("--classes", optarg, 1, 100000, &sp.classes); break;
 		case 'l': rc = parse_u64("--level", optarg, 1, 19, &sp.level); break;

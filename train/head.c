@@ -244,10 +244,12 @@ static void bn_eval(const fc_head *h, uint32_t i, float *y, const float *z, size
 	}
 }
 
+/* NaN stays NaN, as in PyTorch, so a bad input shows in the loss instead
+ * of being silently zeroed. */
 static void relu(float *x, size_t n)
 {
 	for (size_t j = 0; j < n; j++)
-		x[j] = x[j] > 0 ? x[j] : 0;
+		x[j] = x[j] < 0 ? 0 : x[j];
 }
 
 int fc_head_forward(fc_head *h, float *out, const float *in, uint32_t B, int training)

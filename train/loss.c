@@ -103,12 +103,14 @@
 #define MAX_DIM (1u << 24)
 #define MAX_BATCH (1u << 16)
 #define MAX_CLASSES (1u << 24)
-#define CHUNK 64            /* classes per block in the ArcFace/CosFace products */
+#define GROWS 64            /* rows of the class-centre gradient computed at a time */
 
 struct fc_loss {
 	fc_loss_config cfg;
 	uint32_t dim, max_batch;
-	double *xhat;    /* (max_batch, dim) normalised embeddings */
+	float *xhat;     /* (max_batch, dim) normalised embeddings */
+	float *xt;       /* (dim, max_batch) the same, transposed */
+	float *coef;     /* (max_batch, max_batch) the backward's coefficients (pair losses) */
 	double *rnorm;   /* (max_batch) 1 / max(|x_i|, eps) */
 	double *dxhat;   /* (max_batch, dim) dL/dxhat */
 	double *mat;     /* (max_batch, max_batch) S or D; ArcFace/CosFace (max_batch, C) cosines */
@@ -118,6 +120,10 @@ struct fc_loss {
 	uint64_t *cnt;   /* (4 * max_batch) per-row partial counts */
 	/* ArcFace/CosFace: W (dim, C) and its gradient in one block */
 	float *params, *W, *dW;
+	float *wt;       /* (C, dim) W transposed */
+	float *hf;       /* (max_batch, C) dL/dcos · diag(winv) */
+	float *dct;      /* (C, max_batch) dL/dcos transposed */
+	double *gblk;    /* (GROWS, C) a block of rows of xhatᵀ · dL/dcos */
 	double *winv;    /* (C) 1 / max(|W[:,c]|, eps) */
 	double *wdot;    /* (C) Σ_i dcos_ic cos_ic, for the column-normalisation backward */
 };
@@ -286,6 +292,8 @@ void fc_loss_free(fc_loss *l)
 	if (!l)
 		return;
 	free(l->xhat);
+	free(l->xt);
+	free(l->coef);
 	free(l->rnorm);
 	free(l->dxhat);
 	free(l->mat);
@@ -294,6 +302,10 @@ void fc_loss_free(fc_loss *l)
 	free(l->part);
 	free(l->cnt);
 	free(l->params);
+	free(l->wt);
+	free(l->hf);
+	free(l->dct);
+	free(l->gblk);
 	free(l->winv);
 	free(l->wdot);
 	free(l);
@@ -318,22 +330,31 @@ int fc_loss_new(fc_loss **out, const fc_loss_config *cfg, uint32_t dim, uint32_t
 	/* dim, max_batch and n_classes are capped above, so no product overflows */
 	size_t B = max_batch, D = dim;
 	size_t cols = has_classes(l) ? cfg->n_classes : B;
-	l->xhat = malloc(B * D * sizeof(double));
+	l->xhat = malloc(B * D * sizeof(float));
 	l->dxhat = malloc(B * D * sizeof(double));
 	l->rnorm = malloc(B * sizeof(double));
 	l->sq = malloc(B * sizeof(double));
 	l->mat = malloc(B * cols * sizeof(double));
 	l->dmat = malloc(B * cols * sizeof(double));
+	l->xt = malloc(D * B * sizeof(float));
 	l->part = malloc(2 * B * sizeof(double));
 	l->cnt = malloc(4 * B * sizeof(uint64_t));
-	if (!l->xhat || !l->dxhat || !l->rnorm || !l->sq || !l->mat || !l->dmat || !l->part || !l->cnt)
+	if (!l->xhat || !l->xt || !l->dxhat || !l->rnorm || !l->sq || !l->mat || !l->dmat || !l->part || !l->cnt)
 		goto out;
-	if (has_classes(l)) {
+	if (!has_classes(l)) {
+		l->coef = malloc(B * B * sizeof(float));
+		if (!l->coef)
+			goto out;
+	} else {
 		size_t C = cfg->n_classes;
 		l->params = calloc(2 * D * C, sizeof(float));
+		l->wt = malloc(C * D * sizeof(float));
+		l->hf = malloc(B * C * sizeof(float));
+		l->dct = malloc(C * B * sizeof(float));
+		l->gblk = malloc(GROWS * C * sizeof(double));
 		l->winv = malloc(C * sizeof(double));
 		l->wdot = malloc(C * sizeof(double));
-		if (!l->params || !l->winv || !l->wdot)
+		if (!l->params || !l->wt || !l->hf || !l->dct || !l->gblk || !l->winv || !l->wdot)
 			goto out;
 		l->W = l->params;
 		l->dW = l->params + D * C;
@@ -360,59 +381,123 @@ void fc_loss_params(fc_loss *l, float **params, float **grads, size_t *n)
 
 /* ---------------------------------------------------------- kernels */
 
-/* a · b over n doubles, four fixed lanes: the same sum on every thread */
-static double dot(const double *a, const double *b, size_t n)
+/* The products over the batch (the Gram matrix and the backward) run in
+ * float, four lanes at a time (GCC/Clang vector extensions, SSE on any
+ * x86-64), like PyTorch's float32 matmul; what follows them is double. Each
+ * sum adds its lanes, then its tail, in one fixed order, so a result does
+ * not depend on tiling or threads. */
+typedef float v4f __attribute__((vector_size(16)));
+
+static inline v4f load4(const float *p)
 {
-	double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+	v4f v;
+	memcpy(&v, p, sizeof v);
+	return v;
+}
+
+static inline float lanes(v4f s, float tail)
+{
+	return ((s[0] + s[1]) + (s[2] + s[3])) + tail;
+}
+
+static float dot4(const float *a, const float *b, size_t K)
+{
+	v4f s = { 0, 0, 0, 0 };
 	size_t k = 0;
-	for (; k + 4 <= n; k += 4) {
-		s0 += a[k] * b[k];
-		s1 += a[k + 1] * b[k + 1];
-		s2 += a[k + 2] * b[k + 2];
-		s3 += a[k + 3] * b[k + 3];
+	float t = 0;
+	for (; k + 4 <= K; k += 4)
+		s += load4(a + k) * load4(b + k);
+	for (; k < K; k++)
+		t += a[k] * b[k];
+	return lanes(s, t);
+}
+
+/* C (M,N) = A (M,K) · B (N,K)ᵀ, all row-major with the given row strides;
+ * tiles of 2x4 outputs share their loads. lower: only j <= i (+ the rest
+ * of a tile). Each output is dot4(A_i, B_j, K) exactly. */
+static void gemm_nt(double *C, size_t ldc, const float *A, size_t lda, const float *Bm, size_t ldb, size_t M,
+		    size_t N, size_t K, int lower)
+{
+#pragma omp parallel for schedule(dynamic, 1)
+	for (size_t i0 = 0; i0 < M; i0 += 2) {
+		size_t nrows = M - i0 < 2 ? M - i0 : 2, jend = lower ? (i0 + 2 < N ? i0 + 2 : N) : N, j0 = 0;
+		const float *a0 = A + i0 * lda, *a1 = a0 + lda;
+		for (; nrows == 2 && j0 + 4 <= jend; j0 += 4) {
+			const float *b0 = Bm + j0 * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb, *b3 = b2 + ldb;
+			v4f c00 = { 0, 0, 0, 0 }, c01 = c00, c02 = c00, c03 = c00;
+			v4f c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+			float t[8] = { 0 };
+			size_t k = 0;
+			for (; k + 4 <= K; k += 4) {
+				v4f x0 = load4(a0 + k), x1 = load4(a1 + k);
+				v4f y0 = load4(b0 + k), y1 = load4(b1 + k), y2 = load4(b2 + k), y3 = load4(b3 + k);
+				c00 += x0 * y0, c01 += x0 * y1, c02 += x0 * y2, c03 += x0 * y3;
+				c10 += x1 * y0, c11 += x1 * y1, c12 += x1 * y2, c13 += x1 * y3;
+			}
+			for (; k < K; k++) {
+				t[0] += a0[k] * b0[k], t[1] += a0[k] * b1[k], t[2] += a0[k] * b2[k], t[3] += a0[k] * b3[k];
+				t[4] += a1[k] * b0[k], t[5] += a1[k] * b1[k], t[6] += a1[k] * b2[k], t[7] += a1[k] * b3[k];
+			}
+			double *c = C + i0 * ldc + j0;
+			c[0] = lanes(c00, t[0]), c[1] = lanes(c01, t[1]), c[2] = lanes(c02, t[2]), c[3] = lanes(c03, t[3]);
+			c += ldc;
+			c[0] = lanes(c10, t[4]), c[1] = lanes(c11, t[5]), c[2] = lanes(c12, t[6]), c[3] = lanes(c13, t[7]);
+		}
+		for (size_t r = 0; r < nrows; r++)
+			for (size_t j = j0; j < jend; j++)
+				C[(i0 + r) * ldc + j] = dot4(A + (i0 + r) * lda, Bm + j * ldb, K);
 	}
-	for (; k < n; k++)
-		s0 += a[k] * b[k];
-	return (s0 + s1) + (s2 + s3);
 }
 
 /* xhat (B,D) = inp (B,D) / max(|inp_i|, eps), rnorm (B) = 1 / max(|inp_i|, eps) */
-static void normalize_forward(double *xhat, double *rnorm, const float *inp, size_t B, size_t D)
+static void normalize_forward(float *xhat, double *rnorm, const float *inp, size_t B, size_t D)
 {
 #pragma omp parallel for schedule(static)
 	for (size_t i = 0; i < B; i++) {
-		double *x = xhat + i * D;
+		const float *x = inp + i * D;
+		double n2 = 0;
 		for (size_t k = 0; k < D; k++)
-			x[k] = inp[i * D + k];
-		double r = 1.0 / fmax(sqrt(dot(x, x, D)), NORM_EPS);
+			n2 += (double)x[k] * x[k];
+		double r = 1.0 / fmax(sqrt(n2), NORM_EPS);
 		for (size_t k = 0; k < D; k++)
-			x[k] *= r;
+			xhat[i * D + k] = (float)(x[k] * r);
 		rnorm[i] = r;
 	}
 }
 
 /* dinp (B,D) = dL/dinp from dxhat (B,D): (dx̂ - x̂ (x̂·dx̂)) / |x| when |x| >
  * eps, else dx̂ / eps (the clamp holds and x̂ = x / eps is linear) */
-static void normalize_backward(float *dinp, const double *dxhat, const double *xhat, const double *rnorm,
+static void normalize_backward(float *dinp, const double *dxhat, const float *xhat, const double *rnorm,
 			       size_t B, size_t D)
 {
 #pragma omp parallel for schedule(static)
 	for (size_t i = 0; i < B; i++) {
-		const double *x = xhat + i * D, *g = dxhat + i * D;
-		double r = rnorm[i];
-		double radial = r < 1.0 / NORM_EPS ? dot(x, g, D) : 0.0;
+		const float *x = xhat + i * D;
+		const double *g = dxhat + i * D;
+		double r = rnorm[i], radial = 0;
+		if (r < 1.0 / NORM_EPS)
+			for (size_t k = 0; k < D; k++)
+				radial += x[k] * g[k];
 		for (size_t k = 0; k < D; k++)
 			dinp[i * D + k] = (float)(r * (g[k] - x[k] * radial));
 	}
 }
 
-/* mat (B,B) = xhat (B,D) · xhatᵀ, each entry one dot product; sq (B) = diagonal */
-static void gram(double *mat, double *sq, const double *xhat, size_t B, size_t D)
+/* dst (cols,rows) = src (rows,cols)ᵀ, in blocks of 16x16 */
+static void transpose(float *dst, const float *src, size_t rows, size_t cols)
 {
-#pragma omp parallel for schedule(dynamic, 4)
-	for (size_t i = 0; i < B; i++)
-		for (size_t j = 0; j <= i; j++)
-			mat[i * B + j] = dot(xhat + i * D, xhat + j * D, D);
+#pragma omp parallel for schedule(static)
+	for (size_t c0 = 0; c0 < cols; c0 += 16)
+		for (size_t r0 = 0; r0 < rows; r0 += 16)
+			for (size_t r = r0; r < rows && r < r0 + 16; r++)
+				for (size_t c = c0; c < cols && c < c0 + 16; c++)
+					dst[c * rows + r] = src[r * cols + c];
+}
+
+/* mat (B,B) = xhat (B,D) · xhatᵀ; sq (B) = its diagonal */
+static void gram(double *mat, double *sq, const float *xhat, size_t B, size_t D)
+{
+	gemm_nt(mat, B, xhat, D, xhat, D, B, B, D, 1);
 	for (size_t i = 0; i < B; i++) {
 		sq[i] = mat[i * B + i];
 		for (size_t j = 0; j < i; j++)
@@ -465,22 +550,14 @@ static void pair_coefficients(double *dmat, const double *mat, size_t B, int is_
 		}
 }
 
-/* dxhat (B,D) = K (B,B) · xhat (B,D), skipping zero coefficients */
-static void pair_backward(double *dxhat, const double *K, const double *xhat, size_t B, size_t D)
+/* dxhat (B,D) = K (B,B) · xhat (B,D), as K · (xhatᵀ)ᵀ in float */
+static void pair_backward(fc_loss *l, size_t B, size_t D)
 {
-#pragma omp parallel for schedule(dynamic, 4)
-	for (size_t i = 0; i < B; i++) {
-		double *g = dxhat + i * D;
-		memset(g, 0, D * sizeof(double));
-		for (size_t j = 0; j < B; j++) {
-			double k = K[i * B + j];
-			if (k == 0.0)
-				continue;
-			const double *x = xhat + j * D;
-			for (size_t d = 0; d < D; d++)
-				g[d] += k * x[d];
-		}
-	}
+	float *K = l->coef;
+	transpose(l->xt, l->xhat, B, D);
+	for (size_t i = 0; i < B * B; i++)
+		K[i] = (float)l->dmat[i];
+	gemm_nt(l->dxhat, D, K, B, l->xt, B, B, D, B, 0);
 }
 
 /* -------------------------------------------------- pair-based losses */
@@ -780,40 +857,25 @@ static double supcon_loss(fc_loss *l, const uint32_t *y, size_t B, fc_loss_info 
 
 /* ------------------------------------------------ ArcFace and CosFace */
 
-/* winv (C) = 1 / max(|W[:,c]|, eps) for W (D,C) */
-static void class_norms(double *winv, const float *W, size_t D, size_t C)
+/* cos (B,C) = xhat (B,D) · ŵ (D,C), ŵ_c = W[:,c] / max(|W[:,c]|, eps) = W[:,c]
+ * winv_c; keeps wt = Wᵀ and winv for the backward */
+static void class_cosines(fc_loss *l, size_t B)
 {
+	const size_t D = l->dim, C = l->cfg.n_classes;
+	double *cos = l->mat;
+	transpose(l->wt, l->W, D, C);
 #pragma omp parallel for schedule(static)
-	for (size_t c0 = 0; c0 < C; c0 += CHUNK) {
-		size_t c1 = c0 + CHUNK < C ? c0 + CHUNK : C;
-		double acc[CHUNK] = { 0 };
+	for (size_t c = 0; c < C; c++) {
+		const float *w = l->wt + c * D;
+		double n2 = 0;
 		for (size_t d = 0; d < D; d++)
-			for (size_t c = c0; c < c1; c++)
-				acc[c - c0] += (double)W[d * C + c] * W[d * C + c];
-		for (size_t c = c0; c < c1; c++)
-			winv[c] = 1.0 / fmax(sqrt(acc[c - c0]), NORM_EPS);
+			n2 += (double)w[d] * w[d];
+		l->winv[c] = 1.0 / fmax(sqrt(n2), NORM_EPS);
 	}
-}
-
-/* cos (B,C) = xhat (B,D) · W (D,C), columns scaled by winv (C) */
-static void class_cosines(double *cos, const double *xhat, const float *W, const double *winv, size_t B,
-			  size_t D, size_t C)
-{
-#pragma omp parallel for schedule(static)
-	for (size_t c0 = 0; c0 < C; c0 += CHUNK) {
-		size_t c1 = c0 + CHUNK < C ? c0 + CHUNK : C;
-		for (size_t i = 0; i < B; i++) {
-			double acc[CHUNK] = { 0 };
-			const double *x = xhat + i * D;
-			for (size_t d = 0; d < D; d++) {
-				const float *w = W + d * C;
-				for (size_t c = c0; c < c1; c++)
-					acc[c - c0] += x[d] * w[c];
-			}
-			for (size_t c = c0; c < c1; c++)
-				cos[i * C + c] = acc[c - c0] * winv[c];
-		}
-	}
+	gemm_nt(cos, C, l->xhat, D, l->wt, D, B, C, D, 0);
+	for (size_t i = 0; i < B; i++)
+		for (size_t c = 0; c < C; c++)
+			cos[i * C + c] *= l->winv[c];
 }
 
 /* Cross-entropy of the scaled, target-modified logits, row by row; dcos (B,C)
@@ -874,14 +936,14 @@ static double margin_softmax_loss(fc_loss *l, const uint32_t *y, size_t B, fc_lo
 
 /* From dcos (B,C): dxhat (B,D) = dcos · diag(winv) · Wᵀ, and dW (D,C) +=
  * the column-normalisation backward of ŵ_c = W[:,c] winv_c:
- *   dW[d,c] += winv_c (Σ_i dcos_ic x̂_id - ŵ_dc Σ_i dcos_ic cos_ic) */
+ *   dW[d,c] += winv_c (Σ_i x̂_id dcos_ic - ŵ_dc Σ_i dcos_ic cos_ic) */
 static void margin_softmax_backward(fc_loss *l, size_t B)
 {
 	const size_t D = l->dim, C = l->cfg.n_classes;
 	const float *W = l->W;
 	float *dW = l->dW;
-	const double *cosm = l->mat, *xhat = l->xhat, *winv = l->winv;
-	double *dcos = l->dmat, *dxhat = l->dxhat, *wdot = l->wdot;
+	const double *cosm = l->mat, *dcos = l->dmat, *winv = l->winv;
+	double *wdot = l->wdot;
 
 #pragma omp parallel for schedule(static)
 	for (size_t c = 0; c < C; c++) {
@@ -891,43 +953,24 @@ static void margin_softmax_backward(fc_loss *l, size_t B)
 		/* a column at or under eps is not normalised (x / eps is linear) */
 		wdot[c] = winv[c] < 1.0 / NORM_EPS ? r : 0.0;
 	}
-#pragma omp parallel for schedule(static)
-	for (size_t c0 = 0; c0 < C; c0 += CHUNK) {
-		size_t c1 = c0 + CHUNK < C ? c0 + CHUNK : C;
-		for (size_t d = 0; d < D; d++) {
-			double acc[CHUNK] = { 0 };
-			for (size_t i = 0; i < B; i++) {
-				double x = xhat[i * D + d];
-				const double *g = dcos + i * C;
-				for (size_t c = c0; c < c1; c++)
-					acc[c - c0] += x * g[c];
-			}
-			for (size_t c = c0; c < c1; c++) {
-				double wc = winv[c];
-				double what = W[d * C + c] * wc;
-				dW[d * C + c] += (float)(wc * (acc[c - c0] - what * wdot[c]));
-			}
-		}
-	}
-	/* dcos · diag(winv), in place: it is not needed any more */
 	for (size_t i = 0; i < B; i++)
-		for (size_t c = 0; c < C; c++)
-			dcos[i * C + c] *= winv[c];
-#pragma omp parallel for schedule(static)
-	for (size_t d = 0; d < D; d++) {
-		const float *w = W + d * C;
-		for (size_t i = 0; i < B; i++) {
-			const double *g = dcos + i * C;
-			double s0 = 0, s1 = 0;
-			size_t c = 0;
-			for (; c + 2 <= C; c += 2) {
-				s0 += g[c] * w[c];
-				s1 += g[c + 1] * w[c + 1];
-			}
-			if (c < C)
-				s0 += g[c] * w[c];
-			dxhat[i * D + d] = s0 + s1;
+		for (size_t c = 0; c < C; c++) {
+			l->hf[i * C + c] = (float)(dcos[i * C + c] * winv[c]);
+			l->dct[c * B + i] = (float)dcos[i * C + c];
 		}
+	/* dxhat (B,D) = hf (B,C) · W (D,C)ᵀ */
+	gemm_nt(l->dxhat, D, l->hf, C, W, C, B, D, C, 0);
+	/* xhatᵀ (D,B) · dcos (B,C), GROWS rows of D at a time */
+	transpose(l->xt, l->xhat, B, D);
+	for (size_t d0 = 0; d0 < D; d0 += GROWS) {
+		size_t rows = D - d0 < GROWS ? D - d0 : GROWS;
+		gemm_nt(l->gblk, C, l->xt + d0 * B, B, l->dct, B, rows, C, B, 0);
+#pragma omp parallel for schedule(static)
+		for (size_t r = 0; r < rows; r++)
+			for (size_t c = 0; c < C; c++) {
+				size_t k = (d0 + r) * C + c;
+				dW[k] += (float)(winv[c] * (l->gblk[r * C + c] - W[k] * winv[c] * wdot[c]));
+			}
 	}
 }
 
@@ -967,9 +1010,7 @@ int fc_loss_forward_backward(fc_loss *l, float *loss, float *demb, const float *
 	normalize_forward(l->xhat, l->rnorm, emb, nb, D);
 	double value;
 	if (has_classes(l)) {
-		const size_t C = l->cfg.n_classes;
-		class_norms(l->winv, l->W, D, C);
-		class_cosines(l->mat, l->xhat, l->W, l->winv, nb, D, C);
+		class_cosines(l, nb);
 		value = margin_softmax_loss(l, labels, nb, info);
 		if (!isfinite(value))
 			return FC_ERR_INVALID;
@@ -996,7 +1037,7 @@ int fc_loss_forward_backward(fc_loss *l, float *loss, float *demb, const float *
 		if (!isfinite(value))
 			return FC_ERR_INVALID;
 		pair_coefficients(l->dmat, l->mat, nb, is_dist);
-		pair_backward(l->dxhat, l->dmat, l->xhat, nb, D);
+		pair_backward(l, nb, D);
 	}
 	normalize_backward(demb, l->dxhat, l->xhat, l->rnorm, nb, D);
 	*loss = (float)value;

@@ -244,56 +244,80 @@ static int pack_normalized(float *dst, const float *src, size_t n, size_t dim, s
 	return bad ? FC_ERR_INVALID : 0;
 }
 
-/* One retrieved item. The heap keeps its worst item at the root: lower
- * similarity is worse, and of equal similarities the higher index. */
-typedef struct hit {
+/* One retrieved item as one integer, larger = better: the similarity's
+ * bits made monotonic (negatives flipped; -0 counted as +0) above the
+ * index reversed, so higher similarity wins and of equal similarities the
+ * lower index. The heap compares these without branching on sim then idx:
+ * such branches are unpredictable and made large-k searches several times
+ * slower. */
+typedef uint64_t hitkey;
+
+static hitkey key_make(float sim, uint32_t idx)
+{
+	uint32_t u;
+
+	sim += 0.0f;
+	memcpy(&u, &sim, sizeof u);
+	u = (u & 0x80000000u) ? ~u : u | 0x80000000u;
+	return (uint64_t)u << 32 | (uint32_t)~idx;
+}
+
+static uint32_t key_idx(hitkey k)
+{
+	return ~(uint32_t)k;
+}
+
+static float key_sim(hitkey k)
+{
+	uint32_t u = (uint32_t)(k >> 32);
 	float sim;
-	uint32_t idx;
-} hit;
 
-static int hit_worse(hit a, hit b)
-{
-	return a.sim < b.sim || (a.sim == b.sim && a.idx > b.idx);
+	u = (u & 0x80000000u) ? u & 0x7fffffffu : ~u;
+	memcpy(&sim, &u, sizeof sim);
+	return sim;
 }
 
-static void heap_sift_down(hit *h, size_t n, size_t i)
+/* The heap keeps its worst (smallest) key at the root. */
+static void heap_sift_down(hitkey *h, size_t n, size_t i)
 {
+	hitkey x = h[i];
+
 	for (;;) {
-		size_t l = 2 * i + 1, w = i;
-		if (l < n && hit_worse(h[l], h[w]))
-			w = l;
-		if (l + 1 < n && hit_worse(h[l + 1], h[w]))
-			w = l + 1;
-		if (w == i)
-			return;
-		hit t = h[i];
-		h[i] = h[w];
-		h[w] = t;
-		i = w;
+		size_t l = 2 * i + 1, c;
+		if (l >= n)
+			break;
+		c = l + 1 < n && h[l + 1] < h[l] ? l + 1 : l;
+		if (h[c] >= x)
+			break;
+		h[i] = h[c];
+		i = c;
 	}
+	h[i] = x;
 }
 
-static void heap_push(hit *h, size_t *n, size_t cap, hit x)
+/* Adds x when there is room or it beats the root; returns whether it did. */
+static int heap_push(hitkey *h, size_t *n, size_t cap, hitkey x)
 {
 	size_t i;
 
 	if (*n == cap) {
-		if (!hit_worse(h[0], x))
-			return;
+		if (x <= h[0])
+			return 0;
 		h[0] = x;
 		heap_sift_down(h, cap, 0);
-		return;
+		return 1;
 	}
-	for (i = (*n)++; i > 0 && hit_worse(x, h[(i - 1) / 2]); i = (i - 1) / 2)
+	for (i = (*n)++; i > 0 && x < h[(i - 1) / 2]; i = (i - 1) / 2)
 		h[i] = h[(i - 1) / 2];
 	h[i] = x;
+	return 1;
 }
 
 /* Heap to best-first order in place: repeatedly move the worst to the end. */
-static void heap_sort_best_first(hit *h, size_t n)
+static void heap_sort_best_first(hitkey *h, size_t n)
 {
 	for (size_t m = n; m > 1; m--) {
-		hit t = h[0];
+		hitkey t = h[0];
 		h[0] = h[m - 1];
 		h[m - 1] = t;
 		heap_sift_down(h, m - 1, 0);
@@ -311,10 +335,10 @@ static void heap_sort_best_first(hit *h, size_t n)
  * keep all lists (top and counts may then be NULL: per-thread scratch is
  * used); a non-zero return from it stops the search and is returned.
  */
-typedef int (*knn_each_fn)(void *ctx, size_t q0, size_t qn, const hit *top, const size_t *counts,
-			   size_t cap);
+typedef int (*knn_each_fn)(void *ctx, size_t q0, size_t qn, const hitkey *top,
+			   const size_t *counts, size_t cap);
 
-static int knn_search(hit *top, size_t *counts, const float *queries, size_t nq, const float *index,
+static int knn_search(hitkey *top, size_t *counts, const float *queries, size_t nq, const float *index,
 		      size_t ni, size_t dim, size_t cap, int exclude_self, sim_kernel kern,
 		      knn_each_fn each, void *ctx)
 {
@@ -328,7 +352,7 @@ static int knn_search(hit *top, size_t *counts, const float *queries, size_t nq,
 		return 0;
 	if (!mul_ok(&qbytes, qpanels * mr, dim) || !mul_ok(&qbytes, qbytes, sizeof(float)) ||
 	    !mul_ok(&ibytes, ipanels * nr, dim) || !mul_ok(&ibytes, ibytes, sizeof(float)) ||
-	    !mul_ok(&hbytes, SIM_QB * sizeof(hit), cap))
+	    !mul_ok(&hbytes, SIM_QB * sizeof(hitkey), cap))
 		return FC_ERR_OVERFLOW;
 	qpack = alloc_aligned(qbytes);
 	ipack = ni ? alloc_aligned(ibytes) : NULL;
@@ -342,15 +366,17 @@ static int knn_search(hit *top, size_t *counts, const float *queries, size_t nq,
 	if (err)
 		goto out;
 
-	/* Smaller blocks when there are few queries, so every thread gets one. */
-	qbr = (nq + (size_t)omp_get_max_threads() - 1) / (size_t)omp_get_max_threads();
-	qbr = round_up(qbr, mr) < SIM_QB ? round_up(qbr, mr) : SIM_QB;
+	/* As many blocks of at most SIM_QB queries as a multiple of the threads,
+	 * so no thread idles through the last round. */
+	nqb = round_up((nq + SIM_QB - 1) / SIM_QB, (size_t)omp_get_max_threads());
+	qbr = round_up((nq + nqb - 1) / nqb, mr);
 	nqb = (nq + qbr - 1) / qbr;
 #pragma omp parallel
 	{
 		float *cbuf = alloc_aligned((size_t)SIM_QB * SIM_IB * sizeof(float));
-		hit *scratch = top ? NULL : alloc_aligned(hbytes);
+		hitkey *scratch = top ? NULL : alloc_aligned(hbytes);
 		size_t lcounts[SIM_QB];
+		float worst[SIM_QB];
 
 		if (!cbuf || (!top && !scratch)) {
 #pragma omp atomic write
@@ -360,7 +386,7 @@ static int knn_search(hit *top, size_t *counts, const float *queries, size_t nq,
 		for (size_t qb = 0; qb < nqb; qb++) {
 			size_t q0 = qb * qbr, qn = nq - q0 < qbr ? nq - q0 : qbr;
 			size_t qp = (qn + mr - 1) / mr;
-			hit *heaps = top ? top + q0 * cap : scratch;
+			hitkey *heaps = top ? top + q0 * cap : scratch;
 			size_t *cnt = top ? counts + q0 : lcounts;
 			int failed;
 
@@ -388,18 +414,21 @@ static int knn_search(hit *top, size_t *counts, const float *queries, size_t nq,
 				}
 				for (size_t r = 0; r < qn; r++) {
 					const float *row = cbuf + r * SIM_IB;
-					hit *h = heaps + r * cap;
+					hitkey *h = heaps + r * cap;
 					size_t q = q0 + r;
 
 					for (size_t j = 0; j < in; j++) {
 						/* Rows arrive in ascending index, so once the heap is
 						 * full an equal similarity never displaces anything:
-						 * the cheap test below is the whole tie rule. */
-						if (cnt[r] == cap && !(row[j] > h[0].sim))
+						 * this float test is the whole filter. */
+						if (cnt[r] == cap && !(row[j] > worst[r]))
 							continue;
 						if (exclude_self && i0 + j == q)
 							continue;
-						heap_push(h, &cnt[r], cap, (hit){row[j], (uint32_t)(i0 + j)});
+						if (heap_push(h, &cnt[r], cap,
+							      key_make(row[j], (uint32_t)(i0 + j))) &&
+						    cnt[r] == cap)
+							worst[r] = key_sim(h[0]);
 					}
 				}
 			}
@@ -492,8 +521,8 @@ typedef struct eval_ctx {
 } eval_ctx;
 
 /* knn_search's callback: the metrics of a block of queries. */
-static int eval_block(void *vctx, size_t q0, size_t qn, const hit *top, const size_t *counts,
-		      size_t cap)
+static int eval_block(void *vctx, size_t q0, size_t qn, const hitkey *top,
+		      const size_t *counts, size_t cap)
 {
 	const eval_ctx *c = vctx;
 	unsigned char *rel = malloc(cap);
@@ -503,10 +532,10 @@ static int eval_block(void *vctx, size_t q0, size_t qn, const hit *top, const si
 	for (size_t r = 0; r < qn; r++) {
 		size_t q = q0 + r, max_rel;
 		uint32_t label = c->qlabels[q];
-		const hit *h = top + r * cap;
+		const hitkey *h = top + r * cap;
 
 		for (size_t i = 0; i < counts[r]; i++)
-			rel[i] = c->ilabels[h[i].idx] == label;
+			rel[i] = c->ilabels[key_idx(h[i])] == label;
 		max_rel = count_label(c->sorted_ilabels, c->ni, label);
 		if (c->exclude_self && c->ilabels[q] == label)
 			max_rel--;
@@ -534,7 +563,7 @@ int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, 
 	    !mul_ok(&bytes, nq, M_COUNT * sizeof(double)) || !mul_ok(&bytes, ni, sizeof(uint32_t)))
 		return FC_ERR_OVERFLOW;
 	if (ni > UINT32_MAX)
-		return FC_ERR_UNSUPPORTED; /* hit.idx is 32-bit */
+		return FC_ERR_UNSUPPORTED; /* a hitkey holds a 32-bit index */
 
 	cap = ni - (exclude_self && ni > 0);
 	cap = k < cap ? k : cap;

@@ -1,0 +1,150 @@
+#!/bin/sh
+# tests/cli/train.sh - train, eval and embed end to end on small synthetic
+# stores: the head beats the raw features, the loss falls, a seed gives
+# bit-identical heads, a killed run resumes to the same head, the outputs
+# load in numpy/PyTorch, and bad options are usage errors with a reason.
+NAME=train
+. "$(dirname "$0")/lib.inc"
+
+# Classes hidden in noise three times their size; every split has every class.
+run "$MK" --store s --dim 64 --items 6000 --classes 10 --noise 300 --mixed-splits --dtype f32
+t "tool_mkstore makes a training store" 0
+export OMP_NUM_THREADS=2
+
+run "$F" train --store s --out h.safetensors --output-dim 16 --batch-size 64 --epochs 6 --seed 3
+t "train runs" 0 out '^before \(raw features\): ' out '^after \(head, epoch [0-9]+\): ' \
+	out "^head written to 'h.safetensors'"
+ok_if "train writes the head, the log and the checkpoint" [ -s h.safetensors ] && [ -s h.safetensors.jsonl ] &&
+	[ -s h.safetensors.ckpt ]
+before=$(sed -n 's/^before (raw features): *mAP@20 \([0-9.]*\).*/\1/p' out | head -n 1)
+after=$(sed -n 's/^after (head, epoch [0-9]*): *mAP@20 \([0-9.]*\).*/\1/p' out)
+ok_if "the head beats the raw features (mAP@20 $before -> $after)" \
+	awk -v a="$before" -v b="$after" 'BEGIN { exit !(b > a + 0.1) }'
+l1=$(sed -n 's/^epoch *1\/6 *loss \([0-9.]*\).*/\1/p' out)
+l6=$(sed -n 's/^epoch *6\/6 *loss \([0-9.]*\).*/\1/p' out)
+ok_if "the loss falls ($l1 -> $l6)" awk -v a="$l1" -v b="$l6" 'BEGIN { exit !(b < a) }'
+py "the log is one JSON object per line, before + 6 epochs" h.safetensors.jsonl '
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert "before" in lines[0] and lines[0]["config"]["output_dim"] == 16, lines[0]
+assert [l["epoch"] for l in lines[1:]] == [1, 2, 3, 4, 5, 6]
+assert all(0 <= l["metrics"]["average_precision"] <= 1 for l in lines[1:])'
+
+# The same seed, the same bytes; another seed, another head.
+run "$F" train --store s --out h2.safetensors --output-dim 16 --batch-size 64 --epochs 6 --seed 3 -q
+ok_if "the same seed gives a bit-identical head" cmp -s h.safetensors h2.safetensors
+run "$F" train --store s --out h3.safetensors --output-dim 16 --batch-size 64 --epochs 6 --seed 4 -q
+ok_if "another seed gives another head" sh -c '! cmp -s h.safetensors h3.safetensors'
+run env OMP_NUM_THREADS=1 "$F" train --store s --out h4.safetensors --output-dim 16 --batch-size 64 \
+	--epochs 6 --seed 3 -q
+ok_if "the thread count does not change the head" cmp -s h.safetensors h4.safetensors
+
+# Resume: 3 epochs, then (as if killed) go on from the checkpoint to 6.
+run "$F" train --store s --out r.safetensors --output-dim 16 --batch-size 64 --epochs 6 --seed 3 -q
+cp r.safetensors.ckpt full.ckpt
+"$F" train --store s --out k.safetensors --output-dim 16 --batch-size 64 --epochs 6 --seed 3 -q \
+	>/dev/null 2>&1 &
+pid=$!
+# Kill it once the checkpoint of some epoch before the last exists.
+i=0
+while [ $i -lt 400 ]; do
+	n=$(cat k.safetensors.jsonl 2>/dev/null | grep -c '"epoch"')
+	[ "$n" -ge 2 ] && break
+	sleep 0.01
+	i=$((i + 1))
+done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+done_epochs=$(cat k.safetensors.jsonl 2>/dev/null | grep -c '"epoch"')
+run "$F" train --store s --out k.safetensors --output-dim 16 --batch-size 64 --epochs 6 --seed 3 \
+	--resume k.safetensors.ckpt
+t "a killed run resumes from its checkpoint (killed after $done_epochs epochs)" 0 \
+	out '^(resuming after epoch [0-9]+ of 6|head written)'
+ok_if "the resumed run ends with the same head as an uninterrupted one" cmp -s k.safetensors r.safetensors
+run "$F" train --store s --out k.safetensors --output-dim 32 --batch-size 64 --epochs 6 --seed 3 \
+	--resume k.safetensors.ckpt
+t "resuming with other options is refused" 2 err 'other options'
+
+# eval and embed with the head.
+run "$F" eval --store s --head h.safetensors --json
+t "eval --head prints raw and head metrics" 0 out '"raw"' out '"head"' out '"average_precision"'
+run "$F" eval --store s --split test --index-split train -k 5
+t "eval searches one split in another" 0 out '^average_precision ' out 'k 5$'
+run "$F" embed --store s --head h.safetensors --split val --out e.npy --keys e.keys
+t "embed --head writes embeddings and keys" 0 out "^wrote 600 x 16 float32 to 'e.npy'"
+py "embeddings load with numpy, L2-normalised, one key per row" e.npy '
+import sys, numpy as np
+e = np.load(sys.argv[1]); keys = open("e.keys").read().split("\n")[:-1]
+assert e.shape == (600, 16) and e.dtype == np.float32 and len(keys) == 600, (e.shape, len(keys))
+assert abs(np.linalg.norm(e, axis=1) - 1).max() < 1e-5
+assert keys == sorted(keys)'
+run "$F" embed --store s --split train --out raw.npy
+t "embed without a head writes the raw features of train (and unsplit) items" 0 out "^wrote 4800 x 64 float32"
+run "$F" embed --store s --head h.safetensors --split train --out ht.npy
+if [ -n "$PY" ] && "$PY" -c 'import torch' 2>/dev/null; then
+	py "the head loads into a PyTorch projection head with load_state_dict" h.safetensors '
+import sys, json, struct, numpy as np, torch
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]; hdr = json.loads(b[8:8 + n])
+meta = hdr.pop("__metadata__"); data = b[8 + n:]
+sd = {}
+for k, v in hdr.items():
+    dt = {"F32": torch.float32, "I64": torch.int64}[v["dtype"]]
+    s, e = v["data_offsets"]
+    sd[k] = torch.frombuffer(bytearray(data[s:e]), dtype=dt).reshape(v["shape"])
+cfg = json.loads(meta["featcache_config"])
+D, H, O = cfg["input_dim"], cfg["hidden"], cfg["output_dim"]
+layers = []
+for i in range(cfg["head_layers"]):
+    last = i == cfg["head_layers"] - 1
+    layers += [torch.nn.Linear(D if i == 0 else H, O if last else H, bias=False),
+               torch.nn.BatchNorm1d(O if last else H, eps=1e-5)]
+    if not last: layers.append(torch.nn.ReLU())
+class Head(torch.nn.Module):
+    def __init__(self):
+        super().__init__(); self.head_layers = torch.nn.ModuleList(layers)
+    def forward(self, x):
+        for l in self.head_layers: x = l(x)
+        return x
+m = Head(); m.load_state_dict(sd, strict=True); m.eval()
+x = torch.tensor(np.load("raw.npy"))
+y = torch.nn.functional.normalize(m(x), dim=1).detach().numpy()
+ours = np.load("ht.npy")
+assert np.abs(y - ours).max() < 1e-4, np.abs(y - ours).max()'
+
+else
+	echo "ok - the head loads into PyTorch # SKIP no torch"
+fi
+
+# Bad options: usage errors with a reason, nothing written.
+run "$F" train --store s --out bad.safetensors --loss nonsense
+t "an unknown loss is a usage error" 2 err "unknown loss 'nonsense'"
+run "$F" train --store s --out bad.safetensors --batch-size 6 --items-per-class 4
+t "a batch smaller than 2 classes x K is a usage error" 2 err 'smaller than 2 classes x 4'
+run "$F" train --store s --out bad.safetensors --output-dim 0
+t "output-dim 0 is a usage error" 2 err 'output-dim'
+run "$F" train --store s --out bad.safetensors -k 0
+t "k < 1 is a usage error" 2 err "'0' for --k"
+run "$F" train --store s --out bad.safetensors --loss ntxent --miner hard
+t "a miner with a loss other than triplet is a usage error" 2 err 'miners apply to the triplet loss only'
+run "$F" train --store s --out bad.safetensors --early-stop map
+t "a malformed --early-stop is a usage error" 2 err 'METRIC:PATIENCE'
+ok_if "failed runs write no head" [ ! -e bad.safetensors ]
+run "$MK" --store one --dim 8 --items 20 --classes 1
+run "$F" train --store one --out bad.safetensors
+t "a split with one class is a usage error" 2 err 'only one class'
+run "$MK" --store nan --dim 16 --items 400 --classes 4 --mixed-splits --dtype f32 --poison 7
+run "$F" train --store nan --out nan.safetensors --output-dim 8 --batch-size 16 --epochs 3 -q
+t "a run that meets NaN stops with the step and a hint" 1 err 'not finite at step [0-9]+' err 'lower --lr'
+ok_if "and writes no head" [ ! -e nan.safetensors ]
+run "$F" eval --store s --head nothere.safetensors
+t "eval with a missing head fails clearly" 1 err "cannot load head 'nothere.safetensors'"
+printf 'garbage' >junk.safetensors
+run "$F" eval --store s --head junk.safetensors
+t "eval with a corrupt head fails clearly" 1 err "cannot load head 'junk.safetensors'"
+
+# Early stopping stops before the last epoch and keeps the best head.
+run "$F" train --store s --out es.safetensors --output-dim 16 --batch-size 64 --epochs 50 --lr 0.05 \
+	--early-stop average_precision:2
+t "early stopping stops a run that stopped improving" 0 out '^early stop: average_precision has not improved for 2 epochs'
+
+[ "$failures" -eq 0 ]
