@@ -36,7 +36,8 @@ static const char usage_text[] =
 	"      --margin M           triplet 0.2; arcface 28.6 (degrees); cosface 0.35\n"
 	"      --pos-margin M       siamese (default 0)\n"
 	"      --neg-margin M       siamese (default 1)\n"
-	"      --distance NAME      euclidean or cosine (triplet, siamese; default euclidean)\n"
+	"      --distance NAME      euclidean or cosine (default euclidean for triplet and\n"
+	"                           siamese, cosine for the others; arcface/cosface need cosine)\n"
 	"      --temperature T      ntxent 0.07, supcon 0.1\n"
 	"      --scale S            arcface, cosface (default 64)\n"
 	"      --optimizer NAME     adam adamw sgd (default adam)\n"
@@ -118,7 +119,7 @@ typedef struct train_opts {
 	uint64_t output_dim, layers, hidden, epochs, batch, per_class, seed, k, warmup, step_size, patience;
 	int per_class_set, step_size_set, wd_set, quiet;
 	float margin, pos_margin, neg_margin, temperature, scale, lr, wd, momentum, gamma;
-	int margin_set, pos_set, neg_set, temp_set, scale_set, momentum_set, nesterov;
+	int margin_set, pos_set, neg_set, temp_set, scale_set, momentum_set, nesterov, distance_set;
 	fc_loss_kind loss;
 	fc_miner_kind miner;
 	fc_distance_kind distance;
@@ -156,6 +157,7 @@ static int parse(train_opts *o, int argc, char **argv)
 		case O_DISTANCE:
 			if (fc_distance_parse(optarg, &o->distance))
 				return fc_usage_error("train", "unknown distance '%s': expected euclidean or cosine", optarg);
+			o->distance_set = 1;
 			break;
 		case O_OPTIMIZER:
 			if (fc_optim_parse(optarg, &o->optim))
@@ -226,7 +228,8 @@ static void build_config(const train_opts *o, fc_train_config *c, uint32_t in_di
 	c->head = (fc_head_config){ in_dim, (uint32_t)o->hidden, (uint32_t)o->output_dim, (uint32_t)o->layers };
 	fc_loss_config_default(&c->loss, o->loss);
 	c->loss.miner = o->miner;
-	c->loss.distance = o->distance;
+	if (o->distance_set)
+		c->loss.distance = o->distance;
 	if (o->margin_set)
 		c->loss.margin = o->margin;
 	if (o->pos_set)

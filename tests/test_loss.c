@@ -360,9 +360,10 @@ static double eval_loss(fc_loss *l, float *scratch, const float *x, const uint32
 
 /* Compares float gradients with central differences (L(x+h) - L(x-h)) / 2h
  * of the float loss, as max|g - fd| / max|fd|. The loss comes back rounded
- * to float, which puts up to ulp(L) / 2h = 2^-23 |L| / 2h into every
- * difference; that is the dominant error here (smaller steps made the
- * measured errors grow in proportion, larger ones met the kinks), while the
+ * to float, and the products inside it run in float, which puts a few
+ * ulp(L) / 2h = 2^-23 |L| / 2h into every difference; that is the dominant
+ * error here (smaller steps made the measured errors grow in proportion,
+ * larger ones met the kinks), while the
  * truncation error is O(h^2 L''' / L'), about h^2 k^2 / 6 for a loss that
  * grows like e^(k x): 1.3e-4 for NTXent at τ = 0.07 (k = 1/τ), less for the
  * rest (ArcFace's softmax saturates). The tolerance is four times the

@@ -82,12 +82,15 @@
  * with another miner is FC_ERR_INVALID, as is a distance other than cosine
  * for ArcFace/CosFace (PML asserts CosineSimilarity there).
  *
- * Numerics. The embeddings are normalised, and everything after, in
- * double precision, so the float32 results match PML to float32 rounding
- * and finite differences of the forward are meaningful. Loops run in
- * parallel (OpenMP) over rows whose every element is computed by one thread
- * in a fixed order, and partial sums are combined in index order: the same
- * inputs give bit-identical outputs with any number of threads.
+ * Numerics. The products over the batch (Gram matrix, class cosines and
+ * their backward) run in float like PyTorch's float32 matmul, in four-lane
+ * vectors; the normalisation, the losses and everything between run in
+ * double. Results match PML in float32 to about 1e-7 relative. Loops run in
+ * parallel (OpenMP) over rows or tiles whose every element is computed by
+ * one thread in a fixed order, and partial sums are combined in index
+ * order: the same inputs give bit-identical outputs with any number of
+ * threads. A non-finite input, class centre, loss or gradient is
+ * FC_ERR_INVALID.
  */
 #include <float.h>
 #include <math.h>
@@ -117,7 +120,7 @@ struct fc_loss {
 	double *dmat;    /* same shape: dL/dmat, then the backward's coefficients */
 	double *sq;      /* (max_batch) |x̂_i|², the Gram diagonal */
 	double *part;    /* (2 * max_batch) per-row partial loss sums */
-	uint64_t *cnt;   /* (4 * max_batch) per-row partial counts */
+	uint64_t *cnt;   /* (3 * max_batch) per-row partial counts */
 	/* ArcFace/CosFace: W (dim, C) and its gradient in one block */
 	float *params, *W, *dW;
 	float *wt;       /* (C, dim) W transposed */
@@ -320,6 +323,12 @@ int fc_loss_new(fc_loss **out, const fc_loss_config *cfg, uint32_t dim, uint32_t
 	*out = NULL;
 	if (!cfg || dim == 0 || dim > MAX_DIM || max_batch == 0 || max_batch > MAX_BATCH || config_check(cfg))
 		goto out;
+	/* the largest blocks: (B, max(B, C)) and (D, C) doubles, W and its gradient */
+	size_t B = max_batch, D = dim, C = cfg->n_classes;
+	rc = FC_ERR_OVERFLOW;
+	if (B > SIZE_MAX / sizeof(double) / D || B > SIZE_MAX / sizeof(double) / B ||
+	    (C && (C > SIZE_MAX / sizeof(double) / B || C > SIZE_MAX / 2 / sizeof(float) / D)))
+		goto out;
 	rc = FC_ERR_NOMEM;
 	l = calloc(1, sizeof *l);
 	if (!l)
@@ -327,9 +336,7 @@ int fc_loss_new(fc_loss **out, const fc_loss_config *cfg, uint32_t dim, uint32_t
 	l->cfg = *cfg;
 	l->dim = dim;
 	l->max_batch = max_batch;
-	/* dim, max_batch and n_classes are capped above, so no product overflows */
-	size_t B = max_batch, D = dim;
-	size_t cols = has_classes(l) ? cfg->n_classes : B;
+	size_t cols = has_classes(l) ? C : B;
 	l->xhat = malloc(B * D * sizeof(float));
 	l->dxhat = malloc(B * D * sizeof(double));
 	l->rnorm = malloc(B * sizeof(double));
@@ -338,7 +345,7 @@ int fc_loss_new(fc_loss **out, const fc_loss_config *cfg, uint32_t dim, uint32_t
 	l->dmat = malloc(B * cols * sizeof(double));
 	l->xt = malloc(D * B * sizeof(float));
 	l->part = malloc(2 * B * sizeof(double));
-	l->cnt = malloc(4 * B * sizeof(uint64_t));
+	l->cnt = malloc(3 * B * sizeof(uint64_t));
 	if (!l->xhat || !l->xt || !l->dxhat || !l->rnorm || !l->sq || !l->mat || !l->dmat || !l->part || !l->cnt)
 		goto out;
 	if (!has_classes(l)) {
@@ -346,7 +353,6 @@ int fc_loss_new(fc_loss **out, const fc_loss_config *cfg, uint32_t dim, uint32_t
 		if (!l->coef)
 			goto out;
 	} else {
-		size_t C = cfg->n_classes;
 		l->params = calloc(2 * D * C, sizeof(float));
 		l->wt = malloc(C * D * sizeof(float));
 		l->hf = malloc(B * C * sizeof(float));
@@ -1040,6 +1046,8 @@ int fc_loss_forward_backward(fc_loss *l, float *loss, float *demb, const float *
 		pair_backward(l, nb, D);
 	}
 	normalize_backward(demb, l->dxhat, l->xhat, l->rnorm, nb, D);
+	if (!all_finite(demb, nb * D))
+		return FC_ERR_INVALID;
 	*loss = (float)value;
 	return 0;
 }

@@ -109,6 +109,9 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 	}
 	if (c->loss.miner != FC_MINER_ALL && c->loss.kind != FC_LOSS_TRIPLET)
 		return why_set(why, FC_ERR_INVALID, "miners apply to the triplet loss only");
+	if (!pair_loss(c->loss.kind) && c->loss.distance != FC_DIST_COSINE)
+		return why_set(why, FC_ERR_INVALID, "%s works on cosine similarity: --distance euclidean does not apply",
+			       fc_loss_name(c->loss.kind));
 
 	int err = FC_ERR_NOMEM;
 	fc_trainer *t = calloc(1, sizeof *t);

@@ -115,6 +115,17 @@ else
 	echo "ok - the head loads into PyTorch # SKIP no torch"
 fi
 
+# Every loss trains and reports; each one should at least not lose to the raw features here.
+for loss in siamese ntxent supcon arcface cosface; do
+	run "$F" train --store s --out "$loss.safetensors" --output-dim 16 --batch-size 64 --epochs 4 --loss $loss -q
+	b=$(sed -n 's/^before (raw features): *mAP@20 \([0-9.]*\).*/\1/p' out | head -n 1)
+	a=$(sed -n 's/^after (head, epoch [0-9]*): *mAP@20 \([0-9.]*\).*/\1/p' out)
+	t "train --loss $loss runs (mAP@20 $b -> $a)" 0 out '^after \(head'
+	ok_if "train --loss $loss beats the raw features" awk -v a="$b" -v b="$a" 'BEGIN { exit !(b > a) }'
+done
+run "$F" train --store s --out bad.safetensors --loss arcface --distance euclidean
+t "arcface with euclidean distance is a usage error" 2 err 'cosine similarity'
+
 # Bad options: usage errors with a reason, nothing written.
 run "$F" train --store s --out bad.safetensors --loss nonsense
 t "an unknown loss is a usage error" 2 err "unknown loss 'nonsense'"
