@@ -20,11 +20,11 @@
  * Distances. LpDistance(p=2): D_ij = |x̂_i - x̂_j|, via torch.cdist, whose
  * matrix-product path (B > 25) is sqrt(clamp_min(|x̂_i|² + |x̂_j|² -
  * 2 x̂_i·x̂_j, 1e-30)) and passes no gradient where the clamp holds; for
- * B <= 25 it subtracts and its backward is 0 where D = 0. Here D comes from
- * the Gram matrix in double precision, a squared distance <= 1e-30 counts as
- * D = 0 and passes no gradient: identical vectors (the diagonal) never make
- * a NaN. CosineSimilarity: S_ij = x̂_i·x̂_j, "inverted" (larger is closer).
- * PML's distance.margin(x, y) is x - y for a distance and y - x for a
+ * B <= 25 it subtracts and its backward is 0 where D = 0. Here D always
+ * comes from the Gram matrix like the first, a squared distance <= 1e-30
+ * counts as D = 0 and passes no gradient: identical vectors (the diagonal)
+ * never make a NaN. CosineSimilarity: S_ij = x̂_i·x̂_j, "inverted" (larger
+ * is closer). PML's distance.margin(x, y) is x - y for a distance and y - x for a
  * similarity, which is how every loss below flips between the two.
  *
  * Triplet: TripletMarginLoss(margin) on the triplets TripletMarginMiner(
@@ -135,8 +135,15 @@ struct fc_loss {
 
 static const char *const loss_names[] = { "triplet", "siamese", "ntxent", "supcon", "arcface", "cosface" };
 /* Finetuner's (PML's) class names, accepted too */
-static const char *const loss_classes[] = { "TripletMarginLoss", "SiameseLoss", "NTXentLoss", "SupConLoss",
-					    "ArcFaceLoss", "CosFaceLoss" };
+static const struct {
+	const char *name;
+	fc_loss_kind kind;
+} loss_aliases[] = {
+	{ "TripletMarginLoss", FC_LOSS_TRIPLET }, { "SiameseLoss", FC_LOSS_SIAMESE },
+	{ "ContrastiveLoss", FC_LOSS_SIAMESE },   { "NTXentLoss", FC_LOSS_NTXENT },
+	{ "SupConLoss", FC_LOSS_SUPCON },         { "ArcFaceLoss", FC_LOSS_ARCFACE },
+	{ "CosFaceLoss", FC_LOSS_COSFACE },
+};
 static const char *const miner_names[] = { "all", "hard", "semihard", "easy" };
 static const char *const distance_names[] = { "euclidean", "cosine" };
 
@@ -157,15 +164,18 @@ static int lookup(const char *s, const char *const *names, size_t n, int *out)
 int fc_loss_parse(const char *s, fc_loss_kind *out)
 {
 	int k;
-	if (!out)
+	if (!out || !s)
 		return FC_ERR_INVALID;
-	if (lookup(s, loss_names, NELEM(loss_names), &k) && lookup(s, loss_classes, NELEM(loss_classes), &k)) {
-		if (!s || strcasecmp(s, "ContrastiveLoss") != 0)
-			return FC_ERR_INVALID;
-		k = FC_LOSS_SIAMESE;
+	if (lookup(s, loss_names, NELEM(loss_names), &k) == 0) {
+		*out = (fc_loss_kind)k;
+		return 0;
 	}
-	*out = (fc_loss_kind)k;
-	return 0;
+	for (size_t i = 0; i < NELEM(loss_aliases); i++)
+		if (strcasecmp(s, loss_aliases[i].name) == 0) {
+			*out = loss_aliases[i].kind;
+			return 0;
+		}
+	return FC_ERR_INVALID;
 }
 
 int fc_miner_parse(const char *s, fc_miner_kind *out)
@@ -653,35 +663,30 @@ static double siamese_loss(fc_loss *l, const uint32_t *y, size_t B, fc_loss_info
 	for (size_t i = 0; i < B; i++) {
 		const double *m = M + i * B;
 		double *g = dM + i * B, ps = 0, ns = 0;
-		uint64_t pu = 0, nu = 0, pz = 0, nz = 0;
+		uint64_t pz = 0, nz = 0;
 		for (size_t j = 0; j < B; j++) {
-			double c, s;
 			g[j] = 0;
 			if (j == i)
 				continue;
 			if (y[j] == y[i]) {
-				pu++;
-				c = inv ? pm - m[j] : m[j] - pm; /* margin(pair, pos_margin) */
-				s = inv ? -1.0 : 1.0;
+				double c = inv ? pm - m[j] : m[j] - pm; /* margin(pair, pos_margin) */
 				if (c > 0) {
 					ps += c;
 					pz++;
-					g[j] = s;
+					g[j] = inv ? -1.0 : 1.0;
 				}
 			} else {
-				nu++;
-				c = inv ? m[j] - nm : nm - m[j]; /* margin(neg_margin, pair) */
-				s = inv ? 1.0 : -1.0;
+				double c = inv ? m[j] - nm : nm - m[j]; /* margin(neg_margin, pair) */
 				if (c > 0) {
 					ns += c;
 					nz++;
-					g[j] = s;
+					g[j] = inv ? 1.0 : -1.0;
 				}
 			}
 		}
 		l->part[i] = ps;
 		l->part[B + i] = ns;
-		cnt[i] = pu + nu;
+		cnt[i] = B - 1; /* every other row is a pair */
 		cnt[B + i] = pz;
 		cnt[2 * B + i] = nz;
 	}
