@@ -24,8 +24,9 @@
  * comes from the Gram matrix like the first, a squared distance <= 1e-30
  * counts as D = 0 and passes no gradient: identical vectors (the diagonal)
  * never make a NaN. CosineSimilarity: S_ij = x̂_i·x̂_j, "inverted" (larger
- * is closer). PML's distance.margin(x, y) is x - y for a distance and y - x for a
- * similarity, which is how every loss below flips between the two.
+ * is closer). PML's distance.margin(x, y) is x - y for a distance and
+ * y - x for a similarity, which is how every loss below flips between the
+ * two.
  *
  * Triplet: TripletMarginLoss(margin) on the triplets TripletMarginMiner(
  * margin, type_of_triplets) returns, both with the one margin (featcache's
