@@ -23,7 +23,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
-ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SAN) -fopenmp -D_GNU_SOURCE -Iinclude -I. $(PKG_CFLAGS) -MMD -MP
+ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SAN) -fopenmp -fno-math-errno -D_GNU_SOURCE -Iinclude -I. $(PKG_CFLAGS) -MMD -MP
 LDLIBS = $(PKG_LIBS) -ldnnl -lm
 ALL_LDFLAGS = $(LDFLAGS) $(SAN) -fopenmp
 

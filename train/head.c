@@ -50,6 +50,7 @@ struct fc_head {
 	float *out[MAX_LAYERS];    /* layer output after ReLU (B, out); last: BN output */
 	float *invstd[MAX_LAYERS]; /* per feature */
 	float *scratch;            /* (B, max dim) gradient buffers, two of them */
+	double *acc;               /* per-feature sums, 2 x max dim */
 	uint32_t last_B;
 
 	fc_mm *mm;
@@ -117,7 +118,8 @@ int fc_head_new(fc_head **out, const fc_head_config *cfg, uint32_t max_batch, ui
 	h->buffers = h->grads ? xcalloc(nb, sizeof(float), &err) : NULL;
 	h->acts = h->buffers ? xcalloc(na, sizeof(float), &err) : NULL;
 	h->scratch = h->acts ? xcalloc(2 * (size_t)max_batch * maxd, sizeof(float), &err) : NULL;
-	if (!h->scratch || (err = fc_mm_new(&h->mm)) != 0) {
+	h->acc = h->scratch ? xcalloc(2 * maxd, sizeof(double), &err) : NULL;
+	if (!h->acc || (err = fc_mm_new(&h->mm)) != 0) {
 		fc_head_free(h);
 		return err ? err : FC_ERR_NOMEM;
 	}
@@ -162,6 +164,7 @@ void fc_head_free(fc_head *h)
 	free(h->buffers);
 	free(h->acts);
 	free(h->scratch);
+	free(h->acc);
 	free(h);
 }
 
@@ -203,31 +206,46 @@ size_t fc_head_tensors(fc_head *h, fc_tensor *out, size_t cap)
 }
 
 /* BatchNorm1d over a (B, C) batch in place of z: training statistics,
- * running-stat update, xhat and invstd kept for backward. */
+ * running-stat update, xhat and invstd kept for backward. The loops run
+ * along rows (features contiguous) so they vectorise; each feature's sums
+ * still add the rows in order 0..B-1, in double. */
 static void bn_train(fc_head *h, uint32_t i, float *y, const float *z, uint32_t B)
 {
 	const uint32_t C = h->dims[i + 1];
 	float *xhat = h->xhat[i], *invstd = h->invstd[i];
 	const float *gamma = h->gamma[i], *beta = h->beta[i];
+	double *mean = h->acc, *sq = h->acc + C;
+	memset(h->acc, 0, 2 * (size_t)C * sizeof *h->acc);
+	for (uint32_t b = 0; b < B; b++) {
+		const float *zr = z + (size_t)b * C;
+#pragma omp simd
+		for (uint32_t c = 0; c < C; c++)
+			mean[c] += zr[c];
+	}
+#pragma omp simd
+	for (uint32_t c = 0; c < C; c++)
+		mean[c] /= B;
+	for (uint32_t b = 0; b < B; b++) {
+		const float *zr = z + (size_t)b * C;
+#pragma omp simd
+		for (uint32_t c = 0; c < C; c++) {
+			double d = zr[c] - mean[c];
+			sq[c] += d * d;
+		}
+	}
 	for (uint32_t c = 0; c < C; c++) {
-		double sum = 0, sq = 0;
-		for (uint32_t b = 0; b < B; b++)
-			sum += z[(size_t)b * C + c];
-		double mean = sum / B;
-		for (uint32_t b = 0; b < B; b++) {
-			double d = z[(size_t)b * C + c] - mean;
-			sq += d * d;
+		invstd[c] = (float)(1.0 / sqrt(sq[c] / B + BN_EPS));
+		h->rmean[i][c] = (1 - BN_MOMENTUM) * h->rmean[i][c] + BN_MOMENTUM * (float)mean[c];
+		h->rvar[i][c] = (1 - BN_MOMENTUM) * h->rvar[i][c] + BN_MOMENTUM * (float)(sq[c] / (B - 1));
+	}
+	for (uint32_t b = 0; b < B; b++) {
+		const float *zr = z + (size_t)b * C;
+		float *xr = xhat + (size_t)b * C, *yr = y + (size_t)b * C;
+#pragma omp simd
+		for (uint32_t c = 0; c < C; c++) {
+			xr[c] = (float)(zr[c] - mean[c]) * invstd[c];
+			yr[c] = gamma[c] * xr[c] + beta[c];
 		}
-		double var = sq / B;
-		float is = (float)(1.0 / sqrt(var + BN_EPS));
-		invstd[c] = is;
-		for (uint32_t b = 0; b < B; b++) {
-			size_t k = (size_t)b * C + c;
-			xhat[k] = (float)(z[k] - mean) * is;
-			y[k] = gamma[c] * xhat[k] + beta[c];
-		}
-		h->rmean[i][c] = (1 - BN_MOMENTUM) * h->rmean[i][c] + BN_MOMENTUM * (float)mean;
-		h->rvar[i][c] = (1 - BN_MOMENTUM) * h->rvar[i][c] + BN_MOMENTUM * (float)(sq / (B - 1));
 	}
 	h->nbt[i]++;
 }
@@ -235,12 +253,17 @@ static void bn_train(fc_head *h, uint32_t i, float *y, const float *z, uint32_t 
 static void bn_eval(const fc_head *h, uint32_t i, float *y, const float *z, size_t B)
 {
 	const uint32_t C = h->dims[i + 1];
+	float *scale = (float *)h->acc, *shift = scale + C;
+	for (uint32_t c = 0; c < C; c++) {
+		scale[c] = h->gamma[i][c] / sqrtf(h->rvar[i][c] + BN_EPS);
+		shift[c] = h->beta[i][c];
+	}
 	for (size_t b = 0; b < B; b++) {
-		for (uint32_t c = 0; c < C; c++) {
-			size_t k = b * C + c;
-			float is = 1.0f / sqrtf(h->rvar[i][c] + BN_EPS);
-			y[k] = h->gamma[i][c] * (z[k] - h->rmean[i][c]) * is + h->beta[i][c];
-		}
+		const float *zr = z + b * C;
+		float *yr = y + b * C;
+#pragma omp simd
+		for (uint32_t c = 0; c < C; c++)
+			yr[c] = (zr[c] - h->rmean[i][c]) * scale[c] + shift[c];
 	}
 }
 
@@ -248,6 +271,7 @@ static void bn_eval(const fc_head *h, uint32_t i, float *y, const float *z, size
  * of being silently zeroed. */
 static void relu(float *x, size_t n)
 {
+#pragma omp simd
 	for (size_t j = 0; j < n; j++)
 		x[j] = x[j] < 0 ? 0 : x[j];
 }
@@ -298,21 +322,30 @@ int fc_head_backward(fc_head *h, float *din, const float *dout, uint32_t B)
 		const float *xhat = h->xhat[i], *invstd = h->invstd[i], *gamma = h->gamma[i];
 		/* BN backward, per feature:
 		 *   dgamma += sum dy*xhat, dbeta += sum dy
-		 *   dz = invstd/B * (B*dxhat - sum dxhat - xhat * sum(dxhat*xhat)), dxhat = dy*gamma */
-		float *dz = dy; /* in place: each dz[k] needs only dy[k] and the sums */
-		for (uint32_t c = 0; c < C; c++) {
-			double sdy = 0, sdyx = 0;
-			for (uint32_t b = 0; b < B; b++) {
-				size_t k = (size_t)b * C + c;
-				sdy += dy[k];
-				sdyx += (double)dy[k] * xhat[k];
+		 *   dz = invstd/B * (B*dxhat - sum dxhat - xhat * sum(dxhat*xhat)), dxhat = dy*gamma
+		 * Row-wise loops (see bn_train); each sum in row order, in double. */
+		double *sdy = h->acc, *sdyx = h->acc + C;
+		memset(h->acc, 0, 2 * (size_t)C * sizeof *h->acc);
+		for (uint32_t b = 0; b < B; b++) {
+			const float *dr = dy + (size_t)b * C, *xr = xhat + (size_t)b * C;
+#pragma omp simd
+			for (uint32_t c = 0; c < C; c++) {
+				sdy[c] += dr[c];
+				sdyx[c] += (double)dr[c] * xr[c];
 			}
-			h->dgamma[i][c] += (float)sdyx;
-			h->dbeta[i][c] += (float)sdy;
-			double g = gamma[c], scale = invstd[c] * g / B;
-			for (uint32_t b = 0; b < B; b++) {
-				size_t k = (size_t)b * C + c;
-				dz[k] = (float)(scale * (B * (double)dy[k] - sdy - xhat[k] * sdyx));
+		}
+		for (uint32_t c = 0; c < C; c++) {
+			h->dgamma[i][c] += (float)sdyx[c];
+			h->dbeta[i][c] += (float)sdy[c];
+		}
+		float *dz = dy; /* in place: each dz[k] needs only dy[k] and the sums */
+		for (uint32_t b = 0; b < B; b++) {
+			float *dr = dz + (size_t)b * C;
+			const float *xr = xhat + (size_t)b * C;
+#pragma omp simd
+			for (uint32_t c = 0; c < C; c++) {
+				double scale = invstd[c] * (double)gamma[c] / B;
+				dr[c] = (float)(scale * (B * (double)dr[c] - sdy[c] - xr[c] * sdyx[c]));
 			}
 		}
 		const float *x = i == 0 ? h->input : h->out[i - 1];

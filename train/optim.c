@@ -88,7 +88,7 @@ static void sgd(fc_optim *o, float *p, const float *grad, float lr)
 	const float wd = o->cfg.weight_decay, mu = o->cfg.momentum;
 	const int first = o->step == 0, nesterov = o->cfg.nesterov;
 	/* Element-wise, so threads change nothing in the result. */
-#pragma omp parallel for schedule(static) if (o->n > PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (o->n > PARALLEL_MIN)
 	for (size_t i = 0; i < o->n; i++) {
 		float g = grad[i] + wd * p[i];
 		if (mu != 0) {
@@ -105,7 +105,7 @@ static void adam(fc_optim *o, float *p, const float *grad, float lr, int decoupl
 	const double t = (double)o->step + 1;
 	const float bc1 = (float)(1 - pow(b1, t)), bc2 = (float)(1 - pow(b2, t));
 	const float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);
-#pragma omp parallel for schedule(static) if (o->n > PARALLEL_MIN)
+#pragma omp parallel for simd schedule(static) if (o->n > PARALLEL_MIN)
 	for (size_t i = 0; i < o->n; i++) {
 		float g = grad[i];
 		if (decoupled)
