@@ -110,7 +110,8 @@ typedef enum fc_distance_kind {
 typedef struct fc_loss_config {
 	fc_loss_kind kind;
 	fc_miner_kind miner;      /* triplet only */
-	fc_distance_kind distance; /* triplet and siamese */
+	fc_distance_kind distance; /* triplet, siamese, ntxent, supcon (PML negates distances
+				    * for the latter two); arcface/cosface: cosine only */
 	float margin;             /* triplet (and its miner); arcface: degrees; cosface */
 	float pos_margin, neg_margin; /* siamese */
 	float temperature;        /* ntxent, supcon */
@@ -123,7 +124,8 @@ typedef struct fc_loss_config {
 void fc_loss_config_default(fc_loss_config *cfg, fc_loss_kind kind);
 
 /* fc_loss_parse / fc_miner_parse / fc_distance_parse - CLI names:
- * "triplet", "siamese", "ntxent", "supcon", "arcface", "cosface";
+ * "triplet", "siamese", "ntxent", "supcon", "arcface", "cosface" (and the
+ * PML/Finetuner class names, e.g. "TripletMarginLoss", case-insensitive);
  * "all", "hard", "semihard", "easy"; "cosine", "euclidean".
  * fc_loss_name etc. give them back. */
 int fc_loss_parse(const char *s, fc_loss_kind *out);
@@ -140,6 +142,7 @@ typedef struct fc_loss fc_loss;
  * (dim x n_classes, PML's layout) initialised N(0,1) from `seed` as PML's
  * normal_ init does (the values differ from torch's RNG; fixtures load W). */
 int fc_loss_new(fc_loss **out, const fc_loss_config *cfg, uint32_t dim, uint32_t max_batch, uint64_t seed);
+/* (FC_ERR_INVALID for a bad config, FC_ERR_OVERFLOW when sizes overflow.) */
 void fc_loss_free(fc_loss *l); /* accepts NULL */
 
 /* What a loss evaluation saw: the number of triplets or pairs mined/used
@@ -153,7 +156,10 @@ typedef struct fc_loss_info {
  * (B,D), overwritten (not accumulated). labels has B entries. For
  * ArcFace/CosFace the class-centre gradient is ACCUMULATED into the loss's
  * own gradient buffer (see fc_loss_params). info may be NULL. A batch with
- * nothing to learn from (no positive pair, ...) gives loss 0 and zero grads. */
+ * nothing to learn from (no positive pair, ...) gives loss 0 and zero grads.
+ * B = 0, a batch above max_batch, labels >= n_classes, and non-finite
+ * input, centres, loss or gradient are FC_ERR_INVALID; on error *loss is 0
+ * and demb is unspecified. What info counts per loss is in train/loss.c. */
 int fc_loss_forward_backward(fc_loss *l, float *loss, float *demb, const float *emb,
 			     const uint32_t *labels, uint32_t B, fc_loss_info *info);
 
