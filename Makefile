@@ -102,6 +102,11 @@ fuzz-run: $(FUZZERS)
 		grep -E 'stat::number_of_executed_units' $(BUILD)/$$n.log; \
 	done
 
+# The demo: see tools/demo.sh (a synthetic store until extract lands).
+demo: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/tool_mkstore
+	@sh tools/demo.sh $(BUILD)
+
 bench: deps $(BIN) $(BENCHES)
 	@sh bench/run.sh $(BUILD)
 

@@ -55,7 +55,7 @@ static json_t *metrics_json(const fc_metrics *m)
 
 static void print_table(const fc_metrics *raw, const fc_metrics *head, size_t k)
 {
-	printf("%-20s %10s%s\n", "metric (k=", "raw", head ? "       head" : "");
+	printf("%-20s %10s%s\n", "metric", "raw", head ? "       head" : "");
 	for (int i = 0; i < 9; i++) {
 		double a, b = 0;
 		fc_metric_get(raw, fc_metric_names[i], &a);
