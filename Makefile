@@ -18,12 +18,12 @@ FUZZ_SECONDS ?= 60
 
 WARN = -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
        -Wformat=2 -Wvla -Wpointer-arith -Wundef
-PKGS = lmdb libzstd jansson libxxhash
+PKGS = lmdb libzstd jansson libxxhash libprotobuf-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
-ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SAN) -fopenmp -fno-math-errno -D_GNU_SOURCE -Iinclude -I. $(PKG_CFLAGS) -MMD -MP
+ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SAN) -fopenmp -fno-math-errno -D_GNU_SOURCE -Iinclude -I. -I$(BUILD)/gen $(PKG_CFLAGS) -MMD -MP
 LDLIBS = $(PKG_LIBS) -ldnnl -lm
 ALL_LDFLAGS = $(LDFLAGS) $(SAN) -fopenmp
 
@@ -35,6 +35,10 @@ BENCH_SRC := $(sort $(wildcard bench/*.c))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz_*.c))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The ONNX reader's protobuf code, generated from extract/onnx.proto by protoc-c.
+GEN_SRC := $(BUILD)/gen/onnx.pb-c.c
+GEN_HDR := $(BUILD)/gen/onnx.pb-c.h
+GEN_OBJ := $(BUILD)/gen/onnx.pb-c.o
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/libfeatcache.a
 BIN := $(BUILD)/featcache
@@ -44,14 +48,23 @@ BENCHES := $(BENCH_SRC:%.c=$(BUILD)/%)
 
 .PHONY: all deps test check asan fuzz bench demo install clean
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 all: $(LIB) $(BIN)
 
-$(BUILD)/%.o: %.c
+# Every object may include the generated header: make it first.
+$(BUILD)/%.o: %.c | $(GEN_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
+$(GEN_SRC) $(GEN_HDR) &: extract/onnx.proto
+	@mkdir -p $(@D)
+	protoc-c --proto_path=extract --c_out=$(BUILD)/gen extract/onnx.proto
+
+$(GEN_OBJ): $(GEN_SRC)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ) $(GEN_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@
 	ar rcs $@ $^
@@ -119,4 +132,4 @@ install: $(LIB) $(BIN)
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(TOOLS:=.d) $(BENCHES:=.d)
+-include $(LIB_OBJ:.o=.d) $(GEN_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TESTS:=.d) $(TOOLS:=.d) $(BENCHES:=.d)

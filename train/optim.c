@@ -83,39 +83,51 @@ void fc_optim_state(fc_optim *o, float **m, float **v, size_t *n, int64_t **step
 	*step = &o->step;
 }
 
-static void sgd(fc_optim *o, float *p, const float *grad, float lr)
+/* Both updates are written branch-free over restrict-qualified locals so
+ * the compiler vectorises them: Adam over the default head touches ~9M
+ * floats per step and is memory-bound, so every pass counts. */
+static void sgd(fc_optim *o, float *restrict p, const float *restrict grad, float lr)
 {
+	float *restrict buf = o->m;
+	const size_t n = o->n;
 	const float wd = o->cfg.weight_decay, mu = o->cfg.momentum;
-	const int first = o->step == 0, nesterov = o->cfg.nesterov;
+	const float keep = o->step == 0 ? 0.0f : mu;       /* buf = g on the first step */
+	const float nest = o->cfg.nesterov ? mu : 0.0f;
+	if (mu == 0) {
+#pragma omp parallel for simd schedule(static) if (n > PARALLEL_MIN)
+		for (size_t i = 0; i < n; i++)
+			p[i] -= lr * (grad[i] + wd * p[i]);
+		return;
+	}
 	/* Element-wise, so threads change nothing in the result. */
-#pragma omp parallel for simd schedule(static) if (o->n > PARALLEL_MIN)
-	for (size_t i = 0; i < o->n; i++) {
+#pragma omp parallel for simd schedule(static) if (n > PARALLEL_MIN)
+	for (size_t i = 0; i < n; i++) {
 		float g = grad[i] + wd * p[i];
-		if (mu != 0) {
-			o->m[i] = first ? g : mu * o->m[i] + g;
-			g = nesterov ? g + mu * o->m[i] : o->m[i];
-		}
-		p[i] -= lr * g;
+		float b = keep * buf[i] + g;
+		buf[i] = b;
+		p[i] -= lr * (o->cfg.nesterov ? g + nest * b : b);
 	}
 }
 
-static void adam(fc_optim *o, float *p, const float *grad, float lr, int decoupled)
+static void adam(fc_optim *o, float *restrict p, const float *restrict grad, float lr, int decoupled)
 {
+	float *restrict m = o->m, *restrict v = o->v;
+	const size_t n = o->n;
 	const float b1 = o->cfg.beta1, b2 = o->cfg.beta2, eps = o->cfg.eps, wd = o->cfg.weight_decay;
 	const double t = (double)o->step + 1;
 	const float bc1 = (float)(1 - pow(b1, t)), bc2 = (float)(1 - pow(b2, t));
 	const float step_size = lr / bc1, bc2_sqrt = sqrtf(bc2);
-#pragma omp parallel for simd schedule(static) if (o->n > PARALLEL_MIN)
-	for (size_t i = 0; i < o->n; i++) {
-		float g = grad[i];
-		if (decoupled)
-			p[i] *= 1 - lr * wd;
-		else
-			g += wd * p[i];
-		o->m[i] = b1 * o->m[i] + (1 - b1) * g;
-		o->v[i] = b2 * o->v[i] + (1 - b2) * g * g;
-		float denom = sqrtf(o->v[i]) / bc2_sqrt + eps;
-		p[i] -= step_size * o->m[i] / denom;
+	/* adamw: p *= 1 - lr*wd, gradient as is; adam: p as is, g += wd*p. */
+	const float decay = decoupled ? 1 - lr * wd : 1.0f, l2 = decoupled ? 0.0f : wd;
+#pragma omp parallel for simd schedule(static) if (n > PARALLEL_MIN)
+	for (size_t i = 0; i < n; i++) {
+		float g = grad[i] + l2 * p[i];
+		float mi = b1 * m[i] + (1 - b1) * g;
+		float vi = b2 * v[i] + (1 - b2) * g * g;
+		m[i] = mi;
+		v[i] = vi;
+		float denom = sqrtf(vi) / bc2_sqrt + eps;
+		p[i] = p[i] * decay - step_size * mi / denom;
 	}
 }
 
