@@ -279,7 +279,12 @@ typedef struct fc_metrics {
  * in the same order) and row i never retrieves itself. Ties in similarity
  * go to the lower index row. Parallel with OpenMP over queries.
  * Queries with no relevant item in the index count with recall 0 (docarray
- * would divide by zero); fc_metrics.queries still counts them. */
+ * would divide by zero); fc_metrics.queries still counts them. Similarities
+ * are exact for equal (or power-of-two-scaled) vectors, so ties are ties.
+ * Returns FC_ERR_INVALID for bad arguments, NaN/Inf in the input, or
+ * exclude_self with nq != ni; FC_ERR_OVERFLOW when sizes overflow;
+ * FC_ERR_UNSUPPORTED for an index over 2^32 rows. *out is written only on
+ * success; empty sets give all-zero metrics. */
 int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, size_t nq,
 		const float *index, const uint32_t *ilabels, size_t ni, size_t dim, size_t k,
 		int exclude_self);
