@@ -41,18 +41,6 @@ static const struct option opts[] = {
 	{ "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
 };
 
-static json_t *metrics_json(const fc_metrics *m)
-{
-	json_t *j = json_object();
-	for (int i = 0; i < 9; i++) {
-		double v;
-		fc_metric_get(m, fc_metric_names[i], &v);
-		json_object_set_new(j, fc_metric_names[i], json_real(v));
-	}
-	json_object_set_new(j, "queries", json_integer((json_int_t)m->queries));
-	return j;
-}
-
 static void print_table(const fc_metrics *raw, const fc_metrics *head, size_t k)
 {
 	printf("%-20s %10s%s\n", "metric", "raw", head ? "       head" : "");
@@ -131,9 +119,9 @@ int cmd_eval(int argc, char **argv)
 	}
 	if (json) {
 		json_t *j = json_pack("{s:s, s:s?, s:I, s:I, s:o}", "split", split, "index_split", index_split, "k",
-				      (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", metrics_json(&raw));
+				      (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", fc_metrics_json(&raw, 1));
 		if (head)
-			json_object_set_new(j, "head", metrics_json(&tuned));
+			json_object_set_new(j, "head", fc_metrics_json(&tuned, 1));
 		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		putchar('\n');
 		json_decref(j);

@@ -277,17 +277,6 @@ static json_t *config_json(const train_opts *o, const fc_train_config *c, const 
 			 "index_split", o->index_split, "k", (json_int_t)o->k, "metric", o->metric, "format", "pt");
 }
 
-static json_t *metrics_json(const fc_metrics *m)
-{
-	json_t *j = json_object();
-	for (int i = 0; i < 9; i++) {
-		double v;
-		fc_metric_get(m, fc_metric_names[i], &v);
-		json_object_set_new(j, fc_metric_names[i], json_real(v));
-	}
-	return j;
-}
-
 static void metrics_from_json(fc_metrics *m, json_t *j)
 {
 	double *fields[] = { &m->precision, &m->recall, &m->f1, &m->hit, &m->ap, &m->rr, &m->r_precision, &m->dcg,
@@ -462,7 +451,7 @@ int cmd_train(int argc, char **argv)
 		}
 		if (!o.quiet)
 			print_metrics("before (raw features):", &before, o.k);
-		json_t *line = json_pack("{s:o, s:o}", "config", json_deep_copy(cfgj), "before", metrics_json(&before));
+		json_t *line = json_pack("{s:o, s:o}", "config", json_deep_copy(cfgj), "before", fc_metrics_json(&before, 0));
 		rc = append_line(logpath, line);
 		json_decref(line);
 		if (rc)
@@ -523,7 +512,7 @@ int cmd_train(int argc, char **argv)
 					 "samples_per_s", st.samples_per_s, "active", (json_int_t)st.active, "best",
 					 improved);
 		if (ev.enabled)
-			json_object_set_new(line, "metrics", metrics_json(&m));
+			json_object_set_new(line, "metrics", fc_metrics_json(&m, 0));
 		rc = append_line(logpath, line);
 		json_decref(line);
 		if (rc)
@@ -541,7 +530,7 @@ int cmd_train(int argc, char **argv)
 			}
 		}
 		json_t *x = json_pack("{s:f, s:i, s:i, s:o, s:o}", "best", best, "best_epoch", (int)best_epoch, "stale",
-				      (int)stale, "before", metrics_json(&before), "best_metrics", metrics_json(&best_m));
+				      (int)stale, "before", fc_metrics_json(&before, 0), "best_metrics", fc_metrics_json(&best_m, 0));
 		free(extra);
 		extra = json_dumps(x, JSON_COMPACT);
 		json_decref(x);

@@ -37,4 +37,10 @@ uint32_t *fc_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes
 /* fc_parse_float - a finite float from an option value, in [min, max]. */
 int fc_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out);
 
+/* fc_metrics_json - the nine metrics by their Finetuner names, plus
+ * "queries" when with_queries is set (a new jansson object). */
+struct fc_metrics;
+struct json_t;
+struct json_t *fc_metrics_json(const struct fc_metrics *m, int with_queries);
+
 #endif /* FC_CLI_DATA_H */

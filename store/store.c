@@ -879,6 +879,22 @@ int fc_store_append(fc_store *s, const uint8_t exid[FC_HASH_LEN], const float *v
 	return err;
 }
 
+/* Decode a parsed chunk into *buf, growing it (and *buf_len, in floats)
+ * to hold every vector first. FC_ERR_NOMEM if it cannot grow. */
+static int decode_grow(fc_chunk_ctx *ctx, const void *src, size_t len, const fc_chunk_info *ci, float **buf,
+		       size_t *buf_len)
+{
+	size_t need = (size_t)ci->count * ci->dim;
+	if (need > *buf_len) {
+		float *p = realloc(*buf, need * sizeof *p);
+		if (!p)
+			return FC_ERR_NOMEM;
+		*buf = p;
+		*buf_len = need;
+	}
+	return fc_chunk_decode(ctx, src, len, *buf, *buf_len);
+}
+
 /* ---- single lookups ---- */
 
 static int index_lookup(fc_store *s, MDB_txn *txn, const exdb *e, const uint8_t hash[FC_HASH_LEN],
@@ -969,17 +985,7 @@ int fc_store_get(fc_store *s, const uint8_t exid[FC_HASH_LEN], const uint8_t has
 			   slot, ci.count);
 		goto out;
 	}
-	size_t need = (size_t)ci.dim * ci.count;
-	if (need > s->scratch_len) {
-		float *p = realloc(s->scratch, need * sizeof *p);
-		if (!p) {
-			err = fail(s, FC_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		s->scratch = p;
-		s->scratch_len = need;
-	}
-	if ((err = fc_chunk_decode(s->cctx, v.mv_data, v.mv_size, s->scratch, s->scratch_len)) != 0) {
+	if ((err = decode_grow(s->cctx, v.mv_data, v.mv_size, &ci, &s->scratch, &s->scratch_len)) != 0) {
 		err = fail(s, err, "%s: %s", name, fc_strerror(err));
 		goto out;
 	}
@@ -1113,13 +1119,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 				jerr = fc_chunk_decode(ctx, jb->data, jb->len,
 						       m->data + refs[jb->first].row * dim, ci.count * dim);
 			} else if (!jerr) {
-				size_t need = (size_t)ci.count * dim;
-				if (need > buf_len) {
-					free(buf);
-					buf = malloc(need * sizeof *buf);
-					buf_len = buf ? need : 0;
-				}
-				jerr = buf ? fc_chunk_decode(ctx, jb->data, jb->len, buf, buf_len) : FC_ERR_NOMEM;
+				jerr = decode_grow(ctx, jb->data, jb->len, &ci, &buf, &buf_len);
 				for (size_t r = 0; !jerr && r < jb->n; r++) {
 					const ref *rf = &refs[jb->first + r];
 					memcpy(m->data + rf->row * dim, buf + (size_t)rf->slot * dim,
@@ -1927,15 +1927,8 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 			int err = ctx ? fc_chunk_parse(ch[i].data, ch[i].len, &ci) : FC_ERR_NOMEM;
 			if (!err && (ci.dim != dim || ci.dtype != e->dtype || ci.codec != e->codec))
 				err = FC_ERR_INVALID; /* reported as a mismatch below */
-			if (!err) {
-				size_t need = (size_t)ci.count * ci.dim;
-				if (need > buf_len) {
-					free(buf);
-					buf = malloc(need * sizeof *buf);
-					buf_len = buf ? need : 0;
-				}
-				err = buf ? fc_chunk_decode(ctx, ch[i].data, ch[i].len, buf, buf_len) : FC_ERR_NOMEM;
-			}
+			if (!err)
+				err = decode_grow(ctx, ch[i].data, ch[i].len, &ci, &buf, &buf_len);
 			ch[i].err = err;
 			if (!err) {
 				ch[i].count = ci.count;
@@ -2245,17 +2238,7 @@ static int gc_chunk(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id)
 		err = del(s, txn, e->feat, &k);
 		goto out;
 	}
-	size_t need = (size_t)ci.count * ci.dim;
-	if (need > c->vecs_len) {
-		float *p = realloc(c->vecs, need * sizeof *p);
-		if (!p) {
-			err = fail(s, FC_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		c->vecs = p;
-		c->vecs_len = need;
-	}
-	if ((err = fc_chunk_decode(s->cctx, v.mv_data, v.mv_size, c->vecs, c->vecs_len)) != 0) {
+	if ((err = decode_grow(s->cctx, v.mv_data, v.mv_size, &ci, &c->vecs, &c->vecs_len)) != 0) {
 		err = fail(s, err, "%s: %s (run 'featcache verify')", name, fc_strerror(err));
 		goto out;
 	}
