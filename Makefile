@@ -120,7 +120,11 @@ demo: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/tests/tool_mkstore
 	@sh tools/demo.sh $(BUILD)
 
-bench: deps $(BIN) $(BENCHES)
+# The peers need PyTorch and numpy on a fast BLAS (Debian's default libblas
+# is the reference one, 10x slower than OpenBLAS here).
+bench:
+	@FC_DEPS_EXTRA="python3-torch libopenblas0-pthread" sh tools/deps.sh
+	@$(MAKE) --no-print-directory $(BIN) $(BENCHES)
 	@sh bench/run.sh $(BUILD)
 
 install: $(LIB) $(BIN)

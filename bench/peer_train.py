@@ -63,12 +63,9 @@ def main():
         opt.step()
         rows += len(idx)
     dt = time.perf_counter() - t0
-    blas = "unknown"
-    try:
-        cfgtxt = torch.__config__.show()
-        blas = "OpenBLAS" if "BLAS_INFO=open" in cfgtxt else ("MKL" if "mkl" in cfgtxt.lower() else "other")
-    except Exception:
-        pass
+    # Debian's torch calls the system BLAS (BLAS_INFO=generic): name the library behind libblas.so.3.
+    real = os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")
+    blas = "openblas" if "openblas" in real else ("reference-blas" if "/blas/" in real else os.path.basename(real))
     print("seconds %.4f batches %d samples %d threads %d blas %s coretype %s" % (
         dt, len(batches), rows, torch.get_num_threads(), blas, os.environ.get("OPENBLAS_CORETYPE", "default")))
 
