@@ -51,11 +51,11 @@
  * similarity is one fused multiply-add chain over d = 0..dim-1 in order,
  * whatever the ISA, tile position or padding, so equal vectors score
  * bit-identical similarities and ties are resolved by index alone. On
- * 20k x 20k x 2048 with 2 threads (AVX-512) the whole evaluation took about
- * 7 s, as long as oneDNN 2.6's matmul (brg:avx512_core) took for the
- * similarities alone at its best blocking (7-10 s for 2048x2048, 480x256,
- * 256x20000 and 256x2048 blocks); oneDNN's tail kernels would also break
- * the bit-identity above, and with it the tie rule.
+ * 20k x 20k x 2048 with 2 threads (AVX-512, a shared and noisy machine) the
+ * whole evaluation took 7-9 s; oneDNN 2.6's matmul (brg:avx512_core) took
+ * 7-10 s for the similarities alone, over 2048x2048, 480x256, 256x20000 and
+ * 256x2048 blocks. It is no faster, and its tail kernels would break the
+ * bit-identity above, and with it the tie rule.
  */
 #include <math.h>
 #include <stdlib.h>
