@@ -20,6 +20,7 @@ enum { FC_EXIT_OK = 0, FC_EXIT_FAIL = 1, FC_EXIT_USAGE = 2 };
 
 /* The subcommands. Each gets its own name in argv[0] and returns the exit
  * status; `CMD --help` prints its usage on stdout and returns 0. */
+int cmd_layers(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_gc(int argc, char **argv);

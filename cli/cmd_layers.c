@@ -1,0 +1,324 @@
+/*
+ * cmd_layers.c - `featcache layers`: Finetuner's Tailor summary of an ONNX
+ * model. Every layer in order (name, op, output shape, parameters), the
+ * default embedding layer marked, and totals; --layer shows what a cut
+ * there gives; --json carries the same figures for scripts.
+ *
+ * It only reads the model (extract/model.c does the work); nothing runs.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "featcache/model.h"
+
+static const char usage_text[] =
+	"usage: featcache layers --model FILE [--size N|HxW] [--batch N] [--layer NAME] [--json]\n"
+	"\n"
+	"List the layers of an ONNX model in order: name, op, output shape and\n"
+	"parameter count (weights and biases of Conv, Gemm, MatMul and\n"
+	"BatchNormalization). The default embedding layer is marked: the input of\n"
+	"the last Gemm/MatMul, or for a model without one the input of the last\n"
+	"Conv, whose 4-D output is average-pooled to a vector. Nodes that are\n"
+	"constant for the input size (folded at load time) are not listed.\n"
+	"\n"
+	"  -m, --model FILE   the ONNX model\n"
+	"  -s, --size N|HxW   input height and width (default: the model's, else 224)\n"
+	"  -b, --batch N      batch size the shapes show (default: the model's, else 1)\n"
+	"  -l, --layer NAME   mark the layer (node or output name) a cut would use\n"
+	"                     and show the embedding it gives\n"
+	"      --json         print one JSON object instead of the table\n"
+	"  -h, --help         show this help\n";
+
+#define MAX_SIDE 65536
+
+/* --size: "N" or "HxW", each side 1..MAX_SIDE. */
+static int parse_size(const char *val, uint64_t *h, uint64_t *w)
+{
+	const char *p = val;
+	uint64_t v[2] = { 0, 0 };
+	int n = 0;
+
+	while (n < 2) {
+		char *end;
+		unsigned long long x;
+
+		if (!isdigit((unsigned char)*p))
+			goto bad;
+		errno = 0;
+		x = strtoull(p, &end, 10);
+		if (errno == ERANGE || x < 1 || x > MAX_SIDE)
+			return fc_usage_error("layers", "bad value '%s' for --size: sides must be from 1 to %d",
+					      val, MAX_SIDE);
+		v[n++] = x;
+		if (*end == '\0')
+			break;
+		if (*end != 'x' || n == 2)
+			goto bad;
+		p = end + 1;
+	}
+	*h = v[0];
+	*w = n == 2 ? v[1] : v[0];
+	return 0;
+bad:
+	return fc_usage_error("layers", "bad value '%s' for --size: expected N or HxW", val);
+}
+
+static char *shape_str(char *buf, size_t cap, const fc_model_tensor *t)
+{
+	size_t n = 0;
+
+	buf[0] = 0;
+	for (int i = 0; i < t->ndim && n < cap; i++) {
+		int k = snprintf(buf + n, cap - n, "%s%lld", i ? "x" : "", (long long)t->dims[i]);
+
+		if (k < 0)
+			break;
+		n += (size_t)k;
+	}
+	if (t->ndim == 0)
+		snprintf(buf, cap, "scalar");
+	return buf;
+}
+
+static json_t *shape_json(const fc_model_tensor *t)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; a && i < t->ndim; i++)
+		json_array_append_new(a, json_integer((json_int_t)t->dims[i]));
+	return a;
+}
+
+/* What one cut gives, for the text footer and the JSON. */
+struct cut_info {
+	int node;
+	int64_t dim;
+	int pool;
+	uint64_t params;
+	char from[96];
+};
+
+static void cut_info_get(const fc_model_graph *g, struct cut_info *c)
+{
+	c->node = g->cut_node;
+	c->dim = g->embed_dim;
+	c->pool = g->pool;
+	c->params = g->cut_params;
+	if (g->cut_tensor >= 0)
+		shape_str(c->from, sizeof c->from, &g->tensors[g->cut_tensor]);
+	else
+		c->from[0] = 0;
+}
+
+static json_t *cut_json(const fc_model_graph *g, const struct cut_info *c, int index)
+{
+	const fc_model_node *nd = &g->nodes[c->node];
+
+	return json_pack("{s:s, s:i, s:s, s:I, s:b, s:I}", "layer", nd->name, "index", index,
+			 "output", g->tensors[nd->out[0]].name, "dim", (json_int_t)c->dim, "pooled",
+			 c->pool, "params", (json_int_t)c->params);
+}
+
+static int print_json(const char *path, const fc_model *m, const struct cut_info *def,
+		      const struct cut_info *cut)
+{
+	const fc_model_graph *g = fc_model_get_graph(m);
+	const fc_model_tensor *in = &g->tensors[g->input];
+	json_t *root, *layers = json_array();
+	int idx = 0, def_idx = -1, cut_idx = -1, folded = 0, rc = FC_EXIT_OK;
+
+	for (int i = 0; layers && i < g->n_nodes; i++) {
+		const fc_model_node *nd = &g->nodes[i];
+		const fc_model_tensor *o;
+		json_t *l;
+
+		if (!fc_model_is_layer(m, i)) {
+			folded++;
+			continue;
+		}
+		o = &g->tensors[nd->out[0]];
+		if (def && def->node == i)
+			def_idx = idx;
+		if (cut && cut->node == i)
+			cut_idx = idx;
+		l = json_pack("{s:i, s:s, s:s, s:s, s:o, s:I, s:b}", "index", idx, "name", nd->name,
+			      "op", nd->op_type, "output", o->name, "shape", shape_json(o), "params",
+			      (json_int_t)nd->params, "default", def && def->node == i);
+		if (l && cut)
+			json_object_set_new(l, "cut", json_boolean(cut->node == i));
+		if (!l || json_array_append_new(layers, l)) {
+			json_decref(layers);
+			return fc_fail("cannot list model '%s': out of memory", path);
+		}
+		idx++;
+	}
+	root = json_pack("{s:s, s:i, s:{s:s, s:o}, s:i, s:i, s:i, s:I, s:o, s:o}", "model", path,
+			 "opset", g->opset, "input", "name", in->name, "shape", shape_json(in),
+			 "nodes", g->n_nodes, "layers_listed", idx, "folded", folded, "params",
+			 (json_int_t)g->params, "layers", layers,
+			 "default", def ? cut_json(g, def, def_idx) : json_null());
+	if (root && cut)
+		json_object_set_new(root, "cut", cut_json(g, cut, cut_idx));
+	if (!root)
+		return fc_fail("cannot list model '%s': out of memory", path);
+	if (json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
+		rc = fc_fail("cannot write standard output");
+	else
+		putchar('\n');
+	json_decref(root);
+	return rc;
+}
+
+static void print_embedding(const char *what, const fc_model_graph *g, const struct cut_info *c)
+{
+	printf("%-9s'%s': %lld-d embedding", what, g->nodes[c->node].name, (long long)c->dim);
+	if (c->pool)
+		printf(" (average-pooled from %s)", c->from);
+	printf(", %llu params up to it\n", (unsigned long long)c->params);
+}
+
+static void print_text(const char *path, const fc_model *m, const struct cut_info *def,
+		       const struct cut_info *cut)
+{
+	const fc_model_graph *g = fc_model_get_graph(m);
+	char s[96];
+	int w_name = 5, w_op = 2, w_shape = 6, idx = 0, folded = 0;
+
+	for (int i = 0; i < g->n_nodes; i++) {
+		const fc_model_node *nd = &g->nodes[i];
+		int n;
+
+		if (!fc_model_is_layer(m, i))
+			continue;
+		n = (int)strlen(nd->name);
+		w_name = n > w_name ? n : w_name;
+		n = (int)strlen(nd->op_type);
+		w_op = n > w_op ? n : w_op;
+		n = (int)strlen(shape_str(s, sizeof s, &g->tensors[nd->out[0]]));
+		w_shape = n > w_shape ? n : w_shape;
+	}
+	if (w_name > 60)
+		w_name = 60;
+	printf("model    %s (opset %d)\n", path, g->opset);
+	printf("input    %s %s\n\n", g->tensors[g->input].name,
+	       shape_str(s, sizeof s, &g->tensors[g->input]));
+	printf("%5s  %-*s  %-*s  %-*s  %10s\n", "#", w_name, "layer", w_op, "op", w_shape, "output",
+	       "params");
+	for (int i = 0; i < g->n_nodes; i++) {
+		const fc_model_node *nd = &g->nodes[i];
+
+		if (!fc_model_is_layer(m, i)) {
+			folded++;
+			continue;
+		}
+		printf("%5d  %-*s  %-*s  %-*s  %10llu", idx++, w_name, nd->name, w_op, nd->op_type,
+		       w_shape, shape_str(s, sizeof s, &g->tensors[nd->out[0]]),
+		       (unsigned long long)nd->params);
+		if (def && def->node == i)
+			printf("  <- default (%lld-d%s)", (long long)def->dim, def->pool ? ", pooled" : "");
+		if (cut && cut->node == i)
+			printf("  <- cut (%lld-d%s)", (long long)cut->dim, cut->pool ? ", pooled" : "");
+		putchar('\n');
+	}
+	printf("\n%d layers", idx);
+	if (folded)
+		printf(" (%d constant nodes folded)", folded);
+	printf(", %llu params\n", (unsigned long long)g->params);
+	if (def)
+		print_embedding("default", g, def);
+	else
+		printf("default  none (no Gemm, MatMul or Conv): name a layer with --layer\n");
+	if (cut)
+		print_embedding("cut", g, cut);
+}
+
+int cmd_layers(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "size", required_argument, NULL, 's' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "layer", required_argument, NULL, 'l' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = NULL, *layer = NULL;
+	uint64_t h = 0, w = 0, batch = 0;
+	int json = 0, c, rc;
+	char err[FC_MODEL_ERRLEN];
+	fc_model *m = NULL;
+	const fc_model_graph *g;
+	struct cut_info def, cut;
+
+	while ((c = getopt_long(argc, argv, ":m:s:b:l:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			path = optarg;
+			break;
+		case 's':
+			if ((rc = parse_size(optarg, &h, &w)))
+				return rc;
+			break;
+		case 'b':
+			if ((rc = fc_parse_u64("layers", "--batch", optarg, 1, MAX_SIDE, &batch)))
+				return rc;
+			break;
+		case 'l':
+			layer = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return FC_EXIT_OK;
+		default:
+			return fc_getopt_error("layers", c, argv, opts);
+		}
+	}
+	if ((rc = fc_no_operands("layers", argc, argv)))
+		return rc;
+	if (!path)
+		return fc_usage_error("layers", "no model given: use --model FILE");
+	if (!path[0])
+		return fc_usage_error("layers", "bad value '' for --model");
+	if (layer && !layer[0])
+		return fc_usage_error("layers", "bad value '' for --layer");
+
+	rc = fc_model_open(&m, path, err, sizeof err);
+	if (rc)
+		return fc_fail("cannot open model '%s': %s", path, err);
+	g = fc_model_get_graph(m);
+	if ((h || batch) && (rc = fc_model_set_input(m, (int64_t)batch, 0, (int64_t)h, (int64_t)w))) {
+		rc = fc_fail("model '%s' does not take this input size: %s", path, fc_model_errmsg(m));
+		goto out;
+	}
+	if (g->default_node >= 0 && (rc = fc_model_cut(m, NULL))) {
+		rc = fc_fail("cannot cut model '%s' at its default layer: %s", path, fc_model_errmsg(m));
+		goto out;
+	}
+	cut_info_get(g, &def);
+	if (layer) {
+		if ((rc = fc_model_cut(m, layer))) {
+			rc = fc_fail("cannot cut model '%s' at '%s': %s", path, layer, fc_model_errmsg(m));
+			goto out;
+		}
+		cut_info_get(g, &cut);
+	}
+	if (json)
+		rc = print_json(path, m, g->default_node >= 0 ? &def : NULL, layer ? &cut : NULL);
+	else {
+		print_text(path, m, g->default_node >= 0 ? &def : NULL, layer ? &cut : NULL);
+		rc = FC_EXIT_OK;
+	}
+out:
+	fc_model_free(m);
+	return rc;
+}

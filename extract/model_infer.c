@@ -1,0 +1,1410 @@
+/*
+ * model_infer.c - static shapes and constant folding for one input size.
+ *
+ * One pass over the nodes in topological order. Each node is one of:
+ *  - an alias (Identity, Dropout): its output is its input;
+ *  - folded: every input is constant (initializers, Constant, folded
+ *    values, and Shape of anything, since every shape is static here), so
+ *    it is evaluated now into a constant on the fold list. This is what
+ *    removes the Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains
+ *    torch emits for x.view(x.size(0), -1) and the pad arithmetic of F.pad
+ *    when the batch is dynamic;
+ *  - run: its output shape is inferred from its inputs, with the checks a
+ *    runtime would make (channels against weights, broadcastable shapes,
+ *    kernels that fit), its attributes are resolved (auto_pad into pads,
+ *    negative axes, Clip bounds and Pad pads from their constant inputs)
+ *    and its parameters counted.
+ * The fold list is freed and every non-fixed tensor reset at the start, so
+ * this can run again for another size.
+ *
+ * Not here: any arithmetic on activations (the engine's job).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "extract/model_impl.h"
+
+#define T(m, id) (&(m)->tensors[id])
+
+static const char *shp(char *buf, size_t cap, const fc_model_tensor *t)
+{
+	return fc_model_shape_str(buf, cap, t->ndim, t->dims);
+}
+
+/* ---- tensors ---- */
+
+/* Make out an activation of the given shape (every dim >= 1). */
+static int set_act(fc_model *m, int node, int out, int ndim, const int64_t *dims)
+{
+	fc_model_tensor *t = T(m, out);
+	char b[128];
+	int64_t n;
+
+	if (ndim > FC_MODEL_MAX_DIMS)
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %d dims", ndim);
+	for (int i = 0; i < ndim; i++)
+		if (dims[i] < 1)
+			return fc_model_node_fail(m, FC_ERR_INVALID, node, "output shape %s is empty",
+						  fc_model_shape_str(b, sizeof b, ndim, dims));
+	if (fc_mul_dims(ndim, dims, &n))
+		return fc_model_node_fail(m, FC_ERR_OVERFLOW, node,
+					  "output would have more than %lld elements",
+					  (long long)FC_MAX_NUMEL);
+	t->kind = FC_TENSOR_ACT;
+	t->elem = FC_ELEM_F32;
+	t->ndim = ndim;
+	memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
+	t->numel = n;
+	return 0;
+}
+
+/* Make out a folded constant; returns its data (f32 or i64), or NULL with
+ * the message set. */
+static void *new_const(fc_model *m, int node, int out, int elem, int ndim, const int64_t *dims)
+{
+	fc_model_tensor *t = T(m, out);
+	int64_t n;
+	void *p;
+
+	if (ndim > FC_MODEL_MAX_DIMS) {
+		fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %d dims", ndim);
+		return NULL;
+	}
+	/* One budget for the whole inference: many small folds must not add
+	 * up to what no single one may make. */
+	if (fc_mul_dims(ndim, dims, &n) || n > m->fold_left) {
+		fc_model_node_fail(m, FC_ERR_OVERFLOW, node,
+				   "folding it would make more values than the %lld left for "
+				   "folding this model",
+				   (long long)(m->fold_left < 0 ? 0 : m->fold_left));
+		return NULL;
+	}
+	m->fold_left -= n;
+	p = fc_model_alloc(m, (size_t)n * 8, 1);
+	if (!p) {
+		fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	t->kind = FC_TENSOR_CONST;
+	t->elem = elem;
+	t->ndim = ndim;
+	memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
+	t->numel = n;
+	if (elem == FC_ELEM_F32)
+		t->f32 = p;
+	else
+		t->i64 = p;
+	return p;
+}
+
+/* out = src's values with new dims (a view: the data is shared). */
+static void share_const(fc_model *m, int out, const fc_model_tensor *src, int ndim,
+			const int64_t *dims)
+{
+	fc_model_tensor *t = T(m, out);
+
+	t->kind = FC_TENSOR_CONST;
+	t->elem = src->elem;
+	t->ndim = ndim;
+	memmove(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
+	t->numel = src->numel;
+	t->f32 = src->f32;
+	t->i64 = src->i64;
+}
+
+static double get_num(const fc_model_tensor *t, int64_t i)
+{
+	return t->elem == FC_ELEM_F32 ? (double)t->f32[i] : (double)t->i64[i];
+}
+
+/* Input k of node as a constant of elem (0: any) and at most max_rank
+ * dims; NULL with the message set if it is not. */
+static const fc_model_tensor *const_in(fc_model *m, int node, int k, int elem, const char *what)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *t;
+
+	if (k >= nd->n_in || nd->in[k] < 0)
+		return NULL;
+	t = T(m, nd->in[k]);
+	if (t->kind != FC_TENSOR_CONST) {
+		fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+				   "%s '%s' must be a constant, but it is computed from the input", what,
+				   fc_model_q(m, 0, t->name));
+		return NULL;
+	}
+	if (elem && t->elem != elem) {
+		fc_model_node_fail(m, FC_ERR_CORRUPT, node, "%s '%s' must be %s", what,
+				   fc_model_q(m, 0, t->name), elem == FC_ELEM_F32 ? "float" : "integer");
+		return NULL;
+	}
+	return t;
+}
+
+/* The data input k must be computed from the image, not a constant. */
+static const fc_model_tensor *act_in(fc_model *m, int node, int k)
+{
+	const fc_model_tensor *t = T(m, m->nodes[node].in[k]);
+
+	if (t->kind == FC_TENSOR_CONST) {
+		fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+				   "input %d '%s' is a constant where featcache expects activations",
+				   k + 1, fc_model_q(m, 0, t->name));
+		return NULL;
+	}
+	return t;
+}
+
+/* A list of axes from a constant int tensor (input form) or the
+ * attribute form, normalized against rank r. Duplicates are an error. */
+static int get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, int *given)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	int64_t raw[FC_MAX_ATTR_INTS];
+	int n = 0;
+	uint32_t seen = 0;
+
+	*given = 0;
+	if (k >= 0 && k < nd->n_in && nd->in[k] >= 0) {
+		const fc_model_tensor *t = const_in(m, node, k, FC_ELEM_I64, "axes");
+
+		if (!t)
+			return FC_ERR_UNSUPPORTED;
+		if (t->ndim > 1 || t->numel > FC_MODEL_MAX_DIMS)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "axes has %lld values",
+						  (long long)t->numel);
+		n = (int)t->numel;
+		memcpy(raw, t->i64, sizeof(int64_t) * (size_t)n);
+		*given = 1;
+	} else if (a->has_axes) {
+		n = a->n_axes;
+		memcpy(raw, a->axes, sizeof(int64_t) * (size_t)n);
+		*given = 1;
+	}
+	for (int i = 0; i < n; i++) {
+		int64_t x = raw[i] < 0 ? raw[i] + r : raw[i];
+
+		if (x < 0 || x >= r)
+			return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis %lld is out of range for rank %d",
+						  (long long)raw[i], r);
+		if (seen & (1u << x))
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "axis %lld is given twice",
+						  (long long)raw[i]);
+		seen |= 1u << x;
+		axes[i] = (int)x;
+	}
+	*n_out = n;
+	return 0;
+}
+
+/* ---- shape rules shared by folding and inference ---- */
+
+static int broadcast_shape(const fc_model_tensor *a, const fc_model_tensor *b, int *r,
+			   int64_t *dims)
+{
+	int n = a->ndim > b->ndim ? a->ndim : b->ndim;
+
+	for (int i = 0; i < n; i++) {
+		int ia = a->ndim - n + i, ib = b->ndim - n + i;
+		int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+
+		if (da == db || db == 1)
+			dims[i] = da;
+		else if (da == 1)
+			dims[i] = db;
+		else
+			return -1;
+	}
+	*r = n;
+	return 0;
+}
+
+/* Offset in t of the element broadcast to flat index o of an output of
+ * rank r and dims od. */
+static int64_t bcast_offset(const fc_model_tensor *t, int r, const int64_t *od, int64_t o)
+{
+	int64_t off = 0, stride = 1;
+
+	for (int i = r - 1; i >= 0; i--) {
+		int64_t idx = o % od[i];
+		int j = t->ndim - r + i;
+
+		o /= od[i];
+		if (j >= 0) {
+			if (t->dims[j] != 1)
+				off += idx * stride;
+			stride *= t->dims[j];
+		}
+	}
+	return off;
+}
+
+static int reshape_dims(fc_model *m, int node, const fc_model_tensor *x, const fc_model_tensor *s,
+			int allowzero, int *r, int64_t *dims)
+{
+	int neg = -1;
+	int64_t known = 1;
+	char b1[128];
+
+	if (s->ndim != 1 || s->numel > FC_MODEL_MAX_DIMS)
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "shape has %lld values",
+					  (long long)s->numel);
+	*r = (int)s->numel;
+	for (int i = 0; i < *r; i++) {
+		int64_t d = s->i64[i];
+
+		if (d == 0 && !allowzero) {
+			if (i >= x->ndim)
+				return fc_model_node_fail(m, FC_ERR_INVALID, node,
+							  "shape copies dim %d of a %d-D input", i, x->ndim);
+			d = x->dims[i];
+		} else if (d == -1) {
+			if (neg >= 0)
+				return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "shape has two -1");
+			neg = i;
+			d = 1;
+		} else if (d < 0 || d > FC_MAX_DIM) {
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "shape has %lld", (long long)d);
+		}
+		dims[i] = d;
+		if (neg != i) {
+			if (d && known > FC_MAX_NUMEL / d)
+				return fc_model_node_fail(m, FC_ERR_OVERFLOW, node, "shape is absurd");
+			known *= d;
+		}
+	}
+	if (neg >= 0) {
+		if (known == 0 || x->numel % known)
+			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+						  "cannot reshape %s (%lld values) with a -1",
+						  shp(b1, sizeof b1, x), (long long)x->numel);
+		dims[neg] = x->numel / known;
+		known = x->numel;
+	}
+	if (known != x->numel)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot reshape %s into %lld values",
+					  shp(b1, sizeof b1, x), (long long)known);
+	return 0;
+}
+
+static int squeeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
+{
+	int axes[FC_MODEL_MAX_DIMS], n, given, rc, k = 0;
+	uint32_t mask = 0;
+
+	if ((rc = get_axes(m, node, 1, x->ndim, &n, axes, &given)))
+		return rc;
+	for (int i = 0; i < n; i++) {
+		if (x->dims[axes[i]] != 1)
+			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+						  "cannot squeeze axis %d of size %lld", axes[i],
+						  (long long)x->dims[axes[i]]);
+		mask |= 1u << axes[i];
+	}
+	for (int i = 0; i < x->ndim; i++) {
+		if (given ? (mask & (1u << i)) != 0 : x->dims[i] == 1)
+			continue;
+		dims[k++] = x->dims[i];
+	}
+	*r = k;
+	return 0;
+}
+
+static int unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
+{
+	int axes[FC_MAX_ATTR_INTS], n, given, rc, k = 0, out_r;
+	uint32_t mask = 0;
+	const fc_model_node *nd = &m->nodes[node];
+	int64_t cnt;
+
+	/* The output rank is the input's plus the number of axes. */
+	if (nd->n_in > 1 && nd->in[1] >= 0) {
+		const fc_model_tensor *t = const_in(m, node, 1, FC_ELEM_I64, "axes");
+
+		if (!t)
+			return FC_ERR_UNSUPPORTED;
+		cnt = t->numel;
+	} else {
+		cnt = m->np[node].a.n_axes;
+	}
+	if (x->ndim + cnt > FC_MODEL_MAX_DIMS)
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %lld dims",
+					  (long long)(x->ndim + cnt));
+	out_r = x->ndim + (int)cnt;
+	if ((rc = get_axes(m, node, 1, out_r, &n, axes, &given)))
+		return rc;
+	for (int i = 0; i < n; i++)
+		mask |= 1u << axes[i];
+	for (int i = 0; i < out_r; i++)
+		dims[i] = mask & (1u << i) ? 1 : x->dims[k++];
+	*r = out_r;
+	return 0;
+}
+
+static int flatten_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
+{
+	int axis = m->np[node].a.axis;
+	int64_t lo = 1;
+
+	if (axis < 0)
+		axis += x->ndim;
+	if (axis < 0 || axis > x->ndim)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis %d is out of range for rank %d",
+					  m->np[node].a.axis, x->ndim);
+	for (int i = 0; i < axis; i++)
+		lo *= x->dims[i];
+	dims[0] = lo;
+	dims[1] = lo ? x->numel / lo : 0;
+	*r = 2;
+	m->nodes[node].attr.axis.axis = axis;
+	return 0;
+}
+
+static int concat_dims(fc_model *m, int node, int *r, int64_t *dims, int *axis_out)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *x0 = T(m, nd->in[0]);
+	int axis = m->np[node].a.axis;
+	char b1[128], b2[128];
+
+	if (x0->ndim < 1)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot concatenate scalars");
+	if (axis < 0)
+		axis += x0->ndim;
+	if (axis < 0 || axis >= x0->ndim)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis %d is out of range for rank %d",
+					  m->np[node].a.axis, x0->ndim);
+	*r = x0->ndim;
+	memcpy(dims, x0->dims, sizeof(int64_t) * (size_t)x0->ndim);
+	for (int k = 1; k < nd->n_in; k++) {
+		const fc_model_tensor *x = T(m, nd->in[k]);
+
+		if (x->ndim != x0->ndim)
+			goto mismatch;
+		for (int i = 0; i < x->ndim; i++)
+			if (i != axis && x->dims[i] != x0->dims[i])
+				goto mismatch;
+		dims[axis] += x->dims[axis];
+		if (dims[axis] > FC_MAX_DIM)
+			return fc_model_node_fail(m, FC_ERR_OVERFLOW, node, "output is absurdly large");
+		continue;
+mismatch:
+		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+					  "cannot concatenate %s and %s on axis %d", shp(b1, sizeof b1, x0),
+					  shp(b2, sizeof b2, x), axis);
+	}
+	*axis_out = axis;
+	return 0;
+}
+
+/* ---- folding ---- */
+
+static float act_scalar(int op, const fc_node_attr *a, float x)
+{
+	switch (op) {
+	case FC_OP_RELU: return x > 0 ? x : 0;
+	case FC_OP_LEAKYRELU: return x >= 0 ? x : a->act.alpha * x;
+	case FC_OP_SIGMOID: return 1.0f / (1.0f + expf(-x));
+	case FC_OP_HARDSIGMOID: return fmaxf(0.0f, fminf(1.0f, a->act.alpha * x + a->act.beta));
+	case FC_OP_HARDSWISH: return x * fmaxf(0.0f, fminf(1.0f, x / 6.0f + 0.5f));
+	case FC_OP_CLIP: return fminf(fmaxf(x, a->clip.min), a->clip.max);
+	default: return x;
+	}
+}
+
+static int clip_bounds(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+
+	nd->attr.clip.min = a->clip_min;
+	nd->attr.clip.max = a->clip_max;
+	for (int k = 1; k < nd->n_in && k < 3; k++) {
+		const fc_model_tensor *t;
+
+		if (nd->in[k] < 0)
+			continue;
+		t = const_in(m, node, k, FC_ELEM_F32, k == 1 ? "min" : "max");
+		if (!t)
+			return FC_ERR_UNSUPPORTED;
+		if (t->numel != 1)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "%s is not a scalar",
+						  k == 1 ? "min" : "max");
+		if (k == 1)
+			nd->attr.clip.min = t->f32[0];
+		else
+			nd->attr.clip.max = t->f32[0];
+	}
+	if (isnan(nd->attr.clip.min) || isnan(nd->attr.clip.max))
+		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "a bound is NaN");
+	return 0;
+}
+
+static int fold_binary(fc_model *m, int node)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *a = T(m, nd->in[0]), *b = T(m, nd->in[1]);
+	int r;
+	int64_t dims[FC_MODEL_MAX_DIMS];
+	char b1[128], b2[128];
+	void *p;
+
+	if (a->elem != b->elem)
+		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "mixes float and integer inputs");
+	if (broadcast_shape(a, b, &r, dims))
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "shapes %s and %s do not broadcast",
+					  shp(b1, sizeof b1, a), shp(b2, sizeof b2, b));
+	if (!(p = new_const(m, node, nd->out[0], a->elem, r, dims)))
+		return FC_ERR_OVERFLOW;
+	for (int64_t o = 0; o < T(m, nd->out[0])->numel; o++) {
+		int64_t ia = bcast_offset(a, r, dims, o), ib = bcast_offset(b, r, dims, o);
+
+		if (a->elem == FC_ELEM_F32) {
+			float x = a->f32[ia], y = b->f32[ib], *z = p;
+
+			z[o] = nd->op == FC_OP_ADD ? x + y : nd->op == FC_OP_SUB ? x - y
+						      : nd->op == FC_OP_MUL ? x * y : x / y;
+		} else {
+			int64_t x = a->i64[ia], y = b->i64[ib], *z = p;
+
+			switch (nd->op) {
+			case FC_OP_ADD: z[o] = (int64_t)((uint64_t)x + (uint64_t)y); break;
+			case FC_OP_SUB: z[o] = (int64_t)((uint64_t)x - (uint64_t)y); break;
+			case FC_OP_MUL: z[o] = (int64_t)((uint64_t)x * (uint64_t)y); break;
+			default:
+				if (y == 0 || (x == INT64_MIN && y == -1))
+					return fc_model_node_fail(m, FC_ERR_INVALID, node,
+								  "integer division by %lld", (long long)y);
+				z[o] = x / y;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+static int fold_gather(fc_model *m, int node)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *d = T(m, nd->in[0]), *ix = T(m, nd->in[1]);
+	int axis = m->np[node].a.axis, r = 0;
+	int64_t dims[FC_MODEL_MAX_DIMS], outer = 1, inner = 1;
+	void *p;
+
+	if (ix->elem != FC_ELEM_I64)
+		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "indices are not integers");
+	if (d->ndim < 1)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot gather from a scalar");
+	if (axis < 0)
+		axis += d->ndim;
+	if (axis < 0 || axis >= d->ndim)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis is out of range");
+	if (d->ndim - 1 + ix->ndim > FC_MODEL_MAX_DIMS)
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output rank is too high");
+	for (int i = 0; i < axis; i++) {
+		dims[r++] = d->dims[i];
+		outer *= d->dims[i];
+	}
+	for (int i = 0; i < ix->ndim; i++)
+		dims[r++] = ix->dims[i];
+	for (int i = axis + 1; i < d->ndim; i++) {
+		dims[r++] = d->dims[i];
+		inner *= d->dims[i];
+	}
+	if (!(p = new_const(m, node, nd->out[0], d->elem, r, dims)))
+		return FC_ERR_OVERFLOW;
+	for (int64_t o = 0, w = 0; o < outer; o++)
+		for (int64_t j = 0; j < ix->numel; j++) {
+			int64_t k = ix->i64[j], n = d->dims[axis];
+
+			if (k < 0)
+				k += n;
+			if (k < 0 || k >= n)
+				return fc_model_node_fail(m, FC_ERR_INVALID, node,
+							  "index %lld is out of range for %lld",
+							  (long long)ix->i64[j], (long long)n);
+			for (int64_t e = 0; e < inner; e++, w++) {
+				int64_t src = (o * n + k) * inner + e;
+
+				if (d->elem == FC_ELEM_F32)
+					((float *)p)[w] = d->f32[src];
+				else
+					((int64_t *)p)[w] = d->i64[src];
+			}
+		}
+	return 0;
+}
+
+static int fold_slice(fc_model *m, int node)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *d = T(m, nd->in[0]);
+	int64_t st[FC_MODEL_MAX_DIMS], step[FC_MODEL_MAX_DIMS], dims[FC_MODEL_MAX_DIMS];
+	int64_t starts[FC_MAX_ATTR_INTS], ends[FC_MAX_ATTR_INTS], steps[FC_MAX_ATTR_INTS];
+	int axes[FC_MAX_ATTR_INTS], n, given, rc;
+	void *p;
+
+	if (m->opset >= 10) {
+		const fc_model_tensor *ts = const_in(m, node, 1, FC_ELEM_I64, "starts");
+		const fc_model_tensor *te = const_in(m, node, 2, FC_ELEM_I64, "ends");
+		const fc_model_tensor *tp = NULL;
+
+		if (!ts || !te)
+			return FC_ERR_UNSUPPORTED;
+		if (ts->numel != te->numel || ts->numel > d->ndim || ts->ndim != 1)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "starts and ends do not match");
+		n = (int)ts->numel;
+		memcpy(starts, ts->i64, sizeof(int64_t) * (size_t)n);
+		memcpy(ends, te->i64, sizeof(int64_t) * (size_t)n);
+		for (int i = 0; i < n; i++)
+			steps[i] = 1;
+		if (nd->n_in > 4 && nd->in[4] >= 0) {
+			if (!(tp = const_in(m, node, 4, FC_ELEM_I64, "steps")))
+				return FC_ERR_UNSUPPORTED;
+			if (tp->numel != n)
+				return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "steps do not match");
+			memcpy(steps, tp->i64, sizeof(int64_t) * (size_t)n);
+		}
+		if (nd->n_in > 3 && nd->in[3] >= 0) {
+			int cnt;
+
+			if ((rc = get_axes(m, node, 3, d->ndim, &cnt, axes, &given)))
+				return rc;
+			if (cnt != n)
+				return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "axes do not match");
+		} else {
+			for (int i = 0; i < n; i++)
+				axes[i] = i;
+		}
+	} else {
+		n = a->n_starts;
+		if (n > d->ndim)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "too many starts");
+		memcpy(starts, a->starts, sizeof(int64_t) * (size_t)n);
+		memcpy(ends, a->ends, sizeof(int64_t) * (size_t)n);
+		for (int i = 0; i < n; i++)
+			steps[i] = 1;
+		if (a->has_axes) {
+			int cnt;
+
+			if ((rc = get_axes(m, node, -1, d->ndim, &cnt, axes, &given)))
+				return rc;
+		} else {
+			for (int i = 0; i < n; i++)
+				axes[i] = i;
+		}
+	}
+	for (int i = 0; i < d->ndim; i++) {
+		st[i] = 0;
+		step[i] = 1;
+		dims[i] = d->dims[i];
+	}
+	for (int i = 0; i < n; i++) {
+		int64_t dim = d->dims[axes[i]], s = starts[i], e = ends[i], k = steps[i], cnt;
+
+		if (k == 0)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "a step is 0");
+		if (s < 0)
+			s = s < -dim ? 0 : s + dim;
+		if (e < 0)
+			e = e < -dim ? -1 : e + dim;
+		/* Counted as 1 + (span - 1) / |step|, which cannot overflow
+		 * for any step a file gives, INT64_MIN included. */
+		if (k > 0) {
+			s = s > dim ? dim : s;
+			e = e < 0 ? 0 : e > dim ? dim : e;
+			cnt = e > s ? 1 + (e - s - 1) / k : 0;
+		} else {
+			uint64_t nk = (uint64_t)0 - (uint64_t)k;
+
+			s = s > dim - 1 ? dim - 1 : s;
+			e = e > dim - 1 ? dim - 1 : e;
+			cnt = s > e ? 1 + (int64_t)((uint64_t)(s - e - 1) / nk) : 0;
+		}
+		st[axes[i]] = s;
+		step[axes[i]] = k;
+		dims[axes[i]] = cnt;
+	}
+	if (!(p = new_const(m, node, nd->out[0], d->elem, d->ndim, dims)))
+		return FC_ERR_OVERFLOW;
+	for (int64_t o = 0; o < T(m, nd->out[0])->numel; o++) {
+		int64_t rem = o, off = 0, stride = 1;
+
+		for (int i = d->ndim - 1; i >= 0; i--) {
+			int64_t idx = rem % dims[i];
+
+			rem /= dims[i];
+			off += (st[i] + idx * step[i]) * stride;
+			stride *= d->dims[i];
+		}
+		if (d->elem == FC_ELEM_F32)
+			((float *)p)[o] = d->f32[off];
+		else
+			((int64_t *)p)[o] = d->i64[off];
+	}
+	return 0;
+}
+
+static int fold_transpose(fc_model *m, int node)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *d = T(m, nd->in[0]);
+	int perm[FC_MODEL_MAX_DIMS];
+	int64_t dims[FC_MODEL_MAX_DIMS], istride[FC_MODEL_MAX_DIMS];
+	uint32_t seen = 0;
+	void *p;
+
+	if (a->has_perm && a->n_perm != d->ndim)
+		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "perm has %d values for rank %d",
+					  a->n_perm, d->ndim);
+	for (int i = 0; i < d->ndim; i++) {
+		perm[i] = a->has_perm ? (int)a->perm[i] : d->ndim - 1 - i;
+		if (perm[i] >= d->ndim || (seen & (1u << perm[i])))
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "perm is not a permutation");
+		seen |= 1u << perm[i];
+		dims[i] = d->dims[perm[i]];
+	}
+	for (int64_t i = d->ndim - 1, s = 1; i >= 0; i--) {
+		istride[i] = s;
+		s *= d->dims[i];
+	}
+	if (!(p = new_const(m, node, nd->out[0], d->elem, d->ndim, dims)))
+		return FC_ERR_OVERFLOW;
+	for (int64_t o = 0; o < d->numel; o++) {
+		int64_t rem = o, off = 0;
+
+		for (int i = d->ndim - 1; i >= 0; i--) {
+			off += (rem % dims[i]) * istride[perm[i]];
+			rem /= dims[i];
+		}
+		if (d->elem == FC_ELEM_F32)
+			((float *)p)[o] = d->f32[off];
+		else
+			((int64_t *)p)[o] = d->i64[off];
+	}
+	return 0;
+}
+
+/* Evaluate node, all of whose inputs are constant. */
+static int fold(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *x = nd->n_in ? T(m, nd->in[0]) : NULL;
+	int out = nd->out[0], r, rc;
+	int64_t dims[FC_MODEL_MAX_DIMS];
+	void *p;
+
+	nd->state = FC_NODE_FOLDED;
+	switch (nd->op) {
+	case FC_OP_ADD:
+	case FC_OP_SUB:
+	case FC_OP_MUL:
+	case FC_OP_DIV:
+		return fold_binary(m, node);
+	case FC_OP_GATHER:
+		return fold_gather(m, node);
+	case FC_OP_SLICE:
+		return fold_slice(m, node);
+	case FC_OP_TRANSPOSE:
+		return fold_transpose(m, node);
+	case FC_OP_RESHAPE: {
+		const fc_model_tensor *s = const_in(m, node, 1, FC_ELEM_I64, "shape");
+
+		if (!s)
+			return FC_ERR_CORRUPT;
+		if ((rc = reshape_dims(m, node, x, s, a->allowzero, &r, dims)))
+			return rc;
+		share_const(m, out, x, r, dims);
+		return 0;
+	}
+	case FC_OP_FLATTEN:
+		if ((rc = flatten_dims(m, node, x, &r, dims)))
+			return rc;
+		share_const(m, out, x, r, dims);
+		return 0;
+	case FC_OP_SQUEEZE:
+		if ((rc = squeeze_dims(m, node, x, &r, dims)))
+			return rc;
+		share_const(m, out, x, r, dims);
+		return 0;
+	case FC_OP_UNSQUEEZE:
+		if ((rc = unsqueeze_dims(m, node, x, &r, dims)))
+			return rc;
+		share_const(m, out, x, r, dims);
+		return 0;
+	case FC_OP_CONCAT: {
+		int axis;
+		int64_t outer = 1, w = 0;
+
+		for (int k = 1; k < nd->n_in; k++)
+			if (T(m, nd->in[k])->elem != x->elem)
+				return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+							  "mixes float and integer inputs");
+		if ((rc = concat_dims(m, node, &r, dims, &axis)))
+			return rc;
+		if (!(p = new_const(m, node, out, x->elem, r, dims)))
+			return FC_ERR_OVERFLOW;
+		for (int i = 0; i < axis; i++)
+			outer *= dims[i];
+		for (int64_t o = 0; o < outer; o++)
+			for (int k = 0; k < nd->n_in; k++) {
+				const fc_model_tensor *t = T(m, nd->in[k]);
+				int64_t chunk = outer ? t->numel / outer : 0;
+
+				for (int64_t e = 0; e < chunk; e++, w++) {
+					if (x->elem == FC_ELEM_F32)
+						((float *)p)[w] = t->f32[o * chunk + e];
+					else
+						((int64_t *)p)[w] = t->i64[o * chunk + e];
+				}
+			}
+		return 0;
+	}
+	case FC_OP_CAST:
+		if (!(p = new_const(m, node, out, a->cast_to, x->ndim, x->dims)))
+			return FC_ERR_OVERFLOW;
+		for (int64_t i = 0; i < x->numel; i++) {
+			double v = get_num(x, i);
+
+			if (a->cast_to == FC_ELEM_F32) {
+				((float *)p)[i] = (float)v;
+			} else {
+				if (!(v > -9.2e18 && v < 9.2e18))
+					return fc_model_node_fail(m, FC_ERR_INVALID, node,
+								  "value out of the integer range");
+				((int64_t *)p)[i] = x->elem == FC_ELEM_I64 ? x->i64[i] : (int64_t)v;
+			}
+		}
+		return 0;
+	case FC_OP_CONSTANTOFSHAPE:
+		if (x->elem != FC_ELEM_I64 || x->ndim != 1 || x->numel > FC_MODEL_MAX_DIMS)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not a shape");
+		for (int i = 0; i < x->numel; i++) {
+			if (x->i64[i] < 0 || x->i64[i] > FC_MAX_FOLD_NUMEL)
+				return fc_model_node_fail(m, FC_ERR_INVALID, node, "shape has %lld",
+							  (long long)x->i64[i]);
+			dims[i] = x->i64[i];
+		}
+		if (!(p = new_const(m, node, out, a->cos_elem, (int)x->numel, dims)))
+			return FC_ERR_OVERFLOW;
+		for (int64_t i = 0; i < T(m, out)->numel; i++) {
+			if (a->cos_elem == FC_ELEM_F32)
+				((float *)p)[i] = a->cos_f32;
+			else
+				((int64_t *)p)[i] = a->cos_i64;
+		}
+		return 0;
+	case FC_OP_CLIP:
+		if ((rc = clip_bounds(m, node)))
+			return rc;
+		/* fall through */
+	case FC_OP_RELU:
+	case FC_OP_LEAKYRELU:
+	case FC_OP_SIGMOID:
+	case FC_OP_HARDSIGMOID:
+	case FC_OP_HARDSWISH:
+		if (x->elem != FC_ELEM_F32)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not float");
+		if (nd->op != FC_OP_CLIP) { /* attr.clip shares act's storage */
+			nd->attr.act.alpha = a->alpha;
+			nd->attr.act.beta = a->beta;
+		}
+		if (!(p = new_const(m, node, out, FC_ELEM_F32, x->ndim, x->dims)))
+			return FC_ERR_OVERFLOW;
+		for (int64_t i = 0; i < x->numel; i++)
+			((float *)p)[i] = act_scalar(nd->op, &nd->attr, x->f32[i]);
+		return 0;
+	default:
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+					  "all its inputs are constant, and featcache cannot fold %s",
+					  nd->op_type);
+	}
+}
+
+/* ---- inference of run nodes ---- */
+
+/* Output size of one spatial dim; resolves auto_pad into *pb, *pe.
+ * Returns -1 if the (dilated) kernel does not fit. */
+static int spatial_out(int64_t in, int64_t k, int64_t s, int64_t d, int auto_pad, int ceil_mode,
+		       int64_t *pb, int64_t *pe, int64_t *out)
+{
+	int64_t ek = (k - 1) * d + 1, span, o;
+
+	if (auto_pad == AUTO_PAD_VALID) {
+		*pb = *pe = 0;
+	} else if (auto_pad == AUTO_PAD_SAME_UPPER || auto_pad == AUTO_PAD_SAME_LOWER) {
+		int64_t total;
+
+		o = (in + s - 1) / s;
+		total = (o - 1) * s + ek - in;
+		if (total < 0)
+			total = 0;
+		if (auto_pad == AUTO_PAD_SAME_UPPER) {
+			*pb = total / 2;
+			*pe = total - *pb;
+		} else {
+			*pe = total / 2;
+			*pb = total - *pe;
+		}
+		*out = o;
+		return 0;
+	}
+	span = in + *pb + *pe - ek;
+	if (span < 0)
+		return -1;
+	o = ceil_mode ? (span + s - 1) / s + 1 : span / s + 1;
+	/* PyTorch (and ONNX Runtime): no window may start in the end padding. */
+	if (ceil_mode && (o - 1) * s >= in + *pb)
+		o--;
+	*out = o;
+	return 0;
+}
+
+static int infer_spatial(fc_model *m, int node, const fc_model_tensor *x, const int64_t *kernel,
+			 int ceil_mode, int64_t *pad, int64_t *dims)
+{
+	const struct node_attrs *a = &m->np[node].a;
+	char b1[128];
+
+	pad[0] = a->pads[0];
+	pad[1] = a->pads[1];
+	pad[2] = a->pads[2];
+	pad[3] = a->pads[3];
+	for (int i = 0; i < 2; i++) {
+		if (spatial_out(x->dims[2 + i], kernel[i], a->stride[i], a->dilation[i], a->auto_pad,
+				ceil_mode, &pad[i], &pad[i + 2], &dims[2 + i]))
+			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+						  "kernel %lldx%lld (dilation %lld) does not fit input %s",
+						  (long long)kernel[0], (long long)kernel[1],
+						  (long long)a->dilation[i], shp(b1, sizeof b1, x));
+	}
+	return 0;
+}
+
+static int need_rank(fc_model *m, int node, const fc_model_tensor *x, int lo, int hi)
+{
+	char b1[128];
+
+	if (x->ndim < lo || x->ndim > hi) {
+		if (lo == hi)
+			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "input is %s, expected %d-D",
+						  shp(b1, sizeof b1, x), lo);
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+					  "input is %s, expected %d-D to %d-D", shp(b1, sizeof b1, x), lo,
+					  hi);
+	}
+	return 0;
+}
+
+static int infer_conv(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *x, *w, *b = NULL;
+	int64_t dims[4];
+	char b1[128], b2[128];
+	int rc;
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if ((rc = need_rank(m, node, x, 4, 4)))
+		return rc;
+	if (!(w = const_in(m, node, 1, FC_ELEM_F32, "weight")))
+		return FC_ERR_UNSUPPORTED;
+	if (nd->n_in > 2 && nd->in[2] >= 0 && !(b = const_in(m, node, 2, FC_ELEM_F32, "bias")))
+		return FC_ERR_UNSUPPORTED;
+	if (w->ndim != 4)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "weight is %s, expected 4-D",
+					  shp(b1, sizeof b1, w));
+	if (x->dims[1] != w->dims[1] * a->group || w->dims[0] % a->group)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+					  "input %s does not fit weight %s with group %lld",
+					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w), (long long)a->group);
+	if (a->has_kernel && (a->kernel[0] != w->dims[2] || a->kernel[1] != w->dims[3]))
+		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+					  "kernel_shape %lldx%lld does not match weight %s",
+					  (long long)a->kernel[0], (long long)a->kernel[1],
+					  shp(b1, sizeof b1, w));
+	if (b && (b->ndim != 1 || b->dims[0] != w->dims[0]))
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "bias %s does not match %lld outputs",
+					  shp(b1, sizeof b1, b), (long long)w->dims[0]);
+	dims[0] = x->dims[0];
+	dims[1] = w->dims[0];
+	if ((rc = infer_spatial(m, node, x, &w->dims[2], 0, nd->attr.conv.pad, dims)))
+		return rc;
+	nd->attr.conv.kernel[0] = w->dims[2];
+	nd->attr.conv.kernel[1] = w->dims[3];
+	memcpy(nd->attr.conv.stride, a->stride, sizeof a->stride);
+	memcpy(nd->attr.conv.dilation, a->dilation, sizeof a->dilation);
+	nd->attr.conv.group = a->group;
+	nd->params = (uint64_t)w->numel + (b ? (uint64_t)b->numel : 0);
+	return set_act(m, node, nd->out[0], 4, dims);
+}
+
+static int infer_pool(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *x;
+	int64_t dims[4];
+	int rc;
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if ((rc = need_rank(m, node, x, 4, 4)))
+		return rc;
+	dims[0] = x->dims[0];
+	dims[1] = x->dims[1];
+	if ((rc = infer_spatial(m, node, x, a->kernel, a->ceil_mode, nd->attr.pool.pad, dims)))
+		return rc;
+	memcpy(nd->attr.pool.kernel, a->kernel, sizeof a->kernel);
+	memcpy(nd->attr.pool.stride, a->stride, sizeof a->stride);
+	memcpy(nd->attr.pool.dilation, a->dilation, sizeof a->dilation);
+	nd->attr.pool.ceil_mode = a->ceil_mode;
+	nd->attr.pool.count_include_pad = a->count_include_pad;
+	return set_act(m, node, nd->out[0], 4, dims);
+}
+
+static int infer_bn(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	static const char *const what[] = { "scale", "bias", "mean", "var" };
+	const fc_model_tensor *x;
+	char b1[128];
+	int rc;
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if ((rc = need_rank(m, node, x, 2, FC_MODEL_MAX_DIMS)))
+		return rc;
+	for (int k = 1; k < 5; k++) {
+		const fc_model_tensor *p = const_in(m, node, k, FC_ELEM_F32, what[k - 1]);
+
+		if (!p)
+			return FC_ERR_UNSUPPORTED;
+		if (p->ndim != 1 || p->dims[0] != x->dims[1])
+			return fc_model_node_fail(m, FC_ERR_INVALID, node, "%s is %s for %lld channels",
+						  what[k - 1], shp(b1, sizeof b1, p),
+						  (long long)x->dims[1]);
+	}
+	nd->attr.bn.epsilon = m->np[node].a.epsilon;
+	nd->params = 2 * (uint64_t)x->dims[1];
+	return set_act(m, node, nd->out[0], x->ndim, x->dims);
+}
+
+static int infer_pad(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *x;
+	int64_t pads[2 * FC_MODEL_MAX_DIMS], dims[FC_MODEL_MAX_DIMS];
+	int n, axes[FC_MODEL_MAX_DIMS], r;
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	r = x->ndim;
+	nd->attr.pad.value = 0;
+	if (m->opset < 11) {
+		n = a->n_pads_attr;
+		memcpy(pads, a->pads_attr, sizeof(int64_t) * (size_t)n);
+		nd->attr.pad.value = a->pad_value;
+	} else {
+		const fc_model_tensor *p = const_in(m, node, 1, FC_ELEM_I64, "pads");
+
+		if (!p)
+			return FC_ERR_UNSUPPORTED;
+		if (p->ndim != 1 || p->numel > 2 * FC_MODEL_MAX_DIMS)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "pads has %lld values",
+						  (long long)p->numel);
+		n = (int)p->numel;
+		memcpy(pads, p->i64, sizeof(int64_t) * (size_t)n);
+		if (nd->n_in > 2 && nd->in[2] >= 0) {
+			const fc_model_tensor *v = const_in(m, node, 2, FC_ELEM_F32, "constant_value");
+
+			if (!v)
+				return FC_ERR_UNSUPPORTED;
+			if (v->numel != 1)
+				return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+							  "constant_value is not a scalar");
+			nd->attr.pad.value = v->f32[0];
+		}
+	}
+	for (int i = 0; i < r; i++)
+		axes[i] = i;
+	if (nd->n_in > 3 && nd->in[3] >= 0) {
+		int given, cnt, rc = get_axes(m, node, 3, r, &cnt, axes, &given);
+
+		if (rc)
+			return rc;
+		if (n != 2 * cnt)
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+						  "pads has %d values for %d axes", n, cnt);
+	} else if (n != 2 * r) {
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "pads has %d values for a %d-D input",
+					  n, r);
+	}
+	memset(nd->attr.pad.begin, 0, sizeof nd->attr.pad.begin);
+	memset(nd->attr.pad.end, 0, sizeof nd->attr.pad.end);
+	memcpy(dims, x->dims, sizeof(int64_t) * (size_t)r);
+	for (int i = 0; i < n / 2; i++) {
+		int64_t b = pads[i], e = pads[i + n / 2];
+
+		if (b < 0 || e < 0)
+			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+						  "negative pads (cropping) are not supported");
+		if (b > FC_MAX_DIM || e > FC_MAX_DIM)
+			return fc_model_node_fail(m, FC_ERR_OVERFLOW, node, "pads are absurd");
+		nd->attr.pad.begin[axes[i]] = b;
+		nd->attr.pad.end[axes[i]] = e;
+		dims[axes[i]] += b + e;
+	}
+	return set_act(m, node, nd->out[0], r, dims);
+}
+
+static int infer_reduce(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *x;
+	int axes[FC_MODEL_MAX_DIMS], n, given, rc, r = 0;
+	uint32_t mask = 0;
+	int64_t dims[FC_MODEL_MAX_DIMS];
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if ((rc = get_axes(m, node, m->opset >= 18 ? 1 : -1, x->ndim, &n, axes, &given)))
+		return rc;
+	if (n == 0 && !a->noop_empty_axes)
+		mask = x->ndim >= 32 ? 0xffffffffu : (1u << x->ndim) - 1;
+	for (int i = 0; i < n; i++)
+		mask |= 1u << axes[i];
+	for (int i = 0; i < x->ndim; i++) {
+		if (!(mask & (1u << i)))
+			dims[r++] = x->dims[i];
+		else if (a->keepdims)
+			dims[r++] = 1;
+	}
+	nd->attr.reduce.axes = mask;
+	nd->attr.reduce.keepdims = a->keepdims;
+	return set_act(m, node, nd->out[0], r, dims);
+}
+
+static int infer_gemm(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_attrs *a = &m->np[node].a;
+	const fc_model_tensor *x, *w, *c = NULL;
+	int64_t dims[2], k;
+	char b1[128], b2[128];
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if (!(w = const_in(m, node, 1, FC_ELEM_F32, "B")))
+		return FC_ERR_UNSUPPORTED;
+	if (nd->n_in > 2 && nd->in[2] >= 0 && !(c = const_in(m, node, 2, FC_ELEM_F32, "C")))
+		return FC_ERR_UNSUPPORTED;
+	if (x->ndim != 2 || w->ndim != 2)
+		return fc_model_node_fail(m, FC_ERR_INVALID, node, "inputs %s and %s are not both 2-D",
+					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w));
+	dims[0] = a->trans_a ? x->dims[1] : x->dims[0];
+	k = a->trans_a ? x->dims[0] : x->dims[1];
+	dims[1] = a->trans_b ? w->dims[0] : w->dims[1];
+	if (k != (a->trans_b ? w->dims[1] : w->dims[0]))
+		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+					  "input %s does not fit weight %s (transA %d, transB %d)",
+					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w), a->trans_a,
+					  a->trans_b);
+	if (c) {
+		int ok = c->ndim <= 2;
+
+		for (int i = 0; ok && i < c->ndim; i++) {
+			int64_t want = dims[2 - c->ndim + i];
+
+			ok = c->dims[i] == 1 || c->dims[i] == want;
+		}
+		if (!ok)
+			return fc_model_node_fail(m, FC_ERR_INVALID, node, "C %s does not broadcast to %lldx%lld",
+						  shp(b1, sizeof b1, c), (long long)dims[0],
+						  (long long)dims[1]);
+	}
+	nd->attr.gemm.alpha = a->alpha;
+	nd->attr.gemm.beta = a->beta;
+	nd->attr.gemm.trans_a = a->trans_a;
+	nd->attr.gemm.trans_b = a->trans_b;
+	nd->params = (uint64_t)w->numel + (c ? (uint64_t)c->numel : 0);
+	return set_act(m, node, nd->out[0], 2, dims);
+}
+
+static int infer_matmul(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *x, *w;
+	int64_t dims[FC_MODEL_MAX_DIMS];
+	char b1[128], b2[128];
+	int r;
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if (!(w = const_in(m, node, 1, FC_ELEM_F32, "B")))
+		return FC_ERR_UNSUPPORTED;
+	if (x->ndim < 2 || w->ndim < 1)
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "inputs %s and %s are not supported",
+					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w));
+	if (w->ndim == 1) {
+		if (x->dims[x->ndim - 1] != w->dims[0])
+			goto mismatch;
+		r = x->ndim - 1;
+		memcpy(dims, x->dims, sizeof(int64_t) * (size_t)r);
+	} else {
+		fc_model_tensor xb = *x, wb = *w;
+
+		if (x->dims[x->ndim - 1] != w->dims[w->ndim - 2])
+			goto mismatch;
+		/* batch dims broadcast like elementwise ops */
+		xb.ndim = x->ndim - 2;
+		wb.ndim = w->ndim - 2;
+		if (broadcast_shape(&xb, &wb, &r, dims))
+			goto mismatch;
+		dims[r++] = x->dims[x->ndim - 2];
+		dims[r++] = w->dims[w->ndim - 1];
+	}
+	nd->params = (uint64_t)w->numel;
+	return set_act(m, node, nd->out[0], r, dims);
+mismatch:
+	return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot multiply %s by %s",
+				  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w));
+}
+
+static int infer_run(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *x = T(m, nd->in[0]);
+	int64_t dims[FC_MODEL_MAX_DIMS];
+	char b1[128], b2[128];
+	int r, rc;
+
+	nd->state = FC_NODE_RUN;
+	switch (nd->op) {
+	case FC_OP_CONV:
+		return infer_conv(m, node);
+	case FC_OP_MAXPOOL:
+	case FC_OP_AVGPOOL:
+		return infer_pool(m, node);
+	case FC_OP_BATCHNORM:
+		return infer_bn(m, node);
+	case FC_OP_CLIP:
+		if ((rc = clip_bounds(m, node)))
+			return rc;
+		/* fall through */
+	case FC_OP_RELU:
+	case FC_OP_SIGMOID:
+	case FC_OP_HARDSWISH:
+		if (!act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		return set_act(m, node, nd->out[0], x->ndim, x->dims);
+	case FC_OP_LEAKYRELU:
+	case FC_OP_HARDSIGMOID:
+		if (!act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		nd->attr.act.alpha = m->np[node].a.alpha;
+		nd->attr.act.beta = m->np[node].a.beta;
+		return set_act(m, node, nd->out[0], x->ndim, x->dims);
+	case FC_OP_ADD:
+	case FC_OP_SUB:
+	case FC_OP_MUL:
+	case FC_OP_DIV: {
+		const fc_model_tensor *y = T(m, nd->in[1]);
+
+		if ((x->kind == FC_TENSOR_CONST && x->elem != FC_ELEM_F32) ||
+		    (y->kind == FC_TENSOR_CONST && y->elem != FC_ELEM_F32))
+			return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+						  "an integer constant meets activations");
+		if (broadcast_shape(x, y, &r, dims))
+			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+						  "shapes %s and %s do not broadcast",
+						  shp(b1, sizeof b1, x), shp(b2, sizeof b2, y));
+		return set_act(m, node, nd->out[0], r, dims);
+	}
+	case FC_OP_PAD:
+		return infer_pad(m, node);
+	case FC_OP_GLOBALAVGPOOL:
+		if (!act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		if ((rc = need_rank(m, node, x, 3, FC_MODEL_MAX_DIMS)))
+			return rc;
+		memcpy(dims, x->dims, sizeof(int64_t) * (size_t)x->ndim);
+		for (int i = 2; i < x->ndim; i++)
+			dims[i] = 1;
+		return set_act(m, node, nd->out[0], x->ndim, dims);
+	case FC_OP_REDUCEMEAN:
+		return infer_reduce(m, node);
+	case FC_OP_FLATTEN:
+		if (!act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		if ((rc = flatten_dims(m, node, x, &r, dims)))
+			return rc;
+		return set_act(m, node, nd->out[0], r, dims);
+	case FC_OP_RESHAPE: {
+		const fc_model_tensor *s = const_in(m, node, 1, FC_ELEM_I64, "shape");
+
+		if (!s)
+			return FC_ERR_UNSUPPORTED;
+		if ((rc = reshape_dims(m, node, x, s, m->np[node].a.allowzero, &r, dims)))
+			return rc;
+		return set_act(m, node, nd->out[0], r, dims);
+	}
+	case FC_OP_SQUEEZE:
+		if ((rc = squeeze_dims(m, node, x, &r, dims)))
+			return rc;
+		return set_act(m, node, nd->out[0], r, dims);
+	case FC_OP_UNSQUEEZE:
+		if ((rc = unsqueeze_dims(m, node, x, &r, dims)))
+			return rc;
+		return set_act(m, node, nd->out[0], r, dims);
+	case FC_OP_CONCAT: {
+		int axis;
+
+		for (int k = 0; k < nd->n_in; k++)
+			if (T(m, nd->in[k])->kind == FC_TENSOR_CONST)
+				return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+							  "concatenating a constant ('%s') with "
+							  "activations is not supported",
+							  fc_model_q(m, 0, T(m, nd->in[k])->name));
+		if ((rc = concat_dims(m, node, &r, dims, &axis)))
+			return rc;
+		nd->attr.axis.axis = axis;
+		return set_act(m, node, nd->out[0], r, dims);
+	}
+	case FC_OP_GEMM:
+		return infer_gemm(m, node);
+	case FC_OP_MATMUL:
+		return infer_matmul(m, node);
+	default:
+		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+					  "needs constant inputs, but '%s' is computed from the model input",
+					  fc_model_q(m, 0, x->name));
+	}
+}
+
+static int infer_node(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const struct node_priv *p = &m->np[node];
+	int *in = (int *)nd->in, n_const = 0, present = 0, out = nd->out[0];
+
+	nd->state = FC_NODE_RUN;
+	nd->needed = 0;
+	nd->params = 0;
+	memset(&nd->attr, 0, sizeof nd->attr);
+	for (int k = 0; k < nd->n_in; k++) {
+		int t = p->in_raw[k];
+
+		in[k] = -1;
+		if (t < 0)
+			continue;
+		if (T(m, t)->kind == FC_TENSOR_NONE)
+			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+						  "reads '%s', an optional output featcache does not "
+						  "compute",
+						  fc_model_q(m, 0, T(m, t)->name));
+		in[k] = T(m, t)->source;
+		present++;
+		n_const += T(m, in[k])->kind == FC_TENSOR_CONST;
+	}
+
+	if (nd->op == FC_OP_CONSTANT) {
+		nd->state = FC_NODE_FOLDED;
+		return 0;
+	}
+	if (nd->op == FC_OP_IDENTITY || nd->op == FC_OP_DROPOUT) {
+		const fc_model_tensor *src = T(m, in[0]);
+		fc_model_tensor *o = T(m, out);
+
+		o->kind = src->kind == FC_TENSOR_CONST ? FC_TENSOR_CONST : FC_TENSOR_ACT;
+		o->elem = src->elem;
+		o->ndim = src->ndim;
+		memcpy(o->dims, src->dims, sizeof o->dims);
+		o->numel = src->numel;
+		o->f32 = src->f32;
+		o->i64 = src->i64;
+		o->source = in[0];
+		nd->state = src->kind == FC_TENSOR_CONST ? FC_NODE_FOLDED : FC_NODE_ALIAS;
+		return 0;
+	}
+	if (nd->op == FC_OP_SHAPE) {
+		const fc_model_tensor *x = T(m, in[0]);
+		const struct node_attrs *a = &p->a;
+		int64_t s = a->shape_start, e = a->shape_end, len, *v;
+
+		if (s < 0)
+			s += x->ndim;
+		if (e < 0)
+			e += x->ndim;
+		s = s < 0 ? 0 : s > x->ndim ? x->ndim : s;
+		e = e < 0 ? 0 : e > x->ndim ? x->ndim : e;
+		len = e > s ? e - s : 0;
+		nd->state = FC_NODE_FOLDED;
+		if (!(v = new_const(m, node, out, FC_ELEM_I64, 1, &len)))
+			return FC_ERR_OVERFLOW;
+		for (int64_t i = 0; i < len; i++)
+			v[i] = x->dims[s + i];
+		return 0;
+	}
+	if (present == n_const)
+		return fold(m, node);
+	return infer_run(m, node);
+}
+
+int fc_model_infer(fc_model *m)
+{
+	fc_model_tensor *in = T(m, m->g.input);
+	int rc;
+
+	while (m->fold_mem) {
+		struct blob *next = m->fold_mem->next;
+
+		free(m->fold_mem);
+		m->fold_mem = next;
+	}
+	for (int i = 0; i < m->n_tensors; i++) {
+		fc_model_tensor *t = T(m, i);
+
+		if (m->fixed[i])
+			continue;
+		t->kind = FC_TENSOR_NONE;
+		t->elem = FC_ELEM_F32;
+		t->ndim = -1;
+		t->numel = 0;
+		t->f32 = NULL;
+		t->i64 = NULL;
+		t->source = i;
+		memset(t->dims, 0, sizeof t->dims);
+	}
+	in->kind = FC_TENSOR_INPUT;
+	in->ndim = m->in_ndim;
+	memcpy(in->dims, m->in_dims, sizeof(int64_t) * (size_t)m->in_ndim);
+	if (fc_mul_dims(in->ndim, in->dims, &in->numel)) {
+		char b[128];
+
+		return fc_model_fail(m, FC_ERR_OVERFLOW, "input '%s' of %s has more than %lld elements",
+				     fc_model_q(m, 0, in->name), shp(b, sizeof b, in),
+				     (long long)FC_MAX_NUMEL);
+	}
+	/* Folding may make as many values as the file holds, plus some. */
+	m->fold_left = FC_MAX_FOLD_NUMEL;
+	for (int i = 0; i < m->n_tensors; i++)
+		if (m->fixed[i] && m->fold_left < FC_MAX_NUMEL)
+			m->fold_left += m->tensors[i].numel;
+	m->g.params = 0;
+	for (int i = 0; i < m->n_nodes; i++) {
+		if ((rc = infer_node(m, i)))
+			return rc;
+		m->g.params += m->nodes[i].params;
+	}
+	return 0;
+}
