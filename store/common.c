@@ -3,10 +3,12 @@
  * strings, the version, hex formatting and split names. It lives in store/
  * because the store is the layer everything else stands on.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "featcache/featcache.h"
 #include "featcache/store.h"
+#include "store/common.h"
 
 const char *fc_strerror(int err)
 {
@@ -68,4 +70,15 @@ int fc_split_parse(const char *s, int *out)
 		return 0;
 	}
 	return FC_ERR_INVALID;
+}
+
+const char *fc_os_error(char *out, size_t cap, int e)
+{
+	char buf[256];
+	/* The GNU strerror_r may return a static string instead of filling buf. */
+	const char *msg = strerror_r(e, buf, sizeof buf);
+	snprintf(out, cap, "%s", msg);
+	if (cap > 1 && out[0] >= 'A' && out[0] <= 'Z' && !(out[1] >= 'A' && out[1] <= 'Z'))
+		out[0] = (char)(out[0] - 'A' + 'a');
+	return out;
 }

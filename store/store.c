@@ -31,6 +31,7 @@
 
 #include "featcache/store.h"
 #include "store/chunk.h"
+#include "store/common.h"
 
 #define ITEM_REC 40   /* hash 16, size 8, mtime 8, label 4, split 1, status 1, pad 2 */
 #define INDEX_REC 12  /* chunk id 8, slot 4 */
@@ -266,14 +267,11 @@ static int store_write(fc_store *s, write_fn fn, void *ctx)
 
 /* ---- open ---- */
 
-/* strerror's text in the house style: lowercase first letter. */
+/* fc_os_error into a per-thread buffer, for messages built right away. */
 static const char *os_error(int e)
 {
 	static _Thread_local char buf[128];
-	snprintf(buf, sizeof buf, "%s", strerror(e));
-	if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
-		buf[0] = (char)(buf[0] - 'A' + 'a');
-	return buf;
+	return fc_os_error(buf, sizeof buf, e);
 }
 
 static void fc_log_msg(const fc_logger *lg, int level, const char *msg)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "featcache/tensorio.h"
+#include "store/common.h"
 #include "store/chunk.h" /* fc_f16_to_f32 */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -43,14 +44,6 @@ static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* strerror's text in the house style: lowercase first letter. */
-static const char *os_error(char out[128], int e)
-{
-	snprintf(out, 128, "%s", strerror(e));
-	if (out[0] >= 'A' && out[0] <= 'Z' && !(out[1] >= 'A' && out[1] <= 'Z'))
-		out[0] = (char)(out[0] - 'A' + 'a');
-	return out;
-}
 
 /* ---- writing ---- */
 
@@ -389,7 +382,7 @@ static int src_read(const npy_src *s, void *dst, size_t off, size_t n, char *eb,
 		if (r < 0) {
 			char why[128];
 			int e = errno;
-			return fail(eb, ec, e == ENOMEM ? FC_ERR_NOMEM : FC_ERR_IO, "read failed: %s", os_error(why, e));
+			return fail(eb, ec, e == ENOMEM ? FC_ERR_NOMEM : FC_ERR_IO, "read failed: %s", fc_os_error(why, sizeof why, e));
 		}
 		p += r;
 		n -= (size_t)r;
@@ -576,7 +569,7 @@ int fc_npy_read_f32(float **data, size_t *rows, size_t *cols, const char *path, 
 		char why[128];
 		int e = errno;
 		return fail(errbuf, errcap, e == ENOENT || e == ENOTDIR ? FC_ERR_NOT_FOUND : FC_ERR_IO, "%s",
-			    os_error(why, e));
+			    fc_os_error(why, sizeof why, e));
 	}
 	if (fstat(s.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		rc = fail(errbuf, errcap, FC_ERR_INVALID, "not a regular file");

@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "featcache/tensorio.h"
+#include "store/common.h"
 #include "store/chunk.h" /* fc_f16_to_f32, fc_bf16_to_f32 */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -48,12 +49,6 @@ static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
 }
 
 /* strerror's text in the house style: lowercase first letter. */
-static void os_error(char *out, size_t cap, int e)
-{
-	snprintf(out, cap, "%s", strerror(e));
-	if (out[0] >= 'A' && out[0] <= 'Z' && !(out[1] >= 'A' && out[1] <= 'Z'))
-		out[0] = (char)(out[0] - 'A' + 'a');
-}
 
 static int errno_code(int e)
 {
@@ -135,7 +130,7 @@ static void outfile_abandon(fc_outfile *f)
 static int outfile_fail(fc_outfile *f, int e, const char *what)
 {
 	char why[128];
-	os_error(why, sizeof why, e);
+	fc_os_error(why, sizeof why, e);
 	f->rc = errno_code(e);
 	snprintf(f->err, sizeof f->err, "%s: %s", what, why);
 	outfile_abandon(f);
@@ -180,7 +175,7 @@ int fc_outfile_open(fc_outfile **out, const char *path, char *errbuf, size_t err
 	}
 	if (f->fd < 0) {
 		char why[128];
-		os_error(why, sizeof why, e);
+		fc_os_error(why, sizeof why, e);
 		rc = fail(errbuf, errcap, errno_code(e), "cannot create a temporary file in '%.*s': %s",
 			  dirlen ? (int)dirlen : 1, dirlen ? path : ".", why);
 		goto out;
@@ -265,7 +260,7 @@ static int sync_dir(fc_outfile *f)
 		return 0;
 	if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
 		char why[128];
-		os_error(why, sizeof why, errno);
+		fc_os_error(why, sizeof why, errno);
 		f->rc = FC_ERR_IO;
 		snprintf(f->err, sizeof f->err, "the file is in place but its directory cannot be synced: %s",
 			 why);
@@ -1054,7 +1049,7 @@ static int pread_all(int fd, void *dst, size_t n, off_t off, char *eb, size_t ec
 			char why[128];
 			if (r == 0)
 				return fail(eb, ec, FC_ERR_IO, "the file shrank while it was read");
-			os_error(why, sizeof why, errno);
+			fc_os_error(why, sizeof why, errno);
 			return fail(eb, ec, errno_code(errno), "read failed: %s", why);
 		}
 		p += r;
@@ -1077,7 +1072,7 @@ int fc_st_open(fc_st_file **out, const char *path, char *errbuf, size_t errcap)
 	if (fd < 0) {
 		char why[128];
 		int e = errno;
-		os_error(why, sizeof why, e);
+		fc_os_error(why, sizeof why, e);
 		return fail(errbuf, errcap, errno_code(e), "%s", why);
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
