@@ -331,7 +331,7 @@ int cmd_train(int argc, char **argv)
 	eval_set ev = { 0 };
 	uint32_t *classes = NULL;
 	fc_trainer *t = NULL;
-	json_t *cfgj = NULL, *hist = NULL;
+	json_t *cfgj = NULL;
 	char *extra = NULL, *cfgtext = NULL;
 	char logpath[4200], ckpt[4200], why[FC_TRAIN_ERRLEN] = "";
 	snprintf(logpath, sizeof logpath, "%s.jsonl", o.out);
@@ -555,7 +555,6 @@ int cmd_train(int argc, char **argv)
 out:
 	fc_progress_end();
 	json_decref(cfgj);
-	json_decref(hist);
 	free(cfgtext);
 	free(extra);
 	fc_trainer_free(t);

@@ -2103,7 +2103,6 @@ static int hash_cmp(const void *a, const void *b)
 }
 
 struct gc_ctx {
-	fc_gc_stats *st;
 	exdb *exs;
 	size_t n_ex;
 	/* chunk rewrite pass */
@@ -2254,8 +2253,9 @@ static int gc_chunk(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id)
 		memmove(c->vecs + (size_t)j * ci.dim, c->vecs + (size_t)i * ci.dim, ci.dim * sizeof(float));
 		j++;
 	}
-	/* f32 re-encodes bit-exactly; lossy dtypes re-encode decoded values, which
-	 * the quantisers map back to the same codes. */
+	/* f32, f16 and bf16 re-encode bit-exactly (decoding is exact and encoding
+	 * maps the decoded values back to the same codes); u8 recomputes lo and
+	 * step from the decoded values, which can move a value by float rounding. */
 	size_t bound = fc_chunk_bound(ci.dtype, ci.codec, ci.dim, live), len;
 	if (bound > c->buf_cap) {
 		uint8_t *p = realloc(c->buf, bound);
@@ -2339,7 +2339,7 @@ int fc_store_gc(fc_store *s, fc_gc_stats *out)
 	fc_gc_stats total = { 0 };
 	uint8_t (*ids)[FC_HASH_LEN] = NULL;
 	size_t n = 0;
-	struct gc_ctx c = { .st = &total };
+	struct gc_ctx c = { 0 };
 	int err = fc_store_list_extractors(s, &ids, &n);
 	if (err)
 		return err;
