@@ -1,0 +1,972 @@
+/*
+ * test_engine.c - unit tests of the inference engine (extract/engine.c):
+ *  - every fixture model of tests/fixtures/models/ runs input_224.npy
+ *    (batch 2) at its default cut; the embeddings must match PyTorch's
+ *    (<model>.feat.npy) within a max relative error of 1e-4;
+ *  - random tiny graphs, written with a test-side ONNX writer (the
+ *    generated protobuf-c structs, helpers as in test_model.c), against
+ *    naive C loops: Conv (groups, dilation, asymmetric pads, strides)
+ *    with folded BN and each fused activation; MaxPool (dilation,
+ *    ceil_mode) and AveragePool (count_include_pad); a residual block
+ *    (sum post-op), standalone BN, SE broadcast Mul, Sub/Div, Concat;
+ *  - bad arguments: NULL, n > batch, a model without a cut;
+ *  - the oneDNN implementation of every primitive is printed, and the
+ *    `ref` ones listed.
+ *
+ * Random data comes from one seed, printed at the start; set FC_TEST_SEED
+ * to replay. Fixtures are found under $FC_TOP (tests/run.sh sets it) or the current
+ * directory.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "featcache/engine.h"
+#include "featcache/model.h"
+#include "featcache/tensorio.h"
+#include "onnx.pb-c.h"
+
+static char fixture_dir[1024];
+
+static unsigned char *read_all(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *buf = NULL;
+	long n;
+
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+		buf = malloc((size_t)n + 1);
+		if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+			free(buf);
+			buf = NULL;
+		}
+		*len = (size_t)n;
+	}
+	fclose(f);
+	return buf;
+}
+
+/* input_224.npy: '<f4', C order, (2, 3, 224, 224); tensorio reads only 2-D. */
+static float *read_input(void)
+{
+	char path[1200];
+	size_t len = 0;
+	snprintf(path, sizeof path, "%s/input_224.npy", fixture_dir);
+	unsigned char *raw = read_all(path, &len);
+	assert_non_null(raw);
+	assert_true(len > 10 && memcmp(raw, "\x93NUMPY\x01\x00", 8) == 0);
+	size_t hl = (size_t)raw[8] | (size_t)raw[9] << 8;
+	assert_non_null(strstr((char *)raw + 10, "'<f4'"));
+	assert_non_null(strstr((char *)raw + 10, "(2, 3, 224, 224)"));
+	size_t n = 2 * 3 * 224 * 224;
+	assert_int_equal(len, 10 + hl + n * 4);
+	float *x = malloc(n * sizeof *x);
+	assert_non_null(x);
+	memcpy(x, raw + 10 + hl, n * sizeof *x);
+	free(raw);
+	return x;
+}
+
+static char **fixture_names(int *n)
+{
+	DIR *d = opendir(fixture_dir);
+	char **v = NULL;
+	struct dirent *de;
+	*n = 0;
+	assert_non_null(d);
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		if (l > 5 && strcmp(de->d_name + l - 5, ".onnx") == 0) {
+			v = realloc(v, sizeof *v * (size_t)(*n + 1));
+			assert_non_null(v);
+			v[*n] = strndup(de->d_name, l - 5);
+			(*n)++;
+		}
+	}
+	closedir(d);
+	for (int i = 0; i < *n; i++)
+		for (int j = i + 1; j < *n; j++)
+			if (strcmp(v[j], v[i]) < 0) {
+				char *t = v[i];
+				v[i] = v[j];
+				v[j] = t;
+			}
+	return v;
+}
+
+static int n_ref;
+
+/* Distinct "<op>: <impl>" pairs over all fixtures, with counts. */
+#define MAX_IMPLS 64
+static char impl_name[MAX_IMPLS][160];
+static int impl_count[MAX_IMPLS], n_impls;
+
+static void count_impl(const char *info)
+{
+	const char *op = strrchr(info, ' '); /* "<node> <op>: <impl>": the impl has no space */
+	const char *colon = strstr(info, ": ");
+	char key[160];
+	if (!op || !colon)
+		return;
+	const char *p = colon;
+	while (p > info && p[-1] != ' ')
+		p--;
+	snprintf(key, sizeof key, "%s", p);
+	for (int i = 0; i < n_impls; i++)
+		if (strcmp(impl_name[i], key) == 0) {
+			impl_count[i]++;
+			return;
+		}
+	if (n_impls < MAX_IMPLS) {
+		snprintf(impl_name[n_impls], sizeof impl_name[0], "%s", key);
+		impl_count[n_impls++] = 1;
+	}
+}
+
+static void print_impls(const char *name, const fc_engine *e)
+{
+	int n = fc_engine_n_prims(e), refs = 0;
+	for (int i = 0; i < n; i++) {
+		const char *s = fc_engine_prim_info(e, i);
+		const char *impl = strstr(s, ": ");
+		count_impl(s);
+		if (impl && strncmp(impl + 2, "ref", 3) == 0) {
+			print_message("#   %s: ref implementation: %s\n", name, s);
+			refs++;
+		}
+	}
+	n_ref += refs;
+	print_message("#   %s: %d primitives, %d ref\n", name, n, refs);
+}
+
+static double run_fixture(const char *name, const float *input)
+{
+	char path[1200], err[FC_ENGINE_ERRLEN];
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	float *feat = NULL;
+	size_t rows = 0, cols = 0;
+
+	snprintf(path, sizeof path, "%s/%s.onnx", fixture_dir, name);
+	int rc = fc_model_open(&m, path, err, sizeof err);
+	if (rc) {
+		print_message("# %s: cannot open: %s\n", name, err);
+		fail();
+	}
+	snprintf(path, sizeof path, "%s/%s.feat.npy", fixture_dir, name);
+	rc = fc_npy_read_f32(&feat, &rows, &cols, path, err, sizeof err);
+	if (rc) {
+		print_message("# %s: cannot read features: %s\n", name, err);
+		fail();
+	}
+	assert_int_equal(rows, 2);
+	fc_engine_opts o = { .batch = 2, .precision = FC_PREC_F32 };
+	rc = fc_engine_open(&e, m, &o, err, sizeof err);
+	if (rc) {
+		print_message("# %s: engine open failed (%d): %s\n", name, rc, err);
+		fail();
+	}
+	assert_int_equal(fc_engine_dim(e), cols);
+	print_impls(name, e);
+	float *out = calloc(rows * cols, sizeof *out);
+	assert_non_null(out);
+	assert_int_equal(fc_engine_run(e, out, input, 2), 0);
+	double maxd = 0, maxb = 0;
+	for (size_t i = 0; i < rows * cols; i++) {
+		double d = fabs((double)out[i] - feat[i]);
+		if (!(d <= maxd))
+			maxd = d;
+		if (fabs(feat[i]) > maxb)
+			maxb = fabs(feat[i]);
+	}
+	/* A batch of 1 must give the first row again. */
+	float *one = calloc(cols, sizeof *one);
+	assert_non_null(one);
+	assert_int_equal(fc_engine_run(e, one, input, 1), 0);
+	for (size_t i = 0; i < cols; i++)
+		assert_true(fabs((double)one[i] - out[i]) <= 1e-5 * (maxb + 1e-30));
+	free(one);
+	free(out);
+	free(feat);
+	fc_engine_free(e);
+	fc_model_free(m);
+	return maxb > 0 ? maxd / maxb : maxd;
+}
+
+static void test_fixtures(void **state)
+{
+	(void)state;
+	int n, bad = 0;
+	char **names = fixture_names(&n);
+	float *input = read_input();
+	assert_true(n > 0);
+	for (int i = 0; i < n; i++) {
+		double r = run_fixture(names[i], input);
+		print_message("# %-28s max rel err %.3g%s\n", names[i], r, r <= 1e-4 ? "" : "  FAIL");
+		if (!(r <= 1e-4))
+			bad++;
+	}
+	print_message("# ref implementations in all fixtures: %d\n", n_ref);
+	for (int i = 0; i < n_impls; i++)
+		print_message("#   %4d x %s\n", impl_count[i], impl_name[i]);
+	for (int i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(input);
+	assert_int_equal(bad, 0);
+}
+
+static void test_bad_args(void **state)
+{
+	(void)state;
+	char path[1200], err[FC_ENGINE_ERRLEN];
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	snprintf(path, sizeof path, "%s/resnet18_narrow.onnx", fixture_dir);
+	assert_int_equal(fc_model_open(&m, path, err, sizeof err), 0);
+	fc_engine_opts o = { .batch = 2, .precision = FC_PREC_F32 };
+
+	assert_int_equal(fc_engine_open(NULL, m, &o, err, sizeof err), FC_ERR_INVALID);
+	assert_int_equal(fc_engine_open(&e, NULL, &o, err, sizeof err), FC_ERR_INVALID);
+	assert_null(e);
+	assert_int_equal(fc_engine_open(&e, m, NULL, err, sizeof err), FC_ERR_INVALID);
+	fc_engine_opts zero = { .batch = 0 };
+	assert_int_equal(fc_engine_open(&e, m, &zero, err, sizeof err), FC_ERR_INVALID);
+	fc_engine_opts bf = { .batch = 2, .precision = FC_PREC_BF16 };
+	assert_int_equal(fc_engine_open(&e, m, &bf, err, sizeof err), FC_ERR_UNSUPPORTED);
+	assert_null(e);
+
+	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), 0);
+	size_t d = fc_engine_dim(e);
+	int64_t nb, c, h, w;
+	fc_engine_input_dims(e, &nb, &c, &h, &w);
+	assert_int_equal(nb, 2);
+	float *in = calloc((size_t)(3 * nb * c * h * w), sizeof *in), *out = calloc(3 * d, sizeof *out);
+	assert_non_null(in);
+	assert_non_null(out);
+	assert_int_equal(fc_engine_run(e, out, in, 3), FC_ERR_INVALID);
+	assert_int_equal(fc_engine_run(e, out, in, 0), FC_ERR_INVALID);
+	assert_int_equal(fc_engine_run(e, NULL, in, 1), FC_ERR_INVALID);
+	assert_int_equal(fc_engine_run(e, out, NULL, 1), FC_ERR_INVALID);
+	assert_int_equal(fc_engine_run(NULL, out, in, 1), FC_ERR_INVALID);
+	assert_int_equal(fc_engine_run(e, out, in, 2), 0);
+	assert_true(strlen(fc_engine_errmsg(e)) == 0);
+	free(in);
+	free(out);
+	fc_engine_free(e);
+	fc_engine_free(NULL);
+	assert_int_equal(fc_engine_dim(NULL), 0);
+	fc_model_free(m);
+
+	/* SqueezeNet-like models without Gemm have a default; find one without a cut. */
+	snprintf(path, sizeof path, "%s/resnet18_narrow.onnx", fixture_dir);
+	assert_int_equal(fc_model_open(&m, path, err, sizeof err), 0);
+	const fc_model_graph *g = fc_model_get_graph(m);
+	assert_true(g->cut_tensor >= 0);
+	fc_model_free(m);
+}
+
+/* ---- a test-side ONNX writer ---- */
+
+#define MB_MAX 256
+
+struct mb {
+	Onnx__ModelProto model;
+	Onnx__GraphProto graph;
+	Onnx__OperatorSetIdProto opset, *opsets[1];
+	Onnx__NodeProto *node[MB_MAX];
+	Onnx__TensorProto *init[MB_MAX];
+	Onnx__ValueInfoProto *input[8], *output[8];
+	void **mem;
+	size_t n_mem;
+};
+
+static void *mb_keep(struct mb *b, void *p)
+{
+	assert_non_null(p);
+	b->mem = realloc(b->mem, sizeof *b->mem * (b->n_mem + 1));
+	assert_non_null(b->mem);
+	b->mem[b->n_mem++] = p;
+	return p;
+}
+
+static void *mb_zalloc(struct mb *b, size_t n)
+{
+	return mb_keep(b, calloc(1, n ? n : 1));
+}
+
+static char *mb_str(struct mb *b, const char *s)
+{
+	return mb_keep(b, strdup(s));
+}
+
+static void mb_init(struct mb *b, int opset)
+{
+	memset(b, 0, sizeof *b);
+	onnx__model_proto__init(&b->model);
+	onnx__graph_proto__init(&b->graph);
+	onnx__operator_set_id_proto__init(&b->opset);
+	b->opset.domain = mb_str(b, "");
+	b->opset.has_version = 1;
+	b->opset.version = opset;
+	b->opsets[0] = &b->opset;
+	b->model.n_opset_import = 1;
+	b->model.opset_import = b->opsets;
+	b->model.has_ir_version = 1;
+	b->model.ir_version = 8;
+	b->model.producer_name = mb_str(b, "test_model");
+	b->model.graph = &b->graph;
+	b->graph.name = mb_str(b, "g");
+	b->graph.node = b->node;
+	b->graph.initializer = b->init;
+	b->graph.input = b->input;
+	b->graph.output = b->output;
+}
+
+static void mb_free(struct mb *b)
+{
+	for (size_t i = 0; i < b->n_mem; i++)
+		free(b->mem[i]);
+	free(b->mem);
+}
+
+/* A value info; dims < 0 become a dim_param, ndim < 0 leaves out the type. */
+static Onnx__ValueInfoProto *mb_value(struct mb *b, const char *name, int elem, int ndim,
+				      const int64_t *dims)
+{
+	Onnx__ValueInfoProto *vi = mb_zalloc(b, sizeof *vi);
+
+	onnx__value_info_proto__init(vi);
+	vi->name = mb_str(b, name);
+	if (ndim >= 0) {
+		Onnx__TypeProto *tp = mb_zalloc(b, sizeof *tp);
+		Onnx__TypeProto__Tensor *tt = mb_zalloc(b, sizeof *tt);
+		Onnx__TensorShapeProto *sh = mb_zalloc(b, sizeof *sh);
+
+		onnx__type_proto__init(tp);
+		onnx__type_proto__tensor__init(tt);
+		onnx__tensor_shape_proto__init(sh);
+		tt->has_elem_type = 1;
+		tt->elem_type = elem;
+		sh->n_dim = (size_t)ndim;
+		sh->dim = mb_zalloc(b, sizeof *sh->dim * (size_t)ndim);
+		for (int i = 0; i < ndim; i++) {
+			Onnx__TensorShapeProto__Dimension *d = mb_zalloc(b, sizeof *d);
+
+			onnx__tensor_shape_proto__dimension__init(d);
+			if (dims[i] >= 0) {
+				d->has_dim_value = 1;
+				d->dim_value = dims[i];
+			} else {
+				d->dim_param = mb_str(b, "N");
+			}
+			sh->dim[i] = d;
+		}
+		tt->shape = sh;
+		tp->tensor_type = tt;
+		vi->type = tp;
+	}
+	return vi;
+}
+
+static void mb_input(struct mb *b, const char *name, int ndim, const int64_t *dims)
+{
+	b->input[b->graph.n_input++] = mb_value(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, ndim, dims);
+}
+
+static void mb_output(struct mb *b, const char *name)
+{
+	b->output[b->graph.n_output++] = mb_value(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, -1, NULL);
+}
+
+static Onnx__TensorProto *mb_tensor(struct mb *b, const char *name, int type, int ndim,
+				    const int64_t *dims)
+{
+	Onnx__TensorProto *t = mb_zalloc(b, sizeof *t);
+
+	onnx__tensor_proto__init(t);
+	if (name)
+		t->name = mb_str(b, name);
+	t->has_data_type = 1;
+	t->data_type = type;
+	t->n_dims = (size_t)ndim;
+	t->dims = mb_zalloc(b, sizeof(int64_t) * (size_t)(ndim + 1));
+	if (ndim)
+		memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
+	return t;
+}
+
+static size_t numel_of(int ndim, const int64_t *dims)
+{
+	size_t n = 1;
+
+	for (int i = 0; i < ndim; i++)
+		n *= (size_t)dims[i];
+	return n;
+}
+
+/* A float32 tensor in raw_data; v NULL makes small distinct values. */
+static Onnx__TensorProto *mb_f32(struct mb *b, const char *name, int ndim, const int64_t *dims,
+				 const float *v)
+{
+	Onnx__TensorProto *t = mb_tensor(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, ndim, dims);
+	size_t n = numel_of(ndim, dims);
+	float *d = mb_zalloc(b, n * sizeof *d);
+
+	for (size_t i = 0; i < n; i++)
+		d[i] = v ? v[i] : 0.01f * (float)(i % 7) - 0.03f;
+	t->has_raw_data = 1;
+	t->raw_data.len = n * sizeof *d;
+	t->raw_data.data = (uint8_t *)d;
+	return t;
+}
+
+
+static void mb_add_init(struct mb *b, Onnx__TensorProto *t)
+{
+	assert_true(b->graph.n_initializer < MB_MAX);
+	b->init[b->graph.n_initializer++] = t;
+}
+
+
+
+/* Comma-separated names ("x,,b" leaves the second out); "" is none. */
+static char **mb_list(struct mb *b, const char *s, size_t *n)
+{
+	char **v;
+	size_t cnt = 1;
+
+	if (!s[0]) {
+		*n = 0;
+		return mb_zalloc(b, sizeof(char *));
+	}
+	for (const char *p = s; *p; p++)
+		cnt += *p == ',';
+	v = mb_zalloc(b, sizeof *v * cnt);
+	for (size_t i = 0; i < cnt; i++) {
+		const char *e = strchr(s, ',');
+		size_t l = e ? (size_t)(e - s) : strlen(s);
+
+		v[i] = mb_keep(b, strndup(s, l));
+		s += l + (e != NULL);
+	}
+	*n = cnt;
+	return v;
+}
+
+static Onnx__NodeProto *mb_node(struct mb *b, const char *op, const char *name, const char *ins,
+				const char *outs)
+{
+	Onnx__NodeProto *n = mb_zalloc(b, sizeof *n);
+
+	onnx__node_proto__init(n);
+	n->op_type = mb_str(b, op);
+	if (name)
+		n->name = mb_str(b, name);
+	n->input = mb_list(b, ins, &n->n_input);
+	n->output = mb_list(b, outs, &n->n_output);
+	n->attribute = mb_zalloc(b, sizeof *n->attribute * 16);
+	assert_true(b->graph.n_node < MB_MAX);
+	b->node[b->graph.n_node++] = n;
+	return n;
+}
+
+static Onnx__AttributeProto *mb_attr(struct mb *b, Onnx__NodeProto *n, const char *name, int type)
+{
+	Onnx__AttributeProto *a = mb_zalloc(b, sizeof *a);
+
+	onnx__attribute_proto__init(a);
+	a->name = mb_str(b, name);
+	a->has_type = 1;
+	a->type = type;
+	assert_true(n->n_attribute < 16);
+	n->attribute[n->n_attribute++] = a;
+	return a;
+}
+
+static void mb_attr_i(struct mb *b, Onnx__NodeProto *n, const char *name, int64_t v)
+{
+	Onnx__AttributeProto *a = mb_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+
+	a->has_i = 1;
+	a->i = v;
+}
+
+static void mb_attr_f(struct mb *b, Onnx__NodeProto *n, const char *name, float v)
+{
+	Onnx__AttributeProto *a = mb_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+
+	a->has_f = 1;
+	a->f = v;
+}
+
+
+static void mb_attr_ints(struct mb *b, Onnx__NodeProto *n, const char *name, int cnt, ...)
+{
+	Onnx__AttributeProto *a = mb_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+	va_list ap;
+
+	a->n_ints = (size_t)cnt;
+	a->ints = mb_zalloc(b, sizeof(int64_t) * (size_t)(cnt + 1));
+	va_start(ap, cnt);
+	for (int i = 0; i < cnt; i++)
+		a->ints[i] = va_arg(ap, long long);
+	va_end(ap);
+}
+
+
+static uint8_t *mb_pack(struct mb *b, size_t *len)
+{
+	uint8_t *buf;
+
+	*len = onnx__model_proto__get_packed_size(&b->model);
+	buf = malloc(*len + 1);
+	assert_non_null(buf);
+	assert_int_equal(onnx__model_proto__pack(&b->model, buf), *len);
+	return buf;
+}
+
+static int mb_open(struct mb *b, fc_model **m, char *err)
+{
+	size_t len;
+	uint8_t *buf = mb_pack(b, &len);
+	int rc = fc_model_open_mem(m, buf, len, err, FC_MODEL_ERRLEN);
+
+	free(buf);
+	return rc;
+}
+
+
+/* ---- random tiny graphs against naive C references ---- */
+
+static uint64_t seed = 20261127;
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+	/* splitmix64 */
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+	return z ^ (z >> 31);
+}
+
+static int rnd(int lo, int hi) /* lo..hi inclusive */
+{
+	return lo + (int)(rng_next() % (uint64_t)(hi - lo + 1));
+}
+
+static float frnd(float lo, float hi)
+{
+	return lo + (hi - lo) * (float)((double)(rng_next() >> 11) / 9007199254740992.0);
+}
+
+static float *rand_vec(struct mb *b, size_t n, float lo, float hi)
+{
+	float *v = mb_zalloc(b, n * sizeof *v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = frnd(lo, hi);
+	return v;
+}
+
+static void add_init(struct mb *b, const char *name, int ndim, const int64_t *dims, const float *v)
+{
+	mb_add_init(b, mb_f32(b, name, ndim, dims, v));
+}
+
+/* y (N,OC,OH,OW) = conv(x (N,C,H,W), w (OC,C/G,KH,KW)) + bias, direct loops. */
+static void ref_conv(float *y, const float *x, const float *w, const float *bias, int N, int C, int H, int W,
+		     int OC, int G, int KH, int KW, int sh, int sw, int dh, int dw, int pt, int pl, int OH,
+		     int OW)
+{
+	int icg = C / G, ocg = OC / G;
+	for (int n = 0; n < N; n++)
+		for (int o = 0; o < OC; o++)
+			for (int oh = 0; oh < OH; oh++)
+				for (int ow = 0; ow < OW; ow++) {
+					double acc = bias ? bias[o] : 0;
+					int g = o / ocg;
+					for (int ic = 0; ic < icg; ic++)
+						for (int kh = 0; kh < KH; kh++)
+							for (int kw = 0; kw < KW; kw++) {
+								int ih = oh * sh - pt + kh * dh, iw = ow * sw - pl + kw * dw;
+								if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+									continue;
+								acc += (double)x[((size_t)(n * C + g * icg + ic) * H + ih) * W + iw] *
+								       w[((size_t)(o * icg + ic) * KH + kh) * KW + kw];
+							}
+					y[((size_t)(n * OC + o) * OH + oh) * OW + ow] = (float)acc;
+				}
+}
+
+/* Max / average pooling; windows clipped to the input (max, avg excluding
+ * pads) or to the padded input (avg including pads). */
+static void ref_pool(float *y, const float *x, int N, int C, int H, int W, int KH, int KW, int sh, int sw,
+		     int dh, int dw, int pt, int pl, int pb, int pr, int OH, int OW, int max, int incl)
+{
+	for (int nc = 0; nc < N * C; nc++)
+		for (int oh = 0; oh < OH; oh++)
+			for (int ow = 0; ow < OW; ow++) {
+				double acc = max ? -INFINITY : 0;
+				int cnt = 0, cntp = 0;
+				for (int kh = 0; kh < KH; kh++)
+					for (int kw = 0; kw < KW; kw++) {
+						int ih = oh * sh - pt + kh * dh, iw = ow * sw - pl + kw * dw;
+						if (ih >= -pt && ih < H + pb && iw >= -pl && iw < W + pr)
+							cntp++;
+						if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+							continue;
+						double v = x[((size_t)nc * H + ih) * W + iw];
+						cnt++;
+						if (max)
+							acc = v > acc ? v : acc;
+						else
+							acc += v;
+					}
+				y[((size_t)nc * OH + oh) * OW + ow] = (float)(max ? acc : acc / (incl ? cntp : cnt));
+			}
+}
+
+static float ref_act(int kind, float v)
+{
+	switch (kind) {
+	case 0: return v > 0 ? v : 0;                                   /* Relu */
+	case 1: return v > 0 ? v : 0.1f * v;                            /* LeakyRelu 0.1 */
+	case 2: return (float)(1 / (1 + exp(-(double)v)));              /* Sigmoid */
+	case 3: return v * fminf(fmaxf(v / 6 + 0.5f, 0), 1);            /* HardSwish */
+	case 4: return fminf(fmaxf(0.2f * v + 0.5f, 0), 1);             /* HardSigmoid */
+	default: return fminf(fmaxf(v, -0.3f), 0.4f);                   /* Clip */
+	}
+}
+
+static const char *act_op[6] = { "Relu", "LeakyRelu", "Sigmoid", "HardSwish", "HardSigmoid", "Clip" };
+
+static void add_act(struct mb *b, int kind, const char *in, const char *out)
+{
+	Onnx__NodeProto *n;
+	static const float lo = -0.3f, hi = 0.4f;
+	if (kind == 5) {
+		add_init(b, "clip_lo", 0, NULL, &lo);
+		add_init(b, "clip_hi", 0, NULL, &hi);
+		char ins[64];
+		snprintf(ins, sizeof ins, "%s,clip_lo,clip_hi", in);
+		mb_node(b, "Clip", NULL, ins, out);
+		return;
+	}
+	n = mb_node(b, act_op[kind], NULL, in, out);
+	if (kind == 1)
+		mb_attr_f(b, n, "alpha", 0.1f);
+	if (kind == 4) {
+		mb_attr_f(b, n, "alpha", 0.2f);
+		mb_attr_f(b, n, "beta", 0.5f);
+	}
+}
+
+/* Flatten feat (N x D) then a Gemm, so the default cut is the flattened feat. */
+static void add_head(struct mb *b, const char *feat, int64_t D)
+{
+	int64_t fw[2] = { 2, D }, fb[1] = { 2 };
+	add_init(b, "fw", 2, fw, NULL);
+	add_init(b, "fb", 1, fb, NULL);
+	mb_node(b, "Flatten", "flat", feat, "f");
+	Onnx__NodeProto *n = mb_node(b, "Gemm", "fc", "f,fw,fb", "y");
+	mb_attr_i(b, n, "transB", 1);
+	mb_output(b, "y");
+}
+
+/* Open the graph, run x through the engine (batch N) and compare with ref. */
+static double engine_vs_ref(struct mb *b, const float *x, int N, const float *ref, size_t D, const char *what)
+{
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	char err[FC_ENGINE_ERRLEN];
+	int rc = mb_open(b, &m, err);
+	if (rc)
+		fail_msg("%s: model open failed: %s", what, err);
+	fc_engine_opts o = { .batch = N, .precision = FC_PREC_F32 };
+	rc = fc_engine_open(&e, m, &o, err, sizeof err);
+	if (rc)
+		fail_msg("%s: engine open failed: %s", what, err);
+	assert_int_equal(fc_engine_dim(e), D);
+	for (int i = 0; i < fc_engine_n_prims(e); i++) {
+		const char *s = strstr(fc_engine_prim_info(e, i), ": ");
+		if (s && strncmp(s + 2, "ref", 3) == 0)
+			print_message("#   %s: ref implementation: %s\n", what, fc_engine_prim_info(e, i));
+	}
+	float *out = calloc((size_t)N * D, sizeof *out);
+	assert_non_null(out);
+	assert_int_equal(fc_engine_run(e, out, x, (size_t)N), 0);
+	double maxd = 0, maxb = 0;
+	for (size_t i = 0; i < (size_t)N * D; i++) {
+		double d = fabs((double)out[i] - ref[i]);
+		if (!(d <= maxd))
+			maxd = d;
+		maxb = fmax(maxb, fabs(ref[i]));
+	}
+	free(out);
+	fc_engine_free(e);
+	fc_model_free(m);
+	return maxb > 0 ? maxd / maxb : maxd;
+}
+
+/* Conv (groups, dilation, asymmetric pads, strides) -> [BN] -> activation. */
+static void test_conv_random(void **state)
+{
+	(void)state;
+	double worst = 0;
+	for (int it = 0; it < 40; it++) {
+		struct mb b;
+		int N = rnd(1, 3), G = rnd(1, 3), C = G * rnd(1, 3), OC = G * rnd(1, 3);
+		if (it % 5 == 0)
+			G = C = OC = rnd(2, 6); /* depthwise */
+		int H = rnd(7, 12), W = rnd(7, 12), KH = rnd(1, 3), KW = rnd(1, 3), sh = rnd(1, 2), sw = rnd(1, 2);
+		int dh = rnd(1, 2), dw = rnd(1, 2), pt = rnd(0, 2), pl = rnd(0, 2), pb = rnd(0, 2), pr = rnd(0, 2);
+		int use_bn = rnd(0, 1), act = rnd(0, 5);
+		int OH = (H + pt + pb - ((KH - 1) * dh + 1)) / sh + 1, OW = (W + pl + pr - ((KW - 1) * dw + 1)) / sw + 1;
+		int64_t xd[4] = { N, C, H, W }, wd[4] = { OC, C / G, KH, KW }, od[1] = { OC };
+
+		mb_init(&b, 13);
+		mb_input(&b, "x", 4, xd);
+		float *x = rand_vec(&b, (size_t)N * C * H * W, -1, 1);
+		float *w = rand_vec(&b, numel_of(4, wd), -0.5f, 0.5f), *bias = rand_vec(&b, (size_t)OC, -0.2f, 0.2f);
+		float *sc = rand_vec(&b, (size_t)OC, 0.5f, 1.5f), *sf = rand_vec(&b, (size_t)OC, -0.3f, 0.3f);
+		float *mu = rand_vec(&b, (size_t)OC, -0.3f, 0.3f), *var = rand_vec(&b, (size_t)OC, 0.2f, 2.0f);
+		add_init(&b, "w", 4, wd, w);
+		add_init(&b, "b", 1, od, bias);
+		Onnx__NodeProto *n = mb_node(&b, "Conv", "conv", "x,w,b", "c");
+		mb_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
+		mb_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
+		mb_attr_ints(&b, n, "dilations", 2, (long long)dh, (long long)dw);
+		mb_attr_ints(&b, n, "pads", 4, (long long)pt, (long long)pl, (long long)pb, (long long)pr);
+		mb_attr_i(&b, n, "group", G);
+		if (use_bn) {
+			add_init(&b, "sc", 1, od, sc);
+			add_init(&b, "sf", 1, od, sf);
+			add_init(&b, "mu", 1, od, mu);
+			add_init(&b, "var", 1, od, var);
+			mb_node(&b, "BatchNormalization", "bn", "c,sc,sf,mu,var", "cb");
+		}
+		add_act(&b, act, use_bn ? "cb" : "c", "a");
+		size_t D = (size_t)OC * OH * OW;
+		add_head(&b, "a", (int64_t)D);
+
+		float *ref = mb_zalloc(&b, (size_t)N * D * sizeof *ref);
+		ref_conv(ref, x, w, bias, N, C, H, W, OC, G, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW);
+		for (size_t i = 0; i < (size_t)N * D; i++) {
+			int o = (int)(i / ((size_t)OH * OW) % (size_t)OC);
+			float v = ref[i];
+			if (use_bn)
+				v = (float)((v - mu[o]) / sqrt((double)var[o] + 1e-5) * sc[o] + sf[o]);
+			ref[i] = ref_act(act, v);
+		}
+		char what[160];
+		snprintf(what, sizeof what, "conv it %d N%d C%d OC%d G%d %dx%d k%dx%d s%d,%d d%d,%d p%d,%d,%d,%d bn%d %s",
+			 it, N, C, OC, G, H, W, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, use_bn, act_op[act]);
+		double r = engine_vs_ref(&b, x, N, ref, D, what);
+		if (!(r <= 1e-4))
+			fail_msg("%s: max rel err %g", what, r);
+		worst = fmax(worst, r);
+		mb_free(&b);
+	}
+	print_message("# conv: 40 random graphs, worst max rel err %.3g\n", worst);
+}
+
+/* MaxPool (dilation, ceil_mode) and AveragePool (count_include_pad). */
+static void test_pool_random(void **state)
+{
+	(void)state;
+	double worst = 0;
+	for (int it = 0; it < 40; it++) {
+		struct mb b;
+		int N = rnd(1, 3), C = rnd(1, 5), H = rnd(6, 12), W = rnd(6, 12), KH = rnd(1, 3), KW = rnd(1, 3);
+		int sh = rnd(1, 3), sw = rnd(1, 3), max = rnd(0, 1), incl = max ? 0 : rnd(0, 1);
+		int ceil_mode = max ? rnd(0, 1) : 0, dh = max && !ceil_mode ? rnd(1, 2) : 1, dw = max && !ceil_mode ? rnd(1, 2) : 1;
+		int pt = rnd(0, KH / 2), pl = rnd(0, KW / 2), pb = rnd(0, KH / 2), pr = rnd(0, KW / 2);
+		int64_t xd[4] = { N, C, H, W };
+
+		mb_init(&b, 13);
+		mb_input(&b, "x", 4, xd);
+		float *x = rand_vec(&b, (size_t)N * C * H * W, -1, 1);
+		Onnx__NodeProto *n = mb_node(&b, max ? "MaxPool" : "AveragePool", "pool", "x", "p");
+		mb_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
+		mb_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
+		mb_attr_ints(&b, n, "pads", 4, (long long)pt, (long long)pl, (long long)pb, (long long)pr);
+		if (max)
+			mb_attr_ints(&b, n, "dilations", 2, (long long)dh, (long long)dw);
+		if (ceil_mode)
+			mb_attr_i(&b, n, "ceil_mode", 1);
+		if (incl)
+			mb_attr_i(&b, n, "count_include_pad", 1);
+		int ext_h = (KH - 1) * dh + 1, ext_w = (KW - 1) * dw + 1;
+		int OH = ceil_mode ? (H + pt + pb - ext_h + sh - 1) / sh + 1 : (H + pt + pb - ext_h) / sh + 1;
+		int OW = ceil_mode ? (W + pl + pr - ext_w + sw - 1) / sw + 1 : (W + pl + pr - ext_w) / sw + 1;
+		if (ceil_mode && (OH - 1) * sh >= H + pt)
+			OH--;
+		if (ceil_mode && (OW - 1) * sw >= W + pl)
+			OW--;
+		/* PyTorch's ceil_mode: a last window starting in the padding is dropped. */
+		size_t D = (size_t)C * OH * OW;
+		add_head(&b, "p", (int64_t)D);
+
+		float *ref = mb_zalloc(&b, (size_t)N * D * sizeof *ref);
+		ref_pool(ref, x, N, C, H, W, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, OH, OW, max, incl);
+		char what[160];
+		snprintf(what, sizeof what, "pool it %d %s N%d C%d %dx%d k%dx%d s%d,%d d%d,%d p%d,%d,%d,%d ceil%d incl%d",
+			 it, max ? "max" : "avg", N, C, H, W, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, ceil_mode, incl);
+		double r = engine_vs_ref(&b, x, N, ref, D, what);
+		if (!(r <= 1e-4))
+			fail_msg("%s: max rel err %g", what, r);
+		worst = fmax(worst, r);
+		mb_free(&b);
+	}
+	print_message("# pool: 40 random graphs, worst max rel err %.3g\n", worst);
+}
+
+/* Residual Add (sum post-op), standalone BN, an SE-style broadcast Mul,
+ * Sub/Div by constants, Concat:
+ *   r1 = relu(conv1(x)); s = conv2(r1) + r1; bn = BN(s);
+ *   g = sigmoid(gap(bn)); m = (bn * g - k1) / k2; y = concat(m, r1). */
+static void test_block_random(void **state)
+{
+	(void)state;
+	double worst = 0;
+	for (int it = 0; it < 10; it++) {
+		struct mb b;
+		int N = rnd(1, 3), C = rnd(2, 6), H = rnd(4, 9), W = rnd(4, 9);
+		int64_t xd[4] = { N, C, H, W }, wd[4] = { C, C, 3, 3 }, cd[1] = { C }, kd[4] = { 1, C, 1, 1 };
+		size_t HW = (size_t)H * W, T = (size_t)N * C * HW;
+		mb_init(&b, 13);
+		mb_input(&b, "x", 4, xd);
+		float *x = rand_vec(&b, T, -1, 1);
+		float *w1 = rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b1 = rand_vec(&b, (size_t)C, -0.1f, 0.1f);
+		float *w2 = rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b2 = rand_vec(&b, (size_t)C, -0.1f, 0.1f);
+		float *sc = rand_vec(&b, (size_t)C, 0.5f, 1.5f), *sf = rand_vec(&b, (size_t)C, -0.3f, 0.3f);
+		float *mu = rand_vec(&b, (size_t)C, -0.3f, 0.3f), *var = rand_vec(&b, (size_t)C, 0.2f, 2.0f);
+		float *k1 = rand_vec(&b, (size_t)C, -0.2f, 0.2f), k2 = frnd(0.5f, 2.0f);
+		add_init(&b, "w1", 4, wd, w1);
+		add_init(&b, "b1", 1, cd, b1);
+		add_init(&b, "w2", 4, wd, w2);
+		add_init(&b, "b2", 1, cd, b2);
+		add_init(&b, "sc", 1, cd, sc);
+		add_init(&b, "sf", 1, cd, sf);
+		add_init(&b, "mu", 1, cd, mu);
+		add_init(&b, "var", 1, cd, var);
+		add_init(&b, "k1", 4, kd, k1);
+		add_init(&b, "k2", 0, NULL, &k2);
+		Onnx__NodeProto *n = mb_node(&b, "Conv", "conv1", "x,w1,b1", "c1");
+		mb_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+		mb_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+		mb_node(&b, "Relu", "relu1", "c1", "r1");
+		n = mb_node(&b, "Conv", "conv2", "r1,w2,b2", "c2");
+		mb_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+		mb_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+		mb_node(&b, "Add", "add", it % 2 ? "r1,c2" : "c2,r1", "s");
+		mb_node(&b, "BatchNormalization", "bn", "s,sc,sf,mu,var", "bn");
+		mb_node(&b, "GlobalAveragePool", "gap", "bn", "g0");
+		mb_node(&b, "Sigmoid", "sig", "g0", "g");
+		mb_node(&b, "Mul", "mul", it % 3 ? "bn,g" : "g,bn", "m0");
+		mb_node(&b, "Sub", "sub", "m0,k1", "m1");
+		mb_node(&b, "Div", "div", "m1,k2", "m");
+		n = mb_node(&b, "Concat", "cat", "m,r1", "cat");
+		mb_attr_i(&b, n, "axis", 1);
+		size_t D = 2 * (size_t)C * HW;
+		add_head(&b, "cat", (int64_t)D);
+
+		float *r1 = mb_zalloc(&b, T * sizeof *r1), *s = mb_zalloc(&b, T * sizeof *s);
+		float *ref = mb_zalloc(&b, 2 * T * sizeof *ref);
+		ref_conv(r1, x, w1, b1, N, C, H, W, C, 1, 3, 3, 1, 1, 1, 1, 1, 1, H, W);
+		for (size_t i = 0; i < T; i++)
+			r1[i] = r1[i] > 0 ? r1[i] : 0;
+		ref_conv(s, r1, w2, b2, N, C, H, W, C, 1, 3, 3, 1, 1, 1, 1, 1, 1, H, W);
+		for (size_t i = 0; i < T; i++) {
+			int c = (int)(i / HW % (size_t)C);
+			s[i] = (float)((s[i] + r1[i] - mu[c]) / sqrt((double)var[c] + 1e-5) * sc[c] + sf[c]);
+		}
+		for (int nn = 0; nn < N; nn++)
+			for (int c = 0; c < C; c++) {
+				const float *p = s + ((size_t)nn * C + c) * HW;
+				double acc = 0;
+				for (size_t j = 0; j < HW; j++)
+					acc += p[j];
+				double g = 1 / (1 + exp(-acc / (double)HW));
+				float *o = ref + ((size_t)nn * 2 * C + c) * HW;
+				for (size_t j = 0; j < HW; j++) {
+					o[j] = (float)((p[j] * g - k1[c]) / k2);
+					o[j + (size_t)C * HW] = r1[((size_t)nn * C + c) * HW + j];
+				}
+			}
+		char what[96];
+		snprintf(what, sizeof what, "block it %d N%d C%d %dx%d", it, N, C, H, W);
+		double r = engine_vs_ref(&b, x, N, ref, D, what);
+		if (!(r <= 1e-4))
+			fail_msg("%s: max rel err %g", what, r);
+		worst = fmax(worst, r);
+		mb_free(&b);
+	}
+	print_message("# residual/BN/SE/concat: 10 random graphs, worst max rel err %.3g\n", worst);
+}
+
+static void test_no_cut(void **state)
+{
+	(void)state;
+	struct mb b;
+	fc_model *m = NULL;
+	fc_engine *e = (fc_engine *)1;
+	char err[FC_ENGINE_ERRLEN];
+	int64_t xd[4] = { 1, 3, 4, 4 };
+	mb_init(&b, 13);
+	mb_input(&b, "x", 4, xd);
+	/* The default layer is the last Conv's input: here the image itself, so none. */
+	int64_t wd[4] = { 2, 3, 1, 1 };
+	add_init(&b, "w", 4, wd, NULL);
+	Onnx__NodeProto *n = mb_node(&b, "Conv", "conv", "x,w", "y");
+	mb_attr_ints(&b, n, "kernel_shape", 2, 1LL, 1LL);
+	mb_output(&b, "y");
+	assert_int_equal(mb_open(&b, &m, err), 0);
+	assert_true(fc_model_get_graph(m)->cut_tensor < 0);
+	fc_engine_opts o = { .batch = 1, .precision = FC_PREC_F32 };
+	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), FC_ERR_INVALID);
+	assert_null(e);
+	print_message("#   refused: %s\n", err);
+	fc_model_free(m);
+	mb_free(&b);
+}
+
+static int group_setup(void **state)
+{
+	(void)state;
+	const char *top = getenv("FC_TOP");
+	snprintf(fixture_dir, sizeof fixture_dir, "%s/tests/fixtures/models", top && *top ? top : ".");
+	return 0;
+}
+
+int main(void)
+{
+	const char *s = getenv("FC_TEST_SEED");
+
+	if (s && *s)
+		seed = strtoull(s, NULL, 0);
+	rng_state = seed;
+	printf("# test_engine seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
+	fflush(stdout);
+
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fixtures),
+		cmocka_unit_test(test_conv_random),
+		cmocka_unit_test(test_pool_random),
+		cmocka_unit_test(test_block_random),
+		cmocka_unit_test(test_bad_args),
+		cmocka_unit_test(test_no_cut),
+	};
+	return cmocka_run_group_tests(tests, group_setup, NULL);
+}
