@@ -46,7 +46,7 @@ TESTS := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOLS := $(TOOL_SRC:%.c=$(BUILD)/%)
 BENCHES := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all deps test check asan fuzz bench demo install clean
+.PHONY: all deps test check asan valgrind fuzz bench demo install clean
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -87,7 +87,7 @@ deps:
 # The suite proper: unit tests (cmocka, TAP output) and CLI scripts, counted
 # by tests/run.sh, which prints the closing "N passed, N failed" line.
 check: $(BIN) $(TESTS) $(TOOLS)
-	@sh tests/run.sh $(BUILD)
+	@FC_WRAP="$(FC_WRAP)" sh tests/run.sh $(BUILD)
 
 test: deps
 	@$(MAKE) --no-print-directory BUILD=build/test WERROR=-Werror check
@@ -95,6 +95,12 @@ test: deps
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan WERROR=-Werror CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check
+
+# The unit tests under valgrind's memcheck (CLI scripts run natively).
+valgrind: deps
+	@$(MAKE) --no-print-directory BUILD=build/valgrind WERROR=-Werror CFLAGS="-O1 -g" \
+		FC_WRAP="valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite --suppressions=$(CURDIR)/tests/valgrind.supp" \
+		FC_TEST_PERF_N=0 check
 
 # libFuzzer needs clang; the library is rebuilt with coverage instrumentation.
 fuzz: deps

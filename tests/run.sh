@@ -43,7 +43,8 @@ run_one() {
 for t in "$top/$build"/tests/test_*; do
 	case $t in *.o | *.d) continue ;; esac
 	[ -x "$t" ] || continue
-	run_one "$(basename "$t")" "$t"
+	# shellcheck disable=SC2086 # FC_WRAP is a command line (make valgrind)
+	run_one "$(basename "$t")" ${FC_WRAP:-} "$t"
 done
 for s in "$top"/tests/cli/*.sh; do
 	[ -f "$s" ] || continue
