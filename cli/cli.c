@@ -201,12 +201,18 @@ static const char *store_reason(const fc_store *s, int err)
 
 int fc_open_store(fc_store **out, const char *path, int readonly)
 {
+	return fc_open_store_mode(out, path, readonly, 0);
+}
+
+int fc_open_store_mode(fc_store **out, const char *path, int readonly, int create)
+{
 	fc_store_opts opts;
 	fc_store *s = NULL;
 	int rc;
 
 	memset(&opts, 0, sizeof opts);
 	opts.readonly = readonly;
+	opts.create = create;
 	opts.sync = 1;
 	opts.logger = fc_cli_logger();
 	rc = fc_store_open(&s, path, &opts);

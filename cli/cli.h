@@ -21,6 +21,7 @@ enum { FC_EXIT_OK = 0, FC_EXIT_FAIL = 1, FC_EXIT_USAGE = 2 };
 /* The subcommands. Each gets its own name in argv[0] and returns the exit
  * status; `CMD --help` prints its usage on stdout and returns 0. */
 int cmd_layers(int argc, char **argv);
+int cmd_extract(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
@@ -89,6 +90,10 @@ int fc_need_store(const char *cmd, const char *opt, const char **path);
  * "featcache: cannot open store 'PATH': REASON", frees the handle and
  * returns FC_EXIT_FAIL; on success returns 0 and *out is the handle. */
 int fc_open_store(fc_store **out, const char *path, int readonly);
+
+/* fc_open_store_mode - fc_open_store that creates the store when `create`
+ * is set and the directory holds none. */
+int fc_open_store_mode(fc_store **out, const char *path, int readonly, int create);
 
 /* fc_store_fail - print "featcache: cannot WHAT store 'PATH': REASON" for a
  * failed call on an open store (REASON is fc_store_errmsg, or fc_strerror

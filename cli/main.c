@@ -19,6 +19,7 @@ struct fc_command {
 /* One line per command; `featcache help` lists them in this order. */
 static const struct fc_command commands[] = {
 	{ "layers", cmd_layers, "list a model's layers and its default embedding layer" },
+	{ "extract", cmd_extract, "run a model over a dataset into a store (only what is new)" },
 	{ "info", cmd_info, "show what a store holds" },
 	{ "train", cmd_train, "train a projection head over cached features" },
 	{ "eval", cmd_eval, "retrieval metrics of raw features or a head" },

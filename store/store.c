@@ -850,8 +850,10 @@ static int ensure_enc(fc_store *s, size_t need)
 	return 0;
 }
 
-int fc_store_append(fc_store *s, const uint8_t exid[FC_HASH_LEN], const float *vecs,
-		    const uint8_t (*hashes)[FC_HASH_LEN], size_t n, uint64_t *chunk_id)
+/* Encode a batch's vectors into s->enc (outside any transaction, so that
+ * other writers wait less) and fill c for append_txn. */
+static int encode_batch(fc_store *s, const uint8_t exid[FC_HASH_LEN], const float *vecs,
+			const uint8_t (*hashes)[FC_HASH_LEN], size_t n, struct append_ctx *c)
 {
 	exdb *e;
 	int err = ex_open(s, exid, &e);
@@ -864,14 +866,22 @@ int fc_store_append(fc_store *s, const uint8_t exid[FC_HASH_LEN], const float *v
 		return fail(s, FC_ERR_INVALID, "a batch of %zu vectors of dim %u is too large", n, e->dim);
 	if ((err = ensure_enc(s, bound)) != 0)
 		return err;
-	/* Compress before taking the write lock: other writers wait less. */
 	size_t len;
 	err = fc_chunk_encode(s->cctx, s->enc, s->enc_cap, &len, vecs, hashes, e->dim, (uint32_t)n,
 			      e->dtype, e->codec, e->level);
 	if (err)
 		return fail(s, err, "cannot encode batch: %s", fc_strerror(err));
-	struct append_ctx c = { .e = e, .chunk = s->enc, .len = len, .hashes = hashes, .n = n };
-	err = store_write(s, append_txn, &c);
+	*c = (struct append_ctx){ .e = e, .chunk = s->enc, .len = len, .hashes = hashes, .n = n };
+	return 0;
+}
+
+int fc_store_append(fc_store *s, const uint8_t exid[FC_HASH_LEN], const float *vecs,
+		    const uint8_t (*hashes)[FC_HASH_LEN], size_t n, uint64_t *chunk_id)
+{
+	struct append_ctx c;
+	int err = encode_batch(s, exid, vecs, hashes, n, &c);
+	if (!err)
+		err = store_write(s, append_txn, &c);
 	if (!err && chunk_id)
 		*chunk_id = c.id;
 	return err;
@@ -1550,13 +1560,15 @@ static int put_items_txn(fc_store *s, MDB_txn *txn, void *vctx)
 		item_encode(rec, it);
 		MDB_val k = { strlen(it->key), (void *)it->key }, v = { ITEM_REC, rec };
 		int err = put(s, txn, s->items, &k, &v, 0);
+		if (!err && it->status == FC_ITEM_OK)
+			err = del(s, txn, s->errors, &k); /* it decodes now: the old reason is stale */
 		if (err)
 			return err;
 	}
 	return 0;
 }
 
-int fc_store_put_items(fc_store *s, const fc_item *items, size_t n)
+static int check_items(fc_store *s, const fc_item *items, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		int err = check_key(s, items[i].key, strlen(items[i].key));
@@ -1568,6 +1580,14 @@ int fc_store_put_items(fc_store *s, const fc_item *items, size_t n)
 			return fail(s, FC_ERR_INVALID, "item '%s' has status %u", items[i].key,
 				    items[i].status);
 	}
+	return 0;
+}
+
+int fc_store_put_items(fc_store *s, const fc_item *items, size_t n)
+{
+	int err = check_items(s, items, n);
+	if (err)
+		return err;
 	struct items_ctx c = { .items = items, .n = n };
 	return store_write(s, put_items_txn, &c);
 }
@@ -1706,6 +1726,50 @@ int fc_store_put_error(fc_store *s, const char *key, const char *why)
 		return err;
 	struct error_ctx c = { key, why };
 	return store_write(s, put_error_txn, &c);
+}
+
+/* ---- one batch of everything ---- */
+
+struct batch_ctx {
+	const fc_store_batch *b;
+	struct append_ctx chunk;
+};
+
+static int batch_txn(fc_store *s, MDB_txn *txn, void *vctx)
+{
+	struct batch_ctx *c = vctx;
+	const fc_store_batch *b = c->b;
+	int err = 0;
+	if (b->n_del) {
+		struct items_ctx d = { .keys = b->del_keys, .n = b->n_del };
+		err = del_items_txn(s, txn, &d);
+	}
+	if (!err && b->n_vecs)
+		err = append_txn(s, txn, &c->chunk);
+	if (!err && b->n_items) {
+		struct items_ctx it = { .items = b->items, .n = b->n_items };
+		err = put_items_txn(s, txn, &it);
+	}
+	for (size_t i = 0; !err && i < b->n_errors; i++) {
+		struct error_ctx e = { b->error_keys[i], b->error_whys[i] };
+		err = put_error_txn(s, txn, &e);
+	}
+	return err;
+}
+
+int fc_store_write_batch(fc_store *s, const fc_store_batch *b, uint64_t *chunk_id)
+{
+	struct batch_ctx c = { .b = b };
+	int err = check_items(s, b->items, b->n_items);
+	for (size_t i = 0; !err && i < b->n_errors; i++)
+		err = check_key(s, b->error_keys[i], strlen(b->error_keys[i]));
+	if (!err && b->n_vecs)
+		err = encode_batch(s, b->exid, b->vecs, b->hashes, b->n_vecs, &c.chunk);
+	if (!err)
+		err = store_write(s, batch_txn, &c);
+	if (!err && chunk_id)
+		*chunk_id = b->n_vecs ? c.chunk.id : 0;
+	return err;
 }
 
 /* ---- stats ---- */

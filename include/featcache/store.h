@@ -206,7 +206,8 @@ int fc_store_label_ids(fc_store *s, const char *const *names, size_t n, uint32_t
 /* fc_store_label_name - the name of a label id, copied into buf. */
 int fc_store_label_name(fc_store *s, uint32_t id, char *buf, size_t cap);
 
-/* fc_store_put_items - insert or replace n items in one write transaction.
+/* fc_store_put_items - insert or replace n items in one write transaction;
+ * an item put with status OK loses its error record, if any.
  * Keys longer than fc_store_max_key() are FC_ERR_INVALID (nothing written). */
 int fc_store_put_items(fc_store *s, const fc_item *items, size_t n);
 
@@ -228,6 +229,29 @@ int fc_store_put_error(fc_store *s, const char *key, const char *why);
 /* fc_store_foreach_error - every (key, message) pair in key order. */
 typedef int (*fc_error_fn)(void *ctx, const char *key, const char *why);
 int fc_store_foreach_error(fc_store *s, fc_error_fn fn, void *ctx);
+
+/* ---- one batch of everything ---- */
+
+/* What one extraction batch changes, written by fc_store_write_batch in ONE
+ * write transaction, so that a crash leaves all of it or none: items are
+ * deleted, then the vectors appended (as fc_store_append; n_vecs may be 0),
+ * then items put (as fc_store_put_items), then error records put. */
+typedef struct fc_store_batch {
+	const uint8_t *exid; /* FC_HASH_LEN bytes; needed when n_vecs > 0 */
+	const float *vecs;
+	const uint8_t (*hashes)[FC_HASH_LEN];
+	size_t n_vecs;
+	const fc_item *items;
+	size_t n_items;
+	const char *const *error_keys, *const *error_whys;
+	size_t n_errors;
+	const char *const *del_keys;
+	size_t n_del;
+} fc_store_batch;
+
+/* fc_store_write_batch - write *b; *chunk_id (may be NULL) receives the new
+ * chunk's id (0 when n_vecs is 0). Errors as the single-purpose calls. */
+int fc_store_write_batch(fc_store *s, const fc_store_batch *b, uint64_t *chunk_id);
 
 /* ---- whole-store operations ---- */
 

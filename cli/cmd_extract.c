@@ -1,0 +1,210 @@
+/*
+ * cmd_extract.c - `featcache extract`: run the tailored CNN over a dataset
+ * into a store, extracting only what the store lacks for this extractor.
+ * The model is opened (and refused) before the store is created or touched.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/data.h"
+#include "featcache/engine.h"
+#include "featcache/extract.h"
+
+static const char usage_text[] =
+	"usage: featcache extract --store DIR --model FILE.onnx --data PATH [options]\n"
+	"\n"
+	"Run the model, cut at its embedding layer, over every image of the dataset\n"
+	"the store has no features for, and store the features. PATH is a directory\n"
+	"(PATH/<label>/<image>, optionally PATH/{train,val,test}/<label>/<image>) or\n"
+	"a CSV of path,label[,split] rows (paths relative to the CSV). Files whose\n"
+	"size and mtime are unchanged are not read again; identical images are\n"
+	"extracted once. Images that cannot be decoded are recorded and skipped.\n"
+	"\n"
+	"  -s, --store DIR          the store, created if missing (default: $FEATCACHE_STORE)\n"
+	"  -m, --model FILE         the ONNX model\n"
+	"  -d, --data PATH          the dataset directory or CSV\n"
+	"      --layer NAME         cut at this layer (default: the input of the last\n"
+	"                           Gemm/MatMul; see 'featcache layers')\n"
+	"      --preprocess P       torchvision (resize shorter side to size*8/7, bilinear,\n"
+	"                           centre crop) or finetuner (resize to size x size,\n"
+	"                           bicubic); default torchvision\n"
+	"      --size N             model input size (default 224)\n"
+	"      --resize N           resize the shorter side to N, then centre-crop\n"
+	"      --mean R,G,B         normalisation mean (default ImageNet's)\n"
+	"      --std R,G,B          normalisation std (default ImageNet's)\n"
+	"      --precision P        f32 or bf16 (bf16 needs a CPU with native bf16)\n"
+	"      --store-dtype T      f16 (default), f32, bf16 or u8\n"
+	"      --batch N            images per engine run and store write (default 32)\n"
+	"      --threads N          engine threads (default: OMP_NUM_THREADS or all cores)\n"
+	"      --decode-threads N   image decoding threads (default: half the cores, >= 1)\n"
+	"      --val-fraction F     for images the dataset gives no split: the share\n"
+	"                           put in val by a stable hash of the key (default 0.1)\n"
+	"      --strict             stop at the first image that fails\n"
+	"  -q, --quiet              no progress\n"
+	"  -h, --help               show this help\n";
+
+enum {
+	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
+	O_DECODE, O_VALF, O_STRICT
+};
+
+static const struct option opts[] = {
+	{ "store", required_argument, NULL, 's' },
+	{ "model", required_argument, NULL, 'm' },
+	{ "data", required_argument, NULL, 'd' },
+	{ "layer", required_argument, NULL, O_LAYER },
+	{ "preprocess", required_argument, NULL, O_PRE },
+	{ "size", required_argument, NULL, O_SIZE },
+	{ "resize", required_argument, NULL, O_RESIZE },
+	{ "mean", required_argument, NULL, O_MEAN },
+	{ "std", required_argument, NULL, O_STD },
+	{ "precision", required_argument, NULL, O_PREC },
+	{ "store-dtype", required_argument, NULL, O_DTYPE },
+	{ "batch", required_argument, NULL, O_BATCH },
+	{ "threads", required_argument, NULL, O_THREADS },
+	{ "decode-threads", required_argument, NULL, O_DECODE },
+	{ "val-fraction", required_argument, NULL, O_VALF },
+	{ "strict", no_argument, NULL, O_STRICT },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* "a,b,c" into three floats; std values must be positive. */
+static int parse3(const char *opt, const char *val, int positive, float out[3])
+{
+	char buf[256], *save = NULL;
+	if (strlen(val) >= sizeof buf)
+		return fc_usage_error("extract", "bad value for %s: too long", opt);
+	strcpy(buf, val);
+	int n = 0;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (n == 3)
+			return fc_usage_error("extract", "bad value '%s' for %s: expected three numbers R,G,B", val, opt);
+		int rc = fc_parse_float("extract", opt, t, positive ? 1e-6 : -1e6, 1e6, &out[n++]);
+		if (rc)
+			return rc;
+	}
+	if (n != 3)
+		return fc_usage_error("extract", "bad value '%s' for %s: expected three numbers R,G,B", val, opt);
+	return 0;
+}
+
+static void print_summary(const fc_extract_stats *st, const fc_extract_ctx *x, fc_dtype dtype)
+{
+	char hex[33];
+	fc_hex(hex, fc_extract_id(x), FC_HASH_LEN);
+	printf("items: %llu seen, %llu new, %llu changed, %llu removed\n", (unsigned long long)st->seen,
+	       (unsigned long long)st->new_items, (unsigned long long)st->changed, (unsigned long long)st->removed);
+	printf("images: %llu extracted, %llu deduplicated, %llu failed", (unsigned long long)st->extracted,
+	       (unsigned long long)st->dedup, (unsigned long long)st->failed);
+	if (st->failed_before)
+		printf(" (and %llu that failed before, unchanged)", (unsigned long long)st->failed_before);
+	printf("\n");
+	double rate = st->seconds > 0 ? (double)st->extracted / st->seconds : 0;
+	printf("time: %.1f s, %.1f images/s (engine %.1f s)\n", st->seconds, rate, st->engine_seconds);
+	printf("extractor %.12s: %u-d, stored as %s\n", hex, fc_extract_dim(x), fc_dtype_name(dtype));
+}
+
+int cmd_extract(int argc, char **argv)
+{
+	const char *store = NULL, *model = NULL, *data = NULL, *layer = NULL, *pre_name = "torchvision";
+	const char *mean = NULL, *std = NULL;
+	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0;
+	int precision = FC_PREC_F32, strict = 0, quiet = 0, c, rc;
+	fc_dtype dtype = FC_DTYPE_F16;
+	float valf = 0.1f;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":s:m:d:qh", opts, NULL)) != -1) {
+		rc = 0;
+		switch (c) {
+		case 's': store = optarg; break;
+		case 'm': model = optarg; break;
+		case 'd': data = optarg; break;
+		case 'q': quiet = 1; break;
+		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
+		case O_LAYER: layer = optarg; break;
+		case O_PRE: pre_name = optarg; break;
+		case O_SIZE: rc = fc_parse_u64("extract", "--size", optarg, 1, 4096, &size); break;
+		case O_RESIZE: rc = fc_parse_u64("extract", "--resize", optarg, 1, 4096, &resize); break;
+		case O_MEAN: mean = optarg; break;
+		case O_STD: std = optarg; break;
+		case O_PREC:
+			if (strcmp(optarg, "f32") == 0)
+				precision = FC_PREC_F32;
+			else if (strcmp(optarg, "bf16") == 0)
+				precision = FC_PREC_BF16;
+			else
+				rc = fc_usage_error("extract", "bad value '%s' for --precision: f32 or bf16", optarg);
+			break;
+		case O_DTYPE:
+			if (fc_dtype_parse(optarg, &dtype) != 0)
+				rc = fc_usage_error("extract", "bad value '%s' for --store-dtype: f16, f32, bf16 or u8",
+						    optarg);
+			break;
+		case O_BATCH: rc = fc_parse_u64("extract", "--batch", optarg, 1, 4096, &batch); break;
+		case O_THREADS: rc = fc_parse_u64("extract", "--threads", optarg, 1, 1024, &threads); break;
+		case O_DECODE: rc = fc_parse_u64("extract", "--decode-threads", optarg, 1, 256, &decode); break;
+		case O_VALF: rc = fc_parse_float("extract", "--val-fraction", optarg, 0, 0.99, &valf); break;
+		case O_STRICT: strict = 1; break;
+		default: return fc_getopt_error("extract", c, argv, opts);
+		}
+		if (rc)
+			return rc;
+	}
+	if ((rc = fc_no_operands("extract", argc, argv)) || (rc = fc_need_store("extract", store, &store)))
+		return rc;
+	if (!model)
+		return fc_usage_error("extract", "--model is required (the ONNX file)");
+	if (!data)
+		return fc_usage_error("extract", "--data is required (a dataset directory or CSV)");
+	fc_extractor_opts xo = { .model = model, .layer = layer, .pre_name = pre_name, .precision = precision,
+				 .store_dtype = dtype, .batch = (int)batch, .threads = (int)threads };
+	if (fc_preproc_preset(&xo.pre, pre_name, (int)size) != 0)
+		return fc_usage_error("extract", "bad value '%s' for --preprocess: torchvision or finetuner", pre_name);
+	if (resize) {
+		xo.pre.resize_short = (int)resize;
+		xo.pre.resize_w = xo.pre.resize_h = 0;
+	}
+	if ((mean && (rc = parse3("--mean", mean, 0, xo.pre.mean))) || (std && (rc = parse3("--std", std, 1, xo.pre.std))))
+		return rc;
+	fc_cli_logger_flags(quiet ? FC_CLI_QUIET : 0);
+
+	/* Model first, then the dataset: either refused, the store is untouched. */
+	char err[FC_DATASET_ERRLEN] = "";
+	fc_extract_ctx *x = NULL;
+	fc_dataset ds = { 0 };
+	fc_store *s = NULL;
+	if ((rc = fc_extract_open(&x, &xo, err, sizeof err)) != 0)
+		return fc_fail("%s", err);
+	if ((rc = fc_dataset_scan(&ds, data, err, sizeof err)) != 0) {
+		rc = fc_fail("cannot read dataset '%s': %s", data, err);
+		goto out;
+	}
+	if (ds.n == 0) {
+		rc = fc_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
+		goto out;
+	}
+	if ((rc = fc_open_store_mode(&s, store, 0, 1)) != 0)
+		goto out;
+	fc_catch_interrupt();
+	fc_extract_run_opts ro = { .decode_threads = (int)decode, .val_fraction = valf, .strict = strict,
+				   .logger = fc_cli_logger() };
+	fc_extract_stats st;
+	rc = fc_extract_run(x, s, &ds, &ro, &st, err, sizeof err);
+	fc_progress_end();
+	if (rc) {
+		rc = fc_fail("extract into '%s' stopped: %s", store, err);
+		goto out;
+	}
+	print_summary(&st, x, dtype);
+	rc = FC_EXIT_OK;
+out:
+	fc_store_free(s);
+	fc_dataset_free(&ds);
+	fc_extract_free(x);
+	return rc;
+}

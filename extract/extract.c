@@ -1,0 +1,904 @@
+/*
+ * extract.c - the extract pipeline: dataset -> items -> what is missing ->
+ * decode + preprocess on worker threads -> engine on the calling thread ->
+ * one store transaction per batch.
+ *
+ * The plan of a run:
+ *   1. Match the dataset's entries against the store's items: an entry
+ *      whose size and mtime are unchanged keeps its recorded content hash;
+ *      others are read and hashed (in parallel, before the engine starts).
+ *   2. Items gone from the dataset are deleted, and every new or changed
+ *      item whose content already has a vector is written, in one
+ *      transaction: renames and duplicates cost no extraction.
+ *   3. Every content hash still without a vector is extracted once, in
+ *      batches. A batch's transaction holds its chunk, index entries, the
+ *      items its hashes serve and the error records of its failures, so
+ *      an item never appears before its vector, and a killed run leaves
+ *      whole batches only: the next run sees the rest still missing.
+ *
+ * Threads: oneDNN runs single-threaded inside an OpenMP parallel region
+ * and its primitives stay on the thread that created them (MEASURED.md),
+ * so the engine runs on the calling thread with OpenMP, and images are
+ * decoded by plain pthreads into a ring of batch buffers ahead of it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "featcache/engine.h"
+#include "featcache/extract.h"
+#include "featcache/model.h"
+#include "store/common.h"
+
+#define WHYLEN 256 /* one image's failure reason */
+
+struct fc_extract_ctx {
+	fc_engine *engine;
+	fc_preproc pre;
+	int batch, threads;
+	fc_dtype dtype;
+	uint32_t dim;
+	size_t in_len; /* floats per preprocessed image */
+	uint8_t id[FC_HASH_LEN];
+	char *descriptor;
+};
+
+static int say(char *err, size_t cap, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int say(char *err, size_t cap, int code, const char *fmt, ...)
+{
+	if (err && cap) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, cap, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void hash_bytes(uint8_t out[FC_HASH_LEN], const void *p, size_t n)
+{
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(p, n));
+	memcpy(out, c.digest, FC_HASH_LEN);
+}
+
+/* Read a whole file into *buf (grown as needed). 0 or an FC_ERR_* with why. */
+static int slurp(const char *path, uint8_t **buf, size_t *cap, size_t *len, char *why)
+{
+	char os[128];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return say(why, WHYLEN, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read: %s",
+			   fc_os_error(os, sizeof os, errno));
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) != 0)
+		rc = say(why, WHYLEN, FC_ERR_IO, "cannot stat: %s", fc_os_error(os, sizeof os, errno));
+	else if ((uint64_t)st.st_size > ((uint64_t)1 << 32))
+		rc = say(why, WHYLEN, FC_ERR_OVERFLOW, "file of %lld bytes is too large for an image",
+			 (long long)st.st_size);
+	size_t n = 0;
+	while (!rc) {
+		if (*cap - n < 65536) {
+			size_t ncap = *cap ? *cap * 2 : (size_t)st.st_size + 65536;
+			uint8_t *p = realloc(*buf, ncap);
+			if (!p) {
+				rc = say(why, WHYLEN, FC_ERR_NOMEM, "out of memory");
+				break;
+			}
+			*buf = p;
+			*cap = ncap;
+		}
+		ssize_t got = read(fd, *buf + n, *cap - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			rc = say(why, WHYLEN, FC_ERR_IO, "cannot read: %s", fc_os_error(os, sizeof os, errno));
+		else if (got == 0)
+			break;
+		else
+			n += (size_t)got;
+	}
+	close(fd);
+	*len = n;
+	return rc;
+}
+
+/* ---- the extractor ---- */
+
+static json_t *json_floats(const float *v, int n)
+{
+	json_t *a = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(a, json_real((double)v[i]));
+	return a;
+}
+
+/* The identity of a feature set, as canonical JSON (sorted keys, compact):
+ * the model's bytes, the cut, the input, the preprocessing, the precision.
+ * The model's path is not part of it: moving the file changes nothing. */
+static json_t *identity(const uint8_t model_hash[FC_HASH_LEN], const fc_model_graph *g, const fc_model *m,
+			const fc_extractor_opts *o)
+{
+	char hex[33];
+	fc_hex(hex, model_hash, FC_HASH_LEN);
+	const fc_model_tensor *ct = &g->tensors[g->cut_tensor];
+	const fc_preproc *p = &o->pre;
+	json_t *pre = json_pack("{s:i, s:[i,i], s:[i,i], s:s, s:o, s:o}", "resize_short", p->resize_short, "resize",
+				p->resize_w, p->resize_h, "crop", p->crop_w, p->crop_h, "filter",
+				p->filter == FC_RESAMPLE_BICUBIC ? "bicubic" : "bilinear", "mean",
+				json_floats(p->mean, 3), "std", json_floats(p->std, 3));
+	(void)m;
+	return json_pack("{s:s, s:s, s:s, s:b, s:[i,i,i], s:o, s:s}", "model_xxh3", hex, "layer",
+			 g->nodes[g->cut_node].name, "tensor", ct->name, "pool", g->pool, "input", 3, p->crop_h,
+			 p->crop_w, "preprocess", pre, "precision", o->precision == FC_PREC_BF16 ? "bf16" : "f32");
+}
+
+int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err, size_t errcap)
+{
+	*out = NULL;
+	char why[FC_ENGINE_ERRLEN > 600 ? FC_ENGINE_ERRLEN : 600] = "";
+	if (o->batch < 1 || o->batch > 4096)
+		return say(err, errcap, FC_ERR_INVALID, "batch must be 1 to 4096, not %d", o->batch);
+	if (fc_preproc_check(&o->pre) != 0)
+		return say(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
+	uint8_t *bytes = NULL;
+	size_t cap = 0, len = 0;
+	int rc = slurp(o->model, &bytes, &cap, &len, why);
+	if (rc) {
+		free(bytes);
+		return say(err, errcap, rc, "cannot read model '%s': %s", o->model, why);
+	}
+	uint8_t model_hash[FC_HASH_LEN];
+	hash_bytes(model_hash, bytes, len);
+	fc_model *m = NULL;
+	rc = fc_model_open_mem(&m, bytes, len, why, sizeof why);
+	free(bytes);
+	if (rc)
+		return say(err, errcap, rc, "cannot load model '%s': %s", o->model, why);
+	fc_extract_ctx *x = calloc(1, sizeof *x);
+	json_t *id = NULL;
+	if (!x) {
+		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = fc_model_set_input(m, 1, 3, o->pre.crop_h, o->pre.crop_w)) != 0) {
+		rc = say(err, errcap, rc, "model '%s' does not take 3 x %d x %d images: %s", o->model, o->pre.crop_h,
+			 o->pre.crop_w, fc_model_errmsg(m));
+		goto fail;
+	}
+	if ((rc = fc_model_cut(m, o->layer)) != 0) {
+		rc = say(err, errcap, rc, "cannot cut model '%s' at %s%s%s: %s", o->model, o->layer ? "'" : "",
+			 o->layer ? o->layer : "its default layer", o->layer ? "'" : "", fc_model_errmsg(m));
+		goto fail;
+	}
+	const fc_model_graph *g = fc_model_get_graph(m);
+	if (!(id = identity(model_hash, g, m, o))) {
+		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	char *canon = json_dumps(id, JSON_SORT_KEYS | JSON_COMPACT);
+	if (!canon) {
+		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	hash_bytes(x->id, canon, strlen(canon));
+	free(canon);
+	if (o->threads > 0)
+		omp_set_num_threads(o->threads);
+	fc_engine_opts eo = { .batch = o->batch, .precision = o->precision };
+	if ((rc = fc_engine_open(&x->engine, m, &eo, why, sizeof why)) != 0) {
+		rc = say(err, errcap, rc, "cannot run model '%s': %s", o->model, why);
+		goto fail;
+	}
+	x->pre = o->pre;
+	x->batch = o->batch;
+	x->threads = o->threads;
+	x->dtype = o->store_dtype;
+	x->dim = (uint32_t)fc_engine_dim(x->engine);
+	x->in_len = (size_t)3 * (size_t)o->pre.crop_h * (size_t)o->pre.crop_w;
+	/* The descriptor a person reads: the identity plus where it came from. */
+	json_object_set_new(id, "model", json_string(o->model));
+	if (o->pre_name)
+		json_object_set_new(json_object_get(id, "preprocess"), "preset", json_string(o->pre_name));
+	x->descriptor = json_dumps(id, JSON_SORT_KEYS | JSON_COMPACT);
+	if (!x->descriptor) {
+		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	json_decref(id);
+	fc_model_free(m);
+	*out = x;
+	return 0;
+fail:
+	json_decref(id);
+	fc_model_free(m);
+	fc_extract_free(x);
+	return rc;
+}
+
+const uint8_t *fc_extract_id(const fc_extract_ctx *x) { return x->id; }
+uint32_t fc_extract_dim(const fc_extract_ctx *x) { return x->dim; }
+const char *fc_extract_descriptor(const fc_extract_ctx *x) { return x->descriptor; }
+
+void fc_extract_free(fc_extract_ctx *x)
+{
+	if (!x)
+		return;
+	fc_engine_free(x->engine);
+	free(x->descriptor);
+	free(x);
+}
+
+/* ---- matching the dataset against the store ---- */
+
+/* What the store held for a key: an open-addressing table keyed by the
+ * item key (the store walk's keys are copied into one buffer). */
+struct old_item {
+	const char *key;
+	uint8_t hash[FC_HASH_LEN];
+	uint64_t size;
+	int64_t mtime_ns;
+	uint32_t label;
+	uint8_t split, status, seen;
+};
+
+struct old_table {
+	struct old_item *slots;
+	size_t cap, n;
+	char **keys; /* owned copies */
+	size_t nkeys, keycap;
+};
+
+static size_t key_hash(const char *k) { return (size_t)XXH3_64bits(k, strlen(k)); }
+
+static struct old_item *old_find(struct old_table *t, const char *key)
+{
+	if (!t->cap)
+		return NULL;
+	for (size_t i = key_hash(key) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+		if (!t->slots[i].key)
+			return NULL;
+		if (strcmp(t->slots[i].key, key) == 0)
+			return &t->slots[i];
+	}
+}
+
+static int old_insert(struct old_table *t, const fc_item *it)
+{
+	if ((t->n + 1) * 2 > t->cap) {
+		size_t ncap = t->cap ? t->cap * 2 : 1024;
+		struct old_item *ns = calloc(ncap, sizeof *ns);
+		if (!ns)
+			return FC_ERR_NOMEM;
+		for (size_t i = 0; i < t->cap; i++) {
+			if (!t->slots[i].key)
+				continue;
+			size_t j = key_hash(t->slots[i].key) & (ncap - 1);
+			while (ns[j].key)
+				j = (j + 1) & (ncap - 1);
+			ns[j] = t->slots[i];
+		}
+		free(t->slots);
+		t->slots = ns;
+		t->cap = ncap;
+	}
+	char *k = strdup(it->key);
+	if (!k)
+		return FC_ERR_NOMEM;
+	if (t->nkeys == t->keycap) {
+		size_t nc = t->keycap ? t->keycap * 2 : 1024;
+		char **p = realloc(t->keys, nc * sizeof *p);
+		if (!p) {
+			free(k);
+			return FC_ERR_NOMEM;
+		}
+		t->keys = p;
+		t->keycap = nc;
+	}
+	t->keys[t->nkeys++] = k;
+	size_t j = key_hash(k) & (t->cap - 1);
+	while (t->slots[j].key)
+		j = (j + 1) & (t->cap - 1);
+	struct old_item *o = &t->slots[j];
+	o->key = k;
+	memcpy(o->hash, it->hash, FC_HASH_LEN);
+	o->size = it->size;
+	o->mtime_ns = it->mtime_ns;
+	o->label = it->label;
+	o->split = it->split;
+	o->status = it->status;
+	o->seen = 0;
+	t->n++;
+	return 0;
+}
+
+static int old_add(void *ctx, const fc_item *it) { return old_insert(ctx, it); }
+
+static void old_free(struct old_table *t)
+{
+	for (size_t i = 0; i < t->nkeys; i++)
+		free(t->keys[i]);
+	free(t->keys);
+	free(t->slots);
+}
+
+/* One dataset entry's state for this run. */
+enum { ST_UNCHANGED, ST_NEW, ST_CHANGED };
+
+struct plan_item {
+	fc_item item;
+	int state;    /* ST_* */
+	int dirty;    /* the store's record differs: needs writing */
+	int missing;  /* content hash has no vector yet (status OK only) */
+	int work;     /* index into the work list, or -1 */
+	char why[WHYLEN]; /* why it failed, when item.status is FAILED this run */
+	int failed_now;
+};
+
+/* Hash (or reuse the hash of) every entry; runs in parallel. */
+static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint32_t *label_ids,
+			 double val_fraction, struct plan_item *pl, uint64_t *hashed)
+{
+	uint64_t nh = 0;
+#pragma omp parallel for schedule(dynamic, 64) reduction(+ : nh)
+	for (size_t i = 0; i < ds->n; i++) {
+		const fc_entry *e = &ds->entries[i];
+		struct plan_item *p = &pl[i];
+		struct old_item *o = old_find(old, e->key);
+		fc_item *it = &p->item;
+		it->key = e->key;
+		it->label = label_ids[i];
+		it->split = (uint8_t)(e->split != FC_SPLIT_NONE ? e->split : fc_hash_split(e->key, val_fraction));
+		it->status = FC_ITEM_OK;
+		p->work = -1;
+		struct stat st;
+		int have = stat(e->path, &st) == 0;
+		int64_t mt = have ? (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec : 0;
+		if (o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
+			memcpy(it->hash, o->hash, FC_HASH_LEN);
+			it->size = o->size;
+			it->mtime_ns = o->mtime_ns;
+			it->status = o->status;
+		} else {
+			char why[WHYLEN];
+			int rc = fc_hash_file(e->path, it->hash, &it->size, &it->mtime_ns, why, sizeof why);
+			nh++;
+			if (rc) {
+				/* Messages name the key; the reason is enough here. */
+				const char *reason = strstr(why, "': ");
+				snprintf(p->why, sizeof p->why, "%s",
+					 rc == FC_ERR_NOT_FOUND ? "no such file" : reason ? reason + 3 : why);
+				memset(it->hash, 0, FC_HASH_LEN);
+				it->size = 0;
+				it->mtime_ns = 0;
+				it->status = FC_ITEM_FAILED;
+				p->failed_now = 1;
+			}
+		}
+		if (!o)
+			p->state = ST_NEW;
+		else if (memcmp(o->hash, it->hash, FC_HASH_LEN) != 0 || o->status != it->status)
+			p->state = ST_CHANGED;
+		else
+			p->state = ST_UNCHANGED;
+		p->dirty = !o || p->state != ST_UNCHANGED || o->size != it->size || o->mtime_ns != it->mtime_ns ||
+			   o->label != it->label || o->split != it->split;
+		if (o)
+			o->seen = 1;
+	}
+	*hashed = nh;
+}
+
+/* ---- the decode/engine pipeline ---- */
+
+/* A unit of work: one content hash to extract, read from one file. */
+struct work {
+	const char *path;
+	const uint8_t *hash;
+	size_t rank;       /* plan index of the first user: extraction follows key order */
+	size_t first_user; /* users[first_user .. first_user + n_users) in the plan order */
+	size_t n_users;
+};
+
+struct slot {
+	size_t batch_no; /* the batch this buffer holds or is being filled for */
+	size_t filled;   /* rows done (decoded or failed) */
+	float *in;       /* batch x in_len */
+	int *ok;
+	char (*why)[WHYLEN];
+};
+
+struct pipe {
+	const fc_extract_ctx *x;
+	const struct work *work;
+	size_t n_work, next;
+	size_t B, K;
+	struct slot *slots;
+	pthread_mutex_t mu;
+	pthread_cond_t can_fill, can_run;
+	int stop;
+};
+
+static size_t batch_size(const struct pipe *p, size_t b)
+{
+	size_t left = p->n_work - b * p->B;
+	return left < p->B ? left : p->B;
+}
+
+/* Decode and preprocess work item i into its row; the bytes are hashed
+ * again, so a file rewritten since it was hashed is not stored under the
+ * old content's hash. */
+static void decode_one(struct pipe *p, size_t i, struct slot *sl, uint8_t **buf, size_t *cap)
+{
+	const struct work *w = &p->work[i];
+	size_t row = i % p->B, len;
+	char *why = sl->why[row];
+	float *dst = sl->in + row * p->x->in_len;
+	uint8_t h[FC_HASH_LEN];
+	fc_image img = { 0 };
+	char ierr[FC_IMAGE_ERRLEN];
+	int rc = slurp(w->path, buf, cap, &len, why);
+	if (!rc) {
+		hash_bytes(h, *buf, len);
+		if (memcmp(h, w->hash, FC_HASH_LEN) != 0)
+			rc = say(why, WHYLEN, FC_ERR_CORRUPT, "file changed while being extracted; run again");
+	}
+	if (!rc && (rc = fc_image_decode(&img, *buf, len, ierr, sizeof ierr)) != 0)
+		say(why, WHYLEN, rc, "%s", ierr);
+	if (!rc && (rc = fc_preprocess(&p->x->pre, &img, dst)) != 0)
+		say(why, WHYLEN, rc, "cannot preprocess: %s", fc_strerror(rc));
+	fc_image_free(&img);
+	sl->ok[row] = rc == 0;
+}
+
+static void *decoder(void *arg)
+{
+	struct pipe *p = arg;
+	uint8_t *buf = NULL;
+	size_t cap = 0;
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		if (p->stop || p->next >= p->n_work)
+			break;
+		size_t i = p->next++, b = i / p->B;
+		struct slot *sl = &p->slots[b % p->K];
+		while (!p->stop && sl->batch_no != b)
+			pthread_cond_wait(&p->can_fill, &p->mu);
+		if (p->stop)
+			break;
+		pthread_mutex_unlock(&p->mu);
+		decode_one(p, i, sl, &buf, &cap);
+		pthread_mutex_lock(&p->mu);
+		if (++sl->filled == batch_size(p, b))
+			pthread_cond_broadcast(&p->can_run);
+	}
+	pthread_mutex_unlock(&p->mu);
+	free(buf);
+	return NULL;
+}
+
+/* ---- the run ---- */
+
+struct run {
+	fc_extract_ctx *x;
+	fc_store *s;
+	const fc_dataset *ds;
+	const fc_extract_run_opts *ro;
+	fc_extract_stats *st;
+	struct plan_item *pl;
+	size_t *users; /* plan indices grouped by work item */
+	char *err;
+	size_t errcap;
+};
+
+static int store_say(struct run *r, int rc, const char *what)
+{
+	return say(r->err, r->errcap, rc, "cannot %s: %s", what,
+		   fc_store_errmsg(r->s)[0] ? fc_store_errmsg(r->s) : fc_strerror(rc));
+}
+
+/* Items and errors of a finished batch, and its vectors, in one transaction. */
+static int write_batch(struct run *r, const struct work *work, size_t first, size_t n, struct slot *sl,
+		       float *out, uint8_t (*hashes)[FC_HASH_LEN], fc_item *items, const char **ekeys,
+		       const char **ewhys)
+{
+	size_t nv = 0, ni = 0, ne = 0;
+	for (size_t k = 0; k < n; k++) {
+		const struct work *w = &work[first + k];
+		int ok = sl->ok[k];
+		if (ok)
+			memcpy(hashes[nv++], w->hash, FC_HASH_LEN);
+		for (size_t u = 0; u < w->n_users; u++) {
+			struct plan_item *p = &r->pl[r->users[w->first_user + u]];
+			items[ni] = p->item;
+			if (!ok) {
+				items[ni].status = FC_ITEM_FAILED;
+				ekeys[ne] = p->item.key;
+				ewhys[ne++] = sl->why[k];
+				r->st->failed++;
+			}
+			ni++;
+		}
+	}
+	fc_store_batch b = { .exid = r->x->id, .vecs = out, .hashes = (const uint8_t(*)[FC_HASH_LEN])hashes,
+			     .n_vecs = nv, .items = items, .n_items = ni, .error_keys = ekeys,
+			     .error_whys = ewhys, .n_errors = ne };
+	int rc = fc_store_write_batch(r->s, &b, NULL);
+	if (rc)
+		return store_say(r, rc, "write a batch");
+	r->st->extracted += nv;
+	return 0;
+}
+
+static int progress(const fc_logger *lg, uint64_t done, uint64_t total)
+{
+	if (lg && lg->progress && lg->progress(lg->ctx, "extract", done, total))
+		return FC_ERR_INTERRUPTED;
+	return 0;
+}
+
+static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
+{
+	fc_extract_ctx *x = r->x;
+	struct pipe p = { .x = x, .work = work, .n_work = n_work, .B = (size_t)x->batch };
+	int nthreads = r->ro->decode_threads;
+	if (nthreads <= 0) {
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		nthreads = ncpu > 2 ? (int)(ncpu / 2) : 1;
+	}
+	p.K = (size_t)nthreads + 2;
+	size_t B = p.B, nb = (n_work + B - 1) / B;
+	int rc = 0;
+	p.slots = calloc(p.K, sizeof *p.slots);
+	float *out = malloc(B * x->dim * sizeof *out);
+	float *packed = malloc(B * x->in_len * sizeof *packed);
+	uint8_t(*hashes)[FC_HASH_LEN] = malloc(B * sizeof *hashes);
+	size_t max_users = 0;
+	for (size_t b = 0; b < nb; b++) {
+		size_t u = 0;
+		for (size_t k = 0; k < batch_size(&p, b); k++)
+			u += work[b * B + k].n_users;
+		if (u > max_users)
+			max_users = u;
+	}
+	fc_item *items = malloc((max_users ? max_users : 1) * sizeof *items);
+	const char **ekeys = malloc((max_users ? max_users : 1) * sizeof *ekeys);
+	const char **ewhys = malloc((max_users ? max_users : 1) * sizeof *ewhys);
+	int ok = p.slots && out && packed && hashes && items && ekeys && ewhys;
+	for (size_t k = 0; ok && k < p.K; k++) {
+		struct slot *sl = &p.slots[k];
+		sl->batch_no = k;
+		sl->in = malloc(B * x->in_len * sizeof *sl->in);
+		sl->ok = malloc(B * sizeof *sl->ok);
+		sl->why = malloc(B * sizeof *sl->why);
+		ok = sl->in && sl->ok && sl->why;
+	}
+	if (!ok) {
+		rc = say(r->err, r->errcap, FC_ERR_NOMEM, "out of memory for %zu batches of %zu images", p.K, B);
+		goto done;
+	}
+	pthread_mutex_init(&p.mu, NULL);
+	pthread_cond_init(&p.can_fill, NULL);
+	pthread_cond_init(&p.can_run, NULL);
+	pthread_t *tids = calloc((size_t)nthreads, sizeof *tids);
+	int started = 0;
+	for (; tids && started < nthreads; started++)
+		if (pthread_create(&tids[started], NULL, decoder, &p) != 0)
+			break;
+	if (started == 0) {
+		rc = say(r->err, r->errcap, FC_ERR_INTERNAL, "cannot start a decoding thread");
+		goto join;
+	}
+	if ((rc = progress(r->ro->logger, 0, n_work)) != 0)
+		goto join;
+	for (size_t b = 0; b < nb; b++) {
+		struct slot *sl = &p.slots[b % p.K];
+		size_t n = batch_size(&p, b);
+		pthread_mutex_lock(&p.mu);
+		while (sl->filled < n)
+			pthread_cond_wait(&p.can_run, &p.mu);
+		pthread_mutex_unlock(&p.mu);
+		/* The engine takes the decoded rows packed together. */
+		const float *in = sl->in;
+		size_t m = 0;
+		for (size_t k = 0; k < n; k++)
+			m += sl->ok[k];
+		if (m < n && r->ro->strict) {
+			size_t k = 0;
+			while (sl->ok[k])
+				k++;
+			rc = say(r->err, r->errcap, FC_ERR_CORRUPT, "cannot extract '%s': %s",
+				 r->pl[r->users[work[b * B + k].first_user]].item.key, sl->why[k]);
+			goto join;
+		}
+		if (m < n) {
+			for (size_t k = 0, j = 0; k < n; k++)
+				if (sl->ok[k])
+					memcpy(packed + j++ * x->in_len, sl->in + k * x->in_len,
+					       x->in_len * sizeof *packed);
+			in = packed;
+		}
+		if (m) {
+			double t0 = now();
+			rc = fc_engine_run(x->engine, out, in, m);
+			r->st->engine_seconds += now() - t0;
+			if (rc) {
+				rc = say(r->err, r->errcap, rc, "the model failed: %s", fc_engine_errmsg(x->engine));
+				goto join;
+			}
+			for (size_t i = 0; i < m * x->dim; i++)
+				if (!isfinite(out[i])) {
+					rc = say(r->err, r->errcap, FC_ERR_CORRUPT,
+						 "the model produced NaN or Inf (batch %zu); check the model file", b);
+					goto join;
+				}
+		}
+		if ((rc = write_batch(r, work, b * B, n, sl, out, hashes, items, ekeys, ewhys)) != 0)
+			goto join;
+		pthread_mutex_lock(&p.mu);
+		sl->batch_no = b + p.K;
+		sl->filled = 0;
+		pthread_cond_broadcast(&p.can_fill);
+		pthread_mutex_unlock(&p.mu);
+		if ((rc = progress(r->ro->logger, (b + 1) * B < n_work ? (b + 1) * B : n_work, n_work)) != 0) {
+			say(r->err, r->errcap, rc, "interrupted; every batch written so far is kept");
+			goto join;
+		}
+	}
+join:
+	pthread_mutex_lock(&p.mu);
+	p.stop = 1;
+	pthread_cond_broadcast(&p.can_fill);
+	pthread_mutex_unlock(&p.mu);
+	for (int t = 0; t < started; t++)
+		pthread_join(tids[t], NULL);
+	free(tids);
+	pthread_cond_destroy(&p.can_run);
+	pthread_cond_destroy(&p.can_fill);
+	pthread_mutex_destroy(&p.mu);
+done:
+	for (size_t k = 0; p.slots && k < p.K; k++) {
+		free(p.slots[k].in);
+		free(p.slots[k].ok);
+		free(p.slots[k].why);
+	}
+	free(p.slots);
+	free(out);
+	free(packed);
+	free(hashes);
+	free(items);
+	free(ekeys);
+	free(ewhys);
+	return rc;
+}
+
+/* Plan indices sorted by content hash, then key order, group an
+ * extraction's users; work items sorted by rank restore key order. */
+struct hkey {
+	uint8_t hash[FC_HASH_LEN];
+	size_t i;
+};
+
+static int by_hash(const void *a, const void *b)
+{
+	const struct hkey *x = a, *y = b;
+	int c = memcmp(x->hash, y->hash, FC_HASH_LEN);
+	return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+static int by_rank(const void *a, const void *b)
+{
+	size_t x = ((const struct work *)a)->rank, y = ((const struct work *)b)->rank;
+	return (x > y) - (x < y);
+}
+
+static int ensure_extractor(struct run *r)
+{
+	fc_extractor have;
+	int rc = fc_store_get_extractor(r->s, r->x->id, &have);
+	if (rc == 0) {
+		if (have.dtype != r->x->dtype || have.dim != r->x->dim)
+			return say(r->err, r->errcap, FC_ERR_EXISTS,
+				   "the store keeps this extractor's vectors as %s (%u-d); run with --store-dtype %s, "
+				   "or use another store",
+				   fc_dtype_name(have.dtype), have.dim, fc_dtype_name(have.dtype));
+		return 0;
+	}
+	if (rc != FC_ERR_NOT_FOUND)
+		return store_say(r, rc, "read extractors");
+	fc_extractor ex = { .dim = r->x->dim, .dtype = r->x->dtype,
+			    .codec = r->x->dtype == FC_DTYPE_U8 ? FC_CODEC_ZSTD : FC_CODEC_SHUFFLE_ZSTD,
+			    .level = 3, .descriptor = r->x->descriptor };
+	memcpy(ex.id, r->x->id, FC_HASH_LEN);
+	if ((rc = fc_store_put_extractor(r->s, &ex)) != 0)
+		return store_say(r, rc, "record the extractor");
+	return 0;
+}
+
+/* Labels by name -> ids, in one transaction; NULL names get FC_NO_LABEL. */
+static int map_labels(struct run *r, uint32_t *ids)
+{
+	const fc_dataset *ds = r->ds;
+	const char **names = malloc((ds->n ? ds->n : 1) * sizeof *names);
+	size_t *at = malloc((ds->n ? ds->n : 1) * sizeof *at);
+	uint32_t *got = malloc((ds->n ? ds->n : 1) * sizeof *got);
+	int rc = 0;
+	if (!names || !at || !got) {
+		rc = say(r->err, r->errcap, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	/* Entries sorted by key usually keep a label's items together: pass
+	 * each run of equal names once. The store maps repeats anyway. */
+	size_t n = 0;
+	for (size_t i = 0; i < ds->n; i++) {
+		const char *l = ds->entries[i].label;
+		if (!l) {
+			ids[i] = FC_NO_LABEL;
+			continue;
+		}
+		if (!n || strcmp(names[n - 1], l) != 0)
+			names[n++] = l;
+		at[i] = n - 1;
+	}
+	if (n && (rc = fc_store_label_ids(r->s, names, n, got)) != 0) {
+		rc = store_say(r, rc, "record labels");
+		goto out;
+	}
+	for (size_t i = 0; i < ds->n; i++)
+		if (ds->entries[i].label)
+			ids[i] = got[at[i]];
+out:
+	free(names);
+	free(at);
+	free(got);
+	return rc;
+}
+
+int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const fc_extract_run_opts *ro,
+		   fc_extract_stats *st, char *err, size_t errcap)
+{
+	double t0 = now();
+	memset(st, 0, sizeof *st);
+	if (err && errcap)
+		err[0] = '\0';
+	if (!(ro->val_fraction >= 0 && ro->val_fraction < 1))
+		return say(err, errcap, FC_ERR_INVALID, "the validation fraction must be in [0, 1)");
+	struct run r = { .x = x, .s = s, .ds = ds, .ro = ro, .st = st, .err = err, .errcap = errcap };
+	struct old_table old = { 0 };
+	uint32_t *label_ids = NULL;
+	struct hkey *order = NULL;
+	struct work *work = NULL;
+	const char **dels = NULL;
+	fc_item *now_items = NULL;
+	const char **ekeys = NULL, **ewhys = NULL;
+	size_t n = ds->n, n_work = 0;
+	int rc;
+	st->seen = n;
+	if ((rc = ensure_extractor(&r)) != 0)
+		return rc;
+	if ((rc = fc_store_foreach_item(s, old_add, &old)) != 0) {
+		rc = rc == FC_ERR_NOMEM ? say(err, errcap, rc, "out of memory") : store_say(&r, rc, "read items");
+		goto out;
+	}
+	r.pl = calloc(n ? n : 1, sizeof *r.pl);
+	label_ids = malloc((n ? n : 1) * sizeof *label_ids);
+	r.users = malloc((n ? n : 1) * sizeof *r.users);
+	order = malloc((n ? n : 1) * sizeof *order);
+	work = malloc((n ? n : 1) * sizeof *work);
+	dels = malloc((old.n ? old.n : 1) * sizeof *dels);
+	now_items = malloc((n ? n : 1) * sizeof *now_items);
+	ekeys = malloc((n ? n : 1) * sizeof *ekeys);
+	ewhys = malloc((n ? n : 1) * sizeof *ewhys);
+	if (!r.pl || !label_ids || !r.users || !order || !work || !dels || !now_items || !ekeys || !ewhys) {
+		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = map_labels(&r, label_ids)) != 0)
+		goto out;
+	plan_entries(ds, &old, label_ids, ro->val_fraction, r.pl, &st->hashed);
+
+	/* Which contents still need a vector. */
+	for (size_t i = 0; i < n; i++) {
+		struct plan_item *p = &r.pl[i];
+		st->new_items += p->state == ST_NEW;
+		st->changed += p->state == ST_CHANGED;
+		if (p->item.status != FC_ITEM_OK) {
+			st->failed_before += !p->failed_now;
+			continue;
+		}
+		int has = fc_store_has(s, x->id, p->item.hash);
+		if (has < 0) {
+			rc = store_say(&r, has, "read the index");
+			goto out;
+		}
+		p->missing = !has;
+		if (has && p->state != ST_UNCHANGED)
+			st->dedup++; /* a rename, a copy, or content seen before */
+	}
+
+	/* Deletions, failures found while hashing, and items whose content has
+	 * a vector already: one transaction before any extraction. */
+	size_t nd = 0, ni = 0, ne = 0;
+	for (size_t i = 0; i < old.cap; i++)
+		if (old.slots[i].key && !old.slots[i].seen)
+			dels[nd++] = old.slots[i].key;
+	st->removed = nd;
+	for (size_t i = 0; i < n; i++) {
+		struct plan_item *p = &r.pl[i];
+		if (p->failed_now) {
+			ekeys[ne] = p->item.key;
+			ewhys[ne++] = p->why;
+			st->failed++;
+			if (ro->strict) {
+				rc = say(err, errcap, FC_ERR_CORRUPT, "cannot extract '%s': %s", p->item.key, p->why);
+				goto out;
+			}
+		}
+		if (p->dirty && !p->missing)
+			now_items[ni++] = p->item;
+	}
+	if (nd || ni || ne) {
+		fc_store_batch b = { .items = now_items, .n_items = ni, .error_keys = ekeys, .error_whys = ewhys,
+				     .n_errors = ne, .del_keys = dels, .n_del = nd };
+		if ((rc = fc_store_write_batch(s, &b, NULL)) != 0) {
+			rc = store_say(&r, rc, "update items");
+			goto out;
+		}
+	}
+
+	/* One work item per missing content hash, its users grouped with it. */
+	size_t nm = 0;
+	for (size_t i = 0; i < n; i++)
+		if (r.pl[i].item.status == FC_ITEM_OK && r.pl[i].missing) {
+			memcpy(order[nm].hash, r.pl[i].item.hash, FC_HASH_LEN);
+			order[nm++].i = i;
+		}
+	qsort(order, nm, sizeof *order, by_hash);
+	for (size_t k = 0; k < nm;) {
+		size_t j = k;
+		while (j < nm && memcmp(order[j].hash, order[k].hash, FC_HASH_LEN) == 0) {
+			r.users[j] = order[j].i;
+			j++;
+		}
+		work[n_work++] = (struct work){ .path = ds->entries[order[k].i].path,
+						.hash = r.pl[order[k].i].item.hash, .rank = order[k].i,
+						.first_user = k, .n_users = j - k };
+		st->dedup += j - k - 1; /* copies within the dataset */
+		k = j;
+	}
+	qsort(work, n_work, sizeof *work, by_rank);
+	if (n_work)
+		rc = run_pipeline(&r, work, n_work);
+out:
+	st->seconds = now() - t0;
+	old_free(&old);
+	free(r.pl);
+	free(label_ids);
+	free(r.users);
+	free(order);
+	free(work);
+	free(dels);
+	free(now_items);
+	free(ekeys);
+	free(ewhys);
+	return rc;
+}

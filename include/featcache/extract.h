@@ -1,0 +1,140 @@
+/*
+ * extract.h - datasets and the extract pipeline: scan a dataset, find what
+ * the store lacks for an extractor, decode and preprocess those images on
+ * worker threads while the engine runs batches on the calling thread, and
+ * write each batch (vectors, index entries, items, error records) in one
+ * store transaction.
+ *
+ * A dataset is either a directory, class per folder (DIR/<label>/<image>,
+ * optionally under a split level DIR/{train,val,test}/<label>/<image>), or
+ * a Finetuner-style labeled CSV (path,label[,split]; paths relative to the
+ * CSV's directory; a header row is optional; RFC 4180 quoting). The item
+ * key is the dataset-relative path with '/' separators.
+ */
+#ifndef FEATCACHE_EXTRACT_H
+#define FEATCACHE_EXTRACT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "featcache/featcache.h"
+#include "featcache/image.h"
+#include "featcache/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FC_DATASET_ERRLEN 4400 /* err buffer size that never truncates a message */
+
+/* One dataset entry. */
+typedef struct fc_entry {
+	const char *key;   /* dataset-relative path, '/'-separated */
+	const char *path;  /* path to open (relative to the working directory or absolute) */
+	const char *label; /* label name, or NULL for none */
+	int split;         /* FC_SPLIT_TRAIN/VAL/TEST, or FC_SPLIT_NONE when the dataset names none */
+	int line;          /* CSV line number (0 for directories), for messages */
+} fc_entry;
+
+typedef struct fc_dataset {
+	fc_entry *entries; /* sorted by key, keys unique */
+	size_t n;
+	int from_csv;
+	size_t skipped; /* directory files that are not .jpg/.jpeg/.png (ignored) */
+	char *arena;    /* owns the strings */
+} fc_dataset;
+
+/* fc_dataset_scan - read the dataset at path (a directory or a .csv file).
+ * Returns 0 and fills *out (free with fc_dataset_free), or an error with a
+ * reason in err: FC_ERR_NOT_FOUND (no such path), FC_ERR_IO, FC_ERR_CORRUPT
+ * (a CSV that does not parse: bad quoting, too few fields, names the line),
+ * FC_ERR_EXISTS (a key listed twice, naming both lines), FC_ERR_INVALID (an
+ * unknown split name, an absolute or '..' path in a CSV, a key too long),
+ * FC_ERR_NOMEM. A dataset with no images is not an error here (n == 0).
+ * CSV rows whose file does not exist are kept: extract records them as
+ * failed items. */
+int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap);
+void fc_dataset_free(fc_dataset *d);
+
+/* fc_hash_split - the stable split of an item key when the dataset names
+ * none: val if XXH3-64(key) / 2^64 < val_fraction, else train. Adding items
+ * never moves an existing one. */
+int fc_hash_split(const char *key, double val_fraction);
+
+/* fc_hash_file - XXH3-128 of the whole file at path (big-endian bytes), its
+ * size and mtime. Returns 0, FC_ERR_NOT_FOUND or FC_ERR_IO (err says why). */
+int fc_hash_file(const char *path, uint8_t hash[16], uint64_t *size, int64_t *mtime_ns, char *err,
+		 size_t errcap);
+
+/* What makes an extractor (its identity: model bytes, cut, input size,
+ * preprocessing, precision) and how its vectors are kept. */
+typedef struct fc_extractor_opts {
+	const char *model;    /* ONNX file */
+	const char *layer;    /* cut layer, NULL = the model's default embedding layer */
+	fc_preproc pre;       /* preprocessing, e.g. from fc_preproc_preset */
+	const char *pre_name; /* the preset's name, recorded in the descriptor (may be NULL) */
+	int precision;        /* enum fc_precision (engine.h) */
+	fc_dtype store_dtype; /* how vectors are kept on disk */
+	int batch;            /* images per engine run and per store write, 1..4096 */
+	int threads;          /* OpenMP threads for the engine, 0 = default */
+} fc_extractor_opts;
+
+typedef struct fc_extract_ctx fc_extract_ctx;
+
+/* fc_extract_open - open the model, cut it, build the engine for opts->batch
+ * images of the preprocessed size, and compute the extractor id and JSON
+ * descriptor. Touches no store, so a bad model is refused before one is
+ * created. The engine belongs to the calling thread: call fc_extract_run
+ * from it. Returns 0 and *out, or an error (FC_ERR_* of the model or the
+ * engine, FC_ERR_INVALID for a model that does not take 3-channel images)
+ * with the reason in err (FC_DATASET_ERRLEN bytes). */
+int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *opts, char *err, size_t errcap);
+
+/* fc_extract_id - the extractor id (16 bytes) and embedding length. */
+const uint8_t *fc_extract_id(const fc_extract_ctx *x);
+uint32_t fc_extract_dim(const fc_extract_ctx *x);
+
+/* fc_extract_descriptor - the extractor's JSON descriptor (owned by x). */
+const char *fc_extract_descriptor(const fc_extract_ctx *x);
+
+void fc_extract_free(fc_extract_ctx *x);
+
+typedef struct fc_extract_run_opts {
+	int decode_threads;  /* image decoding threads, 0 = automatic */
+	double val_fraction; /* for items the dataset gives no split: 0 <= f < 1 */
+	int strict;          /* stop at the first image that fails */
+	const fc_logger *logger;
+} fc_extract_run_opts;
+
+typedef struct fc_extract_stats {
+	uint64_t seen;         /* dataset entries */
+	uint64_t new_items;    /* keys the store did not have */
+	uint64_t changed;      /* keys whose file content changed */
+	uint64_t removed;      /* store items no longer in the dataset */
+	uint64_t extracted;    /* images run through the CNN */
+	uint64_t dedup;        /* items whose content already had (or got) a vector from another item */
+	uint64_t failed;       /* images that failed in this run (unreadable, undecodable, missing) */
+	uint64_t failed_before; /* unchanged items that had failed before (not retried) */
+	uint64_t hashed;       /* files read to hash (new, or size or mtime changed) */
+	double seconds;        /* wall time of fc_extract_run */
+	double engine_seconds; /* of which inside the engine */
+} fc_extract_stats;
+
+/* fc_extract_run - bring the store's items, and its features for x's
+ * extractor, up to date with the dataset ds: items gone from the dataset
+ * are deleted, new and changed files hashed, and every content hash
+ * without a vector extracted once. Each batch (vectors, index entries, the
+ * items they serve, error records) is one store transaction, so a killed
+ * run leaves whole batches and the next run continues. Records the
+ * extractor in the store first (FC_ERR_EXISTS if the store has this
+ * extractor with another dtype). On failure returns the error with err (may
+ * be NULL) saying why; FC_ERR_INTERRUPTED when the logger's progress
+ * callback asked to stop. With ro->strict the first failing image is an
+ * error naming it, and nothing of its batch is written. */
+int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const fc_extract_run_opts *ro,
+		   fc_extract_stats *st, char *err, size_t errcap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FEATCACHE_EXTRACT_H */

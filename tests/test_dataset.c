@@ -1,0 +1,359 @@
+/*
+ * test_dataset.c - dataset scanning on real directories and CSV files in a
+ * temp dir (class folders, split level, hidden files, CSV quoting, header,
+ * BOM, CRLF, bad rows, duplicates, unsafe paths), the stable hash split,
+ * file hashing against XXH3-128 of the bytes, and the store's one-
+ * transaction batch write.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cmocka.h>
+
+#include "featcache/extract.h"
+
+static char tmproot[256];
+
+/* Create a file (and its directories) under dir with the given bytes. */
+static void put_file(const char *dir, const char *rel, const char *text)
+{
+	char path[1024];
+	snprintf(path, sizeof path, "%s/%s", dir, rel);
+	for (char *p = path + strlen(dir) + 1; *p; p++)
+		if (*p == '/') {
+			*p = '\0';
+			mkdir(path, 0755);
+			*p = '/';
+		}
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void mkroot(char *out, size_t cap, const char *name)
+{
+	snprintf(out, cap, "%s/%s", tmproot, name);
+	assert_int_equal(mkdir(out, 0755), 0);
+}
+
+static const fc_entry *find(const fc_dataset *d, const char *key)
+{
+	for (size_t i = 0; i < d->n; i++)
+		if (strcmp(d->entries[i].key, key) == 0)
+			return &d->entries[i];
+	return NULL;
+}
+
+static void test_class_folders(void **state)
+{
+	(void)state;
+	char root[512], err[FC_DATASET_ERRLEN];
+	mkroot(root, sizeof root, "folders");
+	put_file(root, "cat/1.jpg", "x");
+	put_file(root, "cat/2.JPEG", "x");
+	put_file(root, "dog/a/deep.png", "x");
+	put_file(root, "dog/notes.txt", "x");
+	put_file(root, "dog/.hidden.png", "x");
+	put_file(root, ".git/x.png", "x");
+	put_file(root, "loose.png", "x");
+	fc_dataset d;
+	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
+	assert_int_equal(d.n, 4);
+	assert_int_equal(d.skipped, 1);
+	assert_false(d.from_csv);
+	/* sorted by key, labels from the first folder, no split named */
+	assert_string_equal(d.entries[0].key, "cat/1.jpg");
+	assert_string_equal(d.entries[1].key, "cat/2.JPEG");
+	assert_string_equal(d.entries[2].key, "dog/a/deep.png");
+	assert_string_equal(d.entries[3].key, "loose.png");
+	assert_string_equal(d.entries[0].label, "cat");
+	assert_string_equal(d.entries[2].label, "dog");
+	assert_null(d.entries[3].label);
+	for (size_t i = 0; i < d.n; i++)
+		assert_int_equal(d.entries[i].split, FC_SPLIT_NONE);
+	char want[600];
+	snprintf(want, sizeof want, "%s/dog/a/deep.png", root);
+	assert_string_equal(d.entries[2].path, want);
+	fc_dataset_free(&d);
+
+	/* trailing slash: the same keys */
+	snprintf(want, sizeof want, "%s/", root);
+	assert_int_equal(fc_dataset_scan(&d, want, err, sizeof err), 0);
+	assert_string_equal(d.entries[0].key, "cat/1.jpg");
+	fc_dataset_free(&d);
+}
+
+static void test_split_level(void **state)
+{
+	(void)state;
+	char root[512], err[FC_DATASET_ERRLEN];
+	mkroot(root, sizeof root, "splits");
+	put_file(root, "train/shoe/1.png", "x");
+	put_file(root, "val/shoe/2.png", "x");
+	put_file(root, "test/bag/3.png", "x");
+	put_file(root, "README.png", "x"); /* beside the split folders: not listed */
+	fc_dataset d;
+	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
+	assert_int_equal(d.n, 3);
+	const fc_entry *e = find(&d, "train/shoe/1.png");
+	assert_non_null(e);
+	assert_int_equal(e->split, FC_SPLIT_TRAIN);
+	assert_string_equal(e->label, "shoe");
+	assert_int_equal(find(&d, "val/shoe/2.png")->split, FC_SPLIT_VAL);
+	assert_int_equal(find(&d, "test/bag/3.png")->split, FC_SPLIT_TEST);
+	assert_string_equal(find(&d, "test/bag/3.png")->label, "bag");
+	fc_dataset_free(&d);
+
+	/* a folder that is not a split name makes it a class-per-folder set */
+	put_file(root, "other/4.png", "x");
+	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
+	assert_int_equal(d.n, 5);
+	assert_string_equal(find(&d, "train/shoe/1.png")->label, "train");
+	assert_int_equal(find(&d, "train/shoe/1.png")->split, FC_SPLIT_NONE);
+	fc_dataset_free(&d);
+}
+
+static void test_csv(void **state)
+{
+	(void)state;
+	char root[512], csv[600], err[FC_DATASET_ERRLEN];
+	mkroot(root, sizeof root, "csv");
+	snprintf(csv, sizeof csv, "%s/list.csv", root);
+	put_file(root, "list.csv",
+		 "\xef\xbb\xbfpath,label,split\r\n"
+		 "img/a.jpg,cat,train\r\n"
+		 "\"img/with, comma.png\",\"say \"\"hi\"\"\",val\r\n"
+		 "\r\n"
+		 "./img//b.png,dog,\r\n"
+		 "\"img/multi\nline.png\",dog,test\n"
+		 "img/c.png,,\n");
+	fc_dataset d;
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), 0);
+	assert_true(d.from_csv);
+	assert_int_equal(d.n, 5);
+	const fc_entry *e = find(&d, "img/with, comma.png");
+	assert_non_null(e);
+	assert_string_equal(e->label, "say \"hi\"");
+	assert_int_equal(e->split, FC_SPLIT_VAL);
+	assert_int_equal(e->line, 3);
+	e = find(&d, "img/b.png"); /* ./ and // dropped */
+	assert_non_null(e);
+	assert_int_equal(e->split, FC_SPLIT_NONE);
+	assert_int_equal(e->line, 5);
+	e = find(&d, "img/multi\nline.png");
+	assert_non_null(e);
+	assert_int_equal(e->split, FC_SPLIT_TEST);
+	assert_null(find(&d, "img/c.png")->label);
+	char want[700];
+	snprintf(want, sizeof want, "%s/img/a.jpg", root);
+	assert_string_equal(find(&d, "img/a.jpg")->path, want);
+	assert_int_equal(find(&d, "img/a.jpg")->split, FC_SPLIT_TRAIN);
+	fc_dataset_free(&d);
+
+	/* no header: the first row is data */
+	put_file(root, "nohead.csv", "x.png,one\ny.png,two\n");
+	snprintf(csv, sizeof csv, "%s/nohead.csv", root);
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), 0);
+	assert_int_equal(d.n, 2);
+	assert_string_equal(d.entries[0].label, "one");
+	fc_dataset_free(&d);
+}
+
+/* Each bad CSV is refused with the given code and a message naming the line. */
+static void test_csv_errors(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		int code;
+		const char *says;
+	} cases[] = {
+		{ "a.png,x\n\"b.png,y\n", FC_ERR_CORRUPT, "line 2: quoted field never closed" },
+		{ "a.png,x\nb\"c.png,y\n", FC_ERR_CORRUPT, "line 2: quote inside an unquoted field" },
+		{ "\"a.png\"x,y\n", FC_ERR_CORRUPT, "line 1: text after a closing quote" },
+		{ "a.png\n", FC_ERR_CORRUPT, "line 1: 1 fields" },
+		{ "a.png,x,train,extra\n", FC_ERR_CORRUPT, "line 1: 4 fields" },
+		{ "a.png,x,holdout\n", FC_ERR_INVALID, "unknown split 'holdout'" },
+		{ "/etc/passwd,x\n", FC_ERR_INVALID, "is absolute" },
+		{ "img/../../secret.png,x\n", FC_ERR_INVALID, "leaves the dataset" },
+		{ ",x\n", FC_ERR_INVALID, "empty path" },
+		{ "a.png,x\nb.png,y\n./a.png,z\n", FC_ERR_EXISTS, "line 3: 'a.png' is listed again (first on line 1)" },
+	};
+	char root[512], csv[600], err[FC_DATASET_ERRLEN];
+	mkroot(root, sizeof root, "csv-bad");
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "bad%zu.csv", i);
+		put_file(root, name, cases[i].text);
+		snprintf(csv, sizeof csv, "%s/%s", root, name);
+		fc_dataset d;
+		err[0] = '\0';
+		int rc = fc_dataset_scan(&d, csv, err, sizeof err);
+		if (rc != cases[i].code || !strstr(err, cases[i].says))
+			fail_msg("case %zu: got %d '%s', want %d '%s'", i, rc, err, cases[i].code, cases[i].says);
+		assert_null(d.entries);
+		assert_int_equal(d.n, 0);
+	}
+	fc_dataset d;
+	snprintf(csv, sizeof csv, "%s/absent.csv", root);
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), FC_ERR_NOT_FOUND);
+	assert_non_null(strstr(err, "no such file"));
+}
+
+static void test_empty_dataset(void **state)
+{
+	(void)state;
+	char root[512], err[FC_DATASET_ERRLEN];
+	mkroot(root, sizeof root, "empty");
+	put_file(root, "a/readme.txt", "x");
+	fc_dataset d;
+	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
+	assert_int_equal(d.n, 0);
+	assert_int_equal(d.skipped, 1);
+	fc_dataset_free(&d);
+}
+
+static void test_hash_split(void **state)
+{
+	(void)state;
+	size_t val = 0, n = 20000;
+	char key[64];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(key, sizeof key, "class%zu/img%06zu.jpg", i % 7, i);
+		int s = fc_hash_split(key, 0.1);
+		assert_true(s == FC_SPLIT_TRAIN || s == FC_SPLIT_VAL);
+		val += s == FC_SPLIT_VAL;
+		/* stable: the same key, the same answer; a larger fraction only adds */
+		assert_int_equal(fc_hash_split(key, 0.1), s);
+		if (s == FC_SPLIT_VAL)
+			assert_int_equal(fc_hash_split(key, 0.2), FC_SPLIT_VAL);
+	}
+	/* 10 % within 4 standard deviations of a binomial(20000, 0.1) */
+	assert_true(val > 2000 - 170 && val < 2000 + 170);
+	assert_int_equal(fc_hash_split("anything", 0.0), FC_SPLIT_TRAIN);
+}
+
+static void test_hash_file(void **state)
+{
+	(void)state;
+	char root[512], path[600], err[256];
+	mkroot(root, sizeof root, "hash");
+	/* larger than the hashing buffer, so the streaming path is used */
+	size_t n = 200000;
+	char *buf = malloc(n + 1);
+	assert_non_null(buf);
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (char)('a' + (i * 7919) % 26);
+	buf[n] = '\0';
+	put_file(root, "big.bin", buf);
+	snprintf(path, sizeof path, "%s/big.bin", root);
+	uint8_t h[16];
+	uint64_t size;
+	int64_t mtime;
+	assert_int_equal(fc_hash_file(path, h, &size, &mtime, err, sizeof err), 0);
+	assert_int_equal(size, n);
+	XXH128_canonical_t c;
+	XXH128_canonicalFromHash(&c, XXH3_128bits(buf, n));
+	assert_memory_equal(h, c.digest, 16);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(mtime, (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+	free(buf);
+	snprintf(path, sizeof path, "%s/none.bin", root);
+	assert_int_equal(fc_hash_file(path, h, &size, &mtime, err, sizeof err), FC_ERR_NOT_FOUND);
+}
+
+/* One transaction: deletions, a chunk, items and error records together;
+ * an invalid part refuses all of it. */
+static void test_store_batch(void **state)
+{
+	(void)state;
+	char path[512];
+	snprintf(path, sizeof path, "%s/store", tmproot);
+	fc_store *s = NULL;
+	fc_store_opts o = { .create = 1, .sync = 1 };
+	assert_int_equal(fc_store_open(&s, path, &o), 0);
+	fc_extractor ex = { .id = { 1, 2, 3 }, .dim = 4, .dtype = FC_DTYPE_F32, .codec = FC_CODEC_ZSTD, .level = 3 };
+	assert_int_equal(fc_store_put_extractor(s, &ex), 0);
+	fc_item old = { .key = "gone.png", .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN };
+	assert_int_equal(fc_store_put_items(s, &old, 1), 0);
+	assert_int_equal(fc_store_put_error(s, "fixed.png", "was broken"), 0);
+
+	float v[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	uint8_t hashes[2][FC_HASH_LEN] = { { 0xaa }, { 0xbb } };
+	fc_item items[3] = {
+		{ .key = "a.png", .hash = { 0xaa }, .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN },
+		{ .key = "fixed.png", .hash = { 0xbb }, .label = FC_NO_LABEL, .split = FC_SPLIT_VAL },
+		{ .key = "bad.png", .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN, .status = FC_ITEM_FAILED },
+	};
+	const char *ek[] = { "bad.png" }, *ew[] = { "truncated png data" }, *dk[] = { "gone.png" };
+	fc_store_batch b = { .exid = ex.id, .vecs = v, .hashes = (const uint8_t(*)[FC_HASH_LEN])hashes,
+			     .n_vecs = 2, .items = items, .n_items = 3, .error_keys = ek, .error_whys = ew,
+			     .n_errors = 1, .del_keys = dk, .n_del = 1 };
+	/* an invalid item refuses the whole batch */
+	items[2].split = 7;
+	assert_int_equal(fc_store_write_batch(s, &b, NULL), FC_ERR_INVALID);
+	assert_int_equal(fc_store_has(s, ex.id, hashes[0]), 0);
+	items[2].split = FC_SPLIT_TRAIN;
+	uint64_t chunk = 99;
+	assert_int_equal(fc_store_write_batch(s, &b, &chunk), 0);
+	assert_int_equal(chunk, 0);
+	assert_int_equal(fc_store_has(s, ex.id, hashes[1]), 1);
+	fc_item got;
+	assert_int_equal(fc_store_get_item(s, "gone.png", &got), FC_ERR_NOT_FOUND);
+	assert_int_equal(fc_store_get_item(s, "bad.png", &got), 0);
+	assert_int_equal(got.status, FC_ITEM_FAILED);
+	fc_store_stats st;
+	assert_int_equal(fc_store_stats_get(s, &st), 0);
+	assert_int_equal(st.items, 3);
+	assert_int_equal(st.errors, 1); /* bad.png's; fixed.png's stale one is gone */
+	free(st.extractors);
+	fc_matrix m;
+	size_t missing;
+	assert_int_equal(fc_store_load_items(s, ex.id, FC_SPLIT_MASK_ALL, &m, &missing), 0);
+	assert_int_equal(m.rows, 2);
+	assert_int_equal(missing, 0);
+	assert_string_equal(m.keys[1], "fixed.png");
+	assert_memory_equal(m.data + 4, v + 4, 4 * sizeof(float));
+	fc_matrix_free(&m);
+	/* items only, no vectors */
+	fc_store_batch b2 = { .items = items, .n_items = 1 };
+	assert_int_equal(fc_store_write_batch(s, &b2, &chunk), 0);
+	fc_store_free(s);
+}
+
+int main(void)
+{
+	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	snprintf(tmproot, sizeof tmproot, "%s/fc-test-dataset-XXXXXX", base);
+	if (!mkdtemp(tmproot)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	printf("# dir %s\n", tmproot);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_class_folders), cmocka_unit_test(test_split_level),
+		cmocka_unit_test(test_csv),	      cmocka_unit_test(test_csv_errors),
+		cmocka_unit_test(test_empty_dataset), cmocka_unit_test(test_hash_split),
+		cmocka_unit_test(test_hash_file),     cmocka_unit_test(test_store_batch),
+	};
+	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	if (!failed) {
+		char cmd[400];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmproot);
+		if (system(cmd) != 0)
+			return 1;
+	}
+	return failed;
+}
