@@ -1,0 +1,244 @@
+#!/bin/sh
+# tests/cli/extract.sh - `featcache extract` on small real datasets (PNG and
+# JPEG of several sizes and modes, made by tests/tool_mkimage) with a real
+# ONNX model: incremental runs (nothing new, added, modified, deleted,
+# renamed, duplicated files), labels and splits from folders and CSV, bad
+# images and bad datasets, another model in the same store, embed of the
+# raw features, and SIGKILL mid-run followed by a resume that ends with the
+# same store as a clean run.
+NAME=extract
+. "$(dirname "$0")/lib.inc"
+
+IMG=$FC_TOOLS/tool_mkimage
+MODEL=${FC_TOP:?}/tests/fixtures/models/resnet18_narrow.onnx
+MODEL2=$FC_TOP/tests/fixtures/models/mobilenet_v2_025.onnx
+# Small inputs keep the test fast; the model pools whatever it gets.
+X="--model $MODEL --size 64 --batch 4 --quiet"
+
+# summary N_NEW N_CHANGED N_REMOVED N_EXTRACTED N_DEDUP N_FAILED: the regexes
+# of the summary lines for t().
+items_re() { echo "^items: [0-9]+ seen, $1 new, $2 changed, $3 removed$"; }
+images_re() { echo "^images: $1 extracted, $2 deduplicated, $3 failed"; }
+
+mk() { "$IMG" "$@" || echo "# tool_mkimage $* failed"; }
+
+# ---- a class-per-folder dataset, hash split ----
+mkdir -p ds/cat ds/dog ds/bird
+mk ds/cat/a.png 50 40 1
+mk ds/cat/b.png 64 64 2 gray
+mk ds/cat/c.png 33 77 3 rgba
+mk ds/dog/d.jpg 120 80 4
+mk ds/dog/e.jpg 80 120 5 gray
+mk ds/dog/f.png 40 40 6 palette
+mk ds/bird/g.png 70 30 7 gray16
+mk ds/bird/h.jpg 1 1 8
+echo "notes" >ds/bird/notes.txt
+
+run "$F" extract --store st --data ds $X
+t "first run extracts every image" 0 out "$(items_re 8 0 0)" out "$(images_re 8 0 0)" \
+	out '^extractor [0-9a-f]{12}: 64-d, stored as f16$'
+run "$F" verify --store st
+t "the store verifies" 0
+run "$F" info --store st --json
+py "info: 8 items, 3 labels, one 64-d extractor with 8 vectors" out '
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["items"] == 8 and j["labels"] == 3, j
+ex = j["extractors"]
+assert len(ex) == 1 and ex[0]["vectors"] == 8 and ex[0]["dim"] == 64, ex
+d = ex[0]["descriptor"]
+assert d["preprocess"]["preset"] == "torchvision" and d["input"] == [3, 64, 64], d
+assert d["precision"] == "f32", d
+'
+
+run "$F" extract --store st --data ds $X
+t "second run extracts nothing" 0 out "$(items_re 0 0 0)" out "$(images_re 0 0 0)"
+
+mk ds/cat/n1.png 45 45 11
+mk ds/dog/n2.jpg 90 60 12
+mk ds/bird/n3.png 31 17 13
+run "$F" extract --store st --data ds $X
+t "3 added files: exactly 3 extracted" 0 out "$(items_re 3 0 0)" out "$(images_re 3 0 0)"
+
+sleep 0.01
+mk ds/cat/a.png 50 40 21
+run "$F" extract --store st --data ds $X
+t "1 modified file: 1 extracted" 0 out "$(items_re 0 1 0)" out "$(images_re 1 0 0)"
+
+rm ds/dog/d.jpg
+run "$F" extract --store st --data ds $X
+t "1 deleted file: removed from the items" 0 out "$(items_re 0 0 1)" out "$(images_re 0 0 0)"
+run "$F" info --store st --json
+py "info counts 10 items" out 'import json,sys; j=json.load(open(sys.argv[1])); assert j["items"] == 10, j["items"]'
+
+mv ds/dog/e.jpg ds/dog/e2.jpg
+run "$F" extract --store st --data ds $X
+t "1 renamed file: nothing extracted" 0 out "$(items_re 1 0 1)" out "$(images_re 0 1 0)"
+
+cp ds/cat/b.png ds/bird/copy-of-b.png
+mk ds/cat/twin1.png 52 52 31
+cp ds/cat/twin1.png ds/dog/twin2.png
+run "$F" extract --store st --data ds $X
+t "duplicates: 3 new items, one vector extracted" 0 out "$(items_re 3 0 0)" out "$(images_re 1 2 0)"
+run "$F" verify --store st
+t "the store still verifies" 0
+
+# ---- raw embed: numpy reads it, duplicates share a row ----
+run "$F" embed --store st --out raw.npy --keys raw.keys
+t "embed writes the raw features" 0 out "wrote 13 x 64 float32"
+if [ -n "$PY" ] && "$PY" -c 'import numpy' 2>/dev/null; then
+	py "embed: 13 finite rows, keys in order, copies identical" raw.npy '
+import numpy as np, sys
+x = np.load(sys.argv[1])
+keys = open("raw.keys").read().split("\n")[:-1]
+assert x.shape == (13, 64) and x.dtype == np.float32, x.shape
+assert np.isfinite(x).all()
+assert keys == sorted(keys), keys
+k = {key: i for i, key in enumerate(keys)}
+assert (x[k["cat/b.png"]] == x[k["bird/copy-of-b.png"]]).all()
+assert (x[k["cat/twin1.png"]] == x[k["dog/twin2.png"]]).all()
+assert not (x[k["cat/a.png"]] == x[k["cat/b.png"]]).all()
+'
+else
+	echo "ok - embed: numpy check # SKIP no numpy"
+fi
+
+# ---- bad images: recorded, skipped, listed; --strict stops ----
+mkdir -p bad/x
+mk bad/x/good.png 40 40 41
+head -c 300 bad/x/good.png >bad/x/truncated.png
+: >bad/x/empty.jpg
+echo "this is not an image" >bad/x/text.png
+mk bad/x/big.jpg 64 64 42
+# a JPEG whose frame header claims 60000 x 60000 pixels
+if [ -n "$PY" ]; then
+	"$PY" - bad/x/big.jpg <<'EOF'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, "rb").read())
+i = b.find(b"\xff\xc0")
+b[i + 5:i + 9] = (60000).to_bytes(2, "big") * 2
+open(p, "wb").write(b)
+EOF
+fi
+run "$F" extract --store bad.st --data bad $X
+t "bad images are skipped and counted" 0 out "$(items_re 5 0 0)" out "$(images_re 1 0 4)"
+run "$F" info --store bad.st
+t "info lists the failures" 0 out '^items +5 \(4 failed\)' out '^  x/truncated.png: ' \
+	out '^  x/empty.jpg: not a JPEG or PNG file' out '^  x/text.png: not a JPEG or PNG file' \
+	out '^  x/big.jpg: '
+run "$F" extract --store bad.st --data bad $X
+t "failed files are not retried while unchanged" 0 out "$(images_re 0 0 0)" out 'and 4 that failed before'
+mk bad/x/text.png 40 30 43
+run "$F" extract --store bad.st --data bad $X
+t "a fixed file is extracted and loses its error" 0 out "$(items_re 0 1 0)" out "$(images_re 1 0 0)"
+run "$F" info --store bad.st
+t "info: 3 failures left" 0 out '^errors +3$' '!out' 'x/text.png'
+
+run "$F" extract --store strict.st --data bad $X --strict
+t "--strict fails naming the image" 1 err "^featcache: extract into 'strict.st' stopped: cannot extract 'x/[a-z]+\.(png|jpg)': "
+run "$F" info --store strict.st --json
+py "--strict wrote no failed item" out 'import json,sys; j=json.load(open(sys.argv[1])); assert j["errors"] == 0 and j["items_failed"] == 0, j'
+
+# ---- CSV datasets: labels and splits as given, missing files ----
+mkdir -p csv/img
+mk csv/img/1.png 40 40 51
+mk csv/img/2.png 40 40 52
+mk "csv/img/three, quoted.jpg" 40 40 53
+mk csv/img/4.png 40 40 54
+cat >csv/list.csv <<'EOF'
+path,label,split
+img/1.png,shoe,train
+img/2.png,shoe,val
+"img/three, quoted.jpg",bag,test
+img/4.png,bag,
+img/missing.png,bag,train
+EOF
+run "$F" extract --store csv.st --data csv/list.csv $X
+t "CSV: 5 items, 4 extracted, the missing file failed" 0 out "$(items_re 5 0 0)" out "$(images_re 4 0 1)"
+run "$F" info --store csv.st
+t "CSV: the missing file is listed" 0 out '^  img/missing.png: no such file$' out '^labels +2$'
+run "$F" embed --store csv.st --split test --out test.npy --keys test.keys
+t "CSV: the test split is as given" 0 out 'wrote 1 x 64'
+ok_if "CSV: the test key" [ "$(cat test.keys)" = "img/three, quoted.jpg" ]
+run "$F" embed --store csv.st --split train --out train.npy --keys train.keys
+ok_if "CSV: train split as given (and the unsplit row hashed into train)" \
+	[ "$(tr '\n' ' ' <train.keys)" = "img/1.png img/4.png " ]
+
+printf 'path,label\n"img/1.png,shoe\n' >csv/bad.csv
+run "$F" extract --store never.st --data csv/bad.csv $X
+t "a CSV with bad quoting is refused" 1 err "^featcache: cannot read dataset 'csv/bad.csv': line 2: quoted field never closed$"
+printf 'img/1.png,a\nimg/2.png,b\nimg/1.png,c\n' >csv/dup.csv
+run "$F" extract --store never.st --data csv/dup.csv $X
+t "a CSV with a duplicate key is refused" 1 err "line 3: 'img/1.png' is listed again \(first on line 1\)"
+mkdir -p nothing/a && echo x >nothing/a/readme.txt
+run "$F" extract --store never.st --data nothing $X
+t "a dataset with no images is refused" 1 err "^featcache: dataset 'nothing' has no images"
+run "$F" extract --store never.st --data absent $X
+t "a missing dataset is refused" 1 err "^featcache: cannot read dataset 'absent': .*no such file"
+head -c 5000 "$MODEL" >trunc.onnx
+run "$F" extract --store never.st --data ds --model trunc.onnx --size 64 --quiet
+t "a truncated model is refused" 1 err "^featcache: cannot load model 'trunc.onnx': "
+ok_if "refusals never created a store" [ ! -e never.st ]
+
+# ---- bad options ----
+run "$F" extract --store x.st --data ds --model "$MODEL" --preprocess magic
+t "unknown preset is a usage error" 2 err "bad value 'magic' for --preprocess"
+run "$F" extract --store x.st --data ds --model "$MODEL" --batch 0
+t "batch 0 is a usage error" 2 err "--batch"
+run "$F" extract --store x.st --data ds --model "$MODEL" --mean 1,2
+t "a mean of two values is a usage error" 2 err "expected three numbers"
+run "$F" extract --store x.st --data ds
+t "--model is required" 2 err "--model is required"
+ok_if "usage errors never created a store" [ ! -e x.st ]
+
+# ---- another model (or size) in the same store: a new extractor ----
+run "$F" extract --store st --data ds --model "$MODEL2" --size 64 --batch 4 --quiet
+t "another model extracts everything again" 0 out "$(images_re 11 2 0)"
+run "$F" extract --store st --data ds $X --size 72
+t "another input size is another extractor" 0 out "$(images_re 11 2 0)"
+run "$F" info --store st --json
+py "three extractors, never mixed" out '
+import json, sys
+j = json.load(open(sys.argv[1]))
+ex = j["extractors"]
+assert len(ex) == 3, ex
+# the first also keeps the vectors of the modified and the deleted file until gc
+assert sorted(e["vectors"] for e in ex) == [11, 11, 13], ex
+'
+run "$F" extract --store st --data ds $X --store-dtype f32
+t "the same extractor with another dtype is refused" 1 err "keeps this extractor's vectors as f16"
+
+# ---- SIGKILL mid-run, then resume: the same store as a clean run ----
+mkdir -p big/a big/b
+i=0
+while [ $i -lt 120 ]; do
+	mk big/a/$i.png $((40 + i % 23)) $((30 + i % 17)) $((1000 + i))
+	mk big/b/$i.jpg $((50 + i % 13)) $((44 + i % 19)) $((2000 + i))
+	i=$((i + 1))
+done
+K="--model $MODEL --size 64 --batch 8 --store-dtype f32 --decode-threads 1 --quiet"
+run "$F" extract --store clean.st --data big $K
+t "clean run of 240 images" 0 out "$(images_re 240 0 0)"
+run "$F" embed --store clean.st --out clean.npy --keys clean.keys
+for delay in 0.05 0.2 0.4 0.8; do
+	rm -rf killed.st
+	"$F" extract --store killed.st --data big $K >/dev/null 2>&1 &
+	pid=$!
+	sleep $delay
+	kill -9 $pid 2>/dev/null
+	wait $pid 2>/dev/null
+	have=$("$F" info --store killed.st --json 2>/dev/null | grep -o '"items": [0-9]*' | head -1)
+	echo "# killed after ${delay}s: ${have:-no store yet}"
+	if [ -d killed.st ]; then
+		run "$F" verify --store killed.st
+		t "killed after ${delay}s: the store verifies" 0
+	fi
+	run "$F" extract --store killed.st --data big $K
+	t "killed after ${delay}s: the rerun completes" 0 out "^images: [0-9]+ extracted, 0 deduplicated, 0 failed"
+	run "$F" embed --store killed.st --out killed.npy --keys killed.keys
+	ok_if "killed after ${delay}s: same keys as a clean run" cmp -s killed.keys clean.keys
+	ok_if "killed after ${delay}s: same vectors, bit for bit" cmp -s killed.npy clean.npy
+done
+
+exit $((failures > 0))
