@@ -3,11 +3,17 @@
  * the CLI tests of `featcache extract` (no Python needed at test time).
  *
  *   tool_mkimage OUT W H SEED [rgb|gray|rgba|palette|gray16]
+ *   tool_mkimage --crops OUTDIR N SEED PHOTO...
  *
  * OUT ending in .png is written with libpng in the given mode, .jpg/.jpeg
  * with TurboJPEG (quality 90; gray gives a grayscale JPEG). The picture is
  * smooth gradients plus a few seeded blobs, so different seeds give
  * different images and different features.
+ *
+ * --crops cuts N distinct 500 x 375 JPEGs (quality 90) out of real photos:
+ * a seeded random 4:3 window (30 to 100 % of the photo's height) of a
+ * random photo, resized with featcache's own bilinear resampling. The
+ * benchmarks use it to turn a few wallpapers into a few thousand photos.
  */
 #include <png.h>
 #include <stdint.h>
@@ -15,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
+
+#include "featcache/image.h"
 
 static uint32_t rng(uint64_t *s)
 {
@@ -148,8 +156,72 @@ out:
 	return rc;
 }
 
+static int read_all(const char *path, uint8_t **buf, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return 1;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	*buf = n > 0 ? malloc((size_t)n) : NULL;
+	int rc = !*buf || fread(*buf, 1, (size_t)n, f) != (size_t)n;
+	fclose(f);
+	*len = (size_t)n;
+	return rc;
+}
+
+static int crops(const char *outdir, int n, uint64_t seed, char **photos, int n_photos)
+{
+	fc_image *img = calloc((size_t)n_photos, sizeof *img);
+	uint8_t *out = malloc(500 * 375 * 3), *win = NULL;
+	int rc = !img || !out;
+	for (int i = 0; !rc && i < n_photos; i++) {
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		char err[FC_IMAGE_ERRLEN] = "";
+		rc = read_all(photos[i], &buf, &len) || fc_image_decode(&img[i], buf, len, err, sizeof err) != 0;
+		if (rc)
+			fprintf(stderr, "tool_mkimage: cannot decode '%s': %s\n", photos[i], err);
+		free(buf);
+	}
+	uint64_t s = seed * 2654435761ull + 7;
+	fc_preproc p = { .resize_w = 500, .resize_h = 375, .crop_w = 500, .crop_h = 375,
+			 .filter = FC_RESAMPLE_BILINEAR, .std = { 1, 1, 1 } };
+	for (int k = 0; !rc && k < n; k++) {
+		const fc_image *src = &img[rng(&s) % (uint32_t)n_photos];
+		int h = src->h < src->w * 3 / 4 ? src->h : src->w * 3 / 4;
+		h = h * (30 + (int)(rng(&s) % 71)) / 100;
+		if (h < 8)
+			h = src->h;
+		int w = h * 4 / 3 <= src->w ? h * 4 / 3 : src->w;
+		int x0 = (int)(rng(&s) % (uint32_t)(src->w - w + 1)), y0 = (int)(rng(&s) % (uint32_t)(src->h - h + 1));
+		free(win);
+		win = malloc((size_t)w * (size_t)h * 3);
+		if (!win)
+			return 1;
+		for (int y = 0; y < h; y++)
+			memcpy(win + (size_t)y * (size_t)w * 3, src->px + ((size_t)(y0 + y) * (size_t)src->w + (size_t)x0) * 3,
+			       (size_t)w * 3);
+		fc_image part = { .px = win, .w = w, .h = h };
+		char path[4200];
+		snprintf(path, sizeof path, "%s/%06d.jpg", outdir, k);
+		rc = fc_preprocess_u8(&p, &part, out) != 0 || write_jpeg(path, out, 500, 375, "rgb") != 0;
+		if (rc)
+			fprintf(stderr, "tool_mkimage: cannot write '%s'\n", path);
+	}
+	for (int i = 0; img && i < n_photos; i++)
+		fc_image_free(&img[i]);
+	free(img);
+	free(win);
+	free(out);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 6 && strcmp(argv[1], "--crops") == 0)
+		return crops(argv[2], atoi(argv[3]), strtoull(argv[4], NULL, 10), argv + 5, argc - 5);
 	if (argc < 5 || argc > 6) {
 		fprintf(stderr, "usage: tool_mkimage OUT W H SEED [rgb|gray|rgba|palette|gray16]\n");
 		return 2;
