@@ -79,16 +79,19 @@ typedef struct fc_preproc {
  *   "torchvision"  resize_short = size * 8 / 7 (256 for 224), bilinear, centre crop size x size
  *   "finetuner"    resize to size x size, bicubic, no crop
  * both with ImageNet's mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
- * Returns 0, or FC_ERR_INVALID for an unknown name or size outside 1..4096. */
+ * Returns 0, or FC_ERR_INVALID for an unknown name or size outside 1..4096
+ * (for "torchvision" 1..3584, so that resize_short stays within 4096). */
 int fc_preproc_preset(fc_preproc *p, const char *name, int size);
 
 /* fc_preproc_check - 0 if *p is usable, FC_ERR_INVALID otherwise (sizes
- * outside 1..4096, unknown filter, std 0 or not finite). */
+ * outside 1..4096, unknown filter, std 0 or not finite, mean not finite). */
 int fc_preproc_check(const fc_preproc *p);
 
 /* fc_preprocess_u8 - the resized, cropped 8-bit image, crop_h x crop_w x 3
  * interleaved, into dst: what PIL hands to ToTensor. Returns 0,
- * FC_ERR_INVALID or FC_ERR_NOMEM. */
+ * FC_ERR_INVALID (also when a resized side would exceed INT_MAX) or
+ * FC_ERR_NOMEM (also for a strip with a side of several hundred thousand
+ * pixels, which would need more than 256 MB of scratch memory). */
 int fc_preprocess_u8(const fc_preproc *p, const fc_image *img, uint8_t *dst);
 
 /* fc_preprocess - the model input, 3 x crop_h x crop_w planar f32 (CHW),
