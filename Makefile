@@ -6,6 +6,7 @@
 #   make asan       the whole suite under ASan+UBSan (build/asan/)
 #   make fuzz       libFuzzer targets with clang (build/fuzz/), FUZZ_SECONDS each
 #   make bench      every benchmark in bench/
+#   make conformance  full-size torchvision CNNs: engine vs PyTorch (build/conformance/)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 CC ?= cc
@@ -46,7 +47,7 @@ TESTS := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOLS := $(TOOL_SRC:%.c=$(BUILD)/%)
 BENCHES := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all deps test check asan valgrind fuzz bench demo install clean
+.PHONY: all deps test check asan valgrind fuzz bench conformance demo install clean
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -80,6 +81,12 @@ $(BUILD)/tests/tool_%: $(BUILD)/tests/tool_%.o $(LIB)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+# The demo's dataset converter (Fashion-MNIST idx files to PNGs): standalone,
+# it needs only libpng and zlib.
+$(BUILD)/tools/fmnist_png: tools/fmnist_png.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(shell pkg-config --cflags zlib) $(ALL_LDFLAGS) -o $@ $< $(shell pkg-config --libs libpng zlib)
 
 deps:
 	@sh tools/deps.sh
@@ -124,17 +131,26 @@ fuzz-run: $(FUZZERS)
 		grep -E 'stat::number_of_executed_units' $(BUILD)/$$n.log; \
 	done
 
-# The demo: see tools/demo.sh (a synthetic store until extract lands).
+# The demo: Fashion-MNIST through the demo backbone, then a head (tools/demo.sh).
 demo: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/tests/tool_mkstore
+	@$(MAKE) --no-print-directory all $(BUILD)/tools/fmnist_png
 	@sh tools/demo.sh $(BUILD)
 
 # The peers need PyTorch and numpy on a fast BLAS (Debian's default libblas
 # is the reference one, 10x slower than OpenBLAS here).
 bench:
-	@FC_DEPS_EXTRA="python3-torch libopenblas0-pthread" sh tools/deps.sh
+	@FC_DEPS_EXTRA="python3-torch python3-torchvision python3-onnx libopenblas0-pthread" sh tools/deps.sh
 	@$(MAKE) --no-print-directory $(BIN) $(BENCHES)
+	@sh bench/peer_ort_setup.sh $(BUILD)/npm || echo "bench: onnx runtime peer unavailable" >&2
 	@sh bench/run.sh $(BUILD)
+
+# Full-size torchvision models of every supported family, exported with
+# random weights into $(BUILD)/conformance (~1.5 GB, kept for reruns), run
+# by PyTorch and by the engine (f32 and bf16) on the same images.
+conformance:
+	@FC_DEPS_EXTRA="python3-torch python3-torchvision python3-onnx" sh tools/deps.sh
+	@$(MAKE) --no-print-directory $(BUILD)/tests/tool_embed_model
+	@/usr/bin/python3 tools/conformance.py --tool $(BUILD)/tests/tool_embed_model --out $(BUILD)/conformance
 
 install: $(LIB) $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/featcache

@@ -1,30 +1,37 @@
 #!/bin/sh
-# tools/demo.sh BUILD_DIR - what `make demo` runs.
+# tools/demo.sh BUILD_DIR - what `make demo` runs: Fashion-MNIST through the
+# demo backbone into a store, then a projection head trained and evaluated
+# over the cached features.
 #
-# Until `featcache extract` exists (issue 4), the demo cannot start from
-# images: it builds a synthetic feature store instead (tests/tool_mkstore:
-# 20,000 64-d vectors of 20 classes buried in noise three times their size,
-# as a frozen backbone meeting a new domain might give), then runs the rest
-# of the pipeline for real: info, verify, train a projection head, eval
-# before/after, embed. The Fashion-MNIST demo replaces this when extract
-# lands.
+#   1. tools/fmnist_png turns Debian's Fashion-MNIST (dataset-fashion-mnist)
+#      into 70,000 PNG files, DEMO/fmnist/{train,val,test}/<class>/<n>.png
+#      (once; the last 5,000 training images are the val split).
+#   2. featcache extract runs models/fmnist_resnet.onnx (a small ResNet that
+#      was trained on classes 0-4 only: models/README.md) over every image.
+#   3. featcache extract again: nothing is new, nothing is extracted.
+#   4. featcache train: the default head (3 layers, 256-d), triplet loss with
+#      the semihard miner, best epoch picked on val.
+#   5. featcache eval on the test split: raw backbone features vs the head.
 set -eu
 build=${1:-build}
 F=$build/featcache
 demo=${DEMO_DIR:-$build/demo}
-rm -rf "$demo"
 mkdir -p "$demo"
-echo "== making a synthetic feature store in $demo/store (20,000 items, 20 classes)"
-"$build/tests/tool_mkstore" --store "$demo/store" --dim 64 --items 20000 --classes 20 --noise 300 \
-	--mixed-splits --dtype f16 >/dev/null
+echo "== Fashion-MNIST as PNG files in $demo/fmnist"
+"$build/tools/fmnist_png" --val 5000 "$demo/fmnist"
+rm -rf "$demo/store"
+echo "== featcache extract: 70,000 images through models/fmnist_resnet.onnx"
+"$F" extract --store "$demo/store" --model models/fmnist_resnet.onnx --data "$demo/fmnist" \
+	--preprocess finetuner --size 32 --batch 256
+echo "== featcache extract again: only what is new (nothing)"
+"$F" extract --store "$demo/store" --model models/fmnist_resnet.onnx --data "$demo/fmnist" \
+	--preprocess finetuner --size 32 --batch 256 --quiet
 echo "== featcache info"
-"$F" info --store "$demo/store"
-echo "== featcache verify"
-"$F" verify --store "$demo/store"
-echo "== featcache train (triplet loss, semihard miner, 3-layer head to 32-d)"
-"$F" train --store "$demo/store" --out "$demo/head.safetensors" --output-dim 32 --miner semihard \
-	--epochs 8 --eval-split val
-echo "== featcache eval on the test split (searching the train split)"
-"$F" eval --store "$demo/store" --head "$demo/head.safetensors" --split test --index-split train
-echo "== featcache embed (test split through the head)"
+"$F" info --store "$demo/store" --errors 0
+echo "== featcache train: default head, triplet + semihard, 10 epochs, best epoch on val"
+"$F" train --store "$demo/store" --out "$demo/head.safetensors" --miner semihard --epochs 10 \
+	--eval-split val
+echo "== featcache eval on the test split: raw backbone features vs the head"
+"$F" eval --store "$demo/store" --head "$demo/head.safetensors" --split test
+echo "== featcache embed: the test split through the head, for a search index"
 "$F" embed --store "$demo/store" --head "$demo/head.safetensors" --split test --out "$demo/test.npy"
