@@ -2,7 +2,9 @@
  * cmd_embed.c - `featcache embed`: a split's cached features, raw or
  * through a trained head (L2-normalised), as a float32 .npy with the item
  * keys in row order in a text file, ready for numpy, faiss or a search
- * engine.
+ * engine. With --model and --data, the images of a directory or CSV
+ * instead: the backbone runs only for content the store lacks (and the
+ * store keeps those vectors), nothing else of the store changes.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -13,15 +15,23 @@
 
 #include "cli/cli.h"
 #include "cli/data.h"
+#include "featcache/extract.h"
 #include "featcache/tensorio.h"
 #include "featcache/train.h"
 
 static const char usage_text[] =
 	"usage: featcache embed --store DIR --out FILE.npy [--keys FILE] [options]\n"
+	"       featcache embed --store DIR --model M.onnx --data PATH --out FILE.npy [options]\n"
 	"\n"
 	"Write the cached features of a split as a float32 .npy (rows in key order),\n"
 	"or with --head the head's L2-normalised embeddings, and the item keys, one\n"
 	"per line in the same order, to --keys (default FILE.npy.keys).\n"
+	"\n"
+	"With --model and --data, embed the images of PATH (a directory or CSV, as\n"
+	"for extract) instead: the model runs with the settings the store's extractor\n"
+	"was made with, only for images whose content the store lacks, and the store\n"
+	"caches their features; its items are not changed. Images that cannot be\n"
+	"decoded are left out with a warning.\n"
 	"\n"
 	"  -s, --store DIR      the store (default: $FEATCACHE_STORE)\n"
 	"  -o, --out FILE       the .npy to write\n"
@@ -30,19 +40,27 @@ static const char usage_text[] =
 	"      --no-normalize   with --head, keep the embeddings unnormalised\n"
 	"      --extractor ID   which feature set (hex prefix; default: the only one)\n"
 	"      --split S        train, val, test, all or a comma list (default all)\n"
+	"  -m, --model FILE     with --data: the ONNX model the extractor was made with\n"
+	"  -d, --data PATH      embed these images instead of a split\n"
+	"      --batch N        images per engine run (default 32)\n"
+	"      --threads N      engine threads (default: OMP_NUM_THREADS or all cores)\n"
+	"  -q, --quiet          no progress\n"
 	"  -h, --help           show this help\n";
 
-enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT };
+enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS };
 
 static const struct option opts[] = {
 	{ "store", required_argument, NULL, 's' },	 { "out", required_argument, NULL, 'o' },
 	{ "keys", required_argument, NULL, O_KEYS },	 { "head", required_argument, NULL, O_HEAD },
 	{ "no-normalize", no_argument, NULL, O_NO_NORM }, { "extractor", required_argument, NULL, O_EXTRACTOR },
 	{ "split", required_argument, NULL, O_SPLIT },	 { "help", no_argument, NULL, 'h' },
+	{ "model", required_argument, NULL, 'm' },	 { "data", required_argument, NULL, 'd' },
+	{ "batch", required_argument, NULL, O_BATCH },	 { "threads", required_argument, NULL, O_THREADS },
+	{ "quiet", no_argument, NULL, 'q' },
 	{ NULL, 0, NULL, 0 },
 };
 
-static int write_keys(const char *path, const fc_matrix *m)
+static int write_keys(const char *path, const char *const *keys, size_t n)
 {
 	char tmp[4300];
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -50,8 +68,8 @@ static int write_keys(const char *path, const fc_matrix *m)
 	if (!f)
 		return fc_fail("cannot write '%s': %s", path, fc_errno_str(errno));
 	int ok = 1;
-	for (size_t r = 0; r < m->rows && ok; r++)
-		ok = fputs(m->keys[r], f) >= 0 && fputc('\n', f) != EOF;
+	for (size_t r = 0; r < n && ok; r++)
+		ok = fputs(keys[r], f) >= 0 && fputc('\n', f) != EOF;
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
 		ok = 0;
 	if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
@@ -62,80 +80,212 @@ static int write_keys(const char *path, const fc_matrix *m)
 	return 0;
 }
 
+/* The extractor a head says it was trained on (its "extractor" metadata),
+ * copied into hex; 0 if it says, -1 if not (or the file is unreadable:
+ * fc_head_load reports that). */
+static int head_extractor(const char *path, char hex[2 * FC_HASH_LEN + 1])
+{
+	fc_st_file *f = NULL;
+	char err[FC_TENSORIO_ERRLEN];
+	int rc = -1;
+	if (fc_st_open(&f, path, err, sizeof err) == 0) {
+		const char *v = fc_st_meta_find(f, "extractor");
+		if (v && strlen(v) == 2 * FC_HASH_LEN) {
+			memcpy(hex, v, 2 * FC_HASH_LEN + 1);
+			rc = 0;
+		}
+	}
+	fc_st_free(f);
+	return rc;
+}
+
+static void warn_failed(void *ctx, const char *key, const char *why)
+{
+	(void)ctx;
+	fc_warn("cannot embed '%s': %s; left out", key, why);
+}
+
+struct rows {
+	float *data;
+	size_t n, dim;
+	const char **keys;
+};
+
+/* The images of `data` through the store's extractor `id`, extracting what
+ * the store lacks; rows of the images that worked, in key order. */
+static int embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const char *data, int batch,
+			int threads, fc_dataset *ds, struct rows *out)
+{
+	fc_extractor ex;
+	int rc = fc_store_get_extractor(s, id, &ex);
+	if (rc)
+		return fc_store_fail(s, rc, "read");
+	char err[FC_DATASET_ERRLEN], want[33], got[33];
+	fc_extract_ctx *x = NULL;
+	uint8_t(*hashes)[FC_HASH_LEN] = NULL;
+	uint8_t *failed = NULL;
+	fc_hex(want, id, FC_HASH_LEN);
+	if ((rc = fc_extract_open_like(&x, model, ex.descriptor, ex.dtype, batch, threads, err, sizeof err)) != 0)
+		return fc_fail("%s", err);
+	fc_hex(got, fc_extract_id(x), FC_HASH_LEN);
+	if (strcmp(want, got) != 0) {
+		rc = fc_fail("model '%s' does not reproduce extractor %.12s of store '%s' (another model file?)", model,
+			     want, fc_store_path(s));
+		goto out;
+	}
+	if ((rc = fc_dataset_scan(ds, data, err, sizeof err)) != 0) {
+		rc = fc_fail("cannot read dataset '%s': %s", data, err);
+		goto out;
+	}
+	if (ds->n == 0) {
+		rc = fc_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
+		goto out;
+	}
+	hashes = malloc(ds->n * sizeof *hashes);
+	failed = calloc(ds->n, 1);
+	out->dim = fc_extract_dim(x);
+	out->data = malloc(ds->n * out->dim * sizeof *out->data);
+	out->keys = malloc(ds->n * sizeof *out->keys);
+	if (!hashes || !failed || !out->data || !out->keys) {
+		rc = fc_fail("out of memory");
+		goto out;
+	}
+	fc_catch_interrupt();
+	fc_extract_run_opts ro = { .cache_only = 1, .hashes = hashes, .failed = failed, .on_fail = warn_failed,
+				   .logger = fc_cli_logger() };
+	fc_extract_stats st;
+	rc = fc_extract_run(x, s, ds, &ro, &st, err, sizeof err);
+	fc_progress_end();
+	if (rc) {
+		rc = fc_fail("cannot embed '%s': %s", data, err);
+		goto out;
+	}
+	for (size_t i = 0; i < ds->n; i++) {
+		if (failed[i])
+			continue;
+		if ((rc = fc_store_get(s, id, hashes[i], out->data + out->n * out->dim, out->dim)) != 0) {
+			rc = fc_store_fail(s, rc, "read");
+			goto out;
+		}
+		out->keys[out->n++] = ds->entries[i].key;
+	}
+	fprintf(stderr, "featcache: %zu images: %llu extracted, %zu from the cache, %llu failed\n", ds->n,
+		(unsigned long long)st.extracted, out->n - (size_t)st.extracted, (unsigned long long)st.failed);
+	rc = 0;
+out:
+	free(hashes);
+	free(failed);
+	fc_extract_free(x);
+	return rc;
+}
+
 int cmd_embed(int argc, char **argv)
 {
-	const char *store = NULL, *out = NULL, *keys = NULL, *head_path = NULL, *extractor = NULL, *split = "all";
-	int normalize = 1, c, rc;
+	const char *store = NULL, *out = NULL, *keys = NULL, *head_path = NULL, *extractor = NULL, *split = NULL;
+	const char *model = NULL, *data = NULL;
+	uint64_t batch = 32, threads = 0;
+	int normalize = 1, quiet = 0, c, rc;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":s:o:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":s:o:m:d:qh", opts, NULL)) != -1) {
+		rc = 0;
 		switch (c) {
 		case 's': store = optarg; break;
 		case 'o': out = optarg; break;
+		case 'm': model = optarg; break;
+		case 'd': data = optarg; break;
+		case 'q': quiet = 1; break;
 		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
 		case O_KEYS: keys = optarg; break;
 		case O_HEAD: head_path = optarg; break;
 		case O_NO_NORM: normalize = 0; break;
 		case O_EXTRACTOR: extractor = optarg; break;
 		case O_SPLIT: split = optarg; break;
+		case O_BATCH: rc = fc_parse_u64("embed", "--batch", optarg, 1, 4096, &batch); break;
+		case O_THREADS: rc = fc_parse_u64("embed", "--threads", optarg, 1, 1024, &threads); break;
 		default: return fc_getopt_error("embed", c, argv, opts);
 		}
+		if (rc)
+			return rc;
 	}
 	if ((rc = fc_no_operands("embed", argc, argv)) || (rc = fc_need_store("embed", store, &store)))
 		return rc;
 	if (!out)
 		return fc_usage_error("embed", "--out is required (the .npy to write)");
-	unsigned mask;
-	if ((rc = fc_parse_splits("embed", "--split", split, &mask)) != 0)
+	if (!model != !data)
+		return fc_usage_error("embed", "--model and --data go together (embed the images of --data)");
+	if (data && split)
+		return fc_usage_error("embed", "--split is for cached items; with --data every image of PATH is embedded");
+	unsigned mask = 0;
+	if (!data && (rc = fc_parse_splits("embed", "--split", split ? split : "all", &mask)) != 0)
 		return rc;
-	char keybuf[4200];
+	char keybuf[4200], hexbuf[2 * FC_HASH_LEN + 1];
 	if (!keys) {
 		snprintf(keybuf, sizeof keybuf, "%s.keys", out);
 		keys = keybuf;
 	}
+	fc_cli_logger_flags(quiet ? FC_CLI_QUIET : 0);
 
 	fc_store *s = NULL;
 	fc_head *head = NULL;
 	fc_split_data d = { 0 };
+	fc_dataset ds = { 0 };
+	struct rows rows = { 0 };
 	float *emb = NULL;
 	char why[FC_TRAIN_ERRLEN] = "", err[FC_TENSORIO_ERRLEN] = "";
 	if (head_path && (rc = fc_head_load(&head, head_path, 1024, why)) != 0)
 		return fc_fail("cannot load head '%s': %s", head_path, why);
+	/* A head knows its extractor: the default when none is named. */
+	if (head && !extractor && head_extractor(head_path, hexbuf) == 0)
+		extractor = hexbuf;
 	uint8_t id[FC_HASH_LEN];
-	if ((rc = fc_open_store(&s, store, 1)) || (rc = fc_pick_extractor("embed", s, extractor, id)) ||
-	    (rc = fc_load_split(s, id, mask, 1, &d)))
+	if ((rc = fc_open_store(&s, store, data == NULL)) || (rc = fc_pick_extractor("embed", s, extractor, id)))
 		goto out;
-	if (d.missing)
-		fc_warn("%zu items have no features yet (run 'featcache extract'); they are not in the output", d.missing);
-	const float *rows = d.m.data;
-	size_t dim = d.m.dim;
+	if (data) {
+		if ((rc = embed_images(s, id, model, data, (int)batch, (int)threads, &ds, &rows)) != 0)
+			goto out;
+	} else {
+		if ((rc = fc_load_split(s, id, mask, 1, &d)) != 0)
+			goto out;
+		if (d.missing)
+			fc_warn("%zu items have no features yet (run 'featcache extract'); they are not in the output",
+				d.missing);
+		rows = (struct rows){ .data = d.m.data, .n = d.m.rows, .dim = d.m.dim, .keys = d.m.keys };
+	}
+	const float *outrows = rows.data;
+	size_t dim = rows.dim;
 	if (head) {
 		fc_head_config hc = fc_head_get_config(head);
-		if (hc.in_dim != d.m.dim) {
-			rc = fc_fail("head '%s' takes %u-d input, the features are %zu-d", head_path, hc.in_dim, d.m.dim);
+		if (hc.in_dim != rows.dim) {
+			rc = fc_fail("head '%s' takes %u-d input, the features are %zu-d", head_path, hc.in_dim, rows.dim);
 			goto out;
 		}
 		dim = hc.out_dim;
-		emb = malloc((d.m.rows ? d.m.rows : 1) * dim * sizeof *emb);
+		emb = malloc((rows.n ? rows.n : 1) * dim * sizeof *emb);
 		if (!emb) {
 			rc = fc_fail("out of memory");
 			goto out;
 		}
-		if ((rc = fc_head_embed(head, emb, d.m.data, d.m.rows, normalize)) != 0) {
+		if ((rc = fc_head_embed(head, emb, rows.data, rows.n, normalize)) != 0) {
 			rc = fc_fail("cannot apply head: %s", fc_strerror(rc));
 			goto out;
 		}
-		rows = emb;
+		outrows = emb;
 	}
-	if ((rc = fc_npy_write_f32(out, rows, d.m.rows, dim, err, sizeof err)) != 0) {
+	if ((rc = fc_npy_write_f32(out, outrows, rows.n, dim, err, sizeof err)) != 0) {
 		rc = fc_fail("cannot write '%s': %s", out, err);
 		goto out;
 	}
-	if ((rc = write_keys(keys, &d.m)) != 0)
+	if ((rc = write_keys(keys, rows.keys, rows.n)) != 0)
 		goto out;
-	printf("wrote %zu x %zu float32 to '%s', keys to '%s'\n", d.m.rows, dim, out, keys);
+	printf("wrote %zu x %zu float32 to '%s', keys to '%s'\n", rows.n, dim, out, keys);
 	rc = FC_EXIT_OK;
 out:
+	if (data) {
+		free(rows.data);
+		free(rows.keys);
+	}
 	free(emb);
+	fc_dataset_free(&ds);
 	fc_split_data_free(&d);
 	fc_head_free(head);
 	fc_store_free(s);

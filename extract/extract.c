@@ -235,6 +235,47 @@ fail:
 	return rc;
 }
 
+/* Three floats of a JSON array into v; 0 on success. */
+static int json_float3(const json_t *a, float v[3])
+{
+	if (!json_is_array(a) || json_array_size(a) != 3)
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		if (!json_is_number(json_array_get(a, (size_t)i)))
+			return -1;
+		v[i] = (float)json_number_value(json_array_get(a, (size_t)i));
+	}
+	return 0;
+}
+
+int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const char *descriptor, fc_dtype dtype,
+			 int batch, int threads, char *err, size_t errcap)
+{
+	*out = NULL;
+	json_error_t je;
+	json_t *d = json_loads(descriptor ? descriptor : "", 0, &je);
+	fc_extractor_opts o = { .model = model_path, .store_dtype = dtype, .batch = batch, .threads = threads };
+	const char *filter = NULL, *prec = NULL, *preset = NULL;
+	json_t *pre = NULL, *mean = NULL, *std = NULL;
+	int ok = d && json_unpack(d, "{s:s, s:s, s:o}", "tensor", &o.layer, "precision", &prec, "preprocess", &pre) == 0 &&
+		 json_unpack(pre, "{s:i, s:[ii], s:[ii], s:s, s:o, s:o, s?s}", "resize_short", &o.pre.resize_short,
+			     "resize", &o.pre.resize_w, &o.pre.resize_h, "crop", &o.pre.crop_w, &o.pre.crop_h, "filter",
+			     &filter, "mean", &mean, "std", &std, "preset", &preset) == 0 &&
+		 json_float3(mean, o.pre.mean) == 0 && json_float3(std, o.pre.std) == 0;
+	int rc;
+	if (!ok) {
+		rc = say(err, errcap, FC_ERR_CORRUPT, "the extractor's descriptor does not say how it was made%s%s",
+			 d ? "" : ": ", d ? "" : je.text);
+	} else {
+		o.pre.filter = strcmp(filter, "bicubic") == 0 ? FC_RESAMPLE_BICUBIC : FC_RESAMPLE_BILINEAR;
+		o.precision = strcmp(prec, "bf16") == 0 ? FC_PREC_BF16 : FC_PREC_F32;
+		o.pre_name = preset;
+		rc = fc_extract_open(out, &o, err, errcap);
+	}
+	json_decref(d);
+	return rc;
+}
+
 const uint8_t *fc_extract_id(const fc_extract_ctx *x) { return x->id; }
 uint32_t fc_extract_dim(const fc_extract_ctx *x) { return x->dim; }
 const char *fc_extract_descriptor(const fc_extract_ctx *x) { return x->descriptor; }
@@ -510,6 +551,16 @@ struct run {
 	size_t errcap;
 };
 
+/* Entry i failed: count it, mark it, tell the caller. */
+static void note_failure(struct run *r, size_t i, const char *why)
+{
+	r->st->failed++;
+	if (r->ro->failed)
+		r->ro->failed[i] = 1;
+	if (r->ro->on_fail)
+		r->ro->on_fail(r->ro->fail_ctx, r->ds->entries[i].key, why);
+}
+
 static int store_say(struct run *r, int rc, const char *what)
 {
 	return say(r->err, r->errcap, rc, "cannot %s: %s", what,
@@ -534,11 +585,13 @@ static int write_batch(struct run *r, const struct work *work, size_t first, siz
 				items[ni].status = FC_ITEM_FAILED;
 				ekeys[ne] = p->item.key;
 				ewhys[ne++] = sl->why[k];
-				r->st->failed++;
+				note_failure(r, r->users[w->first_user + u], sl->why[k]);
 			}
 			ni++;
 		}
 	}
+	if (r->ro->cache_only)
+		ni = ne = 0; /* vectors only */
 	fc_store_batch b = { .exid = r->x->id, .vecs = out, .hashes = (const uint8_t(*)[FC_HASH_LEN])hashes,
 			     .n_vecs = nv, .items = items, .n_items = ni, .error_keys = ekeys,
 			     .error_whys = ewhys, .n_errors = ne };
@@ -795,7 +848,7 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 	st->seen = n;
 	if ((rc = ensure_extractor(&r)) != 0)
 		return rc;
-	if ((rc = fc_store_foreach_item(s, old_add, &old)) != 0) {
+	if (!ro->cache_only && (rc = fc_store_foreach_item(s, old_add, &old)) != 0) {
 		rc = rc == FC_ERR_NOMEM ? say(err, errcap, rc, "out of memory") : store_say(&r, rc, "read items");
 		goto out;
 	}
@@ -812,7 +865,10 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	if ((rc = map_labels(&r, label_ids)) != 0)
+	if (ro->cache_only)
+		for (size_t i = 0; i < n; i++)
+			label_ids[i] = FC_NO_LABEL;
+	else if ((rc = map_labels(&r, label_ids)) != 0)
 		goto out;
 	plan_entries(ds, &old, label_ids, ro->val_fraction, r.pl, &st->hashed);
 
@@ -841,13 +897,16 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 	for (size_t i = 0; i < old.cap; i++)
 		if (old.slots[i].key && !old.slots[i].seen)
 			dels[nd++] = old.slots[i].key;
-	st->removed = nd;
 	for (size_t i = 0; i < n; i++) {
 		struct plan_item *p = &r.pl[i];
+		if (ro->hashes)
+			memcpy(ro->hashes[i], p->item.hash, FC_HASH_LEN);
+		if (ro->failed)
+			ro->failed[i] = p->item.status != FC_ITEM_OK;
 		if (p->failed_now) {
 			ekeys[ne] = p->item.key;
 			ewhys[ne++] = p->why;
-			st->failed++;
+			note_failure(&r, i, p->why);
 			if (ro->strict) {
 				rc = say(err, errcap, FC_ERR_CORRUPT, "cannot extract '%s': %s", p->item.key, p->why);
 				goto out;
@@ -856,6 +915,9 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 		if (p->dirty && !p->missing)
 			now_items[ni++] = p->item;
 	}
+	if (ro->cache_only)
+		nd = ni = ne = 0;
+	st->removed = nd;
 	if (nd || ni || ne) {
 		fc_store_batch b = { .items = now_items, .n_items = ni, .error_keys = ekeys, .error_whys = ewhys,
 				     .n_errors = ne, .del_keys = dels, .n_del = nd };

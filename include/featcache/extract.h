@@ -99,10 +99,30 @@ const char *fc_extract_descriptor(const fc_extract_ctx *x);
 
 void fc_extract_free(fc_extract_ctx *x);
 
+/* fc_extract_open_like - fc_extract_open for the model at model_path with
+ * the layer, input size, preprocessing and precision a store's extractor
+ * descriptor records (fc_extractor.descriptor), and the given store dtype,
+ * batch and threads. Whether it reproduces that extractor is for the
+ * caller to check: compare fc_extract_id with the extractor's id (another
+ * model file gives another id). */
+int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const char *descriptor, fc_dtype dtype,
+			 int batch, int threads, char *err, size_t errcap);
+
 typedef struct fc_extract_run_opts {
 	int decode_threads;  /* image decoding threads, 0 = automatic */
 	double val_fraction; /* for items the dataset gives no split: 0 <= f < 1 */
 	int strict;          /* stop at the first image that fails */
+	/* cache_only: extract what the store lacks, but leave the store's items,
+	 * labels and error records alone (for images that are not part of the
+	 * dataset, e.g. `featcache embed --data new/`): vectors only. */
+	int cache_only;
+	/* Optional, ds->n entries each: every entry's content hash, and 1 where
+	 * the entry could not be hashed or decoded (0 where it has a vector). */
+	uint8_t (*hashes)[FC_HASH_LEN];
+	uint8_t *failed;
+	/* Optional: called on the calling thread for each entry that fails. */
+	void (*on_fail)(void *ctx, const char *key, const char *why);
+	void *fail_ctx;
 	const fc_logger *logger;
 } fc_extract_run_opts;
 

@@ -103,6 +103,46 @@ else
 	echo "ok - embed: numpy check # SKIP no numpy"
 fi
 
+# ---- embed new images: extract only what the store lacks, items untouched ----
+mkdir -p new/q
+cp ds/cat/b.png new/q/known.png
+mk new/q/fresh1.png 48 36 61
+mk new/q/fresh2.jpg 36 48 62
+echo "not an image" >new/q/broken.png
+run "$F" embed --store st --model "$MODEL" --data new --out new.npy --keys new.keys
+t "embed --data: new images extracted, known ones from the cache" 0 out 'wrote 3 x 64 float32' \
+	err "4 images: 2 extracted, 1 from the cache, 1 failed" err "cannot embed 'q/broken.png': not a JPEG or PNG file"
+ok_if "embed --data: keys in order, the broken image left out" \
+	[ "$(tr '\n' ' ' <new.keys)" = "q/fresh1.png q/fresh2.jpg q/known.png " ]
+run "$F" embed --store st --model "$MODEL" --data new --out new2.npy --keys new2.keys --quiet
+t "embed --data again: everything from the cache" 0 err "4 images: 0 extracted, 3 from the cache, 1 failed"
+ok_if "embed --data again: the same bytes" cmp -s new.npy new2.npy
+run "$F" info --store st --json
+py "embed --data leaves the items alone" out 'import json,sys; j=json.load(open(sys.argv[1])); assert j["items"] == 13 and j["errors"] == 0, j'
+if [ -n "$PY" ] && "$PY" -c 'import numpy' 2>/dev/null; then
+	py "embed --data: a known image gets its cached row" new.npy '
+import numpy as np, sys
+x = np.load(sys.argv[1]); raw = np.load("raw.npy")
+keys = open("raw.keys").read().split("\n")[:-1]
+assert (x[2] == raw[keys.index("cat/b.png")]).all()
+'
+fi
+run "$F" train --store st --out h.safetensors --epochs 1 --batch-size 6 --items-per-class 2 --output-dim 8 \
+	--eval-split none --quiet
+t "a tiny head trains on the store" 0
+run "$F" embed --store st --head h.safetensors --model "$MODEL" --data new --out newh.npy --quiet
+t "embed --data --head" 0 out 'wrote 3 x 8 float32'
+if [ -n "$PY" ] && "$PY" -c 'import numpy' 2>/dev/null; then
+	py "embed --data --head: unit rows" newh.npy '
+import numpy as np, sys
+x = np.load(sys.argv[1]); assert np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5), x
+'
+fi
+run "$F" embed --store st --model "$MODEL2" --data new --out x.npy
+t "embed --data with another model is refused" 1 err "^featcache: "
+run "$F" embed --store st --data new --out x.npy
+t "embed --data needs --model" 2 err "--model and --data go together"
+
 # ---- bad images: recorded, skipped, listed; --strict stops ----
 mkdir -p bad/x
 mk bad/x/good.png 40 40 41
@@ -203,8 +243,9 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 ex = j["extractors"]
 assert len(ex) == 3, ex
-# the first also keeps the vectors of the modified and the deleted file until gc
-assert sorted(e["vectors"] for e in ex) == [11, 11, 13], ex
+# the first also keeps the vectors of the modified and the deleted file (until gc)
+# and the two new images embed --data cached
+assert sorted(e["vectors"] for e in ex) == [11, 11, 15], ex
 '
 run "$F" extract --store st --data ds $X --store-dtype f32
 t "the same extractor with another dtype is refused" 1 err "keeps this extractor's vectors as f16"
