@@ -504,7 +504,8 @@ int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap)
 		rc = scan_csv(&b, path);
 	}
 	if (!rc) {
-		qsort(out->entries, out->n, sizeof *out->entries, by_key);
+		if (out->n > 1)
+			qsort(out->entries, out->n, sizeof *out->entries, by_key);
 		for (size_t i = 1; i < out->n; i++)
 			if (strcmp(out->entries[i - 1].key, out->entries[i].key) == 0) {
 				const fc_entry *a = &out->entries[i - 1], *e = &out->entries[i];
