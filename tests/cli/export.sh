@@ -1,0 +1,159 @@
+#!/bin/sh
+# tests/cli/export.sh - `featcache export` end to end on real images:
+#   - extract (f32 store) + train a tiny head + `embed --head` gives E1;
+#   - the export made with --no-normalize, extracted again by featcache at
+#     its "embedding" layer, gives E1's rows up to scale (featcache's engine
+#     has no LpNormalization, so the normalised export is for ONNX Runtime);
+#   - ONNX Runtime (npm onnxruntime-node, installed into the build directory
+#     by bench/peer_ort_setup.sh) runs the export on featcache's own
+#     preprocessing of the same images (tests/tool_preprocess), batches of 1
+#     and 3: cosine >= 0.9999 per row against E1, and the unnormalised export
+#     within 1e-4 of `embed --head --no-normalize`; also for a float16 model
+#     (Cast around the backbone), a model of Shape/Reshape chains (dynamic
+#     batch) and one pooled by ReduceMean;
+#   - bad input: head dim mismatch, missing head, unknown layer, unwritable
+#     --out: exit 1 with a clear message and no file left behind.
+# Needs node and npm: without them the script fails, it does not skip.
+NAME=export
+. "$(dirname "$0")/lib.inc"
+
+IMG=$FC_TOOLS/tool_mkimage
+PRE=$FC_TOOLS/tool_preprocess
+ORT=$FC_TOP/tests/ort_run.js
+MODELS=$FC_TOP/tests/fixtures/models
+MODEL=$MODELS/resnet18_narrow.onnx
+X="--size 64 --store-dtype f32 --batch 4 --quiet"
+T="--epochs 3 --batch-size 6 --items-per-class 2 --output-dim 8 --eval-split none --quiet"
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	fail "node and npm are needed to check exports with ONNX Runtime (apt-get install nodejs npm)"
+	exit 1
+fi
+NPM_DIR=${FC_NPM_DIR:-$(dirname "$FEATCACHE")/npm}
+if sh "$FC_TOP/bench/peer_ort_setup.sh" "$NPM_DIR" >"$tmp/npm.log" 2>&1; then
+	pass "onnxruntime-node is installed in $NPM_DIR"
+else
+	fail "cannot install onnxruntime-node into $NPM_DIR"
+	sed 's/^/# /' "$tmp/npm.log"
+	exit 1
+fi
+export NODE_PATH="$NPM_DIR/node_modules"
+
+# cmp_npy WHAT A B MINCOS [MAXABS]: one TAP line from tests/ort_run.js cmp.
+cmp_npy() {
+	what=$1
+	shift
+	if out=$(node "$ORT" cmp "$@" 2>&1); then
+		pass "$what ($out)"
+	else
+		fail "$what"
+		echo "# $out"
+	fi
+}
+
+# ort WHAT MODEL IN OUT BATCH: run the model in ONNX Runtime.
+ort() {
+	run node "$ORT" run "$2" "$3" "$4" "$5"
+	t "$1" 0 out "^ort .*in batches of $5"
+}
+
+mk() { "$IMG" "$@" || echo "# tool_mkimage $* failed"; }
+mkdir -p ds/cat ds/dog ds/bird
+s=1
+for c in cat dog bird; do
+	for i in 1 2 3 4; do
+		mk ds/$c/$i.png $((30 + 11 * i)) $((70 - 7 * i)) $s
+		s=$((s + 1))
+	done
+done
+mk ds/dog/5.jpg 90 60 40
+
+# ---- resnet18: featcache's embeddings (E1) ----
+run "$F" extract --store st --data ds --model "$MODEL" $X
+t "extract the dataset" 0
+run "$F" train --store st --out h.safetensors $T
+t "train a tiny head" 0
+run "$F" embed --store st --head h.safetensors --out e1.npy --keys e1.keys
+t "embed --head (E1)" 0 out "wrote 13 x 8 float32"
+run "$F" embed --store st --head h.safetensors --no-normalize --out e1raw.npy --keys e1raw.keys
+t "embed --head --no-normalize" 0
+
+run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out tuned.onnx
+t "export" 0 out "^wrote 'tuned.onnx': input 3 x 64 x 64, 8-d embedding \(L2-normalised\)$"
+run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out raw.onnx --no-normalize
+t "export --no-normalize" 0 out "8-d embedding$"
+ok_if "the export leaves no temporary file" [ "$(ls -A | grep -c tmp)" -eq 0 ]
+ok_if "the old classifier's weights are gone" sh -c '! grep -q "fc\.weight" tuned.onnx && grep -q "fc\.weight" "$1"' sh "$MODEL"
+run "$F" layers --model raw.onnx --size 64 --layer embedding
+t "featcache reads the export and can cut at 'embedding'" 0 out "^cut +'featcache/head.2/Gemm': 8-d embedding"
+
+# ---- featcache's engine on the export (E2) ----
+run "$F" extract --store st2 --data ds --model raw.onnx --layer embedding $X
+t "extract with the export at its 'embedding'" 0 out "8-d, stored as f32"
+run "$F" embed --store st2 --out e2.npy --keys e2.keys
+t "embed the export's raw output (E2)" 0
+ok_if "E1 and E2 have the same keys" cmp -s e1.keys e2.keys
+cmp_npy "engine: cosine(E1, E2) >= 0.9999 per row" e1.npy e2.npy 0.9999
+cmp_npy "engine: E2 within 1e-4 of embed --head --no-normalize" e1raw.npy e2.npy 0.9999 1e-4
+
+# ---- ONNX Runtime on the export ----
+# shellcheck disable=SC2046
+run "$PRE" --size 64 in.npy $(sed 's|^|ds/|' e1.keys)
+t "preprocess the images as extract does" 0
+ort "onnx runtime: batches of 1" tuned.onnx in.npy o1.npy 1
+ort "onnx runtime: batches of 3 (dynamic batch)" tuned.onnx in.npy o3.npy 3
+cmp_npy "onnx runtime, batch 1: cosine >= 0.9999 per row vs embed --head" e1.npy o1.npy 0.9999 1e-5
+cmp_npy "onnx runtime, batch 3: cosine >= 0.9999 per row vs embed --head" e1.npy o3.npy 0.9999 1e-5
+ort "onnx runtime: the unnormalised export" raw.onnx in.npy r3.npy 3
+cmp_npy "onnx runtime --no-normalize: within 1e-4 of embed --head --no-normalize" e1raw.npy r3.npy 0.9999 1e-4
+
+# ---- other backbones: float16, Shape chains, ReduceMean pooling ----
+for m in squeezenet1_1_f16 shapechain_dynbatch mnasnet_025; do
+	run "$F" extract --store "st-$m" --data ds --model "$MODELS/$m.onnx" $X
+	t "$m: extract" 0
+	run "$F" train --store "st-$m" --out "h-$m.safetensors" $T
+	t "$m: train" 0
+	run "$F" embed --store "st-$m" --head "h-$m.safetensors" --out "e-$m.npy"
+	t "$m: embed --head" 0
+	run "$F" export --model "$MODELS/$m.onnx" --size 64 --head "h-$m.safetensors" --out "$m.onnx"
+	t "$m: export" 0
+	ort "$m: onnx runtime, batches of 3" "$m.onnx" in.npy "o-$m.npy" 3
+	# float16 activations in ONNX Runtime against featcache's f32 ones
+	min=0.9999
+	[ "$m" = squeezenet1_1_f16 ] && min=0.999
+	cmp_npy "$m: onnx runtime vs embed --head, cosine >= $min" "e-$m.npy" "o-$m.npy" $min
+done
+
+# ---- bad input: exit 1, a clear message, nothing written ----
+run "$F" export --model "$MODELS/squeezenet1_1_f16.onnx" --size 64 --head h.safetensors --out bad.onnx
+t "head dim mismatch" 1 err "^featcache: head 'h.safetensors' takes 64-d input, the model's layer '[^']+' gives 512-d$"
+ok_if "head dim mismatch: no file" [ ! -e bad.onnx ]
+run "$F" export --model "$MODEL" --size 64 --head nohead.safetensors --out bad.onnx
+t "missing head" 1 err "^featcache: cannot load head 'nohead.safetensors': "
+run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out bad.onnx --layer /nope
+t "unknown layer" 1 err "^featcache: cannot cut model '[^']+' at '/nope': no layer named '/nope'$"
+run "$F" export --model nomodel.onnx --size 64 --head h.safetensors --out bad.onnx
+t "missing model" 1 err "^featcache: cannot open model 'nomodel.onnx': "
+ok_if "failed exports leave no file" [ ! -e bad.onnx ]
+run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out nodir/x.onnx
+t "--out in a missing directory" 1 err "^featcache: cannot write 'nodir/x.onnx': "
+mkdir ro
+chmod 555 ro
+if [ "$(id -u)" -ne 0 ]; then
+	run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out ro/x.onnx
+	t "--out in a read-only directory" 1 err "^featcache: cannot write 'ro/x.onnx': "
+	ok_if "read-only directory: nothing in it" [ -z "$(ls -A ro)" ]
+else
+	echo "ok - --out in a read-only directory # SKIP running as root"
+fi
+echo keep >kept.onnx
+run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out kept.onnx --layer /nope
+t "a failed export over an existing file" 1
+ok_if "the existing file is unchanged" [ "$(cat kept.onnx)" = keep ]
+ok_if "no temporary file is left" [ "$(ls -A | grep -c tmp)" -eq 0 ]
+run "$F" export --model "$MODEL" --head h.safetensors
+t "--out is required" 2 err "--out is required"
+run "$F" export --model "$MODEL" --head h.safetensors --out x.onnx --opset 6
+t "--opset below 7" 2 err "--opset"
+
+[ "$failures" -eq 0 ]
