@@ -22,6 +22,7 @@ static const struct fc_command commands[] = {
 	{ "extract", cmd_extract, "run a model over a dataset into a store (only what is new)" },
 	{ "info", cmd_info, "show what a store holds" },
 	{ "train", cmd_train, "train a projection head over cached features" },
+	{ "sweep", cmd_sweep, "train many heads over one cache" },
 	{ "eval", cmd_eval, "retrieval metrics of raw features or a head" },
 	{ "embed", cmd_embed, "write features or head embeddings as .npy" },
 	{ "report", cmd_report, "an HTML report with charts of a train run or a sweep" },

@@ -203,69 +203,151 @@ static int all_finite(const float *x, size_t n)
 	return acc == 0.0f;
 }
 
-int fc_trainer_epoch(fc_trainer *t, fc_epoch_stats *st, uint64_t *bad_step, const fc_logger *lg)
+int fc_trainer_shares_sampling(const fc_trainer *a, const fc_trainer *b)
 {
-	memset(st, 0, sizeof *st);
-	fc_batches b;
-	int err = fc_sample_epoch(&b, t->data.classes, t->data.n, t->data.n_classes, t->cfg.batch,
-				  t->cfg.per_class, t->cfg.seed, t->epochs_done);
-	if (err)
-		return err;
-	double t0 = now(), loss_sum = 0;
-	size_t rows = 0;
+	return a->data.x == b->data.x && a->data.classes == b->data.classes && a->data.n == b->data.n &&
+	       a->data.n_classes == b->data.n_classes && a->in_dim == b->in_dim && a->cfg.batch == b->cfg.batch &&
+	       a->cfg.per_class == b->cfg.per_class && a->cfg.seed == b->cfg.seed &&
+	       a->epochs_done == b->epochs_done;
+}
+
+/* Per-trainer bookkeeping of an epoch in progress. */
+typedef struct step_acc {
+	double loss_sum, seconds;
+	uint64_t active;
+	float lr;
+	int err;
+	uint64_t bad_step;
+} step_acc;
+
+/* One optimizer step of t on the batch xb (B,in_dim), labels lb. The batch
+ * is read only, so any number of trainers may step on it at once. */
+static int trainer_step(fc_trainer *t, const float *xb, const uint32_t *lb, uint32_t B, step_acc *acc)
+{
 	float *hp, *hg, *lp, *lgr;
 	size_t hn, ln;
 	fc_head_params(t->head, &hp, &hg, &hn);
 	fc_loss_params(t->loss, &lp, &lgr, &ln);
+	fc_head_zero_grad(t->head);
+	if (ln)
+		memset(lgr, 0, ln * sizeof *lgr);
+	float loss = 0;
+	fc_loss_info info = { 0 };
+	int err = fc_head_forward(t->head, t->yb, xb, B, 1);
+	if (err)
+		return err;
+	err = fc_loss_forward_backward(t->loss, &loss, t->dy, t->yb, lb, B, &info);
+	if (err == FC_ERR_INVALID || (!err && (!isfinite(loss) || !all_finite(t->dy, (size_t)B * t->out_dim)))) {
+		/* Non-finite numbers: stop before they reach the parameters. */
+		acc->bad_step = t->steps + 1;
+		return FC_ERR_INVALID;
+	}
+	if (err || (err = fc_head_backward(t->head, NULL, t->dy, B)) != 0)
+		return err;
+	float lr = (float)(t->cfg.lr * fc_sched_factor(&t->cfg.sched, t->steps));
+	fc_optim_step(t->opt_head, hp, hg, lr);
+	if (ln)
+		fc_optim_step(t->opt_loss, lp, lgr, lr);
+	t->steps++;
+	acc->loss_sum += loss;
+	acc->lr = lr;
+	acc->active += info.nonzero;
+	return 0;
+}
+
+/* Heads stepped in parallel run their inner work (oneDNN, the loss's
+ * loops) single-threaded, as OpenMP does not nest by default. On 2 cores
+ * that wins whenever there are 2 heads or more (see the sweep's notes in
+ * train/sweep.c for the measurements); one head uses every thread. */
+int fc_trainer_epoch_group(fc_trainer **t, size_t n, fc_epoch_stats *st, int *errs, uint64_t *bad_step, int jobs,
+			   const fc_logger *lg)
+{
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!fc_trainer_shares_sampling(t[0], t[i]))
+			return FC_ERR_INVALID;
+		memset(&st[i], 0, sizeof st[i]);
+		errs[i] = 0;
+	}
+	step_acc *acc = calloc(n, sizeof *acc);
+	size_t *live = malloc(n * sizeof *live);
+	if (!acc || !live) {
+		free(acc);
+		free(live);
+		return FC_ERR_NOMEM;
+	}
+	const fc_trainer *t0 = t[0];
+	double t0_start = now();
+	fc_batches b = { 0 };
+	int err = fc_sample_epoch(&b, t0->data.classes, t0->data.n, t0->data.n_classes, t0->cfg.batch,
+				  t0->cfg.per_class, t0->cfg.seed, t0->epochs_done);
+	if (err)
+		goto out;
+	/* The batch is gathered once, into the first trainer's buffers. */
+	float *xb = t[0]->xb;
+	uint32_t *lb = t[0]->lb;
+	const size_t in_dim = t0->in_dim;
+	double shared = now() - t0_start;
+	size_t rows = 0;
 	for (size_t bi = 0; bi < b.n_batches; bi++) {
+		double g0 = now();
 		size_t s = bi ? b.ends[bi - 1] : 0, e = b.ends[bi];
 		uint32_t B = (uint32_t)(e - s);
 		for (uint32_t r = 0; r < B; r++) {
 			uint32_t row = b.rows[s + r];
-			memcpy(t->xb + (size_t)r * t->in_dim, t->data.x + (size_t)row * t->in_dim,
-			       t->in_dim * sizeof(float));
-			t->lb[r] = t->data.classes[row];
+			memcpy(xb + (size_t)r * in_dim, t0->data.x + (size_t)row * in_dim, in_dim * sizeof(float));
+			lb[r] = t0->data.classes[row];
 		}
-		fc_head_zero_grad(t->head);
-		if (ln)
-			memset(lgr, 0, ln * sizeof *lgr);
-		float loss = 0;
-		fc_loss_info info = { 0 };
-		if ((err = fc_head_forward(t->head, t->yb, t->xb, B, 1)) != 0)
-			goto out;
-		err = fc_loss_forward_backward(t->loss, &loss, t->dy, t->yb, t->lb, B, &info);
-		if (err == FC_ERR_INVALID || (!err && (!isfinite(loss) || !all_finite(t->dy, (size_t)B * t->out_dim)))) {
-			/* Non-finite numbers: stop before they reach the parameters. */
-			if (bad_step)
-				*bad_step = t->steps + 1;
-			err = FC_ERR_INVALID;
-			goto out;
+		shared += now() - g0;
+		size_t nl = 0;
+		for (size_t i = 0; i < n; i++)
+			if (!acc[i].err)
+				live[nl++] = i;
+		int nthr = jobs < 1 ? 1 : (size_t)jobs < nl ? jobs : (int)nl;
+		/* static,1: each head stays on one thread, as its oneDNN
+		 * primitives (created on first use) prefer. */
+#pragma omp parallel for schedule(static, 1) num_threads(nthr) if (nthr > 1)
+		for (size_t j = 0; j < nl; j++) {
+			step_acc *a = &acc[live[j]];
+			double s0 = now();
+			a->err = trainer_step(t[live[j]], xb, lb, B, a);
+			a->seconds += now() - s0;
 		}
-		if (err || (err = fc_head_backward(t->head, NULL, t->dy, B)) != 0)
-			goto out;
-		float lr = (float)(t->cfg.lr * fc_sched_factor(&t->cfg.sched, t->steps));
-		fc_optim_step(t->opt_head, hp, hg, lr);
-		if (ln)
-			fc_optim_step(t->opt_loss, lp, lgr, lr);
-		t->steps++;
-		loss_sum += loss;
 		rows += B;
-		st->lr = lr;
-		st->active += info.nonzero;
 		if (lg && lg->progress && lg->progress(lg->ctx, "train", bi + 1, b.n_batches)) {
 			err = FC_ERR_INTERRUPTED;
 			goto out;
 		}
 	}
-	t->epochs_done++;
-	st->epoch = t->epochs_done;
-	st->steps = t->steps;
-	st->loss = b.n_batches ? loss_sum / (double)b.n_batches : 0;
-	st->seconds = now() - t0;
-	st->samples_per_s = st->seconds > 0 ? (double)rows / st->seconds : 0;
+	for (size_t i = 0; i < n; i++) {
+		if ((errs[i] = acc[i].err) != 0) {
+			if (bad_step)
+				bad_step[i] = acc[i].bad_step;
+			continue;
+		}
+		fc_trainer *ti = t[i];
+		ti->epochs_done++;
+		st[i].epoch = ti->epochs_done;
+		st[i].steps = ti->steps;
+		st[i].loss = b.n_batches ? acc[i].loss_sum / (double)b.n_batches : 0;
+		st[i].lr = acc[i].lr;
+		st[i].active = acc[i].active;
+		st[i].seconds = shared + acc[i].seconds;
+		st[i].samples_per_s = st[i].seconds > 0 ? (double)rows / st[i].seconds : 0;
+	}
 out:
 	fc_batches_free(&b);
+	free(acc);
+	free(live);
 	return err;
+}
+
+int fc_trainer_epoch(fc_trainer *t, fc_epoch_stats *st, uint64_t *bad_step, const fc_logger *lg)
+{
+	int terr = 0;
+	int err = fc_trainer_epoch_group(&t, 1, st, &terr, bad_step, 1, lg);
+	return err ? err : terr;
 }
 
 int fc_eval_features(fc_metrics *m, fc_head *head, const float *q, const uint32_t *ql, size_t nq,

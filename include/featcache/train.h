@@ -349,6 +349,26 @@ void fc_trainer_free(fc_trainer *t); /* accepts NULL */
  * step; the parameters are then those before that step's update. */
 int fc_trainer_epoch(fc_trainer *t, fc_epoch_stats *st, uint64_t *bad_step, const fc_logger *lg);
 
+/* fc_trainer_shares_sampling - non-zero when a and b draw the same batches
+ * for their next epoch: the same data arrays, batch size, items per class,
+ * seed and epochs done. Their heads, losses and optimizers may differ. */
+int fc_trainer_shares_sampling(const fc_trainer *a, const fc_trainer *b);
+
+/* fc_trainer_epoch_group - the next epoch of n trainers that all share
+ * sampling with t[0]: each batch is drawn and gathered once and every
+ * trainer steps on it. With jobs > 1, up to `jobs` trainers step at once
+ * (OpenMP), each single-threaded inside; otherwise one after another, each
+ * with every thread. Every trainer ends exactly as fc_trainer_epoch would
+ * leave it alone (bit-identical parameters and stats but the timings).
+ * Per trainer i: st[i], errs[i] (what fc_trainer_epoch would return) and,
+ * for a non-finite loss, bad_step[i] (bad_step may be NULL); a trainer that
+ * fails skips the rest of the epoch while the others go on. Returns 0 when
+ * the epoch ran (check errs), FC_ERR_INVALID when some trainer does not
+ * share sampling with t[0], FC_ERR_NOMEM, or FC_ERR_INTERRUPTED when the
+ * progress callback asked to stop (no trainer's epoch then counts). */
+int fc_trainer_epoch_group(fc_trainer **t, size_t n, fc_epoch_stats *st, int *errs, uint64_t *bad_step, int jobs,
+			   const fc_logger *lg);
+
 /* fc_trainer_head - the head being trained (owned by the trainer). */
 fc_head *fc_trainer_head(fc_trainer *t);
 

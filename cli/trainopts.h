@@ -1,0 +1,147 @@
+/*
+ * trainopts.h - what `train` and `sweep` share: train's options (parsed one
+ * at a time, so a sweep can apply a grid value exactly as train parses it),
+ * the library config and its JSON built from them, the eval set, and one
+ * run's per-epoch bookkeeping: evaluate, keep the best head, append the
+ * JSON-lines log, write the checkpoint, decide on early stopping.
+ *
+ * Command-line layer only; messages and exit codes as cli.h.
+ */
+#ifndef FC_CLI_TRAINOPTS_H
+#define FC_CLI_TRAINOPTS_H
+
+#include <getopt.h>
+#include <jansson.h>
+
+#include "cli/data.h"
+#include "featcache/train.h"
+
+/* Options as given, before defaults that depend on the loss are applied. */
+typedef struct fc_train_opts {
+	const char *store, *out, *extractor, *metric, *early_metric, *resume;
+	const char *train_split, *eval_split, *index_split;
+	uint64_t output_dim, layers, hidden, epochs, batch, per_class, seed, k, warmup, step_size, patience;
+	int per_class_set, step_size_set, wd_set, quiet;
+	float margin, pos_margin, neg_margin, temperature, scale, lr, wd, momentum, gamma;
+	int margin_set, pos_set, neg_set, temp_set, scale_set, momentum_set, nesterov, distance_set;
+	fc_loss_kind loss;
+	fc_miner_kind miner;
+	fc_distance_kind distance;
+	fc_optim_kind optim;
+	fc_sched_kind sched;
+	char early_buf[64]; /* the metric of --early-stop */
+} fc_train_opts;
+
+/* Option codes of the long-only options; 's', 'o', 'k', 'q', 'h' for the
+ * others. Commands that add options of their own number them from
+ * FC_TOPT_END. */
+enum {
+	FC_TOPT_EXTRACTOR = 256, FC_TOPT_OUTPUT_DIM, FC_TOPT_LAYERS, FC_TOPT_HIDDEN, FC_TOPT_LOSS, FC_TOPT_MINER,
+	FC_TOPT_MARGIN, FC_TOPT_POS_MARGIN, FC_TOPT_NEG_MARGIN, FC_TOPT_DISTANCE, FC_TOPT_TEMPERATURE,
+	FC_TOPT_SCALE, FC_TOPT_OPTIMIZER, FC_TOPT_LR, FC_TOPT_WD, FC_TOPT_MOMENTUM, FC_TOPT_NESTEROV,
+	FC_TOPT_SCHEDULER, FC_TOPT_WARMUP, FC_TOPT_STEP_SIZE, FC_TOPT_GAMMA, FC_TOPT_EPOCHS, FC_TOPT_BATCH,
+	FC_TOPT_PER_CLASS, FC_TOPT_SEED, FC_TOPT_TRAIN_SPLIT, FC_TOPT_EVAL_SPLIT, FC_TOPT_INDEX_SPLIT,
+	FC_TOPT_METRIC, FC_TOPT_EARLY, FC_TOPT_RESUME, FC_TOPT_END
+};
+
+/* train's getopt_long table (NULL-terminated, FC_TRAIN_NOPTS entries
+ * before the terminator) and its short options. */
+#define FC_TRAIN_NOPTS 36
+extern const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1];
+#define FC_TRAIN_SHORTOPTS "s:o:k:qh"
+
+/* What kind of value an option takes, for sweeps: FC_TOPT_FLAG (none),
+ * FC_TOPT_INT, FC_TOPT_FLOAT or FC_TOPT_TEXT. */
+enum { FC_TOPT_FLAG, FC_TOPT_INT, FC_TOPT_FLOAT, FC_TOPT_TEXT };
+int fc_train_opt_kind(int code);
+
+/* fc_train_opts_init - train's defaults. */
+void fc_train_opts_init(fc_train_opts *o);
+
+/* fc_train_opts_set - apply option `code` (as getopt_long returns it) with
+ * its value `arg` (NULL for a flag). Bad values are usage errors naming the
+ * option, printed for command `cmd`. Returns 0 or FC_EXIT_USAGE; -1 for a
+ * code that is not a train option ('h' included), with nothing printed.
+ * arg must outlive o (o keeps pointers to text values). */
+int fc_train_opts_set(fc_train_opts *o, const char *cmd, int code, const char *arg);
+
+/* fc_train_opts_check - what needs every option: the metric names, and
+ * --early-stop's metric becoming the one that picks the best epoch.
+ * Returns 0 or FC_EXIT_USAGE. */
+int fc_train_opts_check(fc_train_opts *o, const char *cmd);
+
+/* The eval set: queries (and an index when it is another split). */
+typedef struct fc_eval_set {
+	fc_split_data q, ix;
+	int has_index, enabled;
+} fc_eval_set;
+
+/* What a run trains and evaluates on, loaded from the store once. */
+typedef struct fc_train_inputs {
+	fc_split_data train;
+	fc_eval_set ev;
+	uint32_t *classes;      /* dense class numbers of train's rows */
+	fc_train_data data;
+	char exhex[2 * FC_HASH_LEN + 1];
+} fc_train_inputs;
+
+/* fc_train_inputs_load - the splits named by o from its store (warnings
+ * for missing features and unlabelled items; evaluation off when the eval
+ * split is empty). Returns 0 or an exit code after printing why;
+ * fc_train_inputs_free frees it either way. */
+int fc_train_inputs_load(fc_train_inputs *in, const char *cmd, const fc_train_opts *o);
+void fc_train_inputs_free(fc_train_inputs *in);
+
+/* fc_eval_set_run - metrics of head (NULL: the raw features) on the set. */
+int fc_eval_set_run(fc_metrics *m, fc_head *head, const fc_eval_set *e, size_t k);
+
+/* One training run as the commands drive it. */
+typedef struct fc_train_run {
+	const fc_train_opts *o;
+	fc_train_config cfg;
+	fc_trainer *t;
+	json_t *cfgj;         /* the config as the log and the head's metadata give it */
+	char *cfgtext;
+	const char *out;      /* the head */
+	char log[4200], ckpt[4200];
+	int checkpoints;      /* write ckpt after every epoch */
+	int verbose;          /* print train's per-epoch line on stdout */
+	double best;          /* the best epoch's metric (-loss without evaluation) */
+	uint32_t best_epoch, stale;
+	fc_metrics before, m, best_m; /* m: the last epoch's */
+	int stop;             /* early stopping says stop */
+	char *extra;          /* the checkpoint's history text */
+} fc_train_run;
+
+/* fc_train_run_start - the config from the options (with StepLR's epochs
+ * as optimizer steps), the trainer, the config JSON, the file names (OUT,
+ * OUT.jsonl, OUT.ckpt). Returns 0 or an exit code after printing why (an
+ * invalid combination is a usage error of `cmd`). fc_train_run_free frees
+ * it, also after a failure. */
+int fc_train_run_start(fc_train_run *r, const char *cmd, const fc_train_opts *o, const fc_train_inputs *in,
+		       const char *out);
+void fc_train_run_free(fc_train_run *r);
+
+/* fc_train_run_trainer - (re)build r's trainer from scratch, e.g. after a
+ * sweep freed it to validate many runs before training any. */
+int fc_train_run_trainer(fc_train_run *r, const char *cmd, const fc_train_data *d);
+
+/* fc_train_run_begin_log - start the log afresh with the config and the
+ * before-training metrics (which r keeps). */
+int fc_train_run_begin_log(fc_train_run *r, const fc_metrics *before, int evaluated);
+
+/* fc_train_run_epoch_end - after epoch st: evaluate (when ev is enabled),
+ * track the best epoch, print train's line when verbose, append the log
+ * line, write the head when it improved and the checkpoint when asked,
+ * and set r->stop when early stopping says so. Returns 0 or an exit code
+ * after printing why. */
+int fc_train_run_epoch_end(fc_train_run *r, const fc_epoch_stats *st, const fc_eval_set *ev);
+
+/* fc_append_line - one compact JSON line appended to path. With sync, the
+ * line goes out in a single write and is fsync'd before this returns. */
+int fc_append_line(const char *path, json_t *j, int sync);
+
+void fc_metrics_from_json(fc_metrics *m, json_t *j);
+void fc_print_metrics(const char *what, const fc_metrics *m, size_t k);
+
+#endif /* FC_CLI_TRAINOPTS_H */
