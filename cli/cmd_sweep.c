@@ -54,6 +54,7 @@ static const char usage_text[] =
 	"      --jobs N             heads stepped at once (default: OMP_NUM_THREADS or cores)\n"
 	"      --metric NAME        picks each run's best epoch and sorts the leaderboard\n"
 	"                           (default average_precision)\n"
+	"      --report             also write an HTML report with charts to DIR/report.html\n"
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n"
 	"\n"
@@ -143,7 +144,8 @@ static int find_key(const char *key, size_t len, axis *a)
 		if (strcmp(op->name, name) != 0)
 			continue;
 		switch (op->val) {
-		case 's': case 'o': case 'q': case 'h': case 'k': case FC_TOPT_EXTRACTOR: case FC_TOPT_TRAIN_SPLIT:
+		case 's': case 'o': case 'q': case 'h': case 'k': case FC_TOPT_REPORT: case FC_TOPT_EXTRACTOR:
+		case FC_TOPT_TRAIN_SPLIT:
 		case FC_TOPT_EVAL_SPLIT: case FC_TOPT_INDEX_SPLIT: case FC_TOPT_METRIC: case FC_TOPT_RESUME:
 			return fc_usage_error("sweep", "--%s cannot be swept: every configuration trains on the same "
 					      "data and is evaluated the same way", name);
@@ -949,6 +951,11 @@ int cmd_sweep(int argc, char **argv)
 	if (done < s.n_cfg && (rc = train_all(&s, s.n_cfg - done)) != 0)
 		goto out;
 	rc = report(&s);
+	if (!rc && s.base.report) {
+		char html[4200];
+		snprintf(html, sizeof html, "%s/report.html", s.dir);
+		rc = fc_train_write_report(html, s.dir, s.base.metric);
+	}
 out:
 	fc_progress_end();
 	for (size_t i = 0; i < s.n_cfg; i++) {

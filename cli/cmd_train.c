@@ -63,6 +63,7 @@ static const char usage_text[] =
 	"      --metric NAME        what picks the best epoch (default average_precision)\n"
 	"      --early-stop M:P     stop when metric M has not improved for P epochs\n"
 	"      --resume CKPT        continue a run from its checkpoint (same options)\n"
+	"      --report             also write an HTML report with charts to OUT.html (--out plus .html)\n"
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n";
 
@@ -186,6 +187,11 @@ int cmd_train(int argc, char **argv)
 	}
 	printf("head written to '%s' (epoch %u), log '%s', checkpoint '%s'\n", o.out, run.best_epoch, run.log, run.ckpt);
 	rc = FC_EXIT_OK;
+	if (o.report) {
+		char html[4200];
+		snprintf(html, sizeof html, "%s.html", o.out);
+		rc = fc_train_write_report(html, run.log, o.metric);
+	}
 out:
 	fc_progress_end();
 	free(extra);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/report.h"
 #include "cli/trainopts.h"
 
 const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1] = {
@@ -49,6 +50,7 @@ const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1] = {
 	{ "metric", required_argument, NULL, FC_TOPT_METRIC },
 	{ "early-stop", required_argument, NULL, FC_TOPT_EARLY },
 	{ "resume", required_argument, NULL, FC_TOPT_RESUME },
+	{ "report", no_argument, NULL, FC_TOPT_REPORT },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -57,7 +59,7 @@ const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1] = {
 int fc_train_opt_kind(int code)
 {
 	switch (code) {
-	case 'q': case 'h': case FC_TOPT_NESTEROV:
+	case 'q': case 'h': case FC_TOPT_NESTEROV: case FC_TOPT_REPORT:
 		return FC_TOPT_FLAG;
 	case 'k': case FC_TOPT_OUTPUT_DIM: case FC_TOPT_LAYERS: case FC_TOPT_HIDDEN: case FC_TOPT_WARMUP:
 	case FC_TOPT_STEP_SIZE: case FC_TOPT_EPOCHS: case FC_TOPT_BATCH: case FC_TOPT_PER_CLASS: case FC_TOPT_SEED:
@@ -68,6 +70,16 @@ int fc_train_opt_kind(int code)
 	default:
 		return FC_TOPT_TEXT;
 	}
+}
+
+int fc_train_write_report(const char *html, const char *src, const char *metric)
+{
+	char err[1024];
+	size_t charts = 0;
+	if (fc_report_write(html, &src, 1, metric, NULL, &charts, err, sizeof err) != 0)
+		return fc_fail("%s", err);
+	printf("report written to '%s' (%zu charts)\n", html, charts);
+	return 0;
 }
 
 void fc_train_opts_init(fc_train_opts *o)
@@ -83,6 +95,7 @@ int fc_train_opts_set(fc_train_opts *o, const char *cmd, int code, const char *a
 	case 's': o->store = arg; return 0;
 	case 'o': o->out = arg; return 0;
 	case 'q': o->quiet = 1; return 0;
+	case FC_TOPT_REPORT: o->report = 1; return 0;
 	case 'k': return fc_parse_u64(cmd, "--k", arg, 1, 100000, &o->k);
 	case FC_TOPT_EXTRACTOR: o->extractor = arg; return 0;
 	case FC_TOPT_OUTPUT_DIM: return fc_parse_u64(cmd, "--output-dim", arg, 1, 1 << 16, &o->output_dim);

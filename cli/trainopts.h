@@ -21,7 +21,7 @@ typedef struct fc_train_opts {
 	const char *store, *out, *extractor, *metric, *early_metric, *resume;
 	const char *train_split, *eval_split, *index_split;
 	uint64_t output_dim, layers, hidden, epochs, batch, per_class, seed, k, warmup, step_size, patience;
-	int per_class_set, step_size_set, wd_set, quiet;
+	int per_class_set, step_size_set, wd_set, quiet, report;
 	float margin, pos_margin, neg_margin, temperature, scale, lr, wd, momentum, gamma;
 	int margin_set, pos_set, neg_set, temp_set, scale_set, momentum_set, nesterov, distance_set;
 	fc_loss_kind loss;
@@ -41,12 +41,12 @@ enum {
 	FC_TOPT_SCALE, FC_TOPT_OPTIMIZER, FC_TOPT_LR, FC_TOPT_WD, FC_TOPT_MOMENTUM, FC_TOPT_NESTEROV,
 	FC_TOPT_SCHEDULER, FC_TOPT_WARMUP, FC_TOPT_STEP_SIZE, FC_TOPT_GAMMA, FC_TOPT_EPOCHS, FC_TOPT_BATCH,
 	FC_TOPT_PER_CLASS, FC_TOPT_SEED, FC_TOPT_TRAIN_SPLIT, FC_TOPT_EVAL_SPLIT, FC_TOPT_INDEX_SPLIT,
-	FC_TOPT_METRIC, FC_TOPT_EARLY, FC_TOPT_RESUME, FC_TOPT_END
+	FC_TOPT_METRIC, FC_TOPT_EARLY, FC_TOPT_RESUME, FC_TOPT_REPORT, FC_TOPT_END
 };
 
 /* train's getopt_long table (NULL-terminated, FC_TRAIN_NOPTS entries
  * before the terminator) and its short options. */
-#define FC_TRAIN_NOPTS 36
+#define FC_TRAIN_NOPTS 37
 extern const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1];
 #define FC_TRAIN_SHORTOPTS "s:o:k:qh"
 
@@ -54,6 +54,11 @@ extern const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1];
  * FC_TOPT_INT, FC_TOPT_FLOAT or FC_TOPT_TEXT. */
 enum { FC_TOPT_FLAG, FC_TOPT_INT, FC_TOPT_FLOAT, FC_TOPT_TEXT };
 int fc_train_opt_kind(int code);
+
+/* fc_train_write_report - with --report: the HTML report of `src` (a
+ * training log or a sweep directory) into `html` (cli/report.h), and a line
+ * saying where. Returns 0 or an exit code. */
+int fc_train_write_report(const char *html, const char *src, const char *metric);
 
 /* fc_train_opts_init - train's defaults. */
 void fc_train_opts_init(fc_train_opts *o);

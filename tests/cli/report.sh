@@ -19,6 +19,15 @@ run "$F" train --store st --out h.safetensors --output-dim 8 --batch-size 32 --e
 t "train writes a log to report on" 0
 ok_if "the log has a header and 4 epochs" [ "$(grep -c '"epoch"' h.safetensors.jsonl)" -eq 4 ]
 
+run "$F" train --store st --out hr.safetensors --output-dim 8 --batch-size 32 --epochs 2 --seed 1 -q --report
+t "train --report writes the page beside the head" 0 out "^report written to 'hr.safetensors.html' \(3 charts\)$"
+ok_if "train --report: a complete page" grep -q '</html>' hr.safetensors.html
+run "$F" sweep --store st --out swr --grid lr=1e-3,1e-4 --output-dim 8 --batch-size 32 --epochs 2 -q --report
+t "sweep --report writes DIR/report.html" 0 out "^report written to 'swr/report.html' \([0-9]+ charts\)$"
+ok_if "sweep --report: a complete page with the lr chart" grep -q '</html>' swr/report.html
+run "$F" sweep --store st --out swx --grid report=1,0 --epochs 1 -q
+t "--report cannot be swept" 2 err "report cannot be swept"
+
 run "$F" report h.safetensors.jsonl --out train.html
 t "report on a training log" 0 out "^report written to 'train.html' \(3 charts\)$"
 ok_if "the page is complete HTML" grep -q '</html>' train.html
