@@ -145,7 +145,7 @@ bench:
 	@sh bench/run.sh $(BUILD)
 
 # Full-size torchvision models of every supported family, exported with
-# random weights into $(BUILD)/conformance (~1.5 GB, kept for reruns), run
+# random weights into $(BUILD)/conformance (~1.2 GB, kept for reruns), run
 # by PyTorch and by the engine (f32 and bf16) on the same images.
 conformance:
 	@FC_DEPS_EXTRA="python3-torch python3-torchvision python3-onnx" sh tools/deps.sh

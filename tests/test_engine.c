@@ -9,9 +9,16 @@
  *    with folded BN and each fused activation; MaxPool (dilation,
  *    ceil_mode) and AveragePool (count_include_pad); a residual block
  *    (sum post-op), standalone BN, SE broadcast Mul, Sub/Div, Concat;
- *  - bad arguments: NULL, n > batch, a model without a cut;
+ *  - the same fixtures in bf16 (where the CPU has native bf16; a TAP
+ *    "# SKIP" line otherwise): every embedding within cosine 0.999 of
+ *    PyTorch's f32 one;
+ *  - no `ref` oneDNN implementation in any torchvision family's fixture,
+ *    and no reorder inside the graph except where documented below, f32
+ *    and bf16; activation reuse (the planned arena is no bigger than all
+ *    activations together); threads honoured;
+ *  - bad arguments: NULL, n > batch, threads < 0, a model without a cut;
  *  - the oneDNN implementation of every primitive is printed, and the
- *    `ref` ones listed.
+ *    `ref` ones listed (FC_TEST_PRIMS=<fixture> prints all of one fixture's).
  *
  * Random data comes from one seed, printed at the start; set FC_TEST_SEED
  * to replay. Fixtures are found under $FC_TOP (tests/run.sh sets it) or the current
@@ -25,9 +32,12 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <dnnl.h>
 
 #include "featcache/engine.h"
 #include "featcache/model.h"
@@ -106,6 +116,41 @@ static char **fixture_names(int *n)
 
 static int n_ref;
 
+/* No fixture may run a `ref` primitive. Layouts must also flow from
+ * producer to consumer without a reorder inside the graph, except in
+ * three documented cases:
+ *  - resnext_narrow and regnet_x_narrow: oneDNN 2.6.3 runs grouped
+ *    (non-depthwise) convs in NHWC only with ref:any, so each one reads a
+ *    blocked copy of its input, and the 1x1 conv after it reorders back
+ *    to NHWC, where it gets brgconv (blocked, it would get an avx2 kernel);
+ *  - vgg11_bn_narrow: the classifier flattens N x C x 7 x 7 in NCHW order,
+ *    which is no view of NHWC;
+ *  - shapechain_dynbatch, a hand-written graph: around its F.pad, a C loop
+ *    on plain NCHW, and its grouped dilated conv. */
+
+static int reorder_free(const char *name)
+{
+	static const char *const excused[] = { "resnext_narrow", "regnet_x_narrow", "vgg11_bn_narrow",
+					       "shapechain_dynbatch" };
+	for (size_t i = 0; i < sizeof excused / sizeof excused[0]; i++)
+		if (strcmp(excused[i], name) == 0)
+			return 0;
+	return 1;
+}
+
+static int op_is(const char *info, const char *op)
+{
+	size_t l = strlen(op);
+	const char *c = strstr(info, ": ");
+	return c && (size_t)(c - info) > l && c[-(long)l - 1] == ' ' && strncmp(c - l, op, l) == 0;
+}
+
+static int has_native_bf16(void)
+{
+	/* oneDNN's ISA values are bit sets (see engine.c). */
+	return (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+}
+
 /* Distinct "<op>: <impl>" pairs over all fixtures, with counts. */
 #define MAX_IMPLS 64
 static char impl_name[MAX_IMPLS][160];
@@ -133,23 +178,40 @@ static void count_impl(const char *info)
 	}
 }
 
-static void print_impls(const char *name, const fc_engine *e)
+/* Print e's implementations; returns the number of `ref` ones and of
+ * interior reorders (Reorder, Copy) the fixture must not have. */
+static int print_impls(const char *name, const fc_engine *e, int count)
 {
-	int n = fc_engine_n_prims(e), refs = 0;
+	int n = fc_engine_n_prims(e), refs = 0, reorders = 0;
+	const char *all = getenv("FC_TEST_PRIMS");
 	for (int i = 0; i < n; i++) {
 		const char *s = fc_engine_prim_info(e, i);
 		const char *impl = strstr(s, ": ");
-		count_impl(s);
+		if (count)
+			count_impl(s);
+		if (all && strcmp(all, name) == 0)
+			print_message("#     %s\n", s);
 		if (impl && strncmp(impl + 2, "ref", 3) == 0) {
 			print_message("#   %s: ref implementation: %s\n", name, s);
 			refs++;
 		}
+		if (op_is(s, "Reorder") || op_is(s, "Copy")) {
+			print_message("#   %s: reorder inside the graph: %s\n", name, s);
+			reorders++;
+		}
 	}
-	n_ref += refs;
-	print_message("#   %s: %d primitives, %d ref\n", name, n, refs);
+	if (count)
+		n_ref += refs;
+	size_t total, peak = fc_engine_peak_bytes(e, &total);
+	print_message("#   %s: %d primitives, %d ref, %d interior reorders, activations %zu bytes planned "
+		      "(%zu without reuse)\n", name, n, refs, reorders, peak, total);
+	return refs + (reorder_free(name) ? reorders : 0);
 }
 
-static double run_fixture(const char *name, const float *input)
+/* Run fixture name (batch 2) in precision prec. Returns the max relative
+ * error against PyTorch's features (f32), or the smallest per-embedding
+ * cosine (bf16); *strict_bad counts ref primitives and interior reorders. */
+static double run_fixture(const char *name, const float *input, int prec, int *strict_bad)
 {
 	char path[1200], err[FC_ENGINE_ERRLEN];
 	fc_model *m = NULL;
@@ -170,24 +232,37 @@ static double run_fixture(const char *name, const float *input)
 		fail();
 	}
 	assert_int_equal(rows, 2);
-	fc_engine_opts o = { .batch = 2, .precision = FC_PREC_F32 };
+	fc_engine_opts o = { .batch = 2, .precision = prec };
 	rc = fc_engine_open(&e, m, &o, err, sizeof err);
 	if (rc) {
 		print_message("# %s: engine open failed (%d): %s\n", name, rc, err);
 		fail();
 	}
 	assert_int_equal(fc_engine_dim(e), cols);
-	print_impls(name, e);
+	*strict_bad = print_impls(name, e, prec == FC_PREC_F32);
+	size_t total, peak = fc_engine_peak_bytes(e, &total);
+	assert_true(peak > 0 && peak < total); /* every fixture has buffers to reuse */
 	float *out = calloc(rows * cols, sizeof *out);
 	assert_non_null(out);
 	assert_int_equal(fc_engine_run(e, out, input, 2), 0);
-	double maxd = 0, maxb = 0;
+	double maxd = 0, maxb = 0, mincos = 1;
 	for (size_t i = 0; i < rows * cols; i++) {
 		double d = fabs((double)out[i] - feat[i]);
 		if (!(d <= maxd))
 			maxd = d;
 		if (fabs(feat[i]) > maxb)
 			maxb = fabs(feat[i]);
+	}
+	for (size_t r = 0; r < rows; r++) {
+		double dot = 0, na = 0, nb = 0;
+		for (size_t i = r * cols; i < (r + 1) * cols; i++) {
+			dot += (double)out[i] * feat[i];
+			na += (double)out[i] * out[i];
+			nb += (double)feat[i] * feat[i];
+		}
+		double c = na > 0 && nb > 0 ? dot / sqrt(na * nb) : (na == nb ? 1 : 0);
+		if (!(c >= mincos))
+			mincos = c;
 	}
 	/* A batch of 1 must give the first row again. */
 	float *one = calloc(cols, sizeof *one);
@@ -200,21 +275,28 @@ static double run_fixture(const char *name, const float *input)
 	free(feat);
 	fc_engine_free(e);
 	fc_model_free(m);
+	if (prec == FC_PREC_BF16)
+		return mincos;
 	return maxb > 0 ? maxd / maxb : maxd;
 }
 
 static void test_fixtures(void **state)
 {
 	(void)state;
-	int n, bad = 0;
+	int n, bad = 0, slow = 0;
 	char **names = fixture_names(&n);
 	float *input = read_input();
 	assert_true(n > 0);
 	for (int i = 0; i < n; i++) {
-		double r = run_fixture(names[i], input);
+		int sb = 0;
+		double r = run_fixture(names[i], input, FC_PREC_F32, &sb);
 		print_message("# %-28s max rel err %.3g%s\n", names[i], r, r <= 1e-4 ? "" : "  FAIL");
 		if (!(r <= 1e-4))
 			bad++;
+		if (sb) {
+			print_message("# %s: ref primitives or interior reorders (FAIL)\n", names[i]);
+			slow++;
+		}
 	}
 	print_message("# ref implementations in all fixtures: %d\n", n_ref);
 	for (int i = 0; i < n_impls; i++)
@@ -224,6 +306,60 @@ static void test_fixtures(void **state)
 	free(names);
 	free(input);
 	assert_int_equal(bad, 0);
+	assert_int_equal(slow, 0);
+}
+
+/* bf16: every embedding within cosine 0.999 of PyTorch's f32 one. Only
+ * registered where the CPU has native bf16 (main prints a SKIP line
+ * otherwise, and test_bad_args checks the refusal). */
+static void test_fixtures_bf16(void **state)
+{
+	(void)state;
+	int n, bad = 0, slow = 0;
+	char **names = fixture_names(&n);
+	float *input = read_input();
+	for (int i = 0; i < n; i++) {
+		int sb = 0;
+		double c = run_fixture(names[i], input, FC_PREC_BF16, &sb);
+		print_message("# %-28s bf16 min cosine %.6f%s\n", names[i], c, c >= 0.999 ? "" : "  FAIL");
+		if (!(c >= 0.999))
+			bad++;
+		if (sb) {
+			print_message("# %s: ref primitives or interior reorders in bf16 (FAIL)\n", names[i]);
+			slow++;
+		}
+		free(names[i]);
+	}
+	free(names);
+	free(input);
+	assert_int_equal(bad, 0);
+	assert_int_equal(slow, 0);
+}
+
+/* opts.threads sets OpenMP's thread count for the engine's runs. */
+static void test_threads(void **state)
+{
+	(void)state;
+	char path[1200], err[FC_ENGINE_ERRLEN];
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	snprintf(path, sizeof path, "%s/resnet18_narrow.onnx", fixture_dir);
+	assert_int_equal(fc_model_open(&m, path, err, sizeof err), 0);
+	int before = omp_get_max_threads();
+	fc_engine_opts o = { .batch = 1, .precision = FC_PREC_F32, .threads = 1 };
+	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), 0);
+	assert_int_equal(omp_get_max_threads(), 1);
+	omp_set_num_threads(before);
+	float *in = calloc(3 * 224 * 224, sizeof *in), *out = calloc(fc_engine_dim(e), sizeof *out);
+	assert_non_null(in);
+	assert_non_null(out);
+	assert_int_equal(fc_engine_run(e, out, in, 1), 0);
+	assert_int_equal(omp_get_max_threads(), 1);
+	omp_set_num_threads(before);
+	free(in);
+	free(out);
+	fc_engine_free(e);
+	fc_model_free(m);
 }
 
 static void test_bad_args(void **state)
@@ -242,9 +378,19 @@ static void test_bad_args(void **state)
 	assert_int_equal(fc_engine_open(&e, m, NULL, err, sizeof err), FC_ERR_INVALID);
 	fc_engine_opts zero = { .batch = 0 };
 	assert_int_equal(fc_engine_open(&e, m, &zero, err, sizeof err), FC_ERR_INVALID);
-	fc_engine_opts bf = { .batch = 2, .precision = FC_PREC_BF16 };
-	assert_int_equal(fc_engine_open(&e, m, &bf, err, sizeof err), FC_ERR_UNSUPPORTED);
+	fc_engine_opts neg = { .batch = 2, .threads = -1 };
+	assert_int_equal(fc_engine_open(&e, m, &neg, err, sizeof err), FC_ERR_INVALID);
 	assert_null(e);
+	fc_engine_opts badp = { .batch = 2, .precision = 7 };
+	assert_int_equal(fc_engine_open(&e, m, &badp, err, sizeof err), FC_ERR_INVALID);
+	assert_null(e);
+	if (!has_native_bf16()) {
+		fc_engine_opts bf = { .batch = 2, .precision = FC_PREC_BF16 };
+		assert_int_equal(fc_engine_open(&e, m, &bf, err, sizeof err), FC_ERR_UNSUPPORTED);
+		assert_null(e);
+		assert_non_null(strstr(err, "native bf16"));
+		print_message("#   bf16 refused: %s\n", err);
+	}
 
 	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), 0);
 	size_t d = fc_engine_dim(e);
@@ -960,13 +1106,23 @@ int main(void)
 	printf("# test_engine seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
 	fflush(stdout);
 
-	const struct CMUnitTest tests[] = {
+	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fixtures),
+		cmocka_unit_test(test_fixtures_bf16),
+		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_conv_random),
 		cmocka_unit_test(test_pool_random),
 		cmocka_unit_test(test_block_random),
 		cmocka_unit_test(test_bad_args),
 		cmocka_unit_test(test_no_cut),
 	};
-	return cmocka_run_group_tests(tests, group_setup, NULL);
+	size_t n = sizeof tests / sizeof tests[0];
+	if (!has_native_bf16()) {
+		/* cmocka reports skip() as "not ok # SKIP", which counts as a failure */
+		printf("ok - test_fixtures_bf16 # SKIP onednn reports no native bf16 (avx512_bf16, amx) on this cpu\n");
+		fflush(stdout);
+		memmove(&tests[1], &tests[2], (n - 2) * sizeof tests[0]);
+		n--;
+	}
+	return _cmocka_run_group_tests("test_engine", tests, n, group_setup, NULL);
 }

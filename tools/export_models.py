@@ -15,10 +15,18 @@ It also writes input_224.npy (a seeded 2x3x224x224 batch) and, per model,
 MODEL.feat.npy: PyTorch's feature at the default layer for that batch,
 global-average-pooled when it is 4-D - what the engine must reproduce.
 
+With --full NAME... it instead exports full-size torchvision models
+(resnet50, efficientnet_b0, ...: any torchvision.models constructor) into
+--out, never into the repository: seeded random weights (torchvision's own
+initialisation) and randomised BatchNorm statistics, opset 13, a dynamic
+batch dimension. They are hundreds of MB; `make bench` and `make
+conformance` make them under build/.
+
 Needs Debian's python3-torch, python3-torchvision, python3-onnx and numpy.
 The tests only read the files this writes; nothing here runs at test time.
 
 usage: /usr/bin/python3 tools/export_models.py [--out DIR] [--only NAME...]
+       /usr/bin/python3 tools/export_models.py --full NAME... --out DIR
        /usr/bin/python3 tools/export_models.py --corpus tests/corpus/fuzz_model
 """
 import argparse
@@ -454,6 +462,32 @@ def export_one(name, family, build, opset, kwargs, f16, out, x224):
     return len(data)
 
 
+def full_model(name):
+    """torchvision's model `name` with seeded random weights and randomised
+    BatchNorm statistics, in eval mode, and the family torch_feature needs."""
+    seed = sum(map(ord, name))
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, name)()
+    randomize_bn(model, torch.Generator().manual_seed(seed))
+    model.eval()
+    family = "squeezenet" if name.startswith("squeezenet") else "full"
+    return model, family
+
+
+def export_full(name, out, opset=13):
+    """Export full-size model `name` to out/NAME.onnx (batch dynamic);
+    returns the path, the model and its family."""
+    model, family = full_model(name)
+    path = os.path.join(out, name + ".onnx")
+    tmp = path + ".tmp"
+    x = torch.randn(1, 3, 224, 224)
+    torch.onnx.export(model, x, tmp, opset_version=opset, input_names=["input"],
+                      output_names=["output"], do_constant_folding=True,
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    os.replace(tmp, path)
+    return path, model, family
+
+
 def make_corpus(out):
     """Small models (a few KB each) for the libFuzzer target's seeds: every
     op featcache reads, both opset styles of Clip/Pad/Squeeze/Unsqueeze,
@@ -581,9 +615,17 @@ def main():
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--corpus", metavar="DIR",
                     help="write the fuzzer's seed models to DIR instead")
+    ap.add_argument("--full", nargs="+", metavar="NAME",
+                    help="export full-size torchvision models NAME... into --out instead")
     args = ap.parse_args()
     if args.corpus:
         make_corpus(args.corpus)
+        return
+    if args.full:
+        os.makedirs(args.out, exist_ok=True)
+        for name in args.full:
+            path = export_full(name, args.out)[0]
+            print("%s: %d bytes" % (path, os.path.getsize(path)))
         return
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(2)

@@ -9,10 +9,23 @@
  *
  * At open, BatchNormalization is folded into the preceding Conv when that
  * Conv's output feeds only it; Relu/Clip/LeakyRelu/Sigmoid/HardSigmoid/
- * HardSwish that alone consume a Conv output become eltwise post-ops; a
- * residual Add of a Conv output and an already computed activation
- * becomes a `sum` post-op. Activations are plain row-major f32 (NCHW).
+ * HardSwish that alone consume a Conv output become eltwise post-ops, and
+ * so does x * Sigmoid(x) (SiLU) and x * HardSigmoid(x) (hard-swish) of a
+ * Conv output; a residual Add of a Conv output and an already computed
+ * activation becomes a `sum` post-op.
+ *
+ * Layout: oneDNN picks each convolution's layout (format_tag any; NHWC
+ * with brgconv on AVX-512 machines) and the ops after it work in that
+ * layout; the input is reordered from NCHW once and the embedding to f32
+ * N x D once per run. Weights are reordered once, at open. Activations
+ * live in one arena planned from their lifetimes (fc_engine_peak_bytes).
  * Constants are copied: the model may be freed once the engine is open.
+ *
+ * Threads: the engine runs on OpenMP. opts.threads > 0 calls
+ * omp_set_num_threads(threads) at open and at each run (it sets the
+ * calling thread's OpenMP default, which other OpenMP code on that thread
+ * then sees too); 0 leaves OpenMP's default (OMP_NUM_THREADS, else all
+ * cores).
  *
  * An engine is not thread-safe, and (oneDNN's default build) must run on
  * the thread that opened it.
@@ -38,7 +51,12 @@ enum fc_precision { FC_PREC_F32 = 0, FC_PREC_BF16 };
 
 typedef struct fc_engine_opts {
 	int batch;     /* largest n a run takes, >= 1 */
-	int precision; /* enum fc_precision; FC_PREC_BF16 is refused for now (FC_ERR_UNSUPPORTED) */
+	int precision; /* enum fc_precision. FC_PREC_BF16 computes in bfloat16 (weights and
+	                * activations; accumulation, biases and the embedding stay f32) and
+	                * needs a CPU with native bf16 (AVX512_BF16 or AMX): elsewhere it is
+	                * refused with FC_ERR_UNSUPPORTED, since emulated bf16 is slower than
+	                * f32 */
+	int threads;   /* OpenMP threads; 0: OpenMP's default (see above) */
 } fc_engine_opts;
 
 /* fc_engine_open - build the engine for model's current cut and input
@@ -46,9 +64,10 @@ typedef struct fc_engine_opts {
  * (fc_model_set_input(model, batch, 0, 0, 0)), which invalidates graphs
  * obtained earlier from it; nothing of the model is kept afterwards.
  * On success returns 0 and *out is the engine (free with fc_engine_free).
- * On failure returns FC_ERR_INVALID (NULL argument, batch < 1, a model
- * without a cut or whose input is not 4-D), FC_ERR_UNSUPPORTED (bf16, a
- * node form the engine does not handle, naming node and op), FC_ERR_NOMEM
+ * On failure returns FC_ERR_INVALID (NULL argument, batch < 1, threads < 0,
+ * a model without a cut or whose input is not 4-D), FC_ERR_UNSUPPORTED
+ * (bf16 on a CPU without native bf16, a node form the engine does not
+ * handle, naming node and op), FC_ERR_NOMEM
  * or FC_ERR_INTERNAL (oneDNN refused, with its status), sets *out to NULL
  * and writes the reason into err (FC_ENGINE_ERRLEN bytes suffice; err may
  * be NULL). */
@@ -67,11 +86,23 @@ size_t fc_engine_dim(const fc_engine *e);
 /* fc_engine_input_dims - the batch and C, H, W the engine was built for. */
 void fc_engine_input_dims(const fc_engine *e, int64_t *batch, int64_t *c, int64_t *h, int64_t *w);
 
-/* fc_engine_n_prims - number of oneDNN primitives; fc_engine_prim_info(e, i)
- * is "<node name> <op>: <oneDNN implementation>" for primitive i (owned
- * by e; NULL when i is out of range). */
+/* fc_engine_n_prims - number of oneDNN primitives a run executes, in order;
+ * fc_engine_prim_info(e, i) is "<node name> <op>: <oneDNN implementation>"
+ * for primitive i (owned by e; NULL when i is out of range). Layout changes
+ * have op "InputReorder" (the NCHW f32 input into the first consumer's
+ * layout), "OutputReorder" (the embedding into f32 N x D), "Reorder" (one
+ * inside the graph: a consumer that cannot take its producer's layout) or
+ * "Copy" (a residual copied into a `sum` convolution's destination because
+ * it is still needed later); <node name> is then the consumer's. */
 int fc_engine_n_prims(const fc_engine *e);
 const char *fc_engine_prim_info(const fc_engine *e, int i);
+
+/* fc_engine_peak_bytes - bytes of the activation arena: the most that
+ * activations alive at the same time need under the engine's plan (the
+ * input staging buffer, the f32 output and the weights are not counted).
+ * If total is not NULL, *total is what the activations would take without
+ * reuse. 0 for NULL. */
+size_t fc_engine_peak_bytes(const fc_engine *e, size_t *total);
 
 /* fc_engine_errmsg - why the last failed fc_engine_run failed ("" if none). */
 const char *fc_engine_errmsg(const fc_engine *e);
