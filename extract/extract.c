@@ -204,7 +204,7 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 	free(canon);
 	if (o->threads > 0)
 		omp_set_num_threads(o->threads);
-	fc_engine_opts eo = { .batch = o->batch, .precision = o->precision };
+	fc_engine_opts eo = { .batch = o->batch, .precision = o->precision, .threads = o->threads };
 	if ((rc = fc_engine_open(&x->engine, m, &eo, why, sizeof why)) != 0) {
 		rc = say(err, errcap, rc, "cannot run model '%s': %s", o->model, why);
 		goto fail;
