@@ -54,7 +54,7 @@
 
 #define ALIGN 64
 
-enum step_kind { ST_PRIM = 0, ST_PAD, ST_BINARY_C };
+enum step_kind { ST_PRIM = 0, ST_PAD, ST_BINARY_C, ST_LPNORM };
 
 typedef struct value {
 	dnnl_memory_desc_t md;
@@ -1333,6 +1333,33 @@ static int build_pad(build *b, int i)
 	return 0;
 }
 
+/* LpNormalization (p = 2, last axis: model_infer.c refuses others): a C
+ * step over the plain layout, each row divided by its L2 norm; an all-zero
+ * row stays zero, as featcache's own head normalisation leaves it. */
+static int build_lpnorm(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]];
+	if (!is_act(b, nd->in[0]))
+		return fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LpNormalization): unsupported input", nd->name);
+	int v = b->tv[nd->in[0]], y, rc;
+	dnnl_memory_desc_t md;
+	if ((v = want_plain(b, i, v)) < 0)
+		return v;
+	if (md_plain(&md, X->ndim, X->dims, dnnl_f32) || (y = new_value(b, &md, NULL)) < 0)
+		return FC_ERR_NOMEM;
+	if ((rc = new_step(b, i, ST_LPNORM, 3)))
+		return rc;
+	step *sp = last_step(b);
+	sp->ndim = 2;
+	sp->dims[1] = X->dims[X->ndim - 1];
+	sp->dims[0] = sp->dims[1] ? X->numel / sp->dims[1] : 0;
+	sp->val[0] = v, sp->val[1] = -1, sp->val[2] = y, sp->nval = 3;
+	bind_tensor(b, nd->out[0], y);
+	return 0;
+}
+
 static int build_node(build *b, int i)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
@@ -1360,6 +1387,8 @@ static int build_node(build *b, int i)
 		return build_pool(b, i);
 	case FC_OP_PAD:
 		return build_pad(b, i);
+	case FC_OP_LPNORM:
+		return build_lpnorm(b, i);
 	case FC_OP_CONCAT:
 		return build_concat(b, i);
 	case FC_OP_FLATTEN:
@@ -1681,6 +1710,22 @@ static void pad_c(const fc_engine *e, const step *s)
 	}
 }
 
+static void lpnorm_c(const fc_engine *e, const step *s)
+{
+	const float *src = e->vals[s->val[0]].ptr;
+	float *dst = e->vals[s->val[2]].ptr;
+	int64_t rows = s->dims[0], d = s->dims[1];
+	for (int64_t r = 0; r < rows; r++) {
+		const float *x = src + r * d;
+		double ss = 0;
+		for (int64_t j = 0; j < d; j++)
+			ss += (double)x[j] * x[j];
+		float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+		for (int64_t j = 0; j < d; j++)
+			dst[r * d + j] = x[j] * inv;
+	}
+}
+
 static int run_step(fc_engine *e, const step *s)
 {
 	switch (s->kind) {
@@ -1689,11 +1734,14 @@ static int run_step(fc_engine *e, const step *s)
 		       dnnl_success;
 	case ST_PAD:
 	case ST_BINARY_C:
+	case ST_LPNORM:
 		/* the C loops read what earlier primitives wrote */
 		if (dnnl_stream_wait(e->stream) != dnnl_success)
 			return 1;
 		if (s->kind == ST_PAD)
 			pad_c(e, s);
+		else if (s->kind == ST_LPNORM)
+			lpnorm_c(e, s);
 		else
 			binary_c(e, s);
 		return 0;

@@ -51,6 +51,7 @@ static const struct opdef {
 	[FC_OP_AVGPOOL] = { "AveragePool", CLS_RUN, 1, 1, 1 },
 	[FC_OP_GLOBALAVGPOOL] = { "GlobalAveragePool", CLS_RUN, 1, 1, 1 },
 	[FC_OP_REDUCEMEAN] = { "ReduceMean", CLS_RUN, 1, 2, 1 },
+	[FC_OP_LPNORM] = { "LpNormalization", CLS_RUN, 1, 1, 1 },
 	[FC_OP_FLATTEN] = { "Flatten", CLS_RUN, 1, 1, 1 },
 	[FC_OP_RESHAPE] = { "Reshape", CLS_RUN, 2, 2, 1 },
 	[FC_OP_SQUEEZE] = { "Squeeze", CLS_RUN, 1, 2, 1 },
@@ -724,6 +725,16 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		return 0;
 	case FC_OP_FLATTEN:
 		if ((rc = attr_int(c, "axis", 1, -FC_MODEL_MAX_DIMS, FC_MODEL_MAX_DIMS, &v)))
+			return rc;
+		a->axis = (int)v;
+		return 0;
+	case FC_OP_LPNORM:
+		if ((rc = attr_int(c, "p", 2, 1, 2, &v)))
+			return rc;
+		if (v != 2)
+			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node, "p = %lld is not supported (only 2)",
+						  (long long)v);
+		if ((rc = attr_int(c, "axis", -1, -FC_MODEL_MAX_DIMS, FC_MODEL_MAX_DIMS - 1, &v)))
 			return rc;
 		a->axis = (int)v;
 		return 0;

@@ -46,7 +46,13 @@ void fc_model_find_default(fc_model *m)
 	int i, t = -1;
 
 	m->g.default_node = m->g.default_tensor = -1;
-	if ((i = last_run(m, FC_OP_GEMM, FC_OP_MATMUL)) >= 0 || (i = last_run(m, FC_OP_CONV, FC_OP_CONV)) >= 0)
+	/* A model whose output is L2-normalised is an embedding model already
+	 * (`featcache export` writes them): its output is the embedding. */
+	int o = m->tensors[m->out0].source;
+	if (o >= 0 && m->tensors[o].producer >= 0 && m->nodes[m->tensors[o].producer].op == FC_OP_LPNORM &&
+	    m->nodes[m->tensors[o].producer].state == FC_NODE_RUN)
+		t = o;
+	else if ((i = last_run(m, FC_OP_GEMM, FC_OP_MATMUL)) >= 0 || (i = last_run(m, FC_OP_CONV, FC_OP_CONV)) >= 0)
 		t = m->nodes[i].in[0]; /* the data input: inference made it an activation */
 	else
 		t = m->tensors[m->out0].source;

@@ -1243,6 +1243,16 @@ static int infer_run(fc_model *m, int node)
 		return set_act(m, node, nd->out[0], x->ndim, dims);
 	case FC_OP_REDUCEMEAN:
 		return infer_reduce(m, node);
+	case FC_OP_LPNORM: {
+		if (!act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		int axis = m->np[node].a.axis < 0 ? m->np[node].a.axis + x->ndim : m->np[node].a.axis;
+		if (axis != x->ndim - 1 || x->ndim < 2)
+			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+						  "only the last axis of an input of rank >= 2 can be normalised");
+		nd->attr.axis.axis = axis;
+		return set_act(m, node, nd->out[0], x->ndim, x->dims);
+	}
 	case FC_OP_FLATTEN:
 		if (!act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;

@@ -73,6 +73,7 @@ enum fc_op {
 	FC_OP_AVGPOOL,        /* AveragePool */
 	FC_OP_GLOBALAVGPOOL,  /* GlobalAveragePool */
 	FC_OP_REDUCEMEAN,
+	FC_OP_LPNORM,         /* LpNormalization: p = 2 over the last axis */
 	FC_OP_FLATTEN,        /* the four view ops: the output tensor's dims */
 	FC_OP_RESHAPE,        /*   say everything; the data is unchanged in  */
 	FC_OP_SQUEEZE,        /*   row-major order                            */

@@ -96,6 +96,16 @@ ok_if "E1 and E2 have the same keys" cmp -s e1.keys e2.keys
 cmp_npy "engine: cosine(E1, E2) >= 0.9999 per row" e1.npy e2.npy 0.9999
 cmp_npy "engine: E2 within 1e-4 of embed --head --no-normalize" e1raw.npy e2.npy 0.9999 1e-4
 
+# ---- featcache's engine on the L2-normalised export, at its default layer (E3) ----
+run "$F" layers --model tuned.onnx --size 64
+t "the normalised export's default layer is its output" 0 out "LpNormalization" out "8-d embedding"
+run "$F" extract --store st3 --data ds --model tuned.onnx $X
+t "extract with the normalised export, no --layer" 0 out "8-d, stored as f32"
+run "$F" embed --store st3 --out e3.npy --keys e3.keys
+t "embed the normalised export's output (E3)" 0
+ok_if "E1 and E3 have the same keys" cmp -s e1.keys e3.keys
+cmp_npy "engine: the normalised export within 1e-4 of embed --head" e1.npy e3.npy 0.9999 1e-4
+
 # ---- ONNX Runtime on the export ----
 # shellcheck disable=SC2046
 run "$PRE" --size 64 in.npy $(sed 's|^|ds/|' e1.keys)
