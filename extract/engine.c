@@ -51,6 +51,7 @@
 #include <dnnl.h>
 
 #include "featcache/engine.h"
+#include "store/common.h"
 
 #define ALIGN 64
 
@@ -1334,8 +1335,8 @@ static int build_pad(build *b, int i)
 }
 
 /* LpNormalization (p = 2, last axis: model_infer.c refuses others): a C
- * step over the plain layout, each row divided by its L2 norm; an all-zero
- * row stays zero, as featcache's own head normalisation leaves it. */
+ * step over the plain layout, each row divided by its L2 norm exactly as
+ * featcache's head normalises (fc_l2_normalize_rows). */
 static int build_lpnorm(build *b, int i)
 {
 	const fc_model_graph *g = b->g;
@@ -1653,15 +1654,31 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
 
 /* ---- run ---- */
 
+/* The C steps walk their output in row-major order with an index per dim. */
+static int64_t numel(const int64_t *dims, int r)
+{
+	int64_t n = 1;
+	for (int k = 0; k < r; k++)
+		n *= dims[k];
+	return n;
+}
+
+static void next_index(int64_t *idx, const int64_t *dims, int r)
+{
+	for (int k = r - 1; k >= 0; k--) {
+		if (++idx[k] < dims[k])
+			return;
+		idx[k] = 0;
+	}
+}
+
 /* y = a op c with numpy broadcasting (dims already right-aligned). */
 static void binary_c(const fc_engine *e, const step *s)
 {
 	const float *a = e->vals[s->val[0]].ptr, *c = e->vals[s->val[1]].ptr;
 	float *dst = e->vals[s->val[2]].ptr;
 	int r = s->ndim;
-	int64_t total = 1, idx[FC_MODEL_MAX_DIMS] = { 0 };
-	for (int k = 0; k < r; k++)
-		total *= s->dims[k];
+	int64_t total = numel(s->dims, r), idx[FC_MODEL_MAX_DIMS] = { 0 };
 	for (int64_t o = 0; o < total; o++) {
 		int64_t ia = 0, ic = 0;
 		for (int k = 0; k < r; k++) {
@@ -1676,11 +1693,7 @@ static void binary_c(const fc_engine *e, const step *s)
 		default: y = x / z; break;
 		}
 		dst[o] = y;
-		for (int k = r - 1; k >= 0; k--) {
-			if (++idx[k] < s->dims[k])
-				break;
-			idx[k] = 0;
-		}
+		next_index(idx, s->dims, r);
 	}
 }
 
@@ -1689,9 +1702,7 @@ static void pad_c(const fc_engine *e, const step *s)
 	const float *src = e->vals[s->val[0]].ptr;
 	float *dst = e->vals[s->val[2]].ptr;
 	int r = s->ndim;
-	int64_t total = 1, idx[FC_MODEL_MAX_DIMS] = { 0 };
-	for (int k = 0; k < r; k++)
-		total *= s->dims[k];
+	int64_t total = numel(s->dims, r), idx[FC_MODEL_MAX_DIMS] = { 0 };
 	for (int64_t o = 0; o < total; o++) {
 		int64_t is = 0;
 		int inside = 1;
@@ -1702,28 +1713,13 @@ static void pad_c(const fc_engine *e, const step *s)
 			is = is * s->sdims[0][k] + j;
 		}
 		dst[o] = inside ? src[is] : s->alpha;
-		for (int k = r - 1; k >= 0; k--) {
-			if (++idx[k] < s->dims[k])
-				break;
-			idx[k] = 0;
-		}
+		next_index(idx, s->dims, r);
 	}
 }
 
 static void lpnorm_c(const fc_engine *e, const step *s)
 {
-	const float *src = e->vals[s->val[0]].ptr;
-	float *dst = e->vals[s->val[2]].ptr;
-	int64_t rows = s->dims[0], d = s->dims[1];
-	for (int64_t r = 0; r < rows; r++) {
-		const float *x = src + r * d;
-		double ss = 0;
-		for (int64_t j = 0; j < d; j++)
-			ss += (double)x[j] * x[j];
-		float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-		for (int64_t j = 0; j < d; j++)
-			dst[r * d + j] = x[j] * inv;
-	}
+	fc_l2_normalize_rows(e->vals[s->val[2]].ptr, e->vals[s->val[0]].ptr, (size_t)s->dims[0], (size_t)s->dims[1]);
 }
 
 static int run_step(fc_engine *e, const step *s)

@@ -3,6 +3,7 @@
  * strings, the version, hex formatting and split names. It lives in store/
  * because the store is the layer everything else stands on.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -81,4 +82,19 @@ const char *fc_os_error(char *out, size_t cap, int e)
 	if (cap > 1 && out[0] >= 'A' && out[0] <= 'Z' && !(out[1] >= 'A' && out[1] <= 'Z'))
 		out[0] = (char)(out[0] - 'A' + 'a');
 	return out;
+}
+
+void fc_l2_normalize_rows(float *dst, const float *src, size_t rows, size_t dim)
+{
+#pragma omp parallel for schedule(static)
+	for (size_t r = 0; r < rows; r++) {
+		const float *x = src + r * dim;
+		float *y = dst + r * dim;
+		double ss = 0;
+		for (size_t j = 0; j < dim; j++)
+			ss += (double)x[j] * x[j];
+		float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 1.0f;
+		for (size_t j = 0; j < dim; j++)
+			y[j] = x[j] * inv;
+	}
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "featcache/train.h"
+#include "store/common.h"
 #include "train/matmul.h"
 
 #define BN_EPS 1e-5f
@@ -381,19 +382,7 @@ int fc_head_embed(fc_head *h, float *out, const float *in, size_t n, int normali
 		if (err)
 			return err;
 	}
-	if (normalize) {
-#pragma omp parallel for schedule(static)
-		for (size_t r = 0; r < n; r++) {
-			float *v = out + r * D;
-			double s = 0;
-			for (size_t j = 0; j < D; j++)
-				s += (double)v[j] * v[j];
-			if (s > 0) {
-				float inv = (float)(1.0 / sqrt(s));
-				for (size_t j = 0; j < D; j++)
-					v[j] *= inv;
-			}
-		}
-	}
+	if (normalize)
+		fc_l2_normalize_rows(out, out, n, D);
 	return 0;
 }
