@@ -384,51 +384,17 @@ static int csv_key(struct builder *b, int line, const char *path, char *key, siz
 	return 0;
 }
 
-static int read_file(struct builder *b, const char *path, char **data, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char why[128];
-	if (!f)
-		return say(b, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read '%s': %s", path,
-			   fc_os_error(why, sizeof why, errno));
-	size_t cap = 1 << 16, n = 0;
-	char *buf = malloc(cap);
-	int err = buf ? 0 : say(b, FC_ERR_NOMEM, "out of memory");
-	while (!err) {
-		if (n == cap) {
-			char *nb = cap < ((size_t)1 << 40) ? realloc(buf, cap * 2) : NULL;
-			if (!nb) {
-				err = say(b, FC_ERR_NOMEM, "out of memory reading '%s'", path);
-				break;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		size_t got = fread(buf + n, 1, cap - n, f);
-		n += got;
-		if (got == 0) {
-			if (ferror(f))
-				err = say(b, FC_ERR_IO, "cannot read '%s': %s", path, fc_os_error(why, sizeof why, errno));
-			break;
-		}
-	}
-	fclose(f);
-	if (err) {
-		free(buf);
-		return err;
-	}
-	*data = buf;
-	*len = n;
-	return 0;
-}
-
 static int scan_csv(struct builder *b, const char *csv_path)
 {
-	char *text = NULL;
-	size_t len = 0;
-	int err = read_file(b, csv_path, &text, &len);
-	if (err)
-		return err;
+	uint8_t *raw = NULL;
+	char why[128];
+	size_t cap = 0, len = 0;
+	int err = fc_read_file(csv_path, (uint64_t)1 << 40, &raw, &cap, &len, why, sizeof why);
+	if (err) {
+		free(raw);
+		return say(b, err, "cannot read '%s': %s", csv_path, why);
+	}
+	const char *text = (const char *)raw;
 	/* the CSV's directory, which paths are relative to */
 	char dir[4096];
 	const char *slash = strrchr(csv_path, '/');
@@ -474,7 +440,7 @@ static int scan_csv(struct builder *b, const char *csv_path)
 	if (!err && r < 0)
 		err = r;
 	free(c.buf);
-	free(text);
+	free(raw);
 	return err;
 }
 

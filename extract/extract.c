@@ -22,7 +22,6 @@
  * decoded by plain pthreads into a ring of batch buffers ahead of it.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <omp.h>
@@ -80,47 +79,8 @@ static void hash_bytes(uint8_t out[FC_HASH_LEN], const void *p, size_t n)
 	memcpy(out, c.digest, FC_HASH_LEN);
 }
 
-/* Read a whole file into *buf (grown as needed). 0 or an FC_ERR_* with why. */
-static int slurp(const char *path, uint8_t **buf, size_t *cap, size_t *len, char *why)
-{
-	char os[128];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return say(why, WHYLEN, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read: %s",
-			   fc_os_error(os, sizeof os, errno));
-	struct stat st;
-	int rc = 0;
-	if (fstat(fd, &st) != 0)
-		rc = say(why, WHYLEN, FC_ERR_IO, "cannot stat: %s", fc_os_error(os, sizeof os, errno));
-	else if ((uint64_t)st.st_size > ((uint64_t)1 << 32))
-		rc = say(why, WHYLEN, FC_ERR_OVERFLOW, "file of %lld bytes is too large for an image",
-			 (long long)st.st_size);
-	size_t n = 0;
-	while (!rc) {
-		if (*cap - n < 65536) {
-			size_t ncap = *cap ? *cap * 2 : (size_t)st.st_size + 65536;
-			uint8_t *p = realloc(*buf, ncap);
-			if (!p) {
-				rc = say(why, WHYLEN, FC_ERR_NOMEM, "out of memory");
-				break;
-			}
-			*buf = p;
-			*cap = ncap;
-		}
-		ssize_t got = read(fd, *buf + n, *cap - n);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got < 0)
-			rc = say(why, WHYLEN, FC_ERR_IO, "cannot read: %s", fc_os_error(os, sizeof os, errno));
-		else if (got == 0)
-			break;
-		else
-			n += (size_t)got;
-	}
-	close(fd);
-	*len = n;
-	return rc;
-}
+/* Images and models larger than this are refused unread. */
+#define MAX_FILE ((uint64_t)1 << 32)
 
 /* ---- the extractor ---- */
 
@@ -162,7 +122,7 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 		return say(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
 	uint8_t *bytes = NULL;
 	size_t cap = 0, len = 0;
-	int rc = slurp(o->model, &bytes, &cap, &len, why);
+	int rc = fc_read_file(o->model, MAX_FILE, &bytes, &cap, &len, why, sizeof why);
 	if (rc) {
 		free(bytes);
 		return say(err, errcap, rc, "cannot read model '%s': %s", o->model, why);
@@ -497,7 +457,10 @@ static void decode_one(struct pipe *p, size_t i, struct slot *sl, uint8_t **buf,
 	uint8_t h[FC_HASH_LEN];
 	fc_image img = { 0 };
 	char ierr[FC_IMAGE_ERRLEN];
-	int rc = slurp(w->path, buf, cap, &len, why);
+	char reason[WHYLEN - 16];
+	int rc = fc_read_file(w->path, MAX_FILE, buf, cap, &len, reason, sizeof reason);
+	if (rc)
+		say(why, WHYLEN, rc, "cannot read: %s", reason);
 	if (!rc) {
 		hash_bytes(h, *buf, len);
 		if (memcmp(h, w->hash, FC_HASH_LEN) != 0)

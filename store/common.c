@@ -3,9 +3,14 @@
  * strings, the version, hex formatting and split names. It lives in store/
  * because the store is the layer everything else stands on.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "featcache/featcache.h"
 #include "featcache/store.h"
@@ -97,4 +102,54 @@ void fc_l2_normalize_rows(float *dst, const float *src, size_t rows, size_t dim)
 		for (size_t j = 0; j < dim; j++)
 			y[j] = x[j] * inv;
 	}
+}
+
+int fc_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *cap, size_t *len, char *why,
+		 size_t whycap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	*len = 0;
+	if (fd < 0) {
+		int rc = errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO;
+		fc_os_error(why, whycap, errno);
+		return rc;
+	}
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) != 0) {
+		rc = FC_ERR_IO;
+		fc_os_error(why, whycap, errno);
+	} else if ((uint64_t)st.st_size > max) {
+		rc = FC_ERR_OVERFLOW;
+		snprintf(why, whycap, "file of %lld bytes is larger than %llu", (long long)st.st_size,
+			 (unsigned long long)max);
+	}
+	size_t n = 0;
+	while (!rc) {
+		if (*cap - n < 65536) {
+			size_t ncap = *cap ? *cap * 2 : (size_t)st.st_size + 65536;
+			uint8_t *p = realloc(*buf, ncap);
+			if (!p) {
+				rc = FC_ERR_NOMEM;
+				snprintf(why, whycap, "out of memory");
+				break;
+			}
+			*buf = p;
+			*cap = ncap;
+		}
+		ssize_t got = read(fd, *buf + n, *cap - n);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			rc = FC_ERR_IO;
+			fc_os_error(why, whycap, errno);
+		} else if (got == 0) {
+			break;
+		} else {
+			n += (size_t)got;
+		}
+	}
+	close(fd);
+	*len = n;
+	return rc;
 }

@@ -5,10 +5,20 @@
 #define FC_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* fc_os_error - strerror(e) in the house style (lowercase first letter),
  * written into out[cap]; returns out. Thread-safe. */
 const char *fc_os_error(char *out, size_t cap, int e);
+
+/* fc_read_file - read the whole file at path into *buf (realloc'd and
+ * grown as needed; *cap is its size, so one buffer can serve many files),
+ * *len bytes. Files larger than max bytes are refused before reading.
+ * Returns 0, or FC_ERR_NOT_FOUND / FC_ERR_IO (with the OS's reason),
+ * FC_ERR_OVERFLOW or FC_ERR_NOMEM, and why[whycap] says why in lowercase
+ * words, without the path: callers name the file. */
+int fc_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *cap, size_t *len, char *why,
+		 size_t whycap);
 
 /* fc_l2_normalize_rows - dst row r = src row r / its L2 norm (summed in
  * double), for rows x dim floats; a row whose squared norm is not > 0 (all
