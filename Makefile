@@ -28,7 +28,7 @@ ALL_CFLAGS = $(WARN) $(WERROR) $(CFLAGS) $(SAN) -fopenmp -fno-math-errno -D_GNU_
 LDLIBS = $(PKG_LIBS) -ldnnl -lm
 ALL_LDFLAGS = $(LDFLAGS) $(SAN) -fopenmp
 
-LIB_SRC := $(sort $(wildcard store/*.c extract/*.c train/*.c))
+LIB_SRC := $(sort $(wildcard util/*.c store/*.c io/*.c extract/*.c train/*.c export/*.c report/*.c))
 CLI_SRC := $(sort $(wildcard cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 TOOL_SRC := $(sort $(wildcard tests/tool_*.c))

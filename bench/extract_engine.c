@@ -50,7 +50,7 @@ typedef struct opts {
 typedef struct figure {
 	double ips;  /* images/s, best window; 0: not measured */
 	double mean; /* images/s over all windows */
-	char why[FC_ENGINE_ERRLEN + 64];
+	char why[FC_ERRLEN + 64];
 } figure;
 
 enum { FC_F32 = 0, FC_BF16, ORT, TORCH, N_ENGINES };
@@ -78,7 +78,7 @@ static void fill(float *x, size_t n)
  * emb (batch x dim). */
 static void time_engine(figure *f, const opts *o, int prec, int batch, const float *in, float *emb)
 {
-	char err[FC_ENGINE_ERRLEN];
+	char err[FC_ERRLEN];
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	float *out = NULL;

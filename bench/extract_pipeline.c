@@ -65,7 +65,7 @@ static double engine_only(const char *model_path, int batch, int n)
 {
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
-	char err[FC_ENGINE_ERRLEN];
+	char err[FC_ERRLEN];
 	double rate = -1;
 	if (fc_model_open(&m, model_path, err, sizeof err) || fc_model_set_input(m, batch, 3, 224, 224) ||
 	    fc_model_cut(m, NULL)) {
@@ -99,7 +99,7 @@ static int extract(fc_extract_ctx *x, const char *store_path, const char *photos
 	fc_store *s = NULL;
 	fc_store_opts so = { .create = 1, .sync = 1 };
 	fc_dataset ds;
-	char err[FC_DATASET_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = fc_dataset_scan(&ds, photos, err, sizeof err);
 	if (rc) {
 		fprintf(stderr, "extract_pipeline: %s\n", err);
@@ -166,7 +166,7 @@ int main(int argc, char **argv)
 				 .store_dtype = FC_DTYPE_F16, .batch = batch, .threads = threads };
 	fc_preproc_preset(&xo.pre, "torchvision", 224);
 	fc_extract_ctx *x = NULL;
-	char err[FC_DATASET_ERRLEN];
+	char err[FC_ERRLEN];
 	if (fc_extract_open(&x, &xo, err, sizeof err)) {
 		fprintf(stderr, "extract_pipeline: %s\n", err);
 		return 1;

@@ -334,7 +334,7 @@ static void npy_write(const char *path, const float *x, size_t n, size_t dim, in
 		uint16_t *h = xcalloc(BLOCK, sizeof *h);
 		for (size_t done = 0; ok && done < n * dim; done += BLOCK) {
 			size_t m = n * dim - done < BLOCK ? n * dim - done : BLOCK;
-			fc_f32_to_f16(h, x + done, m);
+			fci_f32_to_f16(h, x + done, m);
 			ok = fwrite(h, sizeof *h, m, f) == m;
 		}
 		free(h);

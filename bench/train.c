@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 #include "featcache/train.h"
 
 #define TARGET 1.5
@@ -129,7 +129,7 @@ int main(int argc, char **argv)
 	fc_optim_config_default(&cfg.optim, FC_OPT_ADAM);
 	fc_train_data data = { x, cls, n, classes };
 	fc_trainer *t;
-	char why[FC_TRAIN_ERRLEN] = "";
+	char why[FC_ERRLEN] = "";
 	if (fc_trainer_new(&t, &cfg, &data, why)) {
 		fprintf(stderr, "bench/train: %s\n", why);
 		return 1;
@@ -150,7 +150,7 @@ int main(int argc, char **argv)
 	char feats[4200], labels[4200];
 	snprintf(feats, sizeof feats, "%s/fc-bench-train-x.npy", dir);
 	snprintf(labels, sizeof labels, "%s/fc-bench-train-y.npy", dir);
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	if (fc_npy_write_f32(feats, x, n, dim, err, sizeof err) || fc_npy_write_f32(labels, lab, n, 1, err, sizeof err)) {
 		fprintf(stderr, "bench/train: %s\n", err);
 		return 1;

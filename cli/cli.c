@@ -23,12 +23,12 @@
 
 /* ---- messages ---- */
 
-static void vmsg(const char *prefix, const char *fmt, va_list ap) FC_PRINTF(2, 0);
+static void vmsg(const char *prefix, const char *fmt, va_list ap) CLI_PRINTF(2, 0);
 
 static void vmsg(const char *prefix, const char *fmt, va_list ap)
 {
 	/* Keep a message from landing in the middle of a progress bar. */
-	fc_progress_end();
+	cli_progress_end();
 	fflush(stdout);
 	fputs("featcache: ", stderr);
 	if (prefix)
@@ -37,7 +37,7 @@ static void vmsg(const char *prefix, const char *fmt, va_list ap)
 	fputc('\n', stderr);
 }
 
-void fc_err(const char *fmt, ...)
+void cli_err(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -46,7 +46,7 @@ void fc_err(const char *fmt, ...)
 	va_end(ap);
 }
 
-void fc_warn(const char *fmt, ...)
+void cli_warn(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -55,27 +55,27 @@ void fc_warn(const char *fmt, ...)
 	va_end(ap);
 }
 
-int fc_fail(const char *fmt, ...)
+int cli_fail(const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
 	vmsg(NULL, fmt, ap);
 	va_end(ap);
-	return FC_EXIT_FAIL;
+	return CLI_EXIT_FAIL;
 }
 
-_Noreturn void fc_die(const char *fmt, ...)
+_Noreturn void cli_die(const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
 	vmsg(NULL, fmt, ap);
 	va_end(ap);
-	exit(FC_EXIT_FAIL);
+	exit(CLI_EXIT_FAIL);
 }
 
-int fc_usage_error(const char *cmd, const char *fmt, ...)
+int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -86,10 +86,10 @@ int fc_usage_error(const char *cmd, const char *fmt, ...)
 		fprintf(stderr, "see 'featcache help %s'\n", cmd);
 	else
 		fputs("see 'featcache help'\n", stderr);
-	return FC_EXIT_USAGE;
+	return CLI_EXIT_USAGE;
 }
 
-const char *fc_errno_str(int e)
+const char *cli_errno_str(int e)
 {
 	static char buf[128];
 
@@ -102,7 +102,7 @@ const char *fc_errno_str(int e)
 
 /* ---- options ---- */
 
-int fc_getopt_error(const char *cmd, int c, char **argv, const struct option *longopts)
+int cli_getopt_error(const char *cmd, int c, char **argv, const struct option *longopts)
 {
 	const char *arg = optind > 0 ? argv[optind - 1] : NULL;
 	char name[80];
@@ -133,20 +133,20 @@ int fc_getopt_error(const char *cmd, int c, char **argv, const struct option *lo
 			snprintf(name, sizeof name, "%.60s", arg ? arg : "?");
 	}
 	if (c == ':')
-		return fc_usage_error(cmd, "option '%s' needs a value", name);
+		return cli_usage_error(cmd, "option '%s' needs a value", name);
 	if (is_long && optopt != 0 && strchr(arg, '='))
-		return fc_usage_error(cmd, "option '%s' takes no value", name);
-	return fc_usage_error(cmd, "unknown option '%s'", name);
+		return cli_usage_error(cmd, "option '%s' takes no value", name);
+	return cli_usage_error(cmd, "unknown option '%s'", name);
 }
 
-int fc_no_operands(const char *cmd, int argc, char **argv)
+int cli_no_operands(const char *cmd, int argc, char **argv)
 {
 	if (optind < argc)
-		return fc_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+		return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
 	return 0;
 }
 
-int fc_parse_u64(const char *cmd, const char *opt, const char *val, uint64_t min, uint64_t max,
+int cli_parse_u64(const char *cmd, const char *opt, const char *val, uint64_t min, uint64_t max,
 		 uint64_t *out)
 {
 	char *end;
@@ -154,21 +154,21 @@ int fc_parse_u64(const char *cmd, const char *opt, const char *val, uint64_t min
 
 	/* strtoull would quietly accept " 12", "+12" and "-1" (as 2^64-1). */
 	if (!isdigit((unsigned char)val[0]))
-		return fc_usage_error(cmd, "bad value '%s' for %s: expected a non-negative integer",
+		return cli_usage_error(cmd, "bad value '%s' for %s: expected a non-negative integer",
 				      val, opt);
 	errno = 0;
 	v = strtoull(val, &end, 10);
 	if (*end != '\0')
-		return fc_usage_error(cmd, "bad value '%s' for %s: expected a non-negative integer",
+		return cli_usage_error(cmd, "bad value '%s' for %s: expected a non-negative integer",
 				      val, opt);
 	if (errno == ERANGE || v < min || v > max)
-		return fc_usage_error(cmd, "bad value '%s' for %s: must be from %llu to %llu", val,
+		return cli_usage_error(cmd, "bad value '%s' for %s: must be from %llu to %llu", val,
 				      opt, (unsigned long long)min, (unsigned long long)max);
 	*out = v;
 	return 0;
 }
 
-const char *fc_store_arg(const char *opt)
+const char *cli_store_arg(const char *opt)
 {
 	const char *env;
 
@@ -178,14 +178,14 @@ const char *fc_store_arg(const char *opt)
 	return env && env[0] ? env : NULL;
 }
 
-int fc_need_store(const char *cmd, const char *opt, const char **path)
+int cli_need_store(const char *cmd, const char *opt, const char **path)
 {
-	const char *p = fc_store_arg(opt);
+	const char *p = cli_store_arg(opt);
 
 	if (!p)
-		return fc_usage_error(cmd, "no store given: use --store DIR or set FEATCACHE_STORE");
+		return cli_usage_error(cmd, "no store given: use --store DIR or set FEATCACHE_STORE");
 	if (!p[0])
-		return fc_usage_error(cmd, "bad value '' for --store: empty path");
+		return cli_usage_error(cmd, "bad value '' for --store: empty path");
 	*path = p;
 	return 0;
 }
@@ -199,12 +199,12 @@ static const char *store_reason(const fc_store *s, int err)
 	return m && m[0] ? m : fc_strerror(err);
 }
 
-int fc_open_store(fc_store **out, const char *path, int readonly)
+int cli_open_store(fc_store **out, const char *path, int readonly)
 {
-	return fc_open_store_mode(out, path, readonly, 0);
+	return cli_open_store_mode(out, path, readonly, 0);
 }
 
-int fc_open_store_mode(fc_store **out, const char *path, int readonly, int create)
+int cli_open_store_mode(fc_store **out, const char *path, int readonly, int create)
 {
 	fc_store_opts opts;
 	fc_store *s = NULL;
@@ -214,7 +214,7 @@ int fc_open_store_mode(fc_store **out, const char *path, int readonly, int creat
 	opts.readonly = readonly;
 	opts.create = create;
 	opts.sync = 1;
-	opts.logger = fc_cli_logger();
+	opts.logger = cli_logger();
 	rc = fc_store_open(&s, path, &opts);
 	if (rc < 0) {
 		const char *why = store_reason(s, rc);
@@ -224,23 +224,23 @@ int fc_open_store_mode(fc_store **out, const char *path, int readonly, int creat
 		 * not a featcache store"); saying it twice helps nobody. */
 		snprintf(quoted, sizeof quoted, "'%s'", path);
 		if (strstr(why, quoted))
-			fc_err("%s", why);
+			cli_err("%s", why);
 		else
-			fc_err("cannot open store '%s': %s", path, why);
+			cli_err("cannot open store '%s': %s", path, why);
 		fc_store_free(s);
 		*out = NULL;
-		return FC_EXIT_FAIL;
+		return CLI_EXIT_FAIL;
 	}
 	*out = s;
 	return 0;
 }
 
-int fc_store_fail(fc_store *s, int err, const char *what)
+int cli_store_fail(fc_store *s, int err, const char *what)
 {
-	return fc_fail("cannot %s store '%s': %s", what, fc_store_path(s), store_reason(s, err));
+	return cli_fail("cannot %s store '%s': %s", what, fc_store_path(s), store_reason(s, err));
 }
 
-int fc_close_stdout(int status)
+int cli_close_stdout(int status)
 {
 	int bad = ferror(stdout);
 	int e = 0;
@@ -258,13 +258,13 @@ int fc_close_stdout(int status)
 	if (!bad)
 		return status;
 	if (e)
-		fc_err("cannot write standard output: %s", fc_errno_str(e));
+		cli_err("cannot write standard output: %s", cli_errno_str(e));
 	else
-		fc_err("cannot write standard output");
-	return FC_EXIT_FAIL;
+		cli_err("cannot write standard output");
+	return CLI_EXIT_FAIL;
 }
 
-char *fc_human_bytes(char *buf, size_t cap, uint64_t n)
+char *cli_human_bytes(char *buf, size_t cap, uint64_t n)
 {
 	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
 	double v = (double)n;
@@ -292,7 +292,7 @@ static void on_interrupt(int sig)
 	interrupted = 1;
 }
 
-void fc_catch_interrupt(void)
+void cli_catch_interrupt(void)
 {
 	struct sigaction sa;
 
@@ -306,7 +306,7 @@ void fc_catch_interrupt(void)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
-int fc_interrupted(void)
+int cli_interrupted(void)
 {
 	return interrupted != 0;
 }
@@ -469,7 +469,7 @@ static int progress_cb(void *ctx, const char *what, uint64_t done, uint64_t tota
 
 	(void)ctx;
 	pthread_mutex_lock(&lg.mu);
-	if (lg.flags & FC_CLI_QUIET)
+	if (lg.flags & CLI_QUIET)
 		goto out;
 	if (!what || !what[0])
 		what = "working";
@@ -503,16 +503,16 @@ static int progress_cb(void *ctx, const char *what, uint64_t done, uint64_t tota
 	lg.finished = finished;
 out:
 	pthread_mutex_unlock(&lg.mu);
-	return fc_interrupted();
+	return cli_interrupted();
 }
 
 static void log_cb(void *ctx, int level, const char *msg)
 {
 	(void)ctx;
 	pthread_mutex_lock(&lg.mu);
-	if (level < FC_LOG_INFO && !(lg.flags & FC_CLI_VERBOSE))
+	if (level < FC_LOG_INFO && !(lg.flags & CLI_VERBOSE))
 		goto out;
-	if (level < FC_LOG_WARN && (lg.flags & FC_CLI_QUIET))
+	if (level < FC_LOG_WARN && (lg.flags & CLI_QUIET))
 		goto out;
 	if (lg.open) {
 		/* Wipe the bar, print, and let the next progress call redraw it. */
@@ -530,21 +530,21 @@ out:
 	pthread_mutex_unlock(&lg.mu);
 }
 
-static const fc_logger cli_logger = { log_cb, progress_cb, NULL };
+static const fc_logger the_logger = { log_cb, progress_cb, NULL };
 
-const fc_logger *fc_cli_logger(void)
+const fc_logger *cli_logger(void)
 {
-	return &cli_logger;
+	return &the_logger;
 }
 
-void fc_cli_logger_flags(int flags)
+void cli_logger_flags(int flags)
 {
 	pthread_mutex_lock(&lg.mu);
 	lg.flags = flags;
 	pthread_mutex_unlock(&lg.mu);
 }
 
-void fc_progress_end(void)
+void cli_progress_end(void)
 {
 	pthread_mutex_lock(&lg.mu);
 	end_open_line();

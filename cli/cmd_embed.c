@@ -16,7 +16,7 @@
 #include "cli/cli.h"
 #include "cli/data.h"
 #include "featcache/extract.h"
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 #include "featcache/train.h"
 
 static const char usage_text[] =
@@ -66,7 +66,7 @@ static int write_keys(const char *path, const char *const *keys, size_t n)
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	FILE *f = fopen(tmp, "w");
 	if (!f)
-		return fc_fail("cannot write '%s': %s", path, fc_errno_str(errno));
+		return cli_fail("cannot write '%s': %s", path, cli_errno_str(errno));
 	int ok = 1;
 	for (size_t r = 0; r < n && ok; r++)
 		ok = fputs(keys[r], f) >= 0 && fputc('\n', f) != EOF;
@@ -75,7 +75,7 @@ static int write_keys(const char *path, const char *const *keys, size_t n)
 	if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
 		int e = errno;
 		remove(tmp);
-		return fc_fail("cannot write '%s': %s", path, fc_errno_str(e));
+		return cli_fail("cannot write '%s': %s", path, cli_errno_str(e));
 	}
 	return 0;
 }
@@ -86,7 +86,7 @@ static int write_keys(const char *path, const char *const *keys, size_t n)
 static int head_extractor(const char *path, char hex[2 * FC_HASH_LEN + 1])
 {
 	fc_st_file *f = NULL;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = -1;
 	if (fc_st_open(&f, path, err, sizeof err) == 0) {
 		const char *v = fc_st_meta_find(f, "extractor");
@@ -102,7 +102,7 @@ static int head_extractor(const char *path, char hex[2 * FC_HASH_LEN + 1])
 static void warn_failed(void *ctx, const char *key, const char *why)
 {
 	(void)ctx;
-	fc_warn("cannot embed '%s': %s; left out", key, why);
+	cli_warn("cannot embed '%s': %s; left out", key, why);
 }
 
 struct rows {
@@ -119,26 +119,26 @@ static int embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *
 	fc_extractor ex;
 	int rc = fc_store_get_extractor(s, id, &ex);
 	if (rc)
-		return fc_store_fail(s, rc, "read");
-	char err[FC_DATASET_ERRLEN], want[33], got[33];
+		return cli_store_fail(s, rc, "read");
+	char err[FC_ERRLEN], want[33], got[33];
 	fc_extract_ctx *x = NULL;
 	uint8_t(*hashes)[FC_HASH_LEN] = NULL;
 	uint8_t *failed = NULL;
 	fc_hex(want, id, FC_HASH_LEN);
 	if ((rc = fc_extract_open_like(&x, model, ex.descriptor, ex.dtype, batch, threads, err, sizeof err)) != 0)
-		return fc_fail("%s", err);
+		return cli_fail("%s", err);
 	fc_hex(got, fc_extract_id(x), FC_HASH_LEN);
 	if (strcmp(want, got) != 0) {
-		rc = fc_fail("model '%s' does not reproduce extractor %.12s of store '%s' (another model file?)", model,
+		rc = cli_fail("model '%s' does not reproduce extractor %.12s of store '%s' (another model file?)", model,
 			     want, fc_store_path(s));
 		goto out;
 	}
 	if ((rc = fc_dataset_scan(ds, data, err, sizeof err)) != 0) {
-		rc = fc_fail("cannot read dataset '%s': %s", data, err);
+		rc = cli_fail("cannot read dataset '%s': %s", data, err);
 		goto out;
 	}
 	if (ds->n == 0) {
-		rc = fc_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
+		rc = cli_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
 		goto out;
 	}
 	hashes = malloc(ds->n * sizeof *hashes);
@@ -147,24 +147,24 @@ static int embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *
 	out->data = malloc(ds->n * out->dim * sizeof *out->data);
 	out->keys = malloc(ds->n * sizeof *out->keys);
 	if (!hashes || !failed || !out->data || !out->keys) {
-		rc = fc_fail("out of memory");
+		rc = cli_fail("out of memory");
 		goto out;
 	}
-	fc_catch_interrupt();
+	cli_catch_interrupt();
 	fc_extract_run_opts ro = { .cache_only = 1, .hashes = hashes, .failed = failed, .on_fail = warn_failed,
-				   .logger = fc_cli_logger() };
+				   .logger = cli_logger() };
 	fc_extract_stats st;
 	rc = fc_extract_run(x, s, ds, &ro, &st, err, sizeof err);
-	fc_progress_end();
+	cli_progress_end();
 	if (rc) {
-		rc = fc_fail("cannot embed '%s': %s", data, err);
+		rc = cli_fail("cannot embed '%s': %s", data, err);
 		goto out;
 	}
 	for (size_t i = 0; i < ds->n; i++) {
 		if (failed[i])
 			continue;
 		if ((rc = fc_store_get(s, id, hashes[i], out->data + out->n * out->dim, out->dim)) != 0) {
-			rc = fc_store_fail(s, rc, "read");
+			rc = cli_store_fail(s, rc, "read");
 			goto out;
 		}
 		out->keys[out->n++] = ds->entries[i].key;
@@ -194,60 +194,60 @@ int cmd_embed(int argc, char **argv)
 		case 'm': model = optarg; break;
 		case 'd': data = optarg; break;
 		case 'q': quiet = 1; break;
-		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
+		case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
 		case O_KEYS: keys = optarg; break;
 		case O_HEAD: head_path = optarg; break;
 		case O_NO_NORM: normalize = 0; break;
 		case O_EXTRACTOR: extractor = optarg; break;
 		case O_SPLIT: split = optarg; break;
-		case O_BATCH: rc = fc_parse_u64("embed", "--batch", optarg, 1, 4096, &batch); break;
-		case O_THREADS: rc = fc_parse_u64("embed", "--threads", optarg, 1, 1024, &threads); break;
-		default: return fc_getopt_error("embed", c, argv, opts);
+		case O_BATCH: rc = cli_parse_u64("embed", "--batch", optarg, 1, 4096, &batch); break;
+		case O_THREADS: rc = cli_parse_u64("embed", "--threads", optarg, 1, 1024, &threads); break;
+		default: return cli_getopt_error("embed", c, argv, opts);
 		}
 		if (rc)
 			return rc;
 	}
-	if ((rc = fc_no_operands("embed", argc, argv)) || (rc = fc_need_store("embed", store, &store)))
+	if ((rc = cli_no_operands("embed", argc, argv)) || (rc = cli_need_store("embed", store, &store)))
 		return rc;
 	if (!out)
-		return fc_usage_error("embed", "--out is required (the .npy to write)");
+		return cli_usage_error("embed", "--out is required (the .npy to write)");
 	if (!model != !data)
-		return fc_usage_error("embed", "--model and --data go together (embed the images of --data)");
+		return cli_usage_error("embed", "--model and --data go together (embed the images of --data)");
 	if (data && split)
-		return fc_usage_error("embed", "--split is for cached items; with --data every image of PATH is embedded");
+		return cli_usage_error("embed", "--split is for cached items; with --data every image of PATH is embedded");
 	unsigned mask = 0;
-	if (!data && (rc = fc_parse_splits("embed", "--split", split ? split : "all", &mask)) != 0)
+	if (!data && (rc = cli_parse_splits("embed", "--split", split ? split : "all", &mask)) != 0)
 		return rc;
 	char keybuf[4200], hexbuf[2 * FC_HASH_LEN + 1];
 	if (!keys) {
 		snprintf(keybuf, sizeof keybuf, "%s.keys", out);
 		keys = keybuf;
 	}
-	fc_cli_logger_flags(quiet ? FC_CLI_QUIET : 0);
+	cli_logger_flags(quiet ? CLI_QUIET : 0);
 
 	fc_store *s = NULL;
 	fc_head *head = NULL;
-	fc_split_data d = { 0 };
+	cli_split_data d = { 0 };
 	fc_dataset ds = { 0 };
 	struct rows rows = { 0 };
 	float *emb = NULL;
-	char why[FC_TRAIN_ERRLEN] = "", err[FC_TENSORIO_ERRLEN] = "";
+	char why[FC_ERRLEN] = "", err[FC_ERRLEN] = "";
 	if (head_path && (rc = fc_head_load(&head, head_path, 1024, why)) != 0)
-		return fc_fail("cannot load head '%s': %s", head_path, why);
+		return cli_fail("cannot load head '%s': %s", head_path, why);
 	/* A head knows its extractor: the default when none is named. */
 	if (head && !extractor && head_extractor(head_path, hexbuf) == 0)
 		extractor = hexbuf;
 	uint8_t id[FC_HASH_LEN];
-	if ((rc = fc_open_store(&s, store, data == NULL)) || (rc = fc_pick_extractor("embed", s, extractor, id)))
+	if ((rc = cli_open_store(&s, store, data == NULL)) || (rc = cli_pick_extractor("embed", s, extractor, id)))
 		goto out;
 	if (data) {
 		if ((rc = embed_images(s, id, model, data, (int)batch, (int)threads, &ds, &rows)) != 0)
 			goto out;
 	} else {
-		if ((rc = fc_load_split(s, id, mask, 1, &d)) != 0)
+		if ((rc = cli_load_split(s, id, mask, 1, &d)) != 0)
 			goto out;
 		if (d.missing)
-			fc_warn("%zu items have no features yet (run 'featcache extract'); they are not in the output",
+			cli_warn("%zu items have no features yet (run 'featcache extract'); they are not in the output",
 				d.missing);
 		rows = (struct rows){ .data = d.m.data, .n = d.m.rows, .dim = d.m.dim, .keys = d.m.keys };
 	}
@@ -256,29 +256,29 @@ int cmd_embed(int argc, char **argv)
 	if (head) {
 		fc_head_config hc = fc_head_get_config(head);
 		if (hc.in_dim != rows.dim) {
-			rc = fc_fail("head '%s' takes %u-d input, the features are %zu-d", head_path, hc.in_dim, rows.dim);
+			rc = cli_fail("head '%s' takes %u-d input, the features are %zu-d", head_path, hc.in_dim, rows.dim);
 			goto out;
 		}
 		dim = hc.out_dim;
 		emb = malloc((rows.n ? rows.n : 1) * dim * sizeof *emb);
 		if (!emb) {
-			rc = fc_fail("out of memory");
+			rc = cli_fail("out of memory");
 			goto out;
 		}
 		if ((rc = fc_head_embed(head, emb, rows.data, rows.n, normalize)) != 0) {
-			rc = fc_fail("cannot apply head: %s", fc_strerror(rc));
+			rc = cli_fail("cannot apply head: %s", fc_strerror(rc));
 			goto out;
 		}
 		outrows = emb;
 	}
 	if ((rc = fc_npy_write_f32(out, outrows, rows.n, dim, err, sizeof err)) != 0) {
-		rc = fc_fail("cannot write '%s': %s", out, err);
+		rc = cli_fail("cannot write '%s': %s", out, err);
 		goto out;
 	}
 	if ((rc = write_keys(keys, rows.keys, rows.n)) != 0)
 		goto out;
 	printf("wrote %zu x %zu float32 to '%s', keys to '%s'\n", rows.n, dim, out, keys);
-	rc = FC_EXIT_OK;
+	rc = CLI_EXIT_OK;
 out:
 	if (data) {
 		free(rows.data);
@@ -286,7 +286,7 @@ out:
 	}
 	free(emb);
 	fc_dataset_free(&ds);
-	fc_split_data_free(&d);
+	cli_split_data_free(&d);
 	fc_head_free(head);
 	fc_store_free(s);
 	return rc;

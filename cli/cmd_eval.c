@@ -67,43 +67,43 @@ int cmd_eval(int argc, char **argv)
 		rc = 0;
 		switch (c) {
 		case 's': store = optarg; break;
-		case 'k': rc = fc_parse_u64("eval", "--k", optarg, 1, 100000, &k); break;
-		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
+		case 'k': rc = cli_parse_u64("eval", "--k", optarg, 1, 100000, &k); break;
+		case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
 		case O_HEAD: head_path = optarg; break;
 		case O_EXTRACTOR: extractor = optarg; break;
 		case O_SPLIT: split = optarg; break;
 		case O_INDEX_SPLIT: index_split = optarg; break;
 		case O_JSON: json = 1; break;
-		default: return fc_getopt_error("eval", c, argv, opts);
+		default: return cli_getopt_error("eval", c, argv, opts);
 		}
 		if (rc)
 			return rc;
 	}
-	if ((rc = fc_no_operands("eval", argc, argv)) || (rc = fc_need_store("eval", store, &store)))
+	if ((rc = cli_no_operands("eval", argc, argv)) || (rc = cli_need_store("eval", store, &store)))
 		return rc;
 	unsigned qmask, imask = 0;
-	if ((rc = fc_parse_splits("eval", "--split", split, &qmask)) ||
-	    (index_split && (rc = fc_parse_splits("eval", "--index-split", index_split, &imask))))
+	if ((rc = cli_parse_splits("eval", "--split", split, &qmask)) ||
+	    (index_split && (rc = cli_parse_splits("eval", "--index-split", index_split, &imask))))
 		return rc;
 
 	fc_store *s = NULL;
 	fc_head *head = NULL;
-	fc_split_data q = { 0 }, ix = { 0 };
-	char why[FC_TRAIN_ERRLEN] = "";
+	cli_split_data q = { 0 }, ix = { 0 };
+	char why[FC_ERRLEN] = "";
 	if (head_path && (rc = fc_head_load(&head, head_path, 1024, why)) != 0)
-		return fc_fail("cannot load head '%s': %s", head_path, why);
-	if ((rc = fc_open_store(&s, store, 1)) != 0)
+		return cli_fail("cannot load head '%s': %s", head_path, why);
+	if ((rc = cli_open_store(&s, store, 1)) != 0)
 		goto out;
 	uint8_t id[FC_HASH_LEN];
-	if ((rc = fc_pick_extractor("eval", s, extractor, id)) || (rc = fc_load_split(s, id, qmask, 0, &q)) ||
-	    (index_split && (rc = fc_load_split(s, id, imask, 0, &ix))))
+	if ((rc = cli_pick_extractor("eval", s, extractor, id)) || (rc = cli_load_split(s, id, qmask, 0, &q)) ||
+	    (index_split && (rc = cli_load_split(s, id, imask, 0, &ix))))
 		goto out;
 	if (q.m.rows == 0) {
-		rc = fc_fail("the %s split of store '%s' has no labelled features", split, store);
+		rc = cli_fail("the %s split of store '%s' has no labelled features", split, store);
 		goto out;
 	}
 	if (head && fc_head_get_config(head).in_dim != q.m.dim) {
-		rc = fc_fail("head '%s' takes %u-d input, the features are %zu-d", head_path,
+		rc = cli_fail("head '%s' takes %u-d input, the features are %zu-d", head_path,
 			     fc_head_get_config(head).in_dim, q.m.dim);
 		goto out;
 	}
@@ -114,24 +114,24 @@ int cmd_eval(int argc, char **argv)
 				   q.m.dim, k, self)) ||
 	    (head && (rc = fc_eval_features(&tuned, head, q.m.data, q.m.labels, q.m.rows, im->data, im->labels,
 					    im->rows, q.m.dim, k, self)))) {
-		rc = fc_fail("cannot evaluate: %s", fc_strerror(rc));
+		rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
 		goto out;
 	}
 	if (json) {
 		json_t *j = json_pack("{s:s, s:s?, s:I, s:I, s:o}", "split", split, "index_split", index_split, "k",
-				      (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", fc_metrics_json(&raw, 1));
+				      (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", cli_metrics_json(&raw, 1));
 		if (head)
-			json_object_set_new(j, "head", fc_metrics_json(&tuned, 1));
+			json_object_set_new(j, "head", cli_metrics_json(&tuned, 1));
 		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		putchar('\n');
 		json_decref(j);
 	} else {
 		print_table(&raw, head ? &tuned : NULL, k);
 	}
-	rc = FC_EXIT_OK;
+	rc = CLI_EXIT_OK;
 out:
-	fc_split_data_free(&q);
-	fc_split_data_free(&ix);
+	cli_split_data_free(&q);
+	cli_split_data_free(&ix);
 	fc_head_free(head);
 	fc_store_free(s);
 	return rc;

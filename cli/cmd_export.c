@@ -57,47 +57,47 @@ int cmd_export(int argc, char **argv)
 		switch (c) {
 		case 'm': model = optarg; break;
 		case 'o': out = optarg; break;
-		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
+		case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
 		case O_HEAD: head_path = optarg; break;
 		case O_LAYER: eo.layer = optarg; break;
 		case O_SIZE:
-			if ((rc = fc_parse_u64("export", "--size", optarg, 1, 4096, &v)))
+			if ((rc = cli_parse_u64("export", "--size", optarg, 1, 4096, &v)))
 				return rc;
 			eo.size = (int)v;
 			break;
 		case O_NO_NORM: eo.normalize = 0; break;
 		case O_OPSET:
-			if ((rc = fc_parse_u64("export", "--opset", optarg, 7, 18, &v)))
+			if ((rc = cli_parse_u64("export", "--opset", optarg, 7, 18, &v)))
 				return rc;
 			eo.opset = (int)v;
 			break;
-		default: return fc_getopt_error("export", c, argv, opts);
+		default: return cli_getopt_error("export", c, argv, opts);
 		}
 	}
-	if ((rc = fc_no_operands("export", argc, argv)))
+	if ((rc = cli_no_operands("export", argc, argv)))
 		return rc;
 	if (!model || !model[0])
-		return fc_usage_error("export", "--model is required (the backbone's ONNX file)");
+		return cli_usage_error("export", "--model is required (the backbone's ONNX file)");
 	if (!head_path || !head_path[0])
-		return fc_usage_error("export", "--head is required (from 'featcache train')");
+		return cli_usage_error("export", "--head is required (from 'featcache train')");
 	if (!out || !out[0])
-		return fc_usage_error("export", "--out is required (the ONNX model to write)");
+		return cli_usage_error("export", "--out is required (the ONNX model to write)");
 	if (eo.layer && !eo.layer[0])
-		return fc_usage_error("export", "bad value '' for --layer");
+		return cli_usage_error("export", "bad value '' for --layer");
 
 	fc_head *head = NULL;
-	char why[FC_TRAIN_ERRLEN] = "", err[FC_EXPORT_ERRLEN] = "";
+	char why[FC_ERRLEN] = "", err[FC_ERRLEN] = "";
 	if ((rc = fc_head_load(&head, head_path, 1, why)) != 0)
-		return fc_fail("cannot load head '%s': %s", head_path, why);
+		return cli_fail("cannot load head '%s': %s", head_path, why);
 	eo.head_name = head_path;
 	rc = fc_export_onnx(model, &eo, head, out, err, sizeof err);
 	if (rc) {
-		rc = fc_fail("%s", err);
+		rc = cli_fail("%s", err);
 	} else {
 		fc_head_config hc = fc_head_get_config(head);
 		printf("wrote '%s': input 3 x %d x %d, %u-d embedding%s\n", out, eo.size, eo.size, hc.out_dim,
 		       eo.normalize ? " (L2-normalised)" : "");
-		rc = FC_EXIT_OK;
+		rc = CLI_EXIT_OK;
 	}
 	fc_head_free(head);
 	return rc;

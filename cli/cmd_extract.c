@@ -78,18 +78,18 @@ static int parse3(const char *opt, const char *val, int positive, float out[3])
 {
 	char buf[256], *save = NULL;
 	if (strlen(val) >= sizeof buf)
-		return fc_usage_error("extract", "bad value for %s: too long", opt);
+		return cli_usage_error("extract", "bad value for %s: too long", opt);
 	strcpy(buf, val);
 	int n = 0;
 	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 		if (n == 3)
-			return fc_usage_error("extract", "bad value '%s' for %s: expected three numbers R,G,B", val, opt);
-		int rc = fc_parse_float("extract", opt, t, positive ? 1e-6 : -1e6, 1e6, &out[n++]);
+			return cli_usage_error("extract", "bad value '%s' for %s: expected three numbers R,G,B", val, opt);
+		int rc = cli_parse_float("extract", opt, t, positive ? 1e-6 : -1e6, 1e6, &out[n++]);
 		if (rc)
 			return rc;
 	}
 	if (n != 3)
-		return fc_usage_error("extract", "bad value '%s' for %s: expected three numbers R,G,B", val, opt);
+		return cli_usage_error("extract", "bad value '%s' for %s: expected three numbers R,G,B", val, opt);
 	return 0;
 }
 
@@ -125,11 +125,11 @@ int cmd_extract(int argc, char **argv)
 		case 'm': model = optarg; break;
 		case 'd': data = optarg; break;
 		case 'q': quiet = 1; break;
-		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
+		case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
 		case O_LAYER: layer = optarg; break;
 		case O_PRE: pre_name = optarg; break;
-		case O_SIZE: rc = fc_parse_u64("extract", "--size", optarg, 1, 4096, &size); break;
-		case O_RESIZE: rc = fc_parse_u64("extract", "--resize", optarg, 1, 4096, &resize); break;
+		case O_SIZE: rc = cli_parse_u64("extract", "--size", optarg, 1, 4096, &size); break;
+		case O_RESIZE: rc = cli_parse_u64("extract", "--resize", optarg, 1, 4096, &resize); break;
 		case O_MEAN: mean = optarg; break;
 		case O_STD: std = optarg; break;
 		case O_PREC:
@@ -138,70 +138,70 @@ int cmd_extract(int argc, char **argv)
 			else if (strcmp(optarg, "bf16") == 0)
 				precision = FC_PREC_BF16;
 			else
-				rc = fc_usage_error("extract", "bad value '%s' for --precision: f32 or bf16", optarg);
+				rc = cli_usage_error("extract", "bad value '%s' for --precision: f32 or bf16", optarg);
 			break;
 		case O_DTYPE:
 			if (fc_dtype_parse(optarg, &dtype) != 0)
-				rc = fc_usage_error("extract", "bad value '%s' for --store-dtype: f16, f32, bf16 or u8",
+				rc = cli_usage_error("extract", "bad value '%s' for --store-dtype: f16, f32, bf16 or u8",
 						    optarg);
 			break;
-		case O_BATCH: rc = fc_parse_u64("extract", "--batch", optarg, 1, 4096, &batch); break;
-		case O_THREADS: rc = fc_parse_u64("extract", "--threads", optarg, 1, 1024, &threads); break;
-		case O_DECODE: rc = fc_parse_u64("extract", "--decode-threads", optarg, 1, 256, &decode); break;
-		case O_VALF: rc = fc_parse_float("extract", "--val-fraction", optarg, 0, 0.99, &valf); break;
+		case O_BATCH: rc = cli_parse_u64("extract", "--batch", optarg, 1, 4096, &batch); break;
+		case O_THREADS: rc = cli_parse_u64("extract", "--threads", optarg, 1, 1024, &threads); break;
+		case O_DECODE: rc = cli_parse_u64("extract", "--decode-threads", optarg, 1, 256, &decode); break;
+		case O_VALF: rc = cli_parse_float("extract", "--val-fraction", optarg, 0, 0.99, &valf); break;
 		case O_STRICT: strict = 1; break;
-		default: return fc_getopt_error("extract", c, argv, opts);
+		default: return cli_getopt_error("extract", c, argv, opts);
 		}
 		if (rc)
 			return rc;
 	}
-	if ((rc = fc_no_operands("extract", argc, argv)) || (rc = fc_need_store("extract", store, &store)))
+	if ((rc = cli_no_operands("extract", argc, argv)) || (rc = cli_need_store("extract", store, &store)))
 		return rc;
 	if (!model)
-		return fc_usage_error("extract", "--model is required (the ONNX file)");
+		return cli_usage_error("extract", "--model is required (the ONNX file)");
 	if (!data)
-		return fc_usage_error("extract", "--data is required (a dataset directory or CSV)");
+		return cli_usage_error("extract", "--data is required (a dataset directory or CSV)");
 	fc_extractor_opts xo = { .model = model, .layer = layer, .pre_name = pre_name, .precision = precision,
 				 .store_dtype = dtype, .batch = (int)batch, .threads = (int)threads };
 	if (fc_preproc_preset(&xo.pre, pre_name, (int)size) != 0)
-		return fc_usage_error("extract", "bad value '%s' for --preprocess: torchvision or finetuner", pre_name);
+		return cli_usage_error("extract", "bad value '%s' for --preprocess: torchvision or finetuner", pre_name);
 	if (resize) {
 		xo.pre.resize_short = (int)resize;
 		xo.pre.resize_w = xo.pre.resize_h = 0;
 	}
 	if ((mean && (rc = parse3("--mean", mean, 0, xo.pre.mean))) || (std && (rc = parse3("--std", std, 1, xo.pre.std))))
 		return rc;
-	fc_cli_logger_flags(quiet ? FC_CLI_QUIET : 0);
+	cli_logger_flags(quiet ? CLI_QUIET : 0);
 
 	/* Model first, then the dataset: either refused, the store is untouched. */
-	char err[FC_DATASET_ERRLEN] = "";
+	char err[FC_ERRLEN] = "";
 	fc_extract_ctx *x = NULL;
 	fc_dataset ds = { 0 };
 	fc_store *s = NULL;
 	if ((rc = fc_extract_open(&x, &xo, err, sizeof err)) != 0)
-		return fc_fail("%s", err);
+		return cli_fail("%s", err);
 	if ((rc = fc_dataset_scan(&ds, data, err, sizeof err)) != 0) {
-		rc = fc_fail("cannot read dataset '%s': %s", data, err);
+		rc = cli_fail("cannot read dataset '%s': %s", data, err);
 		goto out;
 	}
 	if (ds.n == 0) {
-		rc = fc_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
+		rc = cli_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
 		goto out;
 	}
-	if ((rc = fc_open_store_mode(&s, store, 0, 1)) != 0)
+	if ((rc = cli_open_store_mode(&s, store, 0, 1)) != 0)
 		goto out;
-	fc_catch_interrupt();
+	cli_catch_interrupt();
 	fc_extract_run_opts ro = { .decode_threads = (int)decode, .val_fraction = valf, .strict = strict,
-				   .logger = fc_cli_logger() };
+				   .logger = cli_logger() };
 	fc_extract_stats st;
 	rc = fc_extract_run(x, s, &ds, &ro, &st, err, sizeof err);
-	fc_progress_end();
+	cli_progress_end();
 	if (rc) {
-		rc = fc_fail("extract into '%s' stopped: %s", store, err);
+		rc = cli_fail("extract into '%s' stopped: %s", store, err);
 		goto out;
 	}
 	print_summary(&st, x, dtype);
-	rc = FC_EXIT_OK;
+	rc = CLI_EXIT_OK;
 out:
 	fc_store_free(s);
 	fc_dataset_free(&ds);

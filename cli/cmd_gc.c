@@ -42,11 +42,11 @@ static int print_json(const fc_gc_stats *g, int have_used, uint64_t used_before,
 				 have_used ? json_integer((json_int_t)used_after) : json_null());
 
 	if (!root)
-		return fc_fail("cannot print gc figures: out of memory");
+		return cli_fail("cannot print gc figures: out of memory");
 	if (json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0)
 		putchar('\n');
 	json_decref(root);
-	return FC_EXIT_OK;
+	return CLI_EXIT_OK;
 }
 
 static void print_text(const fc_gc_stats *g, int have_used, uint64_t used_before,
@@ -62,11 +62,11 @@ static void print_text(const fc_gc_stats *g, int have_used, uint64_t used_before
 	printf("error records dropped  %llu\n", (unsigned long long)g->errors_dropped);
 	printf("chunk bytes            %llu -> %llu (%s saved)\n",
 	       (unsigned long long)g->bytes_before, (unsigned long long)g->bytes_after,
-	       fc_human_bytes(b1, sizeof b1, saved));
+	       cli_human_bytes(b1, sizeof b1, saved));
 	if (have_used)
 		printf("pages in use           %s -> %s\n",
-		       fc_human_bytes(b1, sizeof b1, used_before),
-		       fc_human_bytes(b2, sizeof b2, used_after));
+		       cli_human_bytes(b1, sizeof b1, used_before),
+		       cli_human_bytes(b2, sizeof b2, used_after));
 	if (!g->index_dropped && !g->slots_dropped && !g->chunks_rewritten && !g->chunks_dropped &&
 	    !g->errors_dropped)
 		printf("nothing to collect\n");
@@ -99,26 +99,26 @@ int cmd_gc(int argc, char **argv)
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
-			return FC_EXIT_OK;
+			return CLI_EXIT_OK;
 		default:
-			return fc_getopt_error("gc", c, argv, opts);
+			return cli_getopt_error("gc", c, argv, opts);
 		}
 	}
-	if ((rc = fc_no_operands("gc", argc, argv)))
+	if ((rc = cli_no_operands("gc", argc, argv)))
 		return rc;
-	if ((rc = fc_need_store("gc", store_opt, &path)))
+	if ((rc = cli_need_store("gc", store_opt, &path)))
 		return rc;
-	fc_catch_interrupt();
+	cli_catch_interrupt();
 
-	if ((rc = fc_open_store(&s, path, 0)))
+	if ((rc = cli_open_store(&s, path, 0)))
 		return rc;
 	/* The page counts are a courtesy: gc goes ahead without them. */
 	have_used = fc_store_stats_get(s, &before) == 0;
 	rc = fc_store_gc(s, &g);
-	fc_progress_end();
+	cli_progress_end();
 	if (rc < 0) {
 		/* Extractors already collected stay collected: one txn each. */
-		rc = fc_store_fail(s, rc, "collect garbage in");
+		rc = cli_store_fail(s, rc, "collect garbage in");
 		goto out;
 	}
 	have_used = have_used && fc_store_stats_get(s, &after) == 0;
@@ -126,7 +126,7 @@ int cmd_gc(int argc, char **argv)
 		rc = print_json(&g, have_used, before.used_bytes, after.used_bytes);
 	else {
 		print_text(&g, have_used, before.used_bytes, after.used_bytes);
-		rc = FC_EXIT_OK;
+		rc = CLI_EXIT_OK;
 	}
 out:
 	free(before.extractors);

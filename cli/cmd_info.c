@@ -83,7 +83,7 @@ static int print_json(const char *path, const fc_store_stats *st, const struct e
 {
 	json_t *root = NULL, *exs, *recs;
 	uint64_t vectors = 0;
-	int rc = FC_EXIT_FAIL;
+	int rc = CLI_EXIT_FAIL;
 
 	for (size_t i = 0; i < st->n_extractors; i++)
 		vectors += st->extractors[i].vectors;
@@ -139,10 +139,10 @@ static int print_json(const char *path, const fc_store_stats *st, const struct e
 	if (json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) ==
 	    0)
 		putchar('\n');
-	rc = FC_EXIT_OK; /* a failed write shows in the checked close of stdout */
+	rc = CLI_EXIT_OK; /* a failed write shows in the checked close of stdout */
 	goto out;
 nomem:
-	fc_err("cannot print store '%s': out of memory", path);
+	cli_err("cannot print store '%s': out of memory", path);
 out:
 	json_decref(root);
 	json_decref(exs);
@@ -192,8 +192,8 @@ static void print_text(const char *path, const fc_store_stats *st, const struct 
 	       (unsigned long long)st->splits[2], (unsigned long long)st->splits[3]);
 	printf("errors       %llu\n", (unsigned long long)st->errors);
 	printf("file size    %llu bytes (%s), %s in use\n", (unsigned long long)st->file_bytes,
-	       fc_human_bytes(b1, sizeof b1, st->file_bytes),
-	       fc_human_bytes(b2, sizeof b2, st->used_bytes));
+	       cli_human_bytes(b1, sizeof b1, st->file_bytes),
+	       cli_human_bytes(b2, sizeof b2, st->used_bytes));
 	printf("extractors   %zu\n", st->n_extractors);
 	if (vectors)
 		printf("vectors      %llu, %.1f bytes each on disk (file size / vectors)\n",
@@ -220,7 +220,7 @@ static void print_text(const char *path, const fc_store_stats *st, const struct 
 		       (unsigned long long)(e->slots > e->vectors ? e->slots - e->vectors : 0));
 		printf("  chunks       %llu, %llu bytes encoded (%s)\n", (unsigned long long)e->chunks,
 		       (unsigned long long)e->chunk_bytes,
-		       fc_human_bytes(b1, sizeof b1, e->chunk_bytes));
+		       cli_human_bytes(b1, sizeof b1, e->chunk_bytes));
 		if (e->vectors) {
 			printf("  on disk      %llu bytes, %.1f per vector\n",
 			       (unsigned long long)e->disk_bytes,
@@ -272,33 +272,33 @@ int cmd_info(int argc, char **argv)
 			json = 1;
 			break;
 		case 'e':
-			if ((rc = fc_parse_u64("info", "--errors", optarg, 0, MAX_ERRORS_SHOWN,
+			if ((rc = cli_parse_u64("info", "--errors", optarg, 0, MAX_ERRORS_SHOWN,
 					       &n_errors)))
 				return rc;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
-			return FC_EXIT_OK;
+			return CLI_EXIT_OK;
 		default:
-			return fc_getopt_error("info", c, argv, opts);
+			return cli_getopt_error("info", c, argv, opts);
 		}
 	}
-	if ((rc = fc_no_operands("info", argc, argv)))
+	if ((rc = cli_no_operands("info", argc, argv)))
 		return rc;
-	if ((rc = fc_need_store("info", store_opt, &path)))
+	if ((rc = cli_need_store("info", store_opt, &path)))
 		return rc;
 
-	if ((rc = fc_open_store(&s, path, 1)))
+	if ((rc = cli_open_store(&s, path, 1)))
 		return rc;
 	if ((rc = fc_store_stats_get(s, &st)) < 0) {
-		rc = fc_store_fail(s, rc, "read");
+		rc = cli_store_fail(s, rc, "read");
 		goto out;
 	}
-	rc = FC_EXIT_OK;
+	rc = CLI_EXIT_OK;
 
 	extra = calloc(st.n_extractors ? st.n_extractors : 1, sizeof *extra);
 	if (!extra) {
-		rc = fc_fail("cannot read store '%s': out of memory", path);
+		rc = cli_fail("cannot read store '%s': out of memory", path);
 		goto out;
 	}
 	for (size_t i = 0; i < st.n_extractors; i++) {
@@ -311,9 +311,9 @@ int cmd_info(int argc, char **argv)
 		r = fc_store_get_extractor(s, st.extractors[i].id, &ex);
 		if (r < 0) {
 			/* Show the rest; the exit status says something was missing. */
-			fc_err("cannot read extractor '%s': %s", hex,
+			cli_err("cannot read extractor '%s': %s", hex,
 			       fc_store_errmsg(s)[0] ? fc_store_errmsg(s) : fc_strerror(r));
-			rc = FC_EXIT_FAIL;
+			rc = CLI_EXIT_FAIL;
 			continue;
 		}
 		extra[i].level = ex.level;
@@ -322,9 +322,9 @@ int cmd_info(int argc, char **argv)
 
 			extra[i].descriptor = json_loads(ex.descriptor, 0, &jerr);
 			if (!extra[i].descriptor) {
-				fc_err("cannot read extractor '%s': bad descriptor: %s", hex,
+				cli_err("cannot read extractor '%s': bad descriptor: %s", hex,
 				       jerr.text);
-				rc = FC_EXIT_FAIL;
+				rc = CLI_EXIT_FAIL;
 			}
 		}
 	}
@@ -338,12 +338,12 @@ int cmd_info(int argc, char **argv)
 		errs.keys = calloc(errs.max, sizeof *errs.keys);
 		errs.whys = calloc(errs.max, sizeof *errs.whys);
 		if (!errs.keys || !errs.whys) {
-			rc = fc_fail("cannot read store '%s': out of memory", path);
+			rc = cli_fail("cannot read store '%s': out of memory", path);
 			goto out;
 		}
 		r = fc_store_foreach_error(s, collect_error, &errs);
 		if (r < 0) {
-			rc = fc_store_fail(s, r, "read errors of");
+			rc = cli_store_fail(s, r, "read errors of");
 			goto out;
 		}
 	}
@@ -357,9 +357,9 @@ int cmd_info(int argc, char **argv)
 		print_text(path, &st, extra, &errs);
 	}
 	if (st.bad_records) {
-		fc_err("store '%s' has %llu damaged records: run 'featcache verify --store %s'", path,
+		cli_err("store '%s' has %llu damaged records: run 'featcache verify --store %s'", path,
 		       (unsigned long long)st.bad_records, path);
-		rc = FC_EXIT_FAIL;
+		rc = CLI_EXIT_FAIL;
 	}
 out:
 	if (extra)

@@ -53,7 +53,7 @@ static int parse_size(const char *val, uint64_t *h, uint64_t *w)
 		errno = 0;
 		x = strtoull(p, &end, 10);
 		if (errno == ERANGE || x < 1 || x > MAX_SIDE)
-			return fc_usage_error("layers", "bad value '%s' for --size: sides must be from 1 to %d",
+			return cli_usage_error("layers", "bad value '%s' for --size: sides must be from 1 to %d",
 					      val, MAX_SIDE);
 		v[n++] = x;
 		if (*end == '\0')
@@ -66,7 +66,7 @@ static int parse_size(const char *val, uint64_t *h, uint64_t *w)
 	*w = n == 2 ? v[1] : v[0];
 	return 0;
 bad:
-	return fc_usage_error("layers", "bad value '%s' for --size: expected N or HxW", val);
+	return cli_usage_error("layers", "bad value '%s' for --size: expected N or HxW", val);
 }
 
 static char *shape_str(char *buf, size_t cap, const fc_model_tensor *t)
@@ -131,7 +131,7 @@ static int print_json(const char *path, const fc_model *m, const struct cut_info
 	const fc_model_graph *g = fc_model_get_graph(m);
 	const fc_model_tensor *in = &g->tensors[g->input];
 	json_t *root, *layers = json_array();
-	int idx = 0, def_idx = -1, cut_idx = -1, folded = 0, rc = FC_EXIT_OK;
+	int idx = 0, def_idx = -1, cut_idx = -1, folded = 0, rc = CLI_EXIT_OK;
 
 	for (int i = 0; layers && i < g->n_nodes; i++) {
 		const fc_model_node *nd = &g->nodes[i];
@@ -154,7 +154,7 @@ static int print_json(const char *path, const fc_model *m, const struct cut_info
 			json_object_set_new(l, "cut", json_boolean(cut->node == i));
 		if (!l || json_array_append_new(layers, l)) {
 			json_decref(layers);
-			return fc_fail("cannot list model '%s': out of memory", path);
+			return cli_fail("cannot list model '%s': out of memory", path);
 		}
 		idx++;
 	}
@@ -166,9 +166,9 @@ static int print_json(const char *path, const fc_model *m, const struct cut_info
 	if (root && cut)
 		json_object_set_new(root, "cut", cut_json(g, cut, cut_idx));
 	if (!root)
-		return fc_fail("cannot list model '%s': out of memory", path);
+		return cli_fail("cannot list model '%s': out of memory", path);
 	if (json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
-		rc = fc_fail("cannot write standard output");
+		rc = cli_fail("cannot write standard output");
 	else
 		putchar('\n');
 	json_decref(root);
@@ -252,7 +252,7 @@ int cmd_layers(int argc, char **argv)
 	const char *path = NULL, *layer = NULL;
 	uint64_t h = 0, w = 0, batch = 0;
 	int json = 0, c, rc;
-	char err[FC_MODEL_ERRLEN];
+	char err[FC_ERRLEN];
 	fc_model *m = NULL;
 	const fc_model_graph *g;
 	struct cut_info def, cut;
@@ -267,7 +267,7 @@ int cmd_layers(int argc, char **argv)
 				return rc;
 			break;
 		case 'b':
-			if ((rc = fc_parse_u64("layers", "--batch", optarg, 1, MAX_SIDE, &batch)))
+			if ((rc = cli_parse_u64("layers", "--batch", optarg, 1, MAX_SIDE, &batch)))
 				return rc;
 			break;
 		case 'l':
@@ -278,36 +278,36 @@ int cmd_layers(int argc, char **argv)
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
-			return FC_EXIT_OK;
+			return CLI_EXIT_OK;
 		default:
-			return fc_getopt_error("layers", c, argv, opts);
+			return cli_getopt_error("layers", c, argv, opts);
 		}
 	}
-	if ((rc = fc_no_operands("layers", argc, argv)))
+	if ((rc = cli_no_operands("layers", argc, argv)))
 		return rc;
 	if (!path)
-		return fc_usage_error("layers", "no model given: use --model FILE");
+		return cli_usage_error("layers", "no model given: use --model FILE");
 	if (!path[0])
-		return fc_usage_error("layers", "bad value '' for --model");
+		return cli_usage_error("layers", "bad value '' for --model");
 	if (layer && !layer[0])
-		return fc_usage_error("layers", "bad value '' for --layer");
+		return cli_usage_error("layers", "bad value '' for --layer");
 
 	rc = fc_model_open(&m, path, err, sizeof err);
 	if (rc)
-		return fc_fail("cannot open model '%s': %s", path, err);
+		return cli_fail("cannot open model '%s': %s", path, err);
 	g = fc_model_get_graph(m);
 	if ((h || batch) && (rc = fc_model_set_input(m, (int64_t)batch, 0, (int64_t)h, (int64_t)w))) {
-		rc = fc_fail("model '%s' does not take this input size: %s", path, fc_model_errmsg(m));
+		rc = cli_fail("model '%s' does not take this input size: %s", path, fc_model_errmsg(m));
 		goto out;
 	}
 	if (g->default_node >= 0 && (rc = fc_model_cut(m, NULL))) {
-		rc = fc_fail("cannot cut model '%s' at its default layer: %s", path, fc_model_errmsg(m));
+		rc = cli_fail("cannot cut model '%s' at its default layer: %s", path, fc_model_errmsg(m));
 		goto out;
 	}
 	cut_info_get(g, &def);
 	if (layer) {
 		if ((rc = fc_model_cut(m, layer))) {
-			rc = fc_fail("cannot cut model '%s' at '%s': %s", path, layer, fc_model_errmsg(m));
+			rc = cli_fail("cannot cut model '%s' at '%s': %s", path, layer, fc_model_errmsg(m));
 			goto out;
 		}
 		cut_info_get(g, &cut);
@@ -316,7 +316,7 @@ int cmd_layers(int argc, char **argv)
 		rc = print_json(path, m, g->default_node >= 0 ? &def : NULL, layer ? &cut : NULL);
 	else {
 		print_text(path, m, g->default_node >= 0 ? &def : NULL, layer ? &cut : NULL);
-		rc = FC_EXIT_OK;
+		rc = CLI_EXIT_OK;
 	}
 out:
 	fc_model_free(m);

@@ -8,7 +8,7 @@
 #include <stdio.h>
 
 #include "cli/cli.h"
-#include "cli/report.h"
+#include "featcache/report.h"
 
 static const char usage_text[] =
 	"usage: featcache report PATH... [--out FILE] [--metric NAME] [--title TEXT]\n"
@@ -51,24 +51,24 @@ int cmd_report(int argc, char **argv)
 		case 'm': metric = optarg; break;
 		case 't': title = optarg; break;
 		case 'q': quiet = 1; break;
-		case 'h': fputs(usage_text, stdout); return FC_EXIT_OK;
-		default: return fc_getopt_error("report", c, argv, opts);
+		case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
+		default: return cli_getopt_error("report", c, argv, opts);
 		}
 	}
 	if (optind >= argc)
-		return fc_usage_error("report", "no PATH given: a training log (HEAD.safetensors.jsonl) or a sweep directory");
+		return cli_usage_error("report", "no PATH given: a training log (HEAD.safetensors.jsonl) or a sweep directory");
 	if (!*out)
-		return fc_usage_error("report", "--out is empty");
+		return cli_usage_error("report", "--out is empty");
 	if (fc_report_metric_index(metric) < 0)
-		return fc_usage_error("report", "unknown metric '%s' for --metric", metric);
+		return cli_usage_error("report", "unknown metric '%s' for --metric", metric);
 
 	char err[1024];
 	size_t charts = 0;
 	int rc = fc_report_write(out, (const char *const *)(argv + optind), (size_t)(argc - optind), metric, title,
 				 &charts, err, sizeof err);
 	if (rc)
-		return fc_fail("%s", err);
+		return cli_fail("%s", err);
 	if (!quiet)
 		printf("report written to '%s' (%zu chart%s)\n", out, charts, charts == 1 ? "" : "s");
-	return FC_EXIT_OK;
+	return CLI_EXIT_OK;
 }

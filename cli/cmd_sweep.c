@@ -66,14 +66,14 @@ static const char usage_text[] =
 	"and ID.safetensors.jsonl per configuration (as train writes them), and\n"
 	"best.safetensors (the winner's head).\n";
 
-enum { O_GRID = FC_TOPT_END, O_RANDOM, O_RANGE, O_JOBS };
+enum { O_GRID = CLI_TOPT_END, O_RANDOM, O_RANGE, O_JOBS };
 
 #define MAX_AXES 16
 #define MAX_VALUES 1024
 
 typedef struct axis {
 	int code;         /* the train option */
-	int kind;         /* FC_TOPT_* */
+	int kind;         /* CLI_TOPT_* */
 	char name[32];    /* its long name, '_' for '-' */
 	char *buf;        /* grid: the values, split in place */
 	const char *values[MAX_VALUES];
@@ -83,11 +83,11 @@ typedef struct axis {
 
 typedef struct config {
 	char id[24];
-	fc_train_opts o;
+	cli_train_opts o;
 	char texts[MAX_AXES][40]; /* drawn values as option text */
 	char head[4200];
 	json_t *swept;
-	fc_train_run run;
+	cli_train_run run;
 	json_t *epochs;
 	double seconds;
 	int active;
@@ -100,10 +100,10 @@ typedef struct sweep {
 	size_t n_axes;
 	uint64_t n_random;
 	int jobs;
-	fc_train_opts base;
+	cli_train_opts base;
 	config *cfg;
 	size_t n_cfg;
-	fc_train_inputs in;
+	cli_train_inputs in;
 	char results[4200];
 	const fc_logger *lg;
 } sweep;
@@ -115,7 +115,7 @@ static double now(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void info(const sweep *s, const char *fmt, ...) FC_PRINTF(2, 3);
+static void info(const sweep *s, const char *fmt, ...) CLI_PRINTF(2, 3);
 
 static void info(const sweep *s, const char *fmt, ...)
 {
@@ -135,28 +135,28 @@ static int find_key(const char *key, size_t len, axis *a)
 {
 	char name[32];
 	if (len == 0 || len >= sizeof name)
-		return fc_usage_error("sweep", "bad key '%.*s': expected a train option such as lr or output_dim",
+		return cli_usage_error("sweep", "bad key '%.*s': expected a train option such as lr or output_dim",
 				      (int)len, key);
 	for (size_t i = 0; i < len; i++)
 		name[i] = key[i] == '_' ? '-' : key[i];
 	name[len] = '\0';
-	for (const struct option *op = fc_train_longopts; op->name; op++) {
+	for (const struct option *op = cli_train_longopts; op->name; op++) {
 		if (strcmp(op->name, name) != 0)
 			continue;
 		switch (op->val) {
-		case 's': case 'o': case 'q': case 'h': case 'k': case FC_TOPT_REPORT: case FC_TOPT_EXTRACTOR:
-		case FC_TOPT_TRAIN_SPLIT:
-		case FC_TOPT_EVAL_SPLIT: case FC_TOPT_INDEX_SPLIT: case FC_TOPT_METRIC: case FC_TOPT_RESUME:
-			return fc_usage_error("sweep", "--%s cannot be swept: every configuration trains on the same "
+		case 's': case 'o': case 'q': case 'h': case 'k': case CLI_TOPT_REPORT: case CLI_TOPT_EXTRACTOR:
+		case CLI_TOPT_TRAIN_SPLIT:
+		case CLI_TOPT_EVAL_SPLIT: case CLI_TOPT_INDEX_SPLIT: case CLI_TOPT_METRIC: case CLI_TOPT_RESUME:
+			return cli_usage_error("sweep", "--%s cannot be swept: every configuration trains on the same "
 					      "data and is evaluated the same way", name);
 		}
 		a->code = op->val;
-		a->kind = fc_train_opt_kind(op->val);
+		a->kind = cli_train_opt_kind(op->val);
 		for (size_t i = 0; i <= len; i++)
 			a->name[i] = name[i] == '-' ? '_' : name[i];
 		return 0;
 	}
-	return fc_usage_error("sweep", "unknown key '%s': expected a train option such as lr, output_dim, loss or "
+	return cli_usage_error("sweep", "unknown key '%s': expected a train option such as lr, output_dim, loss or "
 			      "batch_size (see 'featcache help train')", name);
 }
 
@@ -170,74 +170,74 @@ static int flag_value(const char *v)
 }
 
 /* Apply one axis value to o, as train would parse it. */
-static int apply(fc_train_opts *o, const axis *a, const char *v)
+static int apply(cli_train_opts *o, const axis *a, const char *v)
 {
-	if (a->kind == FC_TOPT_FLAG) {
+	if (a->kind == CLI_TOPT_FLAG) {
 		int f = flag_value(v);
 		if (f < 0)
-			return fc_usage_error("sweep", "bad value '%s' for %s: expected true or false", v, a->name);
+			return cli_usage_error("sweep", "bad value '%s' for %s: expected true or false", v, a->name);
 		/* The only swept flag is --nesterov; off is its default. */
 		if (!f) {
 			o->nesterov = 0;
 			return 0;
 		}
-		return fc_train_opts_set(o, "sweep", a->code, NULL);
+		return cli_train_opts_set(o, "sweep", a->code, NULL);
 	}
-	return fc_train_opts_set(o, "sweep", a->code, v);
+	return cli_train_opts_set(o, "sweep", a->code, v);
 }
 
 static int add_axis(sweep *s, const char *arg, int grid)
 {
 	const char *eq = strchr(arg, '=');
 	if (s->n_axes == MAX_AXES)
-		return fc_usage_error("sweep", "too many swept keys (at most %d)", MAX_AXES);
+		return cli_usage_error("sweep", "too many swept keys (at most %d)", MAX_AXES);
 	axis *a = &s->axes[s->n_axes];
 	memset(a, 0, sizeof *a);
 	int rc = find_key(arg, eq ? (size_t)(eq - arg) : strlen(arg), a);
 	if (rc)
 		return rc;
 	if (!eq || !eq[1])
-		return fc_usage_error("sweep", "bad value '%s' for %s: expected %s", arg, grid ? "--grid" : "--range",
+		return cli_usage_error("sweep", "bad value '%s' for %s: expected %s", arg, grid ? "--grid" : "--range",
 				      grid ? "KEY=V1,V2,..." : "KEY=LO:HI[:log]");
 	for (size_t i = 0; i < s->n_axes; i++)
 		if (s->axes[i].code == a->code)
-			return fc_usage_error("sweep", "%s is swept twice", a->name);
-	fc_train_opts scratch = s->base;
+			return cli_usage_error("sweep", "%s is swept twice", a->name);
+	cli_train_opts scratch = s->base;
 	if (grid) {
 		if (!(a->buf = strdup(eq + 1)))
-			return fc_fail("out of memory");
+			return cli_fail("out of memory");
 		s->n_axes++; /* owns buf from here */
 		for (char *v = a->buf, *next; v; v = next) {
 			next = strchr(v, ',');
 			if (next)
 				*next++ = '\0';
 			if (!*v)
-				return fc_usage_error("sweep", "bad value '%s' for --grid: an empty value", arg);
+				return cli_usage_error("sweep", "bad value '%s' for --grid: an empty value", arg);
 			if (a->ax.n_values == MAX_VALUES)
-				return fc_usage_error("sweep", "too many values for %s (at most %d)", a->name, MAX_VALUES);
+				return cli_usage_error("sweep", "too many values for %s (at most %d)", a->name, MAX_VALUES);
 			if ((rc = apply(&scratch, a, v)) != 0)
 				return rc;
 			a->values[a->ax.n_values++] = v;
 		}
 		return 0;
 	}
-	if (a->kind != FC_TOPT_INT && a->kind != FC_TOPT_FLOAT)
-		return fc_usage_error("sweep", "--range %s: only numeric options have ranges (use --grid)", a->name);
+	if (a->kind != CLI_TOPT_INT && a->kind != CLI_TOPT_FLOAT)
+		return cli_usage_error("sweep", "--range %s: only numeric options have ranges (use --grid)", a->name);
 	char lo[64], hi[64], *end;
 	const char *c1 = strchr(eq + 1, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 	if (!c1 || c1 == eq + 1 || (size_t)(c1 - eq - 1) >= sizeof lo ||
 	    (c2 ? (size_t)(c2 - c1 - 1) : strlen(c1 + 1)) >= sizeof hi || (c2 && strcmp(c2 + 1, "log") != 0))
-		return fc_usage_error("sweep", "bad value '%s' for --range: expected KEY=LO:HI or KEY=LO:HI:log", arg);
+		return cli_usage_error("sweep", "bad value '%s' for --range: expected KEY=LO:HI or KEY=LO:HI:log", arg);
 	snprintf(lo, sizeof lo, "%.*s", (int)(c1 - eq - 1), eq + 1);
 	snprintf(hi, sizeof hi, "%.*s", (int)(c2 ? c2 - c1 - 1 : (long)strlen(c1 + 1)), c1 + 1);
 	a->ax.lo = strtod(lo, &end);
 	if (end == lo || *end)
-		return fc_usage_error("sweep", "bad value '%s' for --range: '%s' is not a number", arg, lo);
+		return cli_usage_error("sweep", "bad value '%s' for --range: '%s' is not a number", arg, lo);
 	a->ax.hi = strtod(hi, &end);
 	if (end == hi || *end)
-		return fc_usage_error("sweep", "bad value '%s' for --range: '%s' is not a number", arg, hi);
+		return cli_usage_error("sweep", "bad value '%s' for --range: '%s' is not a number", arg, hi);
 	a->ax.log = c2 != NULL;
-	a->ax.integer = a->kind == FC_TOPT_INT;
+	a->ax.integer = a->kind == CLI_TOPT_INT;
 	a->range = arg;
 	/* Both ends must be values the option takes (e.g. lr > 0). */
 	if ((rc = apply(&scratch, a, lo)) != 0 || (rc = apply(&scratch, a, hi)) != 0)
@@ -245,9 +245,9 @@ static int add_axis(sweep *s, const char *arg, int grid)
 	fc_sweep_axis one = a->ax;
 	fc_sweep_cell *cells;
 	size_t n;
-	char why[FC_SWEEP_ERRLEN] = "";
+	char why[FC_ERRLEN] = "";
 	if (fc_sweep_expand(&cells, &n, &one, 1, 1, 0, why) != 0)
-		return fc_usage_error("sweep", "bad value '%s' for --range: %s", arg, why);
+		return cli_usage_error("sweep", "bad value '%s' for --range: %s", arg, why);
 	free(cells);
 	s->n_axes++;
 	return 0;
@@ -255,14 +255,14 @@ static int add_axis(sweep *s, const char *arg, int grid)
 
 static int parse(sweep *s, int argc, char **argv)
 {
-	static struct option opts[FC_TRAIN_NOPTS + 5];
-	memcpy(opts, fc_train_longopts, FC_TRAIN_NOPTS * sizeof *opts);
-	opts[FC_TRAIN_NOPTS + 0] = (struct option){ "grid", required_argument, NULL, O_GRID };
-	opts[FC_TRAIN_NOPTS + 1] = (struct option){ "random", required_argument, NULL, O_RANDOM };
-	opts[FC_TRAIN_NOPTS + 2] = (struct option){ "range", required_argument, NULL, O_RANGE };
-	opts[FC_TRAIN_NOPTS + 3] = (struct option){ "jobs", required_argument, NULL, O_JOBS };
-	opts[FC_TRAIN_NOPTS + 4] = (struct option){ NULL, 0, NULL, 0 };
-	fc_train_opts_init(&s->base);
+	static struct option opts[CLI_TRAIN_NOPTS + 5];
+	memcpy(opts, cli_train_longopts, CLI_TRAIN_NOPTS * sizeof *opts);
+	opts[CLI_TRAIN_NOPTS + 0] = (struct option){ "grid", required_argument, NULL, O_GRID };
+	opts[CLI_TRAIN_NOPTS + 1] = (struct option){ "random", required_argument, NULL, O_RANDOM };
+	opts[CLI_TRAIN_NOPTS + 2] = (struct option){ "range", required_argument, NULL, O_RANGE };
+	opts[CLI_TRAIN_NOPTS + 3] = (struct option){ "jobs", required_argument, NULL, O_JOBS };
+	opts[CLI_TRAIN_NOPTS + 4] = (struct option){ NULL, 0, NULL, 0 };
+	cli_train_opts_init(&s->base);
 	uint64_t jobs = (uint64_t)omp_get_max_threads();
 	/* Axes are checked against the base options given before them; keep
 	 * them for after the loop so every base option counts. */
@@ -270,7 +270,7 @@ static int parse(sweep *s, int argc, char **argv)
 	int is_grid[2 * MAX_AXES + 2], n_specs = 0;
 	int c, rc;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":" FC_TRAIN_SHORTOPTS, opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":" CLI_TRAIN_SHORTOPTS, opts, NULL)) != -1) {
 		rc = 0;
 		switch (c) {
 		case 'h':
@@ -279,44 +279,44 @@ static int parse(sweep *s, int argc, char **argv)
 		case O_GRID:
 		case O_RANGE:
 			if (n_specs == (int)(sizeof specs / sizeof specs[0]))
-				return fc_usage_error("sweep", "too many swept keys (at most %d)", MAX_AXES);
+				return cli_usage_error("sweep", "too many swept keys (at most %d)", MAX_AXES);
 			is_grid[n_specs] = c == O_GRID;
 			specs[n_specs++] = optarg;
 			break;
-		case O_RANDOM: rc = fc_parse_u64("sweep", "--random", optarg, 1, 1000000, &s->n_random); break;
-		case O_JOBS: rc = fc_parse_u64("sweep", "--jobs", optarg, 1, 1024, &jobs); break;
-		case FC_TOPT_RESUME:
-			return fc_usage_error("sweep", "--resume does not apply to a sweep: rerun the same sweep to resume it");
+		case O_RANDOM: rc = cli_parse_u64("sweep", "--random", optarg, 1, 1000000, &s->n_random); break;
+		case O_JOBS: rc = cli_parse_u64("sweep", "--jobs", optarg, 1, 1024, &jobs); break;
+		case CLI_TOPT_RESUME:
+			return cli_usage_error("sweep", "--resume does not apply to a sweep: rerun the same sweep to resume it");
 		default:
-			rc = fc_train_opts_set(&s->base, "sweep", c, optarg);
+			rc = cli_train_opts_set(&s->base, "sweep", c, optarg);
 			if (rc < 0)
-				return fc_getopt_error("sweep", c, argv, opts);
+				return cli_getopt_error("sweep", c, argv, opts);
 		}
 		if (rc)
 			return rc;
 	}
 	s->jobs = (int)jobs;
-	if ((rc = fc_no_operands("sweep", argc, argv)) != 0)
+	if ((rc = cli_no_operands("sweep", argc, argv)) != 0)
 		return rc;
-	if ((rc = fc_need_store("sweep", s->base.store, &s->base.store)) != 0)
+	if ((rc = cli_need_store("sweep", s->base.store, &s->base.store)) != 0)
 		return rc;
 	if (!s->base.out)
-		return fc_usage_error("sweep", "--out is required (the sweep's directory)");
+		return cli_usage_error("sweep", "--out is required (the sweep's directory)");
 	s->dir = s->base.out;
 	for (int i = 0; i < n_specs; i++)
 		if ((rc = add_axis(s, specs[i], is_grid[i])) != 0)
 			return rc;
 	if (s->n_axes == 0)
-		return fc_usage_error("sweep", "nothing to sweep: give --grid KEY=V1,V2 or --random N --range KEY=LO:HI");
+		return cli_usage_error("sweep", "nothing to sweep: give --grid KEY=V1,V2 or --random N --range KEY=LO:HI");
 	int ranges = 0;
 	for (size_t i = 0; i < s->n_axes; i++)
 		ranges += s->axes[i].ax.n_values == 0;
 	if (ranges && !s->n_random)
-		return fc_usage_error("sweep", "--range needs --random N (how many configurations to draw)");
+		return cli_usage_error("sweep", "--range needs --random N (how many configurations to draw)");
 	if (!ranges && s->n_random)
-		return fc_usage_error("sweep", "--random needs at least one --range KEY=LO:HI");
-	fc_train_opts probe = s->base;
-	return fc_train_opts_check(&probe, "sweep");
+		return cli_usage_error("sweep", "--random needs at least one --range KEY=LO:HI");
+	cli_train_opts probe = s->base;
+	return cli_train_opts_check(&probe, "sweep");
 }
 
 /* The configurations, each with its options parsed as train parses them. */
@@ -327,18 +327,18 @@ static int expand(sweep *s)
 		ax[i] = s->axes[i].ax;
 	fc_sweep_cell *cells;
 	size_t n;
-	char why[FC_SWEEP_ERRLEN] = "";
+	char why[FC_ERRLEN] = "";
 	int err = fc_sweep_expand(&cells, &n, ax, s->n_axes, s->n_random, s->base.seed, why);
 	if (err == FC_ERR_INVALID)
-		return fc_usage_error("sweep", "%s", why);
+		return cli_usage_error("sweep", "%s", why);
 	if (err || n > 100000) {
 		free(cells);
-		return fc_usage_error("sweep", "too many configurations: at most 100000");
+		return cli_usage_error("sweep", "too many configurations: at most 100000");
 	}
 	s->cfg = calloc(n, sizeof *s->cfg);
 	if (!s->cfg) {
 		free(cells);
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	}
 	s->n_cfg = n;
 	int rc = 0;
@@ -349,7 +349,7 @@ static int expand(sweep *s)
 		c->o = s->base;
 		c->swept = json_object();
 		if (!c->swept) {
-			rc = fc_fail("out of memory");
+			rc = cli_fail("out of memory");
 			break;
 		}
 		for (size_t j = 0; j < s->n_axes && !rc; j++) {
@@ -361,14 +361,14 @@ static int expand(sweep *s)
 				v = c->texts[j];
 			}
 			rc = apply(&c->o, a, v);
-			json_t *jv = a->kind == FC_TOPT_FLAG	? json_boolean(flag_value(v))
-				     : a->kind == FC_TOPT_INT	? json_integer((json_int_t)strtoull(v, NULL, 10))
-				     : a->kind == FC_TOPT_FLOAT ? json_real(strtod(v, NULL))
+			json_t *jv = a->kind == CLI_TOPT_FLAG	? json_boolean(flag_value(v))
+				     : a->kind == CLI_TOPT_INT	? json_integer((json_int_t)strtoull(v, NULL, 10))
+				     : a->kind == CLI_TOPT_FLOAT ? json_real(strtod(v, NULL))
 								: json_string(v);
 			json_object_set_new(c->swept, a->name, jv);
 		}
 		if (!rc)
-			rc = fc_train_opts_check(&c->o, "sweep");
+			rc = cli_train_opts_check(&c->o, "sweep");
 	}
 	free(cells);
 	return rc;
@@ -398,7 +398,7 @@ static int write_atomic(const char *path, const char *data, size_t len)
 	snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
-		return fc_fail("cannot write '%s': %s", tmp, fc_errno_str(errno));
+		return cli_fail("cannot write '%s': %s", tmp, cli_errno_str(errno));
 	size_t done = 0;
 	while (done < len) {
 		ssize_t w = write(fd, data + done, len - done);
@@ -412,12 +412,12 @@ static int write_atomic(const char *path, const char *data, size_t len)
 	if (done < len || fsync(fd) != 0) {
 		close(fd);
 		unlink(tmp);
-		return fc_fail("cannot write '%s': %s", path, fc_errno_str(e));
+		return cli_fail("cannot write '%s': %s", path, cli_errno_str(e));
 	}
 	if (close(fd) != 0 || rename(tmp, path) != 0) {
 		e = errno;
 		unlink(tmp);
-		return fc_fail("cannot write '%s': %s", path, fc_errno_str(e));
+		return cli_fail("cannot write '%s': %s", path, cli_errno_str(e));
 	}
 	return 0;
 }
@@ -442,7 +442,7 @@ static void config_diff(char *buf, size_t cap, const char *id, json_t *there, js
 
 static int other_sweep(const sweep *s, const char *what)
 {
-	return fc_fail("'%s' holds another sweep (%s): rerun with the same options to resume it, or use a new --out "
+	return cli_fail("'%s' holds another sweep (%s): rerun with the same options to resume it, or use a new --out "
 		       "directory", s->dir, what);
 }
 
@@ -451,14 +451,14 @@ static int open_dir(sweep *s)
 {
 	char path[4200], what[512];
 	if (mkdir(s->dir, 0777) != 0 && errno != EEXIST)
-		return fc_fail("cannot create directory '%s': %s", s->dir, fc_errno_str(errno));
+		return cli_fail("cannot create directory '%s': %s", s->dir, cli_errno_str(errno));
 	snprintf(path, sizeof path, "%s/sweep.json", s->dir);
 	json_error_t jerr;
 	json_t *spec = json_load_file(path, 0, &jerr);
 	if (!spec) {
 		DIR *d = opendir(s->dir);
 		if (!d)
-			return fc_fail("cannot open directory '%s': %s", s->dir, fc_errno_str(errno));
+			return cli_fail("cannot open directory '%s': %s", s->dir, cli_errno_str(errno));
 		struct dirent *e;
 		int empty = 1;
 		while ((e = readdir(d)) != NULL)
@@ -466,7 +466,7 @@ static int open_dir(sweep *s)
 				empty = 0;
 		closedir(d);
 		if (!empty)
-			return fc_fail("'%s' is not empty and holds no sweep.json: not a sweep directory (use a new --out "
+			return cli_fail("'%s' is not empty and holds no sweep.json: not a sweep directory (use a new --out "
 				       "directory)", s->dir);
 		json_t *list = json_array();
 		spec = json_pack("{s:i, s:o}", "featcache_sweep", 1, "configs", list);
@@ -476,7 +476,7 @@ static int open_dir(sweep *s)
 		char *text = spec ? json_dumps(spec, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
 		json_decref(spec);
 		if (!text)
-			return fc_fail("out of memory");
+			return cli_fail("out of memory");
 		size_t len = strlen(text);
 		text[len++] = '\n';
 		int rc = write_atomic(path, text, len);
@@ -508,7 +508,7 @@ static int load_results(sweep *s, size_t *done)
 	snprintf(s->results, sizeof s->results, "%s/results.jsonl", s->dir);
 	FILE *f = fopen(s->results, "r+");
 	if (!f)
-		return errno == ENOENT ? 0 : fc_fail("cannot read '%s': %s", s->results, fc_errno_str(errno));
+		return errno == ENOENT ? 0 : cli_fail("cannot read '%s': %s", s->results, cli_errno_str(errno));
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
@@ -524,7 +524,7 @@ static int load_results(sweep *s, size_t *done)
 			if (strcmp(s->cfg[i].id, id) == 0)
 				c = &s->cfg[i];
 		if (!j) {
-			rc = fc_fail("'%s' line %zu is not JSON: remove it to rerun that configuration", s->results,
+			rc = cli_fail("'%s' line %zu is not JSON: remove it to rerun that configuration", s->results,
 				     *done + 1);
 		} else if (!c || !json_equal(json_object_get(j, "config"), c->run.cfgj)) {
 			char what[512];
@@ -542,7 +542,7 @@ static int load_results(sweep *s, size_t *done)
 	}
 	free(line);
 	if (!rc && fflush(f) == 0 && ftruncate(fileno(f), good) != 0)
-		rc = fc_fail("cannot repair '%s': %s", s->results, fc_errno_str(errno));
+		rc = cli_fail("cannot repair '%s': %s", s->results, cli_errno_str(errno));
 	fclose(f);
 	return rc;
 }
@@ -551,17 +551,17 @@ static int load_results(sweep *s, size_t *done)
 
 static int finish(sweep *s, config *c, const char *error)
 {
-	fc_train_run *r = &c->run;
-	json_t *best = r->best_epoch && s->in.ev.enabled ? fc_metrics_json(&r->best_m, 0) : json_object();
+	cli_train_run *r = &c->run;
+	json_t *best = r->best_epoch && s->in.ev.enabled ? cli_metrics_json(&r->best_m, 0) : json_object();
 	json_t *line = json_pack("{s:s, s:O, s:O, s:o, s:O, s:i, s:o, s:f}", "id", c->id, "config", r->cfgj, "swept",
 				 c->swept, "before",
-				 s->in.ev.enabled ? fc_metrics_json(&r->before, 0) : json_object(), "epochs",
+				 s->in.ev.enabled ? cli_metrics_json(&r->before, 0) : json_object(), "epochs",
 				 c->epochs, "best_epoch", (int)r->best_epoch, "best", best, "seconds", c->seconds);
 	if (!line)
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	if (error)
 		json_object_set_new(line, "error", json_string(error));
-	int rc = fc_append_line(s->results, line, 1);
+	int rc = cli_append_line(s->results, line, 1);
 	c->result = line;
 	c->active = 0;
 	fc_trainer_free(r->t);
@@ -577,17 +577,17 @@ static int train_group(sweep *s, config **g, size_t n, size_t gi, size_t groups,
 	int *errs = calloc(n, sizeof *errs);
 	uint64_t *bad = calloc(n, sizeof *bad);
 	int rc = 0;
-	const fc_eval_set *ev = &s->in.ev;
+	const cli_eval_set *ev = &s->in.ev;
 	const char *metric = s->base.metric;
 	if (!t || !live || !st || !errs || !bad) {
-		rc = fc_fail("out of memory");
+		rc = cli_fail("out of memory");
 		goto out;
 	}
 	uint32_t max_epochs = 0;
 	for (size_t i = 0; i < n && !rc; i++) {
 		config *c = g[i];
-		if ((rc = fc_train_run_trainer(&c->run, "sweep", &s->in.data)) != 0 ||
-		    (rc = fc_train_run_begin_log(&c->run, before, ev->enabled)) != 0)
+		if ((rc = cli_train_run_trainer(&c->run, "sweep", &s->in.data)) != 0 ||
+		    (rc = cli_train_run_begin_log(&c->run, before, ev->enabled)) != 0)
 			break;
 		c->epochs = json_array();
 		c->active = 1;
@@ -605,41 +605,41 @@ static int train_group(sweep *s, config **g, size_t n, size_t gi, size_t groups,
 			break;
 		double t0 = now();
 		int err = fc_trainer_epoch_group(t, nl, st, errs, bad, s->jobs, s->lg);
-		fc_progress_end();
+		cli_progress_end();
 		if (err == FC_ERR_INTERRUPTED) {
-			rc = fc_fail("sweep: interrupted; rerun the same command to go on (finished configurations are kept)");
+			rc = cli_fail("sweep: interrupted; rerun the same command to go on (finished configurations are kept)");
 			goto out;
 		}
 		if (err) {
-			rc = fc_fail("sweep: %s", fc_strerror(err));
+			rc = cli_fail("sweep: %s", fc_strerror(err));
 			goto out;
 		}
 		const config *top = NULL;
 		double top_val = 0;
 		for (size_t i = 0; i < nl && !rc; i++) {
 			config *c = live[i];
-			fc_train_run *r = &c->run;
+			cli_train_run *r = &c->run;
 			if (errs[i] == FC_ERR_INVALID && bad[i]) {
 				char why[200];
 				snprintf(why, sizeof why, "the loss or its gradient is not finite at step %llu (epoch %u)",
 					 (unsigned long long)bad[i], epoch);
-				fc_warn("%s: %s: try a lower --lr (now %g)", c->id, why, (double)r->cfg.lr);
+				cli_warn("%s: %s: try a lower --lr (now %g)", c->id, why, (double)r->cfg.lr);
 				rc = finish(s, c, why);
 				continue;
 			}
 			if (errs[i]) {
-				rc = fc_fail("sweep: %s: %s", c->id, fc_strerror(errs[i]));
+				rc = cli_fail("sweep: %s: %s", c->id, fc_strerror(errs[i]));
 				break;
 			}
 			double e0 = now();
-			if ((rc = fc_train_run_epoch_end(r, &st[i], ev)) != 0)
+			if ((rc = cli_train_run_epoch_end(r, &st[i], ev)) != 0)
 				break;
 			double secs = st[i].seconds + (now() - e0);
 			c->seconds += secs;
 			json_t *ej = json_pack("{s:i, s:f, s:f, s:f}", "epoch", (int)st[i].epoch, "loss", st[i].loss, "lr",
 					       st[i].lr, "seconds", secs);
 			if (ev->enabled)
-				json_object_set_new(ej, "metrics", fc_metrics_json(&r->m, 0));
+				json_object_set_new(ej, "metrics", cli_metrics_json(&r->m, 0));
 			json_array_append_new(c->epochs, ej);
 			double v = -st[i].loss;
 			if (ev->enabled)
@@ -681,7 +681,7 @@ static int train_all(sweep *s, size_t todo)
 	if (!g || !taken) {
 		free(g);
 		free(taken);
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	}
 	size_t groups = 0;
 	for (size_t i = 0; i < s->n_cfg; i++) {
@@ -694,13 +694,13 @@ static int train_all(sweep *s, size_t todo)
 	}
 	memset(taken, 0, s->n_cfg);
 	fc_metrics before = { 0 };
-	if (s->in.ev.enabled && (rc = fc_eval_set_run(&before, NULL, &s->in.ev, s->base.k)) != 0) {
-		rc = fc_fail("cannot evaluate: %s", fc_strerror(rc));
+	if (s->in.ev.enabled && (rc = cli_eval_set_run(&before, NULL, &s->in.ev, s->base.k)) != 0) {
+		rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
 		goto out;
 	}
 	info(s, "sweep: %zu configurations to train in %zu groups sharing batches (%zu done before), %d jobs", todo,
 	     groups, s->n_cfg - todo, s->jobs);
-	fc_catch_interrupt();
+	cli_catch_interrupt();
 	for (size_t i = 0, gi = 0; i < s->n_cfg && !rc; i++) {
 		if (s->cfg[i].result || taken[i])
 			continue;
@@ -763,7 +763,7 @@ static int write_csv(const sweep *s, config **order, size_t n)
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	if (!f)
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	fputs("id", f);
 	for (size_t j = 0; j < s->n_axes; j++)
 		fprintf(f, ",%s", s->axes[j].name);
@@ -800,7 +800,7 @@ static int write_csv(const sweep *s, config **order, size_t n)
 	}
 	if (fclose(f) != 0 || !buf) {
 		free(buf);
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	}
 	snprintf(path, sizeof path, "%s/results.csv", s->dir);
 	int rc = write_atomic(path, buf, len);
@@ -814,7 +814,7 @@ static int copy_best(const sweep *s, const config *c)
 	snprintf(path, sizeof path, "%s/best.safetensors", s->dir);
 	FILE *f = fopen(c->head, "rb");
 	if (!f)
-		return fc_fail("cannot read head '%s': %s", c->head, fc_errno_str(errno));
+		return cli_fail("cannot read head '%s': %s", c->head, cli_errno_str(errno));
 	char *buf = NULL;
 	size_t len = 0, cap = 0, got;
 	do {
@@ -823,7 +823,7 @@ static int copy_best(const sweep *s, const config *c)
 			if (!nb) {
 				free(buf);
 				fclose(f);
-				return fc_fail("out of memory");
+				return cli_fail("out of memory");
 			}
 			buf = nb;
 		}
@@ -832,7 +832,7 @@ static int copy_best(const sweep *s, const config *c)
 	} while (got > 0);
 	int bad = ferror(f);
 	fclose(f);
-	int rc = bad ? fc_fail("cannot read head '%s'", c->head) : write_atomic(path, buf, len);
+	int rc = bad ? cli_fail("cannot read head '%s'", c->head) : write_atomic(path, buf, len);
 	free(buf);
 	return rc;
 }
@@ -900,7 +900,7 @@ static int report(sweep *s)
 {
 	config **order = calloc(s->n_cfg, sizeof *order);
 	if (!order)
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	size_t n = 0;
 	for (size_t i = 0; i < s->n_cfg; i++)
 		if (s->cfg[i].result)
@@ -927,19 +927,19 @@ int cmd_sweep(int argc, char **argv)
 	int rc = parse(&s, argc, argv);
 	if (rc)
 		goto out;
-	fc_cli_logger_flags(s.base.quiet ? FC_CLI_QUIET : 0);
-	s.lg = fc_cli_logger();
+	cli_logger_flags(s.base.quiet ? CLI_QUIET : 0);
+	s.lg = cli_logger();
 	if ((rc = expand(&s)) != 0)
 		goto out;
-	if ((rc = fc_train_inputs_load(&s.in, "sweep", &s.base)) != 0)
+	if ((rc = cli_train_inputs_load(&s.in, "sweep", &s.base)) != 0)
 		goto out;
 	/* Every configuration is checked (and its config JSON made) before any trains. */
 	for (size_t i = 0; i < s.n_cfg; i++) {
 		config *c = &s.cfg[i];
-		if ((rc = fc_train_run_start(&c->run, "sweep", &c->o, &s.in, c->head)) != 0) {
+		if ((rc = cli_train_run_start(&c->run, "sweep", &c->o, &s.in, c->head)) != 0) {
 			char what[400];
 			swept_text(what, sizeof what, c->swept);
-			fc_err("in configuration %s (%s)", c->id, what);
+			cli_err("in configuration %s (%s)", c->id, what);
 			goto out;
 		}
 		fc_trainer_free(c->run.t);
@@ -954,12 +954,12 @@ int cmd_sweep(int argc, char **argv)
 	if (!rc && s.base.report) {
 		char html[4200];
 		snprintf(html, sizeof html, "%s/report.html", s.dir);
-		rc = fc_train_write_report(html, s.dir, s.base.metric);
+		rc = cli_train_write_report(html, s.dir, s.base.metric);
 	}
 out:
-	fc_progress_end();
+	cli_progress_end();
 	for (size_t i = 0; i < s.n_cfg; i++) {
-		fc_train_run_free(&s.cfg[i].run);
+		cli_train_run_free(&s.cfg[i].run);
 		json_decref(s.cfg[i].swept);
 		json_decref(s.cfg[i].epochs);
 		json_decref(s.cfg[i].result);
@@ -967,6 +967,6 @@ out:
 	free(s.cfg);
 	for (size_t i = 0; i < s.n_axes; i++)
 		free(s.axes[i].buf);
-	fc_train_inputs_free(&s.in);
-	return rc < 0 ? FC_EXIT_OK : rc;
+	cli_train_inputs_free(&s.in);
+	return rc < 0 ? CLI_EXIT_OK : rc;
 }

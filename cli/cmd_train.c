@@ -67,48 +67,48 @@ static const char usage_text[] =
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n";
 
-static int parse(fc_train_opts *o, int argc, char **argv)
+static int parse(cli_train_opts *o, int argc, char **argv)
 {
-	fc_train_opts_init(o);
+	cli_train_opts_init(o);
 	int c, rc;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":" FC_TRAIN_SHORTOPTS, fc_train_longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":" CLI_TRAIN_SHORTOPTS, cli_train_longopts, NULL)) != -1) {
 		if (c == 'h') {
 			fputs(usage_text, stdout);
 			return -1;
 		}
-		rc = fc_train_opts_set(o, "train", c, optarg);
+		rc = cli_train_opts_set(o, "train", c, optarg);
 		if (rc < 0)
-			return fc_getopt_error("train", c, argv, fc_train_longopts);
+			return cli_getopt_error("train", c, argv, cli_train_longopts);
 		if (rc)
 			return rc;
 	}
-	if ((rc = fc_no_operands("train", argc, argv)) != 0)
+	if ((rc = cli_no_operands("train", argc, argv)) != 0)
 		return rc;
-	if ((rc = fc_need_store("train", o->store, &o->store)) != 0)
+	if ((rc = cli_need_store("train", o->store, &o->store)) != 0)
 		return rc;
 	if (!o->out)
-		return fc_usage_error("train", "--out is required (where the head goes)");
-	return fc_train_opts_check(o, "train");
+		return cli_usage_error("train", "--out is required (where the head goes)");
+	return cli_train_opts_check(o, "train");
 }
 
 int cmd_train(int argc, char **argv)
 {
-	fc_train_opts o;
+	cli_train_opts o;
 	int rc = parse(&o, argc, argv);
 	if (rc)
-		return rc < 0 ? FC_EXIT_OK : rc;
-	fc_cli_logger_flags(o.quiet ? FC_CLI_QUIET : 0);
-	const fc_logger *lg = fc_cli_logger();
+		return rc < 0 ? CLI_EXIT_OK : rc;
+	cli_logger_flags(o.quiet ? CLI_QUIET : 0);
+	const fc_logger *lg = cli_logger();
 
-	fc_train_inputs in;
-	fc_train_run run = { 0 };
+	cli_train_inputs in;
+	cli_train_run run = { 0 };
 	char *extra = NULL;
-	char why[FC_TRAIN_ERRLEN] = "";
-	if ((rc = fc_train_inputs_load(&in, "train", &o)) != 0)
+	char why[FC_ERRLEN] = "";
+	if ((rc = cli_train_inputs_load(&in, "train", &o)) != 0)
 		goto out;
-	const fc_eval_set *ev = &in.ev;
-	if ((rc = fc_train_run_start(&run, "train", &o, &in, o.out)) != 0)
+	const cli_eval_set *ev = &in.ev;
+	if ((rc = cli_train_run_start(&run, "train", &o, &in, o.out)) != 0)
 		goto out;
 	run.checkpoints = 1;
 	run.verbose = !o.quiet;
@@ -119,11 +119,11 @@ int cmd_train(int argc, char **argv)
 	if (o.resume) {
 		rc = fc_trainer_load(t, o.resume, &extra, why);
 		if (rc == FC_ERR_INVALID) {
-			rc = fc_usage_error("train", "cannot resume from '%s': %s", o.resume, why);
+			rc = cli_usage_error("train", "cannot resume from '%s': %s", o.resume, why);
 			goto out;
 		}
 		if (rc) {
-			rc = fc_fail("cannot resume from '%s': %s", o.resume, why);
+			rc = cli_fail("cannot resume from '%s': %s", o.resume, why);
 			goto out;
 		}
 		json_t *x = extra ? json_loads(extra, 0, NULL) : NULL;
@@ -132,8 +132,8 @@ int cmd_train(int argc, char **argv)
 			run.best_epoch = (uint32_t)json_integer_value(json_object_get(x, "best_epoch"));
 			run.stale = (uint32_t)json_integer_value(json_object_get(x, "stale"));
 		}
-		fc_metrics_from_json(&run.before, x ? json_object_get(x, "before") : NULL);
-		fc_metrics_from_json(&run.best_m, x ? json_object_get(x, "best_metrics") : NULL);
+		cli_metrics_from_json(&run.before, x ? json_object_get(x, "before") : NULL);
+		cli_metrics_from_json(&run.best_m, x ? json_object_get(x, "best_metrics") : NULL);
 		json_decref(x);
 		if (!o.quiet)
 			printf("resuming after epoch %u of %u from '%s'\n", fc_trainer_epochs_done(t), run.cfg.epochs,
@@ -146,56 +146,56 @@ int cmd_train(int argc, char **argv)
 		       ev->enabled ? ev->q.m.rows : (size_t)0);
 	if (!o.resume) {
 		fc_metrics before = { 0 };
-		if (ev->enabled && (rc = fc_eval_set_run(&before, NULL, ev, o.k)) != 0) {
-			rc = fc_fail("cannot evaluate: %s", fc_strerror(rc));
+		if (ev->enabled && (rc = cli_eval_set_run(&before, NULL, ev, o.k)) != 0) {
+			rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
 			goto out;
 		}
 		if (ev->enabled && !o.quiet)
-			fc_print_metrics("before (raw features):", &before, o.k);
-		if ((rc = fc_train_run_begin_log(&run, &before, ev->enabled)) != 0)
+			cli_print_metrics("before (raw features):", &before, o.k);
+		if ((rc = cli_train_run_begin_log(&run, &before, ev->enabled)) != 0)
 			goto out;
 	}
 
-	fc_catch_interrupt();
+	cli_catch_interrupt();
 	while (fc_trainer_epochs_done(t) < run.cfg.epochs && !run.stop) {
 		fc_epoch_stats st;
 		uint64_t bad = 0;
 		rc = fc_trainer_epoch(t, &st, &bad, o.quiet ? NULL : lg);
-		fc_progress_end();
+		cli_progress_end();
 		if (rc == FC_ERR_INVALID && bad) {
-			rc = fc_fail("train: the loss or its gradient is not finite at step %llu (epoch %u): try a lower --lr "
+			rc = cli_fail("train: the loss or its gradient is not finite at step %llu (epoch %u): try a lower --lr "
 				     "(now %g); the last good checkpoint is '%s'",
 				     (unsigned long long)bad, fc_trainer_epochs_done(t) + 1, (double)run.cfg.lr, run.ckpt);
 			goto out;
 		}
 		if (rc == FC_ERR_INTERRUPTED) {
-			rc = fc_fail("train: interrupted; resume with --resume '%s'", run.ckpt);
+			rc = cli_fail("train: interrupted; resume with --resume '%s'", run.ckpt);
 			goto out;
 		}
 		if (rc) {
-			rc = fc_fail("train: %s", fc_strerror(rc));
+			rc = cli_fail("train: %s", fc_strerror(rc));
 			goto out;
 		}
-		if ((rc = fc_train_run_epoch_end(&run, &st, ev)) != 0)
+		if ((rc = cli_train_run_epoch_end(&run, &st, ev)) != 0)
 			goto out;
 	}
 	if (ev->enabled) {
-		fc_print_metrics("before (raw features):", &run.before, o.k);
+		cli_print_metrics("before (raw features):", &run.before, o.k);
 		char what[64];
 		snprintf(what, sizeof what, "after (head, epoch %u):", run.best_epoch);
-		fc_print_metrics(what, &run.best_m, o.k);
+		cli_print_metrics(what, &run.best_m, o.k);
 	}
 	printf("head written to '%s' (epoch %u), log '%s', checkpoint '%s'\n", o.out, run.best_epoch, run.log, run.ckpt);
-	rc = FC_EXIT_OK;
+	rc = CLI_EXIT_OK;
 	if (o.report) {
 		char html[4200];
 		snprintf(html, sizeof html, "%s.html", o.out);
-		rc = fc_train_write_report(html, run.log, o.metric);
+		rc = cli_train_write_report(html, run.log, o.metric);
 	}
 out:
-	fc_progress_end();
+	cli_progress_end();
 	free(extra);
-	fc_train_run_free(&run);
-	fc_train_inputs_free(&in);
+	cli_train_run_free(&run);
+	cli_train_inputs_free(&in);
 	return rc;
 }

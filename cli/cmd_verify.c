@@ -29,7 +29,7 @@ static void report(void *ctx, const char *key, const char *problem)
 	uint64_t *problems = ctx;
 
 	(*problems)++;
-	fc_err("verify: %s: %s", key ? key : "?", problem ? problem : "bad record");
+	cli_err("verify: %s: %s", key ? key : "?", problem ? problem : "bad record");
 }
 
 int cmd_verify(int argc, char **argv)
@@ -55,31 +55,31 @@ int cmd_verify(int argc, char **argv)
 			break;
 		case 'h':
 			fputs(usage_text, stdout);
-			return FC_EXIT_OK;
+			return CLI_EXIT_OK;
 		default:
-			return fc_getopt_error("verify", c, argv, opts);
+			return cli_getopt_error("verify", c, argv, opts);
 		}
 	}
-	if ((rc = fc_no_operands("verify", argc, argv)))
+	if ((rc = cli_no_operands("verify", argc, argv)))
 		return rc;
-	if ((rc = fc_need_store("verify", store_opt, &path)))
+	if ((rc = cli_need_store("verify", store_opt, &path)))
 		return rc;
 	if (quiet)
-		fc_cli_logger_flags(FC_CLI_QUIET);
-	fc_catch_interrupt();
+		cli_logger_flags(CLI_QUIET);
+	cli_catch_interrupt();
 
-	if ((rc = fc_open_store(&s, path, 1)))
+	if ((rc = cli_open_store(&s, path, 1)))
 		return rc;
 	rc = fc_store_verify(s, report, &problems, &checked);
-	fc_progress_end();
+	cli_progress_end();
 	if (rc < 0 && rc != FC_ERR_CORRUPT) {
 		/* The walk itself failed: what was checked is not the whole store. */
-		rc = fc_store_fail(s, rc, "verify");
+		rc = cli_store_fail(s, rc, "verify");
 		goto out;
 	}
 	if (rc == FC_ERR_CORRUPT && problems == 0) {
 		/* Corrupt without naming a key: still a failure, never "ok". */
-		fc_err("verify: store '%s': %s", path,
+		cli_err("verify: store '%s': %s", path,
 		       fc_store_errmsg(s)[0] ? fc_store_errmsg(s) : fc_strerror(rc));
 		problems = 1;
 	}
@@ -89,7 +89,7 @@ int cmd_verify(int argc, char **argv)
 		printf("%llu problem%s\n", (unsigned long long)problems, problems == 1 ? "" : "s");
 	else if (!quiet)
 		printf("ok\n");
-	rc = problems ? FC_EXIT_FAIL : FC_EXIT_OK;
+	rc = problems ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 out:
 	fc_store_free(s);
 	return rc;

@@ -13,38 +13,38 @@
 #include "cli/data.h"
 #include "featcache/train.h"
 
-int fc_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN])
+int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN])
 {
 	if (prefix) {
 		int err = fc_store_find_extractor(s, prefix, id);
 		if (err == FC_ERR_INVALID)
-			return fc_usage_error(cmd, "%s", fc_store_errmsg(s));
+			return cli_usage_error(cmd, "%s", fc_store_errmsg(s));
 		if (err)
-			return fc_fail("%s", fc_store_errmsg(s));
+			return cli_fail("%s", fc_store_errmsg(s));
 		return 0;
 	}
 	uint8_t (*ids)[FC_HASH_LEN];
 	size_t n;
 	int err = fc_store_list_extractors(s, &ids, &n);
 	if (err)
-		return fc_store_fail(s, err, "read");
+		return cli_store_fail(s, err, "read");
 	if (n == 1)
 		memcpy(id, ids[0], FC_HASH_LEN);
 	free(ids);
 	if (n == 0)
-		return fc_fail("store '%s' holds no features yet: run 'featcache extract' first", fc_store_path(s));
+		return cli_fail("store '%s' holds no features yet: run 'featcache extract' first", fc_store_path(s));
 	if (n > 1)
-		return fc_usage_error(cmd, "store '%s' holds %zu extractors: choose one with --extractor (see 'featcache info')",
+		return cli_usage_error(cmd, "store '%s' holds %zu extractors: choose one with --extractor (see 'featcache info')",
 				      fc_store_path(s), n);
 	return 0;
 }
 
-int fc_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *mask)
+int cli_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *mask)
 {
 	*mask = 0;
 	char buf[64];
 	if (strlen(s) >= sizeof buf)
-		return fc_usage_error(cmd, "bad value '%s' for %s", s, opt);
+		return cli_usage_error(cmd, "bad value '%s' for %s", s, opt);
 	strcpy(buf, s);
 	for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
 		int split;
@@ -53,25 +53,25 @@ int fc_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *m
 		else if (fc_split_parse(tok, &split) == 0)
 			*mask |= 1u << split;
 		else
-			return fc_usage_error(cmd, "bad value '%s' for %s: expected train, val, test or all", s, opt);
+			return cli_usage_error(cmd, "bad value '%s' for %s: expected train, val, test or all", s, opt);
 	}
 	if (!*mask)
-		return fc_usage_error(cmd, "bad value '%s' for %s: expected train, val, test or all", s, opt);
+		return cli_usage_error(cmd, "bad value '%s' for %s: expected train, val, test or all", s, opt);
 	return 0;
 }
 
-void fc_split_data_free(fc_split_data *d)
+void cli_split_data_free(cli_split_data *d)
 {
 	fc_matrix_free(&d->m);
 }
 
-int fc_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
-		  fc_split_data *out)
+int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
+		  cli_split_data *out)
 {
 	memset(out, 0, sizeof *out);
 	int err = fc_store_load_items(s, id, mask, &out->m, &out->missing);
 	if (err)
-		return fc_store_fail(s, err, "load features from");
+		return cli_store_fail(s, err, "load features from");
 	if (keep_unlabeled)
 		return 0;
 	fc_matrix *m = &out->m;
@@ -100,7 +100,7 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-uint32_t *fc_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes)
+uint32_t *cli_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes)
 {
 	uint32_t *sorted = malloc((n ? n : 1) * sizeof *sorted);
 	uint32_t *out = malloc((n ? n : 1) * sizeof *out);
@@ -124,20 +124,20 @@ uint32_t *fc_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes
 	return out;
 }
 
-int fc_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out)
+int cli_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out)
 {
 	char *end;
 	errno = 0;
 	double v = strtod(val, &end);
 	if (end == val || *end != '\0' || errno == ERANGE || !isfinite(v))
-		return fc_usage_error(cmd, "bad value '%s' for %s: expected a number", val, opt);
+		return cli_usage_error(cmd, "bad value '%s' for %s: expected a number", val, opt);
 	if (v < min || v > max)
-		return fc_usage_error(cmd, "bad value '%s' for %s: must be from %g to %g", val, opt, min, max);
+		return cli_usage_error(cmd, "bad value '%s' for %s: must be from %g to %g", val, opt, min, max);
 	*out = (float)v;
 	return 0;
 }
 
-json_t *fc_metrics_json(const fc_metrics *m, int with_queries)
+json_t *cli_metrics_json(const fc_metrics *m, int with_queries)
 {
 	json_t *j = json_object();
 	for (int i = 0; j && i < 9; i++) {

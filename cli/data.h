@@ -3,44 +3,44 @@
  * extractor, parsing split names, loading a split's labelled features and
  * mapping label ids to dense class numbers.
  */
-#ifndef FC_CLI_DATA_H
-#define FC_CLI_DATA_H
+#ifndef CLI_DATA_H
+#define CLI_DATA_H
 
 #include "featcache/store.h"
 
-/* fc_pick_extractor - the extractor named by a hex prefix, or the store's
+/* cli_pick_extractor - the extractor named by a hex prefix, or the store's
  * only one when prefix is NULL. Prints the reason and returns an exit code
  * (1 or 2) on failure, 0 on success. */
-int fc_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN]);
+int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN]);
 
-/* fc_parse_splits - "train", "val", "test", "all" or a comma list into a
+/* cli_parse_splits - "train", "val", "test", "all" or a comma list into a
  * mask of (1 << FC_SPLIT_*). Usage error (2) on a bad name. */
-int fc_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *mask);
+int cli_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *mask);
 
 /* A split's features with usable labels: rows of m whose label is
  * FC_NO_LABEL are removed (counted in unlabeled). */
-typedef struct fc_split_data {
+typedef struct cli_split_data {
 	fc_matrix m;
 	size_t unlabeled, missing;
-} fc_split_data;
+} cli_split_data;
 
-/* fc_load_split - load and print a failure (returns an exit code). When
+/* cli_load_split - load and print a failure (returns an exit code). When
  * keep_unlabeled is set, rows without a label stay (embed wants them). */
-int fc_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
-		  fc_split_data *out);
-void fc_split_data_free(fc_split_data *d);
+int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
+		  cli_split_data *out);
+void cli_split_data_free(cli_split_data *d);
 
-/* fc_dense_classes - classes[i] = index of labels[i] among the distinct
+/* cli_dense_classes - classes[i] = index of labels[i] among the distinct
  * labels (sorted); *n_classes distinct labels. NULL on out of memory. */
-uint32_t *fc_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes);
+uint32_t *cli_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes);
 
-/* fc_parse_float - a finite float from an option value, in [min, max]. */
-int fc_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out);
+/* cli_parse_float - a finite float from an option value, in [min, max]. */
+int cli_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out);
 
-/* fc_metrics_json - the nine metrics by their Finetuner names, plus
+/* cli_metrics_json - the nine metrics by their Finetuner names, plus
  * "queries" when with_queries is set (a new jansson object). */
 struct fc_metrics;
 struct json_t;
-struct json_t *fc_metrics_json(const struct fc_metrics *m, int with_queries);
+struct json_t *cli_metrics_json(const struct fc_metrics *m, int with_queries);
 
-#endif /* FC_CLI_DATA_H */
+#endif /* CLI_DATA_H */

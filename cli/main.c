@@ -10,14 +10,14 @@
 
 #include "cli/cli.h"
 
-struct fc_command {
+struct cli_command {
 	const char *name;
 	int (*run)(int argc, char **argv);
 	const char *summary;
 };
 
 /* One line per command; `featcache help` lists them in this order. */
-static const struct fc_command commands[] = {
+static const struct cli_command commands[] = {
 	{ "layers", cmd_layers, "list a model's layers and its default embedding layer" },
 	{ "extract", cmd_extract, "run a model over a dataset into a store (only what is new)" },
 	{ "info", cmd_info, "show what a store holds" },
@@ -34,7 +34,7 @@ static const struct fc_command commands[] = {
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
-static const struct fc_command *find_command(const char *name)
+static const struct cli_command *find_command(const char *name)
 {
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		if (strcmp(commands[i].name, name) == 0)
@@ -89,7 +89,7 @@ static size_t distance(const char *a, const char *b)
 
 static int unknown_command(const char *name)
 {
-	const struct fc_command *best = NULL;
+	const struct cli_command *best = NULL;
 	size_t best_d = 3; /* suggest only close misspellings */
 
 	for (size_t i = 0; i < N_COMMANDS; i++) {
@@ -101,12 +101,12 @@ static int unknown_command(const char *name)
 		}
 	}
 	if (best)
-		return fc_usage_error(NULL, "'%s' is not a featcache command; did you mean '%s'?",
+		return cli_usage_error(NULL, "'%s' is not a featcache command; did you mean '%s'?",
 				      name, best->name);
-	return fc_usage_error(NULL, "'%s' is not a featcache command", name);
+	return cli_usage_error(NULL, "'%s' is not a featcache command", name);
 }
 
-static int run_command(const struct fc_command *c, int argc, char **argv)
+static int run_command(const struct cli_command *c, int argc, char **argv)
 {
 	/* Each command parses its own argv from scratch. */
 	optind = 1;
@@ -116,24 +116,24 @@ static int run_command(const struct fc_command *c, int argc, char **argv)
 
 int cmd_help(int argc, char **argv)
 {
-	const struct fc_command *c;
+	const struct cli_command *c;
 	char *sub[3];
 
 	if (argc == 1) {
 		usage(stdout);
-		return FC_EXIT_OK;
+		return CLI_EXIT_OK;
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
 		puts("usage: featcache help [<command>]\n"
 		     "\n"
 		     "Without a command, list the commands; with one, show its options\n"
 		     "(the same as 'featcache <command> --help').");
-		return FC_EXIT_OK;
+		return CLI_EXIT_OK;
 	}
 	if (argv[1][0] == '-')
-		return fc_usage_error("help", "unknown option '%s'", argv[1]);
+		return cli_usage_error("help", "unknown option '%s'", argv[1]);
 	if (argc > 2)
-		return fc_usage_error("help", "unexpected argument '%s'", argv[2]);
+		return cli_usage_error("help", "unexpected argument '%s'", argv[2]);
 	c = find_command(argv[1]);
 	if (!c)
 		return unknown_command(argv[1]);
@@ -145,27 +145,27 @@ int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	const struct fc_command *c;
+	const struct cli_command *c;
 	int rc;
 
 	if (argc < 2) {
 		usage(stderr);
-		return FC_EXIT_USAGE;
+		return CLI_EXIT_USAGE;
 	}
 	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
 		printf("featcache %s\n", fc_version());
-		return fc_close_stdout(FC_EXIT_OK);
+		return cli_close_stdout(CLI_EXIT_OK);
 	}
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
 		usage(stdout);
-		return fc_close_stdout(FC_EXIT_OK);
+		return cli_close_stdout(CLI_EXIT_OK);
 	}
 	if (argv[1][0] == '-')
-		return fc_usage_error(NULL, "unknown option '%s'", argv[1]);
+		return cli_usage_error(NULL, "unknown option '%s'", argv[1]);
 	c = find_command(argv[1]);
 	if (!c)
 		return unknown_command(argv[1]);
 	rc = run_command(c, argc - 1, argv + 1);
-	fc_progress_end();
-	return fc_close_stdout(rc);
+	cli_progress_end();
+	return cli_close_stdout(rc);
 }

@@ -12,167 +12,167 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/report.h"
+#include "featcache/report.h"
 #include "cli/trainopts.h"
 
-const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1] = {
+const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1] = {
 	{ "store", required_argument, NULL, 's' },
 	{ "out", required_argument, NULL, 'o' },
-	{ "extractor", required_argument, NULL, FC_TOPT_EXTRACTOR },
-	{ "output-dim", required_argument, NULL, FC_TOPT_OUTPUT_DIM },
-	{ "head-layers", required_argument, NULL, FC_TOPT_LAYERS },
-	{ "hidden", required_argument, NULL, FC_TOPT_HIDDEN },
-	{ "loss", required_argument, NULL, FC_TOPT_LOSS },
-	{ "miner", required_argument, NULL, FC_TOPT_MINER },
-	{ "margin", required_argument, NULL, FC_TOPT_MARGIN },
-	{ "pos-margin", required_argument, NULL, FC_TOPT_POS_MARGIN },
-	{ "neg-margin", required_argument, NULL, FC_TOPT_NEG_MARGIN },
-	{ "distance", required_argument, NULL, FC_TOPT_DISTANCE },
-	{ "temperature", required_argument, NULL, FC_TOPT_TEMPERATURE },
-	{ "scale", required_argument, NULL, FC_TOPT_SCALE },
-	{ "optimizer", required_argument, NULL, FC_TOPT_OPTIMIZER },
-	{ "lr", required_argument, NULL, FC_TOPT_LR },
-	{ "weight-decay", required_argument, NULL, FC_TOPT_WD },
-	{ "momentum", required_argument, NULL, FC_TOPT_MOMENTUM },
-	{ "nesterov", no_argument, NULL, FC_TOPT_NESTEROV },
-	{ "scheduler", required_argument, NULL, FC_TOPT_SCHEDULER },
-	{ "warmup-steps", required_argument, NULL, FC_TOPT_WARMUP },
-	{ "step-size", required_argument, NULL, FC_TOPT_STEP_SIZE },
-	{ "gamma", required_argument, NULL, FC_TOPT_GAMMA },
-	{ "epochs", required_argument, NULL, FC_TOPT_EPOCHS },
-	{ "batch-size", required_argument, NULL, FC_TOPT_BATCH },
-	{ "items-per-class", required_argument, NULL, FC_TOPT_PER_CLASS },
-	{ "seed", required_argument, NULL, FC_TOPT_SEED },
-	{ "train-split", required_argument, NULL, FC_TOPT_TRAIN_SPLIT },
-	{ "eval-split", required_argument, NULL, FC_TOPT_EVAL_SPLIT },
-	{ "index-split", required_argument, NULL, FC_TOPT_INDEX_SPLIT },
+	{ "extractor", required_argument, NULL, CLI_TOPT_EXTRACTOR },
+	{ "output-dim", required_argument, NULL, CLI_TOPT_OUTPUT_DIM },
+	{ "head-layers", required_argument, NULL, CLI_TOPT_LAYERS },
+	{ "hidden", required_argument, NULL, CLI_TOPT_HIDDEN },
+	{ "loss", required_argument, NULL, CLI_TOPT_LOSS },
+	{ "miner", required_argument, NULL, CLI_TOPT_MINER },
+	{ "margin", required_argument, NULL, CLI_TOPT_MARGIN },
+	{ "pos-margin", required_argument, NULL, CLI_TOPT_POS_MARGIN },
+	{ "neg-margin", required_argument, NULL, CLI_TOPT_NEG_MARGIN },
+	{ "distance", required_argument, NULL, CLI_TOPT_DISTANCE },
+	{ "temperature", required_argument, NULL, CLI_TOPT_TEMPERATURE },
+	{ "scale", required_argument, NULL, CLI_TOPT_SCALE },
+	{ "optimizer", required_argument, NULL, CLI_TOPT_OPTIMIZER },
+	{ "lr", required_argument, NULL, CLI_TOPT_LR },
+	{ "weight-decay", required_argument, NULL, CLI_TOPT_WD },
+	{ "momentum", required_argument, NULL, CLI_TOPT_MOMENTUM },
+	{ "nesterov", no_argument, NULL, CLI_TOPT_NESTEROV },
+	{ "scheduler", required_argument, NULL, CLI_TOPT_SCHEDULER },
+	{ "warmup-steps", required_argument, NULL, CLI_TOPT_WARMUP },
+	{ "step-size", required_argument, NULL, CLI_TOPT_STEP_SIZE },
+	{ "gamma", required_argument, NULL, CLI_TOPT_GAMMA },
+	{ "epochs", required_argument, NULL, CLI_TOPT_EPOCHS },
+	{ "batch-size", required_argument, NULL, CLI_TOPT_BATCH },
+	{ "items-per-class", required_argument, NULL, CLI_TOPT_PER_CLASS },
+	{ "seed", required_argument, NULL, CLI_TOPT_SEED },
+	{ "train-split", required_argument, NULL, CLI_TOPT_TRAIN_SPLIT },
+	{ "eval-split", required_argument, NULL, CLI_TOPT_EVAL_SPLIT },
+	{ "index-split", required_argument, NULL, CLI_TOPT_INDEX_SPLIT },
 	{ "k", required_argument, NULL, 'k' },
-	{ "metric", required_argument, NULL, FC_TOPT_METRIC },
-	{ "early-stop", required_argument, NULL, FC_TOPT_EARLY },
-	{ "resume", required_argument, NULL, FC_TOPT_RESUME },
-	{ "report", no_argument, NULL, FC_TOPT_REPORT },
+	{ "metric", required_argument, NULL, CLI_TOPT_METRIC },
+	{ "early-stop", required_argument, NULL, CLI_TOPT_EARLY },
+	{ "resume", required_argument, NULL, CLI_TOPT_RESUME },
+	{ "report", no_argument, NULL, CLI_TOPT_REPORT },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
-int fc_train_opt_kind(int code)
+int cli_train_opt_kind(int code)
 {
 	switch (code) {
-	case 'q': case 'h': case FC_TOPT_NESTEROV: case FC_TOPT_REPORT:
-		return FC_TOPT_FLAG;
-	case 'k': case FC_TOPT_OUTPUT_DIM: case FC_TOPT_LAYERS: case FC_TOPT_HIDDEN: case FC_TOPT_WARMUP:
-	case FC_TOPT_STEP_SIZE: case FC_TOPT_EPOCHS: case FC_TOPT_BATCH: case FC_TOPT_PER_CLASS: case FC_TOPT_SEED:
-		return FC_TOPT_INT;
-	case FC_TOPT_MARGIN: case FC_TOPT_POS_MARGIN: case FC_TOPT_NEG_MARGIN: case FC_TOPT_TEMPERATURE:
-	case FC_TOPT_SCALE: case FC_TOPT_LR: case FC_TOPT_WD: case FC_TOPT_MOMENTUM: case FC_TOPT_GAMMA:
-		return FC_TOPT_FLOAT;
+	case 'q': case 'h': case CLI_TOPT_NESTEROV: case CLI_TOPT_REPORT:
+		return CLI_TOPT_FLAG;
+	case 'k': case CLI_TOPT_OUTPUT_DIM: case CLI_TOPT_LAYERS: case CLI_TOPT_HIDDEN: case CLI_TOPT_WARMUP:
+	case CLI_TOPT_STEP_SIZE: case CLI_TOPT_EPOCHS: case CLI_TOPT_BATCH: case CLI_TOPT_PER_CLASS: case CLI_TOPT_SEED:
+		return CLI_TOPT_INT;
+	case CLI_TOPT_MARGIN: case CLI_TOPT_POS_MARGIN: case CLI_TOPT_NEG_MARGIN: case CLI_TOPT_TEMPERATURE:
+	case CLI_TOPT_SCALE: case CLI_TOPT_LR: case CLI_TOPT_WD: case CLI_TOPT_MOMENTUM: case CLI_TOPT_GAMMA:
+		return CLI_TOPT_FLOAT;
 	default:
-		return FC_TOPT_TEXT;
+		return CLI_TOPT_TEXT;
 	}
 }
 
-int fc_train_write_report(const char *html, const char *src, const char *metric)
+int cli_train_write_report(const char *html, const char *src, const char *metric)
 {
 	char err[1024];
 	size_t charts = 0;
 	if (fc_report_write(html, &src, 1, metric, NULL, &charts, err, sizeof err) != 0)
-		return fc_fail("%s", err);
+		return cli_fail("%s", err);
 	printf("report written to '%s' (%zu charts)\n", html, charts);
 	return 0;
 }
 
-void fc_train_opts_init(fc_train_opts *o)
+void cli_train_opts_init(cli_train_opts *o)
 {
-	*o = (fc_train_opts){ .output_dim = 256, .layers = 3, .epochs = 10, .batch = 128, .per_class = 4, .k = 20,
+	*o = (cli_train_opts){ .output_dim = 256, .layers = 3, .epochs = 10, .batch = 128, .per_class = 4, .k = 20,
 			      .lr = 1e-3f, .gamma = 0.1f, .train_split = "train", .eval_split = "val",
 			      .metric = "average_precision" };
 }
 
-int fc_train_opts_set(fc_train_opts *o, const char *cmd, int code, const char *arg)
+int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char *arg)
 {
 	switch (code) {
 	case 's': o->store = arg; return 0;
 	case 'o': o->out = arg; return 0;
 	case 'q': o->quiet = 1; return 0;
-	case FC_TOPT_REPORT: o->report = 1; return 0;
-	case 'k': return fc_parse_u64(cmd, "--k", arg, 1, 100000, &o->k);
-	case FC_TOPT_EXTRACTOR: o->extractor = arg; return 0;
-	case FC_TOPT_OUTPUT_DIM: return fc_parse_u64(cmd, "--output-dim", arg, 1, 1 << 16, &o->output_dim);
-	case FC_TOPT_LAYERS: return fc_parse_u64(cmd, "--head-layers", arg, 1, 8, &o->layers);
-	case FC_TOPT_HIDDEN: return fc_parse_u64(cmd, "--hidden", arg, 1, 1 << 16, &o->hidden);
-	case FC_TOPT_LOSS:
+	case CLI_TOPT_REPORT: o->report = 1; return 0;
+	case 'k': return cli_parse_u64(cmd, "--k", arg, 1, 100000, &o->k);
+	case CLI_TOPT_EXTRACTOR: o->extractor = arg; return 0;
+	case CLI_TOPT_OUTPUT_DIM: return cli_parse_u64(cmd, "--output-dim", arg, 1, 1 << 16, &o->output_dim);
+	case CLI_TOPT_LAYERS: return cli_parse_u64(cmd, "--head-layers", arg, 1, 8, &o->layers);
+	case CLI_TOPT_HIDDEN: return cli_parse_u64(cmd, "--hidden", arg, 1, 1 << 16, &o->hidden);
+	case CLI_TOPT_LOSS:
 		if (fc_loss_parse(arg, &o->loss))
-			return fc_usage_error(cmd, "unknown loss '%s': expected triplet, siamese, ntxent, supcon, arcface or cosface", arg);
+			return cli_usage_error(cmd, "unknown loss '%s': expected triplet, siamese, ntxent, supcon, arcface or cosface", arg);
 		return 0;
-	case FC_TOPT_MINER:
+	case CLI_TOPT_MINER:
 		if (fc_miner_parse(arg, &o->miner))
-			return fc_usage_error(cmd, "unknown miner '%s': expected all, hard, semihard or easy", arg);
+			return cli_usage_error(cmd, "unknown miner '%s': expected all, hard, semihard or easy", arg);
 		return 0;
-	case FC_TOPT_DISTANCE:
+	case CLI_TOPT_DISTANCE:
 		if (fc_distance_parse(arg, &o->distance))
-			return fc_usage_error(cmd, "unknown distance '%s': expected euclidean or cosine", arg);
+			return cli_usage_error(cmd, "unknown distance '%s': expected euclidean or cosine", arg);
 		o->distance_set = 1;
 		return 0;
-	case FC_TOPT_OPTIMIZER:
+	case CLI_TOPT_OPTIMIZER:
 		if (fc_optim_parse(arg, &o->optim))
-			return fc_usage_error(cmd, "unknown optimizer '%s': expected adam, adamw or sgd", arg);
+			return cli_usage_error(cmd, "unknown optimizer '%s': expected adam, adamw or sgd", arg);
 		return 0;
-	case FC_TOPT_SCHEDULER:
+	case CLI_TOPT_SCHEDULER:
 		if (fc_sched_parse(arg, &o->sched))
-			return fc_usage_error(cmd, "unknown scheduler '%s': expected constant, linear, cosine, warmup or step", arg);
+			return cli_usage_error(cmd, "unknown scheduler '%s': expected constant, linear, cosine, warmup or step", arg);
 		return 0;
-	case FC_TOPT_MARGIN: o->margin_set = 1; return fc_parse_float(cmd, "--margin", arg, -1e6, 1e6, &o->margin);
-	case FC_TOPT_POS_MARGIN: o->pos_set = 1; return fc_parse_float(cmd, "--pos-margin", arg, -1e6, 1e6, &o->pos_margin);
-	case FC_TOPT_NEG_MARGIN: o->neg_set = 1; return fc_parse_float(cmd, "--neg-margin", arg, -1e6, 1e6, &o->neg_margin);
-	case FC_TOPT_TEMPERATURE: o->temp_set = 1; return fc_parse_float(cmd, "--temperature", arg, 1e-6, 1e6, &o->temperature);
-	case FC_TOPT_SCALE: o->scale_set = 1; return fc_parse_float(cmd, "--scale", arg, 1e-6, 1e6, &o->scale);
-	case FC_TOPT_LR: return fc_parse_float(cmd, "--lr", arg, 1e-12, 1e3, &o->lr);
-	case FC_TOPT_WD: o->wd_set = 1; return fc_parse_float(cmd, "--weight-decay", arg, 0, 1e3, &o->wd);
-	case FC_TOPT_MOMENTUM: o->momentum_set = 1; return fc_parse_float(cmd, "--momentum", arg, 0, 1, &o->momentum);
-	case FC_TOPT_NESTEROV: o->nesterov = 1; return 0;
-	case FC_TOPT_GAMMA: return fc_parse_float(cmd, "--gamma", arg, 0, 1e3, &o->gamma);
-	case FC_TOPT_WARMUP: return fc_parse_u64(cmd, "--warmup-steps", arg, 0, UINT32_MAX, &o->warmup);
-	case FC_TOPT_STEP_SIZE: o->step_size_set = 1; return fc_parse_u64(cmd, "--step-size", arg, 1, 1000000, &o->step_size);
-	case FC_TOPT_EPOCHS: return fc_parse_u64(cmd, "--epochs", arg, 1, 1000000, &o->epochs);
-	case FC_TOPT_BATCH: return fc_parse_u64(cmd, "--batch-size", arg, 2, 1 << 16, &o->batch);
-	case FC_TOPT_PER_CLASS: o->per_class_set = 1; return fc_parse_u64(cmd, "--items-per-class", arg, 1, 1 << 16, &o->per_class);
-	case FC_TOPT_SEED: return fc_parse_u64(cmd, "--seed", arg, 0, UINT64_MAX, &o->seed);
-	case FC_TOPT_TRAIN_SPLIT: o->train_split = arg; return 0;
-	case FC_TOPT_EVAL_SPLIT: o->eval_split = arg; return 0;
-	case FC_TOPT_INDEX_SPLIT: o->index_split = arg; return 0;
-	case FC_TOPT_METRIC: o->metric = arg; return 0;
-	case FC_TOPT_RESUME: o->resume = arg; return 0;
-	case FC_TOPT_EARLY: {
+	case CLI_TOPT_MARGIN: o->margin_set = 1; return cli_parse_float(cmd, "--margin", arg, -1e6, 1e6, &o->margin);
+	case CLI_TOPT_POS_MARGIN: o->pos_set = 1; return cli_parse_float(cmd, "--pos-margin", arg, -1e6, 1e6, &o->pos_margin);
+	case CLI_TOPT_NEG_MARGIN: o->neg_set = 1; return cli_parse_float(cmd, "--neg-margin", arg, -1e6, 1e6, &o->neg_margin);
+	case CLI_TOPT_TEMPERATURE: o->temp_set = 1; return cli_parse_float(cmd, "--temperature", arg, 1e-6, 1e6, &o->temperature);
+	case CLI_TOPT_SCALE: o->scale_set = 1; return cli_parse_float(cmd, "--scale", arg, 1e-6, 1e6, &o->scale);
+	case CLI_TOPT_LR: return cli_parse_float(cmd, "--lr", arg, 1e-12, 1e3, &o->lr);
+	case CLI_TOPT_WD: o->wd_set = 1; return cli_parse_float(cmd, "--weight-decay", arg, 0, 1e3, &o->wd);
+	case CLI_TOPT_MOMENTUM: o->momentum_set = 1; return cli_parse_float(cmd, "--momentum", arg, 0, 1, &o->momentum);
+	case CLI_TOPT_NESTEROV: o->nesterov = 1; return 0;
+	case CLI_TOPT_GAMMA: return cli_parse_float(cmd, "--gamma", arg, 0, 1e3, &o->gamma);
+	case CLI_TOPT_WARMUP: return cli_parse_u64(cmd, "--warmup-steps", arg, 0, UINT32_MAX, &o->warmup);
+	case CLI_TOPT_STEP_SIZE: o->step_size_set = 1; return cli_parse_u64(cmd, "--step-size", arg, 1, 1000000, &o->step_size);
+	case CLI_TOPT_EPOCHS: return cli_parse_u64(cmd, "--epochs", arg, 1, 1000000, &o->epochs);
+	case CLI_TOPT_BATCH: return cli_parse_u64(cmd, "--batch-size", arg, 2, 1 << 16, &o->batch);
+	case CLI_TOPT_PER_CLASS: o->per_class_set = 1; return cli_parse_u64(cmd, "--items-per-class", arg, 1, 1 << 16, &o->per_class);
+	case CLI_TOPT_SEED: return cli_parse_u64(cmd, "--seed", arg, 0, UINT64_MAX, &o->seed);
+	case CLI_TOPT_TRAIN_SPLIT: o->train_split = arg; return 0;
+	case CLI_TOPT_EVAL_SPLIT: o->eval_split = arg; return 0;
+	case CLI_TOPT_INDEX_SPLIT: o->index_split = arg; return 0;
+	case CLI_TOPT_METRIC: o->metric = arg; return 0;
+	case CLI_TOPT_RESUME: o->resume = arg; return 0;
+	case CLI_TOPT_EARLY: {
 		const char *colon = strrchr(arg, ':');
 		if (!colon || colon == arg || (size_t)(colon - arg) >= sizeof o->early_buf)
-			return fc_usage_error(cmd, "bad value '%s' for --early-stop: expected METRIC:PATIENCE", arg);
+			return cli_usage_error(cmd, "bad value '%s' for --early-stop: expected METRIC:PATIENCE", arg);
 		snprintf(o->early_buf, sizeof o->early_buf, "%.*s", (int)(colon - arg), arg);
 		o->early_metric = o->early_buf;
-		return fc_parse_u64(cmd, "--early-stop", colon + 1, 1, 1000000, &o->patience);
+		return cli_parse_u64(cmd, "--early-stop", colon + 1, 1, 1000000, &o->patience);
 	}
 	default:
 		return -1;
 	}
 }
 
-int fc_train_opts_check(fc_train_opts *o, const char *cmd)
+int cli_train_opts_check(cli_train_opts *o, const char *cmd)
 {
 	fc_metrics probe = { 0 };
 	double v;
 	if (o->early_metric)
 		o->early_metric = o->early_buf; /* o may be a copy */
 	if (fc_metric_get(&probe, o->metric, &v))
-		return fc_usage_error(cmd, "unknown metric '%s' for --metric", o->metric);
+		return cli_usage_error(cmd, "unknown metric '%s' for --metric", o->metric);
 	if (o->early_metric && fc_metric_get(&probe, o->early_metric, &v))
-		return fc_usage_error(cmd, "unknown metric '%s' for --early-stop", o->early_metric);
+		return cli_usage_error(cmd, "unknown metric '%s' for --early-stop", o->early_metric);
 	if (o->early_metric)
 		o->metric = o->early_metric;
 	return 0;
 }
 
 /* The library's config from the options, with each loss's defaults. */
-static void build_config(const fc_train_opts *o, fc_train_config *c, uint32_t in_dim)
+static void build_config(const cli_train_opts *o, fc_train_config *c, uint32_t in_dim)
 {
 	memset(c, 0, sizeof *c);
 	c->head = (fc_head_config){ in_dim, (uint32_t)o->hidden, (uint32_t)o->output_dim, (uint32_t)o->layers };
@@ -208,7 +208,7 @@ static void build_config(const fc_train_opts *o, fc_train_config *c, uint32_t in
 }
 
 /* The run's options as JSON, for the head's metadata and the log. */
-static json_t *config_json(const fc_train_opts *o, const fc_train_config *c, const char *exid)
+static json_t *config_json(const cli_train_opts *o, const fc_train_config *c, const char *exid)
 {
 	return json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:s, s:f, s:f, "
 			 "s:f, s:b, s:s, s:I, s:f, s:i, s:i, s:i, s:I, s:s, s:s, s:s?, s:I, s:s, s:s}",
@@ -227,7 +227,7 @@ static json_t *config_json(const fc_train_opts *o, const fc_train_config *c, con
 			 "index_split", o->index_split, "k", (json_int_t)o->k, "metric", o->metric, "format", "pt");
 }
 
-void fc_metrics_from_json(fc_metrics *m, json_t *j)
+void cli_metrics_from_json(fc_metrics *m, json_t *j)
 {
 	double *fields[] = { &m->precision, &m->recall, &m->f1, &m->hit, &m->ap, &m->rr, &m->r_precision, &m->dcg,
 			     &m->ndcg };
@@ -235,56 +235,56 @@ void fc_metrics_from_json(fc_metrics *m, json_t *j)
 		*fields[i] = json_real_value(json_object_get(j, fc_metric_names[i]));
 }
 
-void fc_print_metrics(const char *what, const fc_metrics *m, size_t k)
+void cli_print_metrics(const char *what, const fc_metrics *m, size_t k)
 {
 	printf("%-28s mAP@%zu %.4f  precision@%zu %.4f  recall@%zu %.4f  ndcg@%zu %.4f  mrr %.4f\n", what, k, m->ap,
 	       k, m->precision, k, m->recall, k, m->ndcg, m->rr);
 }
 
-int fc_train_inputs_load(fc_train_inputs *in, const char *cmd, const fc_train_opts *o)
+int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train_opts *o)
 {
 	memset(in, 0, sizeof *in);
-	fc_eval_set *ev = &in->ev;
+	cli_eval_set *ev = &in->ev;
 	unsigned train_mask, eval_mask = 0, index_mask = 0;
 	int rc;
-	if ((rc = fc_parse_splits(cmd, "--train-split", o->train_split, &train_mask)) != 0)
+	if ((rc = cli_parse_splits(cmd, "--train-split", o->train_split, &train_mask)) != 0)
 		return rc;
 	ev->enabled = strcmp(o->eval_split, "none") != 0;
-	if (ev->enabled && (rc = fc_parse_splits(cmd, "--eval-split", o->eval_split, &eval_mask)) != 0)
+	if (ev->enabled && (rc = cli_parse_splits(cmd, "--eval-split", o->eval_split, &eval_mask)) != 0)
 		return rc;
-	if (o->index_split && (rc = fc_parse_splits(cmd, "--index-split", o->index_split, &index_mask)) != 0)
+	if (o->index_split && (rc = cli_parse_splits(cmd, "--index-split", o->index_split, &index_mask)) != 0)
 		return rc;
 
 	fc_store *s = NULL;
-	if ((rc = fc_open_store(&s, o->store, 1)) != 0)
+	if ((rc = cli_open_store(&s, o->store, 1)) != 0)
 		return rc;
 	uint8_t exid[FC_HASH_LEN];
-	if ((rc = fc_pick_extractor(cmd, s, o->extractor, exid)) != 0)
+	if ((rc = cli_pick_extractor(cmd, s, o->extractor, exid)) != 0)
 		goto out;
 	fc_hex(in->exhex, exid, FC_HASH_LEN);
-	if ((rc = fc_load_split(s, exid, train_mask, 0, &in->train)) != 0)
+	if ((rc = cli_load_split(s, exid, train_mask, 0, &in->train)) != 0)
 		goto out;
 	if (in->train.missing)
-		fc_warn("%zu items of the train split have no features yet (run 'featcache extract')", in->train.missing);
+		cli_warn("%zu items of the train split have no features yet (run 'featcache extract')", in->train.missing);
 	if (in->train.unlabeled)
-		fc_warn("%zu unlabelled items of the train split are left out", in->train.unlabeled);
+		cli_warn("%zu unlabelled items of the train split are left out", in->train.unlabeled);
 	if (ev->enabled) {
-		if ((rc = fc_load_split(s, exid, eval_mask, 0, &ev->q)) != 0)
+		if ((rc = cli_load_split(s, exid, eval_mask, 0, &ev->q)) != 0)
 			goto out;
 		if (o->index_split) {
 			ev->has_index = 1;
-			if ((rc = fc_load_split(s, exid, index_mask, 0, &ev->ix)) != 0)
+			if ((rc = cli_load_split(s, exid, index_mask, 0, &ev->ix)) != 0)
 				goto out;
 		}
 		if (ev->q.m.rows == 0) {
-			fc_warn("the %s split has no labelled features: no evaluation (use --eval-split)", o->eval_split);
+			cli_warn("the %s split has no labelled features: no evaluation (use --eval-split)", o->eval_split);
 			ev->enabled = 0;
 		}
 	}
 	uint32_t n_classes = 0;
-	in->classes = fc_dense_classes(in->train.m.labels, in->train.m.rows, &n_classes);
+	in->classes = cli_dense_classes(in->train.m.labels, in->train.m.rows, &n_classes);
 	if (!in->classes) {
-		rc = fc_fail("out of memory");
+		rc = cli_fail("out of memory");
 		goto out;
 	}
 	in->data = (fc_train_data){ in->train.m.data, in->classes, in->train.m.rows, n_classes };
@@ -293,59 +293,59 @@ out:
 	return rc;
 }
 
-void fc_train_inputs_free(fc_train_inputs *in)
+void cli_train_inputs_free(cli_train_inputs *in)
 {
 	free(in->classes);
-	fc_split_data_free(&in->train);
-	fc_split_data_free(&in->ev.q);
-	fc_split_data_free(&in->ev.ix);
+	cli_split_data_free(&in->train);
+	cli_split_data_free(&in->ev.q);
+	cli_split_data_free(&in->ev.ix);
 	memset(in, 0, sizeof *in);
 }
 
-int fc_eval_set_run(fc_metrics *m, fc_head *head, const fc_eval_set *e, size_t k)
+int cli_eval_set_run(fc_metrics *m, fc_head *head, const cli_eval_set *e, size_t k)
 {
 	const fc_matrix *q = &e->q.m, *ix = e->has_index ? &e->ix.m : &e->q.m;
 	return fc_eval_features(m, head, q->data, q->labels, q->rows, ix->data, ix->labels, ix->rows, q->dim, k,
 				!e->has_index);
 }
 
-int fc_append_line(const char *path, json_t *j, int sync)
+int cli_append_line(const char *path, json_t *j, int sync)
 {
 	char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	if (!text)
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	size_t len = strlen(text);
 	text[len++] = '\n'; /* json_dumps' terminator becomes the newline: one write */
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 	int rc = 0;
 	if (fd < 0) {
-		rc = fc_fail("cannot write log '%s': %s", path, fc_errno_str(errno));
+		rc = cli_fail("cannot write log '%s': %s", path, cli_errno_str(errno));
 	} else {
 		ssize_t w = write(fd, text, len);
 		int e = errno;
 		if (w != (ssize_t)len || (sync && fsync(fd) != 0))
-			rc = fc_fail("cannot write log '%s': %s", path, w < 0 || sync ? fc_errno_str(e) : "short write");
+			rc = cli_fail("cannot write log '%s': %s", path, w < 0 || sync ? cli_errno_str(e) : "short write");
 		if (close(fd) != 0 && !rc)
-			rc = fc_fail("cannot write log '%s': %s", path, fc_errno_str(errno));
+			rc = cli_fail("cannot write log '%s': %s", path, cli_errno_str(errno));
 	}
 	free(text);
 	return rc;
 }
 
-int fc_train_run_trainer(fc_train_run *r, const char *cmd, const fc_train_data *d)
+int cli_train_run_trainer(cli_train_run *r, const char *cmd, const fc_train_data *d)
 {
-	char why[FC_TRAIN_ERRLEN] = "";
+	char why[FC_ERRLEN] = "";
 	fc_trainer_free(r->t);
 	r->t = NULL;
 	int rc = fc_trainer_new(&r->t, &r->cfg, d, why);
 	if (rc == FC_ERR_INVALID)
-		return fc_usage_error(cmd, "%s", why);
+		return cli_usage_error(cmd, "%s", why);
 	if (rc)
-		return fc_fail("cannot start training: %s", why[0] ? why : fc_strerror(rc));
+		return cli_fail("cannot start training: %s", why[0] ? why : fc_strerror(rc));
 	return 0;
 }
 
-int fc_train_run_start(fc_train_run *r, const char *cmd, const fc_train_opts *o, const fc_train_inputs *in,
+int cli_train_run_start(cli_train_run *r, const char *cmd, const cli_train_opts *o, const cli_train_inputs *in,
 		       const char *out)
 {
 	const fc_train_data *d = &in->data;
@@ -364,17 +364,17 @@ int fc_train_run_start(fc_train_run *r, const char *cmd, const fc_train_opts *o,
 		r->cfg.sched.step_size = se * per_epoch;
 		fc_batches_free(&b);
 	}
-	int rc = fc_train_run_trainer(r, cmd, d);
+	int rc = cli_train_run_trainer(r, cmd, d);
 	if (rc)
 		return rc;
 	r->cfgj = config_json(o, &r->cfg, in->exhex);
 	r->cfgtext = r->cfgj ? json_dumps(r->cfgj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	if (!r->cfgtext)
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	return 0;
 }
 
-void fc_train_run_free(fc_train_run *r)
+void cli_train_run_free(cli_train_run *r)
 {
 	fc_trainer_free(r->t);
 	json_decref(r->cfgj);
@@ -383,27 +383,27 @@ void fc_train_run_free(fc_train_run *r)
 	memset(r, 0, sizeof *r);
 }
 
-int fc_train_run_begin_log(fc_train_run *r, const fc_metrics *before, int evaluated)
+int cli_train_run_begin_log(cli_train_run *r, const fc_metrics *before, int evaluated)
 {
 	r->before = *before;
 	remove(r->log);
 	if (!evaluated)
 		return 0;
-	json_t *line = json_pack("{s:O, s:o}", "config", r->cfgj, "before", fc_metrics_json(before, 0));
-	int rc = line ? fc_append_line(r->log, line, 0) : fc_fail("out of memory");
+	json_t *line = json_pack("{s:O, s:o}", "config", r->cfgj, "before", cli_metrics_json(before, 0));
+	int rc = line ? cli_append_line(r->log, line, 0) : cli_fail("out of memory");
 	json_decref(line);
 	return rc;
 }
 
-int fc_train_run_epoch_end(fc_train_run *r, const fc_epoch_stats *st, const fc_eval_set *ev)
+int cli_train_run_epoch_end(cli_train_run *r, const fc_epoch_stats *st, const cli_eval_set *ev)
 {
-	const fc_train_opts *o = r->o;
-	char why[FC_TRAIN_ERRLEN] = "";
+	const cli_train_opts *o = r->o;
+	char why[FC_ERRLEN] = "";
 	int rc, improved = 0;
 	double val = -st->loss;
 	if (ev->enabled) {
-		if ((rc = fc_eval_set_run(&r->m, fc_trainer_head(r->t), ev, o->k)) != 0)
-			return fc_fail("cannot evaluate: %s", fc_strerror(rc));
+		if ((rc = cli_eval_set_run(&r->m, fc_trainer_head(r->t), ev, o->k)) != 0)
+			return cli_fail("cannot evaluate: %s", fc_strerror(rc));
 		fc_metric_get(&r->m, o->metric, &val);
 	}
 	if (r->best_epoch == 0 || val > r->best) {
@@ -428,10 +428,10 @@ int fc_train_run_epoch_end(fc_train_run *r, const fc_epoch_stats *st, const fc_e
 				 (json_int_t)st->steps, "loss", st->loss, "lr", st->lr, "seconds", st->seconds,
 				 "samples_per_s", st->samples_per_s, "active", (json_int_t)st->active, "best", improved);
 	if (!line)
-		return fc_fail("out of memory");
+		return cli_fail("out of memory");
 	if (ev->enabled)
-		json_object_set_new(line, "metrics", fc_metrics_json(&r->m, 0));
-	rc = fc_append_line(r->log, line, 0);
+		json_object_set_new(line, "metrics", cli_metrics_json(&r->m, 0));
+	rc = cli_append_line(r->log, line, 0);
 	json_decref(line);
 	if (rc)
 		return rc;
@@ -442,19 +442,19 @@ int fc_train_run_epoch_end(fc_train_run *r, const fc_epoch_stats *st, const fc_e
 		const char *meta[] = { "featcache_config", r->cfgtext, "epoch", epoch_text,
 				       ev->enabled ? o->metric : "neg_loss", metric_text, NULL };
 		if ((rc = fc_head_save(fc_trainer_head(r->t), r->out, meta, why)) != 0)
-			return fc_fail("cannot write head '%s': %s", r->out, why);
+			return cli_fail("cannot write head '%s': %s", r->out, why);
 	}
 	if (r->checkpoints) {
 		json_t *x = json_pack("{s:f, s:i, s:i, s:o, s:o}", "best", r->best, "best_epoch", (int)r->best_epoch,
-				      "stale", (int)r->stale, "before", fc_metrics_json(&r->before, 0), "best_metrics",
-				      fc_metrics_json(&r->best_m, 0));
+				      "stale", (int)r->stale, "before", cli_metrics_json(&r->before, 0), "best_metrics",
+				      cli_metrics_json(&r->best_m, 0));
 		free(r->extra);
 		r->extra = x ? json_dumps(x, JSON_COMPACT) : NULL;
 		json_decref(x);
 		if (!r->extra)
-			return fc_fail("out of memory");
+			return cli_fail("out of memory");
 		if ((rc = fc_trainer_save(r->t, r->ckpt, r->extra, why)) != 0)
-			return fc_fail("cannot write checkpoint '%s': %s", r->ckpt, why);
+			return cli_fail("cannot write checkpoint '%s': %s", r->ckpt, why);
 	}
 	if (o->early_metric && r->stale >= o->patience) {
 		r->stop = 1;

@@ -7,8 +7,8 @@
  *
  * Command-line layer only; messages and exit codes as cli.h.
  */
-#ifndef FC_CLI_TRAINOPTS_H
-#define FC_CLI_TRAINOPTS_H
+#ifndef CLI_TRAINOPTS_H
+#define CLI_TRAINOPTS_H
 
 #include <getopt.h>
 #include <jansson.h>
@@ -17,7 +17,7 @@
 #include "featcache/train.h"
 
 /* Options as given, before defaults that depend on the loss are applied. */
-typedef struct fc_train_opts {
+typedef struct cli_train_opts {
 	const char *store, *out, *extractor, *metric, *early_metric, *resume;
 	const char *train_split, *eval_split, *index_split;
 	uint64_t output_dim, layers, hidden, epochs, batch, per_class, seed, k, warmup, step_size, patience;
@@ -30,79 +30,79 @@ typedef struct fc_train_opts {
 	fc_optim_kind optim;
 	fc_sched_kind sched;
 	char early_buf[64]; /* the metric of --early-stop */
-} fc_train_opts;
+} cli_train_opts;
 
 /* Option codes of the long-only options; 's', 'o', 'k', 'q', 'h' for the
  * others. Commands that add options of their own number them from
- * FC_TOPT_END. */
+ * CLI_TOPT_END. */
 enum {
-	FC_TOPT_EXTRACTOR = 256, FC_TOPT_OUTPUT_DIM, FC_TOPT_LAYERS, FC_TOPT_HIDDEN, FC_TOPT_LOSS, FC_TOPT_MINER,
-	FC_TOPT_MARGIN, FC_TOPT_POS_MARGIN, FC_TOPT_NEG_MARGIN, FC_TOPT_DISTANCE, FC_TOPT_TEMPERATURE,
-	FC_TOPT_SCALE, FC_TOPT_OPTIMIZER, FC_TOPT_LR, FC_TOPT_WD, FC_TOPT_MOMENTUM, FC_TOPT_NESTEROV,
-	FC_TOPT_SCHEDULER, FC_TOPT_WARMUP, FC_TOPT_STEP_SIZE, FC_TOPT_GAMMA, FC_TOPT_EPOCHS, FC_TOPT_BATCH,
-	FC_TOPT_PER_CLASS, FC_TOPT_SEED, FC_TOPT_TRAIN_SPLIT, FC_TOPT_EVAL_SPLIT, FC_TOPT_INDEX_SPLIT,
-	FC_TOPT_METRIC, FC_TOPT_EARLY, FC_TOPT_RESUME, FC_TOPT_REPORT, FC_TOPT_END
+	CLI_TOPT_EXTRACTOR = 256, CLI_TOPT_OUTPUT_DIM, CLI_TOPT_LAYERS, CLI_TOPT_HIDDEN, CLI_TOPT_LOSS, CLI_TOPT_MINER,
+	CLI_TOPT_MARGIN, CLI_TOPT_POS_MARGIN, CLI_TOPT_NEG_MARGIN, CLI_TOPT_DISTANCE, CLI_TOPT_TEMPERATURE,
+	CLI_TOPT_SCALE, CLI_TOPT_OPTIMIZER, CLI_TOPT_LR, CLI_TOPT_WD, CLI_TOPT_MOMENTUM, CLI_TOPT_NESTEROV,
+	CLI_TOPT_SCHEDULER, CLI_TOPT_WARMUP, CLI_TOPT_STEP_SIZE, CLI_TOPT_GAMMA, CLI_TOPT_EPOCHS, CLI_TOPT_BATCH,
+	CLI_TOPT_PER_CLASS, CLI_TOPT_SEED, CLI_TOPT_TRAIN_SPLIT, CLI_TOPT_EVAL_SPLIT, CLI_TOPT_INDEX_SPLIT,
+	CLI_TOPT_METRIC, CLI_TOPT_EARLY, CLI_TOPT_RESUME, CLI_TOPT_REPORT, CLI_TOPT_END
 };
 
-/* train's getopt_long table (NULL-terminated, FC_TRAIN_NOPTS entries
+/* train's getopt_long table (NULL-terminated, CLI_TRAIN_NOPTS entries
  * before the terminator) and its short options. */
-#define FC_TRAIN_NOPTS 37
-extern const struct option fc_train_longopts[FC_TRAIN_NOPTS + 1];
-#define FC_TRAIN_SHORTOPTS "s:o:k:qh"
+#define CLI_TRAIN_NOPTS 37
+extern const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1];
+#define CLI_TRAIN_SHORTOPTS "s:o:k:qh"
 
-/* What kind of value an option takes, for sweeps: FC_TOPT_FLAG (none),
- * FC_TOPT_INT, FC_TOPT_FLOAT or FC_TOPT_TEXT. */
-enum { FC_TOPT_FLAG, FC_TOPT_INT, FC_TOPT_FLOAT, FC_TOPT_TEXT };
-int fc_train_opt_kind(int code);
+/* What kind of value an option takes, for sweeps: CLI_TOPT_FLAG (none),
+ * CLI_TOPT_INT, CLI_TOPT_FLOAT or CLI_TOPT_TEXT. */
+enum { CLI_TOPT_FLAG, CLI_TOPT_INT, CLI_TOPT_FLOAT, CLI_TOPT_TEXT };
+int cli_train_opt_kind(int code);
 
-/* fc_train_write_report - with --report: the HTML report of `src` (a
+/* cli_train_write_report - with --report: the HTML report of `src` (a
  * training log or a sweep directory) into `html` (cli/report.h), and a line
  * saying where. Returns 0 or an exit code. */
-int fc_train_write_report(const char *html, const char *src, const char *metric);
+int cli_train_write_report(const char *html, const char *src, const char *metric);
 
-/* fc_train_opts_init - train's defaults. */
-void fc_train_opts_init(fc_train_opts *o);
+/* cli_train_opts_init - train's defaults. */
+void cli_train_opts_init(cli_train_opts *o);
 
-/* fc_train_opts_set - apply option `code` (as getopt_long returns it) with
+/* cli_train_opts_set - apply option `code` (as getopt_long returns it) with
  * its value `arg` (NULL for a flag). Bad values are usage errors naming the
- * option, printed for command `cmd`. Returns 0 or FC_EXIT_USAGE; -1 for a
+ * option, printed for command `cmd`. Returns 0 or CLI_EXIT_USAGE; -1 for a
  * code that is not a train option ('h' included), with nothing printed.
  * arg must outlive o (o keeps pointers to text values). */
-int fc_train_opts_set(fc_train_opts *o, const char *cmd, int code, const char *arg);
+int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char *arg);
 
-/* fc_train_opts_check - what needs every option: the metric names, and
+/* cli_train_opts_check - what needs every option: the metric names, and
  * --early-stop's metric becoming the one that picks the best epoch.
- * Returns 0 or FC_EXIT_USAGE. */
-int fc_train_opts_check(fc_train_opts *o, const char *cmd);
+ * Returns 0 or CLI_EXIT_USAGE. */
+int cli_train_opts_check(cli_train_opts *o, const char *cmd);
 
 /* The eval set: queries (and an index when it is another split). */
-typedef struct fc_eval_set {
-	fc_split_data q, ix;
+typedef struct cli_eval_set {
+	cli_split_data q, ix;
 	int has_index, enabled;
-} fc_eval_set;
+} cli_eval_set;
 
 /* What a run trains and evaluates on, loaded from the store once. */
-typedef struct fc_train_inputs {
-	fc_split_data train;
-	fc_eval_set ev;
+typedef struct cli_train_inputs {
+	cli_split_data train;
+	cli_eval_set ev;
 	uint32_t *classes;      /* dense class numbers of train's rows */
 	fc_train_data data;
 	char exhex[2 * FC_HASH_LEN + 1];
-} fc_train_inputs;
+} cli_train_inputs;
 
-/* fc_train_inputs_load - the splits named by o from its store (warnings
+/* cli_train_inputs_load - the splits named by o from its store (warnings
  * for missing features and unlabelled items; evaluation off when the eval
  * split is empty). Returns 0 or an exit code after printing why;
- * fc_train_inputs_free frees it either way. */
-int fc_train_inputs_load(fc_train_inputs *in, const char *cmd, const fc_train_opts *o);
-void fc_train_inputs_free(fc_train_inputs *in);
+ * cli_train_inputs_free frees it either way. */
+int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train_opts *o);
+void cli_train_inputs_free(cli_train_inputs *in);
 
-/* fc_eval_set_run - metrics of head (NULL: the raw features) on the set. */
-int fc_eval_set_run(fc_metrics *m, fc_head *head, const fc_eval_set *e, size_t k);
+/* cli_eval_set_run - metrics of head (NULL: the raw features) on the set. */
+int cli_eval_set_run(fc_metrics *m, fc_head *head, const cli_eval_set *e, size_t k);
 
 /* One training run as the commands drive it. */
-typedef struct fc_train_run {
-	const fc_train_opts *o;
+typedef struct cli_train_run {
+	const cli_train_opts *o;
 	fc_train_config cfg;
 	fc_trainer *t;
 	json_t *cfgj;         /* the config as the log and the head's metadata give it */
@@ -116,37 +116,37 @@ typedef struct fc_train_run {
 	fc_metrics before, m, best_m; /* m: the last epoch's */
 	int stop;             /* early stopping says stop */
 	char *extra;          /* the checkpoint's history text */
-} fc_train_run;
+} cli_train_run;
 
-/* fc_train_run_start - the config from the options (with StepLR's epochs
+/* cli_train_run_start - the config from the options (with StepLR's epochs
  * as optimizer steps), the trainer, the config JSON, the file names (OUT,
  * OUT.jsonl, OUT.ckpt). Returns 0 or an exit code after printing why (an
- * invalid combination is a usage error of `cmd`). fc_train_run_free frees
+ * invalid combination is a usage error of `cmd`). cli_train_run_free frees
  * it, also after a failure. */
-int fc_train_run_start(fc_train_run *r, const char *cmd, const fc_train_opts *o, const fc_train_inputs *in,
+int cli_train_run_start(cli_train_run *r, const char *cmd, const cli_train_opts *o, const cli_train_inputs *in,
 		       const char *out);
-void fc_train_run_free(fc_train_run *r);
+void cli_train_run_free(cli_train_run *r);
 
-/* fc_train_run_trainer - (re)build r's trainer from scratch, e.g. after a
+/* cli_train_run_trainer - (re)build r's trainer from scratch, e.g. after a
  * sweep freed it to validate many runs before training any. */
-int fc_train_run_trainer(fc_train_run *r, const char *cmd, const fc_train_data *d);
+int cli_train_run_trainer(cli_train_run *r, const char *cmd, const fc_train_data *d);
 
-/* fc_train_run_begin_log - start the log afresh with the config and the
+/* cli_train_run_begin_log - start the log afresh with the config and the
  * before-training metrics (which r keeps). */
-int fc_train_run_begin_log(fc_train_run *r, const fc_metrics *before, int evaluated);
+int cli_train_run_begin_log(cli_train_run *r, const fc_metrics *before, int evaluated);
 
-/* fc_train_run_epoch_end - after epoch st: evaluate (when ev is enabled),
+/* cli_train_run_epoch_end - after epoch st: evaluate (when ev is enabled),
  * track the best epoch, print train's line when verbose, append the log
  * line, write the head when it improved and the checkpoint when asked,
  * and set r->stop when early stopping says so. Returns 0 or an exit code
  * after printing why. */
-int fc_train_run_epoch_end(fc_train_run *r, const fc_epoch_stats *st, const fc_eval_set *ev);
+int cli_train_run_epoch_end(cli_train_run *r, const fc_epoch_stats *st, const cli_eval_set *ev);
 
-/* fc_append_line - one compact JSON line appended to path. With sync, the
+/* cli_append_line - one compact JSON line appended to path. With sync, the
  * line goes out in a single write and is fsync'd before this returns. */
-int fc_append_line(const char *path, json_t *j, int sync);
+int cli_append_line(const char *path, json_t *j, int sync);
 
-void fc_metrics_from_json(fc_metrics *m, json_t *j);
-void fc_print_metrics(const char *what, const fc_metrics *m, size_t k);
+void cli_metrics_from_json(fc_metrics *m, json_t *j);
+void cli_print_metrics(const char *what, const fc_metrics *m, size_t k);
 
-#endif /* FC_CLI_TRAINOPTS_H */
+#endif /* CLI_TRAINOPTS_H */

@@ -20,7 +20,7 @@
 #include <xxhash.h>
 
 #include "featcache/extract.h"
-#include "store/common.h"
+#include "util/util.h"
 
 /* ---- the string arena ---- */
 
@@ -189,7 +189,7 @@ static int walk_dir(struct walk *w, size_t len, int depth)
 		int e = errno;
 		char why[128];
 		return say(w->b, e == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read directory '%s': %s",
-			   w->path, fc_os_error(why, sizeof why, e));
+			   w->path, fci_os_error(why, sizeof why, e));
 	}
 	int err = 0;
 	struct dirent *de;
@@ -220,7 +220,7 @@ static int walk_dir(struct walk *w, size_t len, int depth)
 	}
 	if (!err && errno) {
 		char why[128];
-		err = say(w->b, FC_ERR_IO, "cannot read directory '%s': %s", w->path, fc_os_error(why, sizeof why, errno));
+		err = say(w->b, FC_ERR_IO, "cannot read directory '%s': %s", w->path, fci_os_error(why, sizeof why, errno));
 	}
 	closedir(dir);
 	return err;
@@ -389,7 +389,7 @@ static int scan_csv(struct builder *b, const char *csv_path)
 	uint8_t *raw = NULL;
 	char why[128];
 	size_t cap = 0, len = 0;
-	int err = fc_read_file(csv_path, (uint64_t)1 << 40, &raw, &cap, &len, why, sizeof why);
+	int err = fci_read_file(csv_path, (uint64_t)1 << 40, &raw, &cap, &len, why, sizeof why);
 	if (err) {
 		free(raw);
 		return say(b, err, "cannot read '%s': %s", csv_path, why);
@@ -461,7 +461,7 @@ int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap)
 	char why[128];
 	if (stat(path, &st) != 0)
 		return say(&b, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read dataset '%s': %s", path,
-			   fc_os_error(why, sizeof why, errno));
+			   fci_os_error(why, sizeof why, errno));
 	int rc;
 	if (S_ISDIR(st.st_mode))
 		rc = scan_dir(&b, path);
@@ -510,12 +510,12 @@ int fc_hash_file(const char *path, uint8_t hash[16], uint64_t *size, int64_t *mt
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return say(&b, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read '%s': %s", path,
-			   fc_os_error(why, sizeof why, errno));
+			   fci_os_error(why, sizeof why, errno));
 	struct stat st;
 	if (fstat(fd, &st) != 0) {
 		int e = errno;
 		close(fd);
-		return say(&b, FC_ERR_IO, "cannot stat '%s': %s", path, fc_os_error(why, sizeof why, e));
+		return say(&b, FC_ERR_IO, "cannot stat '%s': %s", path, fci_os_error(why, sizeof why, e));
 	}
 	XXH3_state_t *xs = XXH3_createState();
 	if (!xs) {
@@ -530,7 +530,7 @@ int fc_hash_file(const char *path, uint8_t hash[16], uint64_t *size, int64_t *mt
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0) {
-			rc = say(&b, FC_ERR_IO, "cannot read '%s': %s", path, fc_os_error(why, sizeof why, errno));
+			rc = say(&b, FC_ERR_IO, "cannot read '%s': %s", path, fci_os_error(why, sizeof why, errno));
 			break;
 		}
 		if (got == 0)

@@ -51,7 +51,7 @@
 #include <dnnl.h>
 
 #include "featcache/engine.h"
-#include "store/common.h"
+#include "util/util.h"
 
 #define ALIGN 64
 
@@ -106,7 +106,7 @@ struct fc_engine {
 	float *in_buf, *out_buf; /* batch x C x H x W and batch x D, f32 */
 	int64_t batch, c, h, w;
 	size_t dim;
-	char errmsg[FC_ENGINE_ERRLEN];
+	char errmsg[FC_ERRLEN];
 };
 
 typedef struct build {
@@ -1336,7 +1336,7 @@ static int build_pad(build *b, int i)
 
 /* LpNormalization (p = 2, last axis: model_infer.c refuses others): a C
  * step over the plain layout, each row divided by its L2 norm exactly as
- * featcache's head normalises (fc_l2_normalize_rows). */
+ * featcache's head normalises (fci_l2_normalize_rows). */
 static int build_lpnorm(build *b, int i)
 {
 	const fc_model_graph *g = b->g;
@@ -1719,7 +1719,7 @@ static void pad_c(const fc_engine *e, const step *s)
 
 static void lpnorm_c(const fc_engine *e, const step *s)
 {
-	fc_l2_normalize_rows(e->vals[s->val[2]].ptr, e->vals[s->val[0]].ptr, (size_t)s->dims[0], (size_t)s->dims[1]);
+	fci_l2_normalize_rows(e->vals[s->val[2]].ptr, e->vals[s->val[0]].ptr, (size_t)s->dims[0], (size_t)s->dims[1]);
 }
 
 static int run_step(fc_engine *e, const step *s)

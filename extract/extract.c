@@ -38,7 +38,7 @@
 #include "featcache/engine.h"
 #include "featcache/extract.h"
 #include "featcache/model.h"
-#include "store/common.h"
+#include "util/util.h"
 
 #define WHYLEN 256 /* one image's failure reason */
 
@@ -115,14 +115,14 @@ static json_t *identity(const uint8_t model_hash[FC_HASH_LEN], const fc_model_gr
 int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err, size_t errcap)
 {
 	*out = NULL;
-	char why[FC_ENGINE_ERRLEN > 600 ? FC_ENGINE_ERRLEN : 600] = "";
+	char why[FC_ERRLEN > 600 ? FC_ERRLEN : 600] = "";
 	if (o->batch < 1 || o->batch > 4096)
 		return say(err, errcap, FC_ERR_INVALID, "batch must be 1 to 4096, not %d", o->batch);
 	if (fc_preproc_check(&o->pre) != 0)
 		return say(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
 	uint8_t *bytes = NULL;
 	size_t cap = 0, len = 0;
-	int rc = fc_read_file(o->model, MAX_FILE, &bytes, &cap, &len, why, sizeof why);
+	int rc = fci_read_file(o->model, MAX_FILE, &bytes, &cap, &len, why, sizeof why);
 	if (rc) {
 		free(bytes);
 		return say(err, errcap, rc, "cannot read model '%s': %s", o->model, why);
@@ -456,9 +456,9 @@ static void decode_one(struct pipe *p, size_t i, struct slot *sl, uint8_t **buf,
 	float *dst = sl->in + row * p->x->in_len;
 	uint8_t h[FC_HASH_LEN];
 	fc_image img = { 0 };
-	char ierr[FC_IMAGE_ERRLEN];
+	char ierr[FC_ERRLEN];
 	char reason[WHYLEN - 16];
-	int rc = fc_read_file(w->path, MAX_FILE, buf, cap, &len, reason, sizeof reason);
+	int rc = fci_read_file(w->path, MAX_FILE, buf, cap, &len, reason, sizeof reason);
 	if (rc)
 		say(why, WHYLEN, rc, "cannot read: %s", reason);
 	if (!rc) {

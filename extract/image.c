@@ -336,7 +336,7 @@ struct png_job {
 	png_bytep *rows;
 	int w, h;
 	int rc; /* set before a deliberate png_error, else the error is corruption */
-	char msg[FC_IMAGE_ERRLEN];
+	char msg[FC_ERRLEN];
 };
 
 static void png_on_error(png_structp png, png_const_charp msg)

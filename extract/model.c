@@ -10,7 +10,7 @@
  * (model_cut.c). The ModelProto is freed once the graph holds copies of
  * what it needs.
  *
- * Everything a message says about the file goes through fc_model_q, which
+ * Everything a message says about the file goes through fci_model_q, which
  * makes names printable and short: they come from a file we do not trust.
  */
 #include <errno.h>
@@ -91,7 +91,7 @@ static int op_lookup(const char *name)
 
 /* ---- messages ---- */
 
-const char *fc_model_q(fc_model *m, int slot, const char *s)
+const char *fci_model_q(fc_model *m, int slot, const char *s)
 {
 	char *b = m->qbuf[slot & 3];
 	size_t cap = sizeof m->qbuf[0], i = 0;
@@ -106,7 +106,7 @@ const char *fc_model_q(fc_model *m, int slot, const char *s)
 	return b;
 }
 
-int fc_model_fail(fc_model *m, int code, const char *fmt, ...)
+int fci_model_fail(fc_model *m, int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -116,12 +116,12 @@ int fc_model_fail(fc_model *m, int code, const char *fmt, ...)
 	return code;
 }
 
-int fc_model_node_fail(fc_model *m, int code, int node, const char *fmt, ...)
+int fci_model_node_fail(fc_model *m, int code, int node, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
-	n = snprintf(m->err, sizeof m->err, "node '%s' (%s): ", fc_model_q(m, 3, m->nodes[node].name),
+	n = snprintf(m->err, sizeof m->err, "node '%s' (%s): ", fci_model_q(m, 3, m->nodes[node].name),
 		     m->nodes[node].op_type);
 	if (n < 0 || (size_t)n >= sizeof m->err)
 		return code;
@@ -131,7 +131,7 @@ int fc_model_node_fail(fc_model *m, int code, int node, const char *fmt, ...)
 	return code;
 }
 
-char *fc_model_shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
+char *fci_model_shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
 {
 	size_t n = 0;
 
@@ -153,7 +153,7 @@ char *fc_model_shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
 
 /* ---- memory ---- */
 
-void *fc_model_alloc(fc_model *m, size_t n, int fold)
+void *fci_model_alloc(fc_model *m, size_t n, int fold)
 {
 	struct blob *b;
 
@@ -185,14 +185,14 @@ static void blobs_free(struct blob *b)
 static char *keep_str(fc_model *m, const char *s)
 {
 	size_t n = strlen(s);
-	char *d = fc_model_alloc(m, n + 1, 0);
+	char *d = fci_model_alloc(m, n + 1, 0);
 
 	if (d)
 		memcpy(d, s, n + 1);
 	return d;
 }
 
-int fc_mul_dims(int ndim, const int64_t *dims, int64_t *out)
+int fci_mul_dims(int ndim, const int64_t *dims, int64_t *out)
 {
 	int64_t n = 1;
 
@@ -239,20 +239,20 @@ static int add_tensor(fc_model *m, const char *name, const char *what)
 
 	for (i = (size_t)name_hash(m, name) & mask; m->hash[i]; i = (i + 1) & mask) {
 		if (strcmp(m->tensors[m->hash[i] - 1].name, name) == 0) {
-			fc_model_fail(m, FC_ERR_CORRUPT, "%s '%s' reuses the name of another tensor",
-				      what, fc_model_q(m, 0, name));
+			fci_model_fail(m, FC_ERR_CORRUPT, "%s '%s' reuses the name of another tensor",
+				      what, fci_model_q(m, 0, name));
 			return -1;
 		}
 	}
 	if (m->n_tensors >= m->cap_tensors) {
-		fc_model_fail(m, FC_ERR_INTERNAL, "tensor table full");
+		fci_model_fail(m, FC_ERR_INTERNAL, "tensor table full");
 		return -1;
 	}
 	id = m->n_tensors++;
 	t = &m->tensors[id];
 	t->name = keep_str(m, name);
 	if (!t->name) {
-		fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 		return -1;
 	}
 	t->producer = -1;
@@ -314,7 +314,7 @@ static const Onnx__AttributeProto *attr_get(struct nctx *c, const char *name, in
 		if (!a->name || strcmp(a->name, name) != 0)
 			continue;
 		if (attr_type(a) != type) {
-			*rc = fc_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
+			*rc = fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
 						 "attribute '%s' is %s, expected %s", name,
 						 attr_type_name(attr_type(a)), attr_type_name(type));
 			return NULL;
@@ -334,7 +334,7 @@ static int attr_int(struct nctx *c, const char *name, int64_t def, int64_t lo, i
 		return rc;
 	*out = a ? a->i : def;
 	if (*out < lo || *out > hi)
-		return fc_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
+		return fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
 					  "attribute '%s' is %lld, must be %lld to %lld", name,
 					  (long long)*out, (long long)lo, (long long)hi);
 	return 0;
@@ -359,7 +359,7 @@ static int attr_float(struct nctx *c, const char *name, float def, float *out)
 		return rc;
 	*out = a ? a->f : def;
 	if (isnan(*out))
-		return fc_model_node_fail(c->m, FC_ERR_CORRUPT, c->node, "attribute '%s' is NaN", name);
+		return fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node, "attribute '%s' is NaN", name);
 	return 0;
 }
 
@@ -376,16 +376,16 @@ static int attr_ints(struct nctx *c, const char *name, int want, int cap, int64_
 		return rc;
 	if ((want >= 0 && a->n_ints != (size_t)want) || a->n_ints > (size_t)cap) {
 		if (want >= 0)
-			return fc_model_node_fail(c->m, FC_ERR_UNSUPPORTED, c->node,
+			return fci_model_node_fail(c->m, FC_ERR_UNSUPPORTED, c->node,
 						  "attribute '%s' has %zu values, expected %d", name,
 						  a->n_ints, want);
-		return fc_model_node_fail(c->m, FC_ERR_UNSUPPORTED, c->node,
+		return fci_model_node_fail(c->m, FC_ERR_UNSUPPORTED, c->node,
 					  "attribute '%s' has %zu values (at most %d)", name, a->n_ints,
 					  cap);
 	}
 	for (size_t i = 0; i < a->n_ints; i++) {
 		if (a->ints[i] < lo || a->ints[i] > hi)
-			return fc_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
+			return fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
 						  "attribute '%s' has %lld, must be %lld to %lld", name,
 						  (long long)a->ints[i], (long long)lo, (long long)hi);
 		out[i] = a->ints[i];
@@ -405,7 +405,7 @@ static int attr_str(struct nctx *c, const char *name, const char **out, char *bu
 	if (rc || !a)
 		return rc;
 	if (a->s.len >= cap || (a->s.len && memchr(a->s.data, 0, a->s.len)))
-		return fc_model_node_fail(c->m, FC_ERR_UNSUPPORTED, c->node,
+		return fci_model_node_fail(c->m, FC_ERR_UNSUPPORTED, c->node,
 					  "attribute '%s' has an unexpected value", name);
 	if (a->s.len)
 		memcpy(buf, a->s.data, a->s.len);
@@ -428,7 +428,7 @@ static int parse_spatial(struct nctx *c, struct node_attrs *a, int is_pool)
 		return rc;
 	a->has_kernel = n == 2;
 	if (is_pool && !a->has_kernel)
-		return fc_model_node_fail(c->m, FC_ERR_CORRUPT, c->node, "kernel_shape is missing");
+		return fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node, "kernel_shape is missing");
 	if ((rc = attr_ints(c, "strides", 2, 2, 1, SPATIAL_MAX, a->stride, &n)))
 		return rc;
 	if ((rc = attr_ints(c, "dilations", 2, 2, 1, SPATIAL_MAX, a->dilation, &n)))
@@ -446,8 +446,8 @@ static int parse_spatial(struct nctx *c, struct node_attrs *a, int is_pool)
 	else if (!strcmp(s, "SAME_LOWER"))
 		a->auto_pad = AUTO_PAD_SAME_LOWER;
 	else
-		return fc_model_node_fail(c->m, FC_ERR_CORRUPT, c->node, "auto_pad '%s' is not valid",
-					  fc_model_q(c->m, 0, s));
+		return fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node, "auto_pad '%s' is not valid",
+					  fci_model_q(c->m, 0, s));
 	return 0;
 }
 
@@ -459,12 +459,12 @@ static int scalar_tensor_attr(struct nctx *c, const Onnx__AttributeProto *at, st
 	int rc;
 
 	memset(&t, 0, sizeof t);
-	snprintf(what, sizeof what, "node '%s' (%s): value", fc_model_q(c->m, 0, c->m->nodes[c->node].name),
+	snprintf(what, sizeof what, "node '%s' (%s): value", fci_model_q(c->m, 0, c->m->nodes[c->node].name),
 		 c->m->nodes[c->node].op_type);
-	if ((rc = fc_onnx_tensor(c->m, at->t, what, &t)))
+	if ((rc = fci_onnx_tensor(c->m, at->t, what, &t)))
 		return rc;
 	if (t.numel != 1)
-		return fc_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
+		return fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
 					  "value has %lld elements, expected 1", (long long)t.numel);
 	a->cos_elem = t.elem;
 	if (t.elem == FC_ELEM_F32)
@@ -493,22 +493,22 @@ static int parse_constant(struct nctx *c, int out)
 			at = x;
 			found++;
 		} else if (!strncmp(x->name, "value", 5) || !strcmp(x->name, "sparse_value")) {
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
 						  "attribute '%s' is not supported",
-						  fc_model_q(m, 0, x->name));
+						  fci_model_q(m, 0, x->name));
 		}
 	}
 	if (found != 1)
-		return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node,
+		return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node,
 					  found ? "more than one value attribute" : "no value attribute");
 	if (!strcmp(at->name, "value")) {
 		char what[160];
 
 		if (attr_type(at) != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR || !at->t)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node, "value is not a tensor");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "value is not a tensor");
 		snprintf(what, sizeof what, "node '%s' (Constant): value",
-			 fc_model_q(m, 0, m->nodes[c->node].name));
-		if ((rc = fc_onnx_tensor(m, at->t, what, t)))
+			 fci_model_q(m, 0, m->nodes[c->node].name));
+		if ((rc = fci_onnx_tensor(m, at->t, what, t)))
 			return rc;
 	} else {
 		int is_float = !strncmp(at->name, "value_float", 11);
@@ -520,7 +520,7 @@ static int parse_constant(struct nctx *c, int out)
 		size_t n = list ? (is_float ? at->n_floats : at->n_ints) : 1;
 
 		if (attr_type(at) != want)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node, "%s is %s", at->name,
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "%s is %s", at->name,
 						  attr_type_name(attr_type(at)));
 		t->kind = FC_TENSOR_CONST;
 		t->ndim = list ? 1 : 0;
@@ -528,18 +528,18 @@ static int parse_constant(struct nctx *c, int out)
 		t->numel = (int64_t)n;
 		t->elem = is_float ? FC_ELEM_F32 : FC_ELEM_I64;
 		if (is_float) {
-			float *v = fc_model_alloc(m, n * sizeof *v, 0);
+			float *v = fci_model_alloc(m, n * sizeof *v, 0);
 
 			if (!v)
-				return fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+				return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 			for (size_t i = 0; i < n; i++)
 				v[i] = list ? at->floats[i] : at->f;
 			t->f32 = v;
 		} else {
-			int64_t *v = fc_model_alloc(m, n * sizeof *v, 0);
+			int64_t *v = fci_model_alloc(m, n * sizeof *v, 0);
 
 			if (!v)
-				return fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+				return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 			for (size_t i = 0; i < n; i++)
 				v[i] = list ? at->ints[i] : at->i;
 			t->i64 = v;
@@ -611,12 +611,12 @@ static int check_arity(struct nctx *c, int op, int n_in)
 	}
 	if (n_in < lo || (hi >= 0 && n_in > hi)) {
 		if (lo == hi)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node,
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node,
 						  "has %d inputs, expected %d (opset %d)", n_in, lo, opset);
 		if (hi < 0)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node,
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node,
 						  "has %d inputs, expected at least %d", n_in, lo);
-		return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node,
+		return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node,
 					  "has %d inputs, expected %d to %d (opset %d)", n_in, lo, hi,
 					  opset);
 	}
@@ -643,23 +643,23 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		if ((rc = attr_flag(c, "ceil_mode", 0, &a->ceil_mode)))
 			return rc;
 		if (op == FC_OP_AVGPOOL && a->dilation[0] * a->dilation[1] != 1)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
 						  "dilated average pooling is not supported");
 		return attr_flag(c, "count_include_pad", 0, &a->count_include_pad);
 	case FC_OP_BATCHNORM:
 		if ((rc = attr_float(c, "epsilon", 1e-5f, &a->epsilon)))
 			return rc;
 		if (!(a->epsilon >= 0))
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node, "epsilon is negative");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "epsilon is negative");
 		if ((rc = attr_int(c, "spatial", 1, 0, 1, &v)))
 			return rc;
 		if (!v)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
 						  "spatial=0 is not supported");
 		if ((rc = attr_int(c, "training_mode", 0, 0, 1, &v)))
 			return rc;
 		if (v)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
 						  "training_mode=1 is not supported");
 		return 0;
 	case FC_OP_CLIP:
@@ -687,15 +687,15 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		if ((rc = attr_str(c, "mode", &s, buf, sizeof buf)))
 			return rc;
 		if (s && strcmp(s, "constant") != 0)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
 						  "mode '%s' is not supported (only 'constant')",
-						  fc_model_q(m, 0, s));
+						  fci_model_q(m, 0, s));
 		if (m->opset < 11) {
 			if ((rc = attr_ints(c, "pads", -1, 2 * FC_MODEL_MAX_DIMS, -SPATIAL_MAX,
 					    SPATIAL_MAX, a->pads_attr, &a->n_pads_attr)))
 				return rc;
 			if (a->n_pads_attr < 0)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node, "pads is missing");
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "pads is missing");
 			return attr_float(c, "value", 0.0f, &a->pad_value);
 		}
 		return 0;
@@ -718,7 +718,7 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 					    FC_MODEL_MAX_DIMS - 1, a->axes, &n)))
 				return rc;
 			if (n < 0 && op == FC_OP_UNSQUEEZE)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node, "axes is missing");
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "axes is missing");
 			a->has_axes = n >= 0;
 			a->n_axes = n > 0 ? n : 0;
 		}
@@ -732,7 +732,7 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		if ((rc = attr_int(c, "p", 2, 1, 2, &v)))
 			return rc;
 		if (v != 2)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node, "p = %lld is not supported (only 2)",
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node, "p = %lld is not supported (only 2)",
 						  (long long)v);
 		if ((rc = attr_int(c, "axis", -1, -FC_MODEL_MAX_DIMS, FC_MODEL_MAX_DIMS - 1, &v)))
 			return rc;
@@ -742,7 +742,7 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		int r2 = 0;
 
 		if (!attr_get(c, "axis", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT, &r2))
-			return r2 ? r2 : fc_model_node_fail(m, FC_ERR_CORRUPT, c->node, "axis is missing");
+			return r2 ? r2 : fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "axis is missing");
 		if ((rc = attr_int(c, "axis", 0, -FC_MODEL_MAX_DIMS, FC_MODEL_MAX_DIMS - 1, &v)))
 			return rc;
 		a->axis = (int)v;
@@ -760,8 +760,8 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 			return rc;
 		a->cast_to = cast_target(v);
 		if (!a->cast_to)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
-						  "cast to %s is not supported", fc_onnx_type_name((int32_t)v));
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+						  "cast to %s is not supported", fci_onnx_type_name((int32_t)v));
 		return 0;
 	case FC_OP_TRANSPOSE:
 		if ((rc = attr_ints(c, "perm", -1, FC_MODEL_MAX_DIMS, 0, FC_MODEL_MAX_DIMS - 1, a->perm,
@@ -787,7 +787,7 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 					    FC_MODEL_MAX_DIMS - 1, a->axes, &n)))
 				return rc;
 			if (a->n_starts < 0 || a->n_ends != a->n_starts || (n >= 0 && n != a->n_starts))
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node,
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node,
 							  "starts, ends and axes do not match");
 			a->has_axes = n >= 0;
 			a->n_axes = n > 0 ? n : 0;
@@ -801,7 +801,7 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		if (rc)
 			return rc;
 		if (at && !at->t)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, c->node, "value is not a tensor");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "value is not a tensor");
 		return at ? scalar_tensor_attr(c, at, a) : 0;
 	}
 	default:
@@ -821,34 +821,34 @@ static int read_opset(fc_model *m, const Onnx__ModelProto *mp)
 		if (o->domain && o->domain[0] && strcmp(o->domain, "ai.onnx") != 0)
 			continue;
 		if (found)
-			return fc_model_fail(m, FC_ERR_CORRUPT, "model imports the ai.onnx opset twice");
+			return fci_model_fail(m, FC_ERR_CORRUPT, "model imports the ai.onnx opset twice");
 		found = 1;
 		if (!o->has_version || o->version < FC_OPSET_MIN || o->version > FC_OPSET_MAX)
-			return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+			return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 					     "opset %lld is not supported (featcache reads %d to %d)",
 					     (long long)o->version, FC_OPSET_MIN, FC_OPSET_MAX);
 		m->opset = (int)o->version;
 	}
 	if (!found)
-		return fc_model_fail(m, FC_ERR_CORRUPT, "model imports no ai.onnx opset");
+		return fci_model_fail(m, FC_ERR_CORRUPT, "model imports no ai.onnx opset");
 	return 0;
 }
 
 static int read_input(fc_model *m, const Onnx__ValueInfoProto *vi, int id)
 {
 	const Onnx__TypeProto__Tensor *tt = vi->type ? vi->type->tensor_type : NULL;
-	const char *name = fc_model_q(m, 0, vi->name);
+	const char *name = fci_model_q(m, 0, vi->name);
 
 	if (!tt)
-		return fc_model_fail(m, FC_ERR_UNSUPPORTED, "input '%s' is not a tensor", name);
+		return fci_model_fail(m, FC_ERR_UNSUPPORTED, "input '%s' is not a tensor", name);
 	if (tt->has_elem_type && tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__UNDEFINED &&
 	    tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT &&
 	    tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 &&
 	    tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 &&
 	    tt->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
-		return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+		return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 				     "input '%s' has type %s; featcache feeds float images", name,
-				     fc_onnx_type_name(tt->elem_type));
+				     fci_onnx_type_name(tt->elem_type));
 	if (!tt->shape) {
 		/* No shape at all: assume the image layout. */
 		m->in_ndim = 4;
@@ -856,7 +856,7 @@ static int read_input(fc_model *m, const Onnx__ValueInfoProto *vi, int id)
 			m->in_decl[i] = -1;
 	} else {
 		if (tt->shape->n_dim > FC_MODEL_MAX_DIMS || tt->shape->n_dim == 0)
-			return fc_model_fail(m, FC_ERR_UNSUPPORTED, "input '%s' has %zu dims", name,
+			return fci_model_fail(m, FC_ERR_UNSUPPORTED, "input '%s' has %zu dims", name,
 					     tt->shape->n_dim);
 		m->in_ndim = (int)tt->shape->n_dim;
 		for (int i = 0; i < m->in_ndim; i++) {
@@ -865,10 +865,10 @@ static int read_input(fc_model *m, const Onnx__ValueInfoProto *vi, int id)
 			if (!d->has_dim_value || d->dim_param) {
 				m->in_decl[i] = -1;
 			} else if (d->dim_value < 0) {
-				return fc_model_fail(m, FC_ERR_CORRUPT, "input '%s' has dim %d = %lld",
+				return fci_model_fail(m, FC_ERR_CORRUPT, "input '%s' has dim %d = %lld",
 						     name, i, (long long)d->dim_value);
 			} else if (d->dim_value > FC_MAX_SIDE) {
-				return fc_model_fail(m, FC_ERR_OVERFLOW,
+				return fci_model_fail(m, FC_ERR_OVERFLOW,
 						     "input '%s' has an absurd dim %d = %lld", name, i,
 						     (long long)d->dim_value);
 			} else {
@@ -886,7 +886,7 @@ static int read_input(fc_model *m, const Onnx__ValueInfoProto *vi, int id)
 		else if (m->in_ndim == 4)
 			m->in_dims[i] = img[i];
 		else
-			return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+			return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 					     "input '%s' has a dynamic dim %d; featcache needs a static "
 					     "size", name, i);
 	}
@@ -950,7 +950,7 @@ static int topo_sort(fc_model *m)
 	size_t n_edges = 0;
 
 	if (!indeg || !start || !order || !newidx || !h.v) {
-		rc = fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		rc = fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	/* consumers of each node, as CSR */
@@ -968,7 +968,7 @@ static int topo_sort(fc_model *m)
 		start[i + 1] += start[i];
 	cons = malloc((n_edges + 1) * sizeof *cons);
 	if (!cons) {
-		rc = fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		rc = fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	{
@@ -1001,7 +1001,7 @@ static int topo_sort(fc_model *m)
 		unsigned char *seen = calloc((size_t)n, 1);
 
 		if (!seen) {
-			rc = fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+			rc = fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 			goto out;
 		}
 		for (int i = 0; i < n && cur < 0; i++)
@@ -1019,14 +1019,14 @@ static int topo_sort(fc_model *m)
 			}
 		}
 		free(seen);
-		rc = fc_model_node_fail(m, FC_ERR_CORRUPT, cur, "graph has a cycle through this node");
+		rc = fci_model_node_fail(m, FC_ERR_CORRUPT, cur, "graph has a cycle through this node");
 		goto out;
 	}
 
 	nodes = malloc(((size_t)n + 1) * sizeof *nodes);
 	np = malloc(((size_t)n + 1) * sizeof *np);
 	if (!nodes || !np) {
-		rc = fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		rc = fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	for (int k = 0; k < n; k++) {
@@ -1064,25 +1064,25 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 	if ((rc = read_opset(m, mp)))
 		return rc;
 	if (!g)
-		return fc_model_fail(m, FC_ERR_CORRUPT, "model has no graph");
+		return fci_model_fail(m, FC_ERR_CORRUPT, "model has no graph");
 	if (g->n_node > FC_MAX_NODES)
-		return fc_model_fail(m, FC_ERR_OVERFLOW, "graph has %zu nodes (at most %d)", g->n_node,
+		return fci_model_fail(m, FC_ERR_OVERFLOW, "graph has %zu nodes (at most %d)", g->n_node,
 				     FC_MAX_NODES);
 	if (g->n_node == 0)
-		return fc_model_fail(m, FC_ERR_CORRUPT, "graph has no nodes");
+		return fci_model_fail(m, FC_ERR_CORRUPT, "graph has no nodes");
 	cap = g->n_initializer + g->n_input;
 	for (size_t i = 0; i < g->n_node; i++) {
 		if (g->node[i]->n_output > FC_MAX_NODE_OUTPUTS || g->node[i]->n_input > FC_MAX_NODE_INPUTS ||
 		    g->node[i]->n_attribute > FC_MAX_NODE_ATTRS)
-			return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+			return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 					     "node '%s' (#%zu) has %zu inputs, %zu outputs and %zu "
 					     "attributes (too many)",
-					     fc_model_q(m, 0, g->node[i]->name), i, g->node[i]->n_input,
+					     fci_model_q(m, 0, g->node[i]->name), i, g->node[i]->n_input,
 					     g->node[i]->n_output, g->node[i]->n_attribute);
 		cap += g->node[i]->n_output;
 	}
 	if (cap > FC_MAX_TENSORS)
-		return fc_model_fail(m, FC_ERR_OVERFLOW, "graph has %zu tensors (at most %d)", cap,
+		return fci_model_fail(m, FC_ERR_OVERFLOW, "graph has %zu tensors (at most %d)", cap,
 				     FC_MAX_TENSORS);
 	m->cap_tensors = (int)cap;
 	m->tensors = calloc(cap + 1, sizeof *m->tensors);
@@ -1095,7 +1095,7 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 	m->nodes = calloc(g->n_node, sizeof *m->nodes);
 	m->np = calloc(g->n_node, sizeof *m->np);
 	if (!m->tensors || !m->fixed || !m->hash || !m->nodes || !m->np)
-		return fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 
 	for (size_t i = 0; i < g->n_initializer; i++) {
 		const Onnx__TensorProto *tp = g->initializer[i];
@@ -1103,11 +1103,11 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 		int id;
 
 		if (!tp->name || !tp->name[0])
-			return fc_model_fail(m, FC_ERR_CORRUPT, "initializer %zu has no name", i);
+			return fci_model_fail(m, FC_ERR_CORRUPT, "initializer %zu has no name", i);
 		if ((id = add_tensor(m, tp->name, "initializer")) < 0)
 			return FC_ERR_CORRUPT;
-		snprintf(what, sizeof what, "initializer '%s'", fc_model_q(m, 0, tp->name));
-		if ((rc = fc_onnx_tensor(m, tp, what, &m->tensors[id])))
+		snprintf(what, sizeof what, "initializer '%s'", fci_model_q(m, 0, tp->name));
+		if ((rc = fci_onnx_tensor(m, tp, what, &m->tensors[id])))
 			return rc;
 		m->fixed[id] = 1;
 	}
@@ -1115,26 +1115,26 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 		const Onnx__ValueInfoProto *vi = g->input[i];
 
 		if (!vi->name || !vi->name[0])
-			return fc_model_fail(m, FC_ERR_CORRUPT, "graph input %zu has no name", i);
+			return fci_model_fail(m, FC_ERR_CORRUPT, "graph input %zu has no name", i);
 		if (find_tensor(m, vi->name) >= 0) {
 			if (m->fixed[find_tensor(m, vi->name)])
 				continue; /* an initializer listed as input (old exporters) */
-			return fc_model_fail(m, FC_ERR_CORRUPT, "graph input '%s' is listed twice",
-					     fc_model_q(m, 0, vi->name));
+			return fci_model_fail(m, FC_ERR_CORRUPT, "graph input '%s' is listed twice",
+					     fci_model_q(m, 0, vi->name));
 		}
 		if (input >= 0)
-			return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+			return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 					     "model has more than one input ('%s', '%s'); featcache "
 					     "feeds one image tensor",
-					     fc_model_q(m, 0, m->tensors[input].name),
-					     fc_model_q(m, 1, vi->name));
+					     fci_model_q(m, 0, m->tensors[input].name),
+					     fci_model_q(m, 1, vi->name));
 		if ((input = add_tensor(m, vi->name, "graph input")) < 0)
 			return FC_ERR_CORRUPT;
 		if ((rc = read_input(m, vi, input)))
 			return rc;
 	}
 	if (input < 0)
-		return fc_model_fail(m, FC_ERR_CORRUPT, "model has no input besides its initializers");
+		return fci_model_fail(m, FC_ERR_CORRUPT, "model has no input besides its initializers");
 	m->g.input = input;
 
 	/* Nodes and their outputs, in file order. */
@@ -1156,28 +1156,28 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 			nd->name = keep_str(m, buf);
 		}
 		if (!nd->op_type || !nd->name)
-			return fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 		op = op_lookup(nd->op_type);
 		if ((np->domain && np->domain[0] && strcmp(np->domain, "ai.onnx") != 0) || op < 0) {
 			if (np->domain && np->domain[0])
-				return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+				return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 						     "node '%s': unsupported op '%s.%s'",
-						     fc_model_q(m, 0, nd->name), fc_model_q(m, 1, np->domain),
-						     fc_model_q(m, 2, nd->op_type));
-			return fc_model_fail(m, FC_ERR_UNSUPPORTED, "node '%s': unsupported op '%s'",
-					     fc_model_q(m, 0, nd->name), fc_model_q(m, 1, nd->op_type));
+						     fci_model_q(m, 0, nd->name), fci_model_q(m, 1, np->domain),
+						     fci_model_q(m, 2, nd->op_type));
+			return fci_model_fail(m, FC_ERR_UNSUPPORTED, "node '%s': unsupported op '%s'",
+					     fci_model_q(m, 0, nd->name), fci_model_q(m, 1, nd->op_type));
 		}
 		nd->op = op;
 		if (np->n_output < 1 || (int)np->n_output > ops[op].max_out)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, i, "has %zu outputs, expected 1 to %d",
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "has %zu outputs, expected 1 to %d",
 						  np->n_output, ops[op].max_out);
 		nd->n_in = (int)np->n_input;
 		nd->n_out = (int)np->n_output;
-		outs = fc_model_alloc(m, sizeof(int) * (size_t)nd->n_out, 0);
-		m->np[i].in_raw = fc_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
-		nd->in = fc_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
+		outs = fci_model_alloc(m, sizeof(int) * (size_t)nd->n_out, 0);
+		m->np[i].in_raw = fci_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
+		nd->in = fci_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
 		if (!outs || !m->np[i].in_raw || !nd->in)
-			return fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 		for (int k = 0; k < nd->n_out; k++) {
 			const char *on = np->output[k];
 			int id;
@@ -1185,14 +1185,14 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 			outs[k] = -1;
 			if (!on[0]) {
 				if (k == 0)
-					return fc_model_node_fail(m, FC_ERR_CORRUPT, i,
+					return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
 								  "its first output has no name");
 				continue;
 			}
 			if ((id = add_tensor(m, on, "node output")) < 0)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, i,
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
 							  "output '%s' is produced more than once",
-							  fc_model_q(m, 0, on));
+							  fci_model_q(m, 0, on));
 			m->tensors[id].producer = i;
 			m->tensors[id].kind = FC_TENSOR_NONE;
 			outs[k] = id;
@@ -1215,12 +1215,12 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 			if (in[0]) {
 				id = find_tensor(m, in);
 				if (id < 0)
-					return fc_model_node_fail(m, FC_ERR_CORRUPT, i,
+					return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
 								  "input '%s' is not produced by any node, "
 								  "initializer or graph input",
-								  fc_model_q(m, 0, in));
+								  fci_model_q(m, 0, in));
 			} else if (k < need) {
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, i, "input %d is missing", k + 1);
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "input %d is missing", k + 1);
 			}
 			m->np[i].in_raw[k] = id;
 			((int *)nd->in)[k] = id;
@@ -1229,23 +1229,23 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 			for (size_t y = 0; y < x; y++)
 				if (np->attribute[x]->name && np->attribute[y]->name &&
 				    !strcmp(np->attribute[x]->name, np->attribute[y]->name))
-					return fc_model_node_fail(m, FC_ERR_CORRUPT, i,
+					return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
 								  "attribute '%s' is given twice",
-								  fc_model_q(m, 0, np->attribute[x]->name));
+								  fci_model_q(m, 0, np->attribute[x]->name));
 		if ((rc = parse_attrs(&c, nd->op, &m->np[i].a)))
 			return rc;
 		if (nd->op == FC_OP_CONSTANT && (rc = parse_constant(&c, nd->out[0])))
 			return rc;
 	}
 	if (g->n_output == 0)
-		return fc_model_fail(m, FC_ERR_CORRUPT, "graph has no outputs");
+		return fci_model_fail(m, FC_ERR_CORRUPT, "graph has no outputs");
 	for (size_t i = 0; i < g->n_output; i++) {
 		const char *on = g->output[i]->name;
 
 		if (!on || find_tensor(m, on) < 0)
-			return fc_model_fail(m, FC_ERR_CORRUPT,
+			return fci_model_fail(m, FC_ERR_CORRUPT,
 					     "graph output '%s' is not produced by any node",
-					     fc_model_q(m, 0, on));
+					     fci_model_q(m, 0, on));
 		if (i == 0)
 			m->out0 = find_tensor(m, on);
 	}
@@ -1272,7 +1272,7 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 {
 	fc_model *m;
 	Onnx__ModelProto *mp = NULL;
-	struct fc_budget b;
+	struct fci_budget b;
 	int rc;
 
 	*out = NULL;
@@ -1284,17 +1284,17 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 	}
 	m->g.cut_node = m->g.cut_tensor = m->g.default_node = m->g.default_tensor = -1;
 	memset(&b, 0, sizeof b);
-	rc = fc_onnx_unpack(m, &b, data, len, &mp);
+	rc = fci_onnx_unpack(m, &b, data, len, &mp);
 	if (!rc)
 		rc = build(m, mp);
 	if (mp)
 		protobuf_c_message_free_unpacked(&mp->base, &b.pa);
 	if (!rc)
-		rc = fc_model_infer(m);
+		rc = fci_model_infer(m);
 	if (!rc) {
-		fc_model_find_default(m);
+		fci_model_find_default(m);
 		if (m->g.default_node >= 0)
-			rc = fc_model_apply_cut(m, m->g.default_node, m->g.default_tensor);
+			rc = fci_model_apply_cut(m, m->g.default_node, m->g.default_tensor);
 	}
 	if (rc) {
 		set_err(errbuf, errcap, m->err[0] ? m->err : fc_strerror(rc));
@@ -1405,14 +1405,14 @@ int fc_model_set_input(fc_model *m, int64_t n, int64_t c, int64_t h, int64_t w)
 {
 	int64_t old[FC_MODEL_MAX_DIMS], want[4] = { n, c, h, w };
 	int cut_node = m->g.cut_node, cut_tensor = m->g.cut_tensor, rc;
-	char msg[FC_MODEL_ERRLEN];
+	char msg[FC_ERRLEN];
 
 	for (int i = 0; i < 4; i++) {
 		if (want[i] < 0 || want[i] > FC_MAX_SIDE)
-			return fc_model_fail(m, FC_ERR_INVALID, "input dim %d = %lld is out of range (1 to %lld)",
+			return fci_model_fail(m, FC_ERR_INVALID, "input dim %d = %lld is out of range (1 to %lld)",
 					     i, (long long)want[i], (long long)FC_MAX_SIDE);
 		if (i > 0 && want[i] && m->in_ndim != 4)
-			return fc_model_fail(m, FC_ERR_INVALID,
+			return fci_model_fail(m, FC_ERR_INVALID,
 					     "the model's input is %d-D: only the batch can be set",
 					     m->in_ndim);
 	}
@@ -1420,20 +1420,20 @@ int fc_model_set_input(fc_model *m, int64_t n, int64_t c, int64_t h, int64_t w)
 	for (int i = 0; i < 4 && i < m->in_ndim; i++)
 		if (want[i])
 			m->in_dims[i] = want[i];
-	rc = fc_model_infer(m);
+	rc = fci_model_infer(m);
 	if (!rc) {
-		fc_model_find_default(m);
+		fci_model_find_default(m);
 		if (cut_tensor >= 0)
-			rc = fc_model_apply_cut(m, cut_node, cut_tensor);
+			rc = fci_model_apply_cut(m, cut_node, cut_tensor);
 	}
 	if (rc) {
 		/* Put back the size that worked: inference is deterministic. */
 		memcpy(msg, m->err, sizeof msg);
 		memcpy(m->in_dims, old, sizeof old);
-		if (fc_model_infer(m) == 0) {
-			fc_model_find_default(m);
+		if (fci_model_infer(m) == 0) {
+			fci_model_find_default(m);
 			if (cut_tensor >= 0)
-				fc_model_apply_cut(m, cut_node, cut_tensor);
+				fci_model_apply_cut(m, cut_node, cut_tensor);
 		}
 		memcpy(m->err, msg, sizeof msg);
 		return rc;

@@ -41,7 +41,7 @@ static int last_run(const fc_model *m, int op_a, int op_b)
 	return -1;
 }
 
-void fc_model_find_default(fc_model *m)
+void fci_model_find_default(fc_model *m)
 {
 	int i, t = -1;
 
@@ -62,23 +62,23 @@ void fc_model_find_default(fc_model *m)
 	m->g.default_node = m->tensors[t].producer;
 }
 
-int fc_model_apply_cut(fc_model *m, int node, int t)
+int fci_model_apply_cut(fc_model *m, int node, int t)
 {
 	const fc_model_tensor *x = &m->tensors[t];
-	const char *name = fc_model_q(m, 0, m->nodes[node].name);
+	const char *name = fci_model_q(m, 0, m->nodes[node].name);
 	int *stack, top = 0;
 	int64_t dim = 1;
 	char b[128];
 
 	if (x->kind == FC_TENSOR_CONST)
-		return fc_model_fail(m, FC_ERR_INVALID, "layer '%s' is a constant (folded at load time)",
+		return fci_model_fail(m, FC_ERR_INVALID, "layer '%s' is a constant (folded at load time)",
 				     name);
 	if (x->kind != FC_TENSOR_ACT)
-		return fc_model_fail(m, FC_ERR_INVALID, "layer '%s' is the model input itself", name);
+		return fci_model_fail(m, FC_ERR_INVALID, "layer '%s' is the model input itself", name);
 	if (x->ndim < 2 || x->dims[0] != m->in_dims[0])
-		return fc_model_fail(m, FC_ERR_INVALID,
+		return fci_model_fail(m, FC_ERR_INVALID,
 				     "layer '%s' outputs %s, which has no batch dimension of %lld",
-				     name, fc_model_shape_str(b, sizeof b, x->ndim, x->dims),
+				     name, fci_model_shape_str(b, sizeof b, x->ndim, x->dims),
 				     (long long)m->in_dims[0]);
 	if (x->ndim == 4)
 		dim = x->dims[1];
@@ -88,7 +88,7 @@ int fc_model_apply_cut(fc_model *m, int node, int t)
 
 	stack = malloc(sizeof *stack * ((size_t)m->n_nodes + 1));
 	if (!stack)
-		return fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 	for (int i = 0; i < m->n_nodes; i++)
 		m->nodes[i].needed = 0;
 	m->g.cut_params = 0;
@@ -124,19 +124,19 @@ int fc_model_cut(fc_model *m, const char *layer)
 
 	if (!layer) {
 		if (m->g.default_node < 0)
-			return fc_model_fail(m, FC_ERR_NOT_FOUND,
+			return fci_model_fail(m, FC_ERR_NOT_FOUND,
 					     "the model has no default embedding layer: name one");
 		node = m->g.default_node;
 		t = m->g.default_tensor;
 	} else {
 		node = fc_model_find_layer(m, layer);
 		if (node < 0)
-			return fc_model_fail(m, FC_ERR_NOT_FOUND, "no layer named '%s'",
-					     fc_model_q(m, 0, layer));
+			return fci_model_fail(m, FC_ERR_NOT_FOUND, "no layer named '%s'",
+					     fci_model_q(m, 0, layer));
 		t = m->tensors[m->nodes[node].out[0]].source;
 	}
 	/* apply_cut checks before it changes anything */
-	rc = fc_model_apply_cut(m, node, t);
+	rc = fci_model_apply_cut(m, node, t);
 	if (!rc)
 		m->err[0] = 0;
 	return rc;

@@ -91,78 +91,78 @@ struct fc_model {
 	uint64_t hash_seed;               /* per model: names from a file cannot be made to collide */
 	int64_t fold_left;                /* values folding may still create in this inference */
 	struct blob *load_mem, *fold_mem;
-	char err[FC_MODEL_ERRLEN];
+	char err[FC_ERRLEN];
 	char qbuf[4][80];                 /* quoted names for messages */
 };
 
 /* ---- messages (model.c) ---- */
 
-/* fc_model_fail - format the reason into m->err; returns code. */
-int fc_model_fail(fc_model *m, int code, const char *fmt, ...)
+/* fci_model_fail - format the reason into m->err; returns code. */
+int fci_model_fail(fc_model *m, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* fc_model_node_fail - "node 'NAME' (OP): REASON"; returns code. */
-int fc_model_node_fail(fc_model *m, int code, int node, const char *fmt, ...)
+/* fci_model_node_fail - "node 'NAME' (OP): REASON"; returns code. */
+int fci_model_node_fail(fc_model *m, int code, int node, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-/* fc_model_q - s made printable and short for a message, in scratch slot
+/* fci_model_q - s made printable and short for a message, in scratch slot
  * 0..3 (a message may quote up to four names at once). */
-const char *fc_model_q(fc_model *m, int slot, const char *s);
+const char *fci_model_q(fc_model *m, int slot, const char *s);
 
-/* fc_model_shape_str - "1x64x56x56" ("scalar" for rank 0) into buf. */
-char *fc_model_shape_str(char *buf, size_t cap, int ndim, const int64_t *dims);
+/* fci_model_shape_str - "1x64x56x56" ("scalar" for rank 0) into buf. */
+char *fci_model_shape_str(char *buf, size_t cap, int ndim, const int64_t *dims);
 
 /* ---- memory (model.c) ---- */
 
-/* fc_model_alloc - n zeroed bytes on the load list (fold = 0) or the fold
+/* fci_model_alloc - n zeroed bytes on the load list (fold = 0) or the fold
  * list (fold = 1); NULL when out of memory. */
-void *fc_model_alloc(fc_model *m, size_t n, int fold);
+void *fci_model_alloc(fc_model *m, size_t n, int fold);
 
-/* fc_mul_dims - *out = product of dims, checked against FC_MAX_NUMEL and
+/* fci_mul_dims - *out = product of dims, checked against FC_MAX_NUMEL and
  * for negative entries. Returns 0 or -1. */
-int fc_mul_dims(int ndim, const int64_t *dims, int64_t *out);
+int fci_mul_dims(int ndim, const int64_t *dims, int64_t *out);
 
 /* ---- the file (onnx_read.c) ---- */
 
 /* A protobuf-c allocator that refuses to go past a budget. */
-struct fc_budget {
+struct fci_budget {
 	ProtobufCAllocator pa;
 	size_t left;
 	int exhausted;
 };
 
-/* fc_onnx_unpack - check the wire format of data (every length, varint and
+/* fci_onnx_unpack - check the wire format of data (every length, varint and
  * wire type of the fields the schema knows, so the message can say where a
  * file breaks), then unpack it with a budget proportional to len. Returns
  * 0 and *out, or a negative FC_ERR_* with the reason in m->err. Free *out
  * with protobuf_c_message_free_unpacked(&(*out)->base, &b->pa). */
-int fc_onnx_unpack(fc_model *m, struct fc_budget *b, const uint8_t *data, size_t len,
+int fci_onnx_unpack(fc_model *m, struct fci_budget *b, const uint8_t *data, size_t len,
 		   Onnx__ModelProto **out);
 
-/* fc_onnx_tensor - decode a TensorProto into t (kind CONST, elem, dims,
+/* fci_onnx_tensor - decode a TensorProto into t (kind CONST, elem, dims,
  * numel and f32 or i64 on the load list). `what` names it for messages
  * ("initializer 'w'"). Checks dims, data type, external data, and that
  * the data holds exactly numel values before allocating. */
-int fc_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
+int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 		   fc_model_tensor *t);
 
-/* fc_onnx_type_name - "FLOAT16" for an ONNX TensorProto.DataType. */
-const char *fc_onnx_type_name(int32_t type);
+/* fci_onnx_type_name - "FLOAT16" for an ONNX TensorProto.DataType. */
+const char *fci_onnx_type_name(int32_t type);
 
 /* ---- inference (model_infer.c) ---- */
 
-/* fc_model_infer - reset every non-fixed tensor, then walk the nodes in
+/* fci_model_infer - reset every non-fixed tensor, then walk the nodes in
  * order: resolve aliases, fold what is constant, infer the shapes of the
  * rest for m->in_dims, resolve attributes and count parameters. */
-int fc_model_infer(fc_model *m);
+int fci_model_infer(fc_model *m);
 
 /* ---- layers and cuts (model_cut.c) ---- */
 
-/* fc_model_find_default - set g.default_node/default_tensor (-1 if none). */
-void fc_model_find_default(fc_model *m);
+/* fci_model_find_default - set g.default_node/default_tensor (-1 if none). */
+void fci_model_find_default(fc_model *m);
 
-/* fc_model_apply_cut - cut at tensor id t (alias-resolved) listed as node
+/* fci_model_apply_cut - cut at tensor id t (alias-resolved) listed as node
  * `node`; 0 or a negative FC_ERR_* with m->err set. */
-int fc_model_apply_cut(fc_model *m, int node, int t);
+int fci_model_apply_cut(fc_model *m, int node, int t);
 
 #endif /* FC_MODEL_IMPL_H */

@@ -29,7 +29,7 @@
 
 static const char *shp(char *buf, size_t cap, const fc_model_tensor *t)
 {
-	return fc_model_shape_str(buf, cap, t->ndim, t->dims);
+	return fci_model_shape_str(buf, cap, t->ndim, t->dims);
 }
 
 /* ---- tensors ---- */
@@ -42,13 +42,13 @@ static int set_act(fc_model *m, int node, int out, int ndim, const int64_t *dims
 	int64_t n;
 
 	if (ndim > FC_MODEL_MAX_DIMS)
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %d dims", ndim);
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %d dims", ndim);
 	for (int i = 0; i < ndim; i++)
 		if (dims[i] < 1)
-			return fc_model_node_fail(m, FC_ERR_INVALID, node, "output shape %s is empty",
-						  fc_model_shape_str(b, sizeof b, ndim, dims));
-	if (fc_mul_dims(ndim, dims, &n))
-		return fc_model_node_fail(m, FC_ERR_OVERFLOW, node,
+			return fci_model_node_fail(m, FC_ERR_INVALID, node, "output shape %s is empty",
+						  fci_model_shape_str(b, sizeof b, ndim, dims));
+	if (fci_mul_dims(ndim, dims, &n))
+		return fci_model_node_fail(m, FC_ERR_OVERFLOW, node,
 					  "output would have more than %lld elements",
 					  (long long)FC_MAX_NUMEL);
 	t->kind = FC_TENSOR_ACT;
@@ -68,22 +68,22 @@ static void *new_const(fc_model *m, int node, int out, int elem, int ndim, const
 	void *p;
 
 	if (ndim > FC_MODEL_MAX_DIMS) {
-		fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %d dims", ndim);
+		fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %d dims", ndim);
 		return NULL;
 	}
 	/* One budget for the whole inference: many small folds must not add
 	 * up to what no single one may make. */
-	if (fc_mul_dims(ndim, dims, &n) || n > m->fold_left) {
-		fc_model_node_fail(m, FC_ERR_OVERFLOW, node,
+	if (fci_mul_dims(ndim, dims, &n) || n > m->fold_left) {
+		fci_model_node_fail(m, FC_ERR_OVERFLOW, node,
 				   "folding it would make more values than the %lld left for "
 				   "folding this model",
 				   (long long)(m->fold_left < 0 ? 0 : m->fold_left));
 		return NULL;
 	}
 	m->fold_left -= n;
-	p = fc_model_alloc(m, (size_t)n * 8, 1);
+	p = fci_model_alloc(m, (size_t)n * 8, 1);
 	if (!p) {
-		fc_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
 	t->kind = FC_TENSOR_CONST;
@@ -129,14 +129,14 @@ static const fc_model_tensor *const_in(fc_model *m, int node, int k, int elem, c
 		return NULL;
 	t = T(m, nd->in[k]);
 	if (t->kind != FC_TENSOR_CONST) {
-		fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+		fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 				   "%s '%s' must be a constant, but it is computed from the input", what,
-				   fc_model_q(m, 0, t->name));
+				   fci_model_q(m, 0, t->name));
 		return NULL;
 	}
 	if (elem && t->elem != elem) {
-		fc_model_node_fail(m, FC_ERR_CORRUPT, node, "%s '%s' must be %s", what,
-				   fc_model_q(m, 0, t->name), elem == FC_ELEM_F32 ? "float" : "integer");
+		fci_model_node_fail(m, FC_ERR_CORRUPT, node, "%s '%s' must be %s", what,
+				   fci_model_q(m, 0, t->name), elem == FC_ELEM_F32 ? "float" : "integer");
 		return NULL;
 	}
 	return t;
@@ -148,9 +148,9 @@ static const fc_model_tensor *act_in(fc_model *m, int node, int k)
 	const fc_model_tensor *t = T(m, m->nodes[node].in[k]);
 
 	if (t->kind == FC_TENSOR_CONST) {
-		fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+		fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 				   "input %d '%s' is a constant where featcache expects activations",
-				   k + 1, fc_model_q(m, 0, t->name));
+				   k + 1, fci_model_q(m, 0, t->name));
 		return NULL;
 	}
 	return t;
@@ -173,7 +173,7 @@ static int get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, 
 		if (!t)
 			return FC_ERR_UNSUPPORTED;
 		if (t->ndim > 1 || t->numel > FC_MODEL_MAX_DIMS)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "axes has %lld values",
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "axes has %lld values",
 						  (long long)t->numel);
 		n = (int)t->numel;
 		memcpy(raw, t->i64, sizeof(int64_t) * (size_t)n);
@@ -187,10 +187,10 @@ static int get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, 
 		int64_t x = raw[i] < 0 ? raw[i] + r : raw[i];
 
 		if (x < 0 || x >= r)
-			return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis %lld is out of range for rank %d",
+			return fci_model_node_fail(m, FC_ERR_INVALID, node, "axis %lld is out of range for rank %d",
 						  (long long)raw[i], r);
 		if (seen & (1u << x))
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "axis %lld is given twice",
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "axis %lld is given twice",
 						  (long long)raw[i]);
 		seen |= 1u << x;
 		axes[i] = (int)x;
@@ -249,7 +249,7 @@ static int reshape_dims(fc_model *m, int node, const fc_model_tensor *x, const f
 	char b1[128];
 
 	if (s->ndim != 1 || s->numel > FC_MODEL_MAX_DIMS)
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "shape has %lld values",
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "shape has %lld values",
 					  (long long)s->numel);
 	*r = (int)s->numel;
 	for (int i = 0; i < *r; i++) {
@@ -257,34 +257,34 @@ static int reshape_dims(fc_model *m, int node, const fc_model_tensor *x, const f
 
 		if (d == 0 && !allowzero) {
 			if (i >= x->ndim)
-				return fc_model_node_fail(m, FC_ERR_INVALID, node,
+				return fci_model_node_fail(m, FC_ERR_INVALID, node,
 							  "shape copies dim %d of a %d-D input", i, x->ndim);
 			d = x->dims[i];
 		} else if (d == -1) {
 			if (neg >= 0)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "shape has two -1");
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "shape has two -1");
 			neg = i;
 			d = 1;
 		} else if (d < 0 || d > FC_MAX_DIM) {
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "shape has %lld", (long long)d);
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "shape has %lld", (long long)d);
 		}
 		dims[i] = d;
 		if (neg != i) {
 			if (d && known > FC_MAX_NUMEL / d)
-				return fc_model_node_fail(m, FC_ERR_OVERFLOW, node, "shape is absurd");
+				return fci_model_node_fail(m, FC_ERR_OVERFLOW, node, "shape is absurd");
 			known *= d;
 		}
 	}
 	if (neg >= 0) {
 		if (known == 0 || x->numel % known)
-			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+			return fci_model_node_fail(m, FC_ERR_INVALID, node,
 						  "cannot reshape %s (%lld values) with a -1",
 						  shp(b1, sizeof b1, x), (long long)x->numel);
 		dims[neg] = x->numel / known;
 		known = x->numel;
 	}
 	if (known != x->numel)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot reshape %s into %lld values",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "cannot reshape %s into %lld values",
 					  shp(b1, sizeof b1, x), (long long)known);
 	return 0;
 }
@@ -298,7 +298,7 @@ static int squeeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r,
 		return rc;
 	for (int i = 0; i < n; i++) {
 		if (x->dims[axes[i]] != 1)
-			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+			return fci_model_node_fail(m, FC_ERR_INVALID, node,
 						  "cannot squeeze axis %d of size %lld", axes[i],
 						  (long long)x->dims[axes[i]]);
 		mask |= 1u << axes[i];
@@ -330,7 +330,7 @@ static int unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *
 		cnt = m->np[node].a.n_axes;
 	}
 	if (x->ndim + cnt > FC_MODEL_MAX_DIMS)
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %lld dims",
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %lld dims",
 					  (long long)(x->ndim + cnt));
 	out_r = x->ndim + (int)cnt;
 	if ((rc = get_axes(m, node, 1, out_r, &n, axes, &given)))
@@ -351,7 +351,7 @@ static int flatten_dims(fc_model *m, int node, const fc_model_tensor *x, int *r,
 	if (axis < 0)
 		axis += x->ndim;
 	if (axis < 0 || axis > x->ndim)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis %d is out of range for rank %d",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "axis %d is out of range for rank %d",
 					  m->np[node].a.axis, x->ndim);
 	for (int i = 0; i < axis; i++)
 		lo *= x->dims[i];
@@ -370,11 +370,11 @@ static int concat_dims(fc_model *m, int node, int *r, int64_t *dims, int *axis_o
 	char b1[128], b2[128];
 
 	if (x0->ndim < 1)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot concatenate scalars");
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "cannot concatenate scalars");
 	if (axis < 0)
 		axis += x0->ndim;
 	if (axis < 0 || axis >= x0->ndim)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis %d is out of range for rank %d",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "axis %d is out of range for rank %d",
 					  m->np[node].a.axis, x0->ndim);
 	*r = x0->ndim;
 	memcpy(dims, x0->dims, sizeof(int64_t) * (size_t)x0->ndim);
@@ -388,10 +388,10 @@ static int concat_dims(fc_model *m, int node, int *r, int64_t *dims, int *axis_o
 				goto mismatch;
 		dims[axis] += x->dims[axis];
 		if (dims[axis] > FC_MAX_DIM)
-			return fc_model_node_fail(m, FC_ERR_OVERFLOW, node, "output is absurdly large");
+			return fci_model_node_fail(m, FC_ERR_OVERFLOW, node, "output is absurdly large");
 		continue;
 mismatch:
-		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+		return fci_model_node_fail(m, FC_ERR_INVALID, node,
 					  "cannot concatenate %s and %s on axis %d", shp(b1, sizeof b1, x0),
 					  shp(b2, sizeof b2, x), axis);
 	}
@@ -430,7 +430,7 @@ static int clip_bounds(fc_model *m, int node)
 		if (!t)
 			return FC_ERR_UNSUPPORTED;
 		if (t->numel != 1)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "%s is not a scalar",
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "%s is not a scalar",
 						  k == 1 ? "min" : "max");
 		if (k == 1)
 			nd->attr.clip.min = t->f32[0];
@@ -438,7 +438,7 @@ static int clip_bounds(fc_model *m, int node)
 			nd->attr.clip.max = t->f32[0];
 	}
 	if (isnan(nd->attr.clip.min) || isnan(nd->attr.clip.max))
-		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "a bound is NaN");
+		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "a bound is NaN");
 	return 0;
 }
 
@@ -452,9 +452,9 @@ static int fold_binary(fc_model *m, int node)
 	void *p;
 
 	if (a->elem != b->elem)
-		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "mixes float and integer inputs");
+		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "mixes float and integer inputs");
 	if (broadcast_shape(a, b, &r, dims))
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "shapes %s and %s do not broadcast",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "shapes %s and %s do not broadcast",
 					  shp(b1, sizeof b1, a), shp(b2, sizeof b2, b));
 	if (!(p = new_const(m, node, nd->out[0], a->elem, r, dims)))
 		return FC_ERR_OVERFLOW;
@@ -475,7 +475,7 @@ static int fold_binary(fc_model *m, int node)
 			case FC_OP_MUL: z[o] = (int64_t)((uint64_t)x * (uint64_t)y); break;
 			default:
 				if (y == 0 || (x == INT64_MIN && y == -1))
-					return fc_model_node_fail(m, FC_ERR_INVALID, node,
+					return fci_model_node_fail(m, FC_ERR_INVALID, node,
 								  "integer division by %lld", (long long)y);
 				z[o] = x / y;
 				break;
@@ -494,15 +494,15 @@ static int fold_gather(fc_model *m, int node)
 	void *p;
 
 	if (ix->elem != FC_ELEM_I64)
-		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "indices are not integers");
+		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "indices are not integers");
 	if (d->ndim < 1)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot gather from a scalar");
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "cannot gather from a scalar");
 	if (axis < 0)
 		axis += d->ndim;
 	if (axis < 0 || axis >= d->ndim)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "axis is out of range");
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "axis is out of range");
 	if (d->ndim - 1 + ix->ndim > FC_MODEL_MAX_DIMS)
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output rank is too high");
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output rank is too high");
 	for (int i = 0; i < axis; i++) {
 		dims[r++] = d->dims[i];
 		outer *= d->dims[i];
@@ -522,7 +522,7 @@ static int fold_gather(fc_model *m, int node)
 			if (k < 0)
 				k += n;
 			if (k < 0 || k >= n)
-				return fc_model_node_fail(m, FC_ERR_INVALID, node,
+				return fci_model_node_fail(m, FC_ERR_INVALID, node,
 							  "index %lld is out of range for %lld",
 							  (long long)ix->i64[j], (long long)n);
 			for (int64_t e = 0; e < inner; e++, w++) {
@@ -555,7 +555,7 @@ static int fold_slice(fc_model *m, int node)
 		if (!ts || !te)
 			return FC_ERR_UNSUPPORTED;
 		if (ts->numel != te->numel || ts->numel > d->ndim || ts->ndim != 1)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "starts and ends do not match");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "starts and ends do not match");
 		n = (int)ts->numel;
 		memcpy(starts, ts->i64, sizeof(int64_t) * (size_t)n);
 		memcpy(ends, te->i64, sizeof(int64_t) * (size_t)n);
@@ -565,7 +565,7 @@ static int fold_slice(fc_model *m, int node)
 			if (!(tp = const_in(m, node, 4, FC_ELEM_I64, "steps")))
 				return FC_ERR_UNSUPPORTED;
 			if (tp->numel != n)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "steps do not match");
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "steps do not match");
 			memcpy(steps, tp->i64, sizeof(int64_t) * (size_t)n);
 		}
 		if (nd->n_in > 3 && nd->in[3] >= 0) {
@@ -574,7 +574,7 @@ static int fold_slice(fc_model *m, int node)
 			if ((rc = get_axes(m, node, 3, d->ndim, &cnt, axes, &given)))
 				return rc;
 			if (cnt != n)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "axes do not match");
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "axes do not match");
 		} else {
 			for (int i = 0; i < n; i++)
 				axes[i] = i;
@@ -582,7 +582,7 @@ static int fold_slice(fc_model *m, int node)
 	} else {
 		n = a->n_starts;
 		if (n > d->ndim)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "too many starts");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "too many starts");
 		memcpy(starts, a->starts, sizeof(int64_t) * (size_t)n);
 		memcpy(ends, a->ends, sizeof(int64_t) * (size_t)n);
 		for (int i = 0; i < n; i++)
@@ -606,7 +606,7 @@ static int fold_slice(fc_model *m, int node)
 		int64_t dim = d->dims[axes[i]], s = starts[i], e = ends[i], k = steps[i], cnt;
 
 		if (k == 0)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "a step is 0");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "a step is 0");
 		if (s < 0)
 			s = s < -dim ? 0 : s + dim;
 		if (e < 0)
@@ -659,12 +659,12 @@ static int fold_transpose(fc_model *m, int node)
 	void *p;
 
 	if (a->has_perm && a->n_perm != d->ndim)
-		return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "perm has %d values for rank %d",
+		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "perm has %d values for rank %d",
 					  a->n_perm, d->ndim);
 	for (int i = 0; i < d->ndim; i++) {
 		perm[i] = a->has_perm ? (int)a->perm[i] : d->ndim - 1 - i;
 		if (perm[i] >= d->ndim || (seen & (1u << perm[i])))
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "perm is not a permutation");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "perm is not a permutation");
 		seen |= 1u << perm[i];
 		dims[i] = d->dims[perm[i]];
 	}
@@ -743,7 +743,7 @@ static int fold(fc_model *m, int node)
 
 		for (int k = 1; k < nd->n_in; k++)
 			if (T(m, nd->in[k])->elem != x->elem)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, node,
 							  "mixes float and integer inputs");
 		if ((rc = concat_dims(m, node, &r, dims, &axis)))
 			return rc;
@@ -775,7 +775,7 @@ static int fold(fc_model *m, int node)
 				((float *)p)[i] = (float)v;
 			} else {
 				if (!(v > -9.2e18 && v < 9.2e18))
-					return fc_model_node_fail(m, FC_ERR_INVALID, node,
+					return fci_model_node_fail(m, FC_ERR_INVALID, node,
 								  "value out of the integer range");
 				((int64_t *)p)[i] = x->elem == FC_ELEM_I64 ? x->i64[i] : (int64_t)v;
 			}
@@ -783,10 +783,10 @@ static int fold(fc_model *m, int node)
 		return 0;
 	case FC_OP_CONSTANTOFSHAPE:
 		if (x->elem != FC_ELEM_I64 || x->ndim != 1 || x->numel > FC_MODEL_MAX_DIMS)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not a shape");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not a shape");
 		for (int i = 0; i < x->numel; i++) {
 			if (x->i64[i] < 0 || x->i64[i] > FC_MAX_FOLD_NUMEL)
-				return fc_model_node_fail(m, FC_ERR_INVALID, node, "shape has %lld",
+				return fci_model_node_fail(m, FC_ERR_INVALID, node, "shape has %lld",
 							  (long long)x->i64[i]);
 			dims[i] = x->i64[i];
 		}
@@ -809,7 +809,7 @@ static int fold(fc_model *m, int node)
 	case FC_OP_HARDSIGMOID:
 	case FC_OP_HARDSWISH:
 		if (x->elem != FC_ELEM_F32)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not float");
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not float");
 		if (nd->op != FC_OP_CLIP) { /* attr.clip shares act's storage */
 			nd->attr.act.alpha = a->alpha;
 			nd->attr.act.beta = a->beta;
@@ -820,7 +820,7 @@ static int fold(fc_model *m, int node)
 			((float *)p)[i] = act_scalar(nd->op, &nd->attr, x->f32[i]);
 		return 0;
 	default:
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 					  "all its inputs are constant, and featcache cannot fold %s",
 					  nd->op_type);
 	}
@@ -878,7 +878,7 @@ static int infer_spatial(fc_model *m, int node, const fc_model_tensor *x, const 
 	for (int i = 0; i < 2; i++) {
 		if (spatial_out(x->dims[2 + i], kernel[i], a->stride[i], a->dilation[i], a->auto_pad,
 				ceil_mode, &pad[i], &pad[i + 2], &dims[2 + i]))
-			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+			return fci_model_node_fail(m, FC_ERR_INVALID, node,
 						  "kernel %lldx%lld (dilation %lld) does not fit input %s",
 						  (long long)kernel[0], (long long)kernel[1],
 						  (long long)a->dilation[i], shp(b1, sizeof b1, x));
@@ -892,9 +892,9 @@ static int need_rank(fc_model *m, int node, const fc_model_tensor *x, int lo, in
 
 	if (x->ndim < lo || x->ndim > hi) {
 		if (lo == hi)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "input is %s, expected %d-D",
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "input is %s, expected %d-D",
 						  shp(b1, sizeof b1, x), lo);
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 					  "input is %s, expected %d-D to %d-D", shp(b1, sizeof b1, x), lo,
 					  hi);
 	}
@@ -919,19 +919,19 @@ static int infer_conv(fc_model *m, int node)
 	if (nd->n_in > 2 && nd->in[2] >= 0 && !(b = const_in(m, node, 2, FC_ELEM_F32, "bias")))
 		return FC_ERR_UNSUPPORTED;
 	if (w->ndim != 4)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "weight is %s, expected 4-D",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "weight is %s, expected 4-D",
 					  shp(b1, sizeof b1, w));
 	if (x->dims[1] != w->dims[1] * a->group || w->dims[0] % a->group)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+		return fci_model_node_fail(m, FC_ERR_INVALID, node,
 					  "input %s does not fit weight %s with group %lld",
 					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w), (long long)a->group);
 	if (a->has_kernel && (a->kernel[0] != w->dims[2] || a->kernel[1] != w->dims[3]))
-		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+		return fci_model_node_fail(m, FC_ERR_INVALID, node,
 					  "kernel_shape %lldx%lld does not match weight %s",
 					  (long long)a->kernel[0], (long long)a->kernel[1],
 					  shp(b1, sizeof b1, w));
 	if (b && (b->ndim != 1 || b->dims[0] != w->dims[0]))
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "bias %s does not match %lld outputs",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "bias %s does not match %lld outputs",
 					  shp(b1, sizeof b1, b), (long long)w->dims[0]);
 	dims[0] = x->dims[0];
 	dims[1] = w->dims[0];
@@ -988,7 +988,7 @@ static int infer_bn(fc_model *m, int node)
 		if (!p)
 			return FC_ERR_UNSUPPORTED;
 		if (p->ndim != 1 || p->dims[0] != x->dims[1])
-			return fc_model_node_fail(m, FC_ERR_INVALID, node, "%s is %s for %lld channels",
+			return fci_model_node_fail(m, FC_ERR_INVALID, node, "%s is %s for %lld channels",
 						  what[k - 1], shp(b1, sizeof b1, p),
 						  (long long)x->dims[1]);
 	}
@@ -1019,7 +1019,7 @@ static int infer_pad(fc_model *m, int node)
 		if (!p)
 			return FC_ERR_UNSUPPORTED;
 		if (p->ndim != 1 || p->numel > 2 * FC_MODEL_MAX_DIMS)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node, "pads has %lld values",
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "pads has %lld values",
 						  (long long)p->numel);
 		n = (int)p->numel;
 		memcpy(pads, p->i64, sizeof(int64_t) * (size_t)n);
@@ -1029,7 +1029,7 @@ static int infer_pad(fc_model *m, int node)
 			if (!v)
 				return FC_ERR_UNSUPPORTED;
 			if (v->numel != 1)
-				return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, node,
 							  "constant_value is not a scalar");
 			nd->attr.pad.value = v->f32[0];
 		}
@@ -1042,10 +1042,10 @@ static int infer_pad(fc_model *m, int node)
 		if (rc)
 			return rc;
 		if (n != 2 * cnt)
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node,
 						  "pads has %d values for %d axes", n, cnt);
 	} else if (n != 2 * r) {
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "pads has %d values for a %d-D input",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "pads has %d values for a %d-D input",
 					  n, r);
 	}
 	memset(nd->attr.pad.begin, 0, sizeof nd->attr.pad.begin);
@@ -1055,10 +1055,10 @@ static int infer_pad(fc_model *m, int node)
 		int64_t b = pads[i], e = pads[i + n / 2];
 
 		if (b < 0 || e < 0)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 						  "negative pads (cropping) are not supported");
 		if (b > FC_MAX_DIM || e > FC_MAX_DIM)
-			return fc_model_node_fail(m, FC_ERR_OVERFLOW, node, "pads are absurd");
+			return fci_model_node_fail(m, FC_ERR_OVERFLOW, node, "pads are absurd");
 		nd->attr.pad.begin[axes[i]] = b;
 		nd->attr.pad.end[axes[i]] = e;
 		dims[axes[i]] += b + e;
@@ -1109,13 +1109,13 @@ static int infer_gemm(fc_model *m, int node)
 	if (nd->n_in > 2 && nd->in[2] >= 0 && !(c = const_in(m, node, 2, FC_ELEM_F32, "C")))
 		return FC_ERR_UNSUPPORTED;
 	if (x->ndim != 2 || w->ndim != 2)
-		return fc_model_node_fail(m, FC_ERR_INVALID, node, "inputs %s and %s are not both 2-D",
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "inputs %s and %s are not both 2-D",
 					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w));
 	dims[0] = a->trans_a ? x->dims[1] : x->dims[0];
 	k = a->trans_a ? x->dims[0] : x->dims[1];
 	dims[1] = a->trans_b ? w->dims[0] : w->dims[1];
 	if (k != (a->trans_b ? w->dims[1] : w->dims[0]))
-		return fc_model_node_fail(m, FC_ERR_INVALID, node,
+		return fci_model_node_fail(m, FC_ERR_INVALID, node,
 					  "input %s does not fit weight %s (transA %d, transB %d)",
 					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w), a->trans_a,
 					  a->trans_b);
@@ -1128,7 +1128,7 @@ static int infer_gemm(fc_model *m, int node)
 			ok = c->dims[i] == 1 || c->dims[i] == want;
 		}
 		if (!ok)
-			return fc_model_node_fail(m, FC_ERR_INVALID, node, "C %s does not broadcast to %lldx%lld",
+			return fci_model_node_fail(m, FC_ERR_INVALID, node, "C %s does not broadcast to %lldx%lld",
 						  shp(b1, sizeof b1, c), (long long)dims[0],
 						  (long long)dims[1]);
 	}
@@ -1153,7 +1153,7 @@ static int infer_matmul(fc_model *m, int node)
 	if (!(w = const_in(m, node, 1, FC_ELEM_F32, "B")))
 		return FC_ERR_UNSUPPORTED;
 	if (x->ndim < 2 || w->ndim < 1)
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "inputs %s and %s are not supported",
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "inputs %s and %s are not supported",
 					  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w));
 	if (w->ndim == 1) {
 		if (x->dims[x->ndim - 1] != w->dims[0])
@@ -1176,7 +1176,7 @@ static int infer_matmul(fc_model *m, int node)
 	nd->params = (uint64_t)w->numel;
 	return set_act(m, node, nd->out[0], r, dims);
 mismatch:
-	return fc_model_node_fail(m, FC_ERR_INVALID, node, "cannot multiply %s by %s",
+	return fci_model_node_fail(m, FC_ERR_INVALID, node, "cannot multiply %s by %s",
 				  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w));
 }
 
@@ -1222,10 +1222,10 @@ static int infer_run(fc_model *m, int node)
 
 		if ((x->kind == FC_TENSOR_CONST && x->elem != FC_ELEM_F32) ||
 		    (y->kind == FC_TENSOR_CONST && y->elem != FC_ELEM_F32))
-			return fc_model_node_fail(m, FC_ERR_CORRUPT, node,
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, node,
 						  "an integer constant meets activations");
 		if (broadcast_shape(x, y, &r, dims))
-			return fc_model_node_fail(m, FC_ERR_INVALID, node,
+			return fci_model_node_fail(m, FC_ERR_INVALID, node,
 						  "shapes %s and %s do not broadcast",
 						  shp(b1, sizeof b1, x), shp(b2, sizeof b2, y));
 		return set_act(m, node, nd->out[0], r, dims);
@@ -1248,7 +1248,7 @@ static int infer_run(fc_model *m, int node)
 			return FC_ERR_UNSUPPORTED;
 		int axis = m->np[node].a.axis < 0 ? m->np[node].a.axis + x->ndim : m->np[node].a.axis;
 		if (axis != x->ndim - 1 || x->ndim < 2)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 						  "only the last axis of an input of rank >= 2 can be normalised");
 		nd->attr.axis.axis = axis;
 		return set_act(m, node, nd->out[0], x->ndim, x->dims);
@@ -1281,10 +1281,10 @@ static int infer_run(fc_model *m, int node)
 
 		for (int k = 0; k < nd->n_in; k++)
 			if (T(m, nd->in[k])->kind == FC_TENSOR_CONST)
-				return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+				return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 							  "concatenating a constant ('%s') with "
 							  "activations is not supported",
-							  fc_model_q(m, 0, T(m, nd->in[k])->name));
+							  fci_model_q(m, 0, T(m, nd->in[k])->name));
 		if ((rc = concat_dims(m, node, &r, dims, &axis)))
 			return rc;
 		nd->attr.axis.axis = axis;
@@ -1295,9 +1295,9 @@ static int infer_run(fc_model *m, int node)
 	case FC_OP_MATMUL:
 		return infer_matmul(m, node);
 	default:
-		return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 					  "needs constant inputs, but '%s' is computed from the model input",
-					  fc_model_q(m, 0, x->name));
+					  fci_model_q(m, 0, x->name));
 	}
 }
 
@@ -1318,10 +1318,10 @@ static int infer_node(fc_model *m, int node)
 		if (t < 0)
 			continue;
 		if (T(m, t)->kind == FC_TENSOR_NONE)
-			return fc_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 						  "reads '%s', an optional output featcache does not "
 						  "compute",
-						  fc_model_q(m, 0, T(m, t)->name));
+						  fci_model_q(m, 0, T(m, t)->name));
 		in[k] = T(m, t)->source;
 		present++;
 		n_const += T(m, in[k])->kind == FC_TENSOR_CONST;
@@ -1370,7 +1370,7 @@ static int infer_node(fc_model *m, int node)
 	return infer_run(m, node);
 }
 
-int fc_model_infer(fc_model *m)
+int fci_model_infer(fc_model *m)
 {
 	fc_model_tensor *in = T(m, m->g.input);
 	int rc;
@@ -1398,11 +1398,11 @@ int fc_model_infer(fc_model *m)
 	in->kind = FC_TENSOR_INPUT;
 	in->ndim = m->in_ndim;
 	memcpy(in->dims, m->in_dims, sizeof(int64_t) * (size_t)m->in_ndim);
-	if (fc_mul_dims(in->ndim, in->dims, &in->numel)) {
+	if (fci_mul_dims(in->ndim, in->dims, &in->numel)) {
 		char b[128];
 
-		return fc_model_fail(m, FC_ERR_OVERFLOW, "input '%s' of %s has more than %lld elements",
-				     fc_model_q(m, 0, in->name), shp(b, sizeof b, in),
+		return fci_model_fail(m, FC_ERR_OVERFLOW, "input '%s' of %s has more than %lld elements",
+				     fci_model_q(m, 0, in->name), shp(b, sizeof b, in),
 				     (long long)FC_MAX_NUMEL);
 	}
 	/* Folding may make as many values as the file holds, plus some. */

@@ -74,8 +74,8 @@ static int wire_type_of(ProtobufCType t)
 static int overrun(struct scan *s, size_t at, size_t end, const ProtobufCMessageDescriptor *d)
 {
 	if (end == s->len)
-		return fc_model_fail(s->m, FC_ERR_CORRUPT, "truncated protobuf at byte %zu", at);
-	return fc_model_fail(s->m, FC_ERR_CORRUPT,
+		return fci_model_fail(s->m, FC_ERR_CORRUPT, "truncated protobuf at byte %zu", at);
+	return fci_model_fail(s->m, FC_ERR_CORRUPT,
 			     "bad protobuf at byte %zu: a field runs past the end of its %s", at,
 			     d->short_name);
 }
@@ -88,7 +88,7 @@ static int check_packed(struct scan *s, const uint8_t *p, size_t pos, size_t end
 
 	if (wt == WT_I32 || wt == WT_I64) {
 		if (n % (wt == WT_I32 ? 4 : 8))
-			return fc_model_fail(s->m, FC_ERR_CORRUPT,
+			return fci_model_fail(s->m, FC_ERR_CORRUPT,
 					     "bad protobuf at byte %zu: packed %s.%s of %zu bytes is not "
 					     "whole %d-byte values",
 					     pos, d->short_name, f->name, n, wt == WT_I32 ? 4 : 8);
@@ -99,7 +99,7 @@ static int check_packed(struct scan *s, const uint8_t *p, size_t pos, size_t end
 		uint64_t v;
 
 		if (get_varint(p, &pos, end, &v) < 0)
-			return fc_model_fail(s->m, FC_ERR_CORRUPT,
+			return fci_model_fail(s->m, FC_ERR_CORRUPT,
 					     "bad protobuf at byte %zu: bad varint in packed %s.%s", at,
 					     d->short_name, f->name);
 	}
@@ -110,7 +110,7 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 			const ProtobufCMessageDescriptor *d, int depth)
 {
 	if (depth > 16) /* the schema nests 6 deep; this cannot happen */
-		return fc_model_fail(s->m, FC_ERR_CORRUPT, "protobuf nested too deeply");
+		return fci_model_fail(s->m, FC_ERR_CORRUPT, "protobuf nested too deeply");
 	while (pos < end) {
 		size_t at = pos, body;
 		uint64_t key, v = 0;
@@ -122,7 +122,7 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 		if (r == -1)
 			return overrun(s, at, end, d);
 		if (r < 0 || (key >> 3) == 0 || (key >> 3) > 536870911u)
-			return fc_model_fail(s->m, FC_ERR_CORRUPT,
+			return fci_model_fail(s->m, FC_ERR_CORRUPT,
 					     "bad protobuf at byte %zu: not a field key (in %s)", at,
 					     d->short_name);
 		num = (uint32_t)(key >> 3);
@@ -134,7 +134,7 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 			if (r == -1)
 				return overrun(s, at, end, d);
 			if (r < 0)
-				return fc_model_fail(s->m, FC_ERR_CORRUPT,
+				return fci_model_fail(s->m, FC_ERR_CORRUPT,
 						     "bad protobuf at byte %zu: bad varint", body);
 			break;
 		case WT_I64:
@@ -151,7 +151,7 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 			if (r == -1)
 				return overrun(s, at, end, d);
 			if (r < 0)
-				return fc_model_fail(s->m, FC_ERR_CORRUPT,
+				return fci_model_fail(s->m, FC_ERR_CORRUPT,
 						     "bad protobuf at byte %zu: bad length", body);
 			if (v > end - pos)
 				return overrun(s, at, end, d);
@@ -160,11 +160,11 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 			break;
 		case WT_SGROUP:
 		case WT_EGROUP:
-			return fc_model_fail(s->m, FC_ERR_CORRUPT,
+			return fci_model_fail(s->m, FC_ERR_CORRUPT,
 					     "bad protobuf at byte %zu: group fields are not supported",
 					     at);
 		default:
-			return fc_model_fail(s->m, FC_ERR_CORRUPT,
+			return fci_model_fail(s->m, FC_ERR_CORRUPT,
 					     "bad protobuf at byte %zu: invalid wire type %d", at, wt);
 		}
 
@@ -179,7 +179,7 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 					return r;
 				continue;
 			}
-			return fc_model_fail(s->m, FC_ERR_CORRUPT,
+			return fci_model_fail(s->m, FC_ERR_CORRUPT,
 					     "bad protobuf at byte %zu: %s.%s has wire type %d, not %d",
 					     at, d->short_name, f->name, wt, wire_type_of(f->type));
 		}
@@ -196,7 +196,7 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 
 static void *budget_alloc(void *ctx, size_t n)
 {
-	struct fc_budget *b = ctx;
+	struct fci_budget *b = ctx;
 
 	if (n > b->left) {
 		b->exhausted = 1;
@@ -212,7 +212,7 @@ static void budget_free(void *ctx, void *ptr)
 	free(ptr);
 }
 
-int fc_onnx_unpack(fc_model *m, struct fc_budget *b, const uint8_t *data, size_t len,
+int fci_onnx_unpack(fc_model *m, struct fci_budget *b, const uint8_t *data, size_t len,
 		   Onnx__ModelProto **out)
 {
 	struct scan s = { m, len };
@@ -236,18 +236,18 @@ int fc_onnx_unpack(fc_model *m, struct fc_budget *b, const uint8_t *data, size_t
 	*out = onnx__model_proto__unpack(&b->pa, len, data);
 	if (!*out) {
 		if (b->exhausted)
-			return fc_model_fail(m, FC_ERR_OVERFLOW,
+			return fci_model_fail(m, FC_ERR_OVERFLOW,
 					     "unpacking the protobuf needs more than %zu MiB for a "
 					     "%zu-byte file (damaged or hostile file)",
 					     budget >> 20, len);
-		return fc_model_fail(m, FC_ERR_CORRUPT, "malformed protobuf (protobuf-c refused it)");
+		return fci_model_fail(m, FC_ERR_CORRUPT, "malformed protobuf (protobuf-c refused it)");
 	}
 	return 0;
 }
 
 /* ---- tensors ---- */
 
-const char *fc_onnx_type_name(int32_t type)
+const char *fci_onnx_type_name(int32_t type)
 {
 	static const char *const names[] = {
 		"UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64",
@@ -298,7 +298,7 @@ static uint64_t le(const uint8_t *p, int n)
 	return v;
 }
 
-int fc_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
+int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 		   fc_model_tensor *t)
 {
 	int64_t numel;
@@ -307,23 +307,23 @@ int fc_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 
 	if ((tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) ||
 	    tp->n_external_data)
-		return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+		return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 				     "%s uses external data (not supported yet)", what);
 	if (tp->n_dims > FC_MODEL_MAX_DIMS)
-		return fc_model_fail(m, FC_ERR_UNSUPPORTED, "%s has %zu dims (at most %d supported)",
+		return fci_model_fail(m, FC_ERR_UNSUPPORTED, "%s has %zu dims (at most %d supported)",
 				     what, tp->n_dims, FC_MODEL_MAX_DIMS);
 	for (size_t i = 0; i < tp->n_dims; i++) {
 		if (tp->dims[i] < 0)
-			return fc_model_fail(m, FC_ERR_CORRUPT, "%s has a negative dim (%lld)", what,
+			return fci_model_fail(m, FC_ERR_CORRUPT, "%s has a negative dim (%lld)", what,
 					     (long long)tp->dims[i]);
 		if (tp->dims[i] > FC_MAX_DIM)
-			return fc_model_fail(m, FC_ERR_OVERFLOW, "%s has an absurd dim (%lld)", what,
+			return fci_model_fail(m, FC_ERR_OVERFLOW, "%s has an absurd dim (%lld)", what,
 					     (long long)tp->dims[i]);
 		t->dims[i] = tp->dims[i];
 	}
 	t->ndim = (int)tp->n_dims;
-	if (fc_mul_dims(t->ndim, t->dims, &numel))
-		return fc_model_fail(m, FC_ERR_OVERFLOW, "%s has more than %lld elements", what,
+	if (fci_mul_dims(t->ndim, t->dims, &numel))
+		return fci_model_fail(m, FC_ERR_OVERFLOW, "%s has more than %lld elements", what,
 				     (long long)FC_MAX_NUMEL);
 	t->numel = numel;
 
@@ -345,10 +345,10 @@ int fc_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 		esize = 4, n_typed = tp->n_int32_data, elem = FC_ELEM_I64;
 		break;
 	default:
-		return fc_model_fail(m, FC_ERR_UNSUPPORTED,
+		return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 				     "%s has data type %s (featcache reads FLOAT, FLOAT16, BFLOAT16, "
 				     "DOUBLE, INT64, INT32)",
-				     what, fc_onnx_type_name(tp->has_data_type ? tp->data_type : 0));
+				     what, fci_onnx_type_name(tp->has_data_type ? tp->data_type : 0));
 	}
 	t->elem = elem;
 	t->kind = FC_TENSOR_CONST;
@@ -356,24 +356,24 @@ int fc_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 	/* numel <= 2^33 and esize <= 8: no overflow in the products below. */
 	if (tp->has_raw_data && tp->raw_data.len) {
 		if (n_typed)
-			return fc_model_fail(m, FC_ERR_CORRUPT, "%s has both raw_data and typed data",
+			return fci_model_fail(m, FC_ERR_CORRUPT, "%s has both raw_data and typed data",
 					     what);
 		if ((uint64_t)tp->raw_data.len != (uint64_t)numel * esize)
-			return fc_model_fail(m, FC_ERR_CORRUPT,
+			return fci_model_fail(m, FC_ERR_CORRUPT,
 					     "%s has %zu bytes of data, its dims need %lld (%lld x %s)",
 					     what, tp->raw_data.len, (long long)numel * (long long)esize,
-					     (long long)numel, fc_onnx_type_name(tp->data_type));
+					     (long long)numel, fci_onnx_type_name(tp->data_type));
 	} else if (n_typed != (uint64_t)numel) {
-		return fc_model_fail(m, FC_ERR_CORRUPT, "%s has %zu values, its dims need %lld", what,
+		return fci_model_fail(m, FC_ERR_CORRUPT, "%s has %zu values, its dims need %lld", what,
 				     n_typed, (long long)numel);
 	}
 
 	if (elem == FC_ELEM_F32) {
-		float *v = fc_model_alloc(m, (size_t)numel * sizeof *v, 0);
+		float *v = fci_model_alloc(m, (size_t)numel * sizeof *v, 0);
 		const uint8_t *raw = tp->has_raw_data && tp->raw_data.len ? tp->raw_data.data : NULL;
 
 		if (!v)
-			return fc_model_fail(m, FC_ERR_NOMEM, "out of memory for %s", what);
+			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory for %s", what);
 		for (int64_t i = 0; i < numel; i++) {
 			switch (tp->data_type) {
 			case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: {
@@ -408,11 +408,11 @@ int fc_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 		}
 		t->f32 = v;
 	} else {
-		int64_t *v = fc_model_alloc(m, (size_t)numel * sizeof *v, 0);
+		int64_t *v = fci_model_alloc(m, (size_t)numel * sizeof *v, 0);
 		const uint8_t *raw = tp->has_raw_data && tp->raw_data.len ? tp->raw_data.data : NULL;
 
 		if (!v)
-			return fc_model_fail(m, FC_ERR_NOMEM, "out of memory for %s", what);
+			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory for %s", what);
 		for (int64_t i = 0; i < numel; i++) {
 			if (tp->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64)
 				v[i] = raw ? (int64_t)le(raw + 8 * i, 8) : tp->int64_data[i];

@@ -1,6 +1,6 @@
 /*
- * chunk.c - encode, check and decode the chunk record of store/chunk.h, and
- * the f32 <-> f16/bf16 conversions it needs.
+ * chunk.c - encode, check and decode the chunk record of store/chunk.h (the
+ * f32 <-> f16/bf16 conversions it uses are util's).
  *
  * A chunk travels in three stages: floats <-> raw payload (the dtype: copy,
  * f16, bf16 or per-vector u8), raw payload <-> stored payload (the codec:
@@ -25,6 +25,7 @@
  * scalar epilogue and no run-time alias checks.
  */
 #include "store/chunk.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -34,14 +35,6 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
-#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define FC_F16C 1
-#include <cpuid.h>
-#include <immintrin.h>
-#include <stdatomic.h>
-#else
-#define FC_F16C 0
-#endif
 
 /* The record is little-endian and the f32 payload is the caller's floats
  * byte for byte; a big-endian port would need byte swaps on both paths. */
@@ -65,7 +58,7 @@ _Static_assert(sizeof(float) == 4, "chunks store IEEE binary32 floats");
 
 static const uint8_t chunk_magic[4] = {'F', 'C', 'C', 'K'};
 
-struct fc_chunk_ctx {
+struct fci_chunk_ctx {
 	ZSTD_CCtx *cctx;
 	ZSTD_DCtx *dctx;
 	uint8_t *buf; /* raw payload on its way to or from zstd */
@@ -116,218 +109,10 @@ int fc_codec_parse(const char *s, fc_codec *out)
 	return 0;
 }
 
-/* ---- little-endian fields ---- */
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t f32_bits(float f)
-{
-	uint32_t u;
-	memcpy(&u, &f, 4);
-	return u;
-}
-
-static float f32_from_bits(uint32_t u)
-{
-	float f;
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 /* See the top of the file for why the header hash seeds the body hash. */
 static uint64_t chunk_checksum(const uint8_t *p, size_t len)
 {
 	return XXH3_64bits_withSeed(p + FC_CHUNK_HEADER, len - FC_CHUNK_HEADER, XXH3_64bits(p, 24));
-}
-
-/* ---- f16 ---- */
-
-/* Round to nearest even; overflow goes to inf; a NaN keeps its sign and the
- * top 10 payload bits and is made quiet, which is what VCVTPS2PH does. */
-static uint16_t f16_from_bits(uint32_t x)
-{
-	uint32_t sign = (x >> 16) & 0x8000u;
-	uint32_t a = x & 0x7fffffffu;
-
-	if (a > 0x7f800000u)
-		return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-	if (a >= 0x477ff000u) /* >= 65520: the tie above 65504 goes to even, i.e. inf */
-		return (uint16_t)(sign | 0x7c00u);
-	if (a >= 0x38800000u) { /* normal half: >= 2^-14 */
-		uint32_t h = (a >> 13) - (112u << 10);
-		uint32_t rest = a & 0x1fffu;
-		h += rest > 0x1000u || (rest == 0x1000u && (h & 1u));
-		return (uint16_t)(sign | h);
-	}
-	if (a <= 0x33000000u) /* <= 2^-25: the tie with 2^-24 goes to even, i.e. 0 */
-		return (uint16_t)sign;
-	/* subnormal half: the value in units of 2^-24, carry into 2^-14 is fine */
-	uint32_t m = (a & 0x7fffffu) | 0x800000u;
-	uint32_t shift = 126u - (a >> 23);
-	uint32_t h = m >> shift;
-	uint32_t rest = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-	h += rest > half || (rest == half && (h & 1u));
-	return (uint16_t)(sign | h);
-}
-
-/* Exact; a NaN is made quiet (as VCVTPH2PS does). */
-static uint32_t f16_to_bits(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-
-	if (e == 0x1f)
-		return sign | 0x7f800000u | (m ? 0x400000u | (m << 13) : 0u);
-	if (e != 0)
-		return sign | ((e + 112u) << 23) | (m << 13);
-	if (m == 0)
-		return sign;
-	/* subnormal: m * 2^-24 is exact in f32 */
-	return sign | f32_bits((float)m * 0x1p-24f);
-}
-
-static void f32_to_f16_scalar(uint16_t *dst, const float *src, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		dst[i] = f16_from_bits(f32_bits(src[i]));
-}
-
-static void f16_to_f32_scalar(float *dst, const uint16_t *src, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		dst[i] = f32_from_bits(f16_to_bits(src[i]));
-}
-
-#if FC_F16C
-/* __builtin_cpu_supports("avx2") also checks that the OS saves the ymm
- * state. clang 14 does not know "f16c" there, so that bit comes from cpuid
- * (leaf 1, ecx bit 29); cpuid can trap to the hypervisor in a VM, hence the
- * cached answer (0 unknown, 1 no, 2 yes; racing threads store the same). */
-static int cpu_has_f16c(void)
-{
-	static _Atomic int state;
-	int s = atomic_load_explicit(&state, memory_order_relaxed);
-	if (s == 0) {
-		unsigned a, b, c, d;
-		int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-		s = __builtin_cpu_supports("avx2") && f16c ? 2 : 1;
-		atomic_store_explicit(&state, s, memory_order_relaxed);
-	}
-	return s == 2;
-}
-
-/* n must be a multiple of 8. */
-__attribute__((target("avx2,f16c"))) static void f32_to_f16_f16c(uint16_t *dst, const float *src, size_t n)
-{
-	for (size_t i = 0; i < n; i += 8) {
-		__m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
-		_mm_storeu_si128((__m128i *)(void *)(dst + i), h);
-	}
-}
-
-__attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *dst, const uint16_t *src, size_t n)
-{
-	for (size_t i = 0; i < n; i += 8) {
-		__m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
-		_mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-	}
-}
-#endif
-
-/* The vector path takes whole groups of 8 and the scalar code the rest, so
- * calls with n < 8 always run the portable code: the tests rely on that to
- * check both paths against their reference. */
-void fc_f32_to_f16(uint16_t *dst, const float *src, size_t n)
-{
-#if FC_F16C
-	if (cpu_has_f16c()) {
-		size_t body = n & ~(size_t)7;
-		f32_to_f16_f16c(dst, src, body);
-		dst += body;
-		src += body;
-		n -= body;
-	}
-#endif
-	f32_to_f16_scalar(dst, src, n);
-}
-
-void fc_f16_to_f32(float *dst, const uint16_t *src, size_t n)
-{
-#if FC_F16C
-	if (cpu_has_f16c()) {
-		size_t body = n & ~(size_t)7;
-		f16_to_f32_f16c(dst, src, body);
-		dst += body;
-		src += body;
-		n -= body;
-	}
-#endif
-	f16_to_f32_scalar(dst, src, n);
-}
-
-/* ---- bf16 ---- */
-
-/* Round to nearest even by adding just under half an ulp plus the lsb; a
- * NaN would carry into the sign that way, so it is truncated and made quiet
- * instead. Branch-free so that the blocked loop below vectorizes. */
-static inline uint16_t bf16_from_bits(uint32_t x)
-{
-	uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-	uint32_t nan = (x & 0x7fffffffu) > 0x7f800000u;
-	return (uint16_t)(nan ? (x >> 16) | 0x40u : rounded);
-}
-
-static inline void bf16_store(uint16_t *restrict dst, const float *restrict src, size_t i)
-{
-	uint32_t x;
-	memcpy(&x, src + i, 4);
-	dst[i] = bf16_from_bits(x);
-}
-
-static inline void bf16_load(float *restrict dst, const uint16_t *restrict src, size_t i)
-{
-	uint32_t x = (uint32_t)src[i] << 16;
-	memcpy(dst + i, &x, 4);
-}
-
-void fc_f32_to_bf16(uint16_t *restrict dst, const float *restrict src, size_t n)
-{
-	size_t i = 0;
-	for (; i + BLK <= n; i += BLK)
-		for (size_t j = 0; j < BLK; j++)
-			bf16_store(dst, src, i + j);
-	for (; i < n; i++)
-		bf16_store(dst, src, i);
-}
-
-void fc_bf16_to_f32(float *restrict dst, const uint16_t *restrict src, size_t n)
-{
-	size_t i = 0;
-	for (; i + BLK <= n; i += BLK)
-		for (size_t j = 0; j < BLK; j++)
-			bf16_load(dst, src, i + j);
-	for (; i < n; i++)
-		bf16_load(dst, src, i);
 }
 
 /* ---- byte shuffle ---- */
@@ -439,9 +224,9 @@ static int halves_encode(uint8_t *out, const float *src, size_t n, fc_dtype dtyp
 	for (size_t i = 0; i < n; i += HALF_BLK) {
 		size_t k = n - i < HALF_BLK ? n - i : HALF_BLK;
 		if (dtype == FC_DTYPE_F16)
-			fc_f32_to_f16(tmp, src + i, k);
+			fci_f32_to_f16(tmp, src + i, k);
 		else
-			fc_f32_to_bf16(tmp, src + i, k);
+			fci_f32_to_bf16(tmp, src + i, k);
 		/* inf/NaN in, or an f16 overflow: no faithful encoding */
 		if (halves_nonfinite(tmp, k, exp_lsb))
 			return FC_ERR_INVALID;
@@ -469,9 +254,9 @@ static int halves_decode(float *dst, const uint8_t *in, size_t n, fc_dtype dtype
 		if (halves_nonfinite(tmp, k, exp_lsb))
 			return FC_ERR_CORRUPT;
 		if (dtype == FC_DTYPE_F16)
-			fc_f16_to_f32(dst + i, tmp, k);
+			fci_f16_to_f32(dst + i, tmp, k);
 		else
-			fc_bf16_to_f32(dst + i, tmp, k);
+			fci_bf16_to_f32(dst + i, tmp, k);
 	}
 	return 0;
 }
@@ -481,9 +266,9 @@ static int halves_decode(float *dst, const uint8_t *in, size_t n, fc_dtype dtype
 /* Element e of the (lo, step) block of n floats, plain or as four planes. */
 static void pair_put(uint8_t *out, size_t n, size_t e, float v, int shuffle)
 {
-	uint32_t w = f32_bits(v);
+	uint32_t w = fci_f32_bits(v);
 	if (!shuffle) {
-		put32(out + 4 * e, w);
+		fci_store_le32(out + 4 * e, w);
 		return;
 	}
 	for (size_t b = 0; b < 4; b++)
@@ -493,8 +278,8 @@ static void pair_put(uint8_t *out, size_t n, size_t e, float v, int shuffle)
 static float pair_get(const uint8_t *in, size_t n, size_t e, int shuffle)
 {
 	if (!shuffle)
-		return f32_from_bits(get32(in + 4 * e));
-	return f32_from_bits((uint32_t)in[e] | (uint32_t)in[n + e] << 8 | (uint32_t)in[2 * n + e] << 16 |
+		return fci_f32_from_bits(fci_load_le32(in + 4 * e));
+	return fci_f32_from_bits((uint32_t)in[e] | (uint32_t)in[n + e] << 8 | (uint32_t)in[2 * n + e] << 16 |
 			     (uint32_t)in[3 * n + e] << 24);
 }
 
@@ -630,7 +415,7 @@ static int raw_encode(uint8_t *out, const float *vecs, uint32_t dim, uint32_t co
 	return FC_ERR_INVALID;
 }
 
-static int raw_decode(float *dst, const uint8_t *in, const fc_chunk_info *ci, int shuffle)
+static int raw_decode(float *dst, const uint8_t *in, const fci_chunk_info *ci, int shuffle)
 {
 	size_t n = (size_t)ci->dim * ci->count;
 
@@ -652,21 +437,21 @@ static int raw_decode(float *dst, const uint8_t *in, const fc_chunk_info *ci, in
 
 /* ---- context ---- */
 
-fc_chunk_ctx *fc_chunk_ctx_new(void)
+fci_chunk_ctx *fci_chunk_ctx_new(void)
 {
-	fc_chunk_ctx *ctx = calloc(1, sizeof(*ctx));
+	fci_chunk_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return NULL;
 	ctx->cctx = ZSTD_createCCtx();
 	ctx->dctx = ZSTD_createDCtx();
 	if (!ctx->cctx || !ctx->dctx) {
-		fc_chunk_ctx_free(ctx);
+		fci_chunk_ctx_free(ctx);
 		return NULL;
 	}
 	return ctx;
 }
 
-void fc_chunk_ctx_free(fc_chunk_ctx *ctx)
+void fci_chunk_ctx_free(fci_chunk_ctx *ctx)
 {
 	if (!ctx)
 		return;
@@ -678,7 +463,7 @@ void fc_chunk_ctx_free(fc_chunk_ctx *ctx)
 
 /* The scratch buffer only grows; its old contents never matter, so it is
  * replaced rather than realloc'd (no copy). */
-static uint8_t *scratch(fc_chunk_ctx *ctx, size_t n)
+static uint8_t *scratch(fci_chunk_ctx *ctx, size_t n)
 {
 	if (ctx->cap < n) {
 		free(ctx->buf);
@@ -695,7 +480,7 @@ static int zstd_err(size_t r)
 	return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? FC_ERR_NOMEM : FC_ERR_INTERNAL;
 }
 
-static int zstd_pack(fc_chunk_ctx *ctx, uint8_t *out, size_t cap, size_t *out_len, const void *raw,
+static int zstd_pack(fci_chunk_ctx *ctx, uint8_t *out, size_t cap, size_t *out_len, const void *raw,
 		     size_t raw_len, int level)
 {
 	ZSTD_CCtx *c = ctx->cctx;
@@ -717,7 +502,7 @@ static int zstd_pack(fc_chunk_ctx *ctx, uint8_t *out, size_t cap, size_t *out_le
 /* Exactly one frame that fills the payload, declares raw_len bytes and
  * carries its checksum (Frame_Header_Descriptor bit 2, RFC 8878 3.1.1.1.1):
  * a frame without one would be accepted silently otherwise. */
-static int zstd_unpack(fc_chunk_ctx *ctx, void *out, const fc_chunk_info *ci)
+static int zstd_unpack(fci_chunk_ctx *ctx, void *out, const fci_chunk_info *ci)
 {
 	const uint8_t *p = ci->payload;
 	size_t n = ci->payload_len;
@@ -737,7 +522,7 @@ static int zstd_unpack(fc_chunk_ctx *ctx, void *out, const fc_chunk_info *ci)
 
 /* ---- sizes ---- */
 
-size_t fc_chunk_raw_len(fc_dtype dtype, uint32_t dim, uint32_t count)
+size_t fci_chunk_raw_len(fc_dtype dtype, uint32_t dim, uint32_t count)
 {
 	if (dim < 1 || dim > FC_CHUNK_MAX_DIM || count < 1 || count > FC_CHUNK_MAX_COUNT)
 		return 0;
@@ -753,9 +538,9 @@ size_t fc_chunk_raw_len(fc_dtype dtype, uint32_t dim, uint32_t count)
 	return raw <= FC_CHUNK_MAX_RAW ? (size_t)raw : 0;
 }
 
-size_t fc_chunk_bound(fc_dtype dtype, fc_codec codec, uint32_t dim, uint32_t count)
+size_t fci_chunk_bound(fc_dtype dtype, fc_codec codec, uint32_t dim, uint32_t count)
 {
-	size_t raw = fc_chunk_raw_len(dtype, dim, count);
+	size_t raw = fci_chunk_raw_len(dtype, dim, count);
 	if (!raw || (unsigned)codec > FC_CODEC_SHUFFLE_ZSTD)
 		return 0;
 	uint64_t payload = codec == FC_CODEC_RAW ? raw : ZSTD_compressBound(raw);
@@ -765,7 +550,7 @@ size_t fc_chunk_bound(fc_dtype dtype, fc_codec codec, uint32_t dim, uint32_t cou
 
 /* ---- encode ---- */
 
-static int encode_args_ok(fc_chunk_ctx *ctx, const void *dst, const size_t *len, const float *vecs,
+static int encode_args_ok(fci_chunk_ctx *ctx, const void *dst, const size_t *len, const float *vecs,
 			  const void *hashes, fc_codec codec, int level)
 {
 	if (!ctx || !dst || !len || !vecs || !hashes)
@@ -775,13 +560,13 @@ static int encode_args_ok(fc_chunk_ctx *ctx, const void *dst, const size_t *len,
 	return 1;
 }
 
-int fc_chunk_encode(fc_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
+int fci_chunk_encode(fci_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 		    const float *vecs, const uint8_t (*hashes)[FC_HASH_LEN],
 		    uint32_t dim, uint32_t count, fc_dtype dtype, fc_codec codec, int level)
 {
 	uint8_t *p = dst;
-	size_t bound = fc_chunk_bound(dtype, codec, dim, count);
-	size_t raw_len = fc_chunk_raw_len(dtype, dim, count);
+	size_t bound = fci_chunk_bound(dtype, codec, dim, count);
+	size_t raw_len = fci_chunk_raw_len(dtype, dim, count);
 	size_t off = FC_CHUNK_HEADER + (size_t)FC_HASH_LEN * count;
 	size_t plen = raw_len;
 	int rc;
@@ -812,18 +597,18 @@ int fc_chunk_encode(fc_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 	p[5] = (uint8_t)dtype;
 	p[6] = (uint8_t)codec;
 	p[7] = 0;
-	put32(p + 8, dim);
-	put32(p + 12, count);
-	put32(p + 16, (uint32_t)plen); /* plen <= compressBound(2^31) < 2^32 */
-	put32(p + 20, 0);
-	put64(p + 24, chunk_checksum(p, off + plen));
+	fci_store_le32(p + 8, dim);
+	fci_store_le32(p + 12, count);
+	fci_store_le32(p + 16, (uint32_t)plen); /* plen <= compressBound(2^31) < 2^32 */
+	fci_store_le32(p + 20, 0);
+	fci_store_le64(p + 24, chunk_checksum(p, off + plen));
 	*len = off + plen;
 	return 0;
 }
 
 /* ---- parse and decode ---- */
 
-int fc_chunk_parse(const void *src, size_t len, fc_chunk_info *info)
+int fci_chunk_parse(const void *src, size_t len, fci_chunk_info *info)
 {
 	const uint8_t *p = src;
 
@@ -837,21 +622,21 @@ int fc_chunk_parse(const void *src, size_t len, fc_chunk_info *info)
 		return FC_ERR_VERSION;
 	if (p[4] == 0)
 		return FC_ERR_CORRUPT;
-	if (get64(p + 24) != chunk_checksum(p, len))
+	if (fci_load_le64(p + 24) != chunk_checksum(p, len))
 		return FC_ERR_CORRUPT;
 	if (p[5] > FC_DTYPE_U8 || p[6] > FC_CODEC_SHUFFLE_ZSTD)
 		return FC_ERR_UNSUPPORTED;
-	if (p[7] != 0 || get32(p + 20) != 0)
+	if (p[7] != 0 || fci_load_le32(p + 20) != 0)
 		return FC_ERR_CORRUPT;
 
-	fc_chunk_info ci = {
+	fci_chunk_info ci = {
 		.dtype = (fc_dtype)p[5],
 		.codec = (fc_codec)p[6],
-		.dim = get32(p + 8),
-		.count = get32(p + 12),
-		.payload_len = get32(p + 16),
+		.dim = fci_load_le32(p + 8),
+		.count = fci_load_le32(p + 12),
+		.payload_len = fci_load_le32(p + 16),
 	};
-	ci.raw_len = fc_chunk_raw_len(ci.dtype, ci.dim, ci.count); /* 0: dim/count/size out of range */
+	ci.raw_len = fci_chunk_raw_len(ci.dtype, ci.dim, ci.count); /* 0: dim/count/size out of range */
 	if (ci.raw_len == 0)
 		return FC_ERR_CORRUPT;
 	uint64_t off = FC_CHUNK_HEADER + (uint64_t)FC_HASH_LEN * ci.count;
@@ -865,10 +650,10 @@ int fc_chunk_parse(const void *src, size_t len, fc_chunk_info *info)
 	return 0;
 }
 
-int fc_chunk_decode(fc_chunk_ctx *ctx, const void *src, size_t len, float *dst, size_t dst_len)
+int fci_chunk_decode(fci_chunk_ctx *ctx, const void *src, size_t len, float *dst, size_t dst_len)
 {
-	fc_chunk_info ci;
-	int rc = fc_chunk_parse(src, len, &ci);
+	fci_chunk_info ci;
+	int rc = fci_chunk_parse(src, len, &ci);
 
 	if (rc)
 		return rc;

@@ -36,6 +36,7 @@
 #define FC_CHUNK_H
 
 #include "featcache/store.h"
+#include "util/util.h" /* fci_f32_to_f16 and friends */
 
 #define FC_CHUNK_VERSION 1
 #define FC_CHUNK_HEADER 32
@@ -43,7 +44,7 @@
 #define FC_CHUNK_MAX_DIM (1u << 20)
 #define FC_CHUNK_MAX_RAW ((size_t)1 << 31) /* largest raw payload we encode or decode */
 
-typedef struct fc_chunk_info {
+typedef struct fci_chunk_info {
 	fc_dtype dtype;
 	fc_codec codec;
 	uint32_t dim, count;
@@ -51,49 +52,41 @@ typedef struct fc_chunk_info {
 	size_t raw_len;     /* bytes before the codec */
 	const uint8_t (*hashes)[FC_HASH_LEN]; /* points into the chunk */
 	const uint8_t *payload;               /* points into the chunk */
-} fc_chunk_info;
+} fci_chunk_info;
 
 /* Scratch state for encoding and decoding (zstd contexts, shuffle buffer).
  * One per thread; reuse it across chunks. */
-typedef struct fc_chunk_ctx fc_chunk_ctx;
+typedef struct fci_chunk_ctx fci_chunk_ctx;
 
-fc_chunk_ctx *fc_chunk_ctx_new(void);
-void fc_chunk_ctx_free(fc_chunk_ctx *ctx); /* accepts NULL */
+fci_chunk_ctx *fci_chunk_ctx_new(void);
+void fci_chunk_ctx_free(fci_chunk_ctx *ctx); /* accepts NULL */
 
-/* fc_chunk_raw_len - bytes of the raw payload; 0 if dim/count are out of range. */
-size_t fc_chunk_raw_len(fc_dtype dtype, uint32_t dim, uint32_t count);
+/* fci_chunk_raw_len - bytes of the raw payload; 0 if dim/count are out of range. */
+size_t fci_chunk_raw_len(fc_dtype dtype, uint32_t dim, uint32_t count);
 
-/* fc_chunk_bound - the largest encoded chunk for these parameters; 0 if out of range. */
-size_t fc_chunk_bound(fc_dtype dtype, fc_codec codec, uint32_t dim, uint32_t count);
+/* fci_chunk_bound - the largest encoded chunk for these parameters; 0 if out of range. */
+size_t fci_chunk_bound(fc_dtype dtype, fc_codec codec, uint32_t dim, uint32_t count);
 
-/* fc_chunk_encode - encode count vectors of dim floats (row-major) with their
- * hashes into dst (dst_cap >= fc_chunk_bound). *len receives the chunk size.
+/* fci_chunk_encode - encode count vectors of dim floats (row-major) with their
+ * hashes into dst (dst_cap >= fci_chunk_bound). *len receives the chunk size.
  * level is the zstd level (ZSTD_minCLevel()..ZSTD_maxCLevel(); ignored for
  * raw). f32 keeps every bit, NaN and inf included. The lossy dtypes have no
  * faithful encoding for some values, which are FC_ERR_INVALID: inf and NaN;
  * for f16 a finite value that rounds beyond 65504 (|x| >= 65520); for bf16
  * one that rounds beyond its largest finite value; for u8 a vector whose
  * max - min overflows f32. Other bad arguments are FC_ERR_INVALID too. */
-int fc_chunk_encode(fc_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
+int fci_chunk_encode(fci_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 		    const float *vecs, const uint8_t (*hashes)[FC_HASH_LEN],
 		    uint32_t dim, uint32_t count, fc_dtype dtype, fc_codec codec, int level);
 
-/* fc_chunk_parse - check the header, the lengths and the checksum, and fill
+/* fci_chunk_parse - check the header, the lengths and the checksum, and fill
  * *info. FC_ERR_CORRUPT (bad magic, lengths, checksum), FC_ERR_VERSION (a
  * newer chunk version) or FC_ERR_UNSUPPORTED (unknown dtype/codec). */
-int fc_chunk_parse(const void *src, size_t len, fc_chunk_info *info);
+int fci_chunk_parse(const void *src, size_t len, fci_chunk_info *info);
 
-/* fc_chunk_decode - parse and decode every vector into dst (dst_len floats,
+/* fci_chunk_decode - parse and decode every vector into dst (dst_len floats,
  * at least dim*count). On any failure nothing meaningful is in dst and the
  * return is negative; a decoded chunk is never partially wrong. */
-int fc_chunk_decode(fc_chunk_ctx *ctx, const void *src, size_t len, float *dst, size_t dst_len);
-
-/* Conversions used by the codec, exposed for tests and benchmarks.
- * They pick an F16C/AVX2 path at run time when the CPU has it and give
- * bit-identical results either way. */
-void fc_f32_to_f16(uint16_t *dst, const float *src, size_t n);
-void fc_f16_to_f32(float *dst, const uint16_t *src, size_t n);
-void fc_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
-void fc_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+int fci_chunk_decode(fci_chunk_ctx *ctx, const void *src, size_t len, float *dst, size_t dst_len);
 
 #endif /* FC_CHUNK_H */

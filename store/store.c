@@ -31,7 +31,7 @@
 
 #include "featcache/store.h"
 #include "store/chunk.h"
-#include "store/common.h"
+#include "util/util.h"
 
 #define ITEM_REC 40   /* hash 16, size 8, mtime 8, label 4, split 1, status 1, pad 2 */
 #define INDEX_REC 12  /* chunk id 8, slot 4 */
@@ -60,7 +60,7 @@ struct fc_store {
 	const fc_logger *logger;
 	exdb *ex;
 	size_t n_ex, cap_ex;
-	fc_chunk_ctx *cctx;
+	fci_chunk_ctx *cctx;
 	uint8_t *enc;     /* encode buffer */
 	size_t enc_cap;
 	float *scratch;   /* decode buffer for single lookups */
@@ -267,11 +267,11 @@ static int store_write(fc_store *s, write_fn fn, void *ctx)
 
 /* ---- open ---- */
 
-/* fc_os_error into a per-thread buffer, for messages built right away. */
+/* fci_os_error into a per-thread buffer, for messages built right away. */
 static const char *os_error(int e)
 {
 	static _Thread_local char buf[128];
-	return fc_os_error(buf, sizeof buf, e);
+	return fci_os_error(buf, sizeof buf, e);
 }
 
 static void fc_log_msg(const fc_logger *lg, int level, const char *msg)
@@ -397,7 +397,7 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 		return FC_ERR_NOMEM;
 	*out = s;
 	s->path = strdup(path);
-	s->cctx = fc_chunk_ctx_new();
+	s->cctx = fci_chunk_ctx_new();
 	if (!s->path || !s->cctx)
 		return fail(s, FC_ERR_NOMEM, "out of memory");
 	s->readonly = opts->readonly;
@@ -480,7 +480,7 @@ void fc_store_free(fc_store *s)
 		return;
 	if (s->env)
 		mdb_env_close(s->env);
-	fc_chunk_ctx_free(s->cctx);
+	fci_chunk_ctx_free(s->cctx);
 	free(s->ex);
 	free(s->enc);
 	free(s->scratch);
@@ -861,13 +861,13 @@ static int encode_batch(fc_store *s, const uint8_t exid[FC_HASH_LEN], const floa
 		return err;
 	if (n < 1 || n > FC_CHUNK_MAX_COUNT)
 		return fail(s, FC_ERR_INVALID, "a batch holds 1 to %u vectors, not %zu", FC_CHUNK_MAX_COUNT, n);
-	size_t bound = fc_chunk_bound(e->dtype, e->codec, e->dim, (uint32_t)n);
+	size_t bound = fci_chunk_bound(e->dtype, e->codec, e->dim, (uint32_t)n);
 	if (bound == 0)
 		return fail(s, FC_ERR_INVALID, "a batch of %zu vectors of dim %u is too large", n, e->dim);
 	if ((err = ensure_enc(s, bound)) != 0)
 		return err;
 	size_t len;
-	err = fc_chunk_encode(s->cctx, s->enc, s->enc_cap, &len, vecs, hashes, e->dim, (uint32_t)n,
+	err = fci_chunk_encode(s->cctx, s->enc, s->enc_cap, &len, vecs, hashes, e->dim, (uint32_t)n,
 			      e->dtype, e->codec, e->level);
 	if (err)
 		return fail(s, err, "cannot encode batch: %s", fc_strerror(err));
@@ -889,7 +889,7 @@ int fc_store_append(fc_store *s, const uint8_t exid[FC_HASH_LEN], const float *v
 
 /* Decode a parsed chunk into *buf, growing it (and *buf_len, in floats)
  * to hold every vector first. FC_ERR_NOMEM if it cannot grow. */
-static int decode_grow(fc_chunk_ctx *ctx, const void *src, size_t len, const fc_chunk_info *ci, float **buf,
+static int decode_grow(fci_chunk_ctx *ctx, const void *src, size_t len, const fci_chunk_info *ci, float **buf,
 		       size_t *buf_len)
 {
 	size_t need = (size_t)ci->count * ci->dim;
@@ -900,7 +900,7 @@ static int decode_grow(fc_chunk_ctx *ctx, const void *src, size_t len, const fc_
 		*buf = p;
 		*buf_len = need;
 	}
-	return fc_chunk_decode(ctx, src, len, *buf, *buf_len);
+	return fci_chunk_decode(ctx, src, len, *buf, *buf_len);
 }
 
 /* ---- single lookups ---- */
@@ -983,8 +983,8 @@ int fc_store_get(fc_store *s, const uint8_t exid[FC_HASH_LEN], const uint8_t has
 					 : mdb_fail(s, rc, "cannot read chunk");
 		goto out;
 	}
-	fc_chunk_info ci;
-	if ((err = fc_chunk_parse(v.mv_data, v.mv_size, &ci)) != 0) {
+	fci_chunk_info ci;
+	if ((err = fci_chunk_parse(v.mv_data, v.mv_size, &ci)) != 0) {
 		err = fail(s, err, "%s: %s", name, fc_strerror(err));
 		goto out;
 	}
@@ -1096,7 +1096,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 	int stop = 0;
 #pragma omp parallel
 	{
-		fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+		fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 		float *buf = NULL;
 		size_t buf_len = 0;
 #pragma omp for schedule(dynamic, 1)
@@ -1107,8 +1107,8 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 			if (halt)
 				continue;
 			const job *jb = &jobs[q];
-			fc_chunk_info ci = { .count = 0 };
-			int jerr = ctx ? fc_chunk_parse(jb->data, jb->len, &ci) : FC_ERR_NOMEM;
+			fci_chunk_info ci = { .count = 0 };
+			int jerr = ctx ? fci_chunk_parse(jb->data, jb->len, &ci) : FC_ERR_NOMEM;
 			uint32_t slot = 0;
 			if (!jerr && ci.dim != dim)
 				jerr = FC_ERR_CORRUPT;
@@ -1124,7 +1124,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 				direct = refs[jb->first + r].slot == r &&
 					 refs[jb->first + r].row == refs[jb->first].row + r;
 			if (!jerr && direct) {
-				jerr = fc_chunk_decode(ctx, jb->data, jb->len,
+				jerr = fci_chunk_decode(ctx, jb->data, jb->len,
 						       m->data + refs[jb->first].row * dim, ci.count * dim);
 			} else if (!jerr) {
 				jerr = decode_grow(ctx, jb->data, jb->len, &ci, &buf, &buf_len);
@@ -1149,7 +1149,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const exdb *e, const ref *refs, 
 			progress_tick(s, "load", d, njobs, &stop);
 		}
 		free(buf);
-		fc_chunk_ctx_free(ctx);
+		fci_chunk_ctx_free(ctx);
 	}
 	if (stop && bad_job == SIZE_MAX)
 		err = fail(s, FC_ERR_INTERRUPTED, "interrupted");
@@ -1975,7 +1975,7 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 	int stop = 0;
 #pragma omp parallel
 	{
-		fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+		fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 		float *buf = NULL;
 		size_t buf_len = 0;
 #pragma omp for schedule(dynamic, 1)
@@ -1985,8 +1985,8 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 			halt = stop;
 			if (halt)
 				continue;
-			fc_chunk_info ci;
-			int err = ctx ? fc_chunk_parse(ch[i].data, ch[i].len, &ci) : FC_ERR_NOMEM;
+			fci_chunk_info ci;
+			int err = ctx ? fci_chunk_parse(ch[i].data, ch[i].len, &ci) : FC_ERR_NOMEM;
 			if (!err && (ci.dim != dim || ci.dtype != e->dtype || ci.codec != e->codec))
 				err = FC_ERR_INVALID; /* reported as a mismatch below */
 			if (!err)
@@ -2002,7 +2002,7 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const exdb *e)
 			progress_tick(s, "verify", d, n, &stop);
 		}
 		free(buf);
-		fc_chunk_ctx_free(ctx);
+		fci_chunk_ctx_free(ctx);
 	}
 	int err = 0;
 	for (size_t i = 0; i < n; i++)
@@ -2265,8 +2265,8 @@ static int gc_chunk(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id)
 		return mdb_fail(s, rc, "cannot read chunk");
 	char name[96];
 	chunk_name(name, sizeof name, e, id);
-	fc_chunk_info ci;
-	int err = fc_chunk_parse(v.mv_data, v.mv_size, &ci);
+	fci_chunk_info ci;
+	int err = fci_chunk_parse(v.mv_data, v.mv_size, &ci);
 	if (err)
 		return fail(s, err, "%s: %s (run 'featcache verify')", name, fc_strerror(err));
 	uint32_t live = 0;
@@ -2320,7 +2320,7 @@ static int gc_chunk(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id)
 	/* f32, f16 and bf16 re-encode bit-exactly (decoding is exact and encoding
 	 * maps the decoded values back to the same codes); u8 recomputes lo and
 	 * step from the decoded values, which can move a value by float rounding. */
-	size_t bound = fc_chunk_bound(ci.dtype, ci.codec, ci.dim, live), len;
+	size_t bound = fci_chunk_bound(ci.dtype, ci.codec, ci.dim, live), len;
 	if (bound > c->buf_cap) {
 		uint8_t *p = realloc(c->buf, bound);
 		if (!p) {
@@ -2331,7 +2331,7 @@ static int gc_chunk(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id)
 		c->buf = p;
 		c->buf_cap = bound;
 	}
-	err = fc_chunk_encode(s->cctx, c->buf, c->buf_cap, &len, c->vecs, (const uint8_t(*)[FC_HASH_LEN])hashes,
+	err = fci_chunk_encode(s->cctx, c->buf, c->buf_cap, &len, c->vecs, (const uint8_t(*)[FC_HASH_LEN])hashes,
 			      ci.dim, live, ci.dtype, ci.codec, e->level);
 	if (err) {
 		free(hashes);
@@ -2451,4 +2451,34 @@ out:
 	if (out)
 		*out = total;
 	return err;
+}
+
+/* ---- names ---- */
+
+void fc_hex(char *out, const uint8_t *bytes, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[bytes[i] >> 4];
+		out[2 * i + 1] = digits[bytes[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static const char *const split_names[] = { "train", "val", "test" };
+
+int fc_split_parse(const char *s, int *out)
+{
+	for (int i = 0; i < 3; i++) {
+		if (strcmp(s, split_names[i]) == 0) {
+			*out = i;
+			return 0;
+		}
+	}
+	/* The names people actually use for the same splits. */
+	if (strcmp(s, "validation") == 0 || strcmp(s, "valid") == 0) {
+		*out = FC_SPLIT_VAL;
+		return 0;
+	}
+	return FC_ERR_INVALID;
 }

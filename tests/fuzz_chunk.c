@@ -2,7 +2,7 @@
  * fuzz_chunk.c - libFuzzer target for store/chunk.c.
  *
  * Every input is used three ways:
- *   1. as a chunk: fc_chunk_parse and fc_chunk_decode must fail cleanly or
+ *   1. as a chunk: fci_chunk_parse and fci_chunk_decode must fail cleanly or
  *      succeed, never read outside the input or the output;
  *   2. as a chunk with its checksum recomputed, so that mutations reach the
  *      fields and the zstd frame behind the checksum;
@@ -26,11 +26,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_FLOATS ((size_t)1 << 20) /* largest decode the target attempts */
 
-static fc_chunk_ctx *ctx_get(void)
+static fci_chunk_ctx *ctx_get(void)
 {
-	static fc_chunk_ctx *ctx;
+	static fci_chunk_ctx *ctx;
 	if (!ctx)
-		ctx = fc_chunk_ctx_new();
+		ctx = fci_chunk_ctx_new();
 	if (!ctx)
 		abort();
 	return ctx;
@@ -38,8 +38,8 @@ static fc_chunk_ctx *ctx_get(void)
 
 static void decode_any(const uint8_t *p, size_t len)
 {
-	fc_chunk_info info;
-	if (fc_chunk_parse(p, len, &info) != 0)
+	fci_chunk_info info;
+	if (fci_chunk_parse(p, len, &info) != 0)
 		return;
 	size_t n = (size_t)info.dim * info.count;
 	if (n > MAX_FLOATS)
@@ -47,7 +47,7 @@ static void decode_any(const uint8_t *p, size_t len)
 	float *dst = malloc(n * sizeof(float));
 	if (!dst)
 		return;
-	int rc = fc_chunk_decode(ctx_get(), p, len, dst, n);
+	int rc = fci_chunk_decode(ctx_get(), p, len, dst, n);
 	if (rc > 0)
 		abort();
 	free(dst);
@@ -91,11 +91,11 @@ static void check_lossy(const float *x, const float *y, size_t dim, size_t count
 			if (!isfinite(b[i]))
 				abort();
 			if (dt == FC_DTYPE_F16) {
-				fc_f32_to_f16(&h, &a[i], 1);
-				fc_f16_to_f32(&back, &h, 1);
+				fci_f32_to_f16(&h, &a[i], 1);
+				fci_f16_to_f32(&back, &h, 1);
 			} else if (dt == FC_DTYPE_BF16) {
-				fc_f32_to_bf16(&h, &a[i], 1);
-				fc_bf16_to_f32(&back, &h, 1);
+				fci_f32_to_bf16(&h, &a[i], 1);
+				fci_bf16_to_f32(&back, &h, 1);
 			} else {
 				/* rounding of lo + q*step, and a subnormal step's
 				 * own rounding (up to 255 half-ulps of FLT_TRUE_MIN) */
@@ -124,7 +124,7 @@ static void encode_round_trip(const uint8_t *data, size_t size)
 		return;
 
 	size_t n = (size_t)dim * count;
-	size_t cap = fc_chunk_bound(dt, cd, dim, count);
+	size_t cap = fci_chunk_bound(dt, cd, dim, count);
 	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
 	uint8_t(*hashes)[FC_HASH_LEN] = calloc(count, FC_HASH_LEN);
 	uint8_t *buf = malloc(cap);
@@ -133,12 +133,12 @@ static void encode_round_trip(const uint8_t *data, size_t size)
 		abort();
 	memcpy(x, data + 5, n * sizeof(float));
 
-	int rc = fc_chunk_encode(ctx_get(), buf, cap, &len, x, (const uint8_t(*)[FC_HASH_LEN])hashes, dim, count,
+	int rc = fci_chunk_encode(ctx_get(), buf, cap, &len, x, (const uint8_t(*)[FC_HASH_LEN])hashes, dim, count,
 				 dt, cd, level);
 	if (rc != 0 && (dt == FC_DTYPE_F32 || rc != FC_ERR_INVALID))
 		abort(); /* f32 takes any bits; the lossy dtypes may only refuse values */
 	if (rc == 0) {
-		if (fc_chunk_decode(ctx_get(), buf, len, y, n) != 0)
+		if (fci_chunk_decode(ctx_get(), buf, len, y, n) != 0)
 			abort();
 		if (dt == FC_DTYPE_F32 && memcmp(x, y, n * sizeof(float)) != 0)
 			abort();

@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	fc_image img;
-	char err[FC_IMAGE_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = fc_image_decode(&img, data, size, err, sizeof err);
 
 	if (rc > 0)

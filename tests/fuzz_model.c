@@ -75,7 +75,7 @@ static void check(const fc_model *m)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	fc_model *m = (fc_model *)1;
-	char err[FC_MODEL_ERRLEN];
+	char err[FC_ERRLEN];
 	const fc_model_graph *g;
 	int rc = fc_model_open_mem(&m, data, size, err, sizeof err);
 	int tried = 0;

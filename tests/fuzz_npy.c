@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -24,7 +24,7 @@ static void parse(const uint8_t *p, size_t len)
 {
 	float *m = (float *)1;
 	size_t rows = 1, cols = 1;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = fc_npy_parse_f32(&m, &rows, &cols, p, len, err, sizeof err);
 
 	if (rc > 0)

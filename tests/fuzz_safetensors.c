@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -97,7 +97,7 @@ static void round_trip(const fc_st_file *f)
 static void parse(const uint8_t *p, size_t len)
 {
 	fc_st_file *f = NULL;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = fc_st_parse(&f, p, len, err, sizeof err);
 	if (rc > 0 || (rc < 0 && (f || !err[0])))
 		abort();

@@ -107,13 +107,13 @@ static uint32_t get32le(const uint8_t *p)
 
 /* A freshly encoded chunk of random vectors; *vecs_out (may be NULL)
  * receives the input. */
-static uint8_t *make_chunk(fc_chunk_ctx *ctx, fc_dtype dt, fc_codec cd, uint32_t dim, uint32_t count,
+static uint8_t *make_chunk(fci_chunk_ctx *ctx, fc_dtype dt, fc_codec cd, uint32_t dim, uint32_t count,
 			   size_t *len, float **vecs_out)
 {
 	size_t n = (size_t)dim * count;
 	float *vecs = malloc(n * sizeof(float));
 	uint8_t(*hashes)[FC_HASH_LEN] = malloc(count * sizeof(*hashes));
-	size_t cap = fc_chunk_bound(dt, cd, dim, count);
+	size_t cap = fci_chunk_bound(dt, cd, dim, count);
 	uint8_t *buf = malloc(cap);
 
 	assert_non_null(vecs);
@@ -121,7 +121,7 @@ static uint8_t *make_chunk(fc_chunk_ctx *ctx, fc_dtype dt, fc_codec cd, uint32_t
 	assert_non_null(buf);
 	gen_vectors(vecs, dim, count, 0);
 	gen_hashes(hashes, count);
-	assert_int_equal(fc_chunk_encode(ctx, buf, cap, len, vecs, (const uint8_t(*)[FC_HASH_LEN])hashes, dim,
+	assert_int_equal(fci_chunk_encode(ctx, buf, cap, len, vecs, (const uint8_t(*)[FC_HASH_LEN])hashes, dim,
 					 count, dt, cd, 3),
 			 0);
 	free(hashes);
@@ -164,25 +164,25 @@ static void test_names(void **state)
 static void test_sizes(void **state)
 {
 	(void)state;
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, 2048, 64), 4 * 2048 * 64);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F16, 2048, 64), 2 * 2048 * 64);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_BF16, 1, 1), 2);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_U8, 2048, 64), 8 * 64 + 2048 * 64);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, 0, 1), 0);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, 1, 0), 0);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM + 1, 1), 0);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, 1, FC_CHUNK_MAX_COUNT + 1), 0);
-	assert_int_equal(fc_chunk_raw_len((fc_dtype)4, 1, 1), 0);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, 2048, 64), 4 * 2048 * 64);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F16, 2048, 64), 2 * 2048 * 64);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_BF16, 1, 1), 2);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_U8, 2048, 64), 8 * 64 + 2048 * 64);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, 0, 1), 0);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, 1, 0), 0);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM + 1, 1), 0);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, 1, FC_CHUNK_MAX_COUNT + 1), 0);
+	assert_int_equal(fci_chunk_raw_len((fc_dtype)4, 1, 1), 0);
 	/* exactly the cap, then one vector past it */
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM, 512), FC_CHUNK_MAX_RAW);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM, 513), 0);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM, FC_CHUNK_MAX_COUNT), 0);
-	assert_int_equal(fc_chunk_raw_len(FC_DTYPE_U8, FC_CHUNK_MAX_DIM, 2048), 0);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM, 512), FC_CHUNK_MAX_RAW);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM, 513), 0);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_F32, FC_CHUNK_MAX_DIM, FC_CHUNK_MAX_COUNT), 0);
+	assert_int_equal(fci_chunk_raw_len(FC_DTYPE_U8, FC_CHUNK_MAX_DIM, 2048), 0);
 
-	assert_int_equal(fc_chunk_bound(FC_DTYPE_F32, FC_CODEC_RAW, 7, 3), 32 + 16 * 3 + 4 * 21);
-	assert_true(fc_chunk_bound(FC_DTYPE_F32, FC_CODEC_ZSTD, 7, 3) >= 32 + 16 * 3 + 4 * 21);
-	assert_int_equal(fc_chunk_bound(FC_DTYPE_F32, (fc_codec)3, 7, 3), 0);
-	assert_int_equal(fc_chunk_bound(FC_DTYPE_F32, FC_CODEC_ZSTD, 0, 3), 0);
+	assert_int_equal(fci_chunk_bound(FC_DTYPE_F32, FC_CODEC_RAW, 7, 3), 32 + 16 * 3 + 4 * 21);
+	assert_true(fci_chunk_bound(FC_DTYPE_F32, FC_CODEC_ZSTD, 7, 3) >= 32 + 16 * 3 + 4 * 21);
+	assert_int_equal(fci_chunk_bound(FC_DTYPE_F32, (fc_codec)3, 7, 3), 0);
+	assert_int_equal(fci_chunk_bound(FC_DTYPE_F32, FC_CODEC_ZSTD, 0, 3), 0);
 }
 
 /* ---- round trips ---- */
@@ -216,39 +216,39 @@ static const double err_bound[] = {
 
 /* Encode, parse, decode into a buffer with guard floats after it; returns
  * the relative error and the encoded size. */
-static double round_trip(fc_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dt,
+static double round_trip(fci_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dt,
 			 fc_codec cd, size_t *enc_len)
 {
 	size_t n = (size_t)dim * count;
-	size_t cap = fc_chunk_bound(dt, cd, dim, count);
+	size_t cap = fci_chunk_bound(dt, cd, dim, count);
 	uint8_t *buf = malloc(cap);
 	uint8_t(*hashes)[FC_HASH_LEN] = malloc(count * sizeof(*hashes));
 	float *out = malloc((n + 4) * sizeof(float));
-	fc_chunk_info info;
+	fci_chunk_info info;
 	size_t len = 0;
 
 	assert_non_null(buf);
 	assert_non_null(hashes);
 	assert_non_null(out);
 	gen_hashes(hashes, count);
-	assert_int_equal(fc_chunk_encode(ctx, buf, cap, &len, vecs, (const uint8_t(*)[FC_HASH_LEN])hashes, dim,
+	assert_int_equal(fci_chunk_encode(ctx, buf, cap, &len, vecs, (const uint8_t(*)[FC_HASH_LEN])hashes, dim,
 					 count, dt, cd, 3),
 			 0);
 	assert_true(len > 32 && len <= cap);
 
-	assert_int_equal(fc_chunk_parse(buf, len, &info), 0);
+	assert_int_equal(fci_chunk_parse(buf, len, &info), 0);
 	assert_int_equal(info.dtype, dt);
 	assert_int_equal(info.codec, cd);
 	assert_int_equal(info.dim, dim);
 	assert_int_equal(info.count, count);
-	assert_int_equal(info.raw_len, fc_chunk_raw_len(dt, dim, count));
+	assert_int_equal(info.raw_len, fci_chunk_raw_len(dt, dim, count));
 	assert_int_equal(32 + 16 * (size_t)count + info.payload_len, len);
 	assert_memory_equal(info.hashes, hashes, count * sizeof(*hashes));
 	assert_ptr_equal(info.payload, buf + 32 + 16 * (size_t)count);
 
 	for (size_t i = 0; i < n + 4; i++)
 		out[i] = -12345.0f;
-	assert_int_equal(fc_chunk_decode(ctx, buf, len, out, n + 4), 0);
+	assert_int_equal(fci_chunk_decode(ctx, buf, len, out, n + 4), 0);
 	for (size_t i = n; i < n + 4; i++)
 		assert_true(out[i] == -12345.0f); /* nothing written past dim*count */
 
@@ -268,7 +268,7 @@ static void test_round_trip(void **state)
 {
 	(void)state;
 	static const uint32_t shapes[][2] = {{1, 1}, {2048, 64}, {7, 3}, {1000, 13}, {3, 65}, {513, 2}, {64, 1}};
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	assert_non_null(ctx);
 
 	for (size_t di = 0; di < 4; di++) {
@@ -301,7 +301,7 @@ static void test_round_trip(void **state)
 				      (double)(2048 * 64 * 4) / (double)big_len);
 		}
 	}
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
 /* f32 keeps every bit, the odd ones included, through every codec. */
@@ -317,31 +317,31 @@ static void test_f32_special_bits(void **state)
 	float out[3 * 14];
 	uint8_t hashes[3][FC_HASH_LEN] = {{0}};
 	uint8_t buf[1024];
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 
 	assert_non_null(ctx);
 	for (size_t i = 0; i < dim * count; i++)
 		vecs[i] = float_of(special[i % dim] ^ (uint32_t)(i / dim)); /* vary the low bits per vector */
 	for (size_t ci = 0; ci < 3; ci++) {
 		size_t len;
-		assert_true(fc_chunk_bound(FC_DTYPE_F32, all_codecs[ci], dim, count) <= sizeof(buf));
-		assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, vecs,
+		assert_true(fci_chunk_bound(FC_DTYPE_F32, all_codecs[ci], dim, count) <= sizeof(buf));
+		assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, vecs,
 						 (const uint8_t(*)[FC_HASH_LEN])hashes, dim, count, FC_DTYPE_F32,
 						 all_codecs[ci], 1),
 				 0);
 		memset(out, 0, sizeof(out));
-		assert_int_equal(fc_chunk_decode(ctx, buf, len, out, dim * count), 0);
+		assert_int_equal(fci_chunk_decode(ctx, buf, len, out, dim * count), 0);
 		assert_memory_equal(out, vecs, sizeof(vecs));
 	}
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
-static int encode_one(fc_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dt,
+static int encode_one(fci_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dt,
 		      fc_codec cd, uint8_t *buf, size_t cap, size_t *len)
 {
 	uint8_t hashes[4][FC_HASH_LEN] = {{0}};
 	assert_true(count <= 4);
-	return fc_chunk_encode(ctx, buf, cap, len, vecs, (const uint8_t(*)[FC_HASH_LEN])hashes, dim, count, dt,
+	return fci_chunk_encode(ctx, buf, cap, len, vecs, (const uint8_t(*)[FC_HASH_LEN])hashes, dim, count, dt,
 			       cd, 3);
 }
 
@@ -349,7 +349,7 @@ static int encode_one(fc_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32
 static void test_lossy_refuses(void **state)
 {
 	(void)state;
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	uint8_t buf[512];
 	size_t len;
 	float v[4] = {1.0f, 2.0f, 3.0f, 4.0f};
@@ -391,7 +391,7 @@ static void test_lossy_refuses(void **state)
 			 FC_ERR_INVALID);
 	r[0] = 0.0f;
 	assert_int_equal(encode_one(ctx, r, 2, 1, FC_DTYPE_U8, FC_CODEC_RAW, buf, sizeof(buf), &len), 0);
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
 /* A constant vector has step 0 and comes back exactly; u8 codes hit 0 and
@@ -399,7 +399,7 @@ static void test_lossy_refuses(void **state)
 static void test_u8_edges(void **state)
 {
 	(void)state;
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	uint8_t buf[1024];
 	size_t len;
 	float v[2 * 37], out[2 * 37];
@@ -411,20 +411,20 @@ static void test_u8_edges(void **state)
 	}
 	for (size_t ci = 0; ci < 3; ci++) {
 		assert_int_equal(encode_one(ctx, v, 37, 2, FC_DTYPE_U8, all_codecs[ci], buf, sizeof(buf), &len), 0);
-		assert_int_equal(fc_chunk_decode(ctx, buf, len, out, 2 * 37), 0);
+		assert_int_equal(fci_chunk_decode(ctx, buf, len, out, 2 * 37), 0);
 		for (size_t i = 0; i < 37; i++)
 			assert_true(out[i] == 0.75f);
 		assert_true(out[37] == -3.0f);
 		assert_true(fabsf(out[73] - v[73]) <= 1e-6f);
 		assert_true(vec_rel_err(v + 37, out + 37, 37, 1, FC_DTYPE_U8) <= err_bound[FC_DTYPE_U8]);
 	}
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
 static void test_encode_args(void **state)
 {
 	(void)state;
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	uint8_t buf[4096];
 	uint8_t hashes[2][FC_HASH_LEN] = {{0}};
 	const uint8_t(*h)[FC_HASH_LEN] = (const uint8_t(*)[FC_HASH_LEN])hashes;
@@ -432,32 +432,32 @@ static void test_encode_args(void **state)
 	size_t len;
 
 	assert_non_null(ctx);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 0, 1, FC_DTYPE_F32, FC_CODEC_RAW, 3),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 0, 1, FC_DTYPE_F32, FC_CODEC_RAW, 3),
 			 FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 0, FC_DTYPE_F32, FC_CODEC_RAW, 3),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 0, FC_DTYPE_F32, FC_CODEC_RAW, 3),
 			 FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, (fc_dtype)4, FC_CODEC_RAW, 3),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, (fc_dtype)4, FC_CODEC_RAW, 3),
 			 FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, (fc_codec)3, 3),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, (fc_codec)3, 3),
 			 FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_ZSTD, 100),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_ZSTD, 100),
 			 FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 100),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 100),
 			 0); /* level is ignored for raw */
-	assert_int_equal(fc_chunk_encode(NULL, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 3),
+	assert_int_equal(fci_chunk_encode(NULL, buf, sizeof(buf), &len, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 3),
 			 FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), &len, NULL, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 3),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), &len, NULL, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 3),
 			 FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_encode(ctx, buf, sizeof(buf), NULL, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 3),
+	assert_int_equal(fci_chunk_encode(ctx, buf, sizeof(buf), NULL, v, h, 8, 2, FC_DTYPE_F32, FC_CODEC_RAW, 3),
 			 FC_ERR_INVALID);
 	for (size_t ci = 0; ci < 3; ci++) {
-		size_t bound = fc_chunk_bound(FC_DTYPE_F16, all_codecs[ci], 8, 2);
-		assert_int_equal(fc_chunk_encode(ctx, buf, bound - 1, &len, v, h, 8, 2, FC_DTYPE_F16, all_codecs[ci], 3),
+		size_t bound = fci_chunk_bound(FC_DTYPE_F16, all_codecs[ci], 8, 2);
+		assert_int_equal(fci_chunk_encode(ctx, buf, bound - 1, &len, v, h, 8, 2, FC_DTYPE_F16, all_codecs[ci], 3),
 				 FC_ERR_INVALID);
-		assert_int_equal(fc_chunk_encode(ctx, buf, bound, &len, v, h, 8, 2, FC_DTYPE_F16, all_codecs[ci], 3), 0);
+		assert_int_equal(fci_chunk_encode(ctx, buf, bound, &len, v, h, 8, 2, FC_DTYPE_F16, all_codecs[ci], 3), 0);
 	}
-	fc_chunk_ctx_free(ctx);
-	fc_chunk_ctx_free(NULL);
+	fci_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(NULL);
 }
 
 /* ---- f16 and bf16 against naive references ---- */
@@ -530,10 +530,10 @@ static void test_f16_to_f32_exhaustive(void **state)
 	assert_non_null(bulk);
 	for (uint32_t i = 0; i < 65536; i++)
 		h[i] = (uint16_t)i;
-	fc_f16_to_f32(bulk, h, 65536);
+	fci_f16_to_f32(bulk, h, 65536);
 	for (uint32_t i = 0; i < 65536; i++) {
 		float one;
-		fc_f16_to_f32(&one, &h[i], 1);
+		fci_f16_to_f32(&one, &h[i], 1);
 		uint32_t want = ref_f16_to_f32(h[i]);
 		if (bits_of(bulk[i]) != want || bits_of(one) != want)
 			print_message("half %04x: bulk %08x single %08x reference %08x\n", i, bits_of(bulk[i]),
@@ -542,7 +542,7 @@ static void test_f16_to_f32_exhaustive(void **state)
 		assert_int_equal(bits_of(one), want);
 		/* and back: every half survives the trip (NaNs quiet) */
 		uint16_t back;
-		fc_f32_to_f16(&back, &one, 1);
+		fci_f32_to_f16(&back, &one, 1);
 		uint16_t back_want = (h[i] & 0x7c00u) == 0x7c00u && (h[i] & 0x3ffu) ? (uint16_t)(h[i] | 0x200u) : h[i];
 		assert_int_equal(back, back_want);
 	}
@@ -584,11 +584,11 @@ static void test_f32_to_f16_reference(void **state)
 	assert_non_null(x);
 	assert_non_null(bulk);
 	size_t n = f16_inputs(x, n_random);
-	fc_f32_to_f16(bulk, x, n);
+	fci_f32_to_f16(bulk, x, n);
 	size_t bad = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint16_t one, want = ref_f32_to_f16(x[i]);
-		fc_f32_to_f16(&one, &x[i], 1);
+		fci_f32_to_f16(&one, &x[i], 1);
 		if ((bulk[i] != want || one != want) && bad++ < 10)
 			print_message("f32 %08x (%a): bulk %04x single %04x reference %04x\n", bits_of(x[i]),
 				      (double)x[i], bulk[i], one, want);
@@ -621,11 +621,11 @@ static void test_bf16_reference(void **state)
 	}
 	x[0] = FLT_MAX;
 	x[3] = -FLT_MAX;
-	fc_f32_to_bf16(bulk, x, n);
-	fc_bf16_to_f32(back, bulk, n);
+	fci_f32_to_bf16(bulk, x, n);
+	fci_bf16_to_f32(back, bulk, n);
 	for (size_t i = 0; i < n; i++) {
 		uint16_t one, want = ref_f32_to_bf16(x[i]);
-		fc_f32_to_bf16(&one, &x[i], 1);
+		fci_f32_to_bf16(&one, &x[i], 1);
 		if ((bulk[i] != want || one != want) && bad++ < 10)
 			print_message("f32 %08x: bulk %04x single %04x reference %04x\n", bits_of(x[i]), bulk[i],
 				      one, want);
@@ -642,12 +642,12 @@ static void test_bf16_reference(void **state)
 
 /* ---- damaged and lying records ---- */
 
-static int decode_rc(fc_chunk_ctx *ctx, const uint8_t *buf, size_t len, uint32_t dim, uint32_t count)
+static int decode_rc(fci_chunk_ctx *ctx, const uint8_t *buf, size_t len, uint32_t dim, uint32_t count)
 {
 	size_t n = (size_t)dim * count;
 	float *out = malloc((n ? n : 1) * sizeof(float));
 	assert_non_null(out);
-	int rc = fc_chunk_decode(ctx, buf, len, out, n);
+	int rc = fci_chunk_decode(ctx, buf, len, out, n);
 	free(out);
 	return rc;
 }
@@ -658,7 +658,7 @@ static void test_flips_and_truncation(void **state)
 {
 	(void)state;
 	static const uint8_t xors[] = {0x01, 0x10, 0x80, 0xff};
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	assert_non_null(ctx);
 
 	for (size_t di = 0; di < 4; di++)
@@ -667,38 +667,38 @@ static void test_flips_and_truncation(void **state)
 			size_t len;
 			uint8_t *buf = make_chunk(ctx, all_dtypes[di], all_codecs[ci], dim, count, &len, NULL);
 			uint8_t *copy = malloc(len + 1);
-			fc_chunk_info info;
+			fci_chunk_info info;
 			assert_non_null(copy);
 			for (size_t off = 0; off < len; off++)
 				for (size_t k = 0; k < sizeof(xors); k++) {
 					memcpy(copy, buf, len);
 					copy[off] ^= xors[k];
-					assert_true(fc_chunk_parse(copy, len, &info) < 0);
+					assert_true(fci_chunk_parse(copy, len, &info) < 0);
 					assert_true(decode_rc(ctx, copy, len, dim, count) < 0);
 				}
 			for (size_t l = 0; l < len; l++) {
-				assert_true(fc_chunk_parse(buf, l, &info) < 0);
+				assert_true(fci_chunk_parse(buf, l, &info) < 0);
 				assert_true(decode_rc(ctx, buf, l, dim, count) < 0);
 			}
 			memcpy(copy, buf, len);
 			copy[len] = 0;
-			assert_int_equal(fc_chunk_parse(copy, len + 1, &info), FC_ERR_CORRUPT);
+			assert_int_equal(fci_chunk_parse(copy, len + 1, &info), FC_ERR_CORRUPT);
 			assert_int_equal(decode_rc(ctx, buf, len, dim, count), 0);
 			free(copy);
 			free(buf);
 		}
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
 /* Headers that pass the checksum (resealed) but lie. */
 static void test_lying_headers(void **state)
 {
 	(void)state;
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	const uint32_t dim = 8, count = 2;
 	size_t len;
 	uint8_t *buf, *c;
-	fc_chunk_info info;
+	fci_chunk_info info;
 
 	assert_non_null(ctx);
 	buf = make_chunk(ctx, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD, dim, count, &len, NULL);
@@ -710,7 +710,7 @@ static void test_lying_headers(void **state)
 		memcpy(c, buf, len);                                           \
 		stmt;                                                          \
 		reseal(c, len);                                                \
-		assert_int_equal(fc_chunk_parse(c, len, &info), want);         \
+		assert_int_equal(fci_chunk_parse(c, len, &info), want);         \
 		assert_int_equal(decode_rc(ctx, c, len, dim, count), want);    \
 	} while (0)
 
@@ -740,7 +740,7 @@ static void test_lying_headers(void **state)
 	memcpy(c, buf, len);
 	put32le(c + 8, dim / 2);
 	reseal(c, len);
-	assert_int_equal(fc_chunk_parse(c, len, &info), 0);
+	assert_int_equal(fci_chunk_parse(c, len, &info), 0);
 	assert_int_equal(decode_rc(ctx, c, len, dim, count), FC_ERR_CORRUPT);
 	MUTATE(c[5] = FC_DTYPE_BF16, 0); /* same sizes: decodes (as different numbers) */
 
@@ -749,20 +749,20 @@ static void test_lying_headers(void **state)
 	c[len] = 0;
 	put32le(c + 16, get32le(c + 16) + 1);
 	reseal(c, len + 1);
-	assert_int_equal(fc_chunk_parse(c, len + 1, &info), 0);
+	assert_int_equal(fci_chunk_parse(c, len + 1, &info), 0);
 	assert_int_equal(decode_rc(ctx, c, len + 1, dim, count), FC_ERR_CORRUPT);
 
 	/* the caller's buffer is too small */
 	float out[8 * 2];
-	assert_int_equal(fc_chunk_decode(ctx, buf, len, out, dim * count - 1), FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_decode(ctx, buf, len, NULL, dim * count), FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_decode(NULL, buf, len, out, dim * count), FC_ERR_INVALID);
-	assert_int_equal(fc_chunk_decode(ctx, buf, len, out, dim * count), 0);
-	assert_int_equal(fc_chunk_parse(NULL, 0, &info), FC_ERR_INVALID);
+	assert_int_equal(fci_chunk_decode(ctx, buf, len, out, dim * count - 1), FC_ERR_INVALID);
+	assert_int_equal(fci_chunk_decode(ctx, buf, len, NULL, dim * count), FC_ERR_INVALID);
+	assert_int_equal(fci_chunk_decode(NULL, buf, len, out, dim * count), FC_ERR_INVALID);
+	assert_int_equal(fci_chunk_decode(ctx, buf, len, out, dim * count), 0);
+	assert_int_equal(fci_chunk_parse(NULL, 0, &info), FC_ERR_INVALID);
 #undef MUTATE
 	free(c);
 	free(buf);
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
 /* Damage inside the zstd frame, behind a valid record checksum: zstd's own
@@ -771,7 +771,7 @@ static void test_lying_headers(void **state)
 static void test_zstd_damage(void **state)
 {
 	(void)state;
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	assert_non_null(ctx);
 
 	for (size_t di = 0; di < 4; di++)
@@ -785,13 +785,13 @@ static void test_zstd_damage(void **state)
 			assert_non_null(c);
 			assert_non_null(good);
 			assert_non_null(out);
-			assert_int_equal(fc_chunk_decode(ctx, buf, len, good, n), 0);
+			assert_int_equal(fci_chunk_decode(ctx, buf, len, good, n), 0);
 			for (size_t off = start; off < len; off++)
 				for (int bit = 0; bit < 8; bit++) {
 					memcpy(c, buf, len);
 					c[off] ^= (uint8_t)(1u << bit);
 					reseal(c, len);
-					int rc = fc_chunk_decode(ctx, c, len, out, n);
+					int rc = fci_chunk_decode(ctx, c, len, out, n);
 					if (rc < 0) {
 						caught++;
 						continue;
@@ -808,14 +808,14 @@ static void test_zstd_damage(void **state)
 			free(c);
 			free(buf);
 		}
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
 /* A frame without its checksum is not one we wrote. */
 static void test_zstd_frame_without_checksum(void **state)
 {
 	(void)state;
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	const uint32_t dim = 16, count = 2;
 	float v[32];
 	uint8_t buf[1024];
@@ -831,15 +831,15 @@ static void test_zstd_frame_without_checksum(void **state)
 	assert_false(ZSTD_isError(z));
 	put32le(buf + 16, (uint32_t)z);
 	reseal(buf, off + z);
-	assert_int_equal(fc_chunk_decode(ctx, buf, off + z, out, 32), FC_ERR_CORRUPT);
-	fc_chunk_ctx_free(ctx);
+	assert_int_equal(fci_chunk_decode(ctx, buf, off + z, out, 32), FC_ERR_CORRUPT);
+	fci_chunk_ctx_free(ctx);
 }
 
 /* Values the encoder never writes, behind a valid checksum. */
 static void test_impossible_values(void **state)
 {
 	(void)state;
-	fc_chunk_ctx *ctx = fc_chunk_ctx_new();
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
 	const uint32_t dim = 4, count = 2;
 	size_t len;
 	uint8_t *buf;
@@ -861,7 +861,7 @@ static void test_impossible_values(void **state)
 	reseal(buf, len);
 	assert_int_equal(decode_rc(ctx, buf, len, dim, count), FC_ERR_CORRUPT);
 	free(buf);
-	fc_chunk_ctx_free(ctx);
+	fci_chunk_ctx_free(ctx);
 }
 
 int main(void)

@@ -58,7 +58,7 @@ static const fc_entry *find(const fc_dataset *d, const char *key)
 static void test_class_folders(void **state)
 {
 	(void)state;
-	char root[512], err[FC_DATASET_ERRLEN];
+	char root[512], err[FC_ERRLEN];
 	mkroot(root, sizeof root, "folders");
 	put_file(root, "cat/1.jpg", "x");
 	put_file(root, "cat/2.JPEG", "x");
@@ -97,7 +97,7 @@ static void test_class_folders(void **state)
 static void test_split_level(void **state)
 {
 	(void)state;
-	char root[512], err[FC_DATASET_ERRLEN];
+	char root[512], err[FC_ERRLEN];
 	mkroot(root, sizeof root, "splits");
 	put_file(root, "train/shoe/1.png", "x");
 	put_file(root, "val/shoe/2.png", "x");
@@ -127,7 +127,7 @@ static void test_split_level(void **state)
 static void test_csv(void **state)
 {
 	(void)state;
-	char root[512], csv[600], err[FC_DATASET_ERRLEN];
+	char root[512], csv[600], err[FC_ERRLEN];
 	mkroot(root, sizeof root, "csv");
 	snprintf(csv, sizeof csv, "%s/list.csv", root);
 	put_file(root, "list.csv",
@@ -190,7 +190,7 @@ static void test_csv_errors(void **state)
 		{ ",x\n", FC_ERR_INVALID, "empty path" },
 		{ "a.png,x\nb.png,y\n./a.png,z\n", FC_ERR_EXISTS, "line 3: 'a.png' is listed again (first on line 1)" },
 	};
-	char root[512], csv[600], err[FC_DATASET_ERRLEN];
+	char root[512], csv[600], err[FC_ERRLEN];
 	mkroot(root, sizeof root, "csv-bad");
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char name[32];
@@ -214,7 +214,7 @@ static void test_csv_errors(void **state)
 static void test_empty_dataset(void **state)
 {
 	(void)state;
-	char root[512], err[FC_DATASET_ERRLEN];
+	char root[512], err[FC_ERRLEN];
 	mkroot(root, sizeof root, "empty");
 	put_file(root, "a/readme.txt", "x");
 	fc_dataset d;

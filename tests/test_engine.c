@@ -41,7 +41,7 @@
 
 #include "featcache/engine.h"
 #include "featcache/model.h"
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 #include "onnx.pb-c.h"
 
 static char fixture_dir[1024];
@@ -213,7 +213,7 @@ static int print_impls(const char *name, const fc_engine *e, int count)
  * cosine (bf16); *strict_bad counts ref primitives and interior reorders. */
 static double run_fixture(const char *name, const float *input, int prec, int *strict_bad)
 {
-	char path[1200], err[FC_ENGINE_ERRLEN];
+	char path[1200], err[FC_ERRLEN];
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	float *feat = NULL;
@@ -340,7 +340,7 @@ static void test_fixtures_bf16(void **state)
 static void test_threads(void **state)
 {
 	(void)state;
-	char path[1200], err[FC_ENGINE_ERRLEN];
+	char path[1200], err[FC_ERRLEN];
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	snprintf(path, sizeof path, "%s/resnet18_narrow.onnx", fixture_dir);
@@ -365,7 +365,7 @@ static void test_threads(void **state)
 static void test_bad_args(void **state)
 {
 	(void)state;
-	char path[1200], err[FC_ENGINE_ERRLEN];
+	char path[1200], err[FC_ERRLEN];
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	snprintf(path, sizeof path, "%s/resnet18_narrow.onnx", fixture_dir);
@@ -686,7 +686,7 @@ static int mb_open(struct mb *b, fc_model **m, char *err)
 {
 	size_t len;
 	uint8_t *buf = mb_pack(b, &len);
-	int rc = fc_model_open_mem(m, buf, len, err, FC_MODEL_ERRLEN);
+	int rc = fc_model_open_mem(m, buf, len, err, FC_ERRLEN);
 
 	free(buf);
 	return rc;
@@ -835,7 +835,7 @@ static double engine_vs_ref(struct mb *b, const float *x, int N, const float *re
 {
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
-	char err[FC_ENGINE_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = mb_open(b, &m, err);
 	if (rc)
 		fail_msg("%s: model open failed: %s", what, err);
@@ -1068,7 +1068,7 @@ static void test_no_cut(void **state)
 	struct mb b;
 	fc_model *m = NULL;
 	fc_engine *e = (fc_engine *)1;
-	char err[FC_ENGINE_ERRLEN];
+	char err[FC_ERRLEN];
 	int64_t xd[4] = { 1, 3, 4, 4 };
 	mb_init(&b, 13);
 	mb_input(&b, "x", 4, xd);

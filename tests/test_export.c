@@ -167,7 +167,7 @@ static float *random_images(uint64_t s)
 /* The engine's output for model cut at layer (NULL: default), N images. */
 static float *engine_embed(const char *path, const char *layer, const float *in, size_t *dim)
 {
-	char err[FC_ENGINE_ERRLEN];
+	char err[FC_ERRLEN];
 	fc_model *m;
 	fc_engine *e;
 	fc_engine_opts eo = { .batch = N };
@@ -192,7 +192,7 @@ static float *engine_embed(const char *path, const char *layer, const float *in,
 
 static int64_t default_dim(const char *path)
 {
-	char err[FC_MODEL_ERRLEN];
+	char err[FC_ERRLEN];
 	fc_model *m;
 	int64_t d;
 
@@ -219,7 +219,7 @@ static double rel_err(const float *a, const float *b, size_t n)
 static int export_ok(const char *model, const char *layer, int normalize, fc_head *h, const char *out)
 {
 	fc_export_opts o = { .layer = layer, .size = SIZE, .normalize = normalize, .head_name = "h" };
-	char err[FC_EXPORT_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = fc_export_onnx(model, &o, h, out, err, sizeof err);
 
 	if (rc)
@@ -436,7 +436,7 @@ static void test_opset(void **state)
 	const char *out = tmpfile_path("o.onnx");
 	fc_head *h = random_head(64, 0, 8, 1, seed + 70);
 	fc_export_opts o = { .size = SIZE, .normalize = 1, .opset = 17 };
-	char err[FC_EXPORT_ERRLEN];
+	char err[FC_ERRLEN];
 	Onnx__ModelProto *mp;
 	int64_t mnas_dim = default_dim(fixture("mnasnet_025"));
 	fc_head *hm = random_head((uint32_t)mnas_dim, 0, 8, 1, seed + 71);
@@ -471,7 +471,7 @@ static void test_errors(void **state)
 	const char *model = fixture("resnet18_narrow"), *out = tmpfile_path("e.onnx");
 	fc_head *h = random_head(32, 0, 8, 1, seed + 80), *ok = random_head(64, 0, 8, 1, seed + 81);
 	fc_export_opts o = { .size = SIZE, .normalize = 1, .head_name = "h" };
-	char err[FC_EXPORT_ERRLEN], sub[300], buf[8];
+	char err[FC_ERRLEN], sub[300], buf[8];
 	FILE *f;
 
 	(void)state;

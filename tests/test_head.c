@@ -38,8 +38,8 @@ static void fill(float *x, size_t n, uint64_t *s)
 static void test_matmul_vs_naive(void **state)
 {
 	(void)state;
-	fc_mm *mm;
-	assert_int_equal(fc_mm_new(&mm), 0);
+	fci_mm *mm;
+	assert_int_equal(fci_mm_new(&mm), 0);
 	uint64_t s = seed;
 	const size_t shapes[][3] = { { 1, 1, 1 }, { 7, 5, 3 }, { 128, 64, 96 }, { 33, 17, 129 }, { 2, 300, 1 } };
 	for (size_t q = 0; q < 5; q++) {
@@ -62,21 +62,21 @@ static void test_matmul_vs_naive(void **state)
 							}
 							R[m * N + n] = v;
 						}
-					assert_int_equal(fc_mm_run(mm, C, A, B, M, N, K, ta, tb, acc), 0);
+					assert_int_equal(fci_mm_run(mm, C, A, B, M, N, K, ta, tb, acc), 0);
 					double worst = 0;
 					for (size_t i = 0; i < M * N; i++)
 						worst = fmax(worst, fabs(C[i] - R[i]) / (1 + fabs(R[i])));
 					if (worst > 1e-5)
 						fail_msg("M%zu N%zu K%zu ta%d tb%d acc%d: error %g", M, N, K, ta, tb, acc, worst);
-					assert_true(strncmp(fc_mm_impl(mm), "ref", 3) != 0);
+					assert_true(strncmp(fci_mm_impl(mm), "ref", 3) != 0);
 				}
 		free(A);
 		free(B);
 		free(C);
 		free(R);
 	}
-	print_message("# oneDNN matmul implementation: %s\n", fc_mm_impl(mm));
-	fc_mm_free(mm);
+	print_message("# oneDNN matmul implementation: %s\n", fci_mm_impl(mm));
+	fci_mm_free(mm);
 }
 
 /* Naive double-precision head, reading the parameters through the state dict. */

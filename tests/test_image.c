@@ -194,7 +194,7 @@ static void test_decode_fixtures(void **state)
 		uint8_t *data;
 		fc_image img;
 		expected e;
-		char err[FC_IMAGE_ERRLEN];
+		char err[FC_ERRLEN];
 		int rc, maxdiff = 0;
 
 		if (strcmp(m[i].spec, "decode") != 0)
@@ -669,7 +669,7 @@ static void check_failed(int rc, const fc_image *img, const char *err, const cha
 static void test_not_an_image(void **state)
 {
 	fc_image img;
-	char err[FC_IMAGE_ERRLEN];
+	char err[FC_ERRLEN];
 	uint8_t junk[300];
 
 	(void)state;
@@ -722,7 +722,7 @@ static void test_too_large(void **state)
 {
 	static const char *const names[] = {"huge_100000x100000.png", "huge_65000x65000.jpg"};
 	fc_image img;
-	char err[FC_IMAGE_ERRLEN];
+	char err[FC_ERRLEN];
 
 	(void)state;
 	for (int i = 0; i < 2; i++) {
@@ -754,7 +754,7 @@ static void test_truncated(void **state)
 		size_t len, step;
 		uint8_t *data = read_file(names[f], &len);
 		int is_png = data[0] == 0x89;
-		char err[FC_IMAGE_ERRLEN], last[FC_IMAGE_ERRLEN] = "";
+		char err[FC_ERRLEN], last[FC_ERRLEN] = "";
 
 		step = len / 150 + 1;
 		for (size_t cut = 0; cut < len; cut += (cut < 400 || len - cut < 64) ? 1 : step) {
@@ -797,7 +797,7 @@ static void test_flipped(void **state)
 		uint8_t *data = read_file(names[f], &len);
 		for (int t = 0; t < 120; t++) {
 			uint8_t *copy = malloc(len);
-			char err[FC_IMAGE_ERRLEN];
+			char err[FC_ERRLEN];
 			fc_image img;
 			int nflip = rng_int(1, 4), rc;
 			assert_non_null(copy);

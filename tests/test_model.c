@@ -39,7 +39,7 @@
 #include <unistd.h>
 
 #include "featcache/model.h"
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 #include "onnx.pb-c.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -544,7 +544,7 @@ static int mb_open(struct mb *b, fc_model **m, char *err)
 {
 	size_t len;
 	uint8_t *buf = mb_pack(b, &len);
-	int rc = fc_model_open_mem(m, buf, len, err, FC_MODEL_ERRLEN);
+	int rc = fc_model_open_mem(m, buf, len, err, FC_ERRLEN);
 
 	free(buf);
 	return rc;
@@ -555,7 +555,7 @@ static int mb_open(struct mb *b, fc_model **m, char *err)
 static void expect_fail(struct mb *b, int code, const char *s1, const char *s2, const char *s3)
 {
 	fc_model *m = (fc_model *)1;
-	char err[FC_MODEL_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = mb_open(b, &m, err);
 
 	if (rc >= 0)
@@ -573,7 +573,7 @@ static void expect_fail(struct mb *b, int code, const char *s1, const char *s2, 
 static fc_model *expect_open(struct mb *b)
 {
 	fc_model *m = NULL;
-	char err[FC_MODEL_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc = mb_open(b, &m, err);
 
 	if (rc)
@@ -611,7 +611,7 @@ static void tiny_net(struct mb *b, int opset)
 
 static void check_fixture(const char *name)
 {
-	char path[1200], err[FC_MODEL_ERRLEN];
+	char path[1200], err[FC_ERRLEN];
 	json_error_t jerr;
 	json_t *root, *sizes, *ops, *dl, *v;
 	const char *key;
@@ -760,7 +760,7 @@ static void test_fixture_op_coverage(void **state)
 		FC_OP_GATHER, FC_OP_CAST, FC_OP_CONSTANTOFSHAPE, FC_OP_SLICE, FC_OP_TRANSPOSE,
 	};
 	int seen[FC_OP_COUNT] = { 0 }, n;
-	char **names = fixture_names(&n), path[1200], err[FC_MODEL_ERRLEN];
+	char **names = fixture_names(&n), path[1200], err[FC_ERRLEN];
 
 	(void)state;
 	for (int i = 0; i < n; i++) {
@@ -1762,7 +1762,7 @@ static void test_wire_format(void **state)
 	size_t len;
 	uint8_t *buf, *big;
 	fc_model *m;
-	char err[FC_MODEL_ERRLEN];
+	char err[FC_ERRLEN];
 	int rc;
 
 	(void)state;
@@ -1848,7 +1848,7 @@ static void test_wire_format(void **state)
 static void test_open_errors(void **state)
 {
 	fc_model *m = (fc_model *)1;
-	char err[FC_MODEL_ERRLEN], path[1200];
+	char err[FC_ERRLEN], path[1200];
 	int rc;
 
 	(void)state;
@@ -1894,7 +1894,7 @@ static void hostile_check(int rc, fc_model *m, const char *err, const char *what
 static void hostile_run(void)
 {
 	int n;
-	char **names = fixture_names(&n), path[1200], err[FC_MODEL_ERRLEN], what[1400];
+	char **names = fixture_names(&n), path[1200], err[FC_ERRLEN], what[1400];
 	int tries = 0;
 
 	for (int i = 0; i < n; i++) {

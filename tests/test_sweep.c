@@ -77,7 +77,7 @@ static void test_bad_ranges(void **state)
 	(void)state;
 	fc_sweep_cell *c;
 	size_t n;
-	char why[FC_SWEEP_ERRLEN];
+	char why[FC_ERRLEN];
 	fc_sweep_axis empty = { .lo = 2, .hi = 1 }, zero_log = { .lo = 0, .hi = 1, .log = 1 },
 		      no_int = { .lo = 1.2, .hi = 1.8, .integer = 1 }, inf = { .lo = 0, .hi = INFINITY },
 		      grid = { .n_values = 2 };
@@ -140,7 +140,7 @@ static void run_group(int jobs)
 	fc_train_config cfg[3] = { config(1e-3f, 8, FC_LOSS_TRIPLET), config(3e-3f, 16, FC_LOSS_SUPCON),
 				   config(1e-2f, 4, FC_LOSS_TRIPLET) };
 	fc_trainer *alone[3], *group[3];
-	char why[FC_TRAIN_ERRLEN];
+	char why[FC_ERRLEN];
 	for (int i = 0; i < 3; i++) {
 		assert_int_equal(fc_trainer_new(&alone[i], &cfg[i], &d, why), 0);
 		assert_int_equal(fc_trainer_new(&group[i], &cfg[i], &d, why), 0);

@@ -32,8 +32,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "featcache/tensorio.h"
-#include "store/chunk.h" /* fc_f32_to_f16, for crafted f2 files */
+#include "featcache/io.h"
+#include "store/chunk.h" /* fci_f32_to_f16, for crafted f2 files */
 
 static uint64_t seed = 20240612;
 static uint64_t rng_state;
@@ -235,7 +235,7 @@ static int st_parse_rc(const void *p, size_t len, char *err)
 	fc_st_file *f = NULL;
 	int rc;
 	err[0] = '\0';
-	rc = fc_st_parse(&f, p, len, err, FC_TENSORIO_ERRLEN);
+	rc = fc_st_parse(&f, p, len, err, FC_ERRLEN);
 	if (rc == 0) {
 		assert_non_null(f);
 		check_accepted(f, len);
@@ -271,7 +271,7 @@ static void test_st_matches_python_reference(void **state)
 {
 	(void)state;
 	fc_st_tensor t[9];
-	char err[FC_TENSORIO_ERRLEN] = "";
+	char err[FC_ERRLEN] = "";
 	size_t ref_len, len, got_len;
 	unsigned char *ref = read_all(fixture("ref.safetensors"), &ref_len);
 	void *enc;
@@ -306,7 +306,7 @@ static void test_st_read_reference(void **state)
 	(void)state;
 	fc_st_tensor t[9];
 	fc_st_file *f = NULL;
-	char err[FC_TENSORIO_ERRLEN] = "";
+	char err[FC_ERRLEN] = "";
 	float buf[16];
 	int64_t i64;
 
@@ -414,7 +414,7 @@ static void test_st_round_trip_random(void **state)
 	unsigned char *data[NT];
 	fc_st_tensor t[NT];
 	fc_st_meta m[NM];
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 
 	for (int round = 0; round < 300; round++) {
 		size_t n = rng_below(NT + 1), nm = rng_below(NM + 1);
@@ -481,7 +481,7 @@ static void test_st_writer_refuses(void **state)
 	(void)state;
 	fc_st_tensor t[9], bad[2];
 	fc_st_meta m[2];
-	char err[FC_TENSORIO_ERRLEN], dir[600], path[700];
+	char err[FC_ERRLEN], dir[600], path[700];
 	const uint64_t huge[2] = {(uint64_t)1 << 62, 8}, too_big[1] = {(uint64_t)INT64_MAX + 1};
 	float x = 1.0f;
 	void *enc = (void *)1;
@@ -545,7 +545,7 @@ static void test_st_writer_refuses(void **state)
 static void test_st_truncation_and_flips(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	size_t len, hlen, ok = 0, bad = 0;
 	unsigned char *ref = read_all(fixture("ref.safetensors"), &len);
 
@@ -681,7 +681,7 @@ static const st_case st_cases[] = {
 static void test_st_lying_headers(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	size_t len;
 
 	for (size_t i = 0; i < sizeof st_cases / sizeof *st_cases; i++) {
@@ -752,7 +752,7 @@ static void test_st_open_errors(void **state)
 {
 	(void)state;
 	fc_st_file *f = (fc_st_file *)1;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 
 	assert_int_equal(fc_st_open(&f, tmp_path("no/such.safetensors"), err, sizeof err), FC_ERR_NOT_FOUND);
 	assert_null(f);
@@ -791,7 +791,7 @@ static void check_matrix(const float *m, size_t rows, size_t cols)
 static void test_npy_write_bytes(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	const char *path = tmp_path("m.npy");
 	float *m = npy_matrix(4, 3);
 	size_t len;
@@ -828,7 +828,7 @@ static void test_npy_write_bytes(void **state)
 static void test_npy_round_trip(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	const size_t shapes[][2] = {{1, 1}, {4, 3}, {7, 5}, {1, 1000}, {1000, 1}, {0, 6}, {6, 0}, {64, 257}};
 	for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
 		size_t rows = shapes[s][0], cols = shapes[s][1], r2, c2;
@@ -853,7 +853,7 @@ static void test_npy_round_trip(void **state)
 static void test_npy_streaming(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN], dir[600], path[700];
+	char err[FC_ERRLEN], dir[600], path[700];
 	fc_npy_writer *w;
 	float *m = npy_matrix(7, 5), *back;
 	size_t r, c;
@@ -918,7 +918,7 @@ static void test_npy_reads_numpy(void **state)
 	(void)state;
 	static const char *const files[] = {"np_f4.npy", "np_f2.npy", "np_f4_fortran.npy", "np_f4_be.npy",
 					    "np_f4_v2.npy"};
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
 		float *m = NULL;
 		size_t r, c, len;
@@ -962,7 +962,7 @@ static unsigned char *npy_file(const char *dict, size_t data_len, int version, s
 static void test_npy_f2_big_endian_fortran(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	size_t len, rows = 3, cols = 4, r, c;
 	unsigned char *p = npy_file("{'descr': '>f2', 'fortran_order': True, 'shape': (3, 4), }", 2 * 12, 1, &len);
 	unsigned char *d = p + len - 24;
@@ -972,7 +972,7 @@ static void test_npy_f2_big_endian_fortran(void **state)
 		for (size_t i = 0; i < rows; i++) {
 			float v = npy_value(i, j, cols);
 			uint16_t h;
-			fc_f32_to_f16(&h, &v, 1);
+			fci_f32_to_f16(&h, &v, 1);
 			d[2 * (j * rows + i)] = (unsigned char)(h >> 8);
 			d[2 * (j * rows + i) + 1] = (unsigned char)h;
 		}
@@ -990,7 +990,7 @@ static int npy_parse_rc(const void *p, size_t len, char *err)
 	size_t r = 9, c = 9;
 	int rc;
 	err[0] = '\0';
-	rc = fc_npy_parse_f32(&m, &r, &c, p, len, err, FC_TENSORIO_ERRLEN);
+	rc = fc_npy_parse_f32(&m, &r, &c, p, len, err, FC_ERRLEN);
 	if (rc == 0) {
 		/* whatever was accepted is as big as its shape says */
 		if (r && c) {
@@ -1064,7 +1064,7 @@ static const npy_case npy_cases[] = {
 static void test_npy_lying_headers(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	size_t len;
 
 	for (size_t i = 0; i < sizeof npy_cases / sizeof *npy_cases; i++) {
@@ -1112,7 +1112,7 @@ static void test_npy_lying_headers(void **state)
 static void test_npy_truncation_and_flips(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 	size_t len, ok = 0, bad = 0;
 	unsigned char *p = read_all(fixture("np_f4.npy"), &len);
 
@@ -1150,7 +1150,7 @@ static void test_npy_truncation_and_flips(void **state)
 static void test_npy_open_errors(void **state)
 {
 	(void)state;
-	char err[FC_TENSORIO_ERRLEN], path[700];
+	char err[FC_ERRLEN], path[700];
 	float *m = (float *)1;
 	size_t r = 1, c = 1;
 
@@ -1162,10 +1162,10 @@ static void test_npy_open_errors(void **state)
 	float one = 1.0f;
 	assert_int_equal(fc_npy_write_f32(path, &one, 1, 1, err, sizeof err), FC_ERR_NOT_FOUND);
 	assert_non_null(strstr(err, "no such file or directory"));
-	fc_outfile *f = (fc_outfile *)1;
-	assert_int_equal(fc_outfile_open(&f, path, err, sizeof err), FC_ERR_NOT_FOUND);
+	fci_outfile *f = (fci_outfile *)1;
+	assert_int_equal(fci_outfile_open(&f, path, err, sizeof err), FC_ERR_NOT_FOUND);
 	assert_null(f);
-	fc_outfile_free(NULL);
+	fci_outfile_free(NULL);
 }
 
 /* ------------------------------------------------------ failing file systems */
@@ -1215,7 +1215,7 @@ static int mount_tmpfs(const char *dir, unsigned long flags, const char *opts)
 
 static void child_full_tmpfs(const char *dir)
 {
-	char err[FC_TENSORIO_ERRLEN], path[700];
+	char err[FC_ERRLEN], path[700];
 	fc_st_tensor t[9], big;
 	const uint64_t shape[1] = {256 * 1024};
 	float *data = calloc(256 * 1024, sizeof(float));
@@ -1260,7 +1260,7 @@ static void child_full_tmpfs(const char *dir)
 
 static void child_readonly_tmpfs(const char *dir)
 {
-	char err[FC_TENSORIO_ERRLEN], path[700];
+	char err[FC_ERRLEN], path[700];
 	fc_st_tensor t[9];
 	float one = 1.0f;
 
@@ -1280,7 +1280,7 @@ static void child_readonly_tmpfs(const char *dir)
  * with EFBIG just the same, mid-file. */
 static void child_fsize_limit(const char *dir)
 {
-	char err[FC_TENSORIO_ERRLEN], path[700];
+	char err[FC_ERRLEN], path[700];
 	const uint64_t shape[1] = {256 * 1024};
 	float *data = calloc(256 * 1024, sizeof(float));
 	struct rlimit rl = {100000, 100000};
@@ -1308,7 +1308,7 @@ static void test_io_failures(void **state)
 	run_child(child_fsize_limit, dir, "file-size limit");
 
 	/* a read-only directory: only refused when we are not root */
-	char err[FC_TENSORIO_ERRLEN], path[700];
+	char err[FC_ERRLEN], path[700];
 	float one = 1.0f;
 	fresh_dir(dir, sizeof dir, "rodir");
 	assert_int_equal(chmod(dir, 0555), 0);
@@ -1337,7 +1337,7 @@ static void test_export(void **state)
 {
 	(void)state;
 	const char *dir = getenv("FC_TENSORIO_EXPORT");
-	char err[FC_TENSORIO_ERRLEN], path[1024];
+	char err[FC_ERRLEN], path[1024];
 	fc_st_tensor t[9];
 	fc_npy_writer *w;
 

@@ -20,7 +20,7 @@
 
 #include "featcache/engine.h"
 #include "featcache/model.h"
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 
 static const char usage_text[] =
 	"usage: tool_embed_model [--bf16] [--threads T] [--batch B] [--layer NAME]\n"
@@ -50,7 +50,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *model_path = argv[optind], *in_path = argv[optind + 1], *out_path = argv[optind + 2];
-	char err[FC_ENGINE_ERRLEN];
+	char err[FC_ERRLEN];
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	float *in = NULL, *out = NULL;

@@ -179,7 +179,7 @@ static int crops(const char *outdir, int n, uint64_t seed, char **photos, int n_
 	for (int i = 0; !rc && i < n_photos; i++) {
 		uint8_t *buf = NULL;
 		size_t len = 0;
-		char err[FC_IMAGE_ERRLEN] = "";
+		char err[FC_ERRLEN] = "";
 		rc = read_all(photos[i], &buf, &len) || fc_image_decode(&img[i], buf, len, err, sizeof err) != 0;
 		if (rc)
 			fprintf(stderr, "tool_mkimage: cannot decode '%s': %s\n", photos[i], err);

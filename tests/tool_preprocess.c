@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 #include "featcache/image.h"
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 
 static const char usage_text[] = "usage: tool_preprocess [--preset NAME] --size N OUT.npy IMAGE...\n";
 
@@ -48,7 +48,7 @@ int main(int argc, char **argv)
 	fc_preproc pre;
 	float *rows = NULL;
 	size_t n, cols;
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -72,7 +72,7 @@ int main(int argc, char **argv)
 		size_t len = 0;
 		unsigned char *bytes = read_all(path, &len);
 		fc_image img = { 0 };
-		char why[FC_IMAGE_ERRLEN];
+		char why[FC_ERRLEN];
 		int rc = bytes ? fc_image_decode(&img, bytes, len, why, sizeof why) : -1;
 
 		free(bytes);

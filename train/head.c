@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "featcache/train.h"
-#include "store/common.h"
+#include "util/util.h"
 #include "train/matmul.h"
 
 #define BN_EPS 1e-5f
@@ -54,22 +54,13 @@ struct fc_head {
 	double *acc;               /* per-feature sums, 2 x max dim */
 	uint32_t last_B;
 
-	fc_mm *mm;
+	fci_mm *mm;
 	char names[MAX_LAYERS * 6][48];
 };
 
-/* splitmix64: a tiny, well-mixed generator for the initial weights. */
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static float uniform(uint64_t *s, float lo, float hi)
 {
-	double u = (double)(splitmix(s) >> 11) / 9007199254740992.0;
+	double u = fci_unit_double(fci_splitmix64(s));
 	return (float)(lo + (hi - lo) * u);
 }
 
@@ -120,7 +111,7 @@ int fc_head_new(fc_head **out, const fc_head_config *cfg, uint32_t max_batch, ui
 	h->acts = h->buffers ? xcalloc(na, sizeof(float), &err) : NULL;
 	h->scratch = h->acts ? xcalloc(2 * (size_t)max_batch * maxd, sizeof(float), &err) : NULL;
 	h->acc = h->scratch ? xcalloc(2 * maxd, sizeof(double), &err) : NULL;
-	if (!h->acc || (err = fc_mm_new(&h->mm)) != 0) {
+	if (!h->acc || (err = fci_mm_new(&h->mm)) != 0) {
 		fc_head_free(h);
 		return err ? err : FC_ERR_NOMEM;
 	}
@@ -159,7 +150,7 @@ void fc_head_free(fc_head *h)
 {
 	if (!h)
 		return;
-	fc_mm_free(h->mm);
+	fci_mm_free(h->mm);
 	free(h->params);
 	free(h->grads);
 	free(h->buffers);
@@ -287,7 +278,7 @@ int fc_head_forward(fc_head *h, float *out, const float *in, uint32_t B, int tra
 		int last = i + 1 == h->L;
 		float *y = last ? out : h->out[i];
 		/* z (B,C) = x (B,in) . W (C,in)^T, then BN in place into y. */
-		int err = fc_mm_run(h->mm, y, x, h->W[i], B, C, h->dims[i], 0, 1, 0);
+		int err = fci_mm_run(h->mm, y, x, h->W[i], B, C, h->dims[i], 0, 1, 0);
 		if (err)
 			return err;
 		if (training)
@@ -351,14 +342,14 @@ int fc_head_backward(fc_head *h, float *din, const float *dout, uint32_t B)
 		}
 		const float *x = i == 0 ? h->input : h->out[i - 1];
 		/* dW (C,IN) += dz^T (C,B) . x (B,IN) */
-		int err = fc_mm_run(h->mm, h->dW[i], dz, x, C, IN, B, 1, 0, 1);
+		int err = fci_mm_run(h->mm, h->dW[i], dz, x, C, IN, B, 1, 0, 1);
 		if (err)
 			return err;
 		if (i == 0 && !din)
 			break;
 		/* dx (B,IN) = dz (B,C) . W (C,IN) */
 		float *target = i == 0 ? din : dx;
-		if ((err = fc_mm_run(h->mm, target, dz, h->W[i], B, IN, C, 0, 0, 0)) != 0)
+		if ((err = fci_mm_run(h->mm, target, dz, h->W[i], B, IN, C, 0, 0, 0)) != 0)
 			return err;
 		if (i == 0)
 			break;
@@ -383,6 +374,6 @@ int fc_head_embed(fc_head *h, float *out, const float *in, size_t n, int normali
 			return err;
 	}
 	if (normalize)
-		fc_l2_normalize_rows(out, out, n, D);
+		fci_l2_normalize_rows(out, out, n, D);
 	return 0;
 }

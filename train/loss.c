@@ -100,6 +100,7 @@
 #include <strings.h>
 
 #include "featcache/train.h"
+#include "util/util.h"
 
 #define NORM_EPS 1e-12      /* F.normalize's eps */
 #define CDIST_MIN 1e-30     /* torch.cdist's clamp of squared distances */
@@ -279,21 +280,13 @@ static int has_classes(const fc_loss *l)
 
 /* ------------------------------------------------------ life cycle */
 
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15u);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
 /* N(0, 1) by Box-Muller from two uniforms in (0, 1] */
 static void init_normal(float *w, size_t n, uint64_t seed)
 {
 	uint64_t s = seed;
 	for (size_t i = 0; i < n; i += 2) {
-		double u1 = ((double)(splitmix64(&s) >> 11) + 1.0) * 0x1p-53;
-		double u2 = ((double)(splitmix64(&s) >> 11) + 1.0) * 0x1p-53;
+		double u1 = ((double)(fci_splitmix64(&s) >> 11) + 1.0) * 0x1p-53;
+		double u2 = ((double)(fci_splitmix64(&s) >> 11) + 1.0) * 0x1p-53;
 		double r = sqrt(-2.0 * log(u1)), a = 2.0 * M_PI * u2;
 		w[i] = (float)(r * cos(a));
 		if (i + 1 < n)

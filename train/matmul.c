@@ -21,7 +21,7 @@ typedef struct mm_entry {
 	uint64_t last_use;
 } mm_entry;
 
-struct fc_mm {
+struct fci_mm {
 	dnnl_engine_t eng;
 	dnnl_stream_t stream;
 	mm_entry cache[MM_CACHE];
@@ -43,22 +43,22 @@ static void entry_free(mm_entry *e)
 	memset(e, 0, sizeof *e);
 }
 
-int fc_mm_new(fc_mm **out)
+int fci_mm_new(fci_mm **out)
 {
-	fc_mm *mm = calloc(1, sizeof *mm);
+	fci_mm *mm = calloc(1, sizeof *mm);
 	*out = NULL;
 	if (!mm)
 		return FC_ERR_NOMEM;
 	if (dnnl_engine_create(&mm->eng, dnnl_cpu, 0) != dnnl_success ||
 	    dnnl_stream_create(&mm->stream, mm->eng, dnnl_stream_default_flags) != dnnl_success) {
-		fc_mm_free(mm);
+		fci_mm_free(mm);
 		return FC_ERR_INTERNAL;
 	}
 	*out = mm;
 	return 0;
 }
 
-void fc_mm_free(fc_mm *mm)
+void fci_mm_free(fci_mm *mm)
 {
 	if (!mm)
 		return;
@@ -71,7 +71,7 @@ void fc_mm_free(fc_mm *mm)
 	free(mm);
 }
 
-const char *fc_mm_impl(const fc_mm *mm)
+const char *fci_mm_impl(const fci_mm *mm)
 {
 	return mm->impl;
 }
@@ -84,7 +84,7 @@ static dnnl_status_t view(dnnl_memory_desc_t *md, size_t rows, size_t cols, int 
 	return dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
 }
 
-static int entry_create(fc_mm *mm, mm_entry *e)
+static int entry_create(fci_mm *mm, mm_entry *e)
 {
 	dnnl_memory_desc_t a_md, b_md, c_md;
 	dnnl_matmul_desc_t desc;
@@ -126,7 +126,7 @@ out:
 	return err;
 }
 
-static int entry_get(fc_mm *mm, mm_entry **out, size_t M, size_t N, size_t K, int ta, int tb, int acc)
+static int entry_get(fci_mm *mm, mm_entry **out, size_t M, size_t N, size_t K, int ta, int tb, int acc)
 {
 	for (int i = 0; i < mm->n; i++) {
 		mm_entry *e = &mm->cache[i];
@@ -160,7 +160,7 @@ static int entry_get(fc_mm *mm, mm_entry **out, size_t M, size_t N, size_t K, in
 	return 0;
 }
 
-int fc_mm_run(fc_mm *mm, float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+int fci_mm_run(fci_mm *mm, float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
 	      int ta, int tb, int accumulate)
 {
 	if (M == 0 || N == 0)

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "featcache/sweep.h"
+#include "util/util.h"
 
 static int why_set(char *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -29,19 +30,10 @@ static int why_set(char *why, const char *fmt, ...)
 	if (why) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(why, FC_SWEEP_ERRLEN, fmt, ap);
+		vsnprintf(why, FC_ERRLEN, fmt, ap);
 		va_end(ap);
 	}
 	return FC_ERR_INVALID;
-}
-
-/* splitmix64, as the head's initialisation uses. */
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
 }
 
 /* A draw from axis a for the uniform u in [0, 1). */
@@ -100,7 +92,7 @@ int fc_sweep_expand(fc_sweep_cell **cells, size_t *count, const fc_sweep_axis *a
 		fc_sweep_cell *first = c + d * grid * n_axes;
 		for (size_t i = 0; i < n_axes; i++)
 			if (!axes[i].n_values)
-				first[i].value = draw(&axes[i], (double)(splitmix(&rng) >> 11) / 9007199254740992.0);
+				first[i].value = draw(&axes[i], fci_unit_double(fci_splitmix64(&rng)));
 		for (size_t g = 0; g < grid; g++) {
 			fc_sweep_cell *row = first + g * n_axes;
 			size_t rest = g;

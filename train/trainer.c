@@ -17,7 +17,7 @@
 
 #include <jansson.h>
 
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
 #include "featcache/train.h"
 
 struct fc_trainer {
@@ -48,7 +48,7 @@ static int why_set(char *why, int err, const char *fmt, ...)
 	if (why) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(why, FC_TRAIN_ERRLEN, fmt, ap);
+		vsnprintf(why, FC_ERRLEN, fmt, ap);
 		va_end(ap);
 	}
 	return err;
@@ -426,7 +426,7 @@ int fc_head_save(fc_head *h, const char *path, const char *const *meta, char *wh
 	m[nm++] = (fc_st_meta){ "format", "pt" };
 	for (size_t i = 0; meta && meta[i] && meta[i + 1] && nm < 33; i += 2)
 		m[nm++] = (fc_st_meta){ meta[i], meta[i + 1] };
-	char err[FC_TENSORIO_ERRLEN] = "";
+	char err[FC_ERRLEN] = "";
 	int rc = fc_st_write(path, l->t, l->n, m, nm, err, sizeof err);
 	if (rc)
 		why_set(why, rc, "%s", err);
@@ -492,7 +492,7 @@ static int head_fill(fc_head *h, const fc_st_file *f, const char *prefix, char *
 int fc_head_load(fc_head **out, const char *path, uint32_t max_batch, char *why)
 {
 	*out = NULL;
-	char err[FC_TENSORIO_ERRLEN] = "";
+	char err[FC_ERRLEN] = "";
 	fc_st_file *f;
 	int rc = fc_st_open(&f, path, err, sizeof err);
 	if (rc)
@@ -539,7 +539,7 @@ int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *wh
 	snprintf(steps, sizeof steps, "%llu", (unsigned long long)t->steps);
 	fc_st_meta meta[] = { { "featcache_checkpoint", "1" }, { "epoch", epoch }, { "steps", steps },
 			      { "config", t->fingerprint }, { "extra", extra ? extra : "" } };
-	char err[FC_TENSORIO_ERRLEN] = "";
+	char err[FC_ERRLEN] = "";
 	int rc = fc_st_write(path, l->t, l->n, meta, 5, err, sizeof err);
 	if (rc)
 		why_set(why, rc, "%s", err);
@@ -567,7 +567,7 @@ int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *why)
 {
 	if (extra)
 		*extra = NULL;
-	char err[FC_TENSORIO_ERRLEN] = "";
+	char err[FC_ERRLEN] = "";
 	fc_st_file *f;
 	int rc = fc_st_open(&f, path, err, sizeof err);
 	if (rc)

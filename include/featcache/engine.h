@@ -45,7 +45,6 @@ extern "C" {
 
 typedef struct fc_engine fc_engine;
 
-#define FC_ENGINE_ERRLEN 320 /* err buffer size that never truncates a message */
 
 enum fc_precision { FC_PREC_F32 = 0, FC_PREC_BF16 };
 
@@ -69,7 +68,7 @@ typedef struct fc_engine_opts {
  * (bf16 on a CPU without native bf16, a node form the engine does not
  * handle, naming node and op), FC_ERR_NOMEM
  * or FC_ERR_INTERNAL (oneDNN refused, with its status), sets *out to NULL
- * and writes the reason into err (FC_ENGINE_ERRLEN bytes suffice; err may
+ * and writes the reason into err (FC_ERRLEN bytes suffice; err may
  * be NULL). */
 int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts, char *err,
 		   size_t errcap);

@@ -49,7 +49,6 @@
 extern "C" {
 #endif
 
-#define FC_EXPORT_ERRLEN 512 /* err buffer size for every message but those quoting long paths */
 
 typedef struct fc_export_opts {
 	const char *layer;     /* cut layer (node or tensor name); NULL: the default embedding layer */

@@ -25,7 +25,6 @@
 extern "C" {
 #endif
 
-#define FC_DATASET_ERRLEN 4400 /* err buffer size that never truncates a message */
 
 /* One dataset entry. */
 typedef struct fc_entry {
@@ -87,7 +86,7 @@ typedef struct fc_extract_ctx fc_extract_ctx;
  * created. The engine belongs to the calling thread: call fc_extract_run
  * from it. Returns 0 and *out, or an error (FC_ERR_* of the model or the
  * engine, FC_ERR_INVALID for a model that does not take 3-channel images)
- * with the reason in err (FC_DATASET_ERRLEN bytes). */
+ * with the reason in err (FC_ERRLEN bytes). */
 int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *opts, char *err, size_t errcap);
 
 /* fc_extract_id - the extractor id (16 bytes) and embedding length. */

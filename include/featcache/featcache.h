@@ -42,6 +42,13 @@ enum {
 	FC_ERR_INTERRUPTED = -14 /* stopped on request (signal, callback) */
 };
 
+/* FC_ERRLEN - the size of an error buffer that never truncates a message of
+ * featcache's (messages quote paths up to PATH_MAX). Every function that
+ * can fail before it has an object to keep a message in takes
+ * `char *err, size_t errcap` and writes one lowercase line there, without a
+ * final period; err may be NULL. */
+#define FC_ERRLEN 4400
+
 /* fc_strerror - a short lowercase description of an FC_ERR_* code.
  * Never returns NULL; unknown codes give "unknown error". */
 const char *fc_strerror(int err);

@@ -29,7 +29,6 @@
 extern "C" {
 #endif
 
-#define FC_IMAGE_ERRLEN 200 /* err buffer size that never truncates a message */
 
 /* Images with more pixels than this are refused before any allocation
  * (PIL's own limit for a decompression bomb: 2 x 89,478,485). */

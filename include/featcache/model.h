@@ -50,7 +50,6 @@ extern "C" {
 typedef struct fc_model fc_model;
 
 #define FC_MODEL_MAX_DIMS 8      /* highest tensor rank accepted */
-#define FC_MODEL_ERRLEN 256      /* errbuf size that never truncates a message */
 
 /* Op kinds. The first group runs in the engine; FC_OP_IDENTITY/DROPOUT are
  * aliases; the last group only ever appears folded (FC_NODE_FOLDED): a
@@ -211,7 +210,7 @@ typedef struct fc_model_graph {
  * absurd sizes, FC_ERR_INVALID for shapes that do not fit, FC_ERR_IO and
  * FC_ERR_NOMEM), sets *out to NULL and writes the reason, lowercase and
  * without the path ("truncated protobuf at byte 1234"), into errbuf
- * (FC_MODEL_ERRLEN bytes always suffice; errbuf may be NULL). */
+ * (FC_ERRLEN bytes always suffice; errbuf may be NULL). */
 int fc_model_open(fc_model **out, const char *path, char *errbuf, size_t errcap);
 
 /* fc_model_open_mem - fc_model_open from len bytes at data (not kept). */

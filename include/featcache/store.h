@@ -56,7 +56,6 @@ typedef enum fc_split {
 	FC_SPLIT_NONE = 255
 } fc_split;
 #define FC_SPLIT_MASK_ALL 0x7u /* bit (1 << split) per split */
-const char *fc_split_name(int split);
 int fc_split_parse(const char *s, int *out); /* "train", "val", "test" */
 
 typedef enum fc_item_status {

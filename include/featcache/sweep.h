@@ -30,7 +30,6 @@ typedef struct fc_sweep_cell {
 	double value;
 } fc_sweep_cell;
 
-#define FC_SWEEP_ERRLEN 160
 
 /* fc_sweep_expand - every configuration: n_random draws of the range axes
  * (outer loop; one draw when there are no range axes) times the product of
@@ -38,7 +37,7 @@ typedef struct fc_sweep_cell {
  * (*count) x n_axes cells, row-major (malloc'd, the caller frees). Draws are
  * rounded to 4 significant digits (integers: to the nearest integer), always
  * within [lo, hi], and depend only on seed, the axes and the draw number.
- * FC_ERR_INVALID (with why, FC_SWEEP_ERRLEN bytes, when not NULL) for a
+ * FC_ERR_INVALID (with why, FC_ERRLEN bytes, when not NULL) for a
  * range with lo >= hi, a non-finite bound, log with lo <= 0, an integer
  * range holding no integer, range axes without n_random or n_random without
  * range axes; FC_ERR_OVERFLOW when the count overflows. */

@@ -5,7 +5,7 @@
  * f2 in either byte order and either memory order.
  *
  * Not here: .npz, other dtypes or ranks, object arrays (never unpickled).
- * Files are written through fc_outfile (safetensors.c).
+ * Files are written through fci_outfile (safetensors.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,9 +16,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "featcache/tensorio.h"
-#include "store/common.h"
-#include "store/chunk.h" /* fc_f16_to_f32 */
+#include "featcache/io.h"
+#include "util/util.h"
+#include "store/chunk.h" /* fci_f16_to_f32 */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the writer emits '<f4' from host floats without swapping"
@@ -48,10 +48,10 @@ static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
 /* ---- writing ---- */
 
 struct fc_npy_writer {
-	fc_outfile *out;
+	fci_outfile *out;
 	size_t rows, cols, done;
 	int rc; /* sticky */
-	char err[FC_TENSORIO_ERRLEN];
+	char err[FC_ERRLEN];
 };
 
 /* The version 1.0 preamble and dict, padded with spaces and a final '\n'
@@ -76,7 +76,7 @@ static int writer_fail(fc_npy_writer *w, int rc, const char *msg)
 {
 	w->rc = rc;
 	snprintf(w->err, sizeof w->err, "%s", msg);
-	fc_outfile_free(w->out); /* removes the temporary */
+	fci_outfile_free(w->out); /* removes the temporary */
 	w->out = NULL;
 	return rc;
 }
@@ -100,13 +100,13 @@ int fc_npy_writer_open(fc_npy_writer **out, const char *path, size_t rows, size_
 		return fail(errbuf, errcap, FC_ERR_NOMEM, "out of memory");
 	w->rows = rows;
 	w->cols = cols;
-	if ((rc = fc_outfile_open(&w->out, path, errbuf, errcap)) < 0) {
+	if ((rc = fci_outfile_open(&w->out, path, errbuf, errcap)) < 0) {
 		free(w);
 		return rc;
 	}
 	npy_header(hdr, rows, cols);
-	if ((rc = fc_outfile_write(w->out, hdr, sizeof hdr)) < 0) {
-		fail(errbuf, errcap, rc, "%s", fc_outfile_errmsg(w->out));
+	if ((rc = fci_outfile_write(w->out, hdr, sizeof hdr)) < 0) {
+		fail(errbuf, errcap, rc, "%s", fci_outfile_errmsg(w->out));
 		fc_npy_writer_free(w);
 		return rc;
 	}
@@ -127,8 +127,8 @@ int fc_npy_writer_append(fc_npy_writer *w, const float *src, size_t nrows)
 		return writer_fail(w, FC_ERR_INVALID, msg);
 	}
 	/* cannot overflow: bounded by rows * cols * 4, checked at open */
-	if (nrows && w->cols && (rc = fc_outfile_write(w->out, src, nrows * w->cols * sizeof(float))) < 0)
-		return writer_fail(w, rc, fc_outfile_errmsg(w->out));
+	if (nrows && w->cols && (rc = fci_outfile_write(w->out, src, nrows * w->cols * sizeof(float))) < 0)
+		return writer_fail(w, rc, fci_outfile_errmsg(w->out));
 	w->done += nrows;
 	return 0;
 }
@@ -147,9 +147,9 @@ int fc_npy_writer_finish(fc_npy_writer *w)
 		snprintf(msg, sizeof msg, "only %zu of %zu declared rows were appended", w->done, w->rows);
 		return writer_fail(w, FC_ERR_INVALID, msg);
 	}
-	if ((rc = fc_outfile_commit(w->out)) < 0)
-		return writer_fail(w, rc, fc_outfile_errmsg(w->out));
-	fc_outfile_free(w->out);
+	if ((rc = fci_outfile_commit(w->out)) < 0)
+		return writer_fail(w, rc, fci_outfile_errmsg(w->out));
+	fci_outfile_free(w->out);
 	w->out = NULL;
 	return 0;
 }
@@ -158,7 +158,7 @@ void fc_npy_writer_free(fc_npy_writer *w)
 {
 	if (!w)
 		return;
-	fc_outfile_free(w->out);
+	fci_outfile_free(w->out);
 	free(w);
 }
 
@@ -382,7 +382,7 @@ static int src_read(const npy_src *s, void *dst, size_t off, size_t n, char *eb,
 		if (r < 0) {
 			char why[128];
 			int e = errno;
-			return fail(eb, ec, e == ENOMEM ? FC_ERR_NOMEM : FC_ERR_IO, "read failed: %s", fc_os_error(why, sizeof why, e));
+			return fail(eb, ec, e == ENOMEM ? FC_ERR_NOMEM : FC_ERR_IO, "read failed: %s", fci_os_error(why, sizeof why, e));
 		}
 		p += r;
 		n -= (size_t)r;
@@ -523,7 +523,7 @@ static int npy_read(float **data, size_t *rows, size_t *cols, const npy_src *s, 
 			rc = fail(eb, ec, FC_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		fc_f16_to_f32(d.fortran ? conv : out, raw, n);
+		fci_f16_to_f32(d.fortran ? conv : out, raw, n);
 		if (d.fortran)
 			transpose(out, conv, (size_t)d.dims[0], (size_t)d.dims[1]);
 	} else if (d.fortran) {
@@ -569,7 +569,7 @@ int fc_npy_read_f32(float **data, size_t *rows, size_t *cols, const char *path, 
 		char why[128];
 		int e = errno;
 		return fail(errbuf, errcap, e == ENOENT || e == ENOTDIR ? FC_ERR_NOT_FOUND : FC_ERR_IO, "%s",
-			    fc_os_error(why, sizeof why, e));
+			    fci_os_error(why, sizeof why, e));
 	}
 	if (fstat(s.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		rc = fail(errbuf, errcap, FC_ERR_INVALID, "not a regular file");

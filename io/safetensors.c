@@ -1,7 +1,7 @@
 /*
  * safetensors.c - safetensors files: encoding and atomic writing of named
  * tensors with their __metadata__, and a reader that checks every field of
- * a file it does not trust. Also fc_outfile, the atomic output file that
+ * a file it does not trust. Also fci_outfile, the atomic output file that
  * npy.c writes through as well (it lives here because tensorio.h is one
  * module and this is its first file).
  *
@@ -20,16 +20,14 @@
 
 #include <jansson.h>
 
-#include "featcache/tensorio.h"
-#include "store/common.h"
-#include "store/chunk.h" /* fc_f16_to_f32, fc_bf16_to_f32 */
+#include "featcache/io.h"
+#include "util/util.h"
+#include "store/chunk.h" /* fci_f16_to_f32, fci_bf16_to_f32 */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian and is written and read here without swapping"
 #endif
 
-#define OUTBUF ((size_t)1 << 16) /* fc_outfile's buffer; larger writes bypass it */
-#define TMP_TRIES 100            /* temporary names tried before giving up */
 #define SHOWN_MAX 64             /* bytes of a name quoted in a message */
 
 /* ---- messages ---- */
@@ -46,18 +44,6 @@ static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
 		va_end(ap);
 	}
 	return rc;
-}
-
-/* strerror's text in the house style: lowercase first letter. */
-
-static int errno_code(int e)
-{
-	switch (e) {
-	case ENOENT: case ENOTDIR: return FC_ERR_NOT_FOUND;
-	case ENOSPC: case EDQUOT: case EFBIG: return FC_ERR_FULL;
-	case ENOMEM: return FC_ERR_NOMEM;
-	}
-	return FC_ERR_IO;
 }
 
 /* A name from a file as it is quoted in a message: at most SHOWN_MAX bytes,
@@ -102,211 +88,6 @@ static const char *shape_str(shape_buf *b, const uint64_t *dims, size_t ndim)
 }
 
 /* ---- atomic output file ---- */
-
-struct fc_outfile {
-	int fd;             /* -1 once closed */
-	int rc;             /* the first failure; every later call returns it */
-	int committed;
-	char *path;         /* the target */
-	char *tmp;          /* the temporary, removed unless committed */
-	size_t used;        /* bytes in buf */
-	char err[FC_TENSORIO_ERRLEN];
-	unsigned char buf[OUTBUF];
-};
-
-static atomic_uint tmp_counter;
-
-/* Close and remove the temporary: after a failure, or on free without a
- * commit. */
-static void outfile_abandon(fc_outfile *f)
-{
-	if (f->fd >= 0)
-		close(f->fd);
-	f->fd = -1;
-	if (f->tmp && !f->committed)
-		unlink(f->tmp);
-}
-
-static int outfile_fail(fc_outfile *f, int e, const char *what)
-{
-	char why[128];
-	fc_os_error(why, sizeof why, e);
-	f->rc = errno_code(e);
-	snprintf(f->err, sizeof f->err, "%s: %s", what, why);
-	outfile_abandon(f);
-	return f->rc;
-}
-
-int fc_outfile_open(fc_outfile **out, const char *path, char *errbuf, size_t errcap)
-{
-	fc_outfile *f = NULL;
-	const char *base;
-	size_t dirlen;
-	int e = 0, rc;
-
-	*out = NULL;
-	if (!path || !path[0])
-		return fail(errbuf, errcap, FC_ERR_INVALID, "empty output path");
-	base = strrchr(path, '/');
-	base = base ? base + 1 : path;
-	if (!base[0] || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-		return fail(errbuf, errcap, FC_ERR_INVALID, "'%s' names a directory, not a file", path);
-	dirlen = (size_t)(base - path);
-
-	f = calloc(1, sizeof *f);
-	if (!f)
-		return fail(errbuf, errcap, FC_ERR_NOMEM, "out of memory");
-	f->fd = -1;
-	f->path = strdup(path);
-	/* ".<base>.<pid>-<n>.tmp" in the target's directory, so that the rename
-	 * stays within one file system; base is cut so the name stays below
-	 * NAME_MAX. */
-	f->tmp = malloc(dirlen + 200 + 48);
-	if (!f->path || !f->tmp) {
-		rc = fail(errbuf, errcap, FC_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	for (int i = 0; i < TMP_TRIES; i++) {
-		snprintf(f->tmp, dirlen + 200 + 48, "%.*s.%.200s.%ld-%u.tmp", (int)dirlen, path, base,
-			 (long)getpid(), atomic_fetch_add(&tmp_counter, 1));
-		f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (f->fd >= 0 || (e = errno) != EEXIST)
-			break;
-	}
-	if (f->fd < 0) {
-		char why[128];
-		fc_os_error(why, sizeof why, e);
-		rc = fail(errbuf, errcap, errno_code(e), "cannot create a temporary file in '%.*s': %s",
-			  dirlen ? (int)dirlen : 1, dirlen ? path : ".", why);
-		goto out;
-	}
-	*out = f;
-	return 0;
-out:
-	free(f->tmp);
-	f->tmp = NULL; /* nothing was created: nothing to unlink */
-	fc_outfile_free(f);
-	return rc;
-}
-
-static int outfile_put(fc_outfile *f, const void *src, size_t len)
-{
-	const unsigned char *p = src;
-	while (len > 0) {
-		ssize_t w = write(f->fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return outfile_fail(f, errno, "write failed");
-		if (w == 0) /* no progress and no errno: treat as a full disk */
-			return outfile_fail(f, ENOSPC, "write failed");
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
-
-static int outfile_flush(fc_outfile *f)
-{
-	int rc = outfile_put(f, f->buf, f->used);
-	f->used = 0;
-	return rc;
-}
-
-int fc_outfile_write(fc_outfile *f, const void *src, size_t len)
-{
-	int rc;
-	if (f->rc)
-		return f->rc;
-	if (f->fd < 0) {
-		snprintf(f->err, sizeof f->err, "write after commit");
-		return FC_ERR_INVALID;
-	}
-	if (len <= OUTBUF - f->used) {
-		memcpy(f->buf + f->used, src, len);
-		f->used += len;
-		return 0;
-	}
-	if ((rc = outfile_flush(f)) < 0)
-		return rc;
-	if (len >= OUTBUF)
-		return outfile_put(f, src, len);
-	memcpy(f->buf, src, len);
-	f->used = len;
-	return 0;
-}
-
-/* The rename is durable only once the directory entry is: sync the
- * directory. File systems that cannot sync a directory say EINVAL, and a
- * directory we may not open for reading cannot be synced by us at all;
- * neither is an error of the write. */
-static int sync_dir(fc_outfile *f)
-{
-	const char *slash = strrchr(f->path, '/');
-	char *dir;
-	int fd, rc = 0;
-
-	if (!slash)
-		dir = strdup(".");
-	else if (slash == f->path)
-		dir = strdup("/");
-	else
-		dir = strndup(f->path, (size_t)(slash - f->path));
-	if (!dir)
-		return 0;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(dir);
-	if (fd < 0)
-		return 0;
-	if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
-		char why[128];
-		fc_os_error(why, sizeof why, errno);
-		f->rc = FC_ERR_IO;
-		snprintf(f->err, sizeof f->err, "the file is in place but its directory cannot be synced: %s",
-			 why);
-		rc = f->rc;
-	}
-	close(fd);
-	return rc;
-}
-
-int fc_outfile_commit(fc_outfile *f)
-{
-	int rc;
-	if (f->rc)
-		return f->rc;
-	if (f->fd < 0) {
-		snprintf(f->err, sizeof f->err, "commit called twice");
-		return FC_ERR_INVALID;
-	}
-	if ((rc = outfile_flush(f)) < 0)
-		return rc;
-	if (fsync(f->fd) != 0)
-		return outfile_fail(f, errno, "sync failed");
-	rc = close(f->fd);
-	f->fd = -1;
-	if (rc != 0)
-		return outfile_fail(f, errno, "close failed");
-	if (rename(f->tmp, f->path) != 0)
-		return outfile_fail(f, errno, "cannot rename the temporary file into place");
-	f->committed = 1;
-	return sync_dir(f);
-}
-
-void fc_outfile_free(fc_outfile *f)
-{
-	if (!f)
-		return;
-	outfile_abandon(f);
-	free(f->tmp);
-	free(f->path);
-	free(f);
-}
-
-const char *fc_outfile_errmsg(const fc_outfile *f)
-{
-	return f->err;
-}
 
 /* ---- dtypes ---- */
 
@@ -661,7 +442,7 @@ int fc_st_encode(void **out, size_t *out_len, const fc_st_tensor *tensors, size_
 int fc_st_write(const char *path, const fc_st_tensor *tensors, size_t n, const fc_st_meta *meta,
 		size_t n_meta, char *errbuf, size_t errcap)
 {
-	fc_outfile *f = NULL;
+	fci_outfile *f = NULL;
 	unsigned char lenbuf[8];
 	size_t data_len;
 	hbuf h;
@@ -669,25 +450,25 @@ int fc_st_write(const char *path, const fc_st_tensor *tensors, size_t n, const f
 
 	if ((rc = st_header(&h, &data_len, tensors, n, meta, n_meta, errbuf, errcap)) < 0)
 		return rc;
-	if ((rc = fc_outfile_open(&f, path, errbuf, errcap)) < 0)
+	if ((rc = fci_outfile_open(&f, path, errbuf, errcap)) < 0)
 		goto out;
 	put_u64le(lenbuf, h.len);
-	rc = fc_outfile_write(f, lenbuf, 8);
+	rc = fci_outfile_write(f, lenbuf, 8);
 	if (rc == 0)
-		rc = fc_outfile_write(f, h.s, h.len);
+		rc = fci_outfile_write(f, h.s, h.len);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		size_t nb = dtypes[tensors[i].dtype].size;
 		for (size_t d = 0; d < tensors[i].ndim; d++)
 			nb *= (size_t)tensors[i].shape[d]; /* checked in st_header */
 		if (nb)
-			rc = fc_outfile_write(f, tensors[i].data, nb);
+			rc = fci_outfile_write(f, tensors[i].data, nb);
 	}
 	if (rc == 0)
-		rc = fc_outfile_commit(f);
+		rc = fci_outfile_commit(f);
 	if (rc < 0)
-		fail(errbuf, errcap, rc, "%s", fc_outfile_errmsg(f));
+		fail(errbuf, errcap, rc, "%s", fci_outfile_errmsg(f));
 out:
-	fc_outfile_free(f);
+	fci_outfile_free(f);
 	free(h.s);
 	return rc;
 }
@@ -1049,8 +830,8 @@ static int pread_all(int fd, void *dst, size_t n, off_t off, char *eb, size_t ec
 			char why[128];
 			if (r == 0)
 				return fail(eb, ec, FC_ERR_IO, "the file shrank while it was read");
-			fc_os_error(why, sizeof why, errno);
-			return fail(eb, ec, errno_code(errno), "read failed: %s", why);
+			fci_os_error(why, sizeof why, errno);
+			return fail(eb, ec, fci_errno_code(errno), "read failed: %s", why);
 		}
 		p += r;
 		n -= (size_t)r;
@@ -1072,8 +853,8 @@ int fc_st_open(fc_st_file **out, const char *path, char *errbuf, size_t errcap)
 	if (fd < 0) {
 		char why[128];
 		int e = errno;
-		fc_os_error(why, sizeof why, e);
-		return fail(errbuf, errcap, errno_code(e), "%s", why);
+		fci_os_error(why, sizeof why, e);
+		return fail(errbuf, errcap, fci_errno_code(e), "%s", why);
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		rc = fail(errbuf, errcap, FC_ERR_INVALID, "not a regular file");
@@ -1187,9 +968,9 @@ int fc_st_copy_f32(float *dst, size_t n, const fc_st_tensor *t)
 			size_t m = n - i < 1024 ? n - i : 1024;
 			memcpy(block, src + 2 * i, 2 * m);
 			if (t->dtype == FC_ST_F16)
-				fc_f16_to_f32(dst + i, block, m);
+				fci_f16_to_f32(dst + i, block, m);
 			else
-				fc_bf16_to_f32(dst + i, block, m);
+				fci_bf16_to_f32(dst + i, block, m);
 		}
 		return 0;
 	}

@@ -8,7 +8,7 @@
  * and initializers are then reused as they are, unknown fields included.
  * The new graph is a fresh GraphProto pointing at the kept originals and at
  * the nodes and tensors built here; protobuf-c packs it straight into an
- * fc_outfile, so a model is never held twice as bytes.
+ * fci_outfile, so a model is never held twice as bytes.
  *
  * Not here: anything about running models (engine.c) or checking them
  * (model.c); the copy keeps the source's nodes unchanged, so what fc_model
@@ -24,7 +24,8 @@
 
 #include "extract/model_impl.h"
 #include "featcache/export.h"
-#include "featcache/tensorio.h"
+#include "featcache/io.h"
+#include "util/util.h"
 
 #define BN_EPS 1e-5 /* BatchNorm1d's eps, as train.h documents the head */
 
@@ -615,10 +616,10 @@ static int read_model(struct ex *x, const char *path, uint8_t **data, size_t *le
 	return 0;
 }
 
-/* protobuf-c's output sink, writing into an fc_outfile. */
+/* protobuf-c's output sink, writing into an fci_outfile. */
 struct sink {
 	ProtobufCBuffer base;
-	fc_outfile *f;
+	fci_outfile *f;
 	int rc;
 };
 
@@ -627,22 +628,22 @@ static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
 	struct sink *s = (struct sink *)b;
 
 	if (!s->rc)
-		s->rc = fc_outfile_write(s->f, data, len);
+		s->rc = fci_outfile_write(s->f, data, len);
 }
 
 static int write_model(struct ex *x, const Onnx__ModelProto *mp, const char *path)
 {
-	char why[FC_TENSORIO_ERRLEN];
+	char why[FC_ERRLEN];
 	struct sink s = { { sink_append }, NULL, 0 };
 	int rc;
 
-	if ((rc = fc_outfile_open(&s.f, path, why, sizeof why)))
+	if ((rc = fci_outfile_open(&s.f, path, why, sizeof why)))
 		return fail(x, rc, "cannot write '%s': %s", path, why);
 	onnx__model_proto__pack_to_buffer(mp, &s.base);
-	rc = s.rc ? s.rc : fc_outfile_commit(s.f);
+	rc = s.rc ? s.rc : fci_outfile_commit(s.f);
 	if (rc)
-		fail(x, rc, "cannot write '%s': %s", path, fc_outfile_errmsg(s.f));
-	fc_outfile_free(s.f);
+		fail(x, rc, "cannot write '%s': %s", path, fci_outfile_errmsg(s.f));
+	fci_outfile_free(s.f);
 	return rc;
 }
 
@@ -659,7 +660,7 @@ int fc_export_onnx(const char *model_path, const fc_export_opts *opts, fc_head *
 		   char *err, size_t errcap)
 {
 	struct ex x = { .err = err, .errcap = errcap };
-	char why[FC_MODEL_ERRLEN], shape[64];
+	char why[FC_ERRLEN], shape[64];
 	const char *head_name = opts && opts->head_name ? opts->head_name : NULL;
 	uint8_t *bytes = NULL;
 	size_t len = 0;
@@ -834,7 +835,7 @@ int fc_export_onnx(const char *model_path, const fc_export_opts *opts, fc_head *
 	model.opset_import = opsets;
 	model.producer_name = str(&x, "featcache");
 	model.producer_version = str(&x, "%s", FC_VERSION_STRING);
-	fc_model_shape_str(shape, sizeof shape, in->ndim - 1, in->dims + 1);
+	fci_model_shape_str(shape, sizeof shape, in->ndim - 1, in->dims + 1);
 	model.doc_string = str(&x,
 			       "%s cut at '%s' (%lld-d%s) at input %s, then a projection head (%u layers, "
 			       "%u -> %u)%s; exported by featcache %s",

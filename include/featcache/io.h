@@ -1,5 +1,5 @@
 /*
- * tensorio.h - tensors in files other programs read: safetensors (the
+ * io.h - tensors in files other programs read: safetensors (the
  * trained head, loadable with PyTorch's load_state_dict) and NumPy .npy
  * (embedding matrices), and the atomic output file both are written through.
  *
@@ -7,11 +7,11 @@
  * (little-endian, C order), the safetensors reader hands back views into one
  * buffer, and .npy is limited to 2-D float matrices.
  *
- * Writing. Every file goes through fc_outfile: the bytes go to a temporary
- * file in the target's directory, which is fsync'd and renamed over the
- * target, and then the directory is fsync'd. On any failure the temporary is
- * removed and an existing target is left as it was; only a process killed
- * mid-write leaves a temporary (".<name>.<pid>-<n>.tmp") behind.
+ * Writing. Every file goes through util's atomic output file: the bytes go
+ * to a temporary file in the target's directory, which is fsync'd and renamed
+ * over the target, and then the directory is fsync'd. On any failure the
+ * temporary is removed and an existing target is left as it was; only a
+ * process killed mid-write leaves a temporary (".<name>.<pid>-<n>.tmp") behind.
  *
  * Reading. Both readers treat the file as hostile: every length, offset and
  * dimension is checked, with overflow checks, before it is used; a file that
@@ -21,10 +21,10 @@
  * message in takes `char *errbuf, size_t errcap`: on failure it writes one
  * line there (lowercase, no final period, e.g. "tensor 'w': shape [2, 2] of
  * F32 is 16 bytes but data_offsets [0, 12] hold 12"), truncated to errcap
- * and NUL-terminated. errbuf may be NULL. FC_TENSORIO_ERRLEN bytes hold
+ * and NUL-terminated. errbuf may be NULL. FC_ERRLEN bytes hold
  * every message but those quoting a long path or name, which are cut.
  * Messages give the reason only; the caller names the file. Objects keep
- * their own message (fc_outfile_errmsg, fc_npy_writer_errmsg). On success
+ * their own message (fc_npy_writer_errmsg). On success
  * errbuf is untouched.
  *
  * Error codes: FC_ERR_CORRUPT (a file fails its checks), FC_ERR_VERSION (an
@@ -37,8 +37,8 @@
  *
  * All functions are thread-safe on distinct objects.
  */
-#ifndef FEATCACHE_TENSORIO_H
-#define FEATCACHE_TENSORIO_H
+#ifndef FEATCACHE_IO_H
+#define FEATCACHE_IO_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -49,32 +49,6 @@
 extern "C" {
 #endif
 
-#define FC_TENSORIO_ERRLEN 256
-
-/* ------------------------------------------------------- atomic output */
-
-typedef struct fc_outfile fc_outfile;
-
-/* fc_outfile_open - start writing `path`: a new temporary file in the same
- * directory, created with mode 0666 & ~umask, that replaces `path` only when
- * fc_outfile_commit succeeds. *out is NULL on failure (errbuf explains). */
-int fc_outfile_open(fc_outfile **out, const char *path, char *errbuf, size_t errcap);
-
-/* fc_outfile_write - append len bytes (buffered). After a failure every
- * later write and the commit return the same error. */
-int fc_outfile_write(fc_outfile *f, const void *src, size_t len);
-
-/* fc_outfile_commit - flush, fsync, close, rename over the target, fsync the
- * directory. On failure the temporary is removed. Call at most once. */
-int fc_outfile_commit(fc_outfile *f);
-
-/* fc_outfile_free - release f; removes the temporary unless committed (so
- * freeing without commit abandons the file). Accepts NULL. */
-void fc_outfile_free(fc_outfile *f);
-
-/* fc_outfile_errmsg - the message of the last failure ("" if none), valid
- * until the next call on f. */
-const char *fc_outfile_errmsg(const fc_outfile *f);
 
 /* --------------------------------------------------------- safetensors */
 
@@ -262,4 +236,4 @@ int fc_npy_parse_f32(float **data, size_t *rows, size_t *cols, const void *src, 
 #ifdef __cplusplus
 }
 #endif
-#endif /* FEATCACHE_TENSORIO_H */
+#endif /* FEATCACHE_IO_H */

@@ -8,8 +8,8 @@
  * This is command-line code, not libfeatcache: it never prints, and reports
  * what went wrong in the caller's buffer in the house message format.
  */
-#ifndef FC_CLI_REPORT_H
-#define FC_CLI_REPORT_H
+#ifndef FC_REPORT_H
+#define FC_REPORT_H
 
 #include <stddef.h>
 
@@ -38,4 +38,4 @@ int fc_report_metric_index(const char *name);
 int fc_report_write(const char *out, const char *const *paths, size_t n, const char *metric, const char *title,
 		    size_t *charts, char *err, size_t errcap);
 
-#endif /* FC_CLI_REPORT_H */
+#endif /* FC_REPORT_H */

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "cli/report.h"
+#include "featcache/report.h"
 #include "featcache/train.h"
 
 #define NM 9          /* metrics, in fc_metric_names order */
@@ -69,7 +69,7 @@ static void sb_puts(sbuf *b, const char *s)
 	sb_putn(b, s, strlen(s));
 }
 
-static void sb_printf(sbuf *b, const char *fmt, ...) FC_PRINTF(2, 3);
+static void sb_printf(sbuf *b, const char *fmt, ...) CLI_PRINTF(2, 3);
 
 static void sb_printf(sbuf *b, const char *fmt, ...)
 {
@@ -154,7 +154,7 @@ static void sb_esc(sbuf *b, const char *s)
 }
 
 /* snprintf for display text, where cutting a long value short is fine. */
-static void clip(char *buf, size_t cap, const char *fmt, ...) FC_PRINTF(3, 4);
+static void clip(char *buf, size_t cap, const char *fmt, ...) CLI_PRINTF(3, 4);
 
 static void clip(char *buf, size_t cap, const char *fmt, ...)
 {
@@ -242,7 +242,7 @@ typedef struct report {
 	size_t errcap;
 } report;
 
-static int fail(report *r, int code, const char *fmt, ...) FC_PRINTF(3, 4);
+static int fail(report *r, int code, const char *fmt, ...) CLI_PRINTF(3, 4);
 
 static int fail(report *r, int code, const char *fmt, ...)
 {
@@ -506,7 +506,7 @@ static int load_file(report *r, const char *path, int want_sweep)
 	if (!f) {
 		int e = errno;
 		return fail(r, e == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read %s '%s': %s", what, path,
-			    fc_errno_str(e));
+			    cli_errno_str(e));
 	}
 	if (fstat(fileno(f), &st) == 0)
 		s->mtime = st.st_mtime;
@@ -563,7 +563,7 @@ static int load_file(report *r, const char *path, int want_sweep)
 			goto out;
 	}
 	if (ferror(f)) {
-		rc = fail(r, FC_ERR_IO, "cannot read %s '%s': %s", what, path, fc_errno_str(errno));
+		rc = fail(r, FC_ERR_IO, "cannot read %s '%s': %s", what, path, cli_errno_str(errno));
 		goto out;
 	}
 	if (kind == 0)
@@ -581,7 +581,7 @@ static int load_path(report *r, const char *path)
 	if (stat(path, &st) != 0) {
 		int e = errno;
 		return fail(r, e == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read '%s': %s", path,
-			    fc_errno_str(e));
+			    cli_errno_str(e));
 	}
 	if (!S_ISDIR(st.st_mode))
 		return load_file(r, path, 0);
@@ -1722,7 +1722,7 @@ static int write_atomic(report *r, const char *out, const char *data, size_t len
 	clip(tmp, n + sizeof ".tmpXXXXXX", "%s.tmpXXXXXX", out);
 	fd = mkstemp(tmp);
 	if (fd < 0) {
-		rc = fail(r, FC_ERR_IO, "cannot write report '%s': %s", out, fc_errno_str(errno));
+		rc = fail(r, FC_ERR_IO, "cannot write report '%s': %s", out, cli_errno_str(errno));
 		free(tmp);
 		return rc;
 	}
@@ -1750,7 +1750,7 @@ static int write_atomic(report *r, const char *out, const char *data, size_t len
 	free(tmp);
 	return 0;
 io_error:
-	rc = fail(r, FC_ERR_IO, "cannot write report '%s': %s", out, fc_errno_str(errno));
+	rc = fail(r, FC_ERR_IO, "cannot write report '%s': %s", out, cli_errno_str(errno));
 	if (fd >= 0)
 		close(fd);
 	unlink(tmp);

@@ -1,0 +1,64 @@
+/*
+ * metrics.h - retrieval metrics of cosine kNN (Finetuner/docarray
+ * definitions), computed in blocks with a top-k heap per query.
+ *
+ * Conventions (llm.c style): row-major float matrices, batch first; a
+ * backward accumulates into gradients and zeroing them is explicit; every
+ * function returns 0 or a negative FC_ERR_*.
+ */
+#ifndef FEATCACHE_METRICS_H
+#define FEATCACHE_METRICS_H
+
+#include "featcache.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Retrieval metrics with Finetuner's (docarray's) definitions, averaged over
+ * queries. A query's relevant items are the index items with its label,
+ * itself excluded. */
+typedef struct fc_metrics {
+	double precision;   /* precision@k */
+	double recall;      /* recall@k */
+	double f1;          /* f1@k */
+	double hit;         /* hit@k */
+	double ap;          /* average precision within the top k (mAP@k) */
+	double rr;          /* reciprocal rank (MRR) */
+	double r_precision;
+	double dcg;         /* dcg@k */
+	double ndcg;        /* ndcg@k */
+	size_t queries;     /* queries evaluated */
+	size_t k;
+} fc_metrics;
+
+/* fc_eval_knn - cosine kNN of every query against the index (both are
+ * L2-normalised internally; zero vectors have similarity 0 to everything),
+ * top k per query kept in a heap while the similarities are computed in
+ * blocks, so memory is O((nq + ni) * dim + nq * k), never nq x ni.
+ * When exclude_self is set, queries and index are the same set (same rows
+ * in the same order) and row i never retrieves itself. Ties in similarity
+ * go to the lower index row. Parallel with OpenMP over queries.
+ * Queries with no relevant item in the index count with recall 0 (docarray
+ * would divide by zero); fc_metrics.queries still counts them. Similarities
+ * are exact for equal (or power-of-two-scaled) vectors, so ties are ties.
+ * Returns FC_ERR_INVALID for bad arguments, NaN/Inf in the input, or
+ * exclude_self with nq != ni; FC_ERR_OVERFLOW when sizes overflow;
+ * FC_ERR_UNSUPPORTED for an index over 2^32 rows. *out is written only on
+ * success; empty sets give all-zero metrics. */
+int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, size_t nq,
+		const float *index, const uint32_t *ilabels, size_t ni, size_t dim, size_t k,
+		int exclude_self);
+
+/* fc_metric_names / fc_metric_get - the metric names as Finetuner prints
+ * them ("precision_at_k", "recall_at_k", "f1_score_at_k", "hit_at_k",
+ * "average_precision", "reciprocal_rank", "r_precision", "dcg_at_k",
+ * "ndcg_at_k"), and by-name access (short aliases "map", "mrr", "ndcg",
+ * "precision", "recall", "f1", "hit" are accepted). */
+extern const char *const fc_metric_names[9];
+int fc_metric_get(const fc_metrics *m, const char *name, double *value);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FEATCACHE_METRICS_H */
