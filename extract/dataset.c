@@ -72,15 +72,13 @@ struct builder {
 	size_t errcap;
 };
 
-static int say(struct builder *b, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int say(struct builder *b, int code, const char *fmt, ...) FC_PRINTF(3, 4);
 static int say(struct builder *b, int code, const char *fmt, ...)
 {
-	if (b->err && b->errcap) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(b->err, b->errcap, fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	fci_verrf(b->err, b->errcap, code, fmt, ap);
+	va_end(ap);
 	return code;
 }
 

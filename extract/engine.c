@@ -120,15 +120,36 @@ typedef struct build {
 	size_t errcap;
 } build;
 
+static int fail(build *b, int code, const char *fmt, ...) FC_PRINTF(3, 4);
 static int fail(build *b, int code, const char *fmt, ...)
 {
-	if (b->err && b->errcap) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(b->err, b->errcap, fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	fci_verrf(b->err, b->errcap, code, fmt, ap);
+	va_end(ap);
 	return code;
+}
+
+/* oneDNN's name for a status, for messages. */
+static const char *dnnl_status_name(dnnl_status_t st)
+{
+	switch (st) {
+	case dnnl_success: return "success";
+	case dnnl_out_of_memory: return "out of memory";
+	case dnnl_invalid_arguments: return "invalid arguments";
+	case dnnl_unimplemented: return "unimplemented";
+	case dnnl_iterator_ends: return "iterator ends";
+	case dnnl_runtime_error: return "runtime error";
+	case dnnl_not_required: return "not required";
+	}
+	return "unknown status";
+}
+
+/* The first failure of a sequence of oneDNN calls: statuses are not flags,
+ * so OR-ing them would report a status nobody returned. */
+static dnnl_status_t first_failure(dnnl_status_t so_far, dnnl_status_t next)
+{
+	return so_far != dnnl_success ? so_far : next;
 }
 
 /* p (an array of *cap elements of size sz, n in use) with room for one
@@ -398,8 +419,8 @@ static int create_pd(build *b, int node, dnnl_primitive_desc_t *pd, const void *
 	dnnl_status_t st = dnnl_primitive_desc_create(pd, desc, attr, b->e->eng, NULL);
 	if (st != dnnl_success) {
 		*pd = NULL;
-		return fail(b, FC_ERR_INTERNAL, "node '%s' (%s): onednn refused the primitive (status %d)",
-			    b->g->nodes[node].name, b->g->nodes[node].op_type, (int)st);
+		return fail(b, FC_ERR_INTERNAL, "node '%s' (%s): onednn refused the primitive (%s)",
+			    b->g->nodes[node].name, b->g->nodes[node].op_type, dnnl_status_name(st));
 	}
 	return 0;
 }
@@ -748,15 +769,15 @@ static int build_conv(build *b, int i)
 	int64_t grp = nd->attr.conv.group;
 	dnnl_memory_desc_t any_md, w_md, uw_md, b_md, dst_md;
 	dnnl_status_t st = md_any(&any_md, 4, X->dims, e->dt);
-	st |= md_any(&dst_md, 4, Y->dims, e->dt);
-	st |= md_plain(&b_md, 1, &oc, dnnl_f32);
+	st = first_failure(st, md_any(&dst_md, 4, Y->dims, e->dt));
+	st = first_failure(st, md_plain(&b_md, 1, &oc, dnnl_f32));
 	if (grp > 1) {
 		dnnl_dims_t wd = { grp, oc / grp, W->dims[1], W->dims[2], W->dims[3] };
-		st |= dnnl_memory_desc_init_by_tag(&uw_md, 5, wd, dnnl_f32, dnnl_goihw);
-		st |= dnnl_memory_desc_init_by_tag(&w_md, 5, wd, e->dt, dnnl_format_tag_any);
+		st = first_failure(st, dnnl_memory_desc_init_by_tag(&uw_md, 5, wd, dnnl_f32, dnnl_goihw));
+		st = first_failure(st, dnnl_memory_desc_init_by_tag(&w_md, 5, wd, e->dt, dnnl_format_tag_any));
 	} else {
-		st |= md_plain(&uw_md, 4, W->dims, dnnl_f32);
-		st |= md_any(&w_md, 4, W->dims, e->dt);
+		st = first_failure(st, md_plain(&uw_md, 4, W->dims, dnnl_f32));
+		st = first_failure(st, md_any(&w_md, 4, W->dims, e->dt));
 	}
 	const int64_t *s = nd->attr.conv.stride, *d = nd->attr.conv.dilation, *p = nd->attr.conv.pad;
 	dnnl_dims_t strides = { s[0], s[1] }, dil = { d[0] - 1, d[1] - 1 }, pl = { p[0], p[1] };
@@ -770,10 +791,12 @@ static int build_conv(build *b, int i)
 	const value *vx = V(b, b->tv[x]);
 	dnnl_primitive_desc_t mine = NULL;
 	dnnl_convolution_desc_t desc;
-	if (st != dnnl_success ||
-	    dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct, &any_md,
-						       &w_md, &b_md, &dst_md, strides, dil, pl, pr) != dnnl_success) {
-		rc = fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Conv): onednn rejects its shapes", nd->name);
+	st = first_failure(st, dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference,
+									  dnnl_convolution_direct, &any_md, &w_md,
+									  &b_md, &dst_md, strides, dil, pl, pr));
+	if (st != dnnl_success) {
+		rc = fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Conv): onednn rejects its shapes (%s)", nd->name,
+			  dnnl_status_name(st));
 		goto out;
 	}
 	if ((rc = create_pd(b, i, &pd, &desc, attr)))

@@ -53,18 +53,6 @@ struct fc_extract_ctx {
 	char *descriptor;
 };
 
-static int say(char *err, size_t cap, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int say(char *err, size_t cap, int code, const char *fmt, ...)
-{
-	if (err && cap) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, cap, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
 static double now(void)
 {
 	struct timespec ts;
@@ -117,15 +105,15 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 	*out = NULL;
 	char why[FC_ERRLEN > 600 ? FC_ERRLEN : 600] = "";
 	if (o->batch < 1 || o->batch > 4096)
-		return say(err, errcap, FC_ERR_INVALID, "batch must be 1 to 4096, not %d", o->batch);
+		return fci_errf(err, errcap, FC_ERR_INVALID, "batch must be 1 to 4096, not %d", o->batch);
 	if (fc_preproc_check(&o->pre) != 0)
-		return say(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
 	uint8_t *bytes = NULL;
 	size_t cap = 0, len = 0;
 	int rc = fci_read_file(o->model, MAX_FILE, &bytes, &cap, &len, why, sizeof why);
 	if (rc) {
 		free(bytes);
-		return say(err, errcap, rc, "cannot read model '%s': %s", o->model, why);
+		return fci_errf(err, errcap, rc, "cannot read model '%s': %s", o->model, why);
 	}
 	uint8_t model_hash[FC_HASH_LEN];
 	hash_bytes(model_hash, bytes, len);
@@ -133,31 +121,31 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 	rc = fc_model_open_mem(&m, bytes, len, why, sizeof why);
 	free(bytes);
 	if (rc)
-		return say(err, errcap, rc, "cannot load model '%s': %s", o->model, why);
+		return fci_errf(err, errcap, rc, "cannot load model '%s': %s", o->model, why);
 	fc_extract_ctx *x = calloc(1, sizeof *x);
 	json_t *id = NULL;
 	if (!x) {
-		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
 	if ((rc = fc_model_set_input(m, 1, 3, o->pre.crop_h, o->pre.crop_w)) != 0) {
-		rc = say(err, errcap, rc, "model '%s' does not take 3 x %d x %d images: %s", o->model, o->pre.crop_h,
+		rc = fci_errf(err, errcap, rc, "model '%s' does not take 3 x %d x %d images: %s", o->model, o->pre.crop_h,
 			 o->pre.crop_w, fc_model_errmsg(m));
 		goto fail;
 	}
 	if ((rc = fc_model_cut(m, o->layer)) != 0) {
-		rc = say(err, errcap, rc, "cannot cut model '%s' at %s%s%s: %s", o->model, o->layer ? "'" : "",
+		rc = fci_errf(err, errcap, rc, "cannot cut model '%s' at %s%s%s: %s", o->model, o->layer ? "'" : "",
 			 o->layer ? o->layer : "its default layer", o->layer ? "'" : "", fc_model_errmsg(m));
 		goto fail;
 	}
 	const fc_model_graph *g = fc_model_get_graph(m);
 	if (!(id = identity(model_hash, g, m, o))) {
-		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
 	char *canon = json_dumps(id, JSON_SORT_KEYS | JSON_COMPACT);
 	if (!canon) {
-		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
 	hash_bytes(x->id, canon, strlen(canon));
@@ -166,7 +154,7 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 		omp_set_num_threads(o->threads);
 	fc_engine_opts eo = { .batch = o->batch, .precision = o->precision, .threads = o->threads };
 	if ((rc = fc_engine_open(&x->engine, m, &eo, why, sizeof why)) != 0) {
-		rc = say(err, errcap, rc, "cannot run model '%s': %s", o->model, why);
+		rc = fci_errf(err, errcap, rc, "cannot run model '%s': %s", o->model, why);
 		goto fail;
 	}
 	x->pre = o->pre;
@@ -181,7 +169,7 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 		json_object_set_new(json_object_get(id, "preprocess"), "preset", json_string(o->pre_name));
 	x->descriptor = json_dumps(id, JSON_SORT_KEYS | JSON_COMPACT);
 	if (!x->descriptor) {
-		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
 	json_decref(id);
@@ -224,7 +212,7 @@ int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const cha
 		 json_float3(mean, o.pre.mean) == 0 && json_float3(std, o.pre.std) == 0;
 	int rc;
 	if (!ok) {
-		rc = say(err, errcap, FC_ERR_CORRUPT, "the extractor's descriptor does not say how it was made%s%s",
+		rc = fci_errf(err, errcap, FC_ERR_CORRUPT, "the extractor's descriptor does not say how it was made%s%s",
 			 d ? "" : ": ", d ? "" : je.text);
 	} else {
 		o.pre.filter = strcmp(filter, "bicubic") == 0 ? FC_RESAMPLE_BICUBIC : FC_RESAMPLE_BILINEAR;
@@ -460,16 +448,16 @@ static void decode_one(struct pipe *p, size_t i, struct slot *sl, uint8_t **buf,
 	char reason[WHYLEN - 16];
 	int rc = fci_read_file(w->path, MAX_FILE, buf, cap, &len, reason, sizeof reason);
 	if (rc)
-		say(why, WHYLEN, rc, "cannot read: %s", reason);
+		fci_errf(why, WHYLEN, rc, "cannot read: %s", reason);
 	if (!rc) {
 		hash_bytes(h, *buf, len);
 		if (memcmp(h, w->hash, FC_HASH_LEN) != 0)
-			rc = say(why, WHYLEN, FC_ERR_CORRUPT, "file changed while being extracted; run again");
+			rc = fci_errf(why, WHYLEN, FC_ERR_CORRUPT, "file changed while being extracted; run again");
 	}
 	if (!rc && (rc = fc_image_decode(&img, *buf, len, ierr, sizeof ierr)) != 0)
-		say(why, WHYLEN, rc, "%s", ierr);
+		fci_errf(why, WHYLEN, rc, "%s", ierr);
 	if (!rc && (rc = fc_preprocess(&p->x->pre, &img, dst)) != 0)
-		say(why, WHYLEN, rc, "cannot preprocess: %s", fc_strerror(rc));
+		fci_errf(why, WHYLEN, rc, "cannot preprocess: %s", fc_strerror(rc));
 	fc_image_free(&img);
 	sl->ok[row] = rc == 0;
 }
@@ -526,7 +514,7 @@ static void note_failure(struct run *r, size_t i, const char *why)
 
 static int store_say(struct run *r, int rc, const char *what)
 {
-	return say(r->err, r->errcap, rc, "cannot %s: %s", what,
+	return fci_errf(r->err, r->errcap, rc, "cannot %s: %s", what,
 		   fc_store_errmsg(r->s)[0] ? fc_store_errmsg(r->s) : fc_strerror(rc));
 }
 
@@ -609,7 +597,7 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 		ok = sl->in && sl->ok && sl->why;
 	}
 	if (!ok) {
-		rc = say(r->err, r->errcap, FC_ERR_NOMEM, "out of memory for %zu batches of %zu images", p.K, B);
+		rc = fci_errf(r->err, r->errcap, FC_ERR_NOMEM, "out of memory for %zu batches of %zu images", p.K, B);
 		goto done;
 	}
 	pthread_mutex_init(&p.mu, NULL);
@@ -621,7 +609,7 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 		if (pthread_create(&tids[started], NULL, decoder, &p) != 0)
 			break;
 	if (started == 0) {
-		rc = say(r->err, r->errcap, FC_ERR_INTERNAL, "cannot start a decoding thread");
+		rc = fci_errf(r->err, r->errcap, FC_ERR_INTERNAL, "cannot start a decoding thread");
 		goto join;
 	}
 	if ((rc = progress(r->ro->logger, 0, n_work)) != 0)
@@ -642,7 +630,7 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 			size_t k = 0;
 			while (sl->ok[k])
 				k++;
-			rc = say(r->err, r->errcap, FC_ERR_CORRUPT, "cannot extract '%s': %s",
+			rc = fci_errf(r->err, r->errcap, FC_ERR_CORRUPT, "cannot extract '%s': %s",
 				 r->pl[r->users[work[b * B + k].first_user]].item.key, sl->why[k]);
 			goto join;
 		}
@@ -658,12 +646,12 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 			rc = fc_engine_run(x->engine, out, in, m);
 			r->st->engine_seconds += now() - t0;
 			if (rc) {
-				rc = say(r->err, r->errcap, rc, "the model failed: %s", fc_engine_errmsg(x->engine));
+				rc = fci_errf(r->err, r->errcap, rc, "the model failed: %s", fc_engine_errmsg(x->engine));
 				goto join;
 			}
 			for (size_t i = 0; i < m * x->dim; i++)
 				if (!isfinite(out[i])) {
-					rc = say(r->err, r->errcap, FC_ERR_CORRUPT,
+					rc = fci_errf(r->err, r->errcap, FC_ERR_CORRUPT,
 						 "the model produced NaN or Inf (batch %zu); check the model file", b);
 					goto join;
 				}
@@ -676,7 +664,7 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 		pthread_cond_broadcast(&p.can_fill);
 		pthread_mutex_unlock(&p.mu);
 		if ((rc = progress(r->ro->logger, (b + 1) * B < n_work ? (b + 1) * B : n_work, n_work)) != 0) {
-			say(r->err, r->errcap, rc, "interrupted; every batch written so far is kept");
+			fci_errf(r->err, r->errcap, rc, "interrupted; every batch written so far is kept");
 			goto join;
 		}
 	}
@@ -733,7 +721,7 @@ static int ensure_extractor(struct run *r)
 	int rc = fc_store_get_extractor(r->s, r->x->id, &have);
 	if (rc == 0) {
 		if (have.dtype != r->x->dtype || have.dim != r->x->dim)
-			return say(r->err, r->errcap, FC_ERR_EXISTS,
+			return fci_errf(r->err, r->errcap, FC_ERR_EXISTS,
 				   "the store keeps this extractor's vectors as %s (%u-d); run with --store-dtype %s, "
 				   "or use another store",
 				   fc_dtype_name(have.dtype), have.dim, fc_dtype_name(have.dtype));
@@ -759,7 +747,7 @@ static int map_labels(struct run *r, uint32_t *ids)
 	uint32_t *got = malloc((ds->n ? ds->n : 1) * sizeof *got);
 	int rc = 0;
 	if (!names || !at || !got) {
-		rc = say(r->err, r->errcap, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(r->err, r->errcap, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	/* Entries sorted by key usually keep a label's items together: pass
@@ -789,6 +777,104 @@ out:
 	return rc;
 }
 
+/* Which contents still need a vector (and the counts the summary shows). */
+static int mark_missing(struct run *r)
+{
+	fc_extract_stats *st = r->st;
+
+	for (size_t i = 0; i < r->ds->n; i++) {
+		struct plan_item *p = &r->pl[i];
+		st->new_items += p->state == ST_NEW;
+		st->changed += p->state == ST_CHANGED;
+		if (p->item.status != FC_ITEM_OK) {
+			st->failed_before += !p->failed_now;
+			continue;
+		}
+		int has = fc_store_has(r->s, r->x->id, p->item.hash);
+		if (has < 0)
+			return store_say(r, has, "read the index");
+		p->missing = !has;
+		if (has && p->state != ST_UNCHANGED)
+			st->dedup++; /* a rename, a copy, or content seen before */
+	}
+	return 0;
+}
+
+/* Scratch lists of write_bookkeeping, sized by fc_extract_run. */
+struct bookkeeping {
+	const char **dels;
+	fc_item *items;
+	const char **ekeys, **ewhys;
+};
+
+/* Deletions, failures found while hashing, and items whose content has a
+ * vector already: one transaction before any extraction. */
+static int write_bookkeeping(struct run *r, const struct old_table *old, struct bookkeeping *bk)
+{
+	const fc_extract_run_opts *ro = r->ro;
+	size_t nd = 0, ni = 0, ne = 0;
+	int rc;
+
+	for (size_t i = 0; i < old->cap; i++)
+		if (old->slots[i].key && !old->slots[i].seen)
+			bk->dels[nd++] = old->slots[i].key;
+	for (size_t i = 0; i < r->ds->n; i++) {
+		struct plan_item *p = &r->pl[i];
+		if (ro->hashes)
+			memcpy(ro->hashes[i], p->item.hash, FC_HASH_LEN);
+		if (ro->failed)
+			ro->failed[i] = p->item.status != FC_ITEM_OK;
+		if (p->failed_now) {
+			bk->ekeys[ne] = p->item.key;
+			bk->ewhys[ne++] = p->why;
+			note_failure(r, i, p->why);
+			if (ro->strict)
+				return fci_errf(r->err, r->errcap, FC_ERR_CORRUPT, "cannot extract '%s': %s",
+						p->item.key, p->why);
+		}
+		if (p->dirty && !p->missing)
+			bk->items[ni++] = p->item;
+	}
+	if (ro->cache_only)
+		nd = ni = ne = 0;
+	r->st->removed = nd;
+	if (nd || ni || ne) {
+		fc_store_batch b = { .items = bk->items, .n_items = ni, .error_keys = bk->ekeys,
+				     .error_whys = bk->ewhys, .n_errors = ne, .del_keys = bk->dels, .n_del = nd };
+		if ((rc = fc_store_write_batch(r->s, &b, NULL)) != 0)
+			return store_say(r, rc, "update items");
+	}
+	return 0;
+}
+
+/* One work item per missing content hash, its users grouped with it, in
+ * dataset order. order has room for every item. */
+static size_t plan_work(struct run *r, struct hkey *order, struct work *work)
+{
+	size_t nm = 0, n_work = 0;
+
+	for (size_t i = 0; i < r->ds->n; i++)
+		if (r->pl[i].item.status == FC_ITEM_OK && r->pl[i].missing) {
+			memcpy(order[nm].hash, r->pl[i].item.hash, FC_HASH_LEN);
+			order[nm++].i = i;
+		}
+	qsort(order, nm, sizeof *order, by_hash);
+	for (size_t k = 0; k < nm;) {
+		size_t j = k;
+		while (j < nm && memcmp(order[j].hash, order[k].hash, FC_HASH_LEN) == 0) {
+			r->users[j] = order[j].i;
+			j++;
+		}
+		work[n_work++] = (struct work){ .path = r->ds->entries[order[k].i].path,
+						.hash = r->pl[order[k].i].item.hash, .rank = order[k].i,
+						.first_user = k, .n_users = j - k };
+		r->st->dedup += j - k - 1; /* copies within the dataset */
+		k = j;
+	}
+	qsort(work, n_work, sizeof *work, by_rank);
+	return n_work;
+}
+
 int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const fc_extract_run_opts *ro,
 		   fc_extract_stats *st, char *err, size_t errcap)
 {
@@ -797,35 +883,33 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 	if (err && errcap)
 		err[0] = '\0';
 	if (!(ro->val_fraction >= 0 && ro->val_fraction < 1))
-		return say(err, errcap, FC_ERR_INVALID, "the validation fraction must be in [0, 1)");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "the validation fraction must be in [0, 1)");
 	struct run r = { .x = x, .s = s, .ds = ds, .ro = ro, .st = st, .err = err, .errcap = errcap };
 	struct old_table old = { 0 };
+	struct bookkeeping bk = { 0 };
 	uint32_t *label_ids = NULL;
 	struct hkey *order = NULL;
 	struct work *work = NULL;
-	const char **dels = NULL;
-	fc_item *now_items = NULL;
-	const char **ekeys = NULL, **ewhys = NULL;
-	size_t n = ds->n, n_work = 0;
+	size_t n = ds->n, n1 = n ? n : 1, n_work;
 	int rc;
 	st->seen = n;
 	if ((rc = ensure_extractor(&r)) != 0)
 		return rc;
 	if (!ro->cache_only && (rc = fc_store_foreach_item(s, old_add, &old)) != 0) {
-		rc = rc == FC_ERR_NOMEM ? say(err, errcap, rc, "out of memory") : store_say(&r, rc, "read items");
+		rc = rc == FC_ERR_NOMEM ? fci_errf(err, errcap, rc, "out of memory") : store_say(&r, rc, "read items");
 		goto out;
 	}
-	r.pl = calloc(n ? n : 1, sizeof *r.pl);
-	label_ids = malloc((n ? n : 1) * sizeof *label_ids);
-	r.users = malloc((n ? n : 1) * sizeof *r.users);
-	order = malloc((n ? n : 1) * sizeof *order);
-	work = malloc((n ? n : 1) * sizeof *work);
-	dels = malloc((old.n ? old.n : 1) * sizeof *dels);
-	now_items = malloc((n ? n : 1) * sizeof *now_items);
-	ekeys = malloc((n ? n : 1) * sizeof *ekeys);
-	ewhys = malloc((n ? n : 1) * sizeof *ewhys);
-	if (!r.pl || !label_ids || !r.users || !order || !work || !dels || !now_items || !ekeys || !ewhys) {
-		rc = say(err, errcap, FC_ERR_NOMEM, "out of memory");
+	r.pl = calloc(n1, sizeof *r.pl);
+	label_ids = malloc(n1 * sizeof *label_ids);
+	r.users = malloc(n1 * sizeof *r.users);
+	order = malloc(n1 * sizeof *order);
+	work = malloc(n1 * sizeof *work);
+	bk.dels = malloc((old.n ? old.n : 1) * sizeof *bk.dels);
+	bk.items = malloc(n1 * sizeof *bk.items);
+	bk.ekeys = malloc(n1 * sizeof *bk.ekeys);
+	bk.ewhys = malloc(n1 * sizeof *bk.ewhys);
+	if (!r.pl || !label_ids || !r.users || !order || !work || !bk.dels || !bk.items || !bk.ekeys || !bk.ewhys) {
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	if (ro->cache_only)
@@ -834,83 +918,9 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 	else if ((rc = map_labels(&r, label_ids)) != 0)
 		goto out;
 	plan_entries(ds, &old, label_ids, ro->val_fraction, r.pl, &st->hashed);
-
-	/* Which contents still need a vector. */
-	for (size_t i = 0; i < n; i++) {
-		struct plan_item *p = &r.pl[i];
-		st->new_items += p->state == ST_NEW;
-		st->changed += p->state == ST_CHANGED;
-		if (p->item.status != FC_ITEM_OK) {
-			st->failed_before += !p->failed_now;
-			continue;
-		}
-		int has = fc_store_has(s, x->id, p->item.hash);
-		if (has < 0) {
-			rc = store_say(&r, has, "read the index");
-			goto out;
-		}
-		p->missing = !has;
-		if (has && p->state != ST_UNCHANGED)
-			st->dedup++; /* a rename, a copy, or content seen before */
-	}
-
-	/* Deletions, failures found while hashing, and items whose content has
-	 * a vector already: one transaction before any extraction. */
-	size_t nd = 0, ni = 0, ne = 0;
-	for (size_t i = 0; i < old.cap; i++)
-		if (old.slots[i].key && !old.slots[i].seen)
-			dels[nd++] = old.slots[i].key;
-	for (size_t i = 0; i < n; i++) {
-		struct plan_item *p = &r.pl[i];
-		if (ro->hashes)
-			memcpy(ro->hashes[i], p->item.hash, FC_HASH_LEN);
-		if (ro->failed)
-			ro->failed[i] = p->item.status != FC_ITEM_OK;
-		if (p->failed_now) {
-			ekeys[ne] = p->item.key;
-			ewhys[ne++] = p->why;
-			note_failure(&r, i, p->why);
-			if (ro->strict) {
-				rc = say(err, errcap, FC_ERR_CORRUPT, "cannot extract '%s': %s", p->item.key, p->why);
-				goto out;
-			}
-		}
-		if (p->dirty && !p->missing)
-			now_items[ni++] = p->item;
-	}
-	if (ro->cache_only)
-		nd = ni = ne = 0;
-	st->removed = nd;
-	if (nd || ni || ne) {
-		fc_store_batch b = { .items = now_items, .n_items = ni, .error_keys = ekeys, .error_whys = ewhys,
-				     .n_errors = ne, .del_keys = dels, .n_del = nd };
-		if ((rc = fc_store_write_batch(s, &b, NULL)) != 0) {
-			rc = store_say(&r, rc, "update items");
-			goto out;
-		}
-	}
-
-	/* One work item per missing content hash, its users grouped with it. */
-	size_t nm = 0;
-	for (size_t i = 0; i < n; i++)
-		if (r.pl[i].item.status == FC_ITEM_OK && r.pl[i].missing) {
-			memcpy(order[nm].hash, r.pl[i].item.hash, FC_HASH_LEN);
-			order[nm++].i = i;
-		}
-	qsort(order, nm, sizeof *order, by_hash);
-	for (size_t k = 0; k < nm;) {
-		size_t j = k;
-		while (j < nm && memcmp(order[j].hash, order[k].hash, FC_HASH_LEN) == 0) {
-			r.users[j] = order[j].i;
-			j++;
-		}
-		work[n_work++] = (struct work){ .path = ds->entries[order[k].i].path,
-						.hash = r.pl[order[k].i].item.hash, .rank = order[k].i,
-						.first_user = k, .n_users = j - k };
-		st->dedup += j - k - 1; /* copies within the dataset */
-		k = j;
-	}
-	qsort(work, n_work, sizeof *work, by_rank);
+	if ((rc = mark_missing(&r)) || (rc = write_bookkeeping(&r, &old, &bk)))
+		goto out;
+	n_work = plan_work(&r, order, work);
 	if (n_work)
 		rc = run_pipeline(&r, work, n_work);
 out:
@@ -921,9 +931,9 @@ out:
 	free(r.users);
 	free(order);
 	free(work);
-	free(dels);
-	free(now_items);
-	free(ekeys);
-	free(ewhys);
+	free(bk.dels);
+	free(bk.items);
+	free(bk.ekeys);
+	free(bk.ewhys);
 	return rc;
 }

@@ -22,20 +22,7 @@
 #include <turbojpeg.h>
 
 #include "featcache/image.h"
-
-static void set_err(char *err, size_t cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !cap)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, cap, fmt, ap);
-	va_end(ap);
-}
+#include "util/util.h"
 
 /* The size in bytes of a w x h image of `channels` bytes a pixel, after the
  * pixel-count limit (PIL refuses above it as a decompression bomb). Checked
@@ -43,18 +30,18 @@ static void set_err(char *err, size_t cap, const char *fmt, ...)
 static size_t image_bytes(uint64_t w, uint64_t h, unsigned channels, char *err, size_t cap)
 {
 	if (w == 0 || h == 0) {
-		set_err(err, cap, "image has no pixels (%llu x %llu)", (unsigned long long)w,
+		fci_errf(err, cap, 0, "image has no pixels (%llu x %llu)", (unsigned long long)w,
 			(unsigned long long)h);
 		return 0;
 	}
 	/* w and h are below 2^32 here, so w * h cannot wrap in 64 bits */
 	if (w > UINT32_MAX || h > UINT32_MAX || w * h > FC_IMAGE_MAX_PIXELS) {
-		set_err(err, cap, "image is %llu x %llu pixels, more than the limit of %llu",
+		fci_errf(err, cap, 0, "image is %llu x %llu pixels, more than the limit of %llu",
 			(unsigned long long)w, (unsigned long long)h, FC_IMAGE_MAX_PIXELS);
 		return 0;
 	}
 	if (w * h > SIZE_MAX / channels) {
-		set_err(err, cap, "image of %llu x %llu pixels does not fit in memory",
+		fci_errf(err, cap, 0, "image of %llu x %llu pixels does not fit in memory",
 			(unsigned long long)w, (unsigned long long)h);
 		return 0;
 	}
@@ -212,7 +199,7 @@ static int orient_apply(fc_image *img, int orient, char *err, size_t cap)
 		return 0;
 	out = malloc(bytes);
 	if (!out) {
-		set_err(err, cap, "out of memory for a %d x %d image", w, h);
+		fci_errf(err, cap, 0, "out of memory for a %d x %d image", w, h);
 		return FC_ERR_NOMEM;
 	}
 	for (int y = 0; y < oh; y++) {
@@ -252,23 +239,23 @@ static int decode_jpeg(fc_image *out, const uint8_t *data, size_t len, char *err
 
 #if SIZE_MAX > ULONG_MAX
 	if (len > ULONG_MAX) { /* TurboJPEG takes the length as unsigned long */
-		set_err(err, cap, "jpeg data too large");
+		fci_errf(err, cap, 0, "jpeg data too large");
 		return FC_ERR_UNSUPPORTED;
 	}
 #endif
 	if (!jpeg_walk(data, len, &orient)) {
-		set_err(err, cap, "truncated jpeg data");
+		fci_errf(err, cap, 0, "truncated jpeg data");
 		return FC_ERR_CORRUPT;
 	}
 	tj = tjInitDecompress();
 	if (!tj) {
-		set_err(err, cap, "jpeg: %s", tjGetErrorStr2(NULL));
+		fci_errf(err, cap, 0, "jpeg: %s", tjGetErrorStr2(NULL));
 		return FC_ERR_NOMEM;
 	}
 	/* Warnings (TJERR_WARNING) are not failures: PIL ignores them too. */
 	if (tjDecompressHeader3(tj, data, (unsigned long)len, &w, &h, &subsamp, &cs) != 0 &&
 	    tjGetErrorCode(tj) != TJERR_WARNING) {
-		set_err(err, cap, "jpeg: %s", tjGetErrorStr2(tj));
+		fci_errf(err, cap, 0, "jpeg: %s", tjGetErrorStr2(tj));
 		rc = FC_ERR_CORRUPT;
 		goto out;
 	}
@@ -282,7 +269,7 @@ static int decode_jpeg(fc_image *out, const uint8_t *data, size_t len, char *err
 	}
 	px = malloc(bytes);
 	if (!px) {
-		set_err(err, cap, "out of memory for a %d x %d image", w, h);
+		fci_errf(err, cap, 0, "out of memory for a %d x %d image", w, h);
 		rc = FC_ERR_NOMEM;
 		goto out;
 	}
@@ -290,13 +277,13 @@ static int decode_jpeg(fc_image *out, const uint8_t *data, size_t len, char *err
 			  flags) != 0) {
 		const char *msg = tjGetErrorStr2(tj);
 		if (tjGetErrorCode(tj) != TJERR_WARNING) {
-			set_err(err, cap, "jpeg: %s", msg);
+			fci_errf(err, cap, 0, "jpeg: %s", msg);
 			rc = FC_ERR_CORRUPT;
 			goto out;
 		}
 		/* jpeg_walk found an EOI, but keep this as a second net */
 		if (strstr(msg, "Premature end of JPEG file")) {
-			set_err(err, cap, "truncated jpeg data");
+			fci_errf(err, cap, 0, "truncated jpeg data");
 			rc = FC_ERR_CORRUPT;
 			goto out;
 		}
@@ -467,13 +454,13 @@ static int decode_png(fc_image *out, const uint8_t *data, size_t len, char *err,
 	if (job.png)
 		job.info = png_create_info_struct(job.png);
 	if (!job.png || !job.info) {
-		set_err(err, cap, "png: out of memory");
+		fci_errf(err, cap, 0, "png: out of memory");
 		rc = FC_ERR_NOMEM;
 		goto out;
 	}
 	rc = decode_png_run(&job);
 	if (rc) {
-		set_err(err, cap, "%s", job.msg[0] ? job.msg : "png: undecodable data");
+		fci_errf(err, cap, 0, "%s", job.msg[0] ? job.msg : "png: undecodable data");
 		goto out;
 	}
 	out->px = job.px;
@@ -497,7 +484,7 @@ int fc_image_decode(fc_image *out, const void *data, size_t len, char *err, size
 	if (err && errcap)
 		err[0] = '\0';
 	if (!out || (!data && len)) {
-		set_err(err, errcap, "invalid arguments");
+		fci_errf(err, errcap, 0, "invalid arguments");
 		return FC_ERR_INVALID;
 	}
 	memset(out, 0, sizeof *out);
@@ -506,7 +493,7 @@ int fc_image_decode(fc_image *out, const void *data, size_t len, char *err, size
 		return decode_jpeg(out, p, len, err, errcap);
 	if (len >= 8 && memcmp(p, png_sig, 8) == 0)
 		return decode_png(out, p, len, err, errcap);
-	set_err(err, errcap, "not a JPEG or PNG file");
+	fci_errf(err, errcap, 0, "not a JPEG or PNG file");
 	return FC_ERR_UNSUPPORTED;
 }
 

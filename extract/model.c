@@ -23,6 +23,10 @@
 #include <xxhash.h>
 
 #include "extract/model_impl.h"
+#include "util/util.h"
+
+/* protobuf's own limit; larger models keep their weights as external data */
+#define MODEL_MAX_BYTES ((uint64_t)2 << 30)
 
 /* ---- ops ---- */
 
@@ -111,7 +115,7 @@ int fci_model_fail(fc_model *m, int code, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(m->err, sizeof m->err, fmt, ap);
+	fci_verrf(m->err, sizeof m->err, code, fmt, ap);
 	va_end(ap);
 	return code;
 }
@@ -126,7 +130,7 @@ int fci_model_node_fail(fc_model *m, int code, int node, const char *fmt, ...)
 	if (n < 0 || (size_t)n >= sizeof m->err)
 		return code;
 	va_start(ap, fmt);
-	vsnprintf(m->err + n, sizeof m->err - (size_t)n, fmt, ap);
+	fci_verrf(m->err + n, sizeof m->err - (size_t)n, code, fmt, ap);
 	va_end(ap);
 	return code;
 }
@@ -1055,16 +1059,12 @@ out:
 	return rc;
 }
 
-static int build(fc_model *m, const Onnx__ModelProto *mp)
+/* Sizes first: every count from the file is checked before the arrays it
+ * sizes are allocated. */
+static int build_alloc(fc_model *m, const Onnx__GraphProto *g)
 {
-	const Onnx__GraphProto *g = mp->graph;
 	size_t cap;
-	int rc, input = -1;
 
-	if ((rc = read_opset(m, mp)))
-		return rc;
-	if (!g)
-		return fci_model_fail(m, FC_ERR_CORRUPT, "model has no graph");
 	if (g->n_node > FC_MAX_NODES)
 		return fci_model_fail(m, FC_ERR_OVERFLOW, "graph has %zu nodes (at most %d)", g->n_node,
 				     FC_MAX_NODES);
@@ -1096,6 +1096,13 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 	m->np = calloc(g->n_node, sizeof *m->np);
 	if (!m->tensors || !m->fixed || !m->hash || !m->nodes || !m->np)
 		return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
+	return 0;
+}
+
+/* The initializers (constant tensors) and the one image input. */
+static int build_tensors(fc_model *m, const Onnx__GraphProto *g)
+{
+	int rc, input = -1;
 
 	for (size_t i = 0; i < g->n_initializer; i++) {
 		const Onnx__TensorProto *tp = g->initializer[i];
@@ -1136,115 +1143,136 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 	if (input < 0)
 		return fci_model_fail(m, FC_ERR_CORRUPT, "model has no input besides its initializers");
 	m->g.input = input;
+	return 0;
+}
 
-	/* Nodes and their outputs, in file order. */
-	m->n_nodes = (int)g->n_node;
-	for (int i = 0; i < m->n_nodes; i++) {
-		const Onnx__NodeProto *np = g->node[i];
-		fc_model_node *nd = &m->nodes[i];
-		int op;
-		int *outs;
+/* Node i's op and its outputs (every output name becomes a tensor here, so
+ * that inputs can refer to any of them afterwards, whatever the file order). */
+static int build_node(fc_model *m, const Onnx__NodeProto *np, int i)
+{
+	fc_model_node *nd = &m->nodes[i];
+	int op;
+	int *outs;
 
-		m->np[i].file_index = i;
-		nd->op_type = keep_str(m, np->op_type ? np->op_type : "");
-		if (np->name && np->name[0]) {
-			nd->name = keep_str(m, np->name);
-		} else {
-			char buf[64];
+	m->np[i].file_index = i;
+	nd->op_type = keep_str(m, np->op_type ? np->op_type : "");
+	if (np->name && np->name[0]) {
+		nd->name = keep_str(m, np->name);
+	} else {
+		char buf[64];
 
-			snprintf(buf, sizeof buf, "%.40s_%d", np->op_type ? np->op_type : "node", i);
-			nd->name = keep_str(m, buf);
+		snprintf(buf, sizeof buf, "%.40s_%d", np->op_type ? np->op_type : "node", i);
+		nd->name = keep_str(m, buf);
+	}
+	if (!nd->op_type || !nd->name)
+		return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
+	op = op_lookup(nd->op_type);
+	if ((np->domain && np->domain[0] && strcmp(np->domain, "ai.onnx") != 0) || op < 0) {
+		if (np->domain && np->domain[0])
+			return fci_model_fail(m, FC_ERR_UNSUPPORTED, "node '%s': unsupported op '%s.%s'",
+					     fci_model_q(m, 0, nd->name), fci_model_q(m, 1, np->domain),
+					     fci_model_q(m, 2, nd->op_type));
+		return fci_model_fail(m, FC_ERR_UNSUPPORTED, "node '%s': unsupported op '%s'",
+				     fci_model_q(m, 0, nd->name), fci_model_q(m, 1, nd->op_type));
+	}
+	nd->op = op;
+	if (np->n_output < 1 || (int)np->n_output > ops[op].max_out)
+		return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "has %zu outputs, expected 1 to %d",
+					  np->n_output, ops[op].max_out);
+	nd->n_in = (int)np->n_input;
+	nd->n_out = (int)np->n_output;
+	outs = fci_model_alloc(m, sizeof(int) * (size_t)nd->n_out, 0);
+	m->np[i].in_raw = fci_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
+	nd->in = fci_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
+	if (!outs || !m->np[i].in_raw || !nd->in)
+		return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
+	for (int k = 0; k < nd->n_out; k++) {
+		const char *on = np->output[k];
+		int id;
+
+		outs[k] = -1;
+		if (!on[0]) {
+			if (k == 0)
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "its first output has no name");
+			continue;
 		}
-		if (!nd->op_type || !nd->name)
-			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
-		op = op_lookup(nd->op_type);
-		if ((np->domain && np->domain[0] && strcmp(np->domain, "ai.onnx") != 0) || op < 0) {
-			if (np->domain && np->domain[0])
-				return fci_model_fail(m, FC_ERR_UNSUPPORTED,
-						     "node '%s': unsupported op '%s.%s'",
-						     fci_model_q(m, 0, nd->name), fci_model_q(m, 1, np->domain),
-						     fci_model_q(m, 2, nd->op_type));
-			return fci_model_fail(m, FC_ERR_UNSUPPORTED, "node '%s': unsupported op '%s'",
-					     fci_model_q(m, 0, nd->name), fci_model_q(m, 1, nd->op_type));
-		}
-		nd->op = op;
-		if (np->n_output < 1 || (int)np->n_output > ops[op].max_out)
-			return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "has %zu outputs, expected 1 to %d",
-						  np->n_output, ops[op].max_out);
-		nd->n_in = (int)np->n_input;
-		nd->n_out = (int)np->n_output;
-		outs = fci_model_alloc(m, sizeof(int) * (size_t)nd->n_out, 0);
-		m->np[i].in_raw = fci_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
-		nd->in = fci_model_alloc(m, sizeof(int) * ((size_t)nd->n_in + 1), 0);
-		if (!outs || !m->np[i].in_raw || !nd->in)
-			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
-		for (int k = 0; k < nd->n_out; k++) {
-			const char *on = np->output[k];
-			int id;
+		if ((id = add_tensor(m, on, "node output")) < 0)
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "output '%s' is produced more than once",
+						  fci_model_q(m, 0, on));
+		m->tensors[id].producer = i;
+		m->tensors[id].kind = FC_TENSOR_NONE;
+		outs[k] = id;
+	}
+	nd->out = outs;
+	return 0;
+}
 
-			outs[k] = -1;
-			if (!on[0]) {
-				if (k == 0)
-					return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
-								  "its first output has no name");
-				continue;
-			}
-			if ((id = add_tensor(m, on, "node output")) < 0)
+/* Node i's inputs, now that every name exists; then its attributes. */
+static int link_node(fc_model *m, const Onnx__NodeProto *np, int i)
+{
+	fc_model_node *nd = &m->nodes[i];
+	struct nctx c = { m, i, np };
+	int need, rc;
+
+	if ((need = check_arity(&c, nd->op, nd->n_in)) < 0)
+		return need;
+	for (int k = 0; k < nd->n_in; k++) {
+		const char *in = np->input[k];
+		int id = -1;
+
+		if (in[0]) {
+			id = find_tensor(m, in);
+			if (id < 0)
 				return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
-							  "output '%s' is produced more than once",
-							  fci_model_q(m, 0, on));
-			m->tensors[id].producer = i;
-			m->tensors[id].kind = FC_TENSOR_NONE;
-			outs[k] = id;
+							  "input '%s' is not produced by any node, "
+							  "initializer or graph input",
+							  fci_model_q(m, 0, in));
+		} else if (k < need) {
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "input %d is missing", k + 1);
 		}
-		nd->out = outs;
+		m->np[i].in_raw[k] = id;
+		((int *)nd->in)[k] = id;
 	}
-	/* Inputs, now that every name exists; then attributes. */
-	for (int i = 0; i < m->n_nodes; i++) {
-		const Onnx__NodeProto *np = g->node[i];
-		fc_model_node *nd = &m->nodes[i];
-		struct nctx c = { m, i, np };
-		int need;
+	for (size_t x = 0; x < np->n_attribute; x++)
+		for (size_t y = 0; y < x; y++)
+			if (np->attribute[x]->name && np->attribute[y]->name &&
+			    !strcmp(np->attribute[x]->name, np->attribute[y]->name))
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "attribute '%s' is given twice",
+							  fci_model_q(m, 0, np->attribute[x]->name));
+	if ((rc = parse_attrs(&c, nd->op, &m->np[i].a)))
+		return rc;
+	if (nd->op == FC_OP_CONSTANT && (rc = parse_constant(&c, nd->out[0])))
+		return rc;
+	return 0;
+}
 
-		if ((need = check_arity(&c, nd->op, nd->n_in)) < 0)
-			return need;
-		for (int k = 0; k < nd->n_in; k++) {
-			const char *in = np->input[k];
-			int id = -1;
+/* The graph of the file: tensors, nodes in file order, the first graph
+ * output; then topologically sorted. Shapes come later (model_infer.c). */
+static int build(fc_model *m, const Onnx__ModelProto *mp)
+{
+	const Onnx__GraphProto *g = mp->graph;
+	int rc;
 
-			if (in[0]) {
-				id = find_tensor(m, in);
-				if (id < 0)
-					return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
-								  "input '%s' is not produced by any node, "
-								  "initializer or graph input",
-								  fci_model_q(m, 0, in));
-			} else if (k < need) {
-				return fci_model_node_fail(m, FC_ERR_CORRUPT, i, "input %d is missing", k + 1);
-			}
-			m->np[i].in_raw[k] = id;
-			((int *)nd->in)[k] = id;
-		}
-		for (size_t x = 0; x < np->n_attribute; x++)
-			for (size_t y = 0; y < x; y++)
-				if (np->attribute[x]->name && np->attribute[y]->name &&
-				    !strcmp(np->attribute[x]->name, np->attribute[y]->name))
-					return fci_model_node_fail(m, FC_ERR_CORRUPT, i,
-								  "attribute '%s' is given twice",
-								  fci_model_q(m, 0, np->attribute[x]->name));
-		if ((rc = parse_attrs(&c, nd->op, &m->np[i].a)))
+	if ((rc = read_opset(m, mp)))
+		return rc;
+	if (!g)
+		return fci_model_fail(m, FC_ERR_CORRUPT, "model has no graph");
+	if ((rc = build_alloc(m, g)) || (rc = build_tensors(m, g)))
+		return rc;
+	m->n_nodes = (int)g->n_node;
+	for (int i = 0; i < m->n_nodes; i++)
+		if ((rc = build_node(m, g->node[i], i)))
 			return rc;
-		if (nd->op == FC_OP_CONSTANT && (rc = parse_constant(&c, nd->out[0])))
+	for (int i = 0; i < m->n_nodes; i++)
+		if ((rc = link_node(m, g->node[i], i)))
 			return rc;
-	}
 	if (g->n_output == 0)
 		return fci_model_fail(m, FC_ERR_CORRUPT, "graph has no outputs");
 	for (size_t i = 0; i < g->n_output; i++) {
 		const char *on = g->output[i]->name;
 
 		if (!on || find_tensor(m, on) < 0)
-			return fci_model_fail(m, FC_ERR_CORRUPT,
-					     "graph output '%s' is not produced by any node",
+			return fci_model_fail(m, FC_ERR_CORRUPT, "graph output '%s' is not produced by any node",
 					     fci_model_q(m, 0, on));
 		if (i == 0)
 			m->out0 = find_tensor(m, on);
@@ -1261,13 +1289,6 @@ static int build(fc_model *m, const Onnx__ModelProto *mp)
 
 /* ---- public ---- */
 
-static void set_err(char *errbuf, size_t errcap, const char *msg)
-{
-	if (errbuf && errcap) {
-		snprintf(errbuf, errcap, "%s", msg);
-	}
-}
-
 int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf, size_t errcap)
 {
 	fc_model *m;
@@ -1276,12 +1297,10 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 	int rc;
 
 	*out = NULL;
-	set_err(errbuf, errcap, "");
+	fci_errf(errbuf, errcap, 0, "%s", "");
 	m = calloc(1, sizeof *m);
-	if (!m) {
-		set_err(errbuf, errcap, "out of memory");
-		return FC_ERR_NOMEM;
-	}
+	if (!m)
+		return fci_errf(errbuf, errcap, FC_ERR_NOMEM, "out of memory");
 	m->g.cut_node = m->g.cut_tensor = m->g.default_node = m->g.default_tensor = -1;
 	memset(&b, 0, sizeof b);
 	rc = fci_onnx_unpack(m, &b, data, len, &mp);
@@ -1297,7 +1316,7 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 			rc = fci_model_apply_cut(m, m->g.default_node, m->g.default_tensor);
 	}
 	if (rc) {
-		set_err(errbuf, errcap, m->err[0] ? m->err : fc_strerror(rc));
+		fci_errf(errbuf, errcap, rc, "%s", m->err[0] ? m->err : fc_strerror(rc));
 		fc_model_free(m);
 		return rc;
 	}
@@ -1308,71 +1327,23 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 
 int fc_model_open(fc_model **out, const char *path, char *errbuf, size_t errcap)
 {
-	FILE *f;
 	struct stat st;
 	uint8_t *buf = NULL;
-	size_t len, got = 0;
+	size_t cap = 0, len = 0;
 	int rc;
 
 	*out = NULL;
-	f = fopen(path, "rb");
-	if (!f) {
-		int e = errno;
-
-		set_err(errbuf, errcap, strerror(e));
-		if (errbuf && errcap && errbuf[0] >= 'A' && errbuf[0] <= 'Z')
-			errbuf[0] = (char)(errbuf[0] - 'A' + 'a');
-		return e == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO;
-	}
-	if (fstat(fileno(f), &st) != 0) {
-		int e = errno;
-
-		fclose(f);
-		set_err(errbuf, errcap, strerror(e));
-		return FC_ERR_IO;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		fclose(f);
-		set_err(errbuf, errcap, S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
-		return FC_ERR_IO;
-	}
-	if ((uint64_t)st.st_size > ((uint64_t)2 << 30)) {
-		fclose(f);
-		set_err(errbuf, errcap,
-			"file is larger than 2 GiB, the protobuf limit (models that big use external "
-			"data, not supported yet)");
-		return FC_ERR_UNSUPPORTED;
-	}
-	len = (size_t)st.st_size;
-	buf = malloc(len ? len : 1);
-	if (!buf) {
-		fclose(f);
-		set_err(errbuf, errcap, "out of memory");
-		return FC_ERR_NOMEM;
-	}
-	while (got < len) {
-		size_t n = fread(buf + got, 1, len - got, f);
-
-		if (n == 0)
-			break;
-		got += n;
-	}
-	if (ferror(f) || got != len) {
-		int e = ferror(f) ? errno : 0;
-
-		fclose(f);
-		free(buf);
-		if (e) {
-			set_err(errbuf, errcap, strerror(e));
-			if (errbuf && errcap && errbuf[0] >= 'A' && errbuf[0] <= 'Z')
-				errbuf[0] = (char)(errbuf[0] - 'A' + 'a');
-		} else {
-			set_err(errbuf, errcap, "file changed size while being read");
-		}
-		return FC_ERR_IO;
-	}
-	fclose(f);
-	rc = fc_model_open_mem(out, buf, len, errbuf, errcap);
+	/* A directory or a device would read as something other than a model. */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		return fci_errf(errbuf, errcap, FC_ERR_IO, "%s",
+				S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+	rc = fci_read_file(path, MODEL_MAX_BYTES, &buf, &cap, &len, errbuf, errcap);
+	if (rc == FC_ERR_OVERFLOW)
+		rc = fci_errf(errbuf, errcap, FC_ERR_UNSUPPORTED,
+			      "file is larger than 2 GiB, the protobuf limit (models that big use external "
+			      "data, not supported yet)");
+	if (!rc)
+		rc = fc_model_open_mem(out, buf, len, errbuf, errcap);
 	free(buf);
 	return rc;
 }

@@ -47,14 +47,19 @@ const char *fci_os_error(char *out, size_t cap, int e)
 	return out;
 }
 
+int fci_verrf(char *err, size_t errcap, int code, const char *fmt, va_list ap)
+{
+	if (err && errcap)
+		vsnprintf(err, errcap, fmt, ap);
+	return code;
+}
+
 int fci_errf(char *err, size_t errcap, int code, const char *fmt, ...)
 {
-	if (err && errcap) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errcap, fmt, ap);
-		va_end(ap);
-	}
+	va_list ap;
+	va_start(ap, fmt);
+	fci_verrf(err, errcap, code, fmt, ap);
+	va_end(ap);
 	return code;
 }
 

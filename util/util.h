@@ -17,6 +17,7 @@
 #ifndef FC_UTIL_H
 #define FC_UTIL_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -35,6 +36,10 @@
  * errcap > 0) and return code, so that `return fci_errf(err, errcap,
  * FC_ERR_INVALID, "bad %s", x);` reports and fails in one line. */
 int fci_errf(char *err, size_t errcap, int code, const char *fmt, ...) FC_PRINTF(4, 5);
+
+/* fci_verrf - fci_errf with a va_list, for objects that keep their own
+ * message and wrap it (ap is consumed). */
+int fci_verrf(char *err, size_t errcap, int code, const char *fmt, va_list ap) FC_PRINTF(4, 0);
 
 /* fci_os_error - strerror(e) in the house style (lowercase first letter),
  * written into out[cap]; returns out. Thread-safe. */
