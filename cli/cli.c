@@ -23,7 +23,7 @@
 
 /* ---- messages ---- */
 
-static void vmsg(const char *prefix, const char *fmt, va_list ap) CLI_PRINTF(2, 0);
+static void vmsg(const char *prefix, const char *fmt, va_list ap) FC_PRINTF(2, 0);
 
 static void vmsg(const char *prefix, const char *fmt, va_list ap)
 {
@@ -63,16 +63,6 @@ int cli_fail(const char *fmt, ...)
 	vmsg(NULL, fmt, ap);
 	va_end(ap);
 	return CLI_EXIT_FAIL;
-}
-
-_Noreturn void cli_die(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vmsg(NULL, fmt, ap);
-	va_end(ap);
-	exit(CLI_EXIT_FAIL);
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

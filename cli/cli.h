@@ -15,6 +15,9 @@
 
 #include "featcache/featcache.h"
 #include "featcache/store.h"
+#include "util/util.h" /* FC_PRINTF, fci_outfile */
+
+#define CLI_PRINTF FC_PRINTF /* TEMPORARY until report/ stops including cli.h */
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 
@@ -33,29 +36,19 @@ int cmd_report(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_help(int argc, char **argv);
 
-#if defined(__GNUC__)
-#define CLI_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define CLI_PRINTF(f, a)
-#endif
-
 /* cli_err - print "featcache: MESSAGE" and a newline on stderr. */
-void cli_err(const char *fmt, ...) CLI_PRINTF(1, 2);
+void cli_err(const char *fmt, ...) FC_PRINTF(1, 2);
 
 /* cli_warn - print "featcache: warning: MESSAGE" on stderr. */
-void cli_warn(const char *fmt, ...) CLI_PRINTF(1, 2);
+void cli_warn(const char *fmt, ...) FC_PRINTF(1, 2);
 
 /* cli_fail - cli_err, then return CLI_EXIT_FAIL (for `return cli_fail(...)`). */
-int cli_fail(const char *fmt, ...) CLI_PRINTF(1, 2);
-
-/* cli_die - cli_err, then exit(CLI_EXIT_FAIL). For the few places that cannot
- * unwind (out of memory in a helper); commands return their status instead. */
-_Noreturn void cli_die(const char *fmt, ...) CLI_PRINTF(1, 2);
+int cli_fail(const char *fmt, ...) FC_PRINTF(1, 2);
 
 /* cli_usage_error - print the message and the hint "see 'featcache help CMD'"
  * (or "see 'featcache help'" when cmd is NULL) on stderr and return
  * CLI_EXIT_USAGE. */
-int cli_usage_error(const char *cmd, const char *fmt, ...) CLI_PRINTF(2, 3);
+int cli_usage_error(const char *cmd, const char *fmt, ...) FC_PRINTF(2, 3);
 
 /* cli_errno_str - strerror(e) with its first letter lowercased, to fit the
  * house format. Returns a pointer to a static buffer. */

@@ -17,6 +17,7 @@
 #include "cli/data.h"
 #include "featcache/extract.h"
 #include "featcache/io.h"
+#include "util/util.h"
 #include "featcache/train.h"
 
 static const char usage_text[] =
@@ -62,22 +63,20 @@ static const struct option opts[] = {
 
 static int write_keys(const char *path, const char *const *keys, size_t n)
 {
-	char tmp[4300];
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return cli_fail("cannot write '%s': %s", path, cli_errno_str(errno));
-	int ok = 1;
-	for (size_t r = 0; r < n && ok; r++)
-		ok = fputs(keys[r], f) >= 0 && fputc('\n', f) != EOF;
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-		ok = 0;
-	if (fclose(f) != 0 || !ok || rename(tmp, path) != 0) {
-		int e = errno;
-		remove(tmp);
-		return cli_fail("cannot write '%s': %s", path, cli_errno_str(e));
-	}
-	return 0;
+	fci_outfile *f = NULL;
+	char err[FC_ERRLEN];
+	int rc = fci_outfile_open(&f, path, err, sizeof err);
+
+	if (rc)
+		return cli_fail("cannot write '%s': %s", path, err);
+	for (size_t r = 0; r < n && !rc; r++)
+		rc = fci_outfile_printf(f, "%s\n", keys[r]);
+	if (!rc)
+		rc = fci_outfile_commit(f);
+	if (rc)
+		rc = cli_fail("cannot write '%s': %s", path, fci_outfile_errmsg(f)[0] ? fci_outfile_errmsg(f) : fc_strerror(rc));
+	fci_outfile_free(f);
+	return rc;
 }
 
 /* The extractor a head says it was trained on (its "extractor" metadata),

@@ -245,6 +245,57 @@ static void print_text(const char *path, const fc_store_stats *st, const struct 
 	}
 }
 
+/* The descriptor and level of every extractor into extra (level -1 when it
+ * cannot be read). Returns CLI_EXIT_OK, or CLI_EXIT_FAIL when one could not
+ * be read: the rest is still shown, the exit status says something was
+ * missing. */
+static int read_extractors(fc_store *s, const fc_store_stats *st, struct ex_extra *extra)
+{
+	int rc = CLI_EXIT_OK;
+
+	for (size_t i = 0; i < st->n_extractors; i++) {
+		fc_extractor ex;
+		char hex[2 * FC_HASH_LEN + 1];
+		int r;
+
+		extra[i].level = -1;
+		fc_hex(hex, st->extractors[i].id, FC_HASH_LEN);
+		r = fc_store_get_extractor(s, st->extractors[i].id, &ex);
+		if (r < 0) {
+			cli_err("cannot read extractor '%s': %s", hex,
+				fc_store_errmsg(s)[0] ? fc_store_errmsg(s) : fc_strerror(r));
+			rc = CLI_EXIT_FAIL;
+			continue;
+		}
+		extra[i].level = ex.level;
+		if (ex.descriptor) {
+			json_error_t jerr;
+
+			extra[i].descriptor = json_loads(ex.descriptor, 0, &jerr);
+			if (!extra[i].descriptor) {
+				cli_err("cannot read extractor '%s': bad descriptor: %s", hex, jerr.text);
+				rc = CLI_EXIT_FAIL;
+			}
+		}
+	}
+	return rc;
+}
+
+/* The first errs->max error records of the store. */
+static int read_errors(fc_store *s, const char *path, struct err_list *errs)
+{
+	int r;
+
+	errs->keys = calloc(errs->max, sizeof *errs->keys);
+	errs->whys = calloc(errs->max, sizeof *errs->whys);
+	if (!errs->keys || !errs->whys)
+		return cli_fail("cannot read store '%s': out of memory", path);
+	r = fc_store_foreach_error(s, collect_error, errs);
+	if (r < 0)
+		return cli_store_fail(s, r, "read errors of");
+	return 0;
+}
+
 int cmd_info(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -294,56 +345,19 @@ int cmd_info(int argc, char **argv)
 		rc = cli_store_fail(s, rc, "read");
 		goto out;
 	}
-	rc = CLI_EXIT_OK;
-
 	extra = calloc(st.n_extractors ? st.n_extractors : 1, sizeof *extra);
 	if (!extra) {
 		rc = cli_fail("cannot read store '%s': out of memory", path);
 		goto out;
 	}
-	for (size_t i = 0; i < st.n_extractors; i++) {
-		fc_extractor ex;
-		char hex[2 * FC_HASH_LEN + 1];
-		int r;
-
-		extra[i].level = -1;
-		fc_hex(hex, st.extractors[i].id, FC_HASH_LEN);
-		r = fc_store_get_extractor(s, st.extractors[i].id, &ex);
-		if (r < 0) {
-			/* Show the rest; the exit status says something was missing. */
-			cli_err("cannot read extractor '%s': %s", hex,
-			       fc_store_errmsg(s)[0] ? fc_store_errmsg(s) : fc_strerror(r));
-			rc = CLI_EXIT_FAIL;
-			continue;
-		}
-		extra[i].level = ex.level;
-		if (ex.descriptor) {
-			json_error_t jerr;
-
-			extra[i].descriptor = json_loads(ex.descriptor, 0, &jerr);
-			if (!extra[i].descriptor) {
-				cli_err("cannot read extractor '%s': bad descriptor: %s", hex,
-				       jerr.text);
-				rc = CLI_EXIT_FAIL;
-			}
-		}
-	}
-
+	rc = read_extractors(s, &st, extra);
 	errs.max = (size_t)n_errors;
 	if (errs.max > st.errors)
 		errs.max = (size_t)st.errors;
 	if (errs.max) {
-		int r;
-
-		errs.keys = calloc(errs.max, sizeof *errs.keys);
-		errs.whys = calloc(errs.max, sizeof *errs.whys);
-		if (!errs.keys || !errs.whys) {
-			rc = cli_fail("cannot read store '%s': out of memory", path);
-			goto out;
-		}
-		r = fc_store_foreach_error(s, collect_error, &errs);
-		if (r < 0) {
-			rc = cli_store_fail(s, r, "read errors of");
+		int r = read_errors(s, path, &errs);
+		if (r) {
+			rc = r;
 			goto out;
 		}
 	}

@@ -115,7 +115,7 @@ static double now(void)
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void info(const sweep *s, const char *fmt, ...) CLI_PRINTF(2, 3);
+static void info(const sweep *s, const char *fmt, ...) FC_PRINTF(2, 3);
 
 static void info(const sweep *s, const char *fmt, ...)
 {

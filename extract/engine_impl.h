@@ -1,0 +1,130 @@
+/*
+ * engine_impl.h - what the files of the engine share (private to
+ * extract/): the step and value types, the engine and its builder, and the
+ * helpers that node builders use to make values, steps and primitives.
+ *
+ *   engine.c      values, steps, primitives and layouts; the memory plan;
+ *                 open, run and the public queries
+ *   engine_ops.c  one builder per op family (conv, pool, eltwise, bn,
+ *                 binary, matmul, concat, pad, LpNormalization)
+ *
+ * The layout and memory rules are described at the top of engine.c.
+ */
+#ifndef FC_ENGINE_IMPL_H
+#define FC_ENGINE_IMPL_H
+
+#include <dnnl.h>
+
+#include "featcache/engine.h"
+#include "util/util.h"
+
+#define ALIGN 64
+
+enum step_kind { ST_PRIM = 0, ST_PAD, ST_BINARY_C, ST_LPNORM };
+
+typedef struct value {
+	dnnl_memory_desc_t md;
+	dnnl_memory_t mem;
+	void *ptr;        /* its buffer, once planned */
+	void *fixed;      /* a buffer outside the arena (input, output, constants) */
+	int root;         /* the value whose buffer it uses: itself unless an alias */
+	int alt;          /* the same data in another layout, -1 if none */
+	int until;        /* root: last node reading a tensor in this buffer (INT_MAX: the cut) */
+	int first, last;  /* root: steps from the first write to the last read */
+	size_t size, off; /* root: bytes (the largest alias) and arena offset */
+} value;
+
+typedef struct step {
+	int kind;
+	int node;
+	dnnl_primitive_t prim;
+	int nargs;
+	dnnl_exec_arg_t args[8]; /* ST_PRIM; concat's many sources go in cargs */
+	dnnl_exec_arg_t *cargs;
+	int *val;                /* value behind each argument, -1 for constants;
+	                          * C steps: inputs val[0], val[1], output val[2] */
+	int nval;
+	/* C steps, on plain f32 */
+	int op, ndim;
+	int64_t dims[FC_MODEL_MAX_DIMS];     /* output dims */
+	int64_t sdims[2][FC_MODEL_MAX_DIMS]; /* binary: inputs padded to ndim; pad: input, begin */
+	float alpha;
+} step;
+
+struct fc_engine {
+	dnnl_engine_t eng;
+	dnnl_stream_t stream;
+	dnnl_data_type_t dt; /* activations: f32 or bf16 */
+	int threads;
+	step *steps;
+	int n_steps, cap_steps;
+	value *vals;
+	int n_vals, cap_vals;
+	dnnl_memory_t *mems; /* weights and other constants */
+	int n_mems, cap_mems;
+	void **blocks;       /* malloc'd buffers to free */
+	int n_blocks, cap_blocks;
+	char **infos;
+	int n_prims;
+	void *arena;
+	size_t arena_bytes, total_bytes;
+	float *in_buf, *out_buf; /* batch x C x H x W and batch x D, f32 */
+	int64_t batch, c, h, w;
+	size_t dim;
+	char errmsg[FC_ERRLEN];
+};
+
+typedef struct build {
+	fc_engine *e;
+	const fc_model_graph *g;
+	int *uses;     /* per tensor: uses by needed nodes (+1 for the cut) */
+	int *consumer; /* per tensor: the last needed node using it */
+	int *tv;       /* per tensor: its value, -1 before it is produced */
+	char *skip;    /* per node: fused into an earlier step */
+	char *err;
+	size_t errcap;
+} build;
+
+/* ---- engine.c: errors, constants, values, steps, primitives ---- */
+
+int fci_build_fail(build *b, int code, const char *fmt, ...) FC_PRINTF(3, 4);
+const char *fci_dnnl_status_name(dnnl_status_t st);
+dnnl_status_t fci_first_failure(dnnl_status_t so_far, dnnl_status_t next);
+void *fci_balloc(fc_engine *e, size_t bytes);
+int fci_is_const(const build *b, int t);
+int fci_is_act(const build *b, int t);
+float *fci_cst_copy(const build *b, int t);
+float *fci_cst(build *b, int t);
+dnnl_status_t fci_md_plain(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, dnnl_data_type_t dt);
+dnnl_status_t fci_md_any(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, dnnl_data_type_t dt);
+int fci_mem(build *b, dnnl_memory_t *m, const dnnl_memory_desc_t *md, void *data);
+value *fci_val(build *b, int v);
+int fci_new_value(build *b, const dnnl_memory_desc_t *md, void *fixed);
+int fci_alias_value(build *b, int v, const dnnl_memory_desc_t *md);
+void fci_bind_tensor(build *b, int t, int v);
+int fci_writable_after(build *b, int v, int i);
+int fci_same_buffer(build *b, int v, int w);
+int fci_operand(build *b, int t, int ndim);
+int fci_new_step(build *b, int node, int kind, int nval);
+step *fci_last_step(build *b);
+void fci_arg(build *b, int a, int v, dnnl_memory_t m);
+const char *fci_impl_of(const_dnnl_primitive_desc_t pd);
+int fci_finish_prim(build *b, const_dnnl_primitive_desc_t pd, const char *op);
+int fci_create_pd(build *b, int node, dnnl_primitive_desc_t *pd, const void *desc,
+		     const_dnnl_primitive_attr_t attr);
+dnnl_memory_desc_t fci_query_md(const_dnnl_primitive_desc_t pd, dnnl_query_t what);
+int fci_unary_step(build *b, int node, dnnl_primitive_desc_t pd, int src, int dst, const char *op);
+int fci_reorder_step(build *b, int node, int src, int dst, const char *op);
+int fci_want(build *b, int node, int v, const dnnl_memory_desc_t *md);
+int fci_want_plain(build *b, int node, int v);
+int fci_view(build *b, int node, int v, int ndim, const int64_t *dims);
+int fci_const_mem(build *b, dnnl_memory_t *out, const dnnl_memory_desc_t *user_md, void *data,
+		     const dnnl_memory_desc_t *want_md);
+
+/* ---- engine_ops.c: the node builders ---- */
+
+int fci_runs(const build *b, int j);
+int fci_build_node(build *b, int i);
+int fci_build_output(build *b);
+
+#endif /* FC_ENGINE_IMPL_H */
