@@ -97,7 +97,7 @@ out:
 static int extract(fc_extract_ctx *x, const char *store_path, const char *photos, fc_extract_stats *st)
 {
 	fc_store *s = NULL;
-	fc_store_opts so = { .create = 1, .sync = 1 };
+	fc_store_opts so = { .create = 1 };
 	fc_dataset ds;
 	char err[FC_ERRLEN];
 	int rc = fc_dataset_scan(&ds, photos, err, sizeof err);

@@ -784,7 +784,7 @@ static void run_config(const bench *b, result *r)
 	memcpy(ex.id, id, sizeof id);
 
 	/* Write as extract does: defaults (1 GiB map, growing) and synced commits. */
-	fc_store_opts wo = { .create = 1, .sync = 1 };
+	fc_store_opts wo = { .create = 1 };
 	fc_store *s = NULL;
 	int err = fc_store_open(&s, store, &wo);
 	if (err) {
@@ -817,7 +817,7 @@ static void run_config(const bench *b, result *r)
 
 	/* Load as train does: a read-only handle on the finished store. The
 	 * first run also checks the values. */
-	fc_store_opts ro = { .readonly = 1, .sync = 1 };
+	fc_store_opts ro = { .readonly = 1 };
 	if ((err = fc_store_open(&s, store, &ro)) != 0) {
 		store_fail(r, s, "reopen", err);
 		goto out;

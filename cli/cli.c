@@ -203,7 +203,6 @@ int cli_open_store_mode(fc_store **out, const char *path, int readonly, int crea
 	memset(&opts, 0, sizeof opts);
 	opts.readonly = readonly;
 	opts.create = create;
-	opts.sync = 1;
 	opts.logger = cli_logger();
 	rc = fc_store_open(&s, path, &opts);
 	if (rc < 0) {

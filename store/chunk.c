@@ -6,8 +6,8 @@
  * f16, bf16 or per-vector u8), raw payload <-> stored payload (the codec:
  * copy, zstd, or byte-shuffle then zstd), plus the header and checksum that
  * make a damaged record fail loudly instead of decoding to wrong numbers.
- * Where chunks live, how they are indexed and who frees what is store.c's
- * business, not this file's.
+ * Where chunks live, how they are indexed and who frees what is the rest
+ * of store/'s business (store.c, write.c, load.c), not this file's.
  *
  * The checksum is XXH3_64bits_withSeed(bytes [32,end), seed =
  * XXH3_64bits(bytes [0,24))). XXH3 has no call that hashes two buffers as

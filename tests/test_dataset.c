@@ -2,8 +2,7 @@
  * test_dataset.c - dataset scanning on real directories and CSV files in a
  * temp dir (class folders, split level, hidden files, CSV quoting, header,
  * BOM, CRLF, bad rows, duplicates, unsafe paths), the stable hash split,
- * file hashing against XXH3-128 of the bytes, and the store's one-
- * transaction batch write.
+ * file hashing against XXH3-128 of the bytes.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -274,65 +273,6 @@ static void test_hash_file(void **state)
 	assert_int_equal(fc_hash_file(path, h, &size, &mtime, err, sizeof err), FC_ERR_NOT_FOUND);
 }
 
-/* One transaction: deletions, a chunk, items and error records together;
- * an invalid part refuses all of it. */
-static void test_store_batch(void **state)
-{
-	(void)state;
-	char path[512];
-	snprintf(path, sizeof path, "%s/store", tmproot);
-	fc_store *s = NULL;
-	fc_store_opts o = { .create = 1, .sync = 1 };
-	assert_int_equal(fc_store_open(&s, path, &o), 0);
-	fc_extractor ex = { .id = { 1, 2, 3 }, .dim = 4, .dtype = FC_DTYPE_F32, .codec = FC_CODEC_ZSTD, .level = 3 };
-	assert_int_equal(fc_store_put_extractor(s, &ex), 0);
-	fc_item old = { .key = "gone.png", .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN };
-	assert_int_equal(fc_store_put_items(s, &old, 1), 0);
-	assert_int_equal(fc_store_put_error(s, "fixed.png", "was broken"), 0);
-
-	float v[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
-	uint8_t hashes[2][FC_HASH_LEN] = { { 0xaa }, { 0xbb } };
-	fc_item items[3] = {
-		{ .key = "a.png", .hash = { 0xaa }, .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN },
-		{ .key = "fixed.png", .hash = { 0xbb }, .label = FC_NO_LABEL, .split = FC_SPLIT_VAL },
-		{ .key = "bad.png", .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN, .status = FC_ITEM_FAILED },
-	};
-	const char *ek[] = { "bad.png" }, *ew[] = { "truncated png data" }, *dk[] = { "gone.png" };
-	fc_store_batch b = { .exid = ex.id, .vecs = v, .hashes = (const uint8_t(*)[FC_HASH_LEN])hashes,
-			     .n_vecs = 2, .items = items, .n_items = 3, .error_keys = ek, .error_whys = ew,
-			     .n_errors = 1, .del_keys = dk, .n_del = 1 };
-	/* an invalid item refuses the whole batch */
-	items[2].split = 7;
-	assert_int_equal(fc_store_write_batch(s, &b, NULL), FC_ERR_INVALID);
-	assert_int_equal(fc_store_has(s, ex.id, hashes[0]), 0);
-	items[2].split = FC_SPLIT_TRAIN;
-	uint64_t chunk = 99;
-	assert_int_equal(fc_store_write_batch(s, &b, &chunk), 0);
-	assert_int_equal(chunk, 0);
-	assert_int_equal(fc_store_has(s, ex.id, hashes[1]), 1);
-	fc_item got;
-	assert_int_equal(fc_store_get_item(s, "gone.png", &got), FC_ERR_NOT_FOUND);
-	assert_int_equal(fc_store_get_item(s, "bad.png", &got), 0);
-	assert_int_equal(got.status, FC_ITEM_FAILED);
-	fc_store_stats st;
-	assert_int_equal(fc_store_stats_get(s, &st), 0);
-	assert_int_equal(st.items, 3);
-	assert_int_equal(st.errors, 1); /* bad.png's; fixed.png's stale one is gone */
-	free(st.extractors);
-	fc_matrix m;
-	size_t missing;
-	assert_int_equal(fc_store_load_items(s, ex.id, FC_SPLIT_MASK_ALL, &m, &missing), 0);
-	assert_int_equal(m.rows, 2);
-	assert_int_equal(missing, 0);
-	assert_string_equal(m.keys[1], "fixed.png");
-	assert_memory_equal(m.data + 4, v + 4, 4 * sizeof(float));
-	fc_matrix_free(&m);
-	/* items only, no vectors */
-	fc_store_batch b2 = { .items = items, .n_items = 1 };
-	assert_int_equal(fc_store_write_batch(s, &b2, &chunk), 0);
-	fc_store_free(s);
-}
-
 int main(void)
 {
 	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -346,7 +286,7 @@ int main(void)
 		cmocka_unit_test(test_class_folders), cmocka_unit_test(test_split_level),
 		cmocka_unit_test(test_csv),	      cmocka_unit_test(test_csv_errors),
 		cmocka_unit_test(test_empty_dataset), cmocka_unit_test(test_hash_split),
-		cmocka_unit_test(test_hash_file),     cmocka_unit_test(test_store_batch),
+		cmocka_unit_test(test_hash_file),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!failed) {

@@ -1,8 +1,9 @@
 /*
  * test_store.c - the store on real LMDB files in temp directories: open and
- * versioning, refusals, items/labels/extractors, append and load, snapshots
- * across processes, a writer killed mid-batch, map growth and full disks,
- * corrupted records, verify and gc.
+ * versioning, durability by default, refusals, items/labels/extractors,
+ * append and load, one-transaction batches, snapshots across processes, a
+ * writer killed mid-batch, map growth and full disks, corrupted records,
+ * verify and gc.
  */
 #include <errno.h>
 #include <math.h>
@@ -76,7 +77,7 @@ static fc_store *open_new(const char *name, const fc_store_opts *opts)
 {
 	char path[512];
 	tmpdir(path, sizeof path, name);
-	fc_store_opts o = opts ? *opts : (fc_store_opts){ .sync = 1 };
+	fc_store_opts o = opts ? *opts : (fc_store_opts){ 0 };
 	o.create = 1;
 	fc_store *s;
 	int err = fc_store_open(&s, path, &o);
@@ -259,6 +260,31 @@ static void test_create_reopen(void **state)
 	fc_store_free(s);
 }
 
+/* Durability is the default: a zero-initialised fc_store_opts, like opts
+ * NULL, opens a store that fsyncs every commit; skipping that is the
+ * caller's explicit choice (nosync). */
+static void test_durable_by_default(void **state)
+{
+	(void)state;
+	char path[512];
+	tmpdir(path, sizeof path, "durable");
+	fc_store_opts zero;
+	memset(&zero, 0, sizeof zero);
+	zero.create = 1;
+	fc_store *s = NULL;
+	assert_int_equal(fc_store_open(&s, path, &zero), 0);
+	assert_int_equal(fc_store_is_durable(s), 1);
+	fc_store_free(s);
+	assert_int_equal(fc_store_open(&s, path, NULL), 0);
+	assert_int_equal(fc_store_is_durable(s), 1);
+	fc_store_free(s);
+	fc_store_opts fast = { .nosync = 1 };
+	assert_int_equal(fc_store_open(&s, path, &fast), 0);
+	assert_int_equal(fc_store_is_durable(s), 0);
+	fc_store_free(s);
+	assert_int_equal(fc_store_is_durable(NULL), 0);
+}
+
 static void test_refusals(void **state)
 {
 	(void)state;
@@ -278,7 +304,7 @@ static void test_refusals(void **state)
 	FILE *f = fopen(file, "w");
 	fputs("not a store", f);
 	fclose(f);
-	fc_store_opts create = { .create = 1, .sync = 1 };
+	fc_store_opts create = { .create = 1 };
 	assert_int_equal(fc_store_open(&s, path, &create), FC_ERR_NOT_STORE);
 	assert_non_null(strstr(fc_store_errmsg(s), "refusing"));
 	fc_store_free(s);
@@ -518,6 +544,65 @@ static void test_items_labels_errors(void **state)
 	fc_store_free(s);
 }
 
+/* One transaction: deletions, a chunk, items and error records together;
+ * an invalid part refuses all of it. */
+static void test_store_batch(void **state)
+{
+	(void)state;
+	char path[512];
+	tmpdir(path, sizeof path, "batch");
+	fc_store *s = NULL;
+	fc_store_opts o = { .create = 1 };
+	assert_int_equal(fc_store_open(&s, path, &o), 0);
+	fc_extractor ex = { .id = { 1, 2, 3 }, .dim = 4, .dtype = FC_DTYPE_F32, .codec = FC_CODEC_ZSTD, .level = 3 };
+	assert_int_equal(fc_store_put_extractor(s, &ex), 0);
+	fc_item old = { .key = "gone.png", .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN };
+	assert_int_equal(fc_store_put_items(s, &old, 1), 0);
+	assert_int_equal(fc_store_put_error(s, "fixed.png", "was broken"), 0);
+
+	float v[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	uint8_t hashes[2][FC_HASH_LEN] = { { 0xaa }, { 0xbb } };
+	fc_item items[3] = {
+		{ .key = "a.png", .hash = { 0xaa }, .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN },
+		{ .key = "fixed.png", .hash = { 0xbb }, .label = FC_NO_LABEL, .split = FC_SPLIT_VAL },
+		{ .key = "bad.png", .label = FC_NO_LABEL, .split = FC_SPLIT_TRAIN, .status = FC_ITEM_FAILED },
+	};
+	const char *ek[] = { "bad.png" }, *ew[] = { "truncated png data" }, *dk[] = { "gone.png" };
+	fc_store_batch b = { .exid = ex.id, .vecs = v, .hashes = (const uint8_t(*)[FC_HASH_LEN])hashes,
+			     .n_vecs = 2, .items = items, .n_items = 3, .error_keys = ek, .error_whys = ew,
+			     .n_errors = 1, .del_keys = dk, .n_del = 1 };
+	/* an invalid item refuses the whole batch */
+	items[2].split = 7;
+	assert_int_equal(fc_store_write_batch(s, &b, NULL), FC_ERR_INVALID);
+	assert_int_equal(fc_store_has(s, ex.id, hashes[0]), 0);
+	items[2].split = FC_SPLIT_TRAIN;
+	uint64_t chunk = 99;
+	assert_int_equal(fc_store_write_batch(s, &b, &chunk), 0);
+	assert_int_equal(chunk, 0);
+	assert_int_equal(fc_store_has(s, ex.id, hashes[1]), 1);
+	fc_item got;
+	assert_int_equal(fc_store_get_item(s, "gone.png", &got), FC_ERR_NOT_FOUND);
+	assert_int_equal(fc_store_get_item(s, "bad.png", &got), 0);
+	assert_int_equal(got.status, FC_ITEM_FAILED);
+	fc_store_stats st;
+	assert_int_equal(fc_store_stats_get(s, &st), 0);
+	assert_int_equal(st.items, 3);
+	assert_int_equal(st.errors, 1); /* bad.png's; fixed.png's stale one is gone */
+	free(st.extractors);
+	fc_matrix m;
+	size_t missing;
+	assert_int_equal(fc_store_load_items(s, ex.id, FC_SPLIT_MASK_ALL, &m, &missing), 0);
+	assert_int_equal(m.rows, 2);
+	assert_int_equal(missing, 0);
+	assert_string_equal(m.keys[1], "fixed.png");
+	assert_memory_equal(m.data + 4, v + 4, 4 * sizeof(float));
+	fc_matrix_free(&m);
+	/* items only, no vectors */
+	fc_store_batch b2 = { .items = items, .n_items = 1 };
+	assert_int_equal(fc_store_write_batch(s, &b2, &chunk), 0);
+	fc_store_free(s);
+}
+
 static void test_load_items(void **state)
 {
 	(void)state;
@@ -575,14 +660,14 @@ static void test_load_items(void **state)
 static void test_map_growth_and_cap(void **state)
 {
 	(void)state;
-	fc_store_opts o = { .map_size = 64 << 10, .sync = 0 };
+	fc_store_opts o = { .map_size = 64 << 10, .nosync = 1 };
 	fc_store *s = open_new("grow", &o);
 	add_extractor(s, 1, 512, FC_DTYPE_F32, FC_CODEC_RAW);
 	for (int b = 0; b < 20; b++)
 		assert_int_equal(append_batch(s, 1, 512, (uint64_t)b * 100, 100), 0);
 	fc_store_free(s);
 
-	fc_store_opts cap = { .map_size = 64 << 10, .max_map_size = 1 << 20, .sync = 0 };
+	fc_store_opts cap = { .map_size = 64 << 10, .max_map_size = 1 << 20, .nosync = 1 };
 	s = open_new("cap", &cap);
 	add_extractor(s, 1, 512, FC_DTYPE_F32, FC_CODEC_RAW);
 	int err = 0, b;
@@ -617,7 +702,7 @@ static void test_full_disk(void **state)
 	char store[600];
 	snprintf(store, sizeof store, "%s/store", path);
 	fc_store *s;
-	fc_store_opts o = { .create = 1, .sync = 1, .map_size = 1 << 20 };
+	fc_store_opts o = { .create = 1, .map_size = 1 << 20 };
 	assert_int_equal(fc_store_open(&s, store, &o), 0);
 	add_extractor(s, 1, 1024, FC_DTYPE_F32, FC_CODEC_RAW);
 	int err = 0, b;
@@ -760,7 +845,7 @@ static void test_corrupt_chunks(void **state)
 static void run_writer(const char *path, int fd, uint32_t dim, size_t batch)
 {
 	fc_store *s;
-	fc_store_opts o = { .sync = 1 };
+	fc_store_opts o = { 0 };
 	if (fc_store_open(&s, path, &o))
 		_exit(3);
 	for (uint64_t b = 0;; b++) {
@@ -850,7 +935,7 @@ static void test_snapshot_two_processes(void **state)
 	if (pid == 0) {
 		close(fds[0]);
 		fc_store *w;
-		fc_store_opts o = { .sync = 0, .map_size = 256 << 10 }; /* small map: forces resizes */
+		fc_store_opts o = { .nosync = 1, .map_size = 256 << 10 }; /* small map: forces resizes */
 		if (fc_store_open(&w, path, &o))
 			_exit(3);
 		for (uint64_t b = 1; b <= 300; b++)
@@ -1022,12 +1107,14 @@ int main(void)
 	rng_state = seed | 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_reopen),
+		cmocka_unit_test(test_durable_by_default),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_newer_format),
 		cmocka_unit_test(test_extractors),
 		cmocka_unit_test(test_append_load_all_dtypes),
 		cmocka_unit_test(test_duplicates_and_batch_limits),
 		cmocka_unit_test(test_items_labels_errors),
+		cmocka_unit_test(test_store_batch),
 		cmocka_unit_test(test_load_items),
 		cmocka_unit_test(test_map_growth_and_cap),
 		cmocka_unit_test(test_full_disk),

@@ -184,7 +184,7 @@ static int make_store(const struct spec *sp)
 
 	memset(&opts, 0, sizeof opts);
 	opts.create = 1;
-	opts.sync = 0; /* a test store: speed over durability */
+	opts.nosync = 1; /* a test store: speed over durability */
 	r = fc_store_open(&s, sp->store, &opts);
 	if (r < 0) {
 		rc = store_err(s, r, "open");
@@ -363,6 +363,7 @@ static int remove_items(const char *path, uint64_t k)
 	int rc = 1, r;
 
 	memset(&opts, 0, sizeof opts);
+	opts.nosync = 1; /* a test store: speed over durability */
 	r = fc_store_open(&s, path, &opts);
 	if (r < 0) {
 		rc = store_err(s, r, "open");

@@ -99,7 +99,9 @@ typedef struct fc_store_opts {
 	int readonly;          /* open without write access */
 	uint64_t map_size;     /* initial map size in bytes; 0 = 1 GiB */
 	uint64_t max_map_size; /* grow the map up to this; 0 = no cap beyond the disk */
-	int sync;              /* 1 (default when opts is NULL): fsync every commit */
+	int nosync;            /* 1: no fsync on commit (LMDB's MDB_NOSYNC): faster, but a system
+				* crash can undo the last commits. 0 (a zero-initialised
+				* struct, or opts NULL): each commit is on disk when it returns */
 	const fc_logger *logger;
 } fc_store_opts;
 
@@ -108,7 +110,7 @@ typedef struct fc_store_opts {
  * fc_store_errmsg() can explain; free it with fc_store_free() either way.
  * Refuses a directory that holds something other than a featcache store
  * (FC_ERR_NOT_STORE) and a store format this build does not know
- * (FC_ERR_VERSION). opts may be NULL (open existing, read-write, synced). */
+ * (FC_ERR_VERSION). opts may be NULL (open existing, read-write, durable). */
 int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts);
 
 /* fc_store_free - close the store. Accepts NULL. */
@@ -123,6 +125,11 @@ const char *fc_store_path(const fc_store *s);
 
 /* fc_store_max_key - the longest item key (bytes) this store accepts. */
 size_t fc_store_max_key(const fc_store *s);
+
+/* fc_store_is_durable - 1 if every commit through s is flushed to disk
+ * before the call returns (the store was opened without opts->nosync),
+ * 0 if not or s is NULL or not open. */
+int fc_store_is_durable(const fc_store *s);
 
 /* ---- extractors ---- */
 

@@ -1,0 +1,177 @@
+/*
+ * store_impl.h - what the files of the store share (private to store/: not
+ * API, and no other module includes it).
+ *
+ *   store.c  the handle (struct fc_store), opening and versioning, the write
+ *            loop that grows the map, extractors and their databases, names
+ *   write.c  appending chunks; items, labels and error records; one batch
+ *   load.c   reading features: single lookups, the parallel chunk loop,
+ *            loading matrices, walking chunks
+ *   admin.c  whole-store work: stats, verify, gc
+ *
+ * The record layouts (items, index entries, label keys) are defined here
+ * once, so that the reader and the writer of a record cannot disagree.
+ * The chunk record is store/chunk.h's.
+ */
+#ifndef FC_STORE_IMPL_H
+#define FC_STORE_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+
+#include "featcache/store.h"
+#include "store/chunk.h"
+#include "util/util.h"
+
+#define FCI_ITEM_REC 40  /* hash 16, size 8, mtime 8, label 4, split 1, status 1, pad 2 */
+#define FCI_INDEX_REC 12 /* chunk id 8, slot 4 */
+#define FCI_RETRY_GROW 1 /* a write callback hit MDB_MAP_FULL: grow the map and redo */
+
+/* An extractor's storage settings and its two databases, opened once per
+ * handle and cached in fc_store.ex. */
+typedef struct fci_exdb {
+	uint8_t id[FC_HASH_LEN];
+	MDB_dbi feat, index;
+	uint32_t dim;
+	fc_dtype dtype;
+	fc_codec codec;
+	int level;
+} fci_exdb;
+
+/* A chunk context and the float buffer a chunk is decoded into when it
+ * cannot go straight to its destination. One per thread. */
+typedef struct fci_decoder {
+	fci_chunk_ctx *ctx;
+	float *buf;
+	size_t buf_len; /* floats */
+} fci_decoder;
+
+struct fc_store {
+	MDB_env *env;
+	MDB_dbi meta, items, labels, extractors, errors;
+	char *path;
+	int readonly;
+	uint64_t map_size, max_map_size;
+	const fc_logger *logger;
+	fci_exdb *ex;
+	size_t n_ex, cap_ex;
+	fci_decoder dec;  /* single lookups and gc; dec.ctx also encodes appends */
+	uint8_t *enc;     /* encode buffer */
+	size_t enc_cap;
+	char *desc;       /* descriptor returned by fc_store_get_extractor */
+	char err[FC_ERRLEN];
+};
+
+/* FCI_FAIL - set the handle's message (fc_store_errmsg) and evaluate to code. */
+#define FCI_FAIL(s, code, ...) fci_errf((s)->err, sizeof (s)->err, (code), __VA_ARGS__)
+
+/* ---- store.c ---- */
+
+/* fci_mdb_fail - "<what>: <LMDB's reason>" as the handle's message; returns
+ * the FC_ERR_* for the LMDB or errno code rc. */
+int fci_mdb_fail(fc_store *s, int rc, const char *what);
+
+/* fci_txn_begin - begin a transaction (flags: 0 or MDB_RDONLY), adopting a
+ * map that another process has grown. */
+int fci_txn_begin(fc_store *s, unsigned flags, MDB_txn **txn);
+
+/* fci_store_write - run fn in one write transaction and commit it. When fn
+ * returns FCI_RETRY_GROW (see fci_put) or the commit hits MDB_MAP_FULL, the
+ * map grows and fn runs again from the start, so fn must derive everything
+ * from the transaction and ctx. Refused on a read-only handle. */
+typedef int (*fci_write_fn)(fc_store *s, MDB_txn *txn, void *ctx);
+int fci_store_write(fc_store *s, fci_write_fn fn, void *ctx);
+
+/* fci_put, fci_del - mdb_put/mdb_del that return FCI_RETRY_GROW on a full
+ * map and set the handle's message on other failures. fci_del ignores an
+ * absent key. */
+int fci_put(fc_store *s, MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags);
+int fci_del(fc_store *s, MDB_txn *txn, MDB_dbi dbi, MDB_val *k);
+
+/* fci_ex_open - the extractor's cached entry, opening its databases on first
+ * use. The pointer is valid until the next extractor is added. */
+int fci_ex_open(fc_store *s, const uint8_t id[FC_HASH_LEN], fci_exdb **out);
+
+/* fci_chunk_name - name a chunk in messages: "feat.<hex>/chunk <id>". */
+void fci_chunk_name(char *buf, size_t cap, const fci_exdb *e, uint64_t id);
+
+/* ---- write.c ---- */
+
+/* fci_item_decode - an items record (FCI_ITEM_REC bytes; the caller checks
+ * the size) into *it; it->key is left alone. */
+void fci_item_decode(fc_item *it, const MDB_val *v);
+
+/* ---- load.c ---- */
+
+/* fci_index_lookup - where the vector of `hash` is. FC_ERR_NOT_FOUND
+ * (without a message) when the extractor has none. */
+int fci_index_lookup(fc_store *s, MDB_txn *txn, const fci_exdb *e, const uint8_t hash[FC_HASH_LEN],
+		     uint64_t *chunk, uint32_t *slot);
+
+/* fci_decode_grow - decode a parsed chunk into d->buf, growing it to hold
+ * every vector first. FC_ERR_NOMEM if it cannot grow. */
+int fci_decode_grow(fci_decoder *d, const void *src, size_t len, const fci_chunk_info *ci);
+
+/* fci_chunk_jobs_run - the one parallel chunk loop: fn(arg, q, dec) for
+ * every q in [0, n) on OpenMP threads, dynamically scheduled (chunks differ
+ * in cost), each thread with its own decoder. fn returns 0 or an error that
+ * fails the run. Progress goes to the store's logger as `what`; when it
+ * asks to stop, the jobs not yet started are skipped.
+ * Returns 0; or the error of the failing job with the lowest q, whose q is
+ * then in *bad_q for the caller to name (*bad_q is SIZE_MAX otherwise); or
+ * FC_ERR_INTERRUPTED, with the handle's message set. The chunk bytes must
+ * come from one read transaction the caller holds, so that every thread
+ * sees the same snapshot. */
+typedef int (*fci_chunk_job_fn)(void *arg, size_t q, fci_decoder *dec);
+int fci_chunk_jobs_run(fc_store *s, const char *what, size_t n, fci_chunk_job_fn fn, void *arg,
+		       size_t *bad_q);
+
+/* ---- records ---- */
+
+/* Chunk ids and label ids are big-endian in keys, so that LMDB's byte
+ * order is numeric order (append order for chunks). */
+static inline void fci_be_store(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+}
+
+static inline uint64_t fci_be_load(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* The key of chunk `id` in feat.<hex>. */
+static inline void fci_chunk_key(uint8_t k[8], uint64_t id)
+{
+	fci_be_store(k, id, 8);
+}
+
+/* The label db holds 'n'+name -> id (u32 little-endian) and this key,
+ * 'i'+id (big-endian) -> name. */
+static inline void fci_label_id_key(uint8_t k[5], uint32_t id)
+{
+	k[0] = 'i';
+	fci_be_store(k + 1, id, 4);
+}
+
+/* An index entry: content hash -> (chunk id, slot), little-endian. */
+static inline void fci_index_encode(uint8_t rec[FCI_INDEX_REC], uint64_t chunk, uint32_t slot)
+{
+	fci_store_le64(rec, chunk);
+	fci_store_le32(rec + 8, slot);
+}
+
+static inline void fci_index_decode(const MDB_val *v, uint64_t *chunk, uint32_t *slot)
+{
+	const uint8_t *p = v->mv_data;
+	*chunk = fci_load_le64(p);
+	*slot = fci_load_le32(p + 8);
+}
+
+#endif /* FC_STORE_IMPL_H */
