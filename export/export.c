@@ -4,30 +4,32 @@
  *
  * The model is loaded twice from the same bytes: by fc_model (model.h),
  * which validates it, sizes it and makes the cut exactly as `featcache
- * extract` does, and by protobuf-c into the generated structs, whose nodes
- * and initializers are then reused as they are, unknown fields included.
- * The new graph is a fresh GraphProto pointing at the kept originals and at
- * the nodes and tensors built here; protobuf-c packs it straight into an
- * fci_outfile, so a model is never held twice as bytes.
+ * extract` does, and by protobuf-c (io/onnx.h) into the generated structs,
+ * whose nodes and initializers are then reused as they are, unknown fields
+ * included. The new model is built with io's ONNX writer, pointing at the
+ * kept originals and at the nodes and tensors made here, and streamed into
+ * an atomic output file, so a model is never held twice as bytes. The head
+ * gives its layers with BatchNorm already folded in (fc_head_folded_layer).
+ *
+ * The phases, one function each: open_source (read, load, cut, check),
+ * start_graph (names, the image input), keep_backbone, add_tail (pooling,
+ * head, normalisation), finish_model (opset, metadata), then the write.
  *
  * Not here: anything about running models (engine.c) or checking them
  * (model.c); the copy keeps the source's nodes unchanged, so what fc_model
  * accepted is what the export contains.
  */
-#include <errno.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "extract/model_impl.h"
 #include "featcache/export.h"
-#include "featcache/io.h"
+#include "featcache/model.h"
+#include "io/onnx.h"
 #include "util/util.h"
 
-#define BN_EPS 1e-5 /* BatchNorm1d's eps, as train.h documents the head */
+#define MAX_MODEL ((uint64_t)2 << 30) /* protobuf's own limit on a message */
+#define FLOAT ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT
 
 enum { REF_INIT = 0, REF_INPUT, REF_NODE }; /* a name's owner, in lookup preference order */
 
@@ -39,7 +41,22 @@ struct ref {
 };
 
 struct ex {
-	const Onnx__GraphProto *sg;       /* the source graph */
+	fci_onnx b;                       /* the model being written */
+	const char *model_path;
+	const fc_export_opts *opts;
+	const fc_head *head;
+
+	/* the source: its bytes, as fc_model and as protobuf-c structs */
+	uint8_t *bytes;
+	size_t cap, len;
+	fc_model *m;
+	const fc_model_graph *g;
+	const fc_model_tensor *in, *cut;  /* its image input and the cut tensor */
+	Onnx__ModelProto *src;
+	const Onnx__GraphProto *sg;
+	int elem;                         /* the image input's element type */
+	int64_t src_opset;                /* its ai.onnx opset */
+
 	struct ref *refs;                 /* every name given, sorted by (name, kind) */
 	size_t n_refs;
 	char prefix[32];                  /* of every name the export adds, "featcache" */
@@ -47,99 +64,9 @@ struct ex {
 	const char *image_as;             /* what the kept nodes read instead of it */
 	const char *moved_input, *moved_embedding; /* new names of source tensors "input", "embedding" */
 
-	Onnx__NodeProto **node;
-	size_t n_node, cap_node;
-	Onnx__TensorProto **init;
-	size_t n_init, cap_init;
-	Onnx__ValueInfoProto **input;
-	size_t n_input;
-
-	void **mem;                       /* every allocation, freed together */
-	size_t n_mem, cap_mem;
 	char *err;
 	size_t errcap;
 };
-
-static int fail(struct ex *x, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int fail(struct ex *x, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (x->err && x->errcap) {
-		va_start(ap, fmt);
-		vsnprintf(x->err, x->errcap, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
-/* ---- memory: one list, freed at the end ---- */
-
-static void *keep(struct ex *x, void *p)
-{
-	if (!p)
-		return NULL;
-	if (x->n_mem == x->cap_mem) {
-		size_t cap = x->cap_mem ? 2 * x->cap_mem : 256;
-		void **v = realloc(x->mem, cap * sizeof *v);
-
-		if (!v) {
-			free(p);
-			return NULL;
-		}
-		x->mem = v;
-		x->cap_mem = cap;
-	}
-	x->mem[x->n_mem++] = p;
-	return p;
-}
-
-static void *zalloc(struct ex *x, size_t n, size_t size)
-{
-	if (size && n > SIZE_MAX / size)
-		return NULL;
-	return keep(x, calloc(n ? n : 1, size ? size : 1));
-}
-
-static char *str(struct ex *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static char *str(struct ex *x, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-	char *s;
-
-	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0 || !(s = zalloc(x, (size_t)n + 1, 1)))
-		return NULL;
-	va_start(ap, fmt);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	return s;
-}
-
-/* Append p to a growing pointer array; 0 or FC_ERR_NOMEM. */
-static int push(struct ex *x, void ***v, size_t *n, size_t *cap, void *p)
-{
-	if (!p)
-		return FC_ERR_NOMEM;
-	if (*n == *cap) {
-		size_t c = *cap ? 2 * *cap : 64;
-		void **nv = zalloc(x, c, sizeof *nv);
-
-		if (!nv)
-			return FC_ERR_NOMEM;
-		if (*n)
-			memcpy(nv, *v, *n * sizeof *nv);
-		*v = nv;
-		*cap = c;
-	}
-	(*v)[(*n)++] = p;
-	return 0;
-}
 
 /* ---- names in the source graph ---- */
 
@@ -158,7 +85,7 @@ static int index_names(struct ex *x)
 
 	for (size_t i = 0; i < g->n_node; i++)
 		n += g->node[i]->n_output;
-	if (!(x->refs = zalloc(x, n, sizeof *x->refs)))
+	if (!(x->refs = fci_onnx_alloc(&x->b, n, sizeof *x->refs)))
 		return FC_ERR_NOMEM;
 	for (size_t i = 0; i < g->n_initializer; i++)
 		x->refs[k++] = (struct ref){ g->initializer[i]->name, REF_INIT, i };
@@ -214,7 +141,8 @@ static int pick_prefix(struct ex *x)
 		if (!taken)
 			return 0;
 	}
-	return fail(x, FC_ERR_UNSUPPORTED, "the model uses every name prefix featcache would add");
+	return fci_errf(x->err, x->errcap, FC_ERR_UNSUPPORTED,
+			"the model uses every name prefix featcache would add");
 }
 
 /* A source tensor's name in the export. */
@@ -229,6 +157,106 @@ static const char *rename_tensor(const struct ex *x, const char *name)
 	return name;
 }
 
+/* ---- reading the source ---- */
+
+/* The source's ai.onnx opset and image element type (FLOAT unless it says
+ * otherwise). */
+static void source_types(struct ex *x)
+{
+	const Onnx__ModelProto *src = x->src;
+
+	x->elem = FLOAT;
+	for (size_t i = 0; i < x->sg->n_input; i++) {
+		const Onnx__ValueInfoProto *v = x->sg->input[i];
+
+		if (strcmp(v->name, x->in->name) == 0 && v->type && v->type->tensor_type &&
+		    v->type->tensor_type->has_elem_type && v->type->tensor_type->elem_type)
+			x->elem = v->type->tensor_type->elem_type;
+	}
+	for (size_t i = 0; i < src->n_opset_import; i++)
+		if (!src->opset_import[i]->domain || !src->opset_import[i]->domain[0] ||
+		    !strcmp(src->opset_import[i]->domain, "ai.onnx"))
+			x->src_opset = src->opset_import[i]->version;
+}
+
+/* Read the model, make the cut as `featcache extract` makes it, check the
+ * head fits it, and decode the same bytes into protobuf-c structs. */
+static int open_source(struct ex *x)
+{
+	const char *path = x->model_path, *layer = x->opts->layer, *head_name = x->opts->head_name;
+	fc_head_config hc = fc_head_get_config(x->head);
+	char why[FC_ERRLEN];
+	int rc, size = x->opts->size;
+
+	if ((rc = fci_read_file(path, MAX_MODEL, &x->bytes, &x->cap, &x->len, why, sizeof why)))
+		return fci_errf(x->err, x->errcap, rc, "cannot read model '%s': %s", path, why);
+	if ((rc = fc_model_open_mem(&x->m, x->bytes, x->len, why, sizeof why)))
+		return fci_errf(x->err, x->errcap, rc, "cannot load model '%s': %s", path, why);
+	if (size && (rc = fc_model_set_input(x->m, 1, 3, size, size)))
+		return fci_errf(x->err, x->errcap, rc, "model '%s' does not take 3 x %d x %d images: %s", path,
+				size, size, fc_model_errmsg(x->m));
+	if ((rc = fc_model_cut(x->m, layer)))
+		return fci_errf(x->err, x->errcap, rc, "cannot cut model '%s' at %s%s%s: %s", path,
+				layer ? "'" : "", layer ? layer : "its default layer", layer ? "'" : "",
+				fc_model_errmsg(x->m));
+	x->g = fc_model_get_graph(x->m);
+	x->in = &x->g->tensors[x->g->input];
+	x->cut = &x->g->tensors[x->g->cut_tensor];
+	if ((int64_t)hc.in_dim != x->g->embed_dim)
+		return fci_errf(x->err, x->errcap, FC_ERR_INVALID,
+				"%s%s%s takes %u-d input, the model's layer '%s' gives %lld-d",
+				head_name ? "head '" : "the head", head_name ? head_name : "", head_name ? "'" : "",
+				hc.in_dim, x->g->nodes[x->g->cut_node].name, (long long)x->g->embed_dim);
+
+	/* fc_model has checked these bytes: a failure here is memory */
+	if (!(x->src = fci_onnx_decode(x->bytes, x->len)) || !x->src->graph)
+		return fci_errf(x->err, x->errcap, FC_ERR_NOMEM, "out of memory for model '%s'", path);
+	x->sg = x->src->graph;
+	source_types(x);
+	return 0;
+}
+
+/* ---- what the export adds ---- */
+
+/* A node of the export named prefix/name, with up to three inputs (NULL
+ * ends them) and one output; NULL when out of memory. */
+static Onnx__NodeProto *add_node(struct ex *x, const char *op, const char *name, const char *in0,
+				 const char *in1, const char *in2, const char *out)
+{
+	const char *in[3] = { in0, in1, in2 };
+	const char *full = name && out ? fci_onnx_strf(&x->b, "%s/%s", x->prefix, name) : NULL;
+	size_t n_in = 0;
+
+	while (n_in < 3 && in[n_in])
+		n_in++;
+	return full ? fci_onnx_node(&x->b, op, full, in, n_in, &out, 1) : NULL;
+}
+
+/* The names, the graph input "input" (dynamic batch) and, for a model
+ * whose image is not float32, the Cast the kept nodes read instead. */
+static int start_graph(struct ex *x)
+{
+	int64_t dims[FC_MODEL_MAX_DIMS];
+	int rc;
+
+	if ((rc = index_names(x)) || (rc = pick_prefix(x)))
+		return rc;
+	x->image = x->in->name;
+	x->image_as = x->elem == FLOAT ? "input" : fci_onnx_strf(&x->b, "%s/input_cast", x->prefix);
+	x->moved_input = fci_onnx_strf(&x->b, "%s/source/input", x->prefix);
+	x->moved_embedding = fci_onnx_strf(&x->b, "%s/source/embedding", x->prefix);
+	if (!x->image_as || !x->moved_input || !x->moved_embedding)
+		return FC_ERR_NOMEM;
+	memcpy(dims, x->in->dims, sizeof dims);
+	dims[0] = -1;
+	if ((rc = fci_onnx_add_input(&x->b, fci_onnx_new_value_info(&x->b, "input", FLOAT, x->in->ndim, dims, "batch"))))
+		return rc;
+	if (x->elem != FLOAT)
+		return fci_onnx_attr_int(&x->b, add_node(x, "Cast", "input/Cast", "input", NULL, NULL, x->image_as),
+					 "to", x->elem);
+	return 0;
+}
+
 /* ---- the kept part of the backbone ---- */
 
 /* A shallow copy of a source node with its tensors renamed; attributes and
@@ -236,13 +264,13 @@ static const char *rename_tensor(const struct ex *x, const char *name)
  * char *, but packing never writes through them: the casts are safe.) */
 static Onnx__NodeProto *copy_node(struct ex *x, const Onnx__NodeProto *src)
 {
-	Onnx__NodeProto *n = zalloc(x, 1, sizeof *n);
+	Onnx__NodeProto *n = fci_onnx_alloc(&x->b, 1, sizeof *n);
 
 	if (!n)
 		return NULL;
 	*n = *src;
-	n->input = zalloc(x, src->n_input, sizeof *n->input);
-	n->output = zalloc(x, src->n_output, sizeof *n->output);
+	n->input = fci_onnx_alloc(&x->b, src->n_input, sizeof *n->input);
+	n->output = fci_onnx_alloc(&x->b, src->n_output, sizeof *n->output);
 	if (!n->input || !n->output)
 		return NULL;
 	for (size_t k = 0; k < src->n_input; k++)
@@ -252,21 +280,63 @@ static Onnx__NodeProto *copy_node(struct ex *x, const Onnx__NodeProto *src)
 	return n;
 }
 
-/* Keep the nodes `cut` depends on, in depth-first post-order (a
- * topological order whatever the file's), and the initializers they read. */
-static int keep_backbone(struct ex *x, const char *cut)
+/* The initializers the kept nodes read (used[i]), renamed where needed,
+ * and, as IR 3 wants, their entries among the graph inputs. */
+static int keep_initializers(struct ex *x, const unsigned char *used)
 {
 	const Onnx__GraphProto *g = x->sg;
-	const struct ref *r = lookup(x, cut);
-	unsigned char *seen = zalloc(x, g->n_node, 1), *used = zalloc(x, g->n_initializer, 1);
-	size_t *stack = zalloc(x, g->n_node, sizeof *stack), *next = zalloc(x, g->n_node, sizeof *next);
+	int rc;
+
+	for (size_t i = 0; i < g->n_initializer; i++) {
+		Onnx__TensorProto *t = g->initializer[i];
+
+		if (!used[i])
+			continue;
+		if (strcmp(t->name, "input") == 0 || strcmp(t->name, "embedding") == 0) {
+			Onnx__TensorProto *c = fci_onnx_alloc(&x->b, 1, sizeof *c);
+
+			if (!c)
+				return FC_ERR_NOMEM;
+			*c = *t;
+			c->name = (char *)rename_tensor(x, t->name);
+			t = c;
+		}
+		if ((rc = fci_onnx_add_init(&x->b, t)))
+			return rc;
+	}
+	for (size_t i = 0; i < g->n_input; i++) {
+		const struct ref *ir = lookup(x, g->input[i]->name);
+		Onnx__ValueInfoProto *v;
+
+		if (!ir || ir->kind != REF_INIT || !used[ir->idx])
+			continue;
+		if (!(v = fci_onnx_alloc(&x->b, 1, sizeof *v)))
+			return FC_ERR_NOMEM;
+		*v = *g->input[i];
+		v->name = (char *)rename_tensor(x, g->input[i]->name);
+		if ((rc = fci_onnx_add_input(&x->b, v)))
+			return rc;
+	}
+	return 0;
+}
+
+/* Keep the nodes the cut depends on, in depth-first post-order (a
+ * topological order whatever the file's), and the initializers they read. */
+static int keep_backbone(struct ex *x)
+{
+	const Onnx__GraphProto *g = x->sg;
+	const struct ref *r = lookup(x, x->cut->name);
+	unsigned char *seen = fci_onnx_alloc(&x->b, g->n_node, 1), *used = fci_onnx_alloc(&x->b, g->n_initializer, 1);
+	size_t *stack = fci_onnx_alloc(&x->b, g->n_node, sizeof *stack);
+	size_t *next = fci_onnx_alloc(&x->b, g->n_node, sizeof *next);
 	size_t sp = 0;
 	int rc;
 
 	if (!seen || !used || !stack || !next)
 		return FC_ERR_NOMEM;
 	if (!r || r->kind != REF_NODE) /* fc_model made this cut: cannot happen */
-		return fail(x, FC_ERR_INTERNAL, "the cut tensor '%s' has no producer", cut);
+		return fci_errf(x->err, x->errcap, FC_ERR_INTERNAL, "the cut tensor '%s' has no producer",
+				x->cut->name);
 	seen[r->idx] = 1;
 	stack[sp++] = r->idx;
 	while (sp) {
@@ -287,245 +357,92 @@ static int keep_backbone(struct ex *x, const char *cut)
 			continue;
 		}
 		sp--;
-		if ((rc = push(x, (void ***)&x->node, &x->n_node, &x->cap_node, copy_node(x, np))))
+		if ((rc = fci_onnx_add_node(&x->b, copy_node(x, np))))
 			return rc;
 	}
-	for (size_t i = 0; i < g->n_initializer; i++) {
-		Onnx__TensorProto *t;
-
-		if (!used[i])
-			continue;
-		t = g->initializer[i];
-		if (strcmp(t->name, "input") == 0 || strcmp(t->name, "embedding") == 0) {
-			Onnx__TensorProto *c = zalloc(x, 1, sizeof *c);
-
-			if (!c)
-				return FC_ERR_NOMEM;
-			*c = *t;
-			c->name = (char *)rename_tensor(x, t->name);
-			t = c;
-		}
-		if ((rc = push(x, (void ***)&x->init, &x->n_init, &x->cap_init, t)))
-			return rc;
-	}
-	/* IR 3 wants every initializer among the graph inputs too: keep those
-	 * entries for the initializers that stay. */
-	for (size_t i = 0; i < g->n_input; i++) {
-		const struct ref *ir = lookup(x, g->input[i]->name);
-
-		if (ir && ir->kind == REF_INIT && used[ir->idx]) {
-			Onnx__ValueInfoProto *v = zalloc(x, 1, sizeof *v);
-
-			if (!v)
-				return FC_ERR_NOMEM;
-			*v = *g->input[i];
-			v->name = (char *)rename_tensor(x, g->input[i]->name);
-			x->input[x->n_input++] = v;
-		}
-	}
-	return 0;
+	return keep_initializers(x, used);
 }
 
-/* ---- what the export adds ---- */
+/* ---- the head and what surrounds it ---- */
 
-static Onnx__NodeProto *add_node(struct ex *x, const char *op, const char *name, const char *in0,
-				 const char *in1, const char *in2, const char *out)
+/* One Gemm (+ Relu) per head layer, BatchNorm1d folded into the Gemm by
+ * the head; reads `from`, writes the last layer's output to `to`. */
+static int add_head(struct ex *x, const char *from, const char *to)
 {
-	const char *ins[3] = { in0, in1, in2 };
-	Onnx__NodeProto *n = name && out ? zalloc(x, 1, sizeof *n) : NULL;
-
-	if (!n)
-		return NULL;
-	onnx__node_proto__init(n);
-	n->op_type = str(x, "%s", op);
-	n->name = str(x, "%s/%s", x->prefix, name);
-	n->input = zalloc(x, 3, sizeof *n->input);
-	n->output = zalloc(x, 1, sizeof *n->output);
-	n->attribute = zalloc(x, 2, sizeof *n->attribute);
-	if (!n->op_type || !n->name || !n->input || !n->output || !n->attribute)
-		return NULL;
-	for (int k = 0; k < 3 && ins[k]; k++)
-		if (!(n->input[n->n_input++] = str(x, "%s", ins[k])))
-			return NULL;
-	if (!(n->output[0] = str(x, "%s", out)))
-		return NULL;
-	n->n_output = 1;
-	if (push(x, (void ***)&x->node, &x->n_node, &x->cap_node, n))
-		return NULL;
-	return n;
-}
-
-/* An INT attribute (every one the export sets is); n has room for two. */
-static int add_attr(struct ex *x, Onnx__NodeProto *n, const char *name, int64_t v)
-{
-	Onnx__AttributeProto *a = n ? zalloc(x, 1, sizeof *a) : NULL;
-
-	if (!a)
-		return FC_ERR_NOMEM;
-	onnx__attribute_proto__init(a);
-	if (!(a->name = str(x, "%s", name)))
-		return FC_ERR_NOMEM;
-	a->has_type = 1;
-	a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
-	a->has_i = 1;
-	a->i = v;
-	n->attribute[n->n_attribute++] = a;
-	return 0;
-}
-
-/* A float32 initializer in raw_data, little-endian whatever the host. */
-static int add_f32(struct ex *x, const char *name, int ndim, const int64_t *dims, const double *v)
-{
-	Onnx__TensorProto *t = zalloc(x, 1, sizeof *t);
-	size_t n = 1;
-	uint8_t *raw;
-
-	if (!t)
-		return FC_ERR_NOMEM;
-	onnx__tensor_proto__init(t);
-	for (int i = 0; i < ndim; i++)
-		n *= (size_t)dims[i];
-	t->name = str(x, "%s", name);
-	t->dims = zalloc(x, (size_t)ndim, sizeof *t->dims);
-	raw = zalloc(x, n, 4);
-	if (!t->name || !t->dims || !raw)
-		return FC_ERR_NOMEM;
-	memcpy(t->dims, dims, (size_t)ndim * sizeof *dims);
-	t->n_dims = (size_t)ndim;
-	t->has_data_type = 1;
-	t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
-	for (size_t i = 0; i < n; i++) {
-		float f = (float)v[i];
-		uint32_t b;
-
-		memcpy(&b, &f, 4);
-		for (int k = 0; k < 4; k++)
-			raw[4 * i + (size_t)k] = (uint8_t)(b >> (8 * k));
-	}
-	t->has_raw_data = 1;
-	t->raw_data.data = raw;
-	t->raw_data.len = 4 * n;
-	return push(x, (void ***)&x->init, &x->n_init, &x->cap_init, t);
-}
-
-/* A tensor's type: elem, dims; a negative dim is the dynamic "batch". */
-static Onnx__ValueInfoProto *value_info(struct ex *x, const char *name, int elem, int ndim,
-					const int64_t *dims)
-{
-	Onnx__ValueInfoProto *v = zalloc(x, 1, sizeof *v);
-	Onnx__TypeProto *tp = zalloc(x, 1, sizeof *tp);
-	Onnx__TypeProto__Tensor *tt = zalloc(x, 1, sizeof *tt);
-	Onnx__TensorShapeProto *sh = zalloc(x, 1, sizeof *sh);
-
-	if (!v || !tp || !tt || !sh)
-		return NULL;
-	onnx__value_info_proto__init(v);
-	onnx__type_proto__init(tp);
-	onnx__type_proto__tensor__init(tt);
-	onnx__tensor_shape_proto__init(sh);
-	sh->dim = zalloc(x, (size_t)ndim, sizeof *sh->dim);
-	if (!sh->dim || !(v->name = str(x, "%s", name)))
-		return NULL;
-	for (int i = 0; i < ndim; i++) {
-		Onnx__TensorShapeProto__Dimension *d = zalloc(x, 1, sizeof *d);
-
-		if (!d)
-			return NULL;
-		onnx__tensor_shape_proto__dimension__init(d);
-		if (dims[i] < 0) {
-			if (!(d->dim_param = str(x, "batch")))
-				return NULL;
-		} else {
-			d->has_dim_value = 1;
-			d->dim_value = dims[i];
-		}
-		sh->dim[sh->n_dim++] = d;
-	}
-	tt->has_elem_type = 1;
-	tt->elem_type = elem;
-	tt->shape = sh;
-	tp->tensor_type = tt;
-	v->type = tp;
-	return v;
-}
-
-/* The head's state-dict tensor called name, or NULL. */
-static const fc_tensor *head_tensor(const fc_tensor *t, size_t n, const char *name)
-{
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(t[i].name, name) == 0)
-			return &t[i];
-	return NULL;
-}
-
-/* Gemm (+ Relu) per head layer, BatchNorm1d folded into the Gemm; reads
- * `from`, writes the last layer's output to `to`. */
-static int add_head(struct ex *x, fc_head *head, const char *from, const char *to)
-{
-	fc_head_config hc = fc_head_get_config(head);
-	size_t nt = fc_head_tensors(head, NULL, 0);
-	fc_tensor *t = zalloc(x, nt, sizeof *t);
+	fc_head_config hc = fc_head_get_config(x->head);
 	const char *cur = from;
 	int rc;
 
-	if (!t)
-		return FC_ERR_NOMEM;
-	fc_head_tensors(head, t, nt);
 	for (uint32_t i = 0; i < hc.layers; i++) {
-		char nm[5][48];
-		const fc_tensor *w, *gam, *bet, *mean, *var;
-		const char *wname, *bname, *out;
 		int last = i + 1 == hc.layers;
-		double *wf, *bf;
-		size_t o, in;
+		size_t in = i ? hc.hidden : hc.in_dim, o = last ? hc.out_dim : hc.hidden;
+		int64_t wdims[2] = { (int64_t)o, (int64_t)in }, bdims[1] = { (int64_t)o };
+		float *w = fci_onnx_alloc(&x->b, o * in, sizeof *w), *bias = fci_onnx_alloc(&x->b, o, sizeof *bias);
+		const char *wname = fci_onnx_strf(&x->b, "%s/head.%u.weight", x->prefix, i);
+		const char *bname = fci_onnx_strf(&x->b, "%s/head.%u.bias", x->prefix, i);
+		const char *out = last ? to : fci_onnx_strf(&x->b, "%s/head.%u/Gemm_output_0", x->prefix, i);
 		Onnx__NodeProto *n;
 
-		snprintf(nm[0], sizeof nm[0], "head_layers.%u.weight", 3 * i);
-		snprintf(nm[1], sizeof nm[1], "head_layers.%u.weight", 3 * i + 1);
-		snprintf(nm[2], sizeof nm[2], "head_layers.%u.bias", 3 * i + 1);
-		snprintf(nm[3], sizeof nm[3], "head_layers.%u.running_mean", 3 * i + 1);
-		snprintf(nm[4], sizeof nm[4], "head_layers.%u.running_var", 3 * i + 1);
-		w = head_tensor(t, nt, nm[0]);
-		gam = head_tensor(t, nt, nm[1]);
-		bet = head_tensor(t, nt, nm[2]);
-		mean = head_tensor(t, nt, nm[3]);
-		var = head_tensor(t, nt, nm[4]);
-		if (!w || !gam || !bet || !mean || !var || w->ndim != 2)
-			return fail(x, FC_ERR_INTERNAL, "head layer %u lacks its tensors", i);
-		o = (size_t)w->shape[0];
-		in = (size_t)w->shape[1];
-		wf = zalloc(x, o * in, sizeof *wf);
-		bf = zalloc(x, o, sizeof *bf);
-		if (!wf || !bf)
+		if (!w || !bias || !wname || !bname || !out)
 			return FC_ERR_NOMEM;
-		/* eval BatchNorm1d of z = x W^T: (z - mean) * s + beta, s = gamma / sqrt(var + eps) */
-		for (size_t c = 0; c < o; c++) {
-			double s = gam->data[c] / sqrt((double)var->data[c] + BN_EPS);
-
-			for (size_t j = 0; j < in; j++)
-				wf[c * in + j] = w->data[c * in + j] * s;
-			bf[c] = bet->data[c] - mean->data[c] * s;
-		}
-		wname = str(x, "%s/head.%u.weight", x->prefix, i);
-		bname = str(x, "%s/head.%u.bias", x->prefix, i);
-		out = last ? to : str(x, "%s/head.%u/Gemm_output_0", x->prefix, i);
-		if (!wname || !bname || !out)
-			return FC_ERR_NOMEM;
-		if ((rc = add_f32(x, wname, 2, (int64_t[]){ (int64_t)o, (int64_t)in }, wf)) ||
-		    (rc = add_f32(x, bname, 1, (int64_t[]){ (int64_t)o }, bf)))
+		if ((rc = fc_head_folded_layer(x->head, i, w, bias)))
+			return fci_errf(x->err, x->errcap, FC_ERR_INTERNAL, "head layer %u cannot be folded", i);
+		if ((rc = fci_onnx_add_init(&x->b, fci_onnx_new_tensor_f32(&x->b, wname, 2, wdims, w))) ||
+		    (rc = fci_onnx_add_init(&x->b, fci_onnx_new_tensor_f32(&x->b, bname, 1, bdims, bias))))
 			return rc;
-		n = add_node(x, "Gemm", str(x, "head.%u/Gemm", i), cur, wname, bname, out);
-		if ((rc = add_attr(x, n, "transB", 1)))
+		n = add_node(x, "Gemm", fci_onnx_strf(&x->b, "head.%u/Gemm", i), cur, wname, bname, out);
+		if ((rc = fci_onnx_attr_int(&x->b, n, "transB", 1)))
 			return rc;
 		cur = out;
 		if (!last) {
-			const char *r = str(x, "%s/head.%u/Relu_output_0", x->prefix, i);
+			const char *r = fci_onnx_strf(&x->b, "%s/head.%u/Relu_output_0", x->prefix, i);
 
-			if (!r || !add_node(x, "Relu", str(x, "head.%u/Relu", i), cur, NULL, NULL, r))
+			if (!r || !add_node(x, "Relu", fci_onnx_strf(&x->b, "head.%u/Relu", i), cur, NULL, NULL, r))
 				return FC_ERR_NOMEM;
 			cur = r;
 		}
 	}
+	return 0;
+}
+
+/* After the kept backbone: the cut as featcache's vector (float32, pooled,
+ * flattened), the head, and the L2 normalisation, ending in "embedding". */
+static int add_tail(struct ex *x)
+{
+	const char *cur = rename_tensor(x, x->cut->name), *h;
+	Onnx__NodeProto *n;
+	int rc;
+
+	if (x->elem != FLOAT) {
+		const char *c = fci_onnx_strf(&x->b, "%s/cut/Cast_output_0", x->prefix);
+
+		if ((rc = fci_onnx_attr_int(&x->b, add_node(x, "Cast", "cut/Cast", cur, NULL, NULL, c), "to", FLOAT)))
+			return rc;
+		cur = c;
+	}
+	if (x->g->pool) {
+		const char *p = fci_onnx_strf(&x->b, "%s/pool/GlobalAveragePool_output_0", x->prefix);
+
+		if (!p || !add_node(x, "GlobalAveragePool", "pool/GlobalAveragePool", cur, NULL, NULL, p))
+			return FC_ERR_NOMEM;
+		cur = p;
+	}
+	if (x->g->pool || x->cut->ndim != 2) {
+		const char *f = fci_onnx_strf(&x->b, "%s/pool/Flatten_output_0", x->prefix);
+
+		if ((rc = fci_onnx_attr_int(&x->b, add_node(x, "Flatten", "pool/Flatten", cur, NULL, NULL, f), "axis", 1)))
+			return rc;
+		cur = f;
+	}
+	if (!x->opts->normalize)
+		return add_head(x, cur, "embedding");
+	if (!(h = fci_onnx_strf(&x->b, "%s/head/output", x->prefix)))
+		return FC_ERR_NOMEM;
+	if ((rc = add_head(x, cur, h)))
+		return rc;
+	n = add_node(x, "LpNormalization", "normalize/LpNormalization", h, NULL, NULL, "embedding");
+	if ((rc = fci_onnx_attr_int(&x->b, n, "axis", 1)) || (rc = fci_onnx_attr_int(&x->b, n, "p", 2)))
+		return rc;
 	return 0;
 }
 
@@ -554,100 +471,53 @@ static const int64_t ir_min[] = { 3, 3, 4, 5, 6, 7, 7, 7, 8, 8, 8, 8 };
 
 static int check_opset(struct ex *x, int64_t from, int64_t to)
 {
+	const Onnx__GraphProto *g = &x->b.graph;
+
 	if (to < from)
-		return fail(x, FC_ERR_INVALID, "cannot lower the opset from %lld to %lld", (long long)from,
-			    (long long)to);
+		return fci_errf(x->err, x->errcap, FC_ERR_INVALID, "cannot lower the opset from %lld to %lld",
+				(long long)from, (long long)to);
 	if (to > 18)
-		return fail(x, FC_ERR_INVALID, "opset %lld is beyond what featcache reads (7 to 18)",
-			    (long long)to);
-	for (size_t i = 0; i < x->n_node; i++) {
-		const Onnx__NodeProto *n = x->node[i];
+		return fci_errf(x->err, x->errcap, FC_ERR_INVALID,
+				"opset %lld is beyond what featcache reads (7 to 18)", (long long)to);
+	for (size_t i = 0; i < g->n_node; i++) {
+		const Onnx__NodeProto *n = g->node[i];
 
 		if (n->domain && n->domain[0] && strcmp(n->domain, "ai.onnx") != 0)
 			continue;
 		for (size_t k = 0; k < sizeof op_breaks / sizeof op_breaks[0]; k++)
 			if (strcmp(n->op_type, op_breaks[k].op) == 0 && from < op_breaks[k].since &&
 			    to >= op_breaks[k].since)
-				return fail(x, FC_ERR_INVALID,
-					    "cannot raise the opset from %lld to %lld: node '%s' (%s) "
-					    "changed meaning in opset %d",
-					    (long long)from, (long long)to, n->name ? n->name : "", n->op_type,
-					    op_breaks[k].since);
+				return fci_errf(x->err, x->errcap, FC_ERR_INVALID,
+						"cannot raise the opset from %lld to %lld: node '%s' (%s) "
+						"changed meaning in opset %d",
+						(long long)from, (long long)to, n->name ? n->name : "", n->op_type,
+						op_breaks[k].since);
 	}
 	return 0;
 }
 
-/* ---- files ---- */
-
-static int read_model(struct ex *x, const char *path, uint8_t **data, size_t *len)
+/* The source's opset imports, ai.onnx's raised to `want`. */
+static int copy_opsets(struct ex *x, int64_t want)
 {
-	FILE *f = fopen(path, "rb");
-	struct stat st;
-	size_t got = 0;
-	int e;
+	const Onnx__ModelProto *src = x->src;
+	int rc;
 
-	*data = NULL;
-	if (!f) {
-		e = errno;
-		return fail(x, e == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot open model '%s': %s", path,
-			    strerror(e));
-	}
-	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > ((uint64_t)2 << 30)) {
-		fclose(f);
-		return fail(x, FC_ERR_IO, "cannot open model '%s': not a regular file of at most 2 GiB", path);
-	}
-	*len = (size_t)st.st_size;
-	if (!(*data = malloc(*len ? *len : 1))) {
-		fclose(f);
-		return fail(x, FC_ERR_NOMEM, "out of memory for model '%s'", path);
-	}
-	while (got < *len) {
-		size_t n = fread(*data + got, 1, *len - got, f);
+	for (size_t i = 0; i < src->n_opset_import; i++) {
+		Onnx__OperatorSetIdProto *o = src->opset_import[i];
 
-		if (n == 0)
-			break;
-		got += n;
+		if (!o->domain || !o->domain[0] || !strcmp(o->domain, "ai.onnx")) {
+			if (!(o = fci_onnx_alloc(&x->b, 1, sizeof *o)))
+				return FC_ERR_NOMEM;
+			*o = *src->opset_import[i];
+			o->version = want;
+		}
+		if ((rc = fci_onnx_add_opset(&x->b, o)))
+			return rc;
 	}
-	e = ferror(f) ? errno : 0;
-	fclose(f);
-	if (got != *len)
-		return fail(x, FC_ERR_IO, "cannot read model '%s': %s", path,
-			    e ? strerror(e) : "file changed size while being read");
 	return 0;
 }
 
-/* protobuf-c's output sink, writing into an fci_outfile. */
-struct sink {
-	ProtobufCBuffer base;
-	fci_outfile *f;
-	int rc;
-};
-
-static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data)
-{
-	struct sink *s = (struct sink *)b;
-
-	if (!s->rc)
-		s->rc = fci_outfile_write(s->f, data, len);
-}
-
-static int write_model(struct ex *x, const Onnx__ModelProto *mp, const char *path)
-{
-	char why[FC_ERRLEN];
-	struct sink s = { { sink_append }, NULL, 0 };
-	int rc;
-
-	if ((rc = fci_outfile_open(&s.f, path, why, sizeof why)))
-		return fail(x, rc, "cannot write '%s': %s", path, why);
-	onnx__model_proto__pack_to_buffer(mp, &s.base);
-	rc = s.rc ? s.rc : fci_outfile_commit(s.f);
-	if (rc)
-		fail(x, rc, "cannot write '%s': %s", path, fci_outfile_errmsg(s.f));
-	fci_outfile_free(s.f);
-	return rc;
-}
-
-/* ---- the export ---- */
+/* ---- the model around the graph ---- */
 
 static const char *base_name(const char *path)
 {
@@ -656,231 +526,86 @@ static const char *base_name(const char *path)
 	return s ? s + 1 : path;
 }
 
-int fc_export_onnx(const char *model_path, const fc_export_opts *opts, fc_head *head, const char *out_path,
+/* "3x224x224": the image's dims after the batch. */
+static void image_shape(char *buf, size_t cap, const fc_model_tensor *in)
+{
+	size_t n = 0;
+
+	buf[0] = 0;
+	for (int i = 1; i < in->ndim && n < cap; i++) {
+		int w = snprintf(buf + n, cap - n, "%s%lld", i > 1 ? "x" : "", (long long)in->dims[i]);
+
+		if (w < 0)
+			break;
+		n += (size_t)w;
+	}
+}
+
+/* The opset, the output, ir_version, producer, doc string and metadata. */
+static int finish_model(struct ex *x)
+{
+	Onnx__ModelProto *mp = &x->b.model;
+	fc_head_config hc = fc_head_get_config(x->head);
+	int64_t want = x->opts->opset ? x->opts->opset : x->src_opset;
+	const char *src_name = base_name(x->model_path), *layer = x->g->nodes[x->g->cut_node].name;
+	const char *norm = x->opts->normalize ? "true" : "false";
+	char shape[64];
+	int rc;
+
+	if ((rc = check_opset(x, x->src_opset, want)) || (rc = copy_opsets(x, want)))
+		return rc;
+	x->b.graph.name = x->sg->name;
+	if ((rc = fci_onnx_add_output(&x->b, fci_onnx_new_value_info(&x->b, "embedding", FLOAT, 2,
+								  (int64_t[]){ -1, (int64_t)hc.out_dim }, "batch"))))
+		return rc;
+	mp->has_ir_version = 1;
+	mp->ir_version = x->src->has_ir_version ? x->src->ir_version : 0;
+	if (want >= 7 && mp->ir_version < ir_min[want - 7])
+		mp->ir_version = ir_min[want - 7];
+	image_shape(shape, sizeof shape, x->in);
+	mp->producer_name = fci_onnx_strf(&x->b, "featcache");
+	mp->producer_version = fci_onnx_strf(&x->b, "%s", FC_VERSION_STRING);
+	mp->doc_string = fci_onnx_strf(&x->b,
+				       "%s cut at '%s' (%lld-d%s) at input %s, then a projection head (%u layers, "
+				       "%u -> %u)%s; exported by featcache %s",
+				       src_name, layer, (long long)x->g->embed_dim, x->g->pool ? ", average-pooled" : "",
+				       shape, hc.layers, hc.in_dim, hc.out_dim,
+				       x->opts->normalize ? ", L2-normalised" : "", FC_VERSION_STRING);
+	if (!mp->producer_name || !mp->producer_version || !mp->doc_string)
+		return FC_ERR_NOMEM;
+	if ((rc = fci_onnx_add_meta(&x->b, "featcache.source_model", src_name)) ||
+	    (rc = fci_onnx_add_meta(&x->b, "featcache.layer", layer)) ||
+	    (rc = fci_onnx_add_meta(&x->b, "featcache.input", shape)) ||
+	    (rc = fci_onnx_add_meta(&x->b, "featcache.normalize", norm)))
+		return rc;
+	return 0;
+}
+
+/* ---- the export ---- */
+
+int fc_export_onnx(const char *model_path, const fc_export_opts *opts, const fc_head *head, const char *out_path,
 		   char *err, size_t errcap)
 {
-	struct ex x = { .err = err, .errcap = errcap };
-	char why[FC_ERRLEN], shape[64];
-	const char *head_name = opts && opts->head_name ? opts->head_name : NULL;
-	uint8_t *bytes = NULL;
-	size_t len = 0;
-	fc_model *m = NULL;
-	Onnx__ModelProto *src = NULL, model;
-	Onnx__GraphProto graph;
-	Onnx__OperatorSetIdProto **opsets = NULL;
-	Onnx__ValueInfoProto *outputs[1];
-	Onnx__StringStringEntryProto *meta[4];
-	const fc_model_graph *g;
-	const fc_model_tensor *in, *cut;
-	fc_head_config hc;
-	int64_t in_dims[FC_MODEL_MAX_DIMS], src_opset = 0, want_opset;
-	const char *cur;
-	int rc, elem = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+	struct ex x = { .model_path = model_path, .opts = opts, .head = head, .err = err, .errcap = errcap };
+	char why[FC_ERRLEN];
+	int rc;
 
+	fci_onnx_init(&x.b);
 	if (err && errcap)
 		err[0] = 0;
 	if (!model_path || !opts || !head || !out_path || opts->size < 0 || opts->size > 65536 || opts->opset < 0)
-		return fail(&x, FC_ERR_INVALID, "bad arguments to fc_export_onnx");
-
-	/* The cut, as `featcache extract` makes it. */
-	if ((rc = read_model(&x, model_path, &bytes, &len)))
+		return fci_errf(err, errcap, FC_ERR_INVALID, "bad arguments to fc_export_onnx");
+	if ((rc = open_source(&x)) || (rc = start_graph(&x)) || (rc = keep_backbone(&x)) ||
+	    (rc = add_tail(&x)) || (rc = finish_model(&x)))
 		goto out;
-	if ((rc = fc_model_open_mem(&m, bytes, len, why, sizeof why))) {
-		fail(&x, rc, "cannot load model '%s': %s", model_path, why);
-		goto out;
-	}
-	if (opts->size && (rc = fc_model_set_input(m, 1, 3, opts->size, opts->size))) {
-		fail(&x, rc, "model '%s' does not take 3 x %d x %d images: %s", model_path, opts->size, opts->size,
-		     fc_model_errmsg(m));
-		goto out;
-	}
-	if ((rc = fc_model_cut(m, opts->layer))) {
-		fail(&x, rc, "cannot cut model '%s' at %s%s%s: %s", model_path, opts->layer ? "'" : "",
-		     opts->layer ? opts->layer : "its default layer", opts->layer ? "'" : "", fc_model_errmsg(m));
-		goto out;
-	}
-	g = fc_model_get_graph(m);
-	in = &g->tensors[g->input];
-	cut = &g->tensors[g->cut_tensor];
-	hc = fc_head_get_config(head);
-	if ((int64_t)hc.in_dim != g->embed_dim) {
-		rc = fail(&x, FC_ERR_INVALID, "%s%s%s takes %u-d input, the model's layer '%s' gives %lld-d",
-			  head_name ? "head '" : "the head", head_name ? head_name : "", head_name ? "'" : "",
-			  hc.in_dim, g->nodes[g->cut_node].name, (long long)g->embed_dim);
-		goto out;
-	}
-
-	/* The same bytes as protobuf-c structs; fc_model has checked them. */
-	if (!(src = onnx__model_proto__unpack(NULL, len, bytes)) || !src->graph) {
-		rc = fail(&x, FC_ERR_NOMEM, "out of memory for model '%s'", model_path);
-		goto out;
-	}
-	x.sg = src->graph;
-	for (size_t i = 0; i < x.sg->n_input; i++) {
-		const Onnx__ValueInfoProto *v = x.sg->input[i];
-
-		if (strcmp(v->name, in->name) == 0 && v->type && v->type->tensor_type &&
-		    v->type->tensor_type->has_elem_type && v->type->tensor_type->elem_type)
-			elem = v->type->tensor_type->elem_type;
-	}
-	for (size_t i = 0; i < src->n_opset_import; i++)
-		if (!src->opset_import[i]->domain || !src->opset_import[i]->domain[0] ||
-		    !strcmp(src->opset_import[i]->domain, "ai.onnx"))
-			src_opset = src->opset_import[i]->version;
-	if ((rc = index_names(&x)) || (rc = pick_prefix(&x)))
-		goto out;
-	x.image = in->name;
-	x.image_as = elem == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT ? "input" : str(&x, "%s/input_cast", x.prefix);
-	x.moved_input = str(&x, "%s/source/input", x.prefix);
-	x.moved_embedding = str(&x, "%s/source/embedding", x.prefix);
-	x.input = zalloc(&x, x.sg->n_input + 1, sizeof *x.input);
-	if (!x.image_as || !x.moved_input || !x.moved_embedding || !x.input) {
-		rc = FC_ERR_NOMEM;
-		goto out;
-	}
-	memcpy(in_dims, in->dims, sizeof in_dims);
-	in_dims[0] = -1;
-	if (!(x.input[x.n_input++] = value_info(&x, "input", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, in->ndim,
-						 in_dims))) {
-		rc = FC_ERR_NOMEM;
-		goto out;
-	}
-	if (elem != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT &&
-	    (rc = add_attr(&x, add_node(&x, "Cast", "input/Cast", "input", NULL, NULL, x.image_as), "to", elem)))
-		goto out;
-	if ((rc = keep_backbone(&x, cut->name)))
-		goto out;
-
-	/* The cut as featcache's vector: float32, pooled, flattened. */
-	cur = rename_tensor(&x, cut->name);
-	if (elem != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
-		const char *c = str(&x, "%s/cut/Cast_output_0", x.prefix);
-
-		if ((rc = add_attr(&x, add_node(&x, "Cast", "cut/Cast", cur, NULL, NULL, c), "to",
-				   ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)))
-			goto out;
-		cur = c;
-	}
-	if (g->pool) {
-		const char *p = str(&x, "%s/pool/GlobalAveragePool_output_0", x.prefix);
-
-		if (!p || !add_node(&x, "GlobalAveragePool", "pool/GlobalAveragePool", cur, NULL, NULL, p)) {
-			rc = FC_ERR_NOMEM;
-			goto out;
-		}
-		cur = p;
-	}
-	if (g->pool || cut->ndim != 2) {
-		const char *f = str(&x, "%s/pool/Flatten_output_0", x.prefix);
-
-		if ((rc = add_attr(&x, add_node(&x, "Flatten", "pool/Flatten", cur, NULL, NULL, f), "axis", 1)))
-			goto out;
-		cur = f;
-	}
-	if (opts->normalize) {
-		const char *h = str(&x, "%s/head/output", x.prefix);
-		Onnx__NodeProto *n;
-
-		if (!h) {
-			rc = FC_ERR_NOMEM;
-			goto out;
-		}
-		if ((rc = add_head(&x, head, cur, h)))
-			goto out;
-		n = add_node(&x, "LpNormalization", "normalize/LpNormalization", h, NULL, NULL, "embedding");
-		if ((rc = add_attr(&x, n, "axis", 1)) || (rc = add_attr(&x, n, "p", 2)))
-			goto out;
-	} else if ((rc = add_head(&x, head, cur, "embedding"))) {
-		goto out;
-	}
-
-	/* The opset: the model's, or raised on request. */
-	want_opset = opts->opset ? opts->opset : src_opset;
-	if ((rc = check_opset(&x, src_opset, want_opset)))
-		goto out;
-	if (!(opsets = zalloc(&x, src->n_opset_import, sizeof *opsets))) {
-		rc = FC_ERR_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < src->n_opset_import; i++) {
-		opsets[i] = src->opset_import[i];
-		if (!opsets[i]->domain || !opsets[i]->domain[0] || !strcmp(opsets[i]->domain, "ai.onnx")) {
-			if (!(opsets[i] = zalloc(&x, 1, sizeof *opsets[i]))) {
-				rc = FC_ERR_NOMEM;
-				goto out;
-			}
-			*opsets[i] = *src->opset_import[i];
-			opsets[i]->version = want_opset;
-		}
-	}
-
-	onnx__graph_proto__init(&graph);
-	graph.name = x.sg->name;
-	graph.n_node = x.n_node;
-	graph.node = x.node;
-	graph.n_initializer = x.n_init;
-	graph.initializer = x.init;
-	graph.n_input = x.n_input;
-	graph.input = x.input;
-	outputs[0] = value_info(&x, "embedding", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, 2,
-				(int64_t[]){ -1, (int64_t)hc.out_dim });
-	graph.n_output = 1;
-	graph.output = outputs;
-	onnx__model_proto__init(&model);
-	model.has_ir_version = 1;
-	model.ir_version = src->has_ir_version ? src->ir_version : 0;
-	if (want_opset >= 7 && model.ir_version < ir_min[want_opset - 7])
-		model.ir_version = ir_min[want_opset - 7];
-	model.n_opset_import = src->n_opset_import;
-	model.opset_import = opsets;
-	model.producer_name = str(&x, "featcache");
-	model.producer_version = str(&x, "%s", FC_VERSION_STRING);
-	fci_model_shape_str(shape, sizeof shape, in->ndim - 1, in->dims + 1);
-	model.doc_string = str(&x,
-			       "%s cut at '%s' (%lld-d%s) at input %s, then a projection head (%u layers, "
-			       "%u -> %u)%s; exported by featcache %s",
-			       base_name(model_path), g->nodes[g->cut_node].name, (long long)g->embed_dim,
-			       g->pool ? ", average-pooled" : "", shape, hc.layers, hc.in_dim, hc.out_dim,
-			       opts->normalize ? ", L2-normalised" : "", FC_VERSION_STRING);
-	{
-		const char *kv[][2] = {
-			{ "featcache.source_model", base_name(model_path) },
-			{ "featcache.layer", g->nodes[g->cut_node].name },
-			{ "featcache.input", shape },
-			{ "featcache.normalize", opts->normalize ? "true" : "false" },
-		};
-
-		for (size_t i = 0; i < sizeof meta / sizeof meta[0]; i++) {
-			if (!(meta[i] = zalloc(&x, 1, sizeof *meta[i]))) {
-				rc = FC_ERR_NOMEM;
-				goto out;
-			}
-			onnx__string_string_entry_proto__init(meta[i]);
-			meta[i]->key = str(&x, "%s", kv[i][0]);
-			meta[i]->value = str(&x, "%s", kv[i][1]);
-			if (!meta[i]->key || !meta[i]->value) {
-				rc = FC_ERR_NOMEM;
-				goto out;
-			}
-		}
-		model.n_metadata_props = sizeof meta / sizeof meta[0];
-		model.metadata_props = meta;
-	}
-	model.graph = &graph;
-	if (!outputs[0] || !model.producer_name || !model.producer_version || !model.doc_string) {
-		rc = FC_ERR_NOMEM;
-		goto out;
-	}
-	rc = write_model(&x, &model, out_path);
+	if ((rc = fci_onnx_write(&x.b.model, out_path, why, sizeof why)))
+		fci_errf(err, errcap, rc, "cannot write '%s': %s", out_path, why);
 out:
 	if (rc == FC_ERR_NOMEM && (!err || !err[0]))
-		fail(&x, rc, "out of memory");
-	if (src)
-		onnx__model_proto__free_unpacked(src, NULL);
-	fc_model_free(m);
-	free(bytes);
-	for (size_t i = 0; i < x.n_mem; i++)
-		free(x.mem[i]);
-	free(x.mem);
+		fci_errf(err, errcap, rc, "out of memory");
+	fci_onnx_decode_free(x.src);
+	fc_model_free(x.m);
+	free(x.bytes);
+	fci_onnx_free(&x.b);
 	return rc;
 }

@@ -5,11 +5,10 @@
  * f2 in either byte order and either memory order.
  *
  * Not here: .npz, other dtypes or ranks, object arrays (never unpickled).
- * Files are written through fci_outfile (safetensors.c).
+ * Files are written through fci_outfile (util/file.c).
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +17,6 @@
 
 #include "featcache/io.h"
 #include "util/util.h"
-#include "store/chunk.h" /* fci_f16_to_f32 */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the writer emits '<f4' from host floats without swapping"
@@ -29,21 +27,6 @@
 #define HEADER_TOTAL 128 /* preamble + dict of every file we write: always enough, see npy_header */
 #define MAX_NDIM 32      /* dims a shape tuple may list before we stop reading it */
 #define SHOWN_MAX 32
-
-static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
-{
-	if (buf && cap) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(buf, cap, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
-
 
 /* ---- writing ---- */
 
@@ -91,13 +74,13 @@ int fc_npy_writer_open(fc_npy_writer **out, const char *path, size_t rows, size_
 
 	*out = NULL;
 	if (rows > INT64_MAX || cols > INT64_MAX)
-		return fail(errbuf, errcap, FC_ERR_INVALID, "a dimension above 2^63-1 (numpy's limit)");
+		return fci_errf(errbuf, errcap, FC_ERR_INVALID, "a dimension above 2^63-1 (numpy's limit)");
 	if (__builtin_mul_overflow(rows, cols, &bytes) || __builtin_mul_overflow(bytes, sizeof(float), &bytes) ||
 	    bytes > SIZE_MAX - HEADER_TOTAL)
-		return fail(errbuf, errcap, FC_ERR_OVERFLOW, "a %zu x %zu matrix overflows", rows, cols);
+		return fci_errf(errbuf, errcap, FC_ERR_OVERFLOW, "a %zu x %zu matrix overflows", rows, cols);
 	w = calloc(1, sizeof *w);
 	if (!w)
-		return fail(errbuf, errcap, FC_ERR_NOMEM, "out of memory");
+		return fci_errf(errbuf, errcap, FC_ERR_NOMEM, "out of memory");
 	w->rows = rows;
 	w->cols = cols;
 	if ((rc = fci_outfile_open(&w->out, path, errbuf, errcap)) < 0) {
@@ -106,7 +89,7 @@ int fc_npy_writer_open(fc_npy_writer **out, const char *path, size_t rows, size_
 	}
 	npy_header(hdr, rows, cols);
 	if ((rc = fci_outfile_write(w->out, hdr, sizeof hdr)) < 0) {
-		fail(errbuf, errcap, rc, "%s", fci_outfile_errmsg(w->out));
+		fci_errf(errbuf, errcap, rc, "%s", fci_outfile_errmsg(w->out));
 		fc_npy_writer_free(w);
 		return rc;
 	}
@@ -178,7 +161,7 @@ int fc_npy_write_f32(const char *path, const float *data, size_t rows, size_t co
 	if (rc == 0)
 		rc = fc_npy_writer_finish(w);
 	if (rc < 0)
-		fail(errbuf, errcap, rc, "%s", fc_npy_writer_errmsg(w));
+		fci_errf(errbuf, errcap, rc, "%s", fc_npy_writer_errmsg(w));
 	fc_npy_writer_free(w);
 	return rc;
 }
@@ -260,7 +243,7 @@ static const char *shown(char out[SHOWN_MAX + 4], const char *s, size_t n)
 static int parse_shape(npy_dict *d, cursor *c, char *eb, size_t ec)
 {
 	if (!eat(c, '('))
-		return fail(eb, ec, FC_ERR_CORRUPT, "shape is not a tuple");
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "shape is not a tuple");
 	d->ndim = 0;
 	if (eat(c, ')'))
 		return 0;
@@ -268,26 +251,26 @@ static int parse_shape(npy_dict *d, cursor *c, char *eb, size_t ec)
 		uint64_t v = 0;
 		skip_ws(c);
 		if (c->p < c->end && *c->p == '-')
-			return fail(eb, ec, FC_ERR_CORRUPT, "shape has a negative dimension");
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "shape has a negative dimension");
 		if (c->p >= c->end || *c->p < '0' || *c->p > '9')
-			return fail(eb, ec, FC_ERR_CORRUPT, "shape is not a tuple of integers");
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "shape is not a tuple of integers");
 		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
 			if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, (uint64_t)(*c->p - '0'), &v) ||
 			    v > INT64_MAX)
-				return fail(eb, ec, FC_ERR_CORRUPT, "shape has a dimension above 2^63-1");
+				return fci_errf(eb, ec, FC_ERR_CORRUPT, "shape has a dimension above 2^63-1");
 			c->p++;
 		}
 		if (c->p < c->end && *c->p == 'L')
 			c->p++;
 		if (d->ndim >= MAX_NDIM)
-			return fail(eb, ec, FC_ERR_UNSUPPORTED, "shape has more than %d dimensions", MAX_NDIM);
+			return fci_errf(eb, ec, FC_ERR_UNSUPPORTED, "shape has more than %d dimensions", MAX_NDIM);
 		if (d->ndim < 2)
 			d->dims[d->ndim] = v;
 		d->ndim++;
 		if (eat(c, ')'))
 			return 0;
 		if (!eat(c, ','))
-			return fail(eb, ec, FC_ERR_CORRUPT, "shape is not a tuple of integers");
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "shape is not a tuple of integers");
 		if (eat(c, ')'))
 			return 0;
 	}
@@ -305,13 +288,13 @@ static int parse_dict(npy_dict *d, const char *text, size_t len, char *eb, size_
 
 	memset(d, 0, sizeof *d);
 	if (!eat(&c, '{'))
-		return fail(eb, ec, FC_ERR_CORRUPT, "header is not a dict");
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header is not a dict");
 	while (!eat(&c, '}')) {
 		const char *k;
 		size_t kn;
 		int which;
 		if (!parse_str(&c, &k, &kn))
-			return fail(eb, ec, FC_ERR_CORRUPT, "header dict: expected a quoted key");
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "header dict: expected a quoted key");
 		if (kn == 5 && memcmp(k, "descr", 5) == 0)
 			which = 0;
 		else if (kn == 13 && memcmp(k, "fortran_order", 13) == 0)
@@ -319,18 +302,18 @@ static int parse_dict(npy_dict *d, const char *text, size_t len, char *eb, size_
 		else if (kn == 5 && memcmp(k, "shape", 5) == 0)
 			which = 2;
 		else
-			return fail(eb, ec, FC_ERR_CORRUPT, "header dict: unknown key '%s'", shown(sh, k, kn));
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "header dict: unknown key '%s'", shown(sh, k, kn));
 		if (seen[which]++)
-			return fail(eb, ec, FC_ERR_CORRUPT, "header dict: key '%s' given twice", shown(sh, k, kn));
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "header dict: key '%s' given twice", shown(sh, k, kn));
 		if (!eat(&c, ':'))
-			return fail(eb, ec, FC_ERR_CORRUPT, "header dict: expected ':' after '%s'", shown(sh, k, kn));
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "header dict: expected ':' after '%s'", shown(sh, k, kn));
 		if (which == 0) {
 			if (!parse_str(&c, &d->descr, &d->descr_len)) {
 				/* a list: a structured dtype, valid but not a matrix of floats */
 				skip_ws(&c);
 				if (c.p < c.end && *c.p == '[')
-					return fail(eb, ec, FC_ERR_UNSUPPORTED, "structured dtypes are not supported");
-				return fail(eb, ec, FC_ERR_CORRUPT, "descr is not a string");
+					return fci_errf(eb, ec, FC_ERR_UNSUPPORTED, "structured dtypes are not supported");
+				return fci_errf(eb, ec, FC_ERR_CORRUPT, "descr is not a string");
 			}
 		} else if (which == 1) {
 			if (parse_word(&c, "True"))
@@ -338,22 +321,22 @@ static int parse_dict(npy_dict *d, const char *text, size_t len, char *eb, size_
 			else if (parse_word(&c, "False"))
 				d->fortran = 0;
 			else
-				return fail(eb, ec, FC_ERR_CORRUPT, "fortran_order is not True or False");
+				return fci_errf(eb, ec, FC_ERR_CORRUPT, "fortran_order is not True or False");
 		} else if ((rc = parse_shape(d, &c, eb, ec)) < 0) {
 			return rc;
 		}
 		if (eat(&c, '}'))
 			break;
 		if (!eat(&c, ','))
-			return fail(eb, ec, FC_ERR_CORRUPT, "header dict: expected ',' or '}'");
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "header dict: expected ',' or '}'");
 	}
 	skip_ws(&c);
 	if (c.p != c.end)
-		return fail(eb, ec, FC_ERR_CORRUPT, "header has bytes after its dict");
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header has bytes after its dict");
 	for (int i = 0; i < 3; i++)
 		if (!seen[i])
-			return fail(eb, ec, FC_ERR_CORRUPT, "header dict has no '%s'",
-				    (const char *[]){"descr", "fortran_order", "shape"}[i]);
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "header dict has no '%s'",
+					(const char *[]){"descr", "fortran_order", "shape"}[i]);
 	return 0;
 }
 
@@ -378,11 +361,12 @@ static int src_read(const npy_src *s, void *dst, size_t off, size_t n, char *eb,
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r == 0)
-			return fail(eb, ec, FC_ERR_IO, "the file shrank while it was read");
+			return fci_errf(eb, ec, FC_ERR_IO, "the file shrank while it was read");
 		if (r < 0) {
 			char why[128];
 			int e = errno;
-			return fail(eb, ec, e == ENOMEM ? FC_ERR_NOMEM : FC_ERR_IO, "read failed: %s", fci_os_error(why, sizeof why, e));
+			return fci_errf(eb, ec, e == ENOMEM ? FC_ERR_NOMEM : FC_ERR_IO, "read failed: %s",
+					fci_os_error(why, sizeof why, e));
 		}
 		p += r;
 		n -= (size_t)r;
@@ -428,34 +412,34 @@ static int npy_read(float **data, size_t *rows, size_t *cols, const npy_src *s, 
 	*data = NULL;
 	*rows = *cols = 0;
 	if (s->len < 10)
-		return fail(eb, ec, FC_ERR_CORRUPT, "file is %zu bytes, too short for an .npy header", s->len);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "file is %zu bytes, too short for an .npy header", s->len);
 	if ((rc = src_read(s, pre, 0, s->len < 12 ? 10 : 12, eb, ec)) < 0)
 		return rc;
 	if (memcmp(pre, MAGIC, MAGIC_LEN) != 0)
-		return fail(eb, ec, FC_ERR_CORRUPT, "not an .npy file (no \\x93NUMPY magic)");
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "not an .npy file (no \\x93NUMPY magic)");
 	if (pre[6] == 1 && pre[7] == 0) {
 		pre_len = 10;
 		hlen = (size_t)pre[8] | (size_t)pre[9] << 8;
 	} else if ((pre[6] == 2 || pre[6] == 3) && pre[7] == 0) {
 		if (s->len < 12)
-			return fail(eb, ec, FC_ERR_CORRUPT, "file is %zu bytes, too short for an .npy header", s->len);
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "file is %zu bytes, too short for an .npy header", s->len);
 		pre_len = 12;
 		hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 | (size_t)pre[11] << 24;
 	} else {
-		return fail(eb, ec, FC_ERR_VERSION, ".npy format %u.%u is not supported (1.0, 2.0 and 3.0 are)",
-			    pre[6], pre[7]);
+		return fci_errf(eb, ec, FC_ERR_VERSION, ".npy format %u.%u is not supported (1.0, 2.0 and 3.0 are)",
+				pre[6], pre[7]);
 	}
 	if (hlen > FC_NPY_MAX_HEADER)
-		return fail(eb, ec, FC_ERR_CORRUPT, "header length %zu is above the %d-byte limit", hlen,
-			    FC_NPY_MAX_HEADER);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header length %zu is above the %d-byte limit", hlen,
+				FC_NPY_MAX_HEADER);
 	if (hlen > s->len - pre_len)
-		return fail(eb, ec, FC_ERR_CORRUPT, "header length %zu runs past the end of the %zu-byte file", hlen,
-			    s->len);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header length %zu runs past the end of the %zu-byte file", hlen,
+				s->len);
 	off = pre_len + hlen;
 
 	text = malloc(hlen + 1);
 	if (!text)
-		return fail(eb, ec, FC_ERR_NOMEM, "out of memory");
+		return fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory");
 	if ((rc = src_read(s, text, pre_len, hlen, eb, ec)) < 0)
 		goto out;
 	if ((rc = parse_dict(&d, text, hlen, eb, ec)) < 0)
@@ -474,25 +458,25 @@ static int npy_read(float **data, size_t *rows, size_t *cols, const npy_src *s, 
 		if (tn == 2 && t[0] == 'f' && (t[1] == '4' || t[1] == '2')) {
 			isz = (size_t)(t[1] - '0');
 		} else {
-			rc = fail(eb, ec, FC_ERR_UNSUPPORTED, "dtype '%s' is not float32 or float16",
-				  shown(sh, d.descr, d.descr_len));
+			rc = fci_errf(eb, ec, FC_ERR_UNSUPPORTED, "dtype '%s' is not float32 or float16",
+				      shown(sh, d.descr, d.descr_len));
 			goto out;
 		}
 	}
 	if (d.ndim != 2) {
-		rc = fail(eb, ec, FC_ERR_UNSUPPORTED, "the array is %zu-D, not a 2-D matrix", d.ndim);
+		rc = fci_errf(eb, ec, FC_ERR_UNSUPPORTED, "the array is %zu-D, not a 2-D matrix", d.ndim);
 		goto out;
 	}
 	if (d.dims[0] > SIZE_MAX || d.dims[1] > SIZE_MAX || __builtin_mul_overflow((size_t)d.dims[0], (size_t)d.dims[1], &n) ||
 	    __builtin_mul_overflow(n, isz, &bytes) || n > SIZE_MAX / sizeof(float)) {
-		rc = fail(eb, ec, FC_ERR_CORRUPT, "shape (%llu, %llu) overflows", (unsigned long long)d.dims[0],
-			  (unsigned long long)d.dims[1]);
+		rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "shape (%llu, %llu) overflows", (unsigned long long)d.dims[0],
+			      (unsigned long long)d.dims[1]);
 		goto out;
 	}
 	if (bytes != s->len - off) {
-		rc = fail(eb, ec, FC_ERR_CORRUPT, "shape (%llu, %llu) needs %zu data bytes but the file has %zu (%s)",
-			  (unsigned long long)d.dims[0], (unsigned long long)d.dims[1], bytes, s->len - off,
-			  bytes > s->len - off ? "truncated" : "trailing bytes");
+		rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "shape (%llu, %llu) needs %zu data bytes but the file has %zu (%s)",
+			      (unsigned long long)d.dims[0], (unsigned long long)d.dims[1], bytes, s->len - off,
+			      bytes > s->len - off ? "truncated" : "trailing bytes");
 		goto out;
 	}
 	if (n == 0) {
@@ -505,13 +489,13 @@ static int npy_read(float **data, size_t *rows, size_t *cols, const npy_src *s, 
 	 * else goes through raw (and conv, for f2 in Fortran order). */
 	out = alloc64(n * sizeof(float));
 	if (!out) {
-		rc = fail(eb, ec, FC_ERR_NOMEM, "out of memory for a %zu-byte matrix", n * sizeof(float));
+		rc = fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory for a %zu-byte matrix", n * sizeof(float));
 		goto out;
 	}
 	raw_owned = isz != 4 || d.fortran;
 	raw = raw_owned ? alloc64(bytes) : (void *)out;
 	if (!raw) {
-		rc = fail(eb, ec, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	if ((rc = src_read(s, raw, off, bytes, eb, ec)) < 0)
@@ -520,7 +504,7 @@ static int npy_read(float **data, size_t *rows, size_t *cols, const npy_src *s, 
 		byteswap(raw, n, isz);
 	if (isz == 2) {
 		if (d.fortran && !(conv = alloc64(n * sizeof(float)))) {
-			rc = fail(eb, ec, FC_ERR_NOMEM, "out of memory");
+			rc = fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory");
 			goto out;
 		}
 		fci_f16_to_f32(d.fortran ? conv : out, raw, n);
@@ -549,7 +533,7 @@ int fc_npy_parse_f32(float **data, size_t *rows, size_t *cols, const void *src, 
 	if (!src && len) {
 		*data = NULL;
 		*rows = *cols = 0;
-		return fail(errbuf, errcap, FC_ERR_INVALID, "NULL buffer");
+		return fci_errf(errbuf, errcap, FC_ERR_INVALID, "NULL buffer");
 	}
 	if (!src)
 		s.mem = (const unsigned char *)"";
@@ -568,13 +552,13 @@ int fc_npy_read_f32(float **data, size_t *rows, size_t *cols, const char *path, 
 	if (s.fd < 0) {
 		char why[128];
 		int e = errno;
-		return fail(errbuf, errcap, e == ENOENT || e == ENOTDIR ? FC_ERR_NOT_FOUND : FC_ERR_IO, "%s",
-			    fci_os_error(why, sizeof why, e));
+		return fci_errf(errbuf, errcap, e == ENOENT || e == ENOTDIR ? FC_ERR_NOT_FOUND : FC_ERR_IO, "%s",
+				fci_os_error(why, sizeof why, e));
 	}
 	if (fstat(s.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = fail(errbuf, errcap, FC_ERR_INVALID, "not a regular file");
+		rc = fci_errf(errbuf, errcap, FC_ERR_INVALID, "not a regular file");
 	} else if ((uint64_t)st.st_size > SIZE_MAX) {
-		rc = fail(errbuf, errcap, FC_ERR_OVERFLOW, "file too large");
+		rc = fci_errf(errbuf, errcap, FC_ERR_OVERFLOW, "file too large");
 	} else {
 		s.len = (size_t)st.st_size;
 		rc = npy_read(data, rows, cols, &s, errbuf, errcap);

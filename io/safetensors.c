@@ -1,16 +1,14 @@
 /*
  * safetensors.c - safetensors files: encoding and atomic writing of named
  * tensors with their __metadata__, and a reader that checks every field of
- * a file it does not trust. Also fci_outfile, the atomic output file that
- * npy.c writes through as well (it lives here because tensorio.h is one
- * module and this is its first file).
+ * a file it does not trust.
  *
  * Not here: which tensors a head has and what they are called (head.c),
- * .npy (npy.c). The format is summarised in tensorio.h.
+ * .npy (npy.c), the atomic output file (util/file.c). The format is
+ * summarised in include/featcache/io.h.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +20,6 @@
 
 #include "featcache/io.h"
 #include "util/util.h"
-#include "store/chunk.h" /* fci_f16_to_f32, fci_bf16_to_f32 */
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian and is written and read here without swapping"
@@ -31,20 +28,6 @@
 #define SHOWN_MAX 64             /* bytes of a name quoted in a message */
 
 /* ---- messages ---- */
-
-static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *buf, size_t cap, int rc, const char *fmt, ...)
-{
-	if (buf && cap) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(buf, cap, fmt, ap);
-		va_end(ap);
-	}
-	return rc;
-}
 
 /* A name from a file as it is quoted in a message: at most SHOWN_MAX bytes,
  * control bytes as '?', "..." when cut. */
@@ -272,26 +255,26 @@ static int st_header(hbuf *h, size_t *data_len, const fc_st_tensor *tensors, siz
 
 	memset(h, 0, sizeof *h);
 	if ((n && !tensors) || (n_meta && !meta))
-		return fail(eb, ec, FC_ERR_INVALID, "tensors or metadata is NULL with a non-zero count");
+		return fci_errf(eb, ec, FC_ERR_INVALID, "tensors or metadata is NULL with a non-zero count");
 	names = malloc((n > n_meta ? n : n_meta) * sizeof *names + 1);
 	if (!names)
-		return fail(eb, ec, FC_ERR_NOMEM, "out of memory");
+		return fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory");
 
 	for (size_t i = 0; i < n_meta; i++) {
 		const fc_st_meta *m = &meta[i];
 		if (!m->key || !m->value) {
-			rc = fail(eb, ec, FC_ERR_INVALID, "metadata entry %zu has a NULL key or value", i);
+			rc = fci_errf(eb, ec, FC_ERR_INVALID, "metadata entry %zu has a NULL key or value", i);
 			goto out;
 		}
 		if (!utf8_valid(m->key) || !utf8_valid(m->value)) {
-			rc = fail(eb, ec, FC_ERR_INVALID, "metadata '%s' is not valid UTF-8", shown(&sb, m->key));
+			rc = fci_errf(eb, ec, FC_ERR_INVALID, "metadata '%s' is not valid UTF-8", shown(&sb, m->key));
 			goto out;
 		}
 		names[i] = m->key;
 	}
 	if (n_meta && find_duplicate(names, n_meta)) {
-		rc = fail(eb, ec, FC_ERR_INVALID, "metadata key '%s' given twice",
-			  shown(&sb, find_duplicate(names, n_meta)));
+		rc = fci_errf(eb, ec, FC_ERR_INVALID, "metadata key '%s' given twice",
+			      shown(&sb, find_duplicate(names, n_meta)));
 		goto out;
 	}
 
@@ -311,41 +294,41 @@ static int st_header(hbuf *h, size_t *data_len, const fc_st_tensor *tensors, siz
 		const fc_st_tensor *t = &tensors[i];
 		size_t nbytes;
 		if (!t->name || !utf8_valid(t->name)) {
-			rc = fail(eb, ec, FC_ERR_INVALID, "tensor %zu has a NULL or non-UTF-8 name", i);
+			rc = fci_errf(eb, ec, FC_ERR_INVALID, "tensor %zu has a NULL or non-UTF-8 name", i);
 			goto out;
 		}
 		if (strcmp(t->name, "__metadata__") == 0) {
-			rc = fail(eb, ec, FC_ERR_INVALID, "a tensor may not be called __metadata__");
+			rc = fci_errf(eb, ec, FC_ERR_INVALID, "a tensor may not be called __metadata__");
 			goto out;
 		}
 		if ((unsigned)t->dtype >= FC_ST_NDTYPES) {
-			rc = fail(eb, ec, FC_ERR_INVALID, "tensor '%s': unknown dtype %d", shown(&sb, t->name),
-				  (int)t->dtype);
+			rc = fci_errf(eb, ec, FC_ERR_INVALID, "tensor '%s': unknown dtype %d", shown(&sb, t->name),
+				      (int)t->dtype);
 			goto out;
 		}
 		if (t->ndim && !t->shape) {
-			rc = fail(eb, ec, FC_ERR_INVALID, "tensor '%s': NULL shape", shown(&sb, t->name));
+			rc = fci_errf(eb, ec, FC_ERR_INVALID, "tensor '%s': NULL shape", shown(&sb, t->name));
 			goto out;
 		}
 		nbytes = dtypes[t->dtype].size;
 		for (size_t d = 0; d < t->ndim; d++) {
 			if (t->shape[d] > INT64_MAX) {
-				rc = fail(eb, ec, FC_ERR_INVALID, "tensor '%s': dim %zu is above 2^63-1",
-					  shown(&sb, t->name), d);
+				rc = fci_errf(eb, ec, FC_ERR_INVALID, "tensor '%s': dim %zu is above 2^63-1",
+					      shown(&sb, t->name), d);
 				goto out;
 			}
 			if (t->shape[d] > SIZE_MAX || __builtin_mul_overflow(nbytes, (size_t)t->shape[d], &nbytes)) {
-				rc = fail(eb, ec, FC_ERR_OVERFLOW, "tensor '%s': its size overflows",
-					  shown(&sb, t->name));
+				rc = fci_errf(eb, ec, FC_ERR_OVERFLOW, "tensor '%s': its size overflows",
+					      shown(&sb, t->name));
 				goto out;
 			}
 		}
 		if (nbytes && !t->data) {
-			rc = fail(eb, ec, FC_ERR_INVALID, "tensor '%s': NULL data", shown(&sb, t->name));
+			rc = fci_errf(eb, ec, FC_ERR_INVALID, "tensor '%s': NULL data", shown(&sb, t->name));
 			goto out;
 		}
 		if (__builtin_add_overflow(total, nbytes, &total) || total > INT64_MAX) {
-			rc = fail(eb, ec, FC_ERR_OVERFLOW, "the tensors' total size overflows");
+			rc = fci_errf(eb, ec, FC_ERR_OVERFLOW, "the tensors' total size overflows");
 			goto out;
 		}
 		names[i] = t->name;
@@ -367,8 +350,8 @@ static int st_header(hbuf *h, size_t *data_len, const fc_st_tensor *tensors, siz
 		hputs(h, "]}");
 	}
 	if (n && find_duplicate(names, n)) {
-		rc = fail(eb, ec, FC_ERR_INVALID, "tensor name '%s' given twice",
-			  shown(&sb, find_duplicate(names, n)));
+		rc = fci_errf(eb, ec, FC_ERR_INVALID, "tensor name '%s' given twice",
+			      shown(&sb, find_duplicate(names, n)));
 		goto out;
 	}
 	hputs(h, "}");
@@ -377,12 +360,12 @@ static int st_header(hbuf *h, size_t *data_len, const fc_st_tensor *tensors, siz
 	while (!h->oom && h->len % 8)
 		hputs(h, " ");
 	if (h->oom) {
-		rc = fail(eb, ec, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	if (h->len > FC_ST_MAX_HEADER) {
-		rc = fail(eb, ec, FC_ERR_INVALID, "the header would be %zu bytes, above the %llu-byte limit",
-			  h->len, (unsigned long long)FC_ST_MAX_HEADER);
+		rc = fci_errf(eb, ec, FC_ERR_INVALID, "the header would be %zu bytes, above the %llu-byte limit",
+			      h->len, (unsigned long long)FC_ST_MAX_HEADER);
 		goto out;
 	}
 	*data_len = total;
@@ -415,12 +398,12 @@ int fc_st_encode(void **out, size_t *out_len, const fc_st_tensor *tensors, size_
 		return rc;
 	if (__builtin_add_overflow(8 + h.len, data_len, &len)) {
 		free(h.s);
-		return fail(errbuf, errcap, FC_ERR_OVERFLOW, "the file's size overflows");
+		return fci_errf(errbuf, errcap, FC_ERR_OVERFLOW, "the file's size overflows");
 	}
 	p = malloc(len);
 	if (!p) {
 		free(h.s);
-		return fail(errbuf, errcap, FC_ERR_NOMEM, "out of memory for %zu bytes", len);
+		return fci_errf(errbuf, errcap, FC_ERR_NOMEM, "out of memory for %zu bytes", len);
 	}
 	put_u64le(p, h.len);
 	memcpy(p + 8, h.s, h.len);
@@ -466,7 +449,7 @@ int fc_st_write(const char *path, const fc_st_tensor *tensors, size_t n, const f
 	if (rc == 0)
 		rc = fci_outfile_commit(f);
 	if (rc < 0)
-		fail(errbuf, errcap, rc, "%s", fci_outfile_errmsg(f));
+		fci_errf(errbuf, errcap, rc, "%s", fci_outfile_errmsg(f));
 out:
 	fci_outfile_free(f);
 	free(h.s);
@@ -554,7 +537,7 @@ static int st_entry(fc_st_tensor *t, span *sp, uint64_t *dims, const char *name,
 	int zero = 0;
 
 	if (!json_is_object(v))
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s' is not an object", shown(&sb, name));
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s' is not an object", shown(&sb, name));
 	json_object_foreach(v, key, x) {
 		if (strcmp(key, "dtype") == 0)
 			dtype = x;
@@ -564,36 +547,36 @@ static int st_entry(fc_st_tensor *t, span *sp, uint64_t *dims, const char *name,
 			offsets = x;
 		else {
 			shown_buf kb;
-			return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': unknown field '%s'", shown(&sb, name),
-				    shown(&kb, key));
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': unknown field '%s'", shown(&sb, name),
+					shown(&kb, key));
 		}
 	}
 	if (!dtype || !shape || !offsets)
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': no %s", shown(&sb, name),
-			    !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': no %s", shown(&sb, name),
+				!dtype ? "dtype" : !shape ? "shape" : "data_offsets");
 
 	if (!json_is_string(dtype))
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': dtype is not a string", shown(&sb, name));
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': dtype is not a string", shown(&sb, name));
 	ds = json_string_value(dtype);
 	if (fc_st_dtype_parse(ds, &t->dtype) < 0) {
 		shown_buf db;
 		for (size_t i = 0; i < sizeof subbyte_dtypes / sizeof *subbyte_dtypes; i++)
 			if (strcmp(ds, subbyte_dtypes[i]) == 0)
-				return fail(eb, ec, FC_ERR_UNSUPPORTED, "tensor '%s': dtype %s is not supported",
-					    shown(&sb, name), ds);
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': unknown dtype '%s'", shown(&sb, name),
-			    shown(&db, ds));
+				return fci_errf(eb, ec, FC_ERR_UNSUPPORTED, "tensor '%s': dtype %s is not supported",
+						shown(&sb, name), ds);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': unknown dtype '%s'", shown(&sb, name),
+				shown(&db, ds));
 	}
 
 	if (!json_is_array(shape))
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape is not an array", shown(&sb, name));
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape is not an array", shown(&sb, name));
 	t->ndim = json_array_size(shape);
 	t->shape = dims;
 	for (size_t d = 0; d < t->ndim; d++) {
 		int64_t dim = json_nonneg(json_array_get(shape, d));
 		if (dim < 0)
-			return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape[%zu] is not an integer >= 0",
-				    shown(&sb, name), d);
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape[%zu] is not an integer >= 0",
+					shown(&sb, name), d);
 		dims[d] = (uint64_t)dim;
 		zero |= dim == 0;
 	}
@@ -601,34 +584,34 @@ static int st_entry(fc_st_tensor *t, span *sp, uint64_t *dims, const char *name,
 	 * product must not wrap. */
 	for (size_t d = 0; d < t->ndim && !zero; d++)
 		if (__builtin_mul_overflow(count, dims[d], &count))
-			return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape %s overflows", shown(&sb, name),
-				    shape_str(&shb, dims, t->ndim));
+			return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape %s overflows", shown(&sb, name),
+					shape_str(&shb, dims, t->ndim));
 	if (zero)
 		count = 0;
 	if (__builtin_mul_overflow(count, (uint64_t)dtypes[t->dtype].size, &nbytes))
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape %s of %s overflows", shown(&sb, name),
-			    shape_str(&shb, dims, t->ndim), ds);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': shape %s of %s overflows", shown(&sb, name),
+				shape_str(&shb, dims, t->ndim), ds);
 
 	if (!json_is_array(offsets) || json_array_size(offsets) != 2)
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': data_offsets is not [begin, end]",
-			    shown(&sb, name));
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': data_offsets is not [begin, end]",
+				shown(&sb, name));
 	b = json_nonneg(json_array_get(offsets, 0));
 	e = json_nonneg(json_array_get(offsets, 1));
 	if (b < 0 || e < 0)
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': data_offsets are not integers >= 0",
-			    shown(&sb, name));
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': data_offsets are not integers >= 0",
+				shown(&sb, name));
 	if (b > e)
-		return fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s': data_offsets [%lld, %lld] end before they begin",
-			    shown(&sb, name), (long long)b, (long long)e);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s': data_offsets [%lld, %lld] end before they begin",
+				shown(&sb, name), (long long)b, (long long)e);
 	if ((uint64_t)(e - b) != nbytes)
-		return fail(eb, ec, FC_ERR_CORRUPT,
-			    "tensor '%s': shape %s of %s is %llu bytes but data_offsets [%lld, %lld] hold %lld",
-			    shown(&sb, name), shape_str(&shb, dims, t->ndim), ds, (unsigned long long)nbytes,
-			    (long long)b, (long long)e, (long long)(e - b));
+		return fci_errf(eb, ec, FC_ERR_CORRUPT,
+				"tensor '%s': shape %s of %s is %llu bytes but data_offsets [%lld, %lld] hold %lld",
+				shown(&sb, name), shape_str(&shb, dims, t->ndim), ds, (unsigned long long)nbytes,
+				(long long)b, (long long)e, (long long)(e - b));
 	if ((uint64_t)e > buf_len)
-		return fail(eb, ec, FC_ERR_CORRUPT,
-			    "tensor '%s': data_offsets [%lld, %lld] run past the %zu-byte buffer", shown(&sb, name),
-			    (long long)b, (long long)e, buf_len);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT,
+				"tensor '%s': data_offsets [%lld, %lld] run past the %zu-byte buffer", shown(&sb, name),
+				(long long)b, (long long)e, buf_len);
 	t->nbytes = (size_t)nbytes;
 	sp->begin = (uint64_t)b;
 	sp->end = (uint64_t)e;
@@ -639,14 +622,14 @@ static int st_entry(fc_st_tensor *t, span *sp, uint64_t *dims, const char *name,
 static int st_frame(size_t len, uint64_t hlen, char *eb, size_t ec)
 {
 	if (len < 8)
-		return fail(eb, ec, FC_ERR_CORRUPT, "file is %zu bytes, too short for the 8-byte header length",
-			    len);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "file is %zu bytes, too short for the 8-byte header length",
+				len);
 	if (hlen > FC_ST_MAX_HEADER)
-		return fail(eb, ec, FC_ERR_CORRUPT, "header length %llu is above the %llu-byte limit",
-			    (unsigned long long)hlen, (unsigned long long)FC_ST_MAX_HEADER);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header length %llu is above the %llu-byte limit",
+				(unsigned long long)hlen, (unsigned long long)FC_ST_MAX_HEADER);
 	if (hlen > len - 8)
-		return fail(eb, ec, FC_ERR_CORRUPT, "header length %llu runs past the end of the %zu-byte file",
-			    (unsigned long long)hlen, len);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header length %llu runs past the end of the %zu-byte file",
+				(unsigned long long)hlen, len);
 	return 0;
 }
 
@@ -668,7 +651,7 @@ static int st_check(fc_st_file *f, const unsigned char *p, size_t len, char *eb,
 		return rc;
 	hlen = get_u64le(p);
 	if (hlen < 2 || p[8] != '{')
-		return fail(eb, ec, FC_ERR_CORRUPT, "header does not start with '{'");
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header does not start with '{'");
 	buf = p + 8 + hlen;
 	buf_len = len - 8 - (size_t)hlen;
 
@@ -676,10 +659,10 @@ static int st_check(fc_st_file *f, const unsigned char *p, size_t len, char *eb,
 	 * would otherwise be whichever one the parser keeps. */
 	root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
-		return fail(eb, ec, FC_ERR_CORRUPT, "header is not valid JSON: %s (header byte %d)", jerr.text,
-			    jerr.position);
+		return fci_errf(eb, ec, FC_ERR_CORRUPT, "header is not valid JSON: %s (header byte %d)", jerr.text,
+				jerr.position);
 	if (!json_is_object(root)) {
-		rc = fail(eb, ec, FC_ERR_CORRUPT, "header is not a JSON object");
+		rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "header is not a JSON object");
 		goto out;
 	}
 
@@ -689,13 +672,13 @@ static int st_check(fc_st_file *f, const unsigned char *p, size_t len, char *eb,
 			const char *mk;
 			json_t *mv;
 			if (!json_is_object(v)) {
-				rc = fail(eb, ec, FC_ERR_CORRUPT, "__metadata__ is not an object");
+				rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "__metadata__ is not an object");
 				goto out;
 			}
 			json_object_foreach(v, mk, mv) {
 				if (!json_is_string(mv)) {
-					rc = fail(eb, ec, FC_ERR_CORRUPT, "__metadata__ '%s' is not a string",
-						  shown(&sb, mk));
+					rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "__metadata__ '%s' is not a string",
+						      shown(&sb, mk));
 					goto out;
 				}
 				n_str += strlen(mk) + 1 + json_string_length(mv) + 1;
@@ -719,7 +702,7 @@ static int st_check(fc_st_file *f, const unsigned char *p, size_t len, char *eb,
 	f->dims = calloc(n_dims + 1, sizeof *f->dims);
 	f->strings = malloc(n_str + 1);
 	if (!f->t || !tmp || !spans || !f->by_name || !f->meta || !f->dims || !f->strings) {
-		rc = fail(eb, ec, FC_ERR_NOMEM, "out of memory");
+		rc = fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory");
 		goto out;
 	}
 
@@ -759,21 +742,21 @@ static int st_check(fc_st_file *f, const unsigned char *p, size_t len, char *eb,
 	for (size_t i = 0; i < f->n; i++) {
 		const span *s = &spans[i];
 		if (s->begin > pos) {
-			rc = fail(eb, ec, FC_ERR_CORRUPT, "buffer bytes [%zu, %llu) before tensor '%s' belong to no tensor",
+			rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "buffer bytes [%zu, %llu) before tensor '%s' belong to no tensor",
 				  pos, (unsigned long long)s->begin, shown(&sb, tmp[s->idx].name));
 			goto out;
 		}
 		if (s->begin < pos) {
-			rc = fail(eb, ec, FC_ERR_CORRUPT, "tensor '%s' overlaps tensor '%s'",
-				  shown(&sb, tmp[s->idx].name), shown(&sb2, tmp[spans[i - 1].idx].name));
+			rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "tensor '%s' overlaps tensor '%s'",
+				      shown(&sb, tmp[s->idx].name), shown(&sb2, tmp[spans[i - 1].idx].name));
 			goto out;
 		}
 		pos = (size_t)s->end;
 		f->t[i] = tmp[s->idx];
 	}
 	if (pos != buf_len) {
-		rc = fail(eb, ec, FC_ERR_CORRUPT, "the last %zu bytes of the %zu-byte buffer belong to no tensor",
-			  buf_len - pos, buf_len);
+		rc = fci_errf(eb, ec, FC_ERR_CORRUPT, "the last %zu bytes of the %zu-byte buffer belong to no tensor",
+			      buf_len - pos, buf_len);
 		goto out;
 	}
 
@@ -790,7 +773,7 @@ out:
 static int st_new(fc_st_file **out, char *eb, size_t ec)
 {
 	*out = calloc(1, sizeof **out);
-	return *out ? 0 : fail(eb, ec, FC_ERR_NOMEM, "out of memory");
+	return *out ? 0 : fci_errf(eb, ec, FC_ERR_NOMEM, "out of memory");
 }
 
 int fc_st_parse(fc_st_file **out, const void *src, size_t len, char *errbuf, size_t errcap)
@@ -804,7 +787,7 @@ int fc_st_parse(fc_st_file **out, const void *src, size_t len, char *errbuf, siz
 		return rc;
 	rc = st_alloc(f, &file, len, len >= 8 ? get_u64le(src) : 0);
 	if (rc < 0) {
-		fail(errbuf, errcap, rc, "cannot allocate %zu bytes", len);
+		fci_errf(errbuf, errcap, rc, "cannot allocate %zu bytes", len);
 		goto out;
 	}
 	if (len)
@@ -829,9 +812,9 @@ static int pread_all(int fd, void *dst, size_t n, off_t off, char *eb, size_t ec
 		if (r <= 0) {
 			char why[128];
 			if (r == 0)
-				return fail(eb, ec, FC_ERR_IO, "the file shrank while it was read");
+				return fci_errf(eb, ec, FC_ERR_IO, "the file shrank while it was read");
 			fci_os_error(why, sizeof why, errno);
-			return fail(eb, ec, fci_errno_code(errno), "read failed: %s", why);
+			return fci_errf(eb, ec, fci_errno_code(errno), "read failed: %s", why);
 		}
 		p += r;
 		n -= (size_t)r;
@@ -854,14 +837,14 @@ int fc_st_open(fc_st_file **out, const char *path, char *errbuf, size_t errcap)
 		char why[128];
 		int e = errno;
 		fci_os_error(why, sizeof why, e);
-		return fail(errbuf, errcap, fci_errno_code(e), "%s", why);
+		return fci_errf(errbuf, errcap, fci_errno_code(e), "%s", why);
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		rc = fail(errbuf, errcap, FC_ERR_INVALID, "not a regular file");
+		rc = fci_errf(errbuf, errcap, FC_ERR_INVALID, "not a regular file");
 		goto out;
 	}
 	if ((uint64_t)st.st_size > SIZE_MAX - 128) {
-		rc = fail(errbuf, errcap, FC_ERR_OVERFLOW, "file too large for memory");
+		rc = fci_errf(errbuf, errcap, FC_ERR_OVERFLOW, "file too large for memory");
 		goto out;
 	}
 	len = (size_t)st.st_size;
@@ -873,7 +856,7 @@ int fc_st_open(fc_st_file **out, const char *path, char *errbuf, size_t errcap)
 	if ((rc = st_frame(len, len >= 8 ? get_u64le(head) : 0, errbuf, errcap)) < 0)
 		goto out;
 	if ((rc = st_alloc(f, &file, len, get_u64le(head))) < 0) {
-		fail(errbuf, errcap, rc, "cannot allocate %zu bytes", len);
+		fci_errf(errbuf, errcap, rc, "cannot allocate %zu bytes", len);
 		goto out;
 	}
 	if ((rc = pread_all(fd, file, len, 0, errbuf, errcap)) < 0)

@@ -3,7 +3,7 @@
  * codec, the f16/bf16 conversions against naive references, and damaged or
  * lying records.
  *
- * Random data comes from one seed, printed at the start; set FC_TEST_SEED to
+ * Random data comes from one seed, printed at the start; set FC_SEED to
  * replay a failure.
  */
 #include <stdarg.h>
@@ -866,11 +866,11 @@ static void test_impossible_values(void **state)
 
 int main(void)
 {
-	const char *s = getenv("FC_TEST_SEED");
+	const char *s = getenv("FC_SEED");
 	if (s && *s)
 		seed = strtoull(s, NULL, 0);
 	rng_state = seed;
-	printf("# test_chunk seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
+	printf("# test_chunk seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
 	fflush(stdout);
 
 	const struct CMUnitTest tests[] = {

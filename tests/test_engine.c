@@ -3,8 +3,7 @@
  *  - every fixture model of tests/fixtures/models/ runs input_224.npy
  *    (batch 2) at its default cut; the embeddings must match PyTorch's
  *    (<model>.feat.npy) within a max relative error of 1e-4;
- *  - random tiny graphs, written with a test-side ONNX writer (the
- *    generated protobuf-c structs, helpers as in test_model.c), against
+ *  - random tiny graphs, written with testlib's ONNX builder, against
  *    naive C loops: Conv (groups, dilation, asymmetric pads, strides)
  *    with folded BN and each fused activation; MaxPool (dilation,
  *    ceil_mode) and AveragePool (count_include_pad); a residual block
@@ -20,9 +19,9 @@
  *  - the oneDNN implementation of every primitive is printed, and the
  *    `ref` ones listed (FC_TEST_PRIMS=<fixture> prints all of one fixture's).
  *
- * Random data comes from one seed, printed at the start; set FC_TEST_SEED
- * to replay. Fixtures are found under $FC_TOP (tests/run.sh sets it) or the current
- * directory.
+ * Random data comes from one seed, printed at the start; set FC_SEED to
+ * replay. Fixtures are found under $FC_TOP (tests/run.sh sets it) or the
+ * current directory.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -42,29 +41,9 @@
 #include "featcache/engine.h"
 #include "featcache/model.h"
 #include "featcache/io.h"
-#include "onnx.pb-c.h"
+#include "tests/testlib.h"
 
 static char fixture_dir[1024];
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	unsigned char *buf = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-		buf = malloc((size_t)n + 1);
-		if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			free(buf);
-			buf = NULL;
-		}
-		*len = (size_t)n;
-	}
-	fclose(f);
-	return buf;
-}
 
 /* input_224.npy: '<f4', C order, (2, 3, 224, 224); tensorio reads only 2-D. */
 static float *read_input(void)
@@ -72,7 +51,7 @@ static float *read_input(void)
 	char path[1200];
 	size_t len = 0;
 	snprintf(path, sizeof path, "%s/input_224.npy", fixture_dir);
-	unsigned char *raw = read_all(path, &len);
+	unsigned char *raw = testlib_read_file(path, &len);
 	assert_non_null(raw);
 	assert_true(len > 10 && memcmp(raw, "\x93NUMPY\x01\x00", 8) == 0);
 	size_t hl = (size_t)raw[8] | (size_t)raw[9] << 8;
@@ -422,135 +401,7 @@ static void test_bad_args(void **state)
 	fc_model_free(m);
 }
 
-/* ---- a test-side ONNX writer ---- */
-
-#define MB_MAX 256
-
-struct mb {
-	Onnx__ModelProto model;
-	Onnx__GraphProto graph;
-	Onnx__OperatorSetIdProto opset, *opsets[1];
-	Onnx__NodeProto *node[MB_MAX];
-	Onnx__TensorProto *init[MB_MAX];
-	Onnx__ValueInfoProto *input[8], *output[8];
-	void **mem;
-	size_t n_mem;
-};
-
-static void *mb_keep(struct mb *b, void *p)
-{
-	assert_non_null(p);
-	b->mem = realloc(b->mem, sizeof *b->mem * (b->n_mem + 1));
-	assert_non_null(b->mem);
-	b->mem[b->n_mem++] = p;
-	return p;
-}
-
-static void *mb_zalloc(struct mb *b, size_t n)
-{
-	return mb_keep(b, calloc(1, n ? n : 1));
-}
-
-static char *mb_str(struct mb *b, const char *s)
-{
-	return mb_keep(b, strdup(s));
-}
-
-static void mb_init(struct mb *b, int opset)
-{
-	memset(b, 0, sizeof *b);
-	onnx__model_proto__init(&b->model);
-	onnx__graph_proto__init(&b->graph);
-	onnx__operator_set_id_proto__init(&b->opset);
-	b->opset.domain = mb_str(b, "");
-	b->opset.has_version = 1;
-	b->opset.version = opset;
-	b->opsets[0] = &b->opset;
-	b->model.n_opset_import = 1;
-	b->model.opset_import = b->opsets;
-	b->model.has_ir_version = 1;
-	b->model.ir_version = 8;
-	b->model.producer_name = mb_str(b, "test_model");
-	b->model.graph = &b->graph;
-	b->graph.name = mb_str(b, "g");
-	b->graph.node = b->node;
-	b->graph.initializer = b->init;
-	b->graph.input = b->input;
-	b->graph.output = b->output;
-}
-
-static void mb_free(struct mb *b)
-{
-	for (size_t i = 0; i < b->n_mem; i++)
-		free(b->mem[i]);
-	free(b->mem);
-}
-
-/* A value info; dims < 0 become a dim_param, ndim < 0 leaves out the type. */
-static Onnx__ValueInfoProto *mb_value(struct mb *b, const char *name, int elem, int ndim,
-				      const int64_t *dims)
-{
-	Onnx__ValueInfoProto *vi = mb_zalloc(b, sizeof *vi);
-
-	onnx__value_info_proto__init(vi);
-	vi->name = mb_str(b, name);
-	if (ndim >= 0) {
-		Onnx__TypeProto *tp = mb_zalloc(b, sizeof *tp);
-		Onnx__TypeProto__Tensor *tt = mb_zalloc(b, sizeof *tt);
-		Onnx__TensorShapeProto *sh = mb_zalloc(b, sizeof *sh);
-
-		onnx__type_proto__init(tp);
-		onnx__type_proto__tensor__init(tt);
-		onnx__tensor_shape_proto__init(sh);
-		tt->has_elem_type = 1;
-		tt->elem_type = elem;
-		sh->n_dim = (size_t)ndim;
-		sh->dim = mb_zalloc(b, sizeof *sh->dim * (size_t)ndim);
-		for (int i = 0; i < ndim; i++) {
-			Onnx__TensorShapeProto__Dimension *d = mb_zalloc(b, sizeof *d);
-
-			onnx__tensor_shape_proto__dimension__init(d);
-			if (dims[i] >= 0) {
-				d->has_dim_value = 1;
-				d->dim_value = dims[i];
-			} else {
-				d->dim_param = mb_str(b, "N");
-			}
-			sh->dim[i] = d;
-		}
-		tt->shape = sh;
-		tp->tensor_type = tt;
-		vi->type = tp;
-	}
-	return vi;
-}
-
-static void mb_input(struct mb *b, const char *name, int ndim, const int64_t *dims)
-{
-	b->input[b->graph.n_input++] = mb_value(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, ndim, dims);
-}
-
-static void mb_output(struct mb *b, const char *name)
-{
-	b->output[b->graph.n_output++] = mb_value(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, -1, NULL);
-}
-
-static Onnx__TensorProto *mb_tensor(struct mb *b, const char *name, int type, int ndim,
-				    const int64_t *dims)
-{
-	Onnx__TensorProto *t = mb_zalloc(b, sizeof *t);
-
-	onnx__tensor_proto__init(t);
-	if (name)
-		t->name = mb_str(b, name);
-	t->has_data_type = 1;
-	t->data_type = type;
-	t->n_dims = (size_t)ndim;
-	t->dims = mb_zalloc(b, sizeof(int64_t) * (size_t)(ndim + 1));
-	if (ndim)
-		memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
-	return t;
-}
+/* ---- random tiny graphs against naive C references ---- */
 
 static size_t numel_of(int ndim, const int64_t *dims)
 {
@@ -561,173 +412,17 @@ static size_t numel_of(int ndim, const int64_t *dims)
 	return n;
 }
 
-/* A float32 tensor in raw_data; v NULL makes small distinct values. */
-static Onnx__TensorProto *mb_f32(struct mb *b, const char *name, int ndim, const int64_t *dims,
-				 const float *v)
+static float *rand_vec(fci_onnx *b, size_t n, float lo, float hi)
 {
-	Onnx__TensorProto *t = mb_tensor(b, name, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, ndim, dims);
-	size_t n = numel_of(ndim, dims);
-	float *d = mb_zalloc(b, n * sizeof *d);
-
+	float *v = testlib_alloc(b, n * sizeof *v);
 	for (size_t i = 0; i < n; i++)
-		d[i] = v ? v[i] : 0.01f * (float)(i % 7) - 0.03f;
-	t->has_raw_data = 1;
-	t->raw_data.len = n * sizeof *d;
-	t->raw_data.data = (uint8_t *)d;
-	return t;
-}
-
-
-static void mb_add_init(struct mb *b, Onnx__TensorProto *t)
-{
-	assert_true(b->graph.n_initializer < MB_MAX);
-	b->init[b->graph.n_initializer++] = t;
-}
-
-
-
-/* Comma-separated names ("x,,b" leaves the second out); "" is none. */
-static char **mb_list(struct mb *b, const char *s, size_t *n)
-{
-	char **v;
-	size_t cnt = 1;
-
-	if (!s[0]) {
-		*n = 0;
-		return mb_zalloc(b, sizeof(char *));
-	}
-	for (const char *p = s; *p; p++)
-		cnt += *p == ',';
-	v = mb_zalloc(b, sizeof *v * cnt);
-	for (size_t i = 0; i < cnt; i++) {
-		const char *e = strchr(s, ',');
-		size_t l = e ? (size_t)(e - s) : strlen(s);
-
-		v[i] = mb_keep(b, strndup(s, l));
-		s += l + (e != NULL);
-	}
-	*n = cnt;
+		v[i] = testlib_float(lo, hi);
 	return v;
 }
 
-static Onnx__NodeProto *mb_node(struct mb *b, const char *op, const char *name, const char *ins,
-				const char *outs)
+static void add_init(fci_onnx *b, const char *name, int ndim, const int64_t *dims, const float *v)
 {
-	Onnx__NodeProto *n = mb_zalloc(b, sizeof *n);
-
-	onnx__node_proto__init(n);
-	n->op_type = mb_str(b, op);
-	if (name)
-		n->name = mb_str(b, name);
-	n->input = mb_list(b, ins, &n->n_input);
-	n->output = mb_list(b, outs, &n->n_output);
-	n->attribute = mb_zalloc(b, sizeof *n->attribute * 16);
-	assert_true(b->graph.n_node < MB_MAX);
-	b->node[b->graph.n_node++] = n;
-	return n;
-}
-
-static Onnx__AttributeProto *mb_attr(struct mb *b, Onnx__NodeProto *n, const char *name, int type)
-{
-	Onnx__AttributeProto *a = mb_zalloc(b, sizeof *a);
-
-	onnx__attribute_proto__init(a);
-	a->name = mb_str(b, name);
-	a->has_type = 1;
-	a->type = type;
-	assert_true(n->n_attribute < 16);
-	n->attribute[n->n_attribute++] = a;
-	return a;
-}
-
-static void mb_attr_i(struct mb *b, Onnx__NodeProto *n, const char *name, int64_t v)
-{
-	Onnx__AttributeProto *a = mb_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
-
-	a->has_i = 1;
-	a->i = v;
-}
-
-static void mb_attr_f(struct mb *b, Onnx__NodeProto *n, const char *name, float v)
-{
-	Onnx__AttributeProto *a = mb_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
-
-	a->has_f = 1;
-	a->f = v;
-}
-
-
-static void mb_attr_ints(struct mb *b, Onnx__NodeProto *n, const char *name, int cnt, ...)
-{
-	Onnx__AttributeProto *a = mb_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
-	va_list ap;
-
-	a->n_ints = (size_t)cnt;
-	a->ints = mb_zalloc(b, sizeof(int64_t) * (size_t)(cnt + 1));
-	va_start(ap, cnt);
-	for (int i = 0; i < cnt; i++)
-		a->ints[i] = va_arg(ap, long long);
-	va_end(ap);
-}
-
-
-static uint8_t *mb_pack(struct mb *b, size_t *len)
-{
-	uint8_t *buf;
-
-	*len = onnx__model_proto__get_packed_size(&b->model);
-	buf = malloc(*len + 1);
-	assert_non_null(buf);
-	assert_int_equal(onnx__model_proto__pack(&b->model, buf), *len);
-	return buf;
-}
-
-static int mb_open(struct mb *b, fc_model **m, char *err)
-{
-	size_t len;
-	uint8_t *buf = mb_pack(b, &len);
-	int rc = fc_model_open_mem(m, buf, len, err, FC_ERRLEN);
-
-	free(buf);
-	return rc;
-}
-
-
-/* ---- random tiny graphs against naive C references ---- */
-
-static uint64_t seed = 20261127;
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	/* splitmix64 */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
-static int rnd(int lo, int hi) /* lo..hi inclusive */
-{
-	return lo + (int)(rng_next() % (uint64_t)(hi - lo + 1));
-}
-
-static float frnd(float lo, float hi)
-{
-	return lo + (hi - lo) * (float)((double)(rng_next() >> 11) / 9007199254740992.0);
-}
-
-static float *rand_vec(struct mb *b, size_t n, float lo, float hi)
-{
-	float *v = mb_zalloc(b, n * sizeof *v);
-	for (size_t i = 0; i < n; i++)
-		v[i] = frnd(lo, hi);
-	return v;
-}
-
-static void add_init(struct mb *b, const char *name, int ndim, const int64_t *dims, const float *v)
-{
-	mb_add_init(b, mb_f32(b, name, ndim, dims, v));
+	testlib_add_init(b, testlib_f32(b, name, ndim, dims, v));
 }
 
 /* y (N,OC,OH,OW) = conv(x (N,C,H,W), w (OC,C/G,KH,KW)) + bias, direct loops. */
@@ -797,7 +492,7 @@ static float ref_act(int kind, float v)
 
 static const char *act_op[6] = { "Relu", "LeakyRelu", "Sigmoid", "HardSwish", "HardSigmoid", "Clip" };
 
-static void add_act(struct mb *b, int kind, const char *in, const char *out)
+static void add_act(fci_onnx *b, int kind, const char *in, const char *out)
 {
 	Onnx__NodeProto *n;
 	static const float lo = -0.3f, hi = 0.4f;
@@ -806,37 +501,37 @@ static void add_act(struct mb *b, int kind, const char *in, const char *out)
 		add_init(b, "clip_hi", 0, NULL, &hi);
 		char ins[64];
 		snprintf(ins, sizeof ins, "%s,clip_lo,clip_hi", in);
-		mb_node(b, "Clip", NULL, ins, out);
+		testlib_node(b, "Clip", NULL, ins, out);
 		return;
 	}
-	n = mb_node(b, act_op[kind], NULL, in, out);
+	n = testlib_node(b, act_op[kind], NULL, in, out);
 	if (kind == 1)
-		mb_attr_f(b, n, "alpha", 0.1f);
+		testlib_attr_f(b, n, "alpha", 0.1f);
 	if (kind == 4) {
-		mb_attr_f(b, n, "alpha", 0.2f);
-		mb_attr_f(b, n, "beta", 0.5f);
+		testlib_attr_f(b, n, "alpha", 0.2f);
+		testlib_attr_f(b, n, "beta", 0.5f);
 	}
 }
 
 /* Flatten feat (N x D) then a Gemm, so the default cut is the flattened feat. */
-static void add_head(struct mb *b, const char *feat, int64_t D)
+static void add_head(fci_onnx *b, const char *feat, int64_t D)
 {
 	int64_t fw[2] = { 2, D }, fb[1] = { 2 };
 	add_init(b, "fw", 2, fw, NULL);
 	add_init(b, "fb", 1, fb, NULL);
-	mb_node(b, "Flatten", "flat", feat, "f");
-	Onnx__NodeProto *n = mb_node(b, "Gemm", "fc", "f,fw,fb", "y");
-	mb_attr_i(b, n, "transB", 1);
-	mb_output(b, "y");
+	testlib_node(b, "Flatten", "flat", feat, "f");
+	Onnx__NodeProto *n = testlib_node(b, "Gemm", "fc", "f,fw,fb", "y");
+	testlib_attr_i(b, n, "transB", 1);
+	testlib_output(b, "y");
 }
 
 /* Open the graph, run x through the engine (batch N) and compare with ref. */
-static double engine_vs_ref(struct mb *b, const float *x, int N, const float *ref, size_t D, const char *what)
+static double engine_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *what)
 {
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	char err[FC_ERRLEN];
-	int rc = mb_open(b, &m, err);
+	int rc = testlib_open(b, &m, err);
 	if (rc)
 		fail_msg("%s: model open failed: %s", what, err);
 	fc_engine_opts o = { .batch = N, .precision = FC_PREC_F32 };
@@ -871,42 +566,43 @@ static void test_conv_random(void **state)
 	(void)state;
 	double worst = 0;
 	for (int it = 0; it < 40; it++) {
-		struct mb b;
-		int N = rnd(1, 3), G = rnd(1, 3), C = G * rnd(1, 3), OC = G * rnd(1, 3);
+		fci_onnx b;
+		int N = testlib_int(1, 3), G = testlib_int(1, 3), C = G * testlib_int(1, 3), OC = G * testlib_int(1, 3);
 		if (it % 5 == 0)
-			G = C = OC = rnd(2, 6); /* depthwise */
-		int H = rnd(7, 12), W = rnd(7, 12), KH = rnd(1, 3), KW = rnd(1, 3), sh = rnd(1, 2), sw = rnd(1, 2);
-		int dh = rnd(1, 2), dw = rnd(1, 2), pt = rnd(0, 2), pl = rnd(0, 2), pb = rnd(0, 2), pr = rnd(0, 2);
-		int use_bn = rnd(0, 1), act = rnd(0, 5);
+			G = C = OC = testlib_int(2, 6); /* depthwise */
+		int H = testlib_int(7, 12), W = testlib_int(7, 12), KH = testlib_int(1, 3), KW = testlib_int(1, 3);
+		int sh = testlib_int(1, 2), sw = testlib_int(1, 2), dh = testlib_int(1, 2), dw = testlib_int(1, 2);
+		int pt = testlib_int(0, 2), pl = testlib_int(0, 2), pb = testlib_int(0, 2), pr = testlib_int(0, 2);
+		int use_bn = testlib_int(0, 1), act = testlib_int(0, 5);
 		int OH = (H + pt + pb - ((KH - 1) * dh + 1)) / sh + 1, OW = (W + pl + pr - ((KW - 1) * dw + 1)) / sw + 1;
 		int64_t xd[4] = { N, C, H, W }, wd[4] = { OC, C / G, KH, KW }, od[1] = { OC };
 
-		mb_init(&b, 13);
-		mb_input(&b, "x", 4, xd);
+		testlib_model_init(&b, 13);
+		testlib_input(&b, "x", 4, xd);
 		float *x = rand_vec(&b, (size_t)N * C * H * W, -1, 1);
 		float *w = rand_vec(&b, numel_of(4, wd), -0.5f, 0.5f), *bias = rand_vec(&b, (size_t)OC, -0.2f, 0.2f);
 		float *sc = rand_vec(&b, (size_t)OC, 0.5f, 1.5f), *sf = rand_vec(&b, (size_t)OC, -0.3f, 0.3f);
 		float *mu = rand_vec(&b, (size_t)OC, -0.3f, 0.3f), *var = rand_vec(&b, (size_t)OC, 0.2f, 2.0f);
 		add_init(&b, "w", 4, wd, w);
 		add_init(&b, "b", 1, od, bias);
-		Onnx__NodeProto *n = mb_node(&b, "Conv", "conv", "x,w,b", "c");
-		mb_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
-		mb_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
-		mb_attr_ints(&b, n, "dilations", 2, (long long)dh, (long long)dw);
-		mb_attr_ints(&b, n, "pads", 4, (long long)pt, (long long)pl, (long long)pb, (long long)pr);
-		mb_attr_i(&b, n, "group", G);
+		Onnx__NodeProto *n = testlib_node(&b, "Conv", "conv", "x,w,b", "c");
+		testlib_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
+		testlib_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
+		testlib_attr_ints(&b, n, "dilations", 2, (long long)dh, (long long)dw);
+		testlib_attr_ints(&b, n, "pads", 4, (long long)pt, (long long)pl, (long long)pb, (long long)pr);
+		testlib_attr_i(&b, n, "group", G);
 		if (use_bn) {
 			add_init(&b, "sc", 1, od, sc);
 			add_init(&b, "sf", 1, od, sf);
 			add_init(&b, "mu", 1, od, mu);
 			add_init(&b, "var", 1, od, var);
-			mb_node(&b, "BatchNormalization", "bn", "c,sc,sf,mu,var", "cb");
+			testlib_node(&b, "BatchNormalization", "bn", "c,sc,sf,mu,var", "cb");
 		}
 		add_act(&b, act, use_bn ? "cb" : "c", "a");
 		size_t D = (size_t)OC * OH * OW;
 		add_head(&b, "a", (int64_t)D);
 
-		float *ref = mb_zalloc(&b, (size_t)N * D * sizeof *ref);
+		float *ref = testlib_alloc(&b, (size_t)N * D * sizeof *ref);
 		ref_conv(ref, x, w, bias, N, C, H, W, OC, G, KH, KW, sh, sw, dh, dw, pt, pl, OH, OW);
 		for (size_t i = 0; i < (size_t)N * D; i++) {
 			int o = (int)(i / ((size_t)OH * OW) % (size_t)OC);
@@ -922,7 +618,7 @@ static void test_conv_random(void **state)
 		if (!(r <= 1e-4))
 			fail_msg("%s: max rel err %g", what, r);
 		worst = fmax(worst, r);
-		mb_free(&b);
+		fci_onnx_free(&b);
 	}
 	print_message("# conv: 40 random graphs, worst max rel err %.3g\n", worst);
 }
@@ -933,26 +629,28 @@ static void test_pool_random(void **state)
 	(void)state;
 	double worst = 0;
 	for (int it = 0; it < 40; it++) {
-		struct mb b;
-		int N = rnd(1, 3), C = rnd(1, 5), H = rnd(6, 12), W = rnd(6, 12), KH = rnd(1, 3), KW = rnd(1, 3);
-		int sh = rnd(1, 3), sw = rnd(1, 3), max = rnd(0, 1), incl = max ? 0 : rnd(0, 1);
-		int ceil_mode = max ? rnd(0, 1) : 0, dh = max && !ceil_mode ? rnd(1, 2) : 1, dw = max && !ceil_mode ? rnd(1, 2) : 1;
-		int pt = rnd(0, KH / 2), pl = rnd(0, KW / 2), pb = rnd(0, KH / 2), pr = rnd(0, KW / 2);
+		fci_onnx b;
+		int N = testlib_int(1, 3), C = testlib_int(1, 5), H = testlib_int(6, 12), W = testlib_int(6, 12);
+		int KH = testlib_int(1, 3), KW = testlib_int(1, 3), sh = testlib_int(1, 3), sw = testlib_int(1, 3);
+		int max = testlib_int(0, 1), incl = max ? 0 : testlib_int(0, 1), ceil_mode = max ? testlib_int(0, 1) : 0;
+		int dh = max && !ceil_mode ? testlib_int(1, 2) : 1, dw = max && !ceil_mode ? testlib_int(1, 2) : 1;
+		int pt = testlib_int(0, KH / 2), pl = testlib_int(0, KW / 2);
+		int pb = testlib_int(0, KH / 2), pr = testlib_int(0, KW / 2);
 		int64_t xd[4] = { N, C, H, W };
 
-		mb_init(&b, 13);
-		mb_input(&b, "x", 4, xd);
+		testlib_model_init(&b, 13);
+		testlib_input(&b, "x", 4, xd);
 		float *x = rand_vec(&b, (size_t)N * C * H * W, -1, 1);
-		Onnx__NodeProto *n = mb_node(&b, max ? "MaxPool" : "AveragePool", "pool", "x", "p");
-		mb_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
-		mb_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
-		mb_attr_ints(&b, n, "pads", 4, (long long)pt, (long long)pl, (long long)pb, (long long)pr);
+		Onnx__NodeProto *n = testlib_node(&b, max ? "MaxPool" : "AveragePool", "pool", "x", "p");
+		testlib_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
+		testlib_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
+		testlib_attr_ints(&b, n, "pads", 4, (long long)pt, (long long)pl, (long long)pb, (long long)pr);
 		if (max)
-			mb_attr_ints(&b, n, "dilations", 2, (long long)dh, (long long)dw);
+			testlib_attr_ints(&b, n, "dilations", 2, (long long)dh, (long long)dw);
 		if (ceil_mode)
-			mb_attr_i(&b, n, "ceil_mode", 1);
+			testlib_attr_i(&b, n, "ceil_mode", 1);
 		if (incl)
-			mb_attr_i(&b, n, "count_include_pad", 1);
+			testlib_attr_i(&b, n, "count_include_pad", 1);
 		int ext_h = (KH - 1) * dh + 1, ext_w = (KW - 1) * dw + 1;
 		int OH = ceil_mode ? (H + pt + pb - ext_h + sh - 1) / sh + 1 : (H + pt + pb - ext_h) / sh + 1;
 		int OW = ceil_mode ? (W + pl + pr - ext_w + sw - 1) / sw + 1 : (W + pl + pr - ext_w) / sw + 1;
@@ -964,7 +662,7 @@ static void test_pool_random(void **state)
 		size_t D = (size_t)C * OH * OW;
 		add_head(&b, "p", (int64_t)D);
 
-		float *ref = mb_zalloc(&b, (size_t)N * D * sizeof *ref);
+		float *ref = testlib_alloc(&b, (size_t)N * D * sizeof *ref);
 		ref_pool(ref, x, N, C, H, W, KH, KW, sh, sw, dh, dw, pt, pl, pb, pr, OH, OW, max, incl);
 		char what[160];
 		snprintf(what, sizeof what, "pool it %d %s N%d C%d %dx%d k%dx%d s%d,%d d%d,%d p%d,%d,%d,%d ceil%d incl%d",
@@ -973,7 +671,7 @@ static void test_pool_random(void **state)
 		if (!(r <= 1e-4))
 			fail_msg("%s: max rel err %g", what, r);
 		worst = fmax(worst, r);
-		mb_free(&b);
+		fci_onnx_free(&b);
 	}
 	print_message("# pool: 40 random graphs, worst max rel err %.3g\n", worst);
 }
@@ -987,18 +685,18 @@ static void test_block_random(void **state)
 	(void)state;
 	double worst = 0;
 	for (int it = 0; it < 10; it++) {
-		struct mb b;
-		int N = rnd(1, 3), C = rnd(2, 6), H = rnd(4, 9), W = rnd(4, 9);
+		fci_onnx b;
+		int N = testlib_int(1, 3), C = testlib_int(2, 6), H = testlib_int(4, 9), W = testlib_int(4, 9);
 		int64_t xd[4] = { N, C, H, W }, wd[4] = { C, C, 3, 3 }, cd[1] = { C }, kd[4] = { 1, C, 1, 1 };
 		size_t HW = (size_t)H * W, T = (size_t)N * C * HW;
-		mb_init(&b, 13);
-		mb_input(&b, "x", 4, xd);
+		testlib_model_init(&b, 13);
+		testlib_input(&b, "x", 4, xd);
 		float *x = rand_vec(&b, T, -1, 1);
 		float *w1 = rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b1 = rand_vec(&b, (size_t)C, -0.1f, 0.1f);
 		float *w2 = rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b2 = rand_vec(&b, (size_t)C, -0.1f, 0.1f);
 		float *sc = rand_vec(&b, (size_t)C, 0.5f, 1.5f), *sf = rand_vec(&b, (size_t)C, -0.3f, 0.3f);
 		float *mu = rand_vec(&b, (size_t)C, -0.3f, 0.3f), *var = rand_vec(&b, (size_t)C, 0.2f, 2.0f);
-		float *k1 = rand_vec(&b, (size_t)C, -0.2f, 0.2f), k2 = frnd(0.5f, 2.0f);
+		float *k1 = rand_vec(&b, (size_t)C, -0.2f, 0.2f), k2 = testlib_float(0.5f, 2.0f);
 		add_init(&b, "w1", 4, wd, w1);
 		add_init(&b, "b1", 1, cd, b1);
 		add_init(&b, "w2", 4, wd, w2);
@@ -1009,27 +707,27 @@ static void test_block_random(void **state)
 		add_init(&b, "var", 1, cd, var);
 		add_init(&b, "k1", 4, kd, k1);
 		add_init(&b, "k2", 0, NULL, &k2);
-		Onnx__NodeProto *n = mb_node(&b, "Conv", "conv1", "x,w1,b1", "c1");
-		mb_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
-		mb_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
-		mb_node(&b, "Relu", "relu1", "c1", "r1");
-		n = mb_node(&b, "Conv", "conv2", "r1,w2,b2", "c2");
-		mb_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
-		mb_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
-		mb_node(&b, "Add", "add", it % 2 ? "r1,c2" : "c2,r1", "s");
-		mb_node(&b, "BatchNormalization", "bn", "s,sc,sf,mu,var", "bn");
-		mb_node(&b, "GlobalAveragePool", "gap", "bn", "g0");
-		mb_node(&b, "Sigmoid", "sig", "g0", "g");
-		mb_node(&b, "Mul", "mul", it % 3 ? "bn,g" : "g,bn", "m0");
-		mb_node(&b, "Sub", "sub", "m0,k1", "m1");
-		mb_node(&b, "Div", "div", "m1,k2", "m");
-		n = mb_node(&b, "Concat", "cat", "m,r1", "cat");
-		mb_attr_i(&b, n, "axis", 1);
+		Onnx__NodeProto *n = testlib_node(&b, "Conv", "conv1", "x,w1,b1", "c1");
+		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+		testlib_node(&b, "Relu", "relu1", "c1", "r1");
+		n = testlib_node(&b, "Conv", "conv2", "r1,w2,b2", "c2");
+		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+		testlib_node(&b, "Add", "add", it % 2 ? "r1,c2" : "c2,r1", "s");
+		testlib_node(&b, "BatchNormalization", "bn", "s,sc,sf,mu,var", "bn");
+		testlib_node(&b, "GlobalAveragePool", "gap", "bn", "g0");
+		testlib_node(&b, "Sigmoid", "sig", "g0", "g");
+		testlib_node(&b, "Mul", "mul", it % 3 ? "bn,g" : "g,bn", "m0");
+		testlib_node(&b, "Sub", "sub", "m0,k1", "m1");
+		testlib_node(&b, "Div", "div", "m1,k2", "m");
+		n = testlib_node(&b, "Concat", "cat", "m,r1", "cat");
+		testlib_attr_i(&b, n, "axis", 1);
 		size_t D = 2 * (size_t)C * HW;
 		add_head(&b, "cat", (int64_t)D);
 
-		float *r1 = mb_zalloc(&b, T * sizeof *r1), *s = mb_zalloc(&b, T * sizeof *s);
-		float *ref = mb_zalloc(&b, 2 * T * sizeof *ref);
+		float *r1 = testlib_alloc(&b, T * sizeof *r1), *s = testlib_alloc(&b, T * sizeof *s);
+		float *ref = testlib_alloc(&b, 2 * T * sizeof *ref);
 		ref_conv(r1, x, w1, b1, N, C, H, W, C, 1, 3, 3, 1, 1, 1, 1, 1, 1, H, W);
 		for (size_t i = 0; i < T; i++)
 			r1[i] = r1[i] > 0 ? r1[i] : 0;
@@ -1057,7 +755,7 @@ static void test_block_random(void **state)
 		if (!(r <= 1e-4))
 			fail_msg("%s: max rel err %g", what, r);
 		worst = fmax(worst, r);
-		mb_free(&b);
+		fci_onnx_free(&b);
 	}
 	print_message("# residual/BN/SE/concat: 10 random graphs, worst max rel err %.3g\n", worst);
 }
@@ -1065,27 +763,27 @@ static void test_block_random(void **state)
 static void test_no_cut(void **state)
 {
 	(void)state;
-	struct mb b;
+	fci_onnx b;
 	fc_model *m = NULL;
 	fc_engine *e = (fc_engine *)1;
 	char err[FC_ERRLEN];
 	int64_t xd[4] = { 1, 3, 4, 4 };
-	mb_init(&b, 13);
-	mb_input(&b, "x", 4, xd);
+	testlib_model_init(&b, 13);
+	testlib_input(&b, "x", 4, xd);
 	/* The default layer is the last Conv's input: here the image itself, so none. */
 	int64_t wd[4] = { 2, 3, 1, 1 };
 	add_init(&b, "w", 4, wd, NULL);
-	Onnx__NodeProto *n = mb_node(&b, "Conv", "conv", "x,w", "y");
-	mb_attr_ints(&b, n, "kernel_shape", 2, 1LL, 1LL);
-	mb_output(&b, "y");
-	assert_int_equal(mb_open(&b, &m, err), 0);
+	Onnx__NodeProto *n = testlib_node(&b, "Conv", "conv", "x,w", "y");
+	testlib_attr_ints(&b, n, "kernel_shape", 2, 1LL, 1LL);
+	testlib_output(&b, "y");
+	assert_int_equal(testlib_open(&b, &m, err), 0);
 	assert_true(fc_model_get_graph(m)->cut_tensor < 0);
 	fc_engine_opts o = { .batch = 1, .precision = FC_PREC_F32 };
 	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), FC_ERR_INVALID);
 	assert_null(e);
 	print_message("#   refused: %s\n", err);
 	fc_model_free(m);
-	mb_free(&b);
+	fci_onnx_free(&b);
 }
 
 static int group_setup(void **state)
@@ -1098,13 +796,7 @@ static int group_setup(void **state)
 
 int main(void)
 {
-	const char *s = getenv("FC_TEST_SEED");
-
-	if (s && *s)
-		seed = strtoull(s, NULL, 0);
-	rng_state = seed;
-	printf("# test_engine seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
-	fflush(stdout);
+	testlib_seed("test_engine");
 
 	struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fixtures),

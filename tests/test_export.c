@@ -1,5 +1,5 @@
 /*
- * test_export.c - fc_export_onnx (extract/export.c) against featcache itself:
+ * test_export.c - fc_export_onnx (export/export.c) against featcache itself:
  *  - an exported model (normalize 0, cut at "embedding") run by the engine
  *    gives what the engine's backbone features through a naive double
  *    Linear/BatchNorm1d/ReLU reference give, for heads whose BatchNorm
@@ -12,12 +12,13 @@
  *    model exported again at its "embedding" (its names clash with the
  *    ones an export adds);
  *  - --opset: raising it, and refusing when a kept node changes meaning;
- *  - bad input: head dim mismatch, unknown layer, missing model, unwritable
- *    output; nothing is left behind and an existing file is unchanged.
+ *  - bad input: head dim mismatch, unknown layer, missing model (its full
+ *    message), unwritable output; nothing is left behind and an existing
+ *    file is unchanged.
  * ONNX Runtime's side (normalisation included) is tests/cli/export.sh.
  *
- * Random data comes from one seed, printed at the start; FC_TEST_SEED
- * replays it. Fixtures are found under $FC_TOP or the current directory.
+ * Random data comes from one seed, printed at the start; FC_SEED replays
+ * it. Fixtures are found under $FC_TOP or the current directory.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,21 +37,13 @@
 #include "featcache/export.h"
 #include "featcache/model.h"
 #include "featcache/train.h"
-#include "onnx.pb-c.h"
+#include "tests/testlib.h"
 
 #define SIZE 64
 #define N 3
 
-static uint64_t seed = 20261128;
-static char fixtures[1024], tmp[256];
-
-static double rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return (double)(*s >> 11) / 9007199254740992.0;
-}
+static uint64_t seed;
+static char fixtures[1024], *tmp;
 
 static const char *fixture(const char *name)
 {
@@ -90,7 +83,7 @@ static fc_head *random_head(uint32_t in, uint32_t hidden, uint32_t out, uint32_t
 		if (!t[i].data || t[i].ndim != 1)
 			continue;
 		for (uint64_t k = 0; k < len; k++) {
-			double u = rnd(&s);
+			double u = testlib_unit(&s);
 
 			if (strstr(name, "running_var"))
 				t[i].data[k] = (float)(0.2 + 2 * u);
@@ -160,7 +153,7 @@ static float *random_images(uint64_t s)
 
 	assert_non_null(x);
 	for (size_t i = 0; i < (size_t)N * 3 * SIZE * SIZE; i++)
-		x[i] = (float)(4 * rnd(&s) - 2);
+		x[i] = (float)(4 * testlib_unit(&s) - 2);
 	return x;
 }
 
@@ -266,20 +259,12 @@ static void test_folded_head_matches(void **state)
 
 static Onnx__ModelProto *load(const char *path)
 {
-	FILE *f = fopen(path, "rb");
-	uint8_t *buf;
-	long n;
+	size_t n;
+	uint8_t *buf = testlib_read_file(path, &n);
 	Onnx__ModelProto *mp;
 
-	assert_non_null(f);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	n = ftell(f);
-	rewind(f);
-	buf = malloc((size_t)n);
 	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-	fclose(f);
-	mp = onnx__model_proto__unpack(NULL, (size_t)n, buf);
+	mp = fci_onnx_decode(buf, n);
 	free(buf);
 	assert_non_null(mp);
 	return mp;
@@ -358,8 +343,8 @@ static void test_graph(void **state)
 		gemms += strcmp(g->node[k]->op_type, "Gemm") == 0;
 	assert_int_equal(gemms, 2);
 	assert_true(g->n_node < src->graph->n_node + 6);
-	onnx__model_proto__free_unpacked(src, NULL);
-	onnx__model_proto__free_unpacked(mp, NULL);
+	fci_onnx_decode_free(src);
+	fci_onnx_decode_free(mp);
 	fc_head_free(h);
 	unlink(out);
 }
@@ -371,9 +356,7 @@ static void test_names(void **state)
 	fc_head *h = random_head(64, 32, 16, 2, seed + 60), *h2 = random_head(16, 0, 6, 1, seed + 61);
 	float *x = random_images(seed + 62), *ea, *eb, *ec, *ref, want1[N * 16], want2[N * 6];
 	Onnx__ModelProto *mp = load(model), *out;
-	size_t d, len;
-	uint8_t *buf;
-	FILE *f;
+	size_t d;
 
 	(void)state;
 	/* The source's image input called "image". */
@@ -384,21 +367,14 @@ static void test_names(void **state)
 		for (size_t j = 0; j < mp->graph->node[k]->n_input; j++)
 			if (!strcmp(mp->graph->node[k]->input[j], "input"))
 				strcpy(mp->graph->node[k]->input[j], "image");
-	len = onnx__model_proto__get_packed_size(mp);
-	buf = malloc(len);
-	assert_non_null(buf);
-	assert_int_equal(onnx__model_proto__pack(mp, buf), len);
-	assert_non_null(f = fopen(renamed, "wb"));
-	assert_int_equal(fwrite(buf, 1, len, f), len);
-	assert_int_equal(fclose(f), 0);
-	free(buf);
-	onnx__model_proto__free_unpacked(mp, NULL);
+	testlib_write(mp, renamed);
+	fci_onnx_decode_free(mp);
 
 	assert_int_equal(export_ok(model, NULL, 0, h, a), 0);
 	assert_int_equal(export_ok(renamed, NULL, 0, h, b), 0);
 	out = load(b);
 	assert_string_equal(out->graph->input[0]->name, "input");
-	onnx__model_proto__free_unpacked(out, NULL);
+	fci_onnx_decode_free(out);
 	ea = engine_embed(a, "embedding", x, &d);
 	eb = engine_embed(b, "embedding", x, &d);
 	assert_memory_equal(ea, eb, sizeof *ea * N * 16);
@@ -410,7 +386,7 @@ static void test_names(void **state)
 	assert_string_equal(out->graph->input[0]->name, "input");
 	assert_string_equal(out->graph->output[0]->name, "embedding");
 	assert_non_null(strstr(out->graph->node[out->graph->n_node - 1]->name, "featcache_2/"));
-	onnx__model_proto__free_unpacked(out, NULL);
+	fci_onnx_decode_free(out);
 	ec = engine_embed(c, "embedding", x, &d);
 	assert_int_equal(d, 6);
 	ref = engine_embed(model, NULL, x, &d);
@@ -446,7 +422,7 @@ static void test_opset(void **state)
 	mp = load(out);
 	assert_int_equal(ai_onnx_opset(mp), 17);
 	assert_true(mp->ir_version >= 8);
-	onnx__model_proto__free_unpacked(mp, NULL);
+	fci_onnx_decode_free(mp);
 
 	o.opset = 12;
 	assert_int_equal(fc_export_onnx(fixture("resnet18_narrow"), &o, h, out, err, sizeof err), FC_ERR_INVALID);
@@ -471,7 +447,7 @@ static void test_errors(void **state)
 	const char *model = fixture("resnet18_narrow"), *out = tmpfile_path("e.onnx");
 	fc_head *h = random_head(32, 0, 8, 1, seed + 80), *ok = random_head(64, 0, 8, 1, seed + 81);
 	fc_export_opts o = { .size = SIZE, .normalize = 1, .head_name = "h" };
-	char err[FC_ERRLEN], sub[300], buf[8];
+	char err[FC_ERRLEN], sub[1200], buf[8];
 	FILE *f;
 
 	(void)state;
@@ -485,7 +461,9 @@ static void test_errors(void **state)
 	o.layer = NULL;
 	assert_int_equal(fc_export_onnx(tmpfile_path("missing.onnx"), &o, ok, out, err, sizeof err),
 			 FC_ERR_NOT_FOUND);
-	assert_non_null(strstr(err, "cannot open model"));
+	snprintf(sub, sizeof sub, "cannot read model '%s': no such file or directory",
+		 tmpfile_path("missing.onnx"));
+	assert_string_equal(err, sub);
 	assert_false(exists(out));
 
 	snprintf(sub, sizeof sub, "%s/no/such/dir/x.onnx", tmp);
@@ -513,24 +491,26 @@ static int setup(void **state)
 
 	(void)state;
 	snprintf(fixtures, sizeof fixtures, "%s/tests/fixtures/models", top && *top ? top : ".");
-	snprintf(tmp, sizeof tmp, "%s/fc-test-export.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	return mkdtemp(tmp) ? 0 : -1;
+	tmp = testlib_tmpdir("test-export");
+	return 0;
 }
 
+/* Every test removes its files and a failed export leaves none: the
+ * directory must be empty. */
 static int teardown(void **state)
 {
+	int empty = rmdir(tmp) == 0;
+
 	(void)state;
-	return rmdir(tmp) == 0 ? 0 : -1;
+	if (!empty)
+		testlib_rmtree(tmp);
+	free(tmp);
+	return empty ? 0 : -1;
 }
 
 int main(void)
 {
-	const char *s = getenv("FC_TEST_SEED");
-
-	if (s && *s)
-		seed = strtoull(s, NULL, 0);
-	printf("# test_export seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
-	fflush(stdout);
+	seed = testlib_seed("test_export");
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_folded_head_matches),

@@ -1,8 +1,9 @@
 /*
  * test_head.c - the projection head against independent references: the
  * oneDNN products against naive loops, forward (train and eval) against a
- * naive double-precision implementation of Linear/BatchNorm1d/ReLU, and
- * every gradient against central finite differences.
+ * naive double-precision implementation of Linear/BatchNorm1d/ReLU (and
+ * the BatchNorm-folded layers export writes against the same), and every
+ * gradient against central finite differences.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -322,6 +323,53 @@ static void test_embed_normalizes(void **state)
 	fc_head_free(h);
 }
 
+/* fc_head_folded_layer: each layer as x w^T + b (ReLU between), which is
+ * what an export computes, against the naive eval forward; BatchNorm
+ * statistics far from identity so the folding shows. */
+static void test_folded_layers(void **state)
+{
+	(void)state;
+	uint64_t s = seed + 4;
+	const fc_head_config cfg = { 7, 11, 5, 3 };
+	const uint32_t B = 4, dims[4] = { 7, 11, 11, 5 };
+	fc_head *h;
+	fc_tensor t[48];
+	double x[4 * 11], y[4 * 11], r[4 * 5];
+	float in[4 * 7], w[11 * 11], b[11];
+
+	assert_int_equal(fc_head_new(&h, &cfg, B, 9), 0);
+	size_t nt = fc_head_tensors(h, t, 48);
+	for (size_t i = 0; i < nt; i += 6)
+		for (uint64_t j = 0; j < t[i + 1].shape[0]; j++) {
+			t[i + 1].data[j] = 1.0f + 0.5f * (float)rnd(&s);  /* gamma */
+			t[i + 2].data[j] = 0.3f * (float)rnd(&s);         /* beta */
+			t[i + 3].data[j] = 0.4f * (float)rnd(&s);         /* running mean */
+			t[i + 4].data[j] = 1.2f + (float)rnd(&s);         /* running var, > 0.2 */
+		}
+	fill(in, B * 7, &s);
+	for (size_t i = 0; i < B * 7; i++)
+		x[i] = in[i];
+	for (uint32_t l = 0; l < 3; l++) {
+		const uint32_t IN = dims[l], C = dims[l + 1];
+		assert_int_equal(fc_head_folded_layer(h, l, w, b), 0);
+		for (uint32_t k = 0; k < B; k++)
+			for (uint32_t c = 0; c < C; c++) {
+				double v = b[c];
+				for (uint32_t j = 0; j < IN; j++)
+					v += x[k * IN + j] * w[c * IN + j];
+				y[k * C + c] = l < 2 && v < 0 ? 0 : v;
+			}
+		memcpy(x, y, sizeof(double) * B * C);
+	}
+	ref_forward(h, r, in, B, 0);
+	for (size_t i = 0; i < B * 5; i++)
+		if (fabs(x[i] - r[i]) > 1e-5 * (1 + fabs(r[i])))
+			fail_msg("out[%zu]: folded %g, eval forward %g", i, x[i], r[i]);
+	assert_int_equal(fc_head_folded_layer(h, 3, w, b), FC_ERR_INVALID);
+	assert_int_equal(fc_head_folded_layer(h, 0, NULL, b), 0);
+	fc_head_free(h);
+}
+
 int main(void)
 {
 	seed = (uint64_t)time(NULL);
@@ -336,6 +384,7 @@ int main(void)
 		cmocka_unit_test(test_gradients_fd),
 		cmocka_unit_test(test_tensors_and_init),
 		cmocka_unit_test(test_embed_normalizes),
+		cmocka_unit_test(test_folded_layers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

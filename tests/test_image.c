@@ -9,7 +9,7 @@
  *  - truncated, bit-flipped, random, empty and oversized inputs fail with a
  *    message and leave nothing allocated.
  *
- * Random data comes from one seed, printed at the start; set FC_TEST_SEED to
+ * Random data comes from one seed, printed at the start; set FC_SEED to
  * replay a failure. Fixtures are found under $FC_TOP (tests/run.sh sets it)
  * or the current directory.
  */
@@ -835,12 +835,12 @@ static int group_setup(void **state)
 
 int main(void)
 {
-	const char *s = getenv("FC_TEST_SEED");
+	const char *s = getenv("FC_SEED");
 
 	if (s && *s)
 		seed = strtoull(s, NULL, 0);
 	rng_state = seed;
-	printf("# test_image seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
+	printf("# test_image seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
 	fflush(stdout);
 
 	const struct CMUnitTest tests[] = {

@@ -7,7 +7,7 @@
  * parameter block of ArcFace/CosFace, names and defaults, and bit-identical
  * results across thread counts.
  *
- * Random batches come from one seed, printed at the start; set FC_TEST_SEED
+ * Random batches come from one seed, printed at the start; set FC_SEED
  * to replay a failure.
  */
 #include <math.h>
@@ -981,10 +981,10 @@ static void test_thread_count_invariance(void **state)
 
 int main(void)
 {
-	const char *env = getenv("FC_TEST_SEED");
+	const char *env = getenv("FC_SEED");
 	if (env)
 		seed = strtoull(env, NULL, 0);
-	printf("# test_loss seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
+	printf("# test_loss seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pytorch_fixtures),
 		cmocka_unit_test(test_gradients_fd),

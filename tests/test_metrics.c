@@ -10,7 +10,7 @@
  * lists and each micro-kernel; the library's copy of those symbols is then
  * never linked in.
  *
- * Random data comes from one seed, printed at the start; set FC_TEST_SEED to
+ * Random data comes from one seed, printed at the start; set FC_SEED to
  * replay a failure. The timing of 20k x 20k (dim 2048, k 20, 2 threads) is
  * printed, not checked; FC_TEST_PERF_N sets its size (0 skips it).
  */
@@ -825,7 +825,7 @@ static void test_perf(void **state)
 
 int main(void)
 {
-	const char *env = getenv("FC_TEST_SEED");
+	const char *env = getenv("FC_SEED");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names_and_get),
 		cmocka_unit_test(test_bad_arguments),
@@ -843,7 +843,7 @@ int main(void)
 	if (env)
 		seed = strtoull(env, NULL, 0);
 	rng_state = seed;
-	printf("# seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
+	printf("# seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
 	fflush(stdout);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,7 @@
  * lying headers, and failing file systems (missing directory, read-only and
  * full tmpfs mounts when we may mount, a file-size limit otherwise).
  *
- * Random data comes from one seed, printed at the start; set FC_TEST_SEED
+ * Random data comes from one seed, printed at the start; set FC_SEED
  * to replay. Fixtures are found under $FC_TOP (tests/run.sh sets it) or the
  * current directory. With FC_TENSORIO_EXPORT=DIR the C-written files are
  * also left in DIR for `make_tensorio_fixtures.py --check DIR`.
@@ -1384,11 +1384,11 @@ static int group_teardown(void **state)
 
 int main(void)
 {
-	const char *s = getenv("FC_TEST_SEED");
+	const char *s = getenv("FC_SEED");
 	if (s && *s)
 		seed = strtoull(s, NULL, 0);
 	rng_state = seed;
-	printf("# test_tensorio seed %llu (FC_TEST_SEED to replay)\n", (unsigned long long)seed);
+	printf("# test_tensorio seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
 	fflush(stdout);
 
 	const struct CMUnitTest tests[] = {

@@ -23,7 +23,10 @@
 #include "util/util.h"
 #include "train/matmul.h"
 
-#define BN_EPS 1e-5f
+/* BatchNorm1d's eps: the layers compute with the float, folding (in
+ * double) with the double; (float)1e-5 is 1e-5f. */
+#define BN_EPS_D 1e-5
+#define BN_EPS ((float)BN_EPS_D)
 #define BN_MOMENTUM 0.1f
 #define MAX_LAYERS 8
 
@@ -242,7 +245,9 @@ static void bn_train(fc_head *h, uint32_t i, float *y, const float *z, uint32_t 
 	h->nbt[i]++;
 }
 
-static void bn_eval(const fc_head *h, uint32_t i, float *y, const float *z, size_t B)
+/* Eval BatchNorm1d in place of z; the per-feature scale and shift go
+ * through h->acc, which is why h is not const. */
+static void bn_eval(fc_head *h, uint32_t i, float *y, const float *z, size_t B)
 {
 	const uint32_t C = h->dims[i + 1];
 	float *scale = (float *)h->acc, *shift = scale + C;
@@ -257,6 +262,24 @@ static void bn_eval(const fc_head *h, uint32_t i, float *y, const float *z, size
 		for (uint32_t c = 0; c < C; c++)
 			yr[c] = (zr[c] - h->rmean[i][c]) * scale[c] + shift[c];
 	}
+}
+
+int fc_head_folded_layer(const fc_head *h, uint32_t i, float *w, float *b)
+{
+	if (i >= h->L)
+		return FC_ERR_INVALID;
+	const size_t in = h->dims[i], C = h->dims[i + 1];
+	/* eval BN of z = x W^T: (z - mean) * s + beta with s = gamma / sqrt(var + eps),
+	 * so W' = diag(s) W and b' = beta - mean * s, in double */
+	for (size_t c = 0; c < C; c++) {
+		double s = h->gamma[i][c] / sqrt((double)h->rvar[i][c] + BN_EPS_D);
+		if (w)
+			for (size_t j = 0; j < in; j++)
+				w[c * in + j] = (float)(h->W[i][c * in + j] * s);
+		if (b)
+			b[c] = (float)(h->beta[i][c] - h->rmean[i][c] * s);
+	}
+	return 0;
 }
 
 /* NaN stays NaN, as in PyTorch, so a bad input shows in the loss instead

@@ -32,10 +32,12 @@
  * starts with ("featcache/" unless taken); a backbone tensor called
  * "input" or "embedding" is renamed out of the way.
  *
- * featcache's own engine has no LpNormalization (see model.h): a normalised
- * export runs in ONNX Runtime; one made with normalize 0 also runs in
- * featcache, cut with --layer embedding (its default layer would be the
- * input of the head's last Gemm).
+ * featcache runs its own exports too: its engine has LpNormalization
+ * (p = 2, last axis), and an L2-normalised model's default layer is its
+ * output, so `featcache extract` with a normalised export, without
+ * --layer, stores what `featcache embed --head` writes. An export made
+ * with normalize 0 is cut with --layer embedding (its default layer would
+ * be the input of the head's last Gemm).
  */
 #ifndef FEATCACHE_EXPORT_H
 #define FEATCACHE_EXPORT_H
@@ -43,7 +45,7 @@
 #include <stddef.h>
 
 #include "featcache/featcache.h"
-#include "featcache/train.h"
+#include "featcache/head.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,17 +64,18 @@ typedef struct fc_export_opts {
 /* fc_export_onnx - write the model at model_path, cut as `featcache extract`
  * cuts it (opts->layer, opts->size), followed by head in eval mode, to
  * out_path, atomically (a temporary file renamed over out_path; on failure
- * nothing is left and an existing out_path is unchanged). head is only read
- * (non-const because fc_head_tensors is). On failure returns a negative
- * FC_ERR_* and writes a full message naming the file at fault into err (may
- * be NULL): the model's load errors (FC_ERR_NOT_FOUND, FC_ERR_CORRUPT,
- * FC_ERR_UNSUPPORTED, ...), FC_ERR_NOT_FOUND for an unknown layer,
- * FC_ERR_INVALID for a head whose input dim is not the cut's ("head 'h'
- * takes 512-d input, the model's layer '/Flatten' gives 2048-d"), a bad
- * size or an opset that cannot be declared, and the output file's errors
- * (FC_ERR_IO, FC_ERR_FULL, FC_ERR_NOT_FOUND for a missing directory). */
-int fc_export_onnx(const char *model_path, const fc_export_opts *opts, fc_head *head, const char *out_path,
-		   char *err, size_t errcap);
+ * nothing is left and an existing out_path is unchanged); head is only read.
+ * On failure returns a negative FC_ERR_* and writes a full message naming
+ * the file at fault into err (may be NULL): the model's read and load
+ * errors (FC_ERR_NOT_FOUND as "cannot read model 'x.onnx': no such file or
+ * directory", FC_ERR_CORRUPT, FC_ERR_UNSUPPORTED, ...), FC_ERR_NOT_FOUND
+ * for an unknown layer, FC_ERR_INVALID for a head whose input dim is not
+ * the cut's ("head 'h' takes 512-d input, the model's layer '/Flatten'
+ * gives 2048-d"), a bad size or an opset that cannot be declared, and the
+ * output file's errors (FC_ERR_IO, FC_ERR_FULL, FC_ERR_NOT_FOUND for a
+ * missing directory). */
+int fc_export_onnx(const char *model_path, const fc_export_opts *opts, const fc_head *head,
+		   const char *out_path, char *err, size_t errcap);
 
 #ifdef __cplusplus
 }

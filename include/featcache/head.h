@@ -77,6 +77,16 @@ int fc_head_embed(fc_head *h, float *out, const float *in, size_t n, int normali
  * tensors; fills at most cap entries. The pointers alias the head. */
 size_t fc_head_tensors(fc_head *h, fc_tensor *out, size_t cap);
 
+/* fc_head_folded_layer - layer i (0..layers-1) in eval mode as one affine
+ * map, its BatchNorm1d folded into the Linear: w (out_i, in_i), row-major,
+ * = diag(s) W and b (out_i) = beta - running_mean * s, where s = gamma /
+ * sqrt(running_var + 1e-5), computed in double and rounded once; in_i and
+ * out_i as in fc_head_config's comment (in_0 = in_dim, the last out_i =
+ * out_dim, the rest hidden). Layer i's eval output is then x w^T + b,
+ * followed by ReLU for every layer but the last. w or b may be NULL to
+ * skip it. Returns 0, or FC_ERR_INVALID for i >= layers. */
+int fc_head_folded_layer(const fc_head *h, uint32_t i, float *w, float *b);
+
 
 /* fc_head_save - the head's state dict as safetensors, with `meta` pairs
  * (key, value, key, value, ..., NULL) in __metadata__ plus "format": "pt". */

@@ -7,6 +7,10 @@
  * (little-endian, C order), the safetensors reader hands back views into one
  * buffer, and .npy is limited to 2-D float matrices.
  *
+ * io/ also holds the ONNX writer, which is library-internal (io/onnx.h): it
+ * works on the protobuf-c structs generated from io/onnx.proto, and those
+ * are no part of the API.
+ *
  * Writing. Every file goes through util's atomic output file: the bytes go
  * to a temporary file in the target's directory, which is fsync'd and renamed
  * over the target, and then the directory is fsync'd. On any failure the

@@ -143,7 +143,7 @@ t "missing head" 1 err "^featcache: cannot load head 'nohead.safetensors': "
 run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out bad.onnx --layer /nope
 t "unknown layer" 1 err "^featcache: cannot cut model '[^']+' at '/nope': no layer named '/nope'$"
 run "$F" export --model nomodel.onnx --size 64 --head h.safetensors --out bad.onnx
-t "missing model" 1 err "^featcache: cannot open model 'nomodel.onnx': "
+t "missing model" 1 err "^featcache: cannot read model 'nomodel.onnx': no such file or directory$"
 ok_if "failed exports leave no file" [ ! -e bad.onnx ]
 run "$F" export --model "$MODEL" --size 64 --head h.safetensors --out nodir/x.onnx
 t "--out in a missing directory" 1 err "^featcache: cannot write 'nodir/x.onnx': "
