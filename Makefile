@@ -1,8 +1,10 @@
 # featcache - build, test and benchmark.
 #
 #   make            libfeatcache.a and the featcache binary in build/
-#   make deps       install the missing Debian packages (tools/deps.sh)
-#   make test       the whole suite, warnings as errors (build/test/)
+#   make deps       install the missing Debian packages (tools/deps.sh, as root)
+#   make check      build and run the whole suite; installs nothing (any user)
+#   make test       make deps, then make check with warnings as errors (build/test/)
+#   make lint       the layout rules alone (include order, file sizes)
 #   make asan       the whole suite under ASan+UBSan (build/asan/)
 #   make fuzz       libFuzzer targets with clang (build/fuzz/), FUZZ_SECONDS each
 #   make bench      every benchmark in bench/
@@ -50,18 +52,23 @@ TESTS := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOLS := $(TOOL_SRC:%.c=$(BUILD)/%)
 BENCHES := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all deps test check asan valgrind fuzz bench conformance demo install clean
+.PHONY: all deps test check lint asan valgrind fuzz bench conformance demo install clean
 .DELETE_ON_ERROR:
 .SECONDARY:
 
 all: $(LIB) $(BIN)
 
+# A missing library names its Debian package before anything compiles.
+$(BUILD)/.deps-ok:
+	@sh tools/checkdeps.sh
+	@mkdir -p $(@D) && touch $@
+
 # Every object may include the generated header: make it first.
-$(BUILD)/%.o: %.c | $(GEN_HDR)
+$(BUILD)/%.o: %.c | $(GEN_HDR) $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(GEN_SRC) $(GEN_HDR) &: io/onnx.proto
+$(GEN_SRC) $(GEN_HDR) &: io/onnx.proto | $(BUILD)/.deps-ok
 	@mkdir -p $(@D)
 	protoc-c --proto_path=io --c_out=$(BUILD)/gen io/onnx.proto
 
@@ -98,6 +105,10 @@ deps:
 # by tests/run.sh, which prints the closing "N passed, N failed" line.
 check: $(BIN) $(TESTS) $(TOOLS)
 	@FC_WRAP="$(FC_WRAP)" FC_WRAP_SKIP="$(FC_WRAP_SKIP)" sh tests/run.sh $(BUILD)
+
+# The layout rules of HACKING.md (also part of the suite: tests/cli/layout.sh).
+lint:
+	@FEATCACHE=/bin/false FC_TOOLS=/nonexistent FC_TOP=$(CURDIR) sh tests/cli/layout.sh
 
 test: deps
 	@$(MAKE) --no-print-directory BUILD=build/test WERROR=-Werror check

@@ -5,7 +5,7 @@
  * PyTorch eager f32 (Debian's python3-torch, bench/peer_torch.py), at
  * batch 16 and batch 1, every engine on the same number of threads (2).
  *
- * Targets (DESIGN.md): featcache f32 >= 1.0x ONNX Runtime f32; bf16 >=
+ * Targets (docs/design.md): featcache f32 >= 1.0x ONNX Runtime f32; bf16 >=
  * 1.7x ONNX Runtime f32 with cosine(bf16, f32) >= 0.999 for every
  * embedding; f32 >= 4x PyTorch eager. Each figure is one summary line
  * with PASS or MISS; a markdown table follows. Every engine warms up

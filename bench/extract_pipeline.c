@@ -8,7 +8,7 @@
  *                     end to end (scan, hash, read, decode, resize, engine,
  *                     compress, commit) against the engine alone on the same
  *                     batches, measured before and after in the same run.
- *                     DESIGN.md's target: >= 90 % of engine-only.
+ *                     docs/design.md's target: >= 90 % of engine-only.
  *   incremental       add 1 % new photos and extract again: the second run's
  *                     time against the first's. Target: <= 3 %.
  *

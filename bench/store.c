@@ -2,7 +2,7 @@
  * bench/store.c - the store benchmark: bytes per feature vector on disk,
  * write rate and load-into-RAM rate of the feature store for every storage
  * dtype x codec, next to the plain numpy .npy files a user would otherwise
- * keep (DESIGN.md "Benchmarks": f16 <= 3.7 KB/vector, f32 lossless <= 7.3 KB,
+ * keep (docs/design.md "Benchmarks": f16 <= 3.7 KB/vector, f32 lossless <= 7.3 KB,
  * load >= 1 GB/s f32-equivalent).
  *
  * For each configuration it writes N vectors into a fresh store the way
@@ -48,7 +48,7 @@
 
 #define PROG "bench/store"
 
-/* DESIGN.md targets. "KB" there is 1000 bytes: the fp16 .npy it quotes as
+/* docs/design.md targets. "KB" there is 1000 bytes: the fp16 .npy it quotes as
  * 4.1 KB is 4096 bytes of data plus its share of the header. */
 #define TARGET_F16_BYTES 3700.0
 #define TARGET_F32_BYTES 7300.0
@@ -980,7 +980,7 @@ static void print_table(const bench *b, const result *res, size_t nres, const np
 	}
 }
 
-/* The DESIGN.md targets, each judged on the rows that can meet it. */
+/* The docs/design.md targets, each judged on the rows that can meet it. */
 static void print_targets(const bench *b, const result *res, size_t nres)
 {
 	char met[512], missed[512];

@@ -4,10 +4,10 @@
  * batch 128 (32 classes x 4), Adam, over features in RAM: featcache's
  * trainer against the same head, loss, sampler and optimizer in PyTorch
  * (bench/peer_train.py), on the same synthetic features, in one invocation.
- * DESIGN.md's target: featcache >= 1.5x faster per epoch.
+ * docs/design.md's target: featcache >= 1.5x faster per epoch.
  *
  * PyTorch runs twice: as Debian ships it, and with OPENBLAS_CORETYPE=SkylakeX
- * (Debian's OpenBLAS takes this CPU for Haswell; MEASURED.md). The faster of
+ * (Debian's OpenBLAS takes this CPU for Haswell; docs/measured.md). The faster of
  * the two is the peer. Both use the same number of threads as featcache.
  */
 #include <getopt.h>

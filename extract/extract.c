@@ -17,7 +17,7 @@
  *      whole batches only: the next run sees the rest still missing.
  *
  * Threads: oneDNN runs single-threaded inside an OpenMP parallel region
- * and its primitives stay on the thread that created them (MEASURED.md),
+ * and its primitives stay on the thread that created them (docs/measured.md),
  * so the engine runs on the calling thread with OpenMP, and images are
  * decoded by plain pthreads into a ring of batch buffers ahead of it.
  */

@@ -3,7 +3,7 @@
  * dataset's items and labels, the extractors' descriptors and, per extractor,
  * the extracted features in compressed chunks addressed by content hash.
  *
- * Named databases (see DESIGN.md "Store"):
+ * Named databases (docs/design.md, "Store"):
  *   meta                format version, creation info
  *   items               item key -> fc_item record
  *   labels              label name <-> label id
