@@ -129,6 +129,15 @@ int cli_getopt_error(const char *cmd, int c, char **argv, const struct option *l
 	return cli_usage_error(cmd, "unknown option '%s'", name);
 }
 
+int cli_other_option(const char *cmd, int c, char **argv, const struct option *longopts, const char *usage)
+{
+	if (c == 'h') {
+		fputs(usage, stdout);
+		return CLI_EXIT_OK;
+	}
+	return cli_getopt_error(cmd, c, argv, longopts);
+}
+
 int cli_no_operands(const char *cmd, int argc, char **argv)
 {
 	if (optind < argc)

@@ -62,6 +62,11 @@ struct option;
  * table it was given. */
 int cli_getopt_error(const char *cmd, int c, char **argv, const struct option *longopts);
 
+/* cli_other_option - the `default:` of a command's getopt switch: 'h'
+ * prints `usage` on stdout and returns CLI_EXIT_OK; anything else is
+ * cli_getopt_error. The command returns what it returns. */
+int cli_other_option(const char *cmd, int c, char **argv, const struct option *longopts, const char *usage);
+
 /* cli_no_operands - a usage error naming the first operand if getopt left any
  * (argv[optind] with optind < argc); otherwise 0. */
 int cli_no_operands(const char *cmd, int argc, char **argv);

@@ -97,11 +97,8 @@ int cmd_gc(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return CLI_EXIT_OK;
 		default:
-			return cli_getopt_error("gc", c, argv, opts);
+			return cli_other_option("gc", c, argv, opts, usage_text);
 		}
 	}
 	if ((rc = cli_no_operands("gc", argc, argv)))

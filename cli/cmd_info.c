@@ -327,11 +327,8 @@ int cmd_info(int argc, char **argv)
 					       &n_errors)))
 				return rc;
 			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return CLI_EXIT_OK;
 		default:
-			return cli_getopt_error("info", c, argv, opts);
+			return cli_other_option("info", c, argv, opts, usage_text);
 		}
 	}
 	if ((rc = cli_no_operands("info", argc, argv)))

@@ -276,11 +276,8 @@ int cmd_layers(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return CLI_EXIT_OK;
 		default:
-			return cli_getopt_error("layers", c, argv, opts);
+			return cli_other_option("layers", c, argv, opts, usage_text);
 		}
 	}
 	if ((rc = cli_no_operands("layers", argc, argv)))

@@ -53,11 +53,8 @@ int cmd_verify(int argc, char **argv)
 		case 'q':
 			quiet = 1;
 			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return CLI_EXIT_OK;
 		default:
-			return cli_getopt_error("verify", c, argv, opts);
+			return cli_other_option("verify", c, argv, opts, usage_text);
 		}
 	}
 	if ((rc = cli_no_operands("verify", argc, argv)))
