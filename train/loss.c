@@ -721,6 +721,20 @@ static void pair_census(const uint32_t *y, size_t B, uint64_t *npos, int *any_ne
 	*any_neg = n;
 }
 
+/* After a pass over B anchors in parallel: the sum of their losses (in
+ * anchor order, so the result does not depend on the threads) and, in *z,
+ * how many were not zero (nz[a] each). */
+static double sum_parts(const fc_loss *l, const uint64_t *nz, size_t B, uint64_t *z)
+{
+	double sum = 0;
+	*z = 0;
+	for (size_t a = 0; a < B; a++) {
+		sum += l->part[a];
+		*z += nz[a];
+	}
+	return sum;
+}
+
 /* What NTXent and SupCon share before their passes: the logit scale *rt
  * (z = M / τ for similarities, -M / τ for distances), a cleared gradient
  * and the batch's positive pairs. Returns 0 when the batch has no positive
@@ -780,15 +794,8 @@ static double ntxent_loss(fc_loss *l, const uint32_t *y, size_t B, fc_loss_info 
 		l->part[a] = sum;
 		nzc[a] = z;
 	}
-	double sum = 0;
-	uint64_t z = 0;
-	for (size_t a = 0; a < B; a++) {
-		sum += l->part[a];
-		z += nzc[a];
-	}
 	info->used = npos;
-	info->nonzero = z;
-	return sum * w;
+	return sum_parts(l, nzc, B, &info->nonzero) * w;
 }
 
 static double supcon_loss(fc_loss *l, const uint32_t *y, size_t B, fc_loss_info *info)
@@ -931,15 +938,8 @@ static double margin_softmax_loss(fc_loss *l, const uint32_t *y, size_t B, fc_lo
 		l->part[i] = li;
 		nz[i] = li > 0;
 	}
-	double sum = 0;
-	uint64_t z = 0;
-	for (size_t i = 0; i < B; i++) {
-		sum += l->part[i];
-		z += nz[i];
-	}
 	info->used = B;
-	info->nonzero = z;
-	return sum * w;
+	return sum_parts(l, nz, B, &info->nonzero) * w;
 }
 
 /* From dcos (B,C): dxhat (B,D) = dcos · diag(winv) · Wᵀ, and dW (D,C) +=
