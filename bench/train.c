@@ -130,7 +130,7 @@ int main(int argc, char **argv)
 	fc_train_data data = { x, cls, n, classes };
 	fc_trainer *t;
 	char why[FC_ERRLEN] = "";
-	if (fc_trainer_new(&t, &cfg, &data, why)) {
+	if (fc_trainer_new(&t, &cfg, &data, why, sizeof why)) {
 		fprintf(stderr, "bench/train: %s\n", why);
 		return 1;
 	}

@@ -118,10 +118,11 @@ int cmd_eval(int argc, char **argv)
 		goto out;
 	}
 	if (json) {
-		json_t *j = json_pack("{s:s, s:s?, s:I, s:I, s:o}", "split", split, "index_split", index_split, "k",
-				      (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", cli_metrics_json(&raw, 1));
+		json_t *j =
+			json_pack("{s:s, s:s?, s:I, s:I, s:o}", "split", split, "index_split", index_split, "k",
+				  (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", fc_metrics_to_json(&raw, 1));
 		if (head)
-			json_object_set_new(j, "head", cli_metrics_json(&tuned, 1));
+			json_object_set_new(j, "head", fc_metrics_to_json(&tuned, 1));
 		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		putchar('\n');
 		json_decref(j);

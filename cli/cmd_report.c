@@ -1,7 +1,7 @@
 /*
  * cmd_report.c - `featcache report`: one self-contained HTML page with
  * charts of a training run (its JSON-lines log) or a sweep (its
- * results.jsonl). The reading and drawing live in report.c; this file is
+ * results.jsonl). The reading and drawing live in report/; this file is
  * the options and the messages.
  */
 #include <getopt.h>
@@ -59,7 +59,7 @@ int cmd_report(int argc, char **argv)
 		return cli_usage_error("report", "no PATH given: a training log (HEAD.safetensors.jsonl) or a sweep directory");
 	if (!*out)
 		return cli_usage_error("report", "--out is empty");
-	if (fc_report_metric_index(metric) < 0)
+	if (fc_metric_resolve(metric, NULL) < 0)
 		return cli_usage_error("report", "unknown metric '%s' for --metric", metric);
 
 	char err[1024];

@@ -27,8 +27,10 @@
 
 #include "cli/cli.h"
 #include "cli/trainopts.h"
+#include "featcache/report.h"
 #include "featcache/sweep.h"
 #include "featcache/train.h"
+#include "util/util.h"
 
 static const char usage_text[] =
 	"usage: featcache sweep --store DIR --out DIR --grid KEY=V1,V2,... [--grid ...]\n"
@@ -91,7 +93,8 @@ typedef struct config {
 	json_t *epochs;
 	double seconds;
 	int active;
-	json_t *result; /* its results.jsonl line, once finished */
+	int done;       /* finished: res is its results.jsonl line */
+	fc_run res;
 } config;
 
 typedef struct sweep {
@@ -101,6 +104,7 @@ typedef struct sweep {
 	uint64_t n_random;
 	int jobs;
 	cli_train_opts base;
+	int metric;       /* base.metric's index */
 	config *cfg;
 	size_t n_cfg;
 	cli_train_inputs in;
@@ -246,7 +250,7 @@ static int add_axis(sweep *s, const char *arg, int grid)
 	fc_sweep_cell *cells;
 	size_t n;
 	char why[FC_ERRLEN] = "";
-	if (fc_sweep_expand(&cells, &n, &one, 1, 1, 0, why) != 0)
+	if (fc_sweep_expand(&cells, &n, &one, 1, 1, 0, why, sizeof why) != 0)
 		return cli_usage_error("sweep", "bad value '%s' for --range: %s", arg, why);
 	free(cells);
 	s->n_axes++;
@@ -328,7 +332,7 @@ static int expand(sweep *s)
 	fc_sweep_cell *cells;
 	size_t n;
 	char why[FC_ERRLEN] = "";
-	int err = fc_sweep_expand(&cells, &n, ax, s->n_axes, s->n_random, s->base.seed, why);
+	int err = fc_sweep_expand(&cells, &n, ax, s->n_axes, s->n_random, s->base.seed, why, sizeof why);
 	if (err == FC_ERR_INVALID)
 		return cli_usage_error("sweep", "%s", why);
 	if (err || n > 100000) {
@@ -347,6 +351,7 @@ static int expand(sweep *s)
 		snprintf(c->id, sizeof c->id, "c%04zu", i);
 		snprintf(c->head, sizeof c->head, "%s/%s.safetensors", s->dir, c->id);
 		c->o = s->base;
+		fc_run_init(&c->res);
 		c->swept = json_object();
 		if (!c->swept) {
 			rc = cli_fail("out of memory");
@@ -391,35 +396,18 @@ static void swept_text(char *buf, size_t cap, json_t *swept)
 
 /* ---- the directory ---- */
 
-/* Write path atomically: a temporary file beside it, fsync, rename. */
-static int write_atomic(const char *path, const char *data, size_t len)
+/* Write path whole or not at all (util's atomic output file). */
+static int write_file(const char *path, const void *data, size_t len)
 {
-	char tmp[4300];
-	snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return cli_fail("cannot write '%s': %s", tmp, cli_errno_str(errno));
-	size_t done = 0;
-	while (done < len) {
-		ssize_t w = write(fd, data + done, len - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		done += (size_t)w;
-	}
-	int e = errno;
-	if (done < len || fsync(fd) != 0) {
-		close(fd);
-		unlink(tmp);
-		return cli_fail("cannot write '%s': %s", path, cli_errno_str(e));
-	}
-	if (close(fd) != 0 || rename(tmp, path) != 0) {
-		e = errno;
-		unlink(tmp);
-		return cli_fail("cannot write '%s': %s", path, cli_errno_str(e));
-	}
-	return 0;
+	fci_outfile *f = NULL;
+	char why[FC_ERRLEN];
+	int rc = fci_outfile_open(&f, path, why, sizeof why);
+	if (!rc && !(rc = fci_outfile_write(f, data, len)))
+		rc = fci_outfile_commit(f);
+	if (rc)
+		rc = cli_fail("cannot write '%s': %s", path, f ? fci_outfile_errmsg(f) : why);
+	fci_outfile_free(f);
+	return rc;
 }
 
 /* The first key whose values differ between two configs, for a message. */
@@ -479,7 +467,7 @@ static int open_dir(sweep *s)
 			return cli_fail("out of memory");
 		size_t len = strlen(text);
 		text[len++] = '\n';
-		int rc = write_atomic(path, text, len);
+		int rc = write_file(path, text, len);
 		free(text);
 		return rc;
 	}
@@ -533,9 +521,12 @@ static int load_results(sweep *s, size_t *done)
 			else
 				snprintf(what, sizeof what, "results of configuration '%s'", id ? id : "?");
 			rc = other_sweep(s, what);
-		} else if (!c->result) {
-			c->result = json_incref(j);
-			(*done)++;
+		} else if (!c->done) {
+			char why[FC_ERRLEN];
+			if (fc_run_from_result(&c->res, j, why, sizeof why) != 0)
+				rc = cli_fail("cannot read '%s': line %zu: %s", s->results, *done + 1, why);
+			c->done = !rc;
+			*done += !rc;
 		}
 		json_decref(j);
 		good = ftell(f);
@@ -552,21 +543,51 @@ static int load_results(sweep *s, size_t *done)
 static int finish(sweep *s, config *c, const char *error)
 {
 	cli_train_run *r = &c->run;
-	json_t *best = r->best_epoch && s->in.ev.enabled ? cli_metrics_json(&r->best_m, 0) : json_object();
-	json_t *line = json_pack("{s:s, s:O, s:O, s:o, s:O, s:i, s:o, s:f}", "id", c->id, "config", r->cfgj, "swept",
-				 c->swept, "before",
-				 s->in.ev.enabled ? cli_metrics_json(&r->before, 0) : json_object(), "epochs",
-				 c->epochs, "best_epoch", (int)r->best_epoch, "best", best, "seconds", c->seconds);
-	if (!line)
-		return cli_fail("out of memory");
-	if (error)
-		json_object_set_new(line, "error", json_string(error));
-	int rc = cli_append_line(s->results, line, 1);
-	c->result = line;
+	const fc_policy *p = &r->policy;
+	int evaluated = s->in.evaluated;
+	fc_runlog_result res = { .id = c->id, .config = r->cfgj, .swept = c->swept, .epochs = c->epochs,
+				 .before = evaluated ? &p->before : NULL, .best_epoch = p->best_epoch,
+				 .best = evaluated && p->best_epoch ? &p->best_metrics : NULL, .seconds = c->seconds,
+				 .error = error };
+	char why[FC_ERRLEN];
+	json_t *line = fc_runlog_result_line(&res);
+	int rc = line ? fc_runlog_append(s->results, line, 1, why, sizeof why) : FC_ERR_NOMEM;
+	/* What the sweep ranks is what it reads back, finished now or before. */
+	if (!rc)
+		rc = fc_run_from_result(&c->res, line, why, sizeof why);
+	json_decref(line);
+	c->done = 1;
 	c->active = 0;
 	fc_trainer_free(r->t);
 	r->t = NULL;
-	return rc;
+	return rc == FC_ERR_NOMEM ? cli_fail("out of memory") : rc ? cli_fail("%s", why) : 0;
+}
+
+/* After configuration c's epoch: the policy, its line of the results,
+ * and whether it is finished (or failed with a non-finite loss: then bad is
+ * the step). Returns 0 or an exit code. */
+static int epoch_done(sweep *s, config *c, const fc_epoch_stats *st, int err, uint64_t bad, uint32_t epoch)
+{
+	cli_train_run *r = &c->run;
+	if (err == FC_ERR_INVALID && bad) {
+		char why[200];
+		snprintf(why, sizeof why, "the loss or its gradient is not finite at step %llu (epoch %u)",
+			 (unsigned long long)bad, epoch);
+		cli_warn("%s: %s: try a lower --lr (now %g)", c->id, why, (double)r->cfg.lr);
+		return finish(s, c, why);
+	}
+	if (err)
+		return cli_fail("sweep: %s: %s", c->id, fc_strerror(err));
+	double e0 = now();
+	int rc = cli_train_run_epoch_end(r, st);
+	if (rc)
+		return rc;
+	double secs = st->seconds + (now() - e0);
+	c->seconds += secs;
+	json_array_append_new(c->epochs, fc_runlog_result_epoch(st, secs, s->in.evaluated ? &r->policy.last : NULL));
+	if (fc_trainer_epochs_done(r->t) >= r->cfg.epochs || r->policy.stop)
+		return finish(s, c, NULL);
+	return 0;
 }
 
 static int train_group(sweep *s, config **g, size_t n, size_t gi, size_t groups, const fc_metrics *before)
@@ -577,8 +598,6 @@ static int train_group(sweep *s, config **g, size_t n, size_t gi, size_t groups,
 	int *errs = calloc(n, sizeof *errs);
 	uint64_t *bad = calloc(n, sizeof *bad);
 	int rc = 0;
-	const cli_eval_set *ev = &s->in.ev;
-	const char *metric = s->base.metric;
 	if (!t || !live || !st || !errs || !bad) {
 		rc = cli_fail("out of memory");
 		goto out;
@@ -586,8 +605,8 @@ static int train_group(sweep *s, config **g, size_t n, size_t gi, size_t groups,
 	uint32_t max_epochs = 0;
 	for (size_t i = 0; i < n && !rc; i++) {
 		config *c = g[i];
-		if ((rc = cli_train_run_trainer(&c->run, "sweep", &s->in.data)) != 0 ||
-		    (rc = cli_train_run_begin_log(&c->run, before, ev->enabled)) != 0)
+		if ((rc = cli_train_run_trainer(&c->run, "sweep")) != 0 ||
+		    (rc = cli_train_run_begin(&c->run, "sweep", before, NULL)) != 0)
 			break;
 		c->epochs = json_array();
 		c->active = 1;
@@ -615,43 +634,16 @@ static int train_group(sweep *s, config **g, size_t n, size_t gi, size_t groups,
 			goto out;
 		}
 		const config *top = NULL;
-		double top_val = 0;
 		for (size_t i = 0; i < nl && !rc; i++) {
-			config *c = live[i];
-			cli_train_run *r = &c->run;
-			if (errs[i] == FC_ERR_INVALID && bad[i]) {
-				char why[200];
-				snprintf(why, sizeof why, "the loss or its gradient is not finite at step %llu (epoch %u)",
-					 (unsigned long long)bad[i], epoch);
-				cli_warn("%s: %s: try a lower --lr (now %g)", c->id, why, (double)r->cfg.lr);
-				rc = finish(s, c, why);
-				continue;
-			}
-			if (errs[i]) {
-				rc = cli_fail("sweep: %s: %s", c->id, fc_strerror(errs[i]));
-				break;
-			}
-			double e0 = now();
-			if ((rc = cli_train_run_epoch_end(r, &st[i], ev)) != 0)
-				break;
-			double secs = st[i].seconds + (now() - e0);
-			c->seconds += secs;
-			json_t *ej = json_pack("{s:i, s:f, s:f, s:f}", "epoch", (int)st[i].epoch, "loss", st[i].loss, "lr",
-					       st[i].lr, "seconds", secs);
-			if (ev->enabled)
-				json_object_set_new(ej, "metrics", cli_metrics_json(&r->m, 0));
-			json_array_append_new(c->epochs, ej);
-			double v = -st[i].loss;
-			if (ev->enabled)
-				fc_metric_get(&r->m, metric, &v);
-			if (!top || v > top_val)
-				top = c, top_val = v;
-			if (fc_trainer_epochs_done(r->t) >= r->cfg.epochs || r->stop)
-				rc = finish(s, c, NULL);
+			int failed = errs[i] != 0;
+			rc = epoch_done(s, live[i], &st[i], errs[i], bad[i], epoch);
+			if (!rc && !failed && (!top || live[i]->run.policy.value > top->run.policy.value))
+				top = live[i];
 		}
 		if (top)
 			info(s, "group %zu/%zu, epoch %u/%u: %zu heads in %.1f s, best %s %.4f (%s)", gi + 1, groups,
-			     epoch, max_epochs, nl, now() - t0, ev->enabled ? metric : "-loss", top_val, top->id);
+			     epoch, max_epochs, nl, now() - t0, s->in.evaluated ? s->base.metric : "-loss",
+			     top->run.policy.value, top->id);
 	}
 out:
 	for (size_t i = 0; i < n; i++) {
@@ -685,16 +677,16 @@ static int train_all(sweep *s, size_t todo)
 	}
 	size_t groups = 0;
 	for (size_t i = 0; i < s->n_cfg; i++) {
-		if (s->cfg[i].result || taken[i])
+		if (s->cfg[i].done || taken[i])
 			continue;
 		groups++;
 		for (size_t j = i; j < s->n_cfg; j++)
-			if (!s->cfg[j].result && same_sampling(&s->cfg[i], &s->cfg[j]))
+			if (!s->cfg[j].done && same_sampling(&s->cfg[i], &s->cfg[j]))
 				taken[j] = 1;
 	}
 	memset(taken, 0, s->n_cfg);
 	fc_metrics before = { 0 };
-	if (s->in.ev.enabled && (rc = cli_eval_set_run(&before, NULL, &s->in.ev, s->base.k)) != 0) {
+	if (s->in.evaluated && (rc = fc_eval_set_run(&before, NULL, &s->in.eval)) != 0) {
 		rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
 		goto out;
 	}
@@ -702,11 +694,11 @@ static int train_all(sweep *s, size_t todo)
 	     groups, s->n_cfg - todo, s->jobs);
 	cli_catch_interrupt();
 	for (size_t i = 0, gi = 0; i < s->n_cfg && !rc; i++) {
-		if (s->cfg[i].result || taken[i])
+		if (s->cfg[i].done || taken[i])
 			continue;
 		size_t n = 0;
 		for (size_t j = i; j < s->n_cfg; j++)
-			if (!s->cfg[j].result && !taken[j] && same_sampling(&s->cfg[i], &s->cfg[j])) {
+			if (!s->cfg[j].done && !taken[j] && same_sampling(&s->cfg[i], &s->cfg[j])) {
 				taken[j] = 1;
 				g[n++] = &s->cfg[j];
 			}
@@ -724,24 +716,32 @@ static const sweep *sort_sweep; /* qsort has no context argument */
 
 /* A finished configuration's score: its best epoch's --metric, or minus its
  * loss without evaluation; -inf when no epoch finished. */
-static double score(const sweep *s, json_t *res)
+static double score(const sweep *s, const fc_run *res)
 {
-	int best = (int)json_integer_value(json_object_get(res, "best_epoch"));
-	if (best < 1)
+	double v = NAN;
+	if (!(res->best_epoch >= 1))
 		return -INFINITY;
-	if (s->in.ev.enabled)
-		return json_number_value(json_object_get(json_object_get(res, "best"), s->base.metric));
-	json_t *e = json_array_get(json_object_get(res, "epochs"), (size_t)best - 1);
-	return -json_number_value(json_object_get(e, "loss"));
+	if (s->in.evaluated)
+		v = res->best[s->metric];
+	for (size_t e = 0; !s->in.evaluated && e < res->n_ep; e++)
+		if (res->ep[e].epoch == res->best_epoch)
+			v = -res->ep[e].loss;
+	return isnan(v) ? -INFINITY : v;
 }
 
 static int by_score(const void *pa, const void *pb)
 {
 	const config *a = *(config *const *)pa, *b = *(config *const *)pb;
-	double x = score(sort_sweep, a->result), y = score(sort_sweep, b->result);
+	double x = score(sort_sweep, &a->res), y = score(sort_sweep, &b->res);
 	if (x != y)
 		return x > y ? -1 : 1;
 	return strcmp(a->id, b->id);
+}
+
+/* The best epoch as the table prints it (0: none). */
+static int best_epoch(const fc_run *r)
+{
+	return isfinite(r->best_epoch) ? (int)r->best_epoch : 0;
 }
 
 /* A JSON value as a table cell: strings bare, numbers as jansson prints them. */
@@ -772,7 +772,7 @@ static int write_csv(const sweep *s, config **order, size_t n)
 		fprintf(f, ",%s", fc_metric_names[m]);
 	fputs(",seconds\n", f);
 	for (size_t i = 0; i < n; i++) {
-		json_t *r = order[i]->result, *best = json_object_get(r, "best");
+		const fc_run *r = &order[i]->res;
 		fputs(order[i]->id, f);
 		for (size_t j = 0; j < s->n_axes; j++) {
 			char *t = cell(json_object_get(order[i]->swept, s->axes[j].name));
@@ -788,58 +788,42 @@ static int write_csv(const sweep *s, config **order, size_t n)
 			}
 			free(t);
 		}
-		fprintf(f, ",%d", (int)json_integer_value(json_object_get(r, "best_epoch")));
+		fprintf(f, ",%d", best_epoch(r));
 		for (int m = 0; m < 9; m++) {
-			json_t *v = json_object_get(best, fc_metric_names[m]);
-			if (v)
-				fprintf(f, ",%.17g", json_number_value(v));
-			else
+			if (isnan(r->best[m]))
 				fputc(',', f);
+			else
+				fprintf(f, ",%.17g", r->best[m]);
 		}
-		fprintf(f, ",%.3f\n", json_number_value(json_object_get(r, "seconds")));
+		fprintf(f, ",%.3f\n", r->seconds);
 	}
 	if (fclose(f) != 0 || !buf) {
 		free(buf);
 		return cli_fail("out of memory");
 	}
 	snprintf(path, sizeof path, "%s/results.csv", s->dir);
-	int rc = write_atomic(path, buf, len);
+	int rc = write_file(path, buf, len);
 	free(buf);
 	return rc;
 }
 
 static int copy_best(const sweep *s, const config *c)
 {
-	char path[4200];
+	char path[4200], why[FC_ERRLEN];
+	uint8_t *buf = NULL;
+	size_t cap = 0, len = 0;
 	snprintf(path, sizeof path, "%s/best.safetensors", s->dir);
-	FILE *f = fopen(c->head, "rb");
-	if (!f)
-		return cli_fail("cannot read head '%s': %s", c->head, cli_errno_str(errno));
-	char *buf = NULL;
-	size_t len = 0, cap = 0, got;
-	do {
-		if (len == cap) {
-			char *nb = realloc(buf, cap = cap ? 2 * cap : 1 << 20);
-			if (!nb) {
-				free(buf);
-				fclose(f);
-				return cli_fail("out of memory");
-			}
-			buf = nb;
-		}
-		got = fread(buf + len, 1, cap - len, f);
-		len += got;
-	} while (got > 0);
-	int bad = ferror(f);
-	fclose(f);
-	int rc = bad ? cli_fail("cannot read head '%s'", c->head) : write_atomic(path, buf, len);
+	int rc = fci_read_file(c->head, UINT64_MAX, &buf, &cap, &len, why, sizeof why);
+	rc = rc == FC_ERR_NOMEM ? cli_fail("out of memory")
+	     : rc		 ? cli_fail("cannot read head '%s': %s", c->head, why)
+				 : write_file(path, buf, len);
 	free(buf);
 	return rc;
 }
 
 static void print_table(const sweep *s, config **order, size_t n)
 {
-	const char *metric = s->in.ev.enabled ? s->base.metric : "loss";
+	const char *metric = s->in.evaluated ? s->base.metric : "loss";
 	size_t cols = s->n_axes + 5, w[MAX_AXES + 5];
 	char ***t = calloc(n + 1, sizeof *t);
 	if (!t)
@@ -857,24 +841,23 @@ static void print_table(const sweep *s, config **order, size_t n)
 	t[0][cols - 2] = strdup(metric);
 	t[0][cols - 1] = strdup("seconds");
 	for (size_t i = 0; i < n; i++) {
-		json_t *r = order[i]->result;
+		const fc_run *r = &order[i]->res;
 		char buf[64];
 		snprintf(buf, sizeof buf, "%zu", i + 1);
 		t[i + 1][0] = strdup(buf);
 		t[i + 1][1] = strdup(order[i]->id);
 		for (size_t j = 0; j < s->n_axes; j++)
 			t[i + 1][2 + j] = cell(json_object_get(order[i]->swept, s->axes[j].name));
-		int be = (int)json_integer_value(json_object_get(r, "best_epoch"));
+		int be = best_epoch(r);
 		snprintf(buf, sizeof buf, "%d", be);
 		t[i + 1][cols - 3] = strdup(buf);
 		double v = score(s, r);
-		if (json_object_get(r, "error") && be == 0)
+		if (r->failed && be == 0)
 			snprintf(buf, sizeof buf, "failed");
 		else
-			snprintf(buf, sizeof buf, "%.4f%s", s->in.ev.enabled ? v : -v,
-				 json_object_get(r, "error") ? " (failed)" : "");
+			snprintf(buf, sizeof buf, "%.4f%s", s->in.evaluated ? v : -v, r->failed ? " (failed)" : "");
 		t[i + 1][cols - 2] = strdup(buf);
-		snprintf(buf, sizeof buf, "%.1f", json_number_value(json_object_get(r, "seconds")));
+		snprintf(buf, sizeof buf, "%.1f", r->seconds);
 		t[i + 1][cols - 1] = strdup(buf);
 	}
 	for (size_t j = 0; j < cols; j++) {
@@ -903,16 +886,16 @@ static int report(sweep *s)
 		return cli_fail("out of memory");
 	size_t n = 0;
 	for (size_t i = 0; i < s->n_cfg; i++)
-		if (s->cfg[i].result)
+		if (s->cfg[i].done)
 			order[n++] = &s->cfg[i];
 	sort_sweep = s;
 	qsort(order, n, sizeof *order, by_score);
 	int rc = write_csv(s, order, n);
-	if (!rc && n && isfinite(score(s, order[0]->result)))
+	if (!rc && n && isfinite(score(s, &order[0]->res)))
 		rc = copy_best(s, order[0]);
 	if (!rc) {
 		print_table(s, order, n);
-		if (n && isfinite(score(s, order[0]->result)))
+		if (n && isfinite(score(s, &order[0]->res)))
 			printf("best: %s, head '%s', copied to '%s/best.safetensors'; results in '%s/results.csv'\n",
 			       order[0]->id, order[0]->head, s->dir, s->dir);
 	}
@@ -929,6 +912,8 @@ int cmd_sweep(int argc, char **argv)
 		goto out;
 	cli_logger_flags(s.base.quiet ? CLI_QUIET : 0);
 	s.lg = cli_logger();
+	/* The leaderboard's metric, by the name train resolves too. */
+	s.metric = fc_metric_resolve(s.base.metric, NULL);
 	if ((rc = expand(&s)) != 0)
 		goto out;
 	if ((rc = cli_train_inputs_load(&s.in, "sweep", &s.base)) != 0)
@@ -962,7 +947,7 @@ out:
 		cli_train_run_free(&s.cfg[i].run);
 		json_decref(s.cfg[i].swept);
 		json_decref(s.cfg[i].epochs);
-		json_decref(s.cfg[i].result);
+		fc_run_free(&s.cfg[i].res);
 	}
 	free(s.cfg);
 	for (size_t i = 0; i < s.n_axes; i++)

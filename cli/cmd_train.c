@@ -4,16 +4,10 @@
  * each epoch, keep the best head, a resumable checkpoint and a JSON-lines
  * log, and say how the head compares with the raw backbone features.
  */
-#include <errno.h>
 #include <getopt.h>
-#include <jansson.h>
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cli/cli.h"
-#include "cli/data.h"
 #include "cli/trainopts.h"
 #include "featcache/train.h"
 
@@ -103,38 +97,18 @@ int cmd_train(int argc, char **argv)
 
 	cli_train_inputs in;
 	cli_train_run run = { 0 };
-	char *extra = NULL;
-	char why[FC_ERRLEN] = "";
 	if ((rc = cli_train_inputs_load(&in, "train", &o)) != 0)
 		goto out;
-	const cli_eval_set *ev = &in.ev;
 	if ((rc = cli_train_run_start(&run, "train", &o, &in, o.out)) != 0)
 		goto out;
 	run.checkpoints = 1;
 	run.verbose = !o.quiet;
 	fc_trainer *t = run.t;
+	const fc_policy *p = &run.policy;
 
-	/* History lives in the checkpoint's extra text: best metric, its epoch,
-	 * epochs since it improved, and the before-training metrics. */
 	if (o.resume) {
-		rc = fc_trainer_load(t, o.resume, &extra, why);
-		if (rc == FC_ERR_INVALID) {
-			rc = cli_usage_error("train", "cannot resume from '%s': %s", o.resume, why);
+		if ((rc = cli_train_run_begin(&run, "train", NULL, o.resume)) != 0)
 			goto out;
-		}
-		if (rc) {
-			rc = cli_fail("cannot resume from '%s': %s", o.resume, why);
-			goto out;
-		}
-		json_t *x = extra ? json_loads(extra, 0, NULL) : NULL;
-		if (x) {
-			run.best = json_real_value(json_object_get(x, "best"));
-			run.best_epoch = (uint32_t)json_integer_value(json_object_get(x, "best_epoch"));
-			run.stale = (uint32_t)json_integer_value(json_object_get(x, "stale"));
-		}
-		cli_metrics_from_json(&run.before, x ? json_object_get(x, "before") : NULL);
-		cli_metrics_from_json(&run.best_m, x ? json_object_get(x, "best_metrics") : NULL);
-		json_decref(x);
 		if (!o.quiet)
 			printf("resuming after epoch %u of %u from '%s'\n", fc_trainer_epochs_done(t), run.cfg.epochs,
 			       o.resume);
@@ -142,22 +116,22 @@ int cmd_train(int argc, char **argv)
 
 	if (!o.quiet)
 		printf("train: %zu items, %u classes, %zu-d features of extractor %.12s; eval: %s (%zu queries)\n",
-		       in.train.m.rows, in.data.n_classes, in.train.m.dim, in.exhex, ev->enabled ? o.eval_split : "none",
-		       ev->enabled ? ev->q.m.rows : (size_t)0);
+		       in.train.m.rows, in.data.n_classes, in.train.m.dim, in.exhex,
+		       in.evaluated ? o.eval_split : "none", in.evaluated ? in.q.m.rows : (size_t)0);
 	if (!o.resume) {
 		fc_metrics before = { 0 };
-		if (ev->enabled && (rc = cli_eval_set_run(&before, NULL, ev, o.k)) != 0) {
+		if (in.evaluated && (rc = fc_eval_set_run(&before, NULL, &in.eval)) != 0) {
 			rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
 			goto out;
 		}
-		if (ev->enabled && !o.quiet)
+		if (in.evaluated && !o.quiet)
 			cli_print_metrics("before (raw features):", &before, o.k);
-		if ((rc = cli_train_run_begin_log(&run, &before, ev->enabled)) != 0)
+		if ((rc = cli_train_run_begin(&run, "train", &before, NULL)) != 0)
 			goto out;
 	}
 
 	cli_catch_interrupt();
-	while (fc_trainer_epochs_done(t) < run.cfg.epochs && !run.stop) {
+	while (fc_trainer_epochs_done(t) < run.cfg.epochs && !p->stop) {
 		fc_epoch_stats st;
 		uint64_t bad = 0;
 		rc = fc_trainer_epoch(t, &st, &bad, o.quiet ? NULL : lg);
@@ -176,16 +150,16 @@ int cmd_train(int argc, char **argv)
 			rc = cli_fail("train: %s", fc_strerror(rc));
 			goto out;
 		}
-		if ((rc = cli_train_run_epoch_end(&run, &st, ev)) != 0)
+		if ((rc = cli_train_run_epoch_end(&run, &st)) != 0)
 			goto out;
 	}
-	if (ev->enabled) {
-		cli_print_metrics("before (raw features):", &run.before, o.k);
+	if (in.evaluated) {
+		cli_print_metrics("before (raw features):", &p->before, o.k);
 		char what[64];
-		snprintf(what, sizeof what, "after (head, epoch %u):", run.best_epoch);
-		cli_print_metrics(what, &run.best_m, o.k);
+		snprintf(what, sizeof what, "after (head, epoch %u):", p->best_epoch);
+		cli_print_metrics(what, &p->best_metrics, o.k);
 	}
-	printf("head written to '%s' (epoch %u), log '%s', checkpoint '%s'\n", o.out, run.best_epoch, run.log, run.ckpt);
+	printf("head written to '%s' (epoch %u), log '%s', checkpoint '%s'\n", o.out, p->best_epoch, run.log, run.ckpt);
 	rc = CLI_EXIT_OK;
 	if (o.report) {
 		char html[4200];
@@ -194,7 +168,6 @@ int cmd_train(int argc, char **argv)
 	}
 out:
 	cli_progress_end();
-	free(extra);
 	cli_train_run_free(&run);
 	cli_train_inputs_free(&in);
 	return rc;

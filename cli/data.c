@@ -7,11 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "cli/cli.h"
 #include "cli/data.h"
-#include "featcache/train.h"
 
 int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN])
 {
@@ -135,17 +132,4 @@ int cli_parse_float(const char *cmd, const char *opt, const char *val, double mi
 		return cli_usage_error(cmd, "bad value '%s' for %s: must be from %g to %g", val, opt, min, max);
 	*out = (float)v;
 	return 0;
-}
-
-json_t *cli_metrics_json(const fc_metrics *m, int with_queries)
-{
-	json_t *j = json_object();
-	for (int i = 0; j && i < 9; i++) {
-		double v;
-		fc_metric_get(m, fc_metric_names[i], &v);
-		json_object_set_new(j, fc_metric_names[i], json_real(v));
-	}
-	if (j && with_queries)
-		json_object_set_new(j, "queries", json_integer((json_int_t)m->queries));
-	return j;
 }

@@ -37,10 +37,4 @@ uint32_t *cli_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classe
 /* cli_parse_float - a finite float from an option value, in [min, max]. */
 int cli_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out);
 
-/* cli_metrics_json - the nine metrics by their Finetuner names, plus
- * "queries" when with_queries is set (a new jansson object). */
-struct fc_metrics;
-struct json_t;
-struct json_t *cli_metrics_json(const struct fc_metrics *m, int with_queries);
-
 #endif /* CLI_DATA_H */

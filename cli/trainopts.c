@@ -1,19 +1,17 @@
 /*
- * trainopts.c - train's options and per-epoch bookkeeping, shared by
- * `featcache train` and `featcache sweep` (trainopts.h), so that a sweep's
- * configuration means exactly what the same options mean to train.
+ * trainopts.c - train's options, inputs and runs, shared by `featcache
+ * train` and `featcache sweep` (trainopts.h), so that a sweep's
+ * configuration means exactly what the same options mean to train. The
+ * per-epoch policy is train/'s (fc_policy), the log's schema report/'s;
+ * this file connects them and prints.
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
-#include "featcache/report.h"
 #include "cli/trainopts.h"
+#include "featcache/report.h"
 
 const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1] = {
 	{ "store", required_argument, NULL, 's' },
@@ -89,6 +87,15 @@ void cli_train_opts_init(cli_train_opts *o)
 			      .metric = "average_precision" };
 }
 
+/* The result of parsing a named choice (0 or an error code): a usage error
+ * listing the names expected when the name was not one of them. */
+static int named(const char *cmd, int parsed, const char *what, const char *arg, const char *expected)
+{
+	if (parsed)
+		return cli_usage_error(cmd, "unknown %s '%s': expected %s", what, arg, expected);
+	return 0;
+}
+
 int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char *arg)
 {
 	switch (code) {
@@ -102,26 +109,18 @@ int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char 
 	case CLI_TOPT_LAYERS: return cli_parse_u64(cmd, "--head-layers", arg, 1, 8, &o->layers);
 	case CLI_TOPT_HIDDEN: return cli_parse_u64(cmd, "--hidden", arg, 1, 1 << 16, &o->hidden);
 	case CLI_TOPT_LOSS:
-		if (fc_loss_parse(arg, &o->loss))
-			return cli_usage_error(cmd, "unknown loss '%s': expected triplet, siamese, ntxent, supcon, arcface or cosface", arg);
-		return 0;
+		return named(cmd, fc_loss_parse(arg, &o->loss), "loss", arg,
+			     "triplet, siamese, ntxent, supcon, arcface or cosface");
 	case CLI_TOPT_MINER:
-		if (fc_miner_parse(arg, &o->miner))
-			return cli_usage_error(cmd, "unknown miner '%s': expected all, hard, semihard or easy", arg);
-		return 0;
+		return named(cmd, fc_miner_parse(arg, &o->miner), "miner", arg, "all, hard, semihard or easy");
 	case CLI_TOPT_DISTANCE:
-		if (fc_distance_parse(arg, &o->distance))
-			return cli_usage_error(cmd, "unknown distance '%s': expected euclidean or cosine", arg);
 		o->distance_set = 1;
-		return 0;
+		return named(cmd, fc_distance_parse(arg, &o->distance), "distance", arg, "euclidean or cosine");
 	case CLI_TOPT_OPTIMIZER:
-		if (fc_optim_parse(arg, &o->optim))
-			return cli_usage_error(cmd, "unknown optimizer '%s': expected adam, adamw or sgd", arg);
-		return 0;
+		return named(cmd, fc_optim_parse(arg, &o->optim), "optimizer", arg, "adam, adamw or sgd");
 	case CLI_TOPT_SCHEDULER:
-		if (fc_sched_parse(arg, &o->sched))
-			return cli_usage_error(cmd, "unknown scheduler '%s': expected constant, linear, cosine, warmup or step", arg);
-		return 0;
+		return named(cmd, fc_sched_parse(arg, &o->sched), "scheduler", arg,
+			     "constant, linear, cosine, warmup or step");
 	case CLI_TOPT_MARGIN: o->margin_set = 1; return cli_parse_float(cmd, "--margin", arg, -1e6, 1e6, &o->margin);
 	case CLI_TOPT_POS_MARGIN: o->pos_set = 1; return cli_parse_float(cmd, "--pos-margin", arg, -1e6, 1e6, &o->pos_margin);
 	case CLI_TOPT_NEG_MARGIN: o->neg_set = 1; return cli_parse_float(cmd, "--neg-margin", arg, -1e6, 1e6, &o->neg_margin);
@@ -158,13 +157,11 @@ int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char 
 
 int cli_train_opts_check(cli_train_opts *o, const char *cmd)
 {
-	fc_metrics probe = { 0 };
-	double v;
 	if (o->early_metric)
 		o->early_metric = o->early_buf; /* o may be a copy */
-	if (fc_metric_get(&probe, o->metric, &v))
+	if (fc_metric_resolve(o->metric, NULL) < 0)
 		return cli_usage_error(cmd, "unknown metric '%s' for --metric", o->metric);
-	if (o->early_metric && fc_metric_get(&probe, o->early_metric, &v))
+	if (o->early_metric && fc_metric_resolve(o->early_metric, NULL) < 0)
 		return cli_usage_error(cmd, "unknown metric '%s' for --early-stop", o->early_metric);
 	if (o->early_metric)
 		o->metric = o->early_metric;
@@ -227,14 +224,6 @@ static json_t *config_json(const cli_train_opts *o, const fc_train_config *c, co
 			 "index_split", o->index_split, "k", (json_int_t)o->k, "metric", o->metric, "format", "pt");
 }
 
-void cli_metrics_from_json(fc_metrics *m, json_t *j)
-{
-	double *fields[] = { &m->precision, &m->recall, &m->f1, &m->hit, &m->ap, &m->rr, &m->r_precision, &m->dcg,
-			     &m->ndcg };
-	for (int i = 0; j && i < 9; i++)
-		*fields[i] = json_real_value(json_object_get(j, fc_metric_names[i]));
-}
-
 void cli_print_metrics(const char *what, const fc_metrics *m, size_t k)
 {
 	printf("%-28s mAP@%zu %.4f  precision@%zu %.4f  recall@%zu %.4f  ndcg@%zu %.4f  mrr %.4f\n", what, k, m->ap,
@@ -244,13 +233,12 @@ void cli_print_metrics(const char *what, const fc_metrics *m, size_t k)
 int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train_opts *o)
 {
 	memset(in, 0, sizeof *in);
-	cli_eval_set *ev = &in->ev;
 	unsigned train_mask, eval_mask = 0, index_mask = 0;
 	int rc;
 	if ((rc = cli_parse_splits(cmd, "--train-split", o->train_split, &train_mask)) != 0)
 		return rc;
-	ev->enabled = strcmp(o->eval_split, "none") != 0;
-	if (ev->enabled && (rc = cli_parse_splits(cmd, "--eval-split", o->eval_split, &eval_mask)) != 0)
+	in->evaluated = strcmp(o->eval_split, "none") != 0;
+	if (in->evaluated && (rc = cli_parse_splits(cmd, "--eval-split", o->eval_split, &eval_mask)) != 0)
 		return rc;
 	if (o->index_split && (rc = cli_parse_splits(cmd, "--index-split", o->index_split, &index_mask)) != 0)
 		return rc;
@@ -268,19 +256,19 @@ int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train
 		cli_warn("%zu items of the train split have no features yet (run 'featcache extract')", in->train.missing);
 	if (in->train.unlabeled)
 		cli_warn("%zu unlabelled items of the train split are left out", in->train.unlabeled);
-	if (ev->enabled) {
-		if ((rc = cli_load_split(s, exid, eval_mask, 0, &ev->q)) != 0)
+	if (in->evaluated) {
+		if ((rc = cli_load_split(s, exid, eval_mask, 0, &in->q)) != 0 ||
+		    (o->index_split && (rc = cli_load_split(s, exid, index_mask, 0, &in->ix)) != 0))
 			goto out;
-		if (o->index_split) {
-			ev->has_index = 1;
-			if ((rc = cli_load_split(s, exid, index_mask, 0, &ev->ix)) != 0)
-				goto out;
-		}
-		if (ev->q.m.rows == 0) {
+		if (in->q.m.rows == 0) {
 			cli_warn("the %s split has no labelled features: no evaluation (use --eval-split)", o->eval_split);
-			ev->enabled = 0;
+			in->evaluated = 0;
 		}
 	}
+	const fc_matrix *q = &in->q.m, *ix = &in->ix.m;
+	in->eval = (fc_eval_set){ .queries = q->data, .query_labels = q->labels, .nq = q->rows, .index = ix->data,
+				  .index_labels = ix->labels, .ni = ix->rows, .dim = q->dim, .k = (size_t)o->k,
+				  .self = !o->index_split };
 	uint32_t n_classes = 0;
 	in->classes = cli_dense_classes(in->train.m.labels, in->train.m.rows, &n_classes);
 	if (!in->classes) {
@@ -297,47 +285,17 @@ void cli_train_inputs_free(cli_train_inputs *in)
 {
 	free(in->classes);
 	cli_split_data_free(&in->train);
-	cli_split_data_free(&in->ev.q);
-	cli_split_data_free(&in->ev.ix);
+	cli_split_data_free(&in->q);
+	cli_split_data_free(&in->ix);
 	memset(in, 0, sizeof *in);
 }
 
-int cli_eval_set_run(fc_metrics *m, fc_head *head, const cli_eval_set *e, size_t k)
-{
-	const fc_matrix *q = &e->q.m, *ix = e->has_index ? &e->ix.m : &e->q.m;
-	return fc_eval_features(m, head, q->data, q->labels, q->rows, ix->data, ix->labels, ix->rows, q->dim, k,
-				!e->has_index);
-}
-
-int cli_append_line(const char *path, json_t *j, int sync)
-{
-	char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	if (!text)
-		return cli_fail("out of memory");
-	size_t len = strlen(text);
-	text[len++] = '\n'; /* json_dumps' terminator becomes the newline: one write */
-	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-	int rc = 0;
-	if (fd < 0) {
-		rc = cli_fail("cannot write log '%s': %s", path, cli_errno_str(errno));
-	} else {
-		ssize_t w = write(fd, text, len);
-		int e = errno;
-		if (w != (ssize_t)len || (sync && fsync(fd) != 0))
-			rc = cli_fail("cannot write log '%s': %s", path, w < 0 || sync ? cli_errno_str(e) : "short write");
-		if (close(fd) != 0 && !rc)
-			rc = cli_fail("cannot write log '%s': %s", path, cli_errno_str(errno));
-	}
-	free(text);
-	return rc;
-}
-
-int cli_train_run_trainer(cli_train_run *r, const char *cmd, const fc_train_data *d)
+int cli_train_run_trainer(cli_train_run *r, const char *cmd)
 {
 	char why[FC_ERRLEN] = "";
 	fc_trainer_free(r->t);
 	r->t = NULL;
-	int rc = fc_trainer_new(&r->t, &r->cfg, d, why);
+	int rc = fc_trainer_new(&r->t, &r->cfg, &r->in->data, why, sizeof why);
 	if (rc == FC_ERR_INVALID)
 		return cli_usage_error(cmd, "%s", why);
 	if (rc)
@@ -351,8 +309,8 @@ int cli_train_run_start(cli_train_run *r, const char *cmd, const cli_train_opts 
 	const fc_train_data *d = &in->data;
 	memset(r, 0, sizeof *r);
 	r->o = o;
+	r->in = in;
 	r->out = out;
-	r->best = -1;
 	snprintf(r->log, sizeof r->log, "%s.jsonl", out);
 	snprintf(r->ckpt, sizeof r->ckpt, "%s.ckpt", out);
 	build_config(o, &r->cfg, (uint32_t)in->train.m.dim);
@@ -364,7 +322,7 @@ int cli_train_run_start(cli_train_run *r, const char *cmd, const cli_train_opts 
 		r->cfg.sched.step_size = se * per_epoch;
 		fc_batches_free(&b);
 	}
-	int rc = cli_train_run_trainer(r, cmd, d);
+	int rc = cli_train_run_trainer(r, cmd);
 	if (rc)
 		return rc;
 	r->cfgj = config_json(o, &r->cfg, in->exhex);
@@ -379,87 +337,62 @@ void cli_train_run_free(cli_train_run *r)
 	fc_trainer_free(r->t);
 	json_decref(r->cfgj);
 	free(r->cfgtext);
-	free(r->extra);
 	memset(r, 0, sizeof *r);
 }
 
-int cli_train_run_begin_log(cli_train_run *r, const fc_metrics *before, int evaluated)
+/* The policy's log: train's line on stdout, then the run log's line. */
+static int log_epoch(void *ctx, const fc_policy *p, const fc_epoch_stats *st, char *err, size_t errcap)
 {
-	r->before = *before;
-	remove(r->log);
-	if (!evaluated)
-		return 0;
-	json_t *line = json_pack("{s:O, s:o}", "config", r->cfgj, "before", cli_metrics_json(before, 0));
-	int rc = line ? cli_append_line(r->log, line, 0) : cli_fail("out of memory");
-	json_decref(line);
-	return rc;
-}
-
-int cli_train_run_epoch_end(cli_train_run *r, const fc_epoch_stats *st, const cli_eval_set *ev)
-{
-	const cli_train_opts *o = r->o;
-	char why[FC_ERRLEN] = "";
-	int rc, improved = 0;
-	double val = -st->loss;
-	if (ev->enabled) {
-		if ((rc = cli_eval_set_run(&r->m, fc_trainer_head(r->t), ev, o->k)) != 0)
-			return cli_fail("cannot evaluate: %s", fc_strerror(rc));
-		fc_metric_get(&r->m, o->metric, &val);
-	}
-	if (r->best_epoch == 0 || val > r->best) {
-		r->best = val;
-		r->best_epoch = st->epoch;
-		r->best_m = r->m;
-		r->stale = 0;
-		improved = 1;
-	} else {
-		r->stale++;
-	}
+	const cli_train_run *r = ctx;
+	const fc_metrics *m = p->cfg.eval ? &p->last : NULL;
+	size_t k = (size_t)r->o->k;
 	if (r->verbose) {
 		printf("epoch %3u/%u  loss %.5f  lr %.3g  %6.0f samples/s", st->epoch, r->cfg.epochs, st->loss, st->lr,
 		       st->samples_per_s);
-		if (ev->enabled)
-			printf("  mAP@%zu %.4f  p@%zu %.4f  ndcg@%zu %.4f%s", (size_t)o->k, r->m.ap, (size_t)o->k,
-			       r->m.precision, (size_t)o->k, r->m.ndcg, improved ? "  *" : "");
+		if (m)
+			printf("  mAP@%zu %.4f  p@%zu %.4f  ndcg@%zu %.4f%s", k, m->ap, k, m->precision, k, m->ndcg,
+			       p->improved ? "  *" : "");
 		putchar('\n');
 		fflush(stdout);
 	}
-	json_t *line = json_pack("{s:i, s:I, s:f, s:f, s:f, s:f, s:I, s:b}", "epoch", (int)st->epoch, "steps",
-				 (json_int_t)st->steps, "loss", st->loss, "lr", st->lr, "seconds", st->seconds,
-				 "samples_per_s", st->samples_per_s, "active", (json_int_t)st->active, "best", improved);
-	if (!line)
-		return cli_fail("out of memory");
-	if (ev->enabled)
-		json_object_set_new(line, "metrics", cli_metrics_json(&r->m, 0));
-	rc = cli_append_line(r->log, line, 0);
-	json_decref(line);
+	return fc_runlog_epoch(r->log, st, p->improved, m, err, errcap);
+}
+
+int cli_train_run_begin(cli_train_run *r, const char *cmd, const fc_metrics *before, const char *resume)
+{
+	const fc_policy_config pc = {
+		.eval = r->in->evaluated ? &r->in->eval : NULL,
+		.metric = r->o->metric,
+		.patience = r->o->early_metric ? (uint32_t)r->o->patience : 0,
+		.head_path = r->out,
+		.head_config = r->cfgtext,
+		.checkpoint_path = r->checkpoints ? r->ckpt : NULL,
+		.log = log_epoch,
+		.log_ctx = r,
+	};
+	char why[FC_ERRLEN] = "";
+	int rc = fc_policy_init(&r->policy, &pc, resume ? NULL : before);
 	if (rc)
-		return rc;
-	if (improved) {
-		char epoch_text[32], metric_text[64];
-		snprintf(epoch_text, sizeof epoch_text, "%u", st->epoch);
-		snprintf(metric_text, sizeof metric_text, "%.6f", val);
-		const char *meta[] = { "featcache_config", r->cfgtext, "epoch", epoch_text,
-				       ev->enabled ? o->metric : "neg_loss", metric_text, NULL };
-		if ((rc = fc_head_save(fc_trainer_head(r->t), r->out, meta, why)) != 0)
-			return cli_fail("cannot write head '%s': %s", r->out, why);
+		return cli_usage_error(cmd, "unknown metric '%s' for --metric", r->o->metric);
+	if (resume) {
+		rc = fc_policy_resume(&r->policy, r->t, resume, why, sizeof why);
+		if (rc == FC_ERR_INVALID)
+			return cli_usage_error(cmd, "cannot resume from '%s': %s", resume, why);
+		if (rc)
+			return cli_fail("cannot resume from '%s': %s", resume, why);
+		return 0;
 	}
-	if (r->checkpoints) {
-		json_t *x = json_pack("{s:f, s:i, s:i, s:o, s:o}", "best", r->best, "best_epoch", (int)r->best_epoch,
-				      "stale", (int)r->stale, "before", cli_metrics_json(&r->before, 0), "best_metrics",
-				      cli_metrics_json(&r->best_m, 0));
-		free(r->extra);
-		r->extra = x ? json_dumps(x, JSON_COMPACT) : NULL;
-		json_decref(x);
-		if (!r->extra)
-			return cli_fail("out of memory");
-		if ((rc = fc_trainer_save(r->t, r->ckpt, r->extra, why)) != 0)
-			return cli_fail("cannot write checkpoint '%s': %s", r->ckpt, why);
-	}
-	if (o->early_metric && r->stale >= o->patience) {
-		r->stop = 1;
-		if (r->verbose)
-			printf("early stop: %s has not improved for %u epochs\n", o->early_metric, r->stale);
-	}
+	if (fc_runlog_start(r->log, r->cfgj, pc.eval ? before : NULL, why, sizeof why) != 0)
+		return cli_fail("%s", why);
+	return 0;
+}
+
+int cli_train_run_epoch_end(cli_train_run *r, const fc_epoch_stats *st)
+{
+	char why[FC_ERRLEN] = "";
+	if (fc_policy_epoch_end(&r->policy, r->t, st, why, sizeof why) != 0)
+		return cli_fail("%s", why);
+	if (r->policy.stop && r->verbose)
+		printf("early stop: %s has not improved for %u epochs\n", r->o->early_metric, r->policy.stale);
 	return 0;
 }

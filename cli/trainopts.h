@@ -2,8 +2,8 @@
  * trainopts.h - what `train` and `sweep` share: train's options (parsed one
  * at a time, so a sweep can apply a grid value exactly as train parses it),
  * the library config and its JSON built from them, the eval set, and one
- * run's per-epoch bookkeeping: evaluate, keep the best head, append the
- * JSON-lines log, write the checkpoint, decide on early stopping.
+ * run as the commands drive it: train/'s per-epoch policy (fc_policy) with
+ * the run log of report/ and train's per-epoch line.
  *
  * Command-line layer only; messages and exit codes as cli.h.
  */
@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "cli/data.h"
+#include "featcache/report.h"
 #include "featcache/train.h"
 
 /* Options as given, before defaults that depend on the loss are applied. */
@@ -56,7 +57,7 @@ enum { CLI_TOPT_FLAG, CLI_TOPT_INT, CLI_TOPT_FLOAT, CLI_TOPT_TEXT };
 int cli_train_opt_kind(int code);
 
 /* cli_train_write_report - with --report: the HTML report of `src` (a
- * training log or a sweep directory) into `html` (cli/report.h), and a line
+ * training log or a sweep directory) into `html` (featcache/report.h), and a line
  * saying where. Returns 0 or an exit code. */
 int cli_train_write_report(const char *html, const char *src, const char *metric);
 
@@ -70,22 +71,18 @@ void cli_train_opts_init(cli_train_opts *o);
  * arg must outlive o (o keeps pointers to text values). */
 int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char *arg);
 
-/* cli_train_opts_check - what needs every option: the metric names, and
- * --early-stop's metric becoming the one that picks the best epoch.
+/* cli_train_opts_check - what needs every option: the metric names (any
+ * fc_metric_resolve takes), and --early-stop's metric becoming the one that
+ * picks the best epoch.
  * Returns 0 or CLI_EXIT_USAGE. */
 int cli_train_opts_check(cli_train_opts *o, const char *cmd);
 
-/* The eval set: queries (and an index when it is another split). */
-typedef struct cli_eval_set {
-	cli_split_data q, ix;
-	int has_index, enabled;
-} cli_eval_set;
-
 /* What a run trains and evaluates on, loaded from the store once. */
 typedef struct cli_train_inputs {
-	cli_split_data train;
-	cli_eval_set ev;
-	uint32_t *classes;      /* dense class numbers of train's rows */
+	cli_split_data train, q, ix; /* q: the eval queries; ix: their index when it is another split */
+	fc_eval_set eval;
+	int evaluated;               /* an eval split with labelled features */
+	uint32_t *classes;           /* dense class numbers of train's rows */
 	fc_train_data data;
 	char exhex[2 * FC_HASH_LEN + 1];
 } cli_train_inputs;
@@ -97,25 +94,20 @@ typedef struct cli_train_inputs {
 int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train_opts *o);
 void cli_train_inputs_free(cli_train_inputs *in);
 
-/* cli_eval_set_run - metrics of head (NULL: the raw features) on the set. */
-int cli_eval_set_run(fc_metrics *m, fc_head *head, const cli_eval_set *e, size_t k);
-
-/* One training run as the commands drive it. */
+/* One training run as the commands drive it; the per-epoch policy itself
+ * is train/'s (fc_policy), this adds the options, the log and the prints. */
 typedef struct cli_train_run {
 	const cli_train_opts *o;
+	const cli_train_inputs *in;
 	fc_train_config cfg;
 	fc_trainer *t;
+	fc_policy policy;
 	json_t *cfgj;         /* the config as the log and the head's metadata give it */
 	char *cfgtext;
 	const char *out;      /* the head */
 	char log[4200], ckpt[4200];
 	int checkpoints;      /* write ckpt after every epoch */
 	int verbose;          /* print train's per-epoch line on stdout */
-	double best;          /* the best epoch's metric (-loss without evaluation) */
-	uint32_t best_epoch, stale;
-	fc_metrics before, m, best_m; /* m: the last epoch's */
-	int stop;             /* early stopping says stop */
-	char *extra;          /* the checkpoint's history text */
 } cli_train_run;
 
 /* cli_train_run_start - the config from the options (with StepLR's epochs
@@ -129,24 +121,21 @@ void cli_train_run_free(cli_train_run *r);
 
 /* cli_train_run_trainer - (re)build r's trainer from scratch, e.g. after a
  * sweep freed it to validate many runs before training any. */
-int cli_train_run_trainer(cli_train_run *r, const char *cmd, const fc_train_data *d);
+int cli_train_run_trainer(cli_train_run *r, const char *cmd);
 
-/* cli_train_run_begin_log - start the log afresh with the config and the
- * before-training metrics (which r keeps). */
-int cli_train_run_begin_log(cli_train_run *r, const fc_metrics *before, int evaluated);
+/* cli_train_run_begin - the run's policy (set checkpoints and verbose
+ * first). With resume (a checkpoint's path): the trainer and the policy's
+ * history from it. Else a fresh log: the config and before, the raw
+ * features' metrics (ignored without evaluation). Returns 0 or an exit
+ * code after printing why. */
+int cli_train_run_begin(cli_train_run *r, const char *cmd, const fc_metrics *before, const char *resume);
 
-/* cli_train_run_epoch_end - after epoch st: evaluate (when ev is enabled),
- * track the best epoch, print train's line when verbose, append the log
- * line, write the head when it improved and the checkpoint when asked,
- * and set r->stop when early stopping says so. Returns 0 or an exit code
+/* cli_train_run_epoch_end - fc_policy_epoch_end after epoch st, with
+ * train's per-epoch line on stdout when verbose and the log line appended;
+ * says so when early stopping stops the run. Returns 0 or an exit code
  * after printing why. */
-int cli_train_run_epoch_end(cli_train_run *r, const fc_epoch_stats *st, const cli_eval_set *ev);
+int cli_train_run_epoch_end(cli_train_run *r, const fc_epoch_stats *st);
 
-/* cli_append_line - one compact JSON line appended to path. With sync, the
- * line goes out in a single write and is fsync'd before this returns. */
-int cli_append_line(const char *path, json_t *j, int sync);
-
-void cli_metrics_from_json(fc_metrics *m, json_t *j);
 void cli_print_metrics(const char *what, const fc_metrics *m, size_t k);
 
 #endif /* CLI_TRAINOPTS_H */

@@ -25,7 +25,7 @@ static void test_grid_order(void **state)
 	fc_sweep_axis ax[3] = { { .n_values = 3 }, { .n_values = 2 }, { .n_values = 4 } };
 	fc_sweep_cell *c;
 	size_t n;
-	assert_int_equal(fc_sweep_expand(&c, &n, ax, 3, 0, 1, NULL), 0);
+	assert_int_equal(fc_sweep_expand(&c, &n, ax, 3, 0, 1, NULL, 0), 0);
 	assert_int_equal(n, 24);
 	/* The last axis varies fastest, like nested loops in the order given. */
 	for (size_t i = 0; i < n; i++) {
@@ -47,7 +47,7 @@ static void test_random_draws(void **state)
 	size_t n, n2;
 	uint64_t seed = 7;
 	printf("# seed %llu\n", (unsigned long long)seed);
-	assert_int_equal(fc_sweep_expand(&c, &n, ax, 4, 200, seed, NULL), 0);
+	assert_int_equal(fc_sweep_expand(&c, &n, ax, 4, 200, seed, NULL, 0), 0);
 	assert_int_equal(n, 400);
 	int low_decade = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -63,10 +63,10 @@ static void test_random_draws(void **state)
 	/* Log-uniform: about a third of the draws in the lowest decade (a
 	 * uniform draw would put 1% there). */
 	assert_true(low_decade > 80 && low_decade < 200);
-	assert_int_equal(fc_sweep_expand(&again, &n2, ax, 4, 200, seed, NULL), 0);
+	assert_int_equal(fc_sweep_expand(&again, &n2, ax, 4, 200, seed, NULL, 0), 0);
 	assert_memory_equal(c, again, n * 4 * sizeof *c);
 	free(again);
-	assert_int_equal(fc_sweep_expand(&again, &n2, ax, 4, 200, seed + 1, NULL), 0);
+	assert_int_equal(fc_sweep_expand(&again, &n2, ax, 4, 200, seed + 1, NULL, 0), 0);
 	assert_true(memcmp(c, again, n * 4 * sizeof *c) != 0);
 	free(again);
 	free(c);
@@ -81,14 +81,14 @@ static void test_bad_ranges(void **state)
 	fc_sweep_axis empty = { .lo = 2, .hi = 1 }, zero_log = { .lo = 0, .hi = 1, .log = 1 },
 		      no_int = { .lo = 1.2, .hi = 1.8, .integer = 1 }, inf = { .lo = 0, .hi = INFINITY },
 		      grid = { .n_values = 2 };
-	assert_int_equal(fc_sweep_expand(&c, &n, &empty, 1, 3, 0, why), FC_ERR_INVALID);
+	assert_int_equal(fc_sweep_expand(&c, &n, &empty, 1, 3, 0, why, sizeof why), FC_ERR_INVALID);
 	assert_non_null(strstr(why, "empty"));
-	assert_int_equal(fc_sweep_expand(&c, &n, &zero_log, 1, 3, 0, why), FC_ERR_INVALID);
+	assert_int_equal(fc_sweep_expand(&c, &n, &zero_log, 1, 3, 0, why, sizeof why), FC_ERR_INVALID);
 	assert_non_null(strstr(why, "above 0"));
-	assert_int_equal(fc_sweep_expand(&c, &n, &no_int, 1, 3, 0, why), FC_ERR_INVALID);
-	assert_int_equal(fc_sweep_expand(&c, &n, &inf, 1, 3, 0, why), FC_ERR_INVALID);
-	assert_int_equal(fc_sweep_expand(&c, &n, &zero_log, 1, 0, 0, why), FC_ERR_INVALID);
-	assert_int_equal(fc_sweep_expand(&c, &n, &grid, 1, 3, 0, why), FC_ERR_INVALID);
+	assert_int_equal(fc_sweep_expand(&c, &n, &no_int, 1, 3, 0, why, sizeof why), FC_ERR_INVALID);
+	assert_int_equal(fc_sweep_expand(&c, &n, &inf, 1, 3, 0, why, sizeof why), FC_ERR_INVALID);
+	assert_int_equal(fc_sweep_expand(&c, &n, &zero_log, 1, 0, 0, why, sizeof why), FC_ERR_INVALID);
+	assert_int_equal(fc_sweep_expand(&c, &n, &grid, 1, 3, 0, why, sizeof why), FC_ERR_INVALID);
 	assert_null(c);
 }
 
@@ -142,8 +142,8 @@ static void run_group(int jobs)
 	fc_trainer *alone[3], *group[3];
 	char why[FC_ERRLEN];
 	for (int i = 0; i < 3; i++) {
-		assert_int_equal(fc_trainer_new(&alone[i], &cfg[i], &d, why), 0);
-		assert_int_equal(fc_trainer_new(&group[i], &cfg[i], &d, why), 0);
+		assert_int_equal(fc_trainer_new(&alone[i], &cfg[i], &d, why, sizeof why), 0);
+		assert_int_equal(fc_trainer_new(&group[i], &cfg[i], &d, why, sizeof why), 0);
 		assert_true(fc_trainer_shares_sampling(group[0], group[i]));
 	}
 	for (uint32_t e = 0; e < 3; e++) {
@@ -192,8 +192,8 @@ static void test_group_needs_shared_sampling(void **state)
 	fc_train_config a = config(1e-3f, 8, FC_LOSS_TRIPLET), b = a;
 	b.batch = 36;
 	fc_trainer *t[2];
-	assert_int_equal(fc_trainer_new(&t[0], &a, &d, NULL), 0);
-	assert_int_equal(fc_trainer_new(&t[1], &b, &d, NULL), 0);
+	assert_int_equal(fc_trainer_new(&t[0], &a, &d, NULL, 0), 0);
+	assert_int_equal(fc_trainer_new(&t[1], &b, &d, NULL, 0), 0);
 	assert_false(fc_trainer_shares_sampling(t[0], t[1]));
 	fc_epoch_stats st[2];
 	int errs[2];
@@ -214,8 +214,8 @@ static void test_group_nonfinite_stops_one(void **state)
 	fc_train_config a = config(1e30f, 8, FC_LOSS_TRIPLET), b = config(1e-3f, 8, FC_LOSS_TRIPLET);
 	a.optim.kind = b.optim.kind = FC_OPT_SGD;
 	fc_trainer *t[2];
-	assert_int_equal(fc_trainer_new(&t[0], &a, &d, NULL), 0);
-	assert_int_equal(fc_trainer_new(&t[1], &b, &d, NULL), 0);
+	assert_int_equal(fc_trainer_new(&t[0], &a, &d, NULL, 0), 0);
+	assert_int_equal(fc_trainer_new(&t[1], &b, &d, NULL, 0), 0);
 	fc_epoch_stats st[2];
 	int errs[2];
 	uint64_t bad[2] = { 0, 0 };

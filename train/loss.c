@@ -721,18 +721,40 @@ static void pair_census(const uint32_t *y, size_t B, uint64_t *npos, int *any_ne
 	*any_neg = n;
 }
 
+/* After a pass over B anchors in parallel: the sum of their losses (in
+ * anchor order, so the result does not depend on the threads) and, in *z,
+ * how many were not zero (nz[a] each). */
+static double sum_parts(const fc_loss *l, const uint64_t *nz, size_t B, uint64_t *z)
+{
+	double sum = 0;
+	*z = 0;
+	for (size_t a = 0; a < B; a++) {
+		sum += l->part[a];
+		*z += nz[a];
+	}
+	return sum;
+}
+
+/* What NTXent and SupCon share before their passes: the logit scale *rt
+ * (z = M / τ for similarities, -M / τ for distances), a cleared gradient
+ * and the batch's positive pairs. Returns 0 when the batch has no positive
+ * pair or no negative one: the loss is then 0. */
+static int contrastive_begin(fc_loss *l, const uint32_t *y, size_t B, double *rt, uint64_t *npos)
+{
+	const double sgn = l->cfg.distance == FC_DIST_COSINE ? 1.0 : -1.0;
+	int any_neg;
+	*rt = sgn / (double)l->cfg.temperature;
+	pair_census(y, B, npos, &any_neg);
+	memset(l->dmat, 0, B * B * sizeof(double));
+	return *npos != 0 && any_neg;
+}
+
 static double ntxent_loss(fc_loss *l, const uint32_t *y, size_t B, fc_loss_info *info)
 {
 	const double *M = l->mat;
-	double *dM = l->dmat;
-	/* z = M / τ for similarities, -M / τ for distances */
-	const double sgn = l->cfg.distance == FC_DIST_COSINE ? 1.0 : -1.0;
-	const double rt = sgn / (double)l->cfg.temperature;
+	double *dM = l->dmat, rt;
 	uint64_t npos;
-	int any_neg;
-	pair_census(y, B, &npos, &any_neg);
-	memset(dM, 0, B * B * sizeof(double));
-	if (npos == 0 || !any_neg)
+	if (!contrastive_begin(l, y, B, &rt, &npos))
 		return 0.0;
 	const double w = 1.0 / (double)npos;
 	uint64_t *nzc = l->cnt;
@@ -772,28 +794,16 @@ static double ntxent_loss(fc_loss *l, const uint32_t *y, size_t B, fc_loss_info 
 		l->part[a] = sum;
 		nzc[a] = z;
 	}
-	double sum = 0;
-	uint64_t z = 0;
-	for (size_t a = 0; a < B; a++) {
-		sum += l->part[a];
-		z += nzc[a];
-	}
 	info->used = npos;
-	info->nonzero = z;
-	return sum * w;
+	return sum_parts(l, nzc, B, &info->nonzero) * w;
 }
 
 static double supcon_loss(fc_loss *l, const uint32_t *y, size_t B, fc_loss_info *info)
 {
 	const double *M = l->mat;
-	double *dM = l->dmat;
-	const double sgn = l->cfg.distance == FC_DIST_COSINE ? 1.0 : -1.0;
-	const double rt = sgn / (double)l->cfg.temperature;
+	double *dM = l->dmat, rt;
 	uint64_t npos;
-	int any_neg;
-	pair_census(y, B, &npos, &any_neg);
-	memset(dM, 0, B * B * sizeof(double));
-	if (npos == 0 || !any_neg)
+	if (!contrastive_begin(l, y, B, &rt, &npos))
 		return 0.0;
 	uint64_t *has_pos = l->cnt, *nz = l->cnt + B;
 	/* pass 1: loss_i per anchor; dmat row i holds the softmax over j != i */
@@ -928,15 +938,8 @@ static double margin_softmax_loss(fc_loss *l, const uint32_t *y, size_t B, fc_lo
 		l->part[i] = li;
 		nz[i] = li > 0;
 	}
-	double sum = 0;
-	uint64_t z = 0;
-	for (size_t i = 0; i < B; i++) {
-		sum += l->part[i];
-		z += nz[i];
-	}
 	info->used = B;
-	info->nonzero = z;
-	return sum * w;
+	return sum_parts(l, nz, B, &info->nonzero) * w;
 }
 
 /* From dcos (B,C): dxhat (B,D) = dcos · diag(winv) · Wᵀ, and dW (D,C) +=

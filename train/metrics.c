@@ -58,9 +58,11 @@
  * bit-identity above, and with it the tie rule.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <omp.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -614,37 +616,72 @@ out:
 	return err;
 }
 
-int fc_metric_get(const fc_metrics *m, const char *name, double *value)
+/* Where each metric lives in fc_metrics, in fc_metric_names order. */
+static const size_t metric_offset[9] = {
+	offsetof(fc_metrics, precision),   offsetof(fc_metrics, recall), offsetof(fc_metrics, f1),
+	offsetof(fc_metrics, hit),	   offsetof(fc_metrics, ap),	 offsetof(fc_metrics, rr),
+	offsetof(fc_metrics, r_precision), offsetof(fc_metrics, dcg),	 offsetof(fc_metrics, ndcg),
+};
+
+int fc_metric_resolve(const char *name, const char **canonical)
 {
+	/* Every short name any command has ever taken: train's and sweep's
+	 * (precision ... ndcg) and the report's (ap, rprecision, dcg too). */
 	static const struct {
 		const char *name;
-		size_t off;
-	} names[] = {
-		{"precision_at_k", offsetof(fc_metrics, precision)},
-		{"recall_at_k", offsetof(fc_metrics, recall)},
-		{"f1_score_at_k", offsetof(fc_metrics, f1)},
-		{"hit_at_k", offsetof(fc_metrics, hit)},
-		{"average_precision", offsetof(fc_metrics, ap)},
-		{"reciprocal_rank", offsetof(fc_metrics, rr)},
-		{"r_precision", offsetof(fc_metrics, r_precision)},
-		{"dcg_at_k", offsetof(fc_metrics, dcg)},
-		{"ndcg_at_k", offsetof(fc_metrics, ndcg)},
-		{"precision", offsetof(fc_metrics, precision)},
-		{"recall", offsetof(fc_metrics, recall)},
-		{"f1", offsetof(fc_metrics, f1)},
-		{"hit", offsetof(fc_metrics, hit)},
-		{"map", offsetof(fc_metrics, ap)},
-		{"mrr", offsetof(fc_metrics, rr)},
-		{"ndcg", offsetof(fc_metrics, ndcg)},
+		int index;
+	} alias[] = {
+		{ "precision", M_PREC }, { "recall", M_REC }, { "f1", M_F1 },  { "hit", M_HIT },
+		{ "map", M_AP },	 { "ap", M_AP },      { "mrr", M_RR }, { "rprecision", M_RPREC },
+		{ "dcg", M_DCG },	 { "ndcg", M_NDCG },
 	};
+	int index = FC_ERR_INVALID;
+	for (int i = 0; name && i < M_COUNT && index < 0; i++)
+		if (strcmp(name, fc_metric_names[i]) == 0)
+			index = i;
+	for (size_t i = 0; name && i < sizeof alias / sizeof alias[0] && index < 0; i++)
+		if (strcmp(name, alias[i].name) == 0)
+			index = alias[i].index;
+	if (canonical)
+		*canonical = index < 0 ? NULL : fc_metric_names[index];
+	return index;
+}
 
-	if (!m || !name || !value)
+double fc_metric_value(const fc_metrics *m, int index)
+{
+	double v;
+	memcpy(&v, (const char *)m + metric_offset[index], sizeof v);
+	return v;
+}
+
+void fc_metric_set(fc_metrics *m, int index, double value)
+{
+	memcpy((char *)m + metric_offset[index], &value, sizeof value);
+}
+
+int fc_metric_get(const fc_metrics *m, const char *name, double *value)
+{
+	int index = fc_metric_resolve(name, NULL);
+	if (!m || !value || index < 0)
 		return FC_ERR_INVALID;
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-		if (strcmp(name, names[i].name) == 0) {
-			memcpy(value, (const char *)m + names[i].off, sizeof *value);
-			return 0;
-		}
+	*value = fc_metric_value(m, index);
+	return 0;
+}
+
+json_t *fc_metrics_to_json(const fc_metrics *m, int with_queries)
+{
+	json_t *j = json_object();
+	for (int i = 0; j && i < M_COUNT; i++)
+		json_object_set_new(j, fc_metric_names[i], json_real(fc_metric_value(m, i)));
+	if (j && with_queries)
+		json_object_set_new(j, "queries", json_integer((json_int_t)m->queries));
+	return j;
+}
+
+void fc_metrics_from_json(fc_metrics *m, const json_t *j)
+{
+	for (int i = 0; j && i < M_COUNT; i++) {
+		const json_t *v = json_object_get(j, fc_metric_names[i]);
+		fc_metric_set(m, i, json_is_number(v) ? json_number_value(v) : NAN);
 	}
-	return FC_ERR_INVALID;
 }

@@ -16,25 +16,11 @@
  * thread per head has no barrier at all.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "featcache/sweep.h"
 #include "util/util.h"
-
-static int why_set(char *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int why_set(char *why, const char *fmt, ...)
-{
-	if (why) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(why, FC_ERRLEN, fmt, ap);
-		va_end(ap);
-	}
-	return FC_ERR_INVALID;
-}
 
 /* A draw from axis a for the uniform u in [0, 1). */
 static double draw(const fc_sweep_axis *a, double u)
@@ -52,8 +38,8 @@ static double draw(const fc_sweep_axis *a, double u)
 	return r >= a->lo && r <= a->hi ? r : v < a->lo ? a->lo : v > a->hi ? a->hi : v;
 }
 
-int fc_sweep_expand(fc_sweep_cell **cells, size_t *count, const fc_sweep_axis *axes, size_t n_axes,
-		    size_t n_random, uint64_t seed, char *why)
+int fc_sweep_expand(fc_sweep_cell **cells, size_t *count, const fc_sweep_axis *axes, size_t n_axes, size_t n_random,
+		    uint64_t seed, char *err, size_t errcap)
 {
 	*cells = NULL;
 	*count = 0;
@@ -68,18 +54,20 @@ int fc_sweep_expand(fc_sweep_cell **cells, size_t *count, const fc_sweep_axis *a
 		}
 		ranges++;
 		if (!isfinite(a->lo) || !isfinite(a->hi))
-			return why_set(why, "range bounds must be finite numbers");
+			return fci_errf(err, errcap, FC_ERR_INVALID, "range bounds must be finite numbers");
 		if (!(a->lo < a->hi))
-			return why_set(why, "range %g:%g is empty: the low bound must be below the high one", a->lo, a->hi);
+			return fci_errf(err, errcap, FC_ERR_INVALID,
+					"range %g:%g is empty: the low bound must be below the high one", a->lo, a->hi);
 		if (a->log && !(a->lo > 0))
-			return why_set(why, "a log range needs a low bound above 0, not %g", a->lo);
+			return fci_errf(err, errcap, FC_ERR_INVALID, "a log range needs a low bound above 0, not %g",
+					a->lo);
 		if (a->integer && ceil(a->lo) > floor(a->hi))
-			return why_set(why, "range %g:%g holds no integer", a->lo, a->hi);
+			return fci_errf(err, errcap, FC_ERR_INVALID, "range %g:%g holds no integer", a->lo, a->hi);
 	}
 	if (ranges && !n_random)
-		return why_set(why, "ranges need a number of random draws");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "ranges need a number of random draws");
 	if (!ranges && n_random)
-		return why_set(why, "random draws need at least one range");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "random draws need at least one range");
 	size_t draws = ranges ? n_random : 1;
 	if (grid > SIZE_MAX / draws || grid * draws > SIZE_MAX / (n_axes ? n_axes : 1) / sizeof **cells)
 		return FC_ERR_OVERFLOW;

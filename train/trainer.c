@@ -5,11 +5,11 @@
  * checkpoints that let a killed run continue bit-identically; the head as
  * a PyTorch-loadable safetensors file.
  *
- * Not here: reading the store (the CLI does), logs, early stopping and the
- * epoch loop itself (the caller owns them, so sweeps can drive many runs).
+ * Not here: reading the store (the CLI does), what happens after an epoch
+ * (best head, log, checkpoint, early stop: policy.c) and the epoch loop
+ * itself (the caller owns it, so sweeps can drive many runs).
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +19,7 @@
 
 #include "featcache/io.h"
 #include "featcache/train.h"
+#include "util/util.h"
 
 struct fc_trainer {
 	fc_train_config cfg;
@@ -39,19 +40,6 @@ static double now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int why_set(char *why, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int why_set(char *why, int err, const char *fmt, ...)
-{
-	if (why) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(why, FC_ERRLEN, fmt, ap);
-		va_end(ap);
-	}
-	return err;
 }
 
 static int pair_loss(fc_loss_kind k)
@@ -77,71 +65,75 @@ static void fingerprint(fc_trainer *t)
 		 c->per_class, (unsigned long long)c->seed, t->data.n);
 }
 
-int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_data *data, char *why)
+int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_data *data, char *err, size_t errcap)
 {
 	*out = NULL;
 	const fc_train_config *c = cfg;
 	if (data->n < 2)
-		return why_set(why, FC_ERR_INVALID, "the training split has %zu items; at least 2 are needed", data->n);
+		return fci_errf(err, errcap, FC_ERR_INVALID, "the training split has %zu items; at least 2 are needed",
+				data->n);
 	if (data->n_classes < 2)
-		return why_set(why, FC_ERR_INVALID, "the training split has only one class: nothing to contrast");
+		return fci_errf(err, errcap, FC_ERR_INVALID,
+				"the training split has only one class: nothing to contrast");
 	for (size_t i = 0; i < data->n; i++)
 		if (data->classes[i] >= data->n_classes)
-			return why_set(why, FC_ERR_INVALID, "class id %u of row %zu is not below %u",
-				       data->classes[i], i, data->n_classes);
+			return fci_errf(err, errcap, FC_ERR_INVALID, "class id %u of row %zu is not below %u",
+					data->classes[i], i, data->n_classes);
 	if (!(c->lr > 0) || !isfinite(c->lr))
-		return why_set(why, FC_ERR_INVALID, "learning rate must be a positive number");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "learning rate must be a positive number");
 	if (c->epochs < 1)
-		return why_set(why, FC_ERR_INVALID, "epochs must be at least 1");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "epochs must be at least 1");
 	if (c->batch < 2)
-		return why_set(why, FC_ERR_INVALID, "batch size must be at least 2 (BatchNorm needs 2 rows)");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "batch size must be at least 2 (BatchNorm needs 2 rows)");
 	if (pair_loss(c->loss.kind)) {
 		if (c->per_class < 2)
-			return why_set(why, FC_ERR_INVALID, "items per class must be at least 2 for %s (it needs positive pairs)",
-				       fc_loss_name(c->loss.kind));
+			return fci_errf(err, errcap, FC_ERR_INVALID,
+					"items per class must be at least 2 for %s (it needs positive pairs)",
+					fc_loss_name(c->loss.kind));
 		if (c->batch < 2 * c->per_class)
-			return why_set(why, FC_ERR_INVALID,
-				       "batch size %u is smaller than 2 classes x %u items per class", c->batch,
-				       c->per_class);
+			return fci_errf(err, errcap, FC_ERR_INVALID,
+					"batch size %u is smaller than 2 classes x %u items per class", c->batch,
+					c->per_class);
 	} else if (c->per_class) {
-		return why_set(why, FC_ERR_INVALID, "%s samples uniformly: items per class does not apply",
-			       fc_loss_name(c->loss.kind));
+		return fci_errf(err, errcap, FC_ERR_INVALID, "%s samples uniformly: items per class does not apply",
+				fc_loss_name(c->loss.kind));
 	}
 	if (c->loss.miner != FC_MINER_ALL && c->loss.kind != FC_LOSS_TRIPLET)
-		return why_set(why, FC_ERR_INVALID, "miners apply to the triplet loss only");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "miners apply to the triplet loss only");
 	if (!pair_loss(c->loss.kind) && c->loss.distance != FC_DIST_COSINE)
-		return why_set(why, FC_ERR_INVALID, "%s works on cosine similarity: --distance euclidean does not apply",
-			       fc_loss_name(c->loss.kind));
+		return fci_errf(err, errcap, FC_ERR_INVALID,
+				"%s works on cosine similarity: --distance euclidean does not apply",
+				fc_loss_name(c->loss.kind));
 
-	int err = FC_ERR_NOMEM;
+	int rc = FC_ERR_NOMEM;
 	fc_trainer *t = calloc(1, sizeof *t);
 	if (!t)
-		return err;
+		return rc;
 	t->cfg = *cfg;
 	t->data = *data;
 	if (!pair_loss(c->loss.kind))
 		t->cfg.loss.n_classes = data->n_classes;
-	if ((err = fc_head_new(&t->head, &cfg->head, cfg->batch, cfg->seed)) != 0) {
-		why_set(why, err, "cannot build the head (%u -> %u, %u layers): %s", cfg->head.in_dim,
-			cfg->head.out_dim, cfg->head.layers, fc_strerror(err));
+	if ((rc = fc_head_new(&t->head, &cfg->head, cfg->batch, cfg->seed)) != 0) {
+		fci_errf(err, errcap, rc, "cannot build the head (%u -> %u, %u layers): %s", cfg->head.in_dim,
+			 cfg->head.out_dim, cfg->head.layers, fc_strerror(rc));
 		goto fail;
 	}
 	fc_head_config hc = fc_head_get_config(t->head);
 	t->in_dim = hc.in_dim;
 	t->out_dim = hc.out_dim;
-	if ((err = fc_loss_new(&t->loss, &t->cfg.loss, t->out_dim, cfg->batch, cfg->seed ^ 0x10551)) != 0) {
-		why_set(why, err, "cannot build the %s loss: %s", fc_loss_name(c->loss.kind), fc_strerror(err));
+	if ((rc = fc_loss_new(&t->loss, &t->cfg.loss, t->out_dim, cfg->batch, cfg->seed ^ 0x10551)) != 0) {
+		fci_errf(err, errcap, rc, "cannot build the %s loss: %s", fc_loss_name(c->loss.kind), fc_strerror(rc));
 		goto fail;
 	}
 	float *p, *g;
 	size_t n;
 	fc_head_params(t->head, &p, &g, &n);
-	if ((err = fc_optim_new(&t->opt_head, &cfg->optim, n)) != 0)
+	if ((rc = fc_optim_new(&t->opt_head, &cfg->optim, n)) != 0)
 		goto fail;
 	fc_loss_params(t->loss, &p, &g, &n);
-	if (n && (err = fc_optim_new(&t->opt_loss, &cfg->optim, n)) != 0)
+	if (n && (rc = fc_optim_new(&t->opt_loss, &cfg->optim, n)) != 0)
 		goto fail;
-	err = FC_ERR_NOMEM;
+	rc = FC_ERR_NOMEM;
 	t->xb = malloc((size_t)cfg->batch * t->in_dim * sizeof(float));
 	t->yb = malloc((size_t)cfg->batch * t->out_dim * sizeof(float));
 	t->dy = malloc((size_t)cfg->batch * t->out_dim * sizeof(float));
@@ -151,12 +143,13 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 	if (t->cfg.sched.total_steps == 0) {
 		/* Batches per epoch vary a little with the draw; epoch 0's count sets T. */
 		fc_batches b;
-		if ((err = fc_sample_epoch(&b, data->classes, data->n, data->n_classes, cfg->batch,
-					   t->cfg.per_class, cfg->seed, 0)) != 0)
+		if ((rc = fc_sample_epoch(&b, data->classes, data->n, data->n_classes, cfg->batch, t->cfg.per_class,
+					  cfg->seed, 0)) != 0)
 			goto fail;
 		if (b.n_batches == 0) {
 			fc_batches_free(&b);
-			err = why_set(why, FC_ERR_INVALID, "the training split yields no batch of 2 or more classes");
+			rc = fci_errf(err, errcap, FC_ERR_INVALID,
+				      "the training split yields no batch of 2 or more classes");
 			goto fail;
 		}
 		t->cfg.sched.total_steps = (uint64_t)b.n_batches * cfg->epochs;
@@ -167,7 +160,7 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 	return 0;
 fail:
 	fc_trainer_free(t);
-	return err;
+	return rc;
 }
 
 void fc_trainer_free(fc_trainer *t)
@@ -426,15 +419,13 @@ int fc_head_save(fc_head *h, const char *path, const char *const *meta, char *wh
 	m[nm++] = (fc_st_meta){ "format", "pt" };
 	for (size_t i = 0; meta && meta[i] && meta[i + 1] && nm < 33; i += 2)
 		m[nm++] = (fc_st_meta){ meta[i], meta[i + 1] };
-	char err[FC_ERRLEN] = "";
-	int rc = fc_st_write(path, l->t, l->n, m, nm, err, sizeof err);
-	if (rc)
-		why_set(why, rc, "%s", err);
+	/* head.h's signature: why holds FC_ERRLEN bytes. */
+	int rc = fc_st_write(path, l->t, l->n, m, nm, why, why ? FC_ERRLEN : 0);
 	free(l);
 	return rc;
 }
 
-static int head_shapes(const fc_st_file *f, fc_head_config *c, char *why)
+static int head_shapes(const fc_st_file *f, fc_head_config *c, char *err, size_t errcap)
 {
 	memset(c, 0, sizeof *c);
 	char name[64];
@@ -446,21 +437,24 @@ static int head_shapes(const fc_st_file *f, fc_head_config *c, char *why)
 			break;
 		if (i == 8 || w->ndim != 2 || w->shape[0] == 0 || w->shape[1] == 0 || w->shape[0] > (1u << 20) ||
 		    w->shape[1] > (1u << 20))
-			return why_set(why, FC_ERR_INVALID, "%s is not a 2-D tensor of a head (or too many layers)", name);
+			return fci_errf(err, errcap, FC_ERR_INVALID,
+					"%s is not a 2-D tensor of a head (or too many layers)", name);
 		if (i == 0)
 			c->in_dim = (uint32_t)w->shape[1];
 		else if (w->shape[1] != prev)
-			return why_set(why, FC_ERR_INVALID, "%s takes %llu inputs, the layer before gives %llu", name,
-				       (unsigned long long)w->shape[1], (unsigned long long)prev);
+			return fci_errf(err, errcap, FC_ERR_INVALID,
+					"%s takes %llu inputs, the layer before gives %llu", name,
+					(unsigned long long)w->shape[1], (unsigned long long)prev);
 		else if (i > 1 && i + 0 < 8 && prev != c->hidden)
-			return why_set(why, FC_ERR_INVALID, "hidden layers of different widths are not a projection head");
+			return fci_errf(err, errcap, FC_ERR_INVALID,
+					"hidden layers of different widths are not a projection head");
 		if (i == 0)
 			c->hidden = (uint32_t)w->shape[0];
 		prev = w->shape[0];
 		c->layers = i + 1;
 	}
 	if (c->layers == 0)
-		return why_set(why, FC_ERR_INVALID, "no head_layers.0.weight: not a projection head");
+		return fci_errf(err, errcap, FC_ERR_INVALID, "no head_layers.0.weight: not a projection head");
 	c->out_dim = (uint32_t)prev;
 	if (c->layers == 1)
 		c->hidden = 0;
@@ -468,7 +462,7 @@ static int head_shapes(const fc_st_file *f, fc_head_config *c, char *why)
 }
 
 /* Copy the file's tensors into the head; every one must be there, right-sized. */
-static int head_fill(fc_head *h, const fc_st_file *f, const char *prefix, char *why)
+static int head_fill(fc_head *h, const fc_st_file *f, const char *prefix, char *err, size_t errcap)
 {
 	fc_tensor ht[64];
 	size_t n = fc_head_tensors(h, ht, 64);
@@ -479,28 +473,29 @@ static int head_fill(fc_head *h, const fc_st_file *f, const char *prefix, char *
 		if (!t) {
 			if (ht[i].count) /* older PyTorch state dicts may lack it */
 				continue;
-			return why_set(why, FC_ERR_INVALID, "tensor %s is missing", name);
+			return fci_errf(err, errcap, FC_ERR_INVALID, "tensor %s is missing", name);
 		}
 		size_t want = ht[i].count ? 1 : (size_t)(ht[i].ndim == 2 ? ht[i].shape[0] * ht[i].shape[1] : ht[i].shape[0]);
 		int rc = ht[i].count ? fc_st_copy_i64(ht[i].count, 1, t) : fc_st_copy_f32(ht[i].data, want, t);
 		if (rc)
-			return why_set(why, FC_ERR_INVALID, "tensor %s has the wrong shape or type", name);
+			return fci_errf(err, errcap, FC_ERR_INVALID, "tensor %s has the wrong shape or type", name);
 	}
 	return 0;
 }
 
 int fc_head_load(fc_head **out, const char *path, uint32_t max_batch, char *why)
 {
+	/* head.h's signature: why holds FC_ERRLEN bytes. */
+	size_t whycap = why ? FC_ERRLEN : 0;
 	*out = NULL;
-	char err[FC_ERRLEN] = "";
 	fc_st_file *f;
-	int rc = fc_st_open(&f, path, err, sizeof err);
+	int rc = fc_st_open(&f, path, why, whycap);
 	if (rc)
-		return why_set(why, rc, "%s", err);
+		return rc;
 	fc_head_config c;
 	fc_head *h = NULL;
-	if ((rc = head_shapes(f, &c, why)) == 0 && (rc = fc_head_new(&h, &c, max_batch, 0)) == 0)
-		rc = head_fill(h, f, "", why);
+	if ((rc = head_shapes(f, &c, why, whycap)) == 0 && (rc = fc_head_new(&h, &c, max_batch, 0)) == 0)
+		rc = head_fill(h, f, "", why, whycap);
 	fc_st_free(f);
 	if (rc) {
 		fc_head_free(h);
@@ -510,7 +505,7 @@ int fc_head_load(fc_head **out, const char *path, uint32_t max_batch, char *why)
 	return 0;
 }
 
-int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *why)
+int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *err, size_t errcap)
 {
 	tensor_list *l = calloc(1, sizeof *l);
 	if (!l)
@@ -539,65 +534,64 @@ int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *wh
 	snprintf(steps, sizeof steps, "%llu", (unsigned long long)t->steps);
 	fc_st_meta meta[] = { { "featcache_checkpoint", "1" }, { "epoch", epoch }, { "steps", steps },
 			      { "config", t->fingerprint }, { "extra", extra ? extra : "" } };
-	char err[FC_ERRLEN] = "";
-	int rc = fc_st_write(path, l->t, l->n, meta, 5, err, sizeof err);
-	if (rc)
-		why_set(why, rc, "%s", err);
+	int rc = fc_st_write(path, l->t, l->n, meta, 5, err, errcap);
 	free(l);
 	return rc;
 }
 
-static int copy_named(const fc_st_file *f, const char *name, float *dst, size_t n, char *why)
+static int copy_named(const fc_st_file *f, const char *name, float *dst, size_t n, char *err, size_t errcap)
 {
 	const fc_st_tensor *t = fc_st_find(f, name);
 	if (!t || fc_st_copy_f32(dst, n, t))
-		return why_set(why, FC_ERR_CORRUPT, "checkpoint tensor %s is missing or has the wrong size", name);
+		return fci_errf(err, errcap, FC_ERR_CORRUPT, "checkpoint tensor %s is missing or has the wrong size",
+				name);
 	return 0;
 }
 
-static int copy_step(const fc_st_file *f, const char *name, int64_t *dst, char *why)
+static int copy_step(const fc_st_file *f, const char *name, int64_t *dst, char *err, size_t errcap)
 {
 	const fc_st_tensor *t = fc_st_find(f, name);
 	if (!t || fc_st_copy_i64(dst, 1, t))
-		return why_set(why, FC_ERR_CORRUPT, "checkpoint tensor %s is missing", name);
+		return fci_errf(err, errcap, FC_ERR_CORRUPT, "checkpoint tensor %s is missing", name);
 	return 0;
 }
 
-int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *why)
+int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *err, size_t errcap)
 {
 	if (extra)
 		*extra = NULL;
-	char err[FC_ERRLEN] = "";
 	fc_st_file *f;
-	int rc = fc_st_open(&f, path, err, sizeof err);
+	int rc = fc_st_open(&f, path, err, errcap);
 	if (rc)
-		return why_set(why, rc, "%s", err);
+		return rc;
 	const char *cfg = fc_st_meta_find(f, "config"), *ep = fc_st_meta_find(f, "epoch"),
 		   *st = fc_st_meta_find(f, "steps");
 	if (!fc_st_meta_find(f, "featcache_checkpoint") || !cfg || !ep || !st) {
-		rc = why_set(why, FC_ERR_INVALID, "not a featcache training checkpoint");
+		rc = fci_errf(err, errcap, FC_ERR_INVALID, "not a featcache training checkpoint");
 		goto out;
 	}
 	if (strcmp(cfg, t->fingerprint) != 0) {
-		rc = why_set(why, FC_ERR_INVALID,
-			     "the checkpoint was made with other options or data; resume with the same ones");
+		rc = fci_errf(err, errcap, FC_ERR_INVALID,
+			      "the checkpoint was made with other options or data; resume with the same ones");
 		goto out;
 	}
-	if ((rc = head_fill(t->head, f, "", why)) != 0)
+	if ((rc = head_fill(t->head, f, "", err, errcap)) != 0)
 		goto out;
 	float *m, *v, *lp, *lg;
 	size_t n, ln;
 	int64_t *step;
 	fc_optim_state(t->opt_head, &m, &v, &n, &step);
-	if ((rc = copy_named(f, "optim.head.m", m, n, why)) || (v && (rc = copy_named(f, "optim.head.v", v, n, why))) ||
-	    (rc = copy_step(f, "optim.head.step", step, why)))
+	if ((rc = copy_named(f, "optim.head.m", m, n, err, errcap)) ||
+	    (v && (rc = copy_named(f, "optim.head.v", v, n, err, errcap))) ||
+	    (rc = copy_step(f, "optim.head.step", step, err, errcap)))
 		goto out;
 	fc_loss_params(t->loss, &lp, &lg, &ln);
 	if (ln) {
 		fc_optim_state(t->opt_loss, &m, &v, &n, &step);
-		if ((rc = copy_named(f, "loss.W", lp, ln, why)) || (rc = copy_named(f, "optim.loss.m", m, n, why)) ||
-		    (v && (rc = copy_named(f, "optim.loss.v", v, n, why))) ||
-		    (rc = copy_step(f, "optim.loss.step", step, why)))
+		if ((rc = copy_named(f, "loss.W", lp, ln, err, errcap)) ||
+		    (rc = copy_named(f, "optim.loss.m", m, n, err, errcap)) ||
+		    (v && (rc = copy_named(f, "optim.loss.v", v, n, err, errcap))) ||
+		    (rc = copy_step(f, "optim.loss.step", step, err, errcap)))
 			goto out;
 	}
 	t->epochs_done = (uint32_t)strtoul(ep, NULL, 10);

@@ -50,12 +50,37 @@ int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, 
 		const float *index, const uint32_t *ilabels, size_t ni, size_t dim, size_t k,
 		int exclude_self);
 
-/* fc_metric_names / fc_metric_get - the metric names as Finetuner prints
- * them ("precision_at_k", "recall_at_k", "f1_score_at_k", "hit_at_k",
- * "average_precision", "reciprocal_rank", "r_precision", "dcg_at_k",
- * "ndcg_at_k"), and by-name access (short aliases "map", "mrr", "ndcg",
- * "precision", "recall", "f1", "hit" are accepted). */
+/* fc_metric_names - the metric names as Finetuner prints them, in the order
+ * of fc_metrics' fields: "precision_at_k", "recall_at_k", "f1_score_at_k",
+ * "hit_at_k", "average_precision", "reciprocal_rank", "r_precision",
+ * "dcg_at_k", "ndcg_at_k". A metric's index is its position here. */
 extern const char *const fc_metric_names[9];
+
+/* fc_metric_resolve - the one reading of a metric name, for every command
+ * that takes one (train, sweep, report, eval): a name of fc_metric_names or
+ * a short alias (precision, recall, f1, hit, map or ap, mrr, rprecision,
+ * dcg, ndcg); case matters. Returns the metric's index (0..8) and sets
+ * *canonical (when not NULL) to its Finetuner name; FC_ERR_INVALID (and
+ * *canonical NULL) for an unknown name or NULL. */
+int fc_metric_resolve(const char *name, const char **canonical);
+
+/* fc_metric_value / fc_metric_set - metric number index (0..8, see
+ * fc_metric_names) of m; index must be in range. */
+double fc_metric_value(const fc_metrics *m, int index);
+void fc_metric_set(fc_metrics *m, int index, double value);
+
+/* The nine metrics as a JSON object keyed by fc_metric_names, the form run
+ * logs, checkpoints and `eval --json` share (jansson's json_t).
+ * fc_metrics_to_json - a new object (NULL on out of memory), with "queries"
+ * when with_queries is set. fc_metrics_from_json - m's metrics from j:
+ * numbers as they are, absent or non-numeric values as NaN; j NULL leaves m
+ * as it is. */
+struct json_t;
+struct json_t *fc_metrics_to_json(const fc_metrics *m, int with_queries);
+void fc_metrics_from_json(fc_metrics *m, const struct json_t *j);
+
+/* fc_metric_get - the metric named `name` (anything fc_metric_resolve
+ * takes) of m. FC_ERR_INVALID for an unknown name or a NULL argument. */
 int fc_metric_get(const fc_metrics *m, const char *name, double *value);
 
 #ifdef __cplusplus

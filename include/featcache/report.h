@@ -1,32 +1,118 @@
 /*
- * report.h - the HTML report of training runs and sweeps: one self-contained
- * page (inline CSS, inline SVG charts drawn by featcache, no network, no
- * charting library) from the JSON-lines logs that `featcache train` and
- * `featcache sweep` write. `featcache report` is the command; other commands
- * (sweep) may call fc_report_write when they finish.
+ * report.h - run logs and the HTML report made from them.
  *
- * This is command-line code, not libfeatcache: it never prints, and reports
- * what went wrong in the caller's buffer in the house message format.
+ * Run logs have one schema, written and read only here (report/runlog.c):
+ *
+ *   training log (HEAD.safetensors.jsonl), JSON lines:
+ *     {"config": {...}, "before": METRICS}        first, when the run is evaluated
+ *     {"epoch", "steps", "loss", "lr", "seconds", "samples_per_s", "active",
+ *      "best": true when this epoch's head is the best so far,
+ *      "metrics": METRICS (evaluated runs)}        one per epoch
+ *   sweep results (DIR/results.jsonl), one line per finished configuration:
+ *     {"id", "config", "swept", "before": METRICS or {},
+ *      "epochs": [{"epoch", "loss", "lr", "seconds", "metrics"}],
+ *      "best_epoch", "best": METRICS or {}, "seconds", "error" (when it failed)}
+ *
+ * METRICS is fc_metrics_to_json's object (metrics.h). The report is one
+ * self-contained page (inline CSS, inline SVG charts drawn by featcache, no
+ * network, no charting library) of any number of such logs.
+ *
+ * Nothing here prints: failures come back as FC_ERR_* with a message in the
+ * caller's err[errcap] (err may be NULL), in the house format.
  */
 #ifndef FC_REPORT_H
 #define FC_REPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
-/* fc_report_metric_index - the position (0..8, in fc_metric_names order) of
- * a metric given by its Finetuner name (average_precision, ndcg_at_k, ...)
- * or a short name (map, precision, recall, ndcg, mrr, f1, hit, dcg, ap,
- * rprecision). Returns -1 when the name is unknown or NULL. */
-int fc_report_metric_index(const char *name);
+#include <jansson.h>
+
+#include "featcache/metrics.h"
+#include "featcache/trainer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- writing run logs ---- */
+
+/* fc_runlog_append - line as one compact JSON line appended to path
+ * (created when missing). With sync the line goes out in a single write and
+ * is fsync'd before this returns. */
+int fc_runlog_append(const char *path, json_t *line, int sync, char *err, size_t errcap);
+
+/* fc_runlog_start - a training log afresh: path is removed and, when before
+ * is not NULL (the run is evaluated), gets its header line with config (the
+ * run's options, any JSON object) and the raw features' metrics. */
+int fc_runlog_start(const char *path, json_t *config, const fc_metrics *before, char *err, size_t errcap);
+
+/* fc_runlog_epoch - a training log's line for epoch st; best: this epoch's
+ * head is the best so far; m: its metrics (NULL: not evaluated). */
+int fc_runlog_epoch(const char *path, const fc_epoch_stats *st, int best, const fc_metrics *m, char *err,
+		    size_t errcap);
+
+/* fc_runlog_result_epoch - one entry of a sweep result's "epochs": epoch,
+ * loss and lr of st, `seconds` (what the epoch cost the sweep), m (NULL:
+ * not evaluated). A new object; NULL on out of memory. */
+json_t *fc_runlog_result_epoch(const fc_epoch_stats *st, double seconds, const fc_metrics *m);
+
+/* One configuration's line of a sweep's results.jsonl. */
+typedef struct fc_runlog_result {
+	const char *id;
+	json_t *config, *swept;   /* objects, not stolen */
+	const fc_metrics *before; /* NULL: not evaluated */
+	json_t *epochs;           /* fc_runlog_result_epoch's, not stolen */
+	uint32_t best_epoch;      /* 0: no epoch finished */
+	const fc_metrics *best;   /* NULL: not evaluated or no epoch */
+	double seconds;
+	const char *error;        /* why it failed, or NULL */
+} fc_runlog_result;
+
+/* fc_runlog_result_line - res as its results line (a new object; NULL on
+ * out of memory), for fc_runlog_append. */
+json_t *fc_runlog_result_line(const fc_runlog_result *res);
+
+/* ---- reading run logs ---- */
+
+/* One epoch as a log gives it; NaN where it says nothing. */
+typedef struct fc_run_epoch {
+	double epoch, loss, lr, seconds;
+	double m[9]; /* fc_metric_names order */
+} fc_run_epoch;
+
+/* One trained head as read back: a training log or a sweep's configuration. */
+typedef struct fc_run {
+	char *id;
+	json_t *config, *swept;     /* objects or NULL */
+	double before[9], best[9];  /* NaN where the log has none */
+	fc_run_epoch *ep;           /* sorted by epoch, one entry per epoch */
+	size_t n_ep, cap_ep;
+	double best_epoch;          /* NaN when the log does not say */
+	double seconds;             /* NaN when the log does not say */
+	int failed;                 /* a sweep result that says "error" */
+} fc_run;
+
+/* fc_run_init - an empty run (every number NaN); fc_run_free releases what
+ * it holds (accepts NULL) and leaves it empty. */
+void fc_run_init(fc_run *run);
+void fc_run_free(fc_run *run);
+
+/* fc_run_from_result - run (initialised) from one line of a sweep's
+ * results.jsonl; id stays NULL when the line has none. FC_ERR_CORRUPT with
+ * what is wrong in err ("\"epochs\" has the wrong type"), or FC_ERR_NOMEM. */
+int fc_run_from_result(fc_run *run, const json_t *line, char *err, size_t errcap);
+
+/* ---- the report ---- */
 
 /* fc_report_write - read every path and write the report to `out`.
  *
  * paths[i] is a training log (HEAD.safetensors.jsonl), a sweep's
  * results.jsonl, or a sweep directory holding results.jsonl; all of them go
  * into one report. `metric` picks the metric the charts and the leaderboard
- * use (NULL: average_precision); `title` is the page title (NULL: made from
- * what was read). The page is written to a temporary file beside `out` and
- * renamed over it, so `out` is either the old file or the whole new one.
+ * use (any name fc_metric_resolve takes; NULL: average_precision); `title`
+ * is the page title (NULL: made from what was read). The page goes to `out`
+ * whole or not at all (util's atomic output file).
  *
  * Returns 0 on success; otherwise a negative FC_ERR_* (FC_ERR_INVALID for a
  * bad metric or no paths, FC_ERR_NOT_FOUND / FC_ERR_IO for unreadable or
@@ -38,4 +124,7 @@ int fc_report_metric_index(const char *name);
 int fc_report_write(const char *out, const char *const *paths, size_t n, const char *metric, const char *title,
 		    size_t *charts, char *err, size_t errcap);
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* FC_REPORT_H */

@@ -37,12 +37,12 @@ typedef struct fc_sweep_cell {
  * (*count) x n_axes cells, row-major (malloc'd, the caller frees). Draws are
  * rounded to 4 significant digits (integers: to the nearest integer), always
  * within [lo, hi], and depend only on seed, the axes and the draw number.
- * FC_ERR_INVALID (with why, FC_ERRLEN bytes, when not NULL) for a
+ * FC_ERR_INVALID (with the reason in err[errcap]; err may be NULL) for a
  * range with lo >= hi, a non-finite bound, log with lo <= 0, an integer
  * range holding no integer, range axes without n_random or n_random without
  * range axes; FC_ERR_OVERFLOW when the count overflows. */
 int fc_sweep_expand(fc_sweep_cell **cells, size_t *count, const fc_sweep_axis *axes, size_t n_axes,
-		    size_t n_random, uint64_t seed, char *why);
+		    size_t n_random, uint64_t seed, char *err, size_t errcap);
 
 #ifdef __cplusplus
 }

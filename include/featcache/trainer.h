@@ -1,6 +1,7 @@
 /*
  * trainer.h - a training run over features in memory: epochs, several
- * heads stepped together, evaluation, checkpoints.
+ * heads stepped together, evaluation, checkpoints, and the per-epoch policy
+ * every caller shares (best head, log hook, checkpoint, early stop).
  *
  * Conventions (llm.c style): row-major float matrices, batch first; a
  * backward accumulates into gradients and zeroing them is explicit; every
@@ -21,8 +22,9 @@ extern "C" {
 
 /* One training run over features in RAM: the head, its loss (with the
  * class centres of ArcFace/CosFace), their optimizers and the schedule.
- * The caller owns the loop (epochs, logs, early stopping, checkpoints):
- * fc_trainer_epoch runs one epoch, fc_trainer_eval measures. */
+ * The caller owns the loop: fc_trainer_epoch runs one epoch, and after it
+ * fc_policy_epoch_end (below) evaluates, keeps the best head, writes the
+ * checkpoint and decides on early stopping. */
 typedef struct fc_train_config {
 	fc_head_config head;      /* in_dim must match the data */
 	fc_loss_config loss;
@@ -58,9 +60,10 @@ typedef struct fc_trainer fc_trainer;
 
 /* fc_trainer_new - validate the configuration against the data (batch of
  * at least 2 classes x K for pair losses, labels < n_classes, ...) and
- * build the head, loss and optimizers. On FC_ERR_INVALID, why (if not NULL,
- * FC_ERRLEN bytes) says what is wrong, for a usage message. */
-int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_data *data, char *why);
+ * build the head, loss and optimizers. On failure err[errcap] (err may be
+ * NULL) says what is wrong; for FC_ERR_INVALID it is a usage message. */
+int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_data *data, char *err,
+		   size_t errcap);
 void fc_trainer_free(fc_trainer *t); /* accepts NULL */
 
 /* fc_trainer_epoch - the next epoch. A non-finite loss or gradient stops it
@@ -101,10 +104,89 @@ int fc_eval_features(fc_metrics *m, fc_head *head, const float *q, const uint32_
  * safetensors file written atomically: the head (state dict), the optimizer
  * moments and step, the loss parameters and their optimizer, the epoch, and
  * `extra` (caller's JSON text, e.g. history and best metric; may be NULL).
- * The config must be the same when loading (checked via its fingerprint). */
-int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *why);
-int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *why);
+ * The config must be the same when loading (checked via its fingerprint):
+ * FC_ERR_INVALID otherwise, or for a file that is no checkpoint. *extra
+ * receives a malloc'd copy of the extra text (NULL when there is none).
+ * On failure err[errcap] (err may be NULL) says why. */
+int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *err, size_t errcap);
+int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *err, size_t errcap);
 uint32_t fc_trainer_epochs_done(const fc_trainer *t);
+
+/* ---- the per-epoch policy ---- */
+
+/* An evaluation set: nq query rows searched among ni index rows, dim floats
+ * each, metrics at k; with self set, the queries search among themselves
+ * (index ignored), each one excluded from its own results. The arrays must
+ * outlive every user. */
+typedef struct fc_eval_set {
+	const float *queries;
+	const uint32_t *query_labels;
+	size_t nq;
+	const float *index;
+	const uint32_t *index_labels;
+	size_t ni;
+	size_t dim, k;
+	int self;
+} fc_eval_set;
+
+/* fc_eval_set_run - the metrics of e through head (NULL: the raw features),
+ * as fc_eval_features computes them. */
+int fc_eval_set_run(fc_metrics *m, fc_head *head, const fc_eval_set *e);
+
+typedef struct fc_policy fc_policy;
+
+/* The caller's log of an epoch, called by fc_policy_epoch_end once the
+ * epoch is measured and before its head and checkpoint are written (so a
+ * log never lags behind the checkpoint it goes with). Returns 0, or a
+ * negative FC_ERR_* with err[errcap] saying why, which stops the epoch. */
+typedef int (*fc_policy_log_fn)(void *ctx, const fc_policy *p, const fc_epoch_stats *st, char *err,
+				size_t errcap);
+
+typedef struct fc_policy_config {
+	const fc_eval_set *eval;      /* NULL: no evaluation; the lowest loss is best */
+	const char *metric;           /* picks the best epoch: any name fc_metric_resolve
+				       * takes (NULL: average_precision) */
+	uint32_t patience;            /* stop after this many epochs without a better one
+				       * (0: never) */
+	const char *head_path;        /* the best epoch's head goes here (NULL: nowhere) */
+	const char *head_config;      /* stored as the head's featcache_config (may be NULL) */
+	const char *checkpoint_path;  /* a checkpoint after every epoch (NULL: none) */
+	fc_policy_log_fn log;         /* may be NULL */
+	void *log_ctx;
+} fc_policy_config;
+
+/* What one run's policy knows; read its fields, change them only through
+ * the functions below. No resources: there is nothing to free. */
+struct fc_policy {
+	fc_policy_config cfg;
+	int metric;               /* cfg.metric's index (fc_metric_names order) */
+	fc_metrics before;        /* the raw features' metrics */
+	fc_metrics last;          /* the last epoch's (with evaluation) */
+	fc_metrics best_metrics;  /* the best epoch's */
+	double value;             /* the last epoch's metric (-loss without evaluation) */
+	double best;              /* the best epoch's */
+	uint32_t best_epoch;      /* 0 before the first epoch */
+	uint32_t stale;           /* epochs since the best one */
+	int improved;             /* the last epoch is the best so far */
+	int stop;                 /* early stopping says stop */
+};
+
+/* fc_policy_init - a fresh policy; before (may be NULL: zeros) are the raw
+ * features' metrics, kept for the checkpoint. FC_ERR_INVALID for an unknown
+ * metric name. cfg's strings must outlive p. */
+int fc_policy_init(fc_policy *p, const fc_policy_config *cfg, const fc_metrics *before);
+
+/* fc_policy_resume - load trainer t from the checkpoint at path
+ * (fc_trainer_load) and p's history from it (best epoch and metric, epochs
+ * since, the before and best metrics). Errors as fc_trainer_load. */
+int fc_policy_resume(fc_policy *p, fc_trainer *t, const char *path, char *err, size_t errcap);
+
+/* fc_policy_epoch_end - after t's epoch st: evaluate (with cfg.eval), track
+ * the best epoch, call cfg.log, write the head when it improved and the
+ * checkpoint when asked, and set p->stop when early stopping says so.
+ * Returns 0 or a negative FC_ERR_* with err[errcap] naming what failed
+ * ("cannot write head 'h.safetensors': ..."). */
+int fc_policy_epoch_end(fc_policy *p, fc_trainer *t, const fc_epoch_stats *st, char *err, size_t errcap);
 
 #ifdef __cplusplus
 }

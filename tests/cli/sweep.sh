@@ -58,6 +58,28 @@ ap = [float(r["average_precision"]) for r in rows]
 assert ap == sorted(ap, reverse=True), ap
 assert open("g/best.safetensors", "rb").read() == open("g/%s.safetensors" % rows[0]["id"], "rb").read()'
 
+# --metric takes train's short names and ranks by their real values: the
+# table, results.csv and best.safetensors agree (issue 16: 'map' ranked
+# every configuration at 0 in id order).
+for m in "map average_precision" "ndcg ndcg_at_k"; do
+	set -- $m
+	run "$F" sweep --store s --out "m-$1" --grid lr=1e-3,3e-3,1e-2 --epochs 2 --output-dim 8 --seed 3 --metric "$1"
+	t "sweep --metric $1 runs" 0 out "^rank +id +lr +epoch +$1 +seconds"
+	cp "$tmp/out" "m-$1.out"
+	py "sweep --metric $1 ranks by $2 in its table, results.csv and best head" "m-$1/results.csv" '
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+v = [float(r["'"$2"'"]) for r in rows]
+assert len(rows) == 3 and min(v) > 0 and v == sorted(v, reverse=True), v
+table = [l.split() for l in open("m-'"$1"'.out") if l[:1].isdigit()]
+assert [t[1] for t in table] == [r["id"] for r in rows], (table, rows)
+assert all(abs(float(t[4]) - x) < 6e-5 for t, x in zip(table, v)), (table, v)
+best = open("m-'"$1"'/best.safetensors", "rb").read()
+assert best == open("m-'"$1"'/%s.safetensors" % rows[0]["id"], "rb").read()'
+done
+run "$F" sweep --store s --out bad --grid lr=1e-3,1e-2 --metric mean_ap
+t "an unknown --metric is a usage error" 2 err "unknown metric 'mean_ap' for --metric"
+
 # Random search: 5 draws x 2 losses, log-uniform lr, linear margin, integer output_dim.
 run "$F" sweep --store s --out r --random 5 --range lr=1e-4:1e-2:log --range margin=0.1:0.4 \
 	--range output_dim=4:20 --grid loss=triplet,siamese --epochs 1 --batch-size 32 --seed 9 -q
