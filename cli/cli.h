@@ -17,7 +17,6 @@
 #include "featcache/store.h"
 #include "util/util.h" /* FC_PRINTF, fci_outfile */
 
-#define CLI_PRINTF FC_PRINTF /* TEMPORARY until report/ stops including cli.h */
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 

@@ -1,7 +1,7 @@
 /*
  * cmd_export.c - `featcache export`: the backbone cut where `featcache
  * extract` cuts it and a head from `featcache train`, as one ONNX model for
- * serving (extract/export.c builds it; export.h describes the graph).
+ * serving (export/export.c builds it; export.h describes the graph).
  */
 #include <getopt.h>
 #include <stdio.h>

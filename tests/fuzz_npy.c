@@ -1,5 +1,5 @@
 /*
- * fuzz_npy.c - libFuzzer target for the .npy reader (train/npy.c).
+ * fuzz_npy.c - libFuzzer target for the .npy reader (io/npy.c).
  *
  * Every input is used two ways:
  *   1. as a whole file for fc_npy_parse_f32;

@@ -1,6 +1,6 @@
 /*
  * fuzz_safetensors.c - libFuzzer target for the safetensors reader
- * (train/safetensors.c).
+ * (io/safetensors.c).
  *
  * Every input is used two ways:
  *   1. as a whole file: fc_st_parse must refuse it or accept it, never read

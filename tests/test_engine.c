@@ -45,7 +45,7 @@
 
 static char fixture_dir[1024];
 
-/* input_224.npy: '<f4', C order, (2, 3, 224, 224); tensorio reads only 2-D. */
+/* input_224.npy: '<f4', C order, (2, 3, 224, 224); io.h reads only 2-D. */
 static float *read_input(void)
 {
 	char path[1200];

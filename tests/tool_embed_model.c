@@ -5,7 +5,7 @@
  * PyTorch's.
  *
  * The input is 2-D f32 (N, C*H*W), each row one image in NCHW order at the
- * model's declared input size (tensorio reads 2-D .npy only); the output
+ * model's declared input size (io.h reads 2-D .npy only); the output
  * is (N, D) f32. --layer cuts elsewhere than the default embedding layer.
  * Images go through the engine in batches of --batch (default: all N).
  *
