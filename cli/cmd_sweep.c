@@ -399,15 +399,10 @@ static void swept_text(char *buf, size_t cap, json_t *swept)
 /* Write path whole or not at all (util's atomic output file). */
 static int write_file(const char *path, const void *data, size_t len)
 {
-	fci_outfile *f = NULL;
 	char why[FC_ERRLEN];
-	int rc = fci_outfile_open(&f, path, why, sizeof why);
-	if (!rc && !(rc = fci_outfile_write(f, data, len)))
-		rc = fci_outfile_commit(f);
-	if (rc)
-		rc = cli_fail("cannot write '%s': %s", path, f ? fci_outfile_errmsg(f) : why);
-	fci_outfile_free(f);
-	return rc;
+	if (fci_write_file(path, data, len, why, sizeof why))
+		return cli_fail("cannot write '%s': %s", path, why);
+	return 0;
 }
 
 /* The first key whose values differ between two configs, for a message. */

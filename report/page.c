@@ -729,14 +729,10 @@ static size_t render(fci_sbuf *b, const fci_report *r, const char *title_opt)
 /* The page goes to out whole or not at all. */
 static int write_page(fci_report *r, const char *out, const char *data, size_t len)
 {
-	fci_outfile *f = NULL;
 	char why[FC_ERRLEN];
-	int rc = fci_outfile_open(&f, out, why, sizeof why);
-	if (!rc && !(rc = fci_outfile_write(f, data, len)))
-		rc = fci_outfile_commit(f);
+	int rc = fci_write_file(out, data, len, why, sizeof why);
 	if (rc)
-		fci_errf(r->err, r->errcap, rc, "cannot write report '%s': %s", out, f ? fci_outfile_errmsg(f) : why);
-	fci_outfile_free(f);
+		fci_errf(r->err, r->errcap, rc, "cannot write report '%s': %s", out, why);
 	return rc;
 }
 

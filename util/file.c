@@ -299,3 +299,16 @@ int fci_outfile_printf(fci_outfile *f, const char *fmt, ...)
 		free(p);
 	return rc;
 }
+
+int fci_write_file(const char *path, const void *data, size_t len, char *err, size_t errcap)
+{
+	fci_outfile *f = NULL;
+	int rc = fci_outfile_open(&f, path, err, errcap);
+
+	if (!rc && !(rc = fci_outfile_write(f, data, len)))
+		rc = fci_outfile_commit(f);
+	if (rc && f)
+		fci_errf(err, errcap, rc, "%s", fci_outfile_errmsg(f));
+	fci_outfile_free(f);
+	return rc;
+}

@@ -93,6 +93,11 @@ void fci_outfile_free(fci_outfile *f);
  * until the next call on f. */
 const char *fci_outfile_errmsg(const fci_outfile *f);
 
+/* fci_write_file - the whole of data[len] into path through the atomic
+ * output file in one call; on failure err says why (the reason only: the
+ * caller names the file) and path is left as it was. */
+int fci_write_file(const char *path, const void *data, size_t len, char *err, size_t errcap);
+
 /* ---- bytes ---- */
 
 static inline uint16_t fci_load_le16(const uint8_t *p)
