@@ -860,6 +860,54 @@ static int build_lpnorm(build *b, int i)
 	return 0;
 }
 
+/* LayerNormalization over the last axis (model_infer.c refuses others):
+ * oneDNN's layer_normalization on the plain row-major layout, statistics
+ * computed in f32 for each row, Scale and B as its scale and shift. */
+static int build_layernorm(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]];
+	int has_b = nd->n_in > 2 && nd->in[2] >= 0, rc, y, v;
+	dnnl_layer_normalization_desc_t desc;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_memory_desc_t md, cmd;
+	if (!fci_is_act(b, nd->in[0]))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LayerNormalization): unsupported input", nd->name);
+	if ((v = fci_want_plain(b, i, b->tv[nd->in[0]])) < 0)
+		return v;
+	md = fci_val(b, v)->md;
+	if (fci_md_plain(&cmd, 1, &X->dims[X->ndim - 1], dnnl_f32) ||
+	    dnnl_layer_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, NULL, nd->attr.bn.epsilon,
+						       dnnl_use_scale | (has_b ? dnnl_use_shift : 0u)))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LayerNormalization): onednn rejects it", nd->name);
+	if ((rc = fci_create_pd(b, i, &pd, &desc, NULL)))
+		return rc;
+	y = elementwise_dst(b, i, v, &md);
+	if (y < 0 || (rc = fci_new_step(b, i, ST_PRIM, 4))) {
+		rc = y < 0 ? y : rc;
+		goto out;
+	}
+	fci_arg(b, DNNL_ARG_SRC, v, NULL);
+	fci_arg(b, DNNL_ARG_DST, y, NULL);
+	for (int k = 1; k <= 1 + has_b; k++) {
+		float *p = fci_cst(b, nd->in[k]);
+		dnnl_memory_t m;
+		if (!p) {
+			rc = FC_ERR_NOMEM;
+			goto out;
+		}
+		if ((rc = fci_mem(b, &m, &cmd, p)))
+			goto out;
+		fci_arg(b, k == 1 ? DNNL_ARG_SCALE : DNNL_ARG_SHIFT, -1, m);
+	}
+	fci_bind_tensor(b, nd->out[0], y);
+	rc = fci_finish_prim(b, pd, NULL);
+out:
+	dnnl_primitive_desc_destroy(pd);
+	return rc;
+}
+
 int fci_build_node(build *b, int i)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
@@ -889,6 +937,8 @@ int fci_build_node(build *b, int i)
 		return build_pad(b, i);
 	case FC_OP_LPNORM:
 		return build_lpnorm(b, i);
+	case FC_OP_LAYERNORM:
+		return build_layernorm(b, i);
 	case FC_OP_CONCAT:
 		return build_concat(b, i);
 	case FC_OP_FLATTEN:

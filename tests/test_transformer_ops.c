@@ -1,0 +1,275 @@
+/*
+ * test_transformer_ops.c - the ops transformer and ConvNeXt exports need
+ * (issue 11), each in a small graph written with testlib's ONNX builder,
+ * imported (fc_model_open_mem), run through the engine and compared with
+ * a naive C loop here:
+ *  - LayerNormalization over the last axis, with and without B, 2-D to
+ *    4-D, on oneDNN's layer_normalization (never its `ref` code);
+ *  - hostile LayerNormalization nodes: another axis, a Scale of the wrong
+ *    size, a missing Scale, a used Mean output, an unsupported stash_type.
+ *
+ * Not here: the fixture models and the CNN ops (test_engine.c), the
+ * importer's general checks (test_model*.c).
+ *
+ * Random data comes from one seed, printed at the start; set FC_SEED to
+ * replay.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "featcache/engine.h"
+#include "featcache/model.h"
+#include "tests/testlib.h"
+
+/* ---- helpers ---- */
+
+static float *rand_vec(fci_onnx *b, size_t n, float lo, float hi)
+{
+	float *v = testlib_alloc(b, n * sizeof *v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = testlib_float(lo, hi);
+	return v;
+}
+
+static void add_f32(fci_onnx *b, const char *name, int ndim, const int64_t *dims, const float *v)
+{
+	testlib_add_init(b, testlib_f32(b, name, ndim, dims, v));
+}
+
+/* A model with the 4-D input "x" of dims xd, reshaped to "r" of rank rn
+ * and dims rd (the engine's input is always N x C x H x W). */
+static void start_model(fci_onnx *b, int opset, const int64_t *xd, int rn, const int64_t *rd)
+{
+	testlib_model_init(b, opset);
+	testlib_input(b, "x", 4, xd);
+	testlib_init_i64(b, "rshape", rn, rd);
+	testlib_node(b, "Reshape", "to_tokens", "x,rshape", "r");
+}
+
+/* Flatten tensor `in` to N x D as "y", the graph output and the cut. */
+static void finish_model(fci_onnx *b, const char *in)
+{
+	testlib_node(b, "Flatten", "flat", in, "y");
+	testlib_output(b, "y");
+}
+
+/* Open the graph, cut at "y", run x (batch N) and return the maximum
+ * error relative to the largest reference value. With op set, fails if
+ * a primitive of that op runs oneDNN's `ref` code or none runs at all. */
+static double run_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *op)
+{
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	char err[FC_ERRLEN];
+	if (testlib_open(b, &m, err))
+		fail_msg("model open failed: %s", err);
+	if (fc_model_cut(m, "y"))
+		fail_msg("cut failed: %s", fc_model_errmsg(m));
+	fc_engine_opts o = { .batch = N, .precision = FC_PREC_F32 };
+	if (fc_engine_open(&e, m, &o, err, sizeof err))
+		fail_msg("engine open failed: %s", err);
+	assert_int_equal(fc_engine_dim(e), D);
+	int seen = 0;
+	for (int i = 0; i < fc_engine_n_prims(e); i++) {
+		const char *info = fc_engine_prim_info(e, i), *s = strstr(info, ": ");
+		print_message("#   %s\n", info);
+		if (op && s && strstr(info, op) && strstr(info, op) < s) {
+			seen++;
+			if (strncmp(s + 2, "ref", 3) == 0)
+				fail_msg("%s runs oneDNN's ref code: %s", op, info);
+		}
+	}
+	if (op && !seen)
+		fail_msg("no %s primitive", op);
+	float *out = calloc((size_t)N * D, sizeof *out);
+	assert_non_null(out);
+	assert_int_equal(fc_engine_run(e, out, x, (size_t)N), 0);
+	double maxd = 0, maxb = 0;
+	for (size_t i = 0; i < (size_t)N * D; i++) {
+		double d = fabs((double)out[i] - ref[i]);
+		if (!(d <= maxd))
+			maxd = d;
+		maxb = fmax(maxb, fabs(ref[i]));
+	}
+	free(out);
+	fc_engine_free(e);
+	fc_model_free(m);
+	return maxb > 0 ? maxd / maxb : maxd;
+}
+
+/* The model must fail to open with code, and its message contain each
+ * of the NULL-terminated strings that follow. */
+static void open_fails(fci_onnx *b, int code, ...)
+{
+	fc_model *m = (fc_model *)1;
+	char err[FC_ERRLEN];
+	int rc = testlib_open(b, &m, err);
+	va_list ap;
+	const char *s;
+	if (rc != code)
+		fail_msg("open returned %d (%s), expected %d", rc, rc ? err : "", code);
+	assert_null(m);
+	print_message("#   refused: %s\n", err);
+	va_start(ap, code);
+	while ((s = va_arg(ap, const char *)))
+		if (!strstr(err, s))
+			fail_msg("message '%s' lacks '%s'", err, s);
+	va_end(ap);
+}
+
+/* ---- LayerNormalization ---- */
+
+/* y = (x - mean) / sqrt(var + eps) * scale + bias over rows of D, in double. */
+static void ref_layernorm(float *y, const float *x, size_t rows, size_t D, const float *scale, const float *bias,
+			  float eps)
+{
+	for (size_t r = 0; r < rows; r++) {
+		const float *xr = x + r * D;
+		double mean = 0, var = 0;
+		for (size_t k = 0; k < D; k++)
+			mean += xr[k];
+		mean /= (double)D;
+		for (size_t k = 0; k < D; k++)
+			var += (xr[k] - mean) * (xr[k] - mean);
+		var /= (double)D;
+		double inv = 1 / sqrt(var + eps);
+		for (size_t k = 0; k < D; k++)
+			y[r * D + k] = (float)((xr[k] - mean) * inv * scale[k] + (bias ? bias[k] : 0));
+	}
+}
+
+static void layernorm_case(int N, int rn, const int64_t *rd, int with_b, float eps)
+{
+	int64_t xd[4] = { N, 3, 4, 1 }, rdims[4];
+	size_t numel = 1;
+	for (int k = 0; k < rn; k++) {
+		rdims[k] = rd[k];
+		numel *= (size_t)rd[k];
+	}
+	xd[3] = (int64_t)numel / (N * 12);
+	assert_int_equal((size_t)(N * 12 * xd[3]), numel);
+	int64_t D = rd[rn - 1];
+	size_t rows = numel / (size_t)D;
+	fci_onnx b;
+	start_model(&b, 17, xd, rn, rdims);
+	float *scale = rand_vec(&b, (size_t)D, 0.5f, 1.5f), *bias = with_b ? rand_vec(&b, (size_t)D, -1, 1) : NULL;
+	add_f32(&b, "ln_scale", 1, &D, scale);
+	if (with_b)
+		add_f32(&b, "ln_bias", 1, &D, bias);
+	Onnx__NodeProto *n = testlib_node(&b, "LayerNormalization", "ln", with_b ? "r,ln_scale,ln_bias" : "r,ln_scale",
+					  "ln_out");
+	if (eps != 1e-5f)
+		testlib_attr_f(&b, n, "epsilon", eps);
+	if (rn == 3)
+		testlib_attr_i(&b, n, "axis", 2); /* the last axis, spelled positive */
+	finish_model(&b, "ln_out");
+	float *x = rand_vec(&b, numel, -2, 3), *ref = testlib_alloc(&b, numel * sizeof *ref);
+	ref_layernorm(ref, x, rows, (size_t)D, scale, bias, eps);
+	double err = run_vs_ref(&b, x, N, ref, numel / (size_t)N, "LayerNormalization");
+	print_message("# layernorm rank %d, D %lld, B %d, eps %g: max rel err %.2e\n", rn, (long long)D, with_b,
+		      (double)eps, err);
+	assert_true(err < 1e-5);
+	fci_onnx_free(&b);
+}
+
+static void test_layernorm(void **state)
+{
+	(void)state;
+	static const int64_t r2[2] = { 2, 96 }, r3[3] = { 2, 12, 40 }, r4[4] = { 3, 4, 6, 20 };
+	layernorm_case(2, 2, r2, 1, 1e-5f);
+	layernorm_case(2, 3, r3, 1, 1e-3f);
+	layernorm_case(2, 3, r3, 0, 1e-5f);
+	layernorm_case(3, 4, r4, 1, 1e-6f);
+}
+
+/* A LayerNormalization graph with the given node inputs and Scale size. */
+static Onnx__NodeProto *layernorm_graph(fci_onnx *b, const char *ins, int64_t scale_n, const char *outs)
+{
+	static const int64_t xd[4] = { 2, 3, 4, 8 }, rd[3] = { 2, 12, 8 };
+	int64_t d8 = 8;
+	start_model(b, 17, xd, 3, rd);
+	add_f32(b, "ln_scale", 1, &scale_n, NULL);
+	add_f32(b, "ln_bias", 1, &d8, NULL);
+	return testlib_node(b, "LayerNormalization", "ln_bad", ins, outs);
+}
+
+static void test_layernorm_hostile(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *n;
+
+	/* Normalising over another axis than the last is not supported. */
+	n = layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "y");
+	testlib_attr_i(&b, n, "axis", 1);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'ln_bad'", "LayerNormalization", "last axis", NULL);
+	fci_onnx_free(&b);
+
+	/* A Scale that does not match the normalised axis. */
+	layernorm_graph(&b, "r,ln_scale,ln_bias", 7, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_INVALID, "'ln_bad'", "Scale", NULL);
+	fci_onnx_free(&b);
+
+	/* A B that does not either (its Scale is right). */
+	layernorm_graph(&b, "r,ln_bias,ln_scale", 5, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_INVALID, "'ln_bad'", "B is", NULL);
+	fci_onnx_free(&b);
+
+	/* No Scale at all, or an empty name in its place. */
+	layernorm_graph(&b, "r", 8, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'ln_bad'", "inputs", NULL);
+	fci_onnx_free(&b);
+	layernorm_graph(&b, "r,,ln_bias", 8, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'ln_bad'", "input 2 is missing", NULL);
+	fci_onnx_free(&b);
+
+	/* A Scale computed from the image. */
+	layernorm_graph(&b, "r,r,ln_bias", 8, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'ln_bad'", "Scale", NULL);
+	fci_onnx_free(&b);
+
+	/* The Mean output used by a later node. */
+	layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "ln_y,ln_mean");
+	testlib_node(&b, "Add", "use_mean", "ln_y,ln_mean", "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'use_mean'", "ln_mean", NULL);
+	fci_onnx_free(&b);
+
+	/* Statistics in another precision than float. */
+	n = layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "y");
+	testlib_attr_i(&b, n, "stash_type", 16);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'ln_bad'", "stash_type", NULL);
+	fci_onnx_free(&b);
+
+	/* A negative epsilon. */
+	n = layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "y");
+	testlib_attr_f(&b, n, "epsilon", -1.0f);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'ln_bad'", "epsilon", NULL);
+	fci_onnx_free(&b);
+}
+
+int main(void)
+{
+	testlib_seed("test_transformer_ops");
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_layernorm),
+		cmocka_unit_test(test_layernorm_hostile),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
