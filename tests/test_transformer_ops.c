@@ -6,7 +6,11 @@
  *  - LayerNormalization over the last axis, with and without B, 2-D to
  *    4-D, on oneDNN's layer_normalization (never its `ref` code);
  *  - hostile LayerNormalization nodes: another axis, a Scale of the wrong
- *    size, a missing Scale, a used Mean output, an unsupported stash_type.
+ *    size, a missing Scale, a used Mean output, an unsupported stash_type;
+ *  - GELU as torch writes it (Div sqrt 2 -> Erf -> Add 1 -> Mul x -> Mul
+ *    0.5, and the other orders of the two Muls) run as one gelu_erf
+ *    step; near misses and a lone Erf refused by the engine with a clear
+ *    message; Erf of a constant folded;
  *
  * Not here: the fixture models and the CNN ops (test_engine.c), the
  * importer's general checks (test_model*.c).
@@ -264,12 +268,174 @@ static void test_layernorm_hostile(void **state)
 	fci_onnx_free(&b);
 }
 
+/* ---- GELU (Erf form) ---- */
+
+static float ref_gelu(float v)
+{
+	return (float)(0.5 * v * (1 + erf(v / sqrt(2.0))));
+}
+
+/* x (2 x 3 x 4 x 8) reshaped to r (2 x 12 x 8); the scalars the pattern
+ * uses as initializers. */
+static void gelu_start(fci_onnx *b, float sqrt2)
+{
+	static const int64_t xd[4] = { 2, 3, 4, 8 }, rd[3] = { 2, 12, 8 };
+	static const float one = 1, half = 0.5f;
+	start_model(b, 17, xd, 3, rd);
+	add_f32(b, "g_sqrt2", 0, NULL, &sqrt2);
+	add_f32(b, "g_one", 0, NULL, &one);
+	add_f32(b, "g_half", 0, NULL, &half);
+}
+
+/* The pattern on r into "g": form 0 (x * s) * 0.5, torch's export;
+ * form 1 (x * 0.5) * s with the Mul by 0.5 first in the file; form 2
+ * x * (s * 0.5), operands swapped. */
+static void gelu_nodes(fci_onnx *b, int form)
+{
+	if (form == 1)
+		testlib_node(b, "Mul", "g_xh", "g_half,r", "g_h");
+	testlib_node(b, "Div", "g_div", "r,g_sqrt2", "g_d");
+	testlib_node(b, "Erf", "g_erf", "g_d", "g_e");
+	testlib_node(b, "Add", "g_add", form == 2 ? "g_one,g_e" : "g_e,g_one", "g_s");
+	if (form == 0) {
+		testlib_node(b, "Mul", "g_mx", "r,g_s", "g_m");
+		testlib_node(b, "Mul", "g_mh", "g_m,g_half", "g");
+	} else if (form == 1) {
+		testlib_node(b, "Mul", "g_ms", "g_s,g_h", "g");
+	} else {
+		testlib_node(b, "Mul", "g_sh", "g_half,g_s", "g_m");
+		testlib_node(b, "Mul", "g_mx", "g_m,r", "g");
+	}
+}
+
+static void test_gelu(void **state)
+{
+	(void)state;
+	size_t n = 2 * 12 * 8;
+	for (int form = 0; form < 3; form++) {
+		fci_onnx b;
+		gelu_start(&b, 1.4142135f);
+		gelu_nodes(&b, form);
+		finish_model(&b, "g");
+		float *x = rand_vec(&b, n, -4, 4), *ref = testlib_alloc(&b, n * sizeof *ref);
+		for (size_t i = 0; i < n; i++)
+			ref[i] = ref_gelu(x[i]);
+		double err = run_vs_ref(&b, x, 2, ref, n / 2, "Gelu");
+		print_message("# gelu form %d: max rel err %.2e\n", form, err);
+		assert_true(err < 1e-5);
+		fci_onnx_free(&b);
+	}
+
+	/* After a LayerNormalization, and x read again later (a residual):
+	 * still one gelu step, x kept. */
+	fci_onnx b;
+	int64_t d8 = 8;
+	gelu_start(&b, 1.4142135f);
+	float *scale = rand_vec(&b, 8, 0.5f, 1.5f), *bias = rand_vec(&b, 8, -1, 1);
+	add_f32(&b, "ln_scale", 1, &d8, scale);
+	add_f32(&b, "ln_bias", 1, &d8, bias);
+	testlib_node(&b, "LayerNormalization", "ln", "r,ln_scale,ln_bias", "ln_out");
+	testlib_node(&b, "Identity", "keep", "ln_out", "r2");
+	/* the pattern on r2: rename by hand */
+	testlib_node(&b, "Div", "g_div", "r2,g_sqrt2", "g_d");
+	testlib_node(&b, "Erf", "g_erf", "g_d", "g_e");
+	testlib_node(&b, "Add", "g_add", "g_e,g_one", "g_s");
+	testlib_node(&b, "Mul", "g_mx", "r2,g_s", "g_m");
+	testlib_node(&b, "Mul", "g_mh", "g_m,g_half", "g");
+	testlib_node(&b, "Add", "res", "g,r2", "g_res");
+	finish_model(&b, "g_res");
+	float *x = rand_vec(&b, n, -2, 2), *ln = testlib_alloc(&b, n * sizeof *ln),
+	      *ref = testlib_alloc(&b, n * sizeof *ref);
+	ref_layernorm(ln, x, n / 8, 8, scale, bias, 1e-5f);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = ref_gelu(ln[i]) + ln[i];
+	double err = run_vs_ref(&b, x, 2, ref, n / 2, "Gelu");
+	print_message("# layernorm + gelu + residual: max rel err %.2e\n", err);
+	assert_true(err < 1e-5);
+	fci_onnx_free(&b);
+
+	/* Erf of a constant is folded. */
+	int64_t d8b = 8;
+	float c[8];
+	gelu_start(&b, 1.4142135f);
+	for (int k = 0; k < 8; k++)
+		c[k] = (float)k / 4 - 1;
+	add_f32(&b, "c", 1, &d8b, c);
+	testlib_node(&b, "Erf", "erf_c", "c", "ec");
+	testlib_node(&b, "Add", "add_ec", "r,ec", "s");
+	finish_model(&b, "s");
+	x = rand_vec(&b, n, -2, 2);
+	ref = testlib_alloc(&b, n * sizeof *ref);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = x[i] + erff(c[i % 8]);
+	err = run_vs_ref(&b, x, 2, ref, n / 2, NULL);
+	assert_true(err < 1e-6);
+	fci_onnx_free(&b);
+}
+
+/* The engine must refuse the model (cut at "y") with a message holding s. */
+static void engine_fails(fci_onnx *b, const char *s)
+{
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	char err[FC_ERRLEN];
+	if (testlib_open(b, &m, err))
+		fail_msg("model open failed: %s", err);
+	assert_int_equal(fc_model_cut(m, "y"), 0);
+	fc_engine_opts o = { .batch = 2, .precision = FC_PREC_F32 };
+	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), FC_ERR_UNSUPPORTED);
+	assert_null(e);
+	print_message("#   engine refused: %s\n", err);
+	if (!strstr(err, s))
+		fail_msg("message '%s' lacks '%s'", err, s);
+	fc_model_free(m);
+}
+
+/* Near misses are no GELU: the Erf in them is refused, naming it. */
+static void test_gelu_near_misses(void **state)
+{
+	(void)state;
+	fci_onnx b;
+
+	/* divided by 2, not sqrt 2 */
+	gelu_start(&b, 2.0f);
+	gelu_nodes(&b, 0);
+	finish_model(&b, "g");
+	engine_fails(&b, "'g_erf' (Erf)");
+	fci_onnx_free(&b);
+
+	/* the sum also read elsewhere */
+	gelu_start(&b, 1.4142135f);
+	gelu_nodes(&b, 0);
+	testlib_node(&b, "Add", "g_more", "g,g_s", "g2");
+	finish_model(&b, "g2");
+	engine_fails(&b, "'g_erf' (Erf)");
+	fci_onnx_free(&b);
+
+	/* the cut inside the pattern */
+	gelu_start(&b, 1.4142135f);
+	gelu_nodes(&b, 0);
+	testlib_output(&b, "g");
+	testlib_node(&b, "Flatten", "flat", "g_m", "y");
+	engine_fails(&b, "'g_erf' (Erf)");
+	fci_onnx_free(&b);
+
+	/* a lone Erf */
+	gelu_start(&b, 1.4142135f);
+	testlib_node(&b, "Erf", "lone", "r", "e");
+	finish_model(&b, "e");
+	engine_fails(&b, "'lone' (Erf): only supported as part of GELU");
+	fci_onnx_free(&b);
+}
+
 int main(void)
 {
 	testlib_seed("test_transformer_ops");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layernorm),
 		cmocka_unit_test(test_layernorm_hostile),
+		cmocka_unit_test(test_gelu),
+		cmocka_unit_test(test_gelu_near_misses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
