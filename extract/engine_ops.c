@@ -1017,6 +1017,42 @@ out:
 	return rc;
 }
 
+/* Transpose of an activation: one reorder that writes the input through
+ * a descriptor with its dims and permuted strides, so that the buffer
+ * holds the output in plain row-major order; the output is that buffer
+ * under the output's plain descriptor. */
+static int build_transpose(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
+	int v = b->tv[nd->in[0]], w, y, rc;
+	dnnl_dims_t xdims, strides;
+	dnnl_memory_desc_t wmd, ymd;
+	dnnl_data_type_t dt = fci_val(b, v)->md.data_type;
+	if (!fci_is_act(b, nd->in[0]) || X->ndim < 1)
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Transpose): unsupported input", nd->name);
+	/* output dim k (stride of a row-major Y) is input dim perm[k] */
+	int64_t s = 1;
+	for (int k = Y->ndim - 1; k >= 0; k--) {
+		strides[nd->attr.perm.perm[k]] = s;
+		s *= Y->dims[k];
+	}
+	for (int k = 0; k < X->ndim; k++)
+		xdims[k] = X->dims[k];
+	if (dnnl_memory_desc_init_by_strides(&wmd, X->ndim, xdims, dt, strides) ||
+	    fci_md_plain(&ymd, Y->ndim, Y->dims, dt))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Transpose): onednn rejects its shapes", nd->name);
+	if ((w = fci_new_value(b, &wmd, NULL)) < 0)
+		return w;
+	if ((rc = fci_reorder_step(b, i, v, w, NULL)))
+		return rc;
+	if ((y = fci_alias_value(b, w, &ymd)) < 0)
+		return y;
+	fci_bind_tensor(b, nd->out[0], y);
+	return 0;
+}
+
 int fci_build_node(build *b, int i)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
@@ -1051,6 +1087,8 @@ int fci_build_node(build *b, int i)
 		return build_lpnorm(b, i);
 	case FC_OP_LAYERNORM:
 		return build_layernorm(b, i);
+	case FC_OP_TRANSPOSE:
+		return build_transpose(b, i);
 	case FC_OP_ERF:
 		/* oneDNN 2.6.3 has gelu_erf but no erf eltwise */
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED,

@@ -649,15 +649,12 @@ static int fold_slice(fc_model *m, int node)
 	return 0;
 }
 
-static int fold_transpose(fc_model *m, int node)
+/* Transpose's permutation for an input of rank r (reversed when perm is
+ * absent), checked, into perm[]; the output dims into dims[]. */
+static int transpose_perm(fc_model *m, int node, const fc_model_tensor *d, int *perm, int64_t *dims)
 {
-	const fc_model_node *nd = &m->nodes[node];
 	const struct node_attrs *a = &m->np[node].a;
-	const fc_model_tensor *d = T(m, nd->in[0]);
-	int perm[FC_MODEL_MAX_DIMS];
-	int64_t dims[FC_MODEL_MAX_DIMS], istride[FC_MODEL_MAX_DIMS];
 	uint32_t seen = 0;
-	void *p;
 
 	if (a->has_perm && a->n_perm != d->ndim)
 		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "perm has %d values for rank %d",
@@ -669,6 +666,19 @@ static int fold_transpose(fc_model *m, int node)
 		seen |= 1u << perm[i];
 		dims[i] = d->dims[perm[i]];
 	}
+	return 0;
+}
+
+static int fold_transpose(fc_model *m, int node)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *d = T(m, nd->in[0]);
+	int perm[FC_MODEL_MAX_DIMS], rc;
+	int64_t dims[FC_MODEL_MAX_DIMS], istride[FC_MODEL_MAX_DIMS];
+	void *p;
+
+	if ((rc = transpose_perm(m, node, d, perm, dims)))
+		return rc;
 	for (int64_t i = d->ndim - 1, s = 1; i >= 0; i--) {
 		istride[i] = s;
 		s *= d->dims[i];
@@ -1333,6 +1343,12 @@ static int infer_run(fc_model *m, int node)
 		return infer_matmul(m, node);
 	case FC_OP_LAYERNORM:
 		return infer_layernorm(m, node);
+	case FC_OP_TRANSPOSE:
+		if (!act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		if ((rc = transpose_perm(m, node, x, nd->attr.perm.perm, dims)))
+			return rc;
+		return set_act(m, node, nd->out[0], x->ndim, dims);
 	default:
 		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 					  "needs constant inputs, but '%s' is computed from the model input",

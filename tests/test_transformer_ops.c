@@ -11,6 +11,8 @@
  *    0.5, and the other orders of the two Muls) run as one gelu_erf
  *    step; near misses and a lone Erf refused by the engine with a clear
  *    message; Erf of a constant folded;
+ *  - Transpose of activations, 3-D and 4-D, several permutations, against
+ *    a naive permutation; ConvNeXt's Transpose -> LayerNorm -> Transpose.
  *
  * Not here: the fixture models and the CNN ops (test_engine.c), the
  * importer's general checks (test_model*.c).
@@ -428,6 +430,116 @@ static void test_gelu_near_misses(void **state)
 	fci_onnx_free(&b);
 }
 
+/* ---- Transpose on activations ---- */
+
+/* y = x with its dims permuted: y dim k is x dim perm[k], row-major. */
+static void ref_transpose(float *y, const float *x, int r, const int64_t *xd, const int *perm)
+{
+	int64_t yd[4], xs[4], n = 1;
+	for (int k = r - 1; k >= 0; k--) {
+		xs[k] = n;
+		n *= xd[k];
+	}
+	for (int k = 0; k < r; k++)
+		yd[k] = xd[perm[k]];
+	for (int64_t o = 0; o < n; o++) {
+		int64_t rem = o, off = 0;
+		for (int k = r - 1; k >= 0; k--) {
+			off += (rem % yd[k]) * xs[perm[k]];
+			rem /= yd[k];
+		}
+		y[o] = x[off];
+	}
+}
+
+static void transpose_case(int r, const int64_t *rd, const int *perm)
+{
+	static const int64_t xd[4] = { 2, 3, 4, 10 };
+	size_t n = 2 * 3 * 4 * 10;
+	fci_onnx b;
+	start_model(&b, 13, xd, r, rd);
+	Onnx__NodeProto *nd = testlib_node(&b, "Transpose", "tp", "r", "t");
+	if (perm)
+		testlib_attr_ints(&b, nd, "perm", r, (long long)perm[0], (long long)perm[1], (long long)perm[2],
+				  (long long)(r > 3 ? perm[3] : 0));
+	finish_model(&b, "t");
+	int rev[4] = { r - 1, r - 2, r - 3, r - 4 };
+	float *x = rand_vec(&b, n, -1, 1), *ref = testlib_alloc(&b, n * sizeof *ref);
+	ref_transpose(ref, x, r, rd, perm ? perm : rev);
+	double err = run_vs_ref(&b, x, 2, ref, n / 2, NULL);
+	print_message("# transpose rank %d perm %d%d%d%d: max err %.2e\n", r, (perm ? perm : rev)[0],
+		      (perm ? perm : rev)[1], (perm ? perm : rev)[2], r > 3 ? (perm ? perm : rev)[3] : 0, err);
+	assert_true(err == 0);
+	fci_onnx_free(&b);
+}
+
+static void test_transpose(void **state)
+{
+	(void)state;
+	static const int64_t r3[3] = { 2, 12, 10 }, r4[4] = { 2, 3, 4, 10 }, r4b[4] = { 2, 6, 5, 4 };
+	static const int p3[][3] = { { 0, 2, 1 }, { 0, 1, 2 }, { 2, 0, 1 } };
+	static const int p4[][4] = { { 0, 2, 3, 1 }, { 0, 3, 1, 2 }, { 0, 2, 1, 3 }, { 3, 2, 1, 0 }, { 1, 0, 3, 2 } };
+	for (size_t k = 0; k < sizeof p3 / sizeof p3[0]; k++)
+		if (p3[k][0] == 0) /* the batch stays first for the cut */
+			transpose_case(3, r3, p3[k]);
+	for (size_t k = 0; k < sizeof p4 / sizeof p4[0]; k++) {
+		if (p4[k][0] != 0)
+			continue;
+		transpose_case(4, r4, p4[k]);
+		transpose_case(4, r4b, p4[k]);
+	}
+
+	/* ConvNeXt's channels-last LayerNorm: NCHW -> NHWC, LayerNorm over C,
+	 * back to NCHW. */
+	fci_onnx b;
+	static const int64_t xd[4] = { 2, 8, 3, 5 };
+	static const int to_nhwc[4] = { 0, 2, 3, 1 }, to_nchw[4] = { 0, 3, 1, 2 };
+	int64_t c = 8, nhwc[4] = { 2, 3, 5, 8 };
+	size_t n = 2 * 8 * 3 * 5;
+	start_model(&b, 17, xd, 4, xd);
+	float *scale = rand_vec(&b, 8, 0.5f, 1.5f), *bias = rand_vec(&b, 8, -1, 1);
+	add_f32(&b, "ln_scale", 1, &c, scale);
+	add_f32(&b, "ln_bias", 1, &c, bias);
+	Onnx__NodeProto *nd = testlib_node(&b, "Transpose", "to_nhwc", "r", "t1");
+	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 2LL, 3LL, 1LL);
+	testlib_node(&b, "LayerNormalization", "ln", "t1,ln_scale,ln_bias", "t2");
+	nd = testlib_node(&b, "Transpose", "to_nchw", "t2", "t3");
+	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 3LL, 1LL, 2LL);
+	finish_model(&b, "t3");
+	float *x = rand_vec(&b, n, -2, 2), *t1 = testlib_alloc(&b, n * sizeof *t1),
+	      *t2 = testlib_alloc(&b, n * sizeof *t2), *ref = testlib_alloc(&b, n * sizeof *ref);
+	ref_transpose(t1, x, 4, xd, to_nhwc);
+	ref_layernorm(t2, t1, n / 8, 8, scale, bias, 1e-5f);
+	ref_transpose(ref, t2, 4, nhwc, to_nchw);
+	double err = run_vs_ref(&b, x, 2, ref, n / 2, "LayerNormalization");
+	print_message("# transpose, layernorm, transpose: max rel err %.2e\n", err);
+	assert_true(err < 1e-5);
+	fci_onnx_free(&b);
+}
+
+/* A perm that is no permutation of the input's axes is refused. */
+static void test_transpose_hostile(void **state)
+{
+	(void)state;
+	static const int64_t xd[4] = { 2, 3, 4, 8 };
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+
+	start_model(&b, 13, xd, 4, xd);
+	nd = testlib_node(&b, "Transpose", "tp_bad", "r", "y");
+	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 1LL, 1LL, 2LL);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'tp_bad'", "not a permutation", NULL);
+	fci_onnx_free(&b);
+
+	start_model(&b, 13, xd, 4, xd);
+	nd = testlib_node(&b, "Transpose", "tp_bad", "r", "y");
+	testlib_attr_ints(&b, nd, "perm", 3, 0LL, 2LL, 1LL);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'tp_bad'", "perm has 3 values for rank 4", NULL);
+	fci_onnx_free(&b);
+}
+
 int main(void)
 {
 	testlib_seed("test_transformer_ops");
@@ -436,6 +548,8 @@ int main(void)
 		cmocka_unit_test(test_layernorm_hostile),
 		cmocka_unit_test(test_gelu),
 		cmocka_unit_test(test_gelu_near_misses),
+		cmocka_unit_test(test_transpose),
+		cmocka_unit_test(test_transpose_hostile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

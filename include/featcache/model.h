@@ -169,6 +169,9 @@ typedef union fc_node_attr {
 	struct {
 		int axis;                  /* Concat/Flatten, non-negative */
 	} axis;
+	struct {
+		int perm[FC_MODEL_MAX_DIMS]; /* Transpose: output dim i is input dim perm[i] */
+	} perm;
 } fc_node_attr;
 
 typedef struct fc_model_node {
