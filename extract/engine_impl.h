@@ -6,7 +6,8 @@
  *   engine.c      values, steps, primitives and layouts; the memory plan;
  *                 open, run and the public queries
  *   engine_ops.c  one builder per op family (conv, pool, eltwise, bn,
- *                 binary, matmul, concat, pad, LpNormalization)
+ *                 binary, matmul, concat, pad, LpNormalization,
+ *                 LayerNormalization, GELU, Transpose)
  *
  * The layout and memory rules are described at the top of engine.c.
  */

@@ -441,8 +441,9 @@ static int build_pool(build *b, int i)
 	return 0;
 }
 
-/* One eltwise step at node i: y = alg(src). Returns the output value. */
-static int eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al, float be)
+/* One eltwise step at node i: y = alg(src), recorded as op (NULL: the
+ * node's). Returns the output value. */
+static int eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al, float be, const char *op)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
 	dnnl_memory_desc_t md = fci_val(b, src)->md;
@@ -458,7 +459,7 @@ static int eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al,
 		dnnl_primitive_desc_destroy(pd);
 		return y;
 	}
-	rc = fci_unary_step(b, i, pd, src, y, NULL);
+	rc = fci_unary_step(b, i, pd, src, y, op);
 	return rc ? rc : y;
 }
 
@@ -470,11 +471,119 @@ static int build_eltwise(build *b, int i)
 	int n = eltwise_of(nd, alg, al, be), v = b->tv[nd->in[0]];
 	/* HardSigmoid has no single oneDNN algorithm: linear, then clip in place. */
 	for (int k = 0; k < n && v >= 0; k++)
-		v = eltwise_step(b, i, v, alg[k], al[k], be[k]);
+		v = eltwise_step(b, i, v, alg[k], al[k], be[k], NULL);
 	if (v < 0)
 		return v;
 	fci_bind_tensor(b, nd->out[0], v);
 	return 0;
+}
+
+/* ---- GELU, the Erf form torch writes: x * 0.5 * (1 + Erf(x / sqrt(2))) ---- */
+
+/* The value of t if it is a constant scalar (any rank, one element). */
+static int cst_scalar(const build *b, int t, float *v)
+{
+	const fc_model_tensor *x = t >= 0 ? &b->g->tensors[t] : NULL;
+	if (!x || !fci_is_const(b, t) || x->numel != 1 || !x->f32)
+		return 0;
+	*v = x->f32[0];
+	return 1;
+}
+
+/* The node that alone reads tensor t, if it runs and is an op; else -1. */
+static int sole_reader(const build *b, int t, int op)
+{
+	int j = b->uses[t] == 1 ? b->consumer[t] : -1;
+	return j >= 0 && fci_runs(b, j) && b->g->nodes[j].op == op ? j : -1;
+}
+
+/* The other input of binary node j, one of whose inputs is t; -1 if none. */
+static int other_in(const build *b, int j, int t)
+{
+	const fc_model_node *nd = &b->g->nodes[j];
+	if (j < 0 || nd->n_in != 2)
+		return -1;
+	return nd->in[0] == t ? nd->in[1] : nd->in[1] == t ? nd->in[0] : -1;
+}
+
+static int is_scalar(const build *b, int t, float want)
+{
+	float v;
+	return cst_scalar(b, t, &v) && fabsf(v - want) <= 1e-6f * fabsf(want);
+}
+
+/* Whether Div node d starts a GELU: Div(x, sqrt 2) -> Erf -> Add 1, then
+ * the product of x, that sum and 0.5 in either order of the two Muls
+ * (torch's export: (x * sum) * 0.5; written out by hand: (x * 0.5) * sum,
+ * or x * (sum * 0.5)). Each tensor in between has that one reader and is
+ * not the cut. Fills nodes[5] (the four other nodes and d), *x and *y. */
+static int gelu_match(const build *b, int d, int nodes[5], int *x, int *y)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *dn = &g->nodes[d];
+	int e, a, m, h, o;
+	if (dn->op != FC_OP_DIV || !fci_runs(b, d) || !fci_is_act(b, dn->in[0]) || !is_scalar(b, dn->in[1], (float)M_SQRT2))
+		return 0;
+	*x = dn->in[0];
+	if ((e = sole_reader(b, dn->out[0], FC_OP_ERF)) < 0 || (a = sole_reader(b, g->nodes[e].out[0], FC_OP_ADD)) < 0 ||
+	    !is_scalar(b, other_in(b, a, g->nodes[e].out[0]), 1.0f) ||
+	    (m = sole_reader(b, g->nodes[a].out[0], FC_OP_MUL)) < 0)
+		return 0;
+	o = other_in(b, m, g->nodes[a].out[0]);
+	if (o == *x || is_scalar(b, o, 0.5f)) {
+		/* x * sum or sum * 0.5, then the other factor */
+		if ((h = sole_reader(b, g->nodes[m].out[0], FC_OP_MUL)) < 0 ||
+		    !(o == *x ? is_scalar(b, other_in(b, h, g->nodes[m].out[0]), 0.5f)
+			      : other_in(b, h, g->nodes[m].out[0]) == *x))
+			return 0;
+	} else {
+		/* (x * 0.5) * sum: h is the Mul that made o */
+		h = o >= 0 ? g->tensors[o].producer : -1;
+		if (h < 0 || sole_reader(b, o, FC_OP_MUL) != m || !fci_runs(b, h) || g->nodes[h].op != FC_OP_MUL ||
+		    !is_scalar(b, other_in(b, h, *x), 0.5f))
+			return 0;
+		int t = h;
+		h = m, m = t;
+	}
+	*y = g->nodes[h].out[0];
+	const fc_model_tensor *X = &g->tensors[*x], *Y = &g->tensors[*y];
+	if (X->ndim != Y->ndim || memcmp(X->dims, Y->dims, sizeof(int64_t) * (size_t)X->ndim) != 0)
+		return 0;
+	nodes[0] = d, nodes[1] = e, nodes[2] = a, nodes[3] = m, nodes[4] = h;
+	return 1;
+}
+
+/* If node i (a Div or Mul) is the first node of a GELU, build it as one
+ * gelu_erf eltwise step and skip the rest: 1 when done, 0 when node i is
+ * no such node, or a negative FC_ERR_*. The Div may come after the Mul by
+ * 0.5 in the node order, so a Mul looks for the Div among x's readers. */
+static int build_gelu(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	int nodes[5], x = -1, y = -1, found = 0;
+	if (nd->op == FC_OP_DIV)
+		found = gelu_match(b, i, nodes, &x, &y);
+	for (int k = 0; nd->op == FC_OP_MUL && k < nd->n_in && !found; k++) {
+		int t = nd->in[k];
+		if (!fci_is_act(b, t))
+			continue;
+		for (int j = i + 1; j <= b->consumer[t] && !found; j++)
+			found = g->nodes[j].op == FC_OP_DIV && g->nodes[j].in[0] == t && gelu_match(b, j, nodes, &x, &y);
+	}
+	if (!found)
+		return 0;
+	for (int k = 0; k < 5; k++)
+		if (nodes[k] < i)
+			return 0;
+	int v = eltwise_step(b, i, b->tv[x], dnnl_eltwise_gelu_erf, 0, 0, "Gelu");
+	if (v < 0)
+		return v;
+	for (int k = 0; k < 5; k++)
+		if (nodes[k] != i)
+			b->skip[nodes[k]] = 1;
+	fci_bind_tensor(b, y, v);
+	return 1;
 }
 
 static int build_bn(build *b, int i)
@@ -860,9 +969,96 @@ static int build_lpnorm(build *b, int i)
 	return 0;
 }
 
+/* LayerNormalization over the last axis (model_infer.c refuses others):
+ * oneDNN's layer_normalization on the plain row-major layout, statistics
+ * computed in f32 for each row, Scale and B as its scale and shift. */
+static int build_layernorm(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]];
+	int has_b = nd->n_in > 2 && nd->in[2] >= 0, rc, y, v;
+	dnnl_layer_normalization_desc_t desc;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_memory_desc_t md, cmd;
+	if (!fci_is_act(b, nd->in[0]))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LayerNormalization): unsupported input", nd->name);
+	if ((v = fci_want_plain(b, i, b->tv[nd->in[0]])) < 0)
+		return v;
+	md = fci_val(b, v)->md;
+	if (fci_md_plain(&cmd, 1, &X->dims[X->ndim - 1], dnnl_f32) ||
+	    dnnl_layer_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, NULL, nd->attr.bn.epsilon,
+						       dnnl_use_scale | (has_b ? dnnl_use_shift : 0u)))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LayerNormalization): onednn rejects it", nd->name);
+	if ((rc = fci_create_pd(b, i, &pd, &desc, NULL)))
+		return rc;
+	y = elementwise_dst(b, i, v, &md);
+	if (y < 0 || (rc = fci_new_step(b, i, ST_PRIM, 4))) {
+		rc = y < 0 ? y : rc;
+		goto out;
+	}
+	fci_arg(b, DNNL_ARG_SRC, v, NULL);
+	fci_arg(b, DNNL_ARG_DST, y, NULL);
+	for (int k = 1; k <= 1 + has_b; k++) {
+		float *p = fci_cst(b, nd->in[k]);
+		dnnl_memory_t m;
+		if (!p) {
+			rc = FC_ERR_NOMEM;
+			goto out;
+		}
+		if ((rc = fci_mem(b, &m, &cmd, p)))
+			goto out;
+		fci_arg(b, k == 1 ? DNNL_ARG_SCALE : DNNL_ARG_SHIFT, -1, m);
+	}
+	fci_bind_tensor(b, nd->out[0], y);
+	rc = fci_finish_prim(b, pd, NULL);
+out:
+	dnnl_primitive_desc_destroy(pd);
+	return rc;
+}
+
+/* Transpose of an activation: one reorder that writes the input through
+ * a descriptor with its dims and permuted strides, so that the buffer
+ * holds the output in plain row-major order; the output is that buffer
+ * under the output's plain descriptor. */
+static int build_transpose(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
+	int v = b->tv[nd->in[0]], w, y, rc;
+	dnnl_dims_t xdims, strides;
+	dnnl_memory_desc_t wmd, ymd;
+	dnnl_data_type_t dt = fci_val(b, v)->md.data_type;
+	if (!fci_is_act(b, nd->in[0]) || X->ndim < 1)
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Transpose): unsupported input", nd->name);
+	/* output dim k (stride of a row-major Y) is input dim perm[k] */
+	int64_t s = 1;
+	for (int k = Y->ndim - 1; k >= 0; k--) {
+		strides[nd->attr.perm.perm[k]] = s;
+		s *= Y->dims[k];
+	}
+	for (int k = 0; k < X->ndim; k++)
+		xdims[k] = X->dims[k];
+	if (dnnl_memory_desc_init_by_strides(&wmd, X->ndim, xdims, dt, strides) ||
+	    fci_md_plain(&ymd, Y->ndim, Y->dims, dt))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Transpose): onednn rejects its shapes", nd->name);
+	if ((w = fci_new_value(b, &wmd, NULL)) < 0)
+		return w;
+	if ((rc = fci_reorder_step(b, i, v, w, NULL)))
+		return rc;
+	if ((y = fci_alias_value(b, w, &ymd)) < 0)
+		return y;
+	fci_bind_tensor(b, nd->out[0], y);
+	return 0;
+}
+
 int fci_build_node(build *b, int i)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
+	int rc;
+	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && (rc = build_gelu(b, i)))
+		return rc < 0 ? rc : 0;
 	switch (nd->op) {
 	case FC_OP_CONV:
 		return build_conv(b, i);
@@ -889,6 +1085,14 @@ int fci_build_node(build *b, int i)
 		return build_pad(b, i);
 	case FC_OP_LPNORM:
 		return build_lpnorm(b, i);
+	case FC_OP_LAYERNORM:
+		return build_layernorm(b, i);
+	case FC_OP_TRANSPOSE:
+		return build_transpose(b, i);
+	case FC_OP_ERF:
+		/* oneDNN 2.6.3 has gelu_erf but no erf eltwise */
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED,
+			    "node '%s' (Erf): only supported as part of GELU, x * 0.5 * (1 + Erf(x / sqrt(2)))", nd->name);
 	case FC_OP_CONCAT:
 		return build_concat(b, i);
 	case FC_OP_FLATTEN:

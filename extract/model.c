@@ -63,6 +63,8 @@ static const struct opdef {
 	[FC_OP_CONCAT] = { "Concat", CLS_RUN, 1, -1, 1 },
 	[FC_OP_GEMM] = { "Gemm", CLS_RUN, 2, 3, 1 },
 	[FC_OP_MATMUL] = { "MatMul", CLS_RUN, 2, 2, 1 },
+	[FC_OP_LAYERNORM] = { "LayerNormalization", CLS_RUN, 2, 3, 3 },
+	[FC_OP_ERF] = { "Erf", CLS_RUN, 1, 1, 1 },
 	[FC_OP_IDENTITY] = { "Identity", CLS_ALIAS, 1, 1, 1 },
 	[FC_OP_DROPOUT] = { "Dropout", CLS_ALIAS, 1, 3, 2 },
 	[FC_OP_CONSTANT] = { "Constant", CLS_FOLD, 0, 0, 1 },
@@ -665,6 +667,21 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		if (v)
 			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
 						  "training_mode=1 is not supported");
+		return 0;
+	case FC_OP_LAYERNORM:
+		if ((rc = attr_int(c, "axis", -1, -FC_MODEL_MAX_DIMS, FC_MODEL_MAX_DIMS - 1, &v)))
+			return rc;
+		a->axis = (int)v;
+		if ((rc = attr_float(c, "epsilon", 1e-5f, &a->epsilon)))
+			return rc;
+		if (!(a->epsilon >= 0) || isinf(a->epsilon))
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "epsilon is not a finite value >= 0");
+		/* stash_type is the precision of the statistics: 1 (float) is what the engine computes */
+		if ((rc = attr_int(c, "stash_type", 1, 0, 100, &v)))
+			return rc;
+		if (v != 1)
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+						  "stash_type %lld is not supported (only 1, float)", (long long)v);
 		return 0;
 	case FC_OP_CLIP:
 		a->clip_min = -INFINITY;

@@ -410,6 +410,7 @@ static float act_scalar(int op, const fc_node_attr *a, float x)
 	case FC_OP_HARDSIGMOID: return fmaxf(0.0f, fminf(1.0f, a->act.alpha * x + a->act.beta));
 	case FC_OP_HARDSWISH: return x * fmaxf(0.0f, fminf(1.0f, x / 6.0f + 0.5f));
 	case FC_OP_CLIP: return fminf(fmaxf(x, a->clip.min), a->clip.max);
+	case FC_OP_ERF: return erff(x);
 	default: return x;
 	}
 }
@@ -648,15 +649,12 @@ static int fold_slice(fc_model *m, int node)
 	return 0;
 }
 
-static int fold_transpose(fc_model *m, int node)
+/* Transpose's permutation for an input of rank r (reversed when perm is
+ * absent), checked, into perm[]; the output dims into dims[]. */
+static int transpose_perm(fc_model *m, int node, const fc_model_tensor *d, int *perm, int64_t *dims)
 {
-	const fc_model_node *nd = &m->nodes[node];
 	const struct node_attrs *a = &m->np[node].a;
-	const fc_model_tensor *d = T(m, nd->in[0]);
-	int perm[FC_MODEL_MAX_DIMS];
-	int64_t dims[FC_MODEL_MAX_DIMS], istride[FC_MODEL_MAX_DIMS];
 	uint32_t seen = 0;
-	void *p;
 
 	if (a->has_perm && a->n_perm != d->ndim)
 		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "perm has %d values for rank %d",
@@ -668,6 +666,19 @@ static int fold_transpose(fc_model *m, int node)
 		seen |= 1u << perm[i];
 		dims[i] = d->dims[perm[i]];
 	}
+	return 0;
+}
+
+static int fold_transpose(fc_model *m, int node)
+{
+	const fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *d = T(m, nd->in[0]);
+	int perm[FC_MODEL_MAX_DIMS], rc;
+	int64_t dims[FC_MODEL_MAX_DIMS], istride[FC_MODEL_MAX_DIMS];
+	void *p;
+
+	if ((rc = transpose_perm(m, node, d, perm, dims)))
+		return rc;
 	for (int64_t i = d->ndim - 1, s = 1; i >= 0; i--) {
 		istride[i] = s;
 		s *= d->dims[i];
@@ -808,6 +819,7 @@ static int fold(fc_model *m, int node)
 	case FC_OP_SIGMOID:
 	case FC_OP_HARDSIGMOID:
 	case FC_OP_HARDSWISH:
+	case FC_OP_ERF:
 		if (x->elem != FC_ELEM_F32)
 			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not float");
 		if (nd->op != FC_OP_CLIP) { /* attr.clip shares act's storage */
@@ -1180,6 +1192,40 @@ mismatch:
 				  shp(b1, sizeof b1, x), shp(b2, sizeof b2, w));
 }
 
+/* LayerNormalization: the engine normalises over the last axis only, with
+ * a constant Scale (and B) of one value per element of that axis. */
+static int infer_layernorm(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *x, *s, *bias = NULL;
+	char b1[128], b2[128];
+	int axis;
+
+	if (!(x = act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	axis = m->np[node].a.axis < 0 ? m->np[node].a.axis + x->ndim : m->np[node].a.axis;
+	if (x->ndim < 2 || x->ndim > 5 || axis != x->ndim - 1)
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+					  "only normalisation over the last axis of a 2-D to 5-D input "
+					  "is supported (axis %d of %s)",
+					  m->np[node].a.axis, shp(b1, sizeof b1, x));
+	if (!(s = const_in(m, node, 1, FC_ELEM_F32, "Scale")))
+		return FC_ERR_UNSUPPORTED;
+	if (nd->n_in > 2 && nd->in[2] >= 0 && !(bias = const_in(m, node, 2, FC_ELEM_F32, "B")))
+		return FC_ERR_UNSUPPORTED;
+	for (int k = 0; k < 2; k++) {
+		const fc_model_tensor *p = k ? bias : s;
+
+		if (p && (p->ndim != 1 || p->dims[0] != x->dims[x->ndim - 1]))
+			return fci_model_node_fail(m, FC_ERR_INVALID, node, "%s is %s, expected %lld values for input %s",
+						  k ? "B" : "Scale", shp(b1, sizeof b1, p),
+						  (long long)x->dims[x->ndim - 1], shp(b2, sizeof b2, x));
+	}
+	nd->attr.bn.epsilon = m->np[node].a.epsilon;
+	nd->params = (uint64_t)s->numel + (bias ? (uint64_t)bias->numel : 0);
+	return set_act(m, node, nd->out[0], x->ndim, x->dims);
+}
+
 static int infer_run(fc_model *m, int node)
 {
 	fc_model_node *nd = &m->nodes[node];
@@ -1204,6 +1250,7 @@ static int infer_run(fc_model *m, int node)
 	case FC_OP_RELU:
 	case FC_OP_SIGMOID:
 	case FC_OP_HARDSWISH:
+	case FC_OP_ERF:
 		if (!act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
 		return set_act(m, node, nd->out[0], x->ndim, x->dims);
@@ -1294,6 +1341,14 @@ static int infer_run(fc_model *m, int node)
 		return infer_gemm(m, node);
 	case FC_OP_MATMUL:
 		return infer_matmul(m, node);
+	case FC_OP_LAYERNORM:
+		return infer_layernorm(m, node);
+	case FC_OP_TRANSPOSE:
+		if (!act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		if ((rc = transpose_perm(m, node, x, nd->attr.perm.perm, dims)))
+			return rc;
+		return set_act(m, node, nd->out[0], x->ndim, dims);
 	default:
 		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 					  "needs constant inputs, but '%s' is computed from the model input",

@@ -12,7 +12,10 @@
  * HardSwish that alone consume a Conv output become eltwise post-ops, and
  * so does x * Sigmoid(x) (SiLU) and x * HardSigmoid(x) (hard-swish) of a
  * Conv output; a residual Add of a Conv output and an already computed
- * activation becomes a `sum` post-op.
+ * activation becomes a `sum` post-op. GELU as torch writes it (Div by
+ * sqrt 2, Erf, Add 1, the Muls by x and 0.5) is one gelu_erf eltwise; a
+ * lone Erf is refused. LayerNormalization (last axis) runs on oneDNN's
+ * layer_normalization, a Transpose of activations as one reorder.
  *
  * Layout: oneDNN picks each convolution's layout (format_tag any; NHWC
  * with brgconv on AVX-512 machines) and the ops after it work in that

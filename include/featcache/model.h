@@ -80,6 +80,8 @@ enum fc_op {
 	FC_OP_CONCAT,
 	FC_OP_GEMM,
 	FC_OP_MATMUL,
+	FC_OP_LAYERNORM,      /* LayerNormalization over the last axis, constant Scale and B */
+	FC_OP_ERF,            /* the engine runs it only inside the GELU pattern */
 	FC_OP_IDENTITY,       /* aliases */
 	FC_OP_DROPOUT,
 	FC_OP_CONSTANT,       /* fold-only */
@@ -88,7 +90,7 @@ enum fc_op {
 	FC_OP_CAST,
 	FC_OP_CONSTANTOFSHAPE,
 	FC_OP_SLICE,
-	FC_OP_TRANSPOSE,
+	FC_OP_TRANSPOSE,      /* folded, and run on activations too */
 	FC_OP_COUNT
 };
 
@@ -144,7 +146,7 @@ typedef union fc_node_attr {
 	} pool;
 	struct {
 		float epsilon;
-	} bn;
+	} bn;                          /* BatchNormalization and LayerNormalization */
 	struct {
 		float alpha, beta;         /* Y = alpha * A' B' + beta * C */
 		int trans_a, trans_b;
@@ -167,6 +169,9 @@ typedef union fc_node_attr {
 	struct {
 		int axis;                  /* Concat/Flatten, non-negative */
 	} axis;
+	struct {
+		int perm[FC_MODEL_MAX_DIMS]; /* Transpose: output dim i is input dim perm[i] */
+	} perm;
 } fc_node_attr;
 
 typedef struct fc_model_node {

@@ -1,0 +1,555 @@
+/*
+ * test_transformer_ops.c - the ops transformer and ConvNeXt exports need
+ * (issue 11), each in a small graph written with testlib's ONNX builder,
+ * imported (fc_model_open_mem), run through the engine and compared with
+ * a naive C loop here:
+ *  - LayerNormalization over the last axis, with and without B, 2-D to
+ *    4-D, on oneDNN's layer_normalization (never its `ref` code);
+ *  - hostile LayerNormalization nodes: another axis, a Scale of the wrong
+ *    size, a missing Scale, a used Mean output, an unsupported stash_type;
+ *  - GELU as torch writes it (Div sqrt 2 -> Erf -> Add 1 -> Mul x -> Mul
+ *    0.5, and the other orders of the two Muls) run as one gelu_erf
+ *    step; near misses and a lone Erf refused by the engine with a clear
+ *    message; Erf of a constant folded;
+ *  - Transpose of activations, 3-D and 4-D, several permutations, against
+ *    a naive permutation; ConvNeXt's Transpose -> LayerNorm -> Transpose.
+ *
+ * Not here: the fixture models and the CNN ops (test_engine.c), the
+ * importer's general checks (test_model*.c).
+ *
+ * Random data comes from one seed, printed at the start; set FC_SEED to
+ * replay.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "featcache/engine.h"
+#include "featcache/model.h"
+#include "tests/testlib.h"
+
+/* ---- helpers ---- */
+
+static float *rand_vec(fci_onnx *b, size_t n, float lo, float hi)
+{
+	float *v = testlib_alloc(b, n * sizeof *v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = testlib_float(lo, hi);
+	return v;
+}
+
+static void add_f32(fci_onnx *b, const char *name, int ndim, const int64_t *dims, const float *v)
+{
+	testlib_add_init(b, testlib_f32(b, name, ndim, dims, v));
+}
+
+/* A model with the 4-D input "x" of dims xd, reshaped to "r" of rank rn
+ * and dims rd (the engine's input is always N x C x H x W). */
+static void start_model(fci_onnx *b, int opset, const int64_t *xd, int rn, const int64_t *rd)
+{
+	testlib_model_init(b, opset);
+	testlib_input(b, "x", 4, xd);
+	testlib_init_i64(b, "rshape", rn, rd);
+	testlib_node(b, "Reshape", "to_tokens", "x,rshape", "r");
+}
+
+/* Flatten tensor `in` to N x D as "y", the graph output and the cut. */
+static void finish_model(fci_onnx *b, const char *in)
+{
+	testlib_node(b, "Flatten", "flat", in, "y");
+	testlib_output(b, "y");
+}
+
+/* Open the graph, cut at "y", run x (batch N) and return the maximum
+ * error relative to the largest reference value. With op set, fails if
+ * a primitive of that op runs oneDNN's `ref` code or none runs at all. */
+static double run_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *op)
+{
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	char err[FC_ERRLEN];
+	if (testlib_open(b, &m, err))
+		fail_msg("model open failed: %s", err);
+	if (fc_model_cut(m, "y"))
+		fail_msg("cut failed: %s", fc_model_errmsg(m));
+	fc_engine_opts o = { .batch = N, .precision = FC_PREC_F32 };
+	if (fc_engine_open(&e, m, &o, err, sizeof err))
+		fail_msg("engine open failed: %s", err);
+	assert_int_equal(fc_engine_dim(e), D);
+	int seen = 0;
+	for (int i = 0; i < fc_engine_n_prims(e); i++) {
+		const char *info = fc_engine_prim_info(e, i), *s = strstr(info, ": ");
+		print_message("#   %s\n", info);
+		if (op && s && strstr(info, op) && strstr(info, op) < s) {
+			seen++;
+			if (strncmp(s + 2, "ref", 3) == 0)
+				fail_msg("%s runs oneDNN's ref code: %s", op, info);
+		}
+	}
+	if (op && !seen)
+		fail_msg("no %s primitive", op);
+	float *out = calloc((size_t)N * D, sizeof *out);
+	assert_non_null(out);
+	assert_int_equal(fc_engine_run(e, out, x, (size_t)N), 0);
+	double maxd = 0, maxb = 0;
+	for (size_t i = 0; i < (size_t)N * D; i++) {
+		double d = fabs((double)out[i] - ref[i]);
+		if (!(d <= maxd))
+			maxd = d;
+		maxb = fmax(maxb, fabs(ref[i]));
+	}
+	free(out);
+	fc_engine_free(e);
+	fc_model_free(m);
+	return maxb > 0 ? maxd / maxb : maxd;
+}
+
+/* The model must fail to open with code, and its message contain each
+ * of the NULL-terminated strings that follow. */
+static void open_fails(fci_onnx *b, int code, ...)
+{
+	fc_model *m = (fc_model *)1;
+	char err[FC_ERRLEN];
+	int rc = testlib_open(b, &m, err);
+	va_list ap;
+	const char *s;
+	if (rc != code)
+		fail_msg("open returned %d (%s), expected %d", rc, rc ? err : "", code);
+	assert_null(m);
+	print_message("#   refused: %s\n", err);
+	va_start(ap, code);
+	while ((s = va_arg(ap, const char *)))
+		if (!strstr(err, s))
+			fail_msg("message '%s' lacks '%s'", err, s);
+	va_end(ap);
+}
+
+/* ---- LayerNormalization ---- */
+
+/* y = (x - mean) / sqrt(var + eps) * scale + bias over rows of D, in double. */
+static void ref_layernorm(float *y, const float *x, size_t rows, size_t D, const float *scale, const float *bias,
+			  float eps)
+{
+	for (size_t r = 0; r < rows; r++) {
+		const float *xr = x + r * D;
+		double mean = 0, var = 0;
+		for (size_t k = 0; k < D; k++)
+			mean += xr[k];
+		mean /= (double)D;
+		for (size_t k = 0; k < D; k++)
+			var += (xr[k] - mean) * (xr[k] - mean);
+		var /= (double)D;
+		double inv = 1 / sqrt(var + eps);
+		for (size_t k = 0; k < D; k++)
+			y[r * D + k] = (float)((xr[k] - mean) * inv * scale[k] + (bias ? bias[k] : 0));
+	}
+}
+
+static void layernorm_case(int N, int rn, const int64_t *rd, int with_b, float eps)
+{
+	int64_t xd[4] = { N, 3, 4, 1 }, rdims[4];
+	size_t numel = 1;
+	for (int k = 0; k < rn; k++) {
+		rdims[k] = rd[k];
+		numel *= (size_t)rd[k];
+	}
+	xd[3] = (int64_t)numel / (N * 12);
+	assert_int_equal((size_t)(N * 12 * xd[3]), numel);
+	int64_t D = rd[rn - 1];
+	size_t rows = numel / (size_t)D;
+	fci_onnx b;
+	start_model(&b, 17, xd, rn, rdims);
+	float *scale = rand_vec(&b, (size_t)D, 0.5f, 1.5f), *bias = with_b ? rand_vec(&b, (size_t)D, -1, 1) : NULL;
+	add_f32(&b, "ln_scale", 1, &D, scale);
+	if (with_b)
+		add_f32(&b, "ln_bias", 1, &D, bias);
+	Onnx__NodeProto *n = testlib_node(&b, "LayerNormalization", "ln", with_b ? "r,ln_scale,ln_bias" : "r,ln_scale",
+					  "ln_out");
+	if (eps != 1e-5f)
+		testlib_attr_f(&b, n, "epsilon", eps);
+	if (rn == 3)
+		testlib_attr_i(&b, n, "axis", 2); /* the last axis, spelled positive */
+	finish_model(&b, "ln_out");
+	float *x = rand_vec(&b, numel, -2, 3), *ref = testlib_alloc(&b, numel * sizeof *ref);
+	ref_layernorm(ref, x, rows, (size_t)D, scale, bias, eps);
+	double err = run_vs_ref(&b, x, N, ref, numel / (size_t)N, "LayerNormalization");
+	print_message("# layernorm rank %d, D %lld, B %d, eps %g: max rel err %.2e\n", rn, (long long)D, with_b,
+		      (double)eps, err);
+	assert_true(err < 1e-5);
+	fci_onnx_free(&b);
+}
+
+static void test_layernorm(void **state)
+{
+	(void)state;
+	static const int64_t r2[2] = { 2, 96 }, r3[3] = { 2, 12, 40 }, r4[4] = { 3, 4, 6, 20 };
+	layernorm_case(2, 2, r2, 1, 1e-5f);
+	layernorm_case(2, 3, r3, 1, 1e-3f);
+	layernorm_case(2, 3, r3, 0, 1e-5f);
+	layernorm_case(3, 4, r4, 1, 1e-6f);
+}
+
+/* A LayerNormalization graph with the given node inputs and Scale size. */
+static Onnx__NodeProto *layernorm_graph(fci_onnx *b, const char *ins, int64_t scale_n, const char *outs)
+{
+	static const int64_t xd[4] = { 2, 3, 4, 8 }, rd[3] = { 2, 12, 8 };
+	int64_t d8 = 8;
+	start_model(b, 17, xd, 3, rd);
+	add_f32(b, "ln_scale", 1, &scale_n, NULL);
+	add_f32(b, "ln_bias", 1, &d8, NULL);
+	return testlib_node(b, "LayerNormalization", "ln_bad", ins, outs);
+}
+
+static void test_layernorm_hostile(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *n;
+
+	/* Normalising over another axis than the last is not supported. */
+	n = layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "y");
+	testlib_attr_i(&b, n, "axis", 1);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'ln_bad'", "LayerNormalization", "last axis", NULL);
+	fci_onnx_free(&b);
+
+	/* A Scale that does not match the normalised axis. */
+	layernorm_graph(&b, "r,ln_scale,ln_bias", 7, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_INVALID, "'ln_bad'", "Scale", NULL);
+	fci_onnx_free(&b);
+
+	/* A B that does not either (its Scale is right). */
+	layernorm_graph(&b, "r,ln_bias,ln_scale", 5, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_INVALID, "'ln_bad'", "B is", NULL);
+	fci_onnx_free(&b);
+
+	/* No Scale at all, or an empty name in its place. */
+	layernorm_graph(&b, "r", 8, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'ln_bad'", "inputs", NULL);
+	fci_onnx_free(&b);
+	layernorm_graph(&b, "r,,ln_bias", 8, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'ln_bad'", "input 2 is missing", NULL);
+	fci_onnx_free(&b);
+
+	/* A Scale computed from the image. */
+	layernorm_graph(&b, "r,r,ln_bias", 8, "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'ln_bad'", "Scale", NULL);
+	fci_onnx_free(&b);
+
+	/* The Mean output used by a later node. */
+	layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "ln_y,ln_mean");
+	testlib_node(&b, "Add", "use_mean", "ln_y,ln_mean", "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'use_mean'", "ln_mean", NULL);
+	fci_onnx_free(&b);
+
+	/* Statistics in another precision than float. */
+	n = layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "y");
+	testlib_attr_i(&b, n, "stash_type", 16);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'ln_bad'", "stash_type", NULL);
+	fci_onnx_free(&b);
+
+	/* A negative epsilon. */
+	n = layernorm_graph(&b, "r,ln_scale,ln_bias", 8, "y");
+	testlib_attr_f(&b, n, "epsilon", -1.0f);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'ln_bad'", "epsilon", NULL);
+	fci_onnx_free(&b);
+}
+
+/* ---- GELU (Erf form) ---- */
+
+static float ref_gelu(float v)
+{
+	return (float)(0.5 * v * (1 + erf(v / sqrt(2.0))));
+}
+
+/* x (2 x 3 x 4 x 8) reshaped to r (2 x 12 x 8); the scalars the pattern
+ * uses as initializers. */
+static void gelu_start(fci_onnx *b, float sqrt2)
+{
+	static const int64_t xd[4] = { 2, 3, 4, 8 }, rd[3] = { 2, 12, 8 };
+	static const float one = 1, half = 0.5f;
+	start_model(b, 17, xd, 3, rd);
+	add_f32(b, "g_sqrt2", 0, NULL, &sqrt2);
+	add_f32(b, "g_one", 0, NULL, &one);
+	add_f32(b, "g_half", 0, NULL, &half);
+}
+
+/* The pattern on r into "g": form 0 (x * s) * 0.5, torch's export;
+ * form 1 (x * 0.5) * s with the Mul by 0.5 first in the file; form 2
+ * x * (s * 0.5), operands swapped. */
+static void gelu_nodes(fci_onnx *b, int form)
+{
+	if (form == 1)
+		testlib_node(b, "Mul", "g_xh", "g_half,r", "g_h");
+	testlib_node(b, "Div", "g_div", "r,g_sqrt2", "g_d");
+	testlib_node(b, "Erf", "g_erf", "g_d", "g_e");
+	testlib_node(b, "Add", "g_add", form == 2 ? "g_one,g_e" : "g_e,g_one", "g_s");
+	if (form == 0) {
+		testlib_node(b, "Mul", "g_mx", "r,g_s", "g_m");
+		testlib_node(b, "Mul", "g_mh", "g_m,g_half", "g");
+	} else if (form == 1) {
+		testlib_node(b, "Mul", "g_ms", "g_s,g_h", "g");
+	} else {
+		testlib_node(b, "Mul", "g_sh", "g_half,g_s", "g_m");
+		testlib_node(b, "Mul", "g_mx", "g_m,r", "g");
+	}
+}
+
+static void test_gelu(void **state)
+{
+	(void)state;
+	size_t n = 2 * 12 * 8;
+	for (int form = 0; form < 3; form++) {
+		fci_onnx b;
+		gelu_start(&b, 1.4142135f);
+		gelu_nodes(&b, form);
+		finish_model(&b, "g");
+		float *x = rand_vec(&b, n, -4, 4), *ref = testlib_alloc(&b, n * sizeof *ref);
+		for (size_t i = 0; i < n; i++)
+			ref[i] = ref_gelu(x[i]);
+		double err = run_vs_ref(&b, x, 2, ref, n / 2, "Gelu");
+		print_message("# gelu form %d: max rel err %.2e\n", form, err);
+		assert_true(err < 1e-5);
+		fci_onnx_free(&b);
+	}
+
+	/* After a LayerNormalization, and x read again later (a residual):
+	 * still one gelu step, x kept. */
+	fci_onnx b;
+	int64_t d8 = 8;
+	gelu_start(&b, 1.4142135f);
+	float *scale = rand_vec(&b, 8, 0.5f, 1.5f), *bias = rand_vec(&b, 8, -1, 1);
+	add_f32(&b, "ln_scale", 1, &d8, scale);
+	add_f32(&b, "ln_bias", 1, &d8, bias);
+	testlib_node(&b, "LayerNormalization", "ln", "r,ln_scale,ln_bias", "ln_out");
+	testlib_node(&b, "Identity", "keep", "ln_out", "r2");
+	/* the pattern on r2: rename by hand */
+	testlib_node(&b, "Div", "g_div", "r2,g_sqrt2", "g_d");
+	testlib_node(&b, "Erf", "g_erf", "g_d", "g_e");
+	testlib_node(&b, "Add", "g_add", "g_e,g_one", "g_s");
+	testlib_node(&b, "Mul", "g_mx", "r2,g_s", "g_m");
+	testlib_node(&b, "Mul", "g_mh", "g_m,g_half", "g");
+	testlib_node(&b, "Add", "res", "g,r2", "g_res");
+	finish_model(&b, "g_res");
+	float *x = rand_vec(&b, n, -2, 2), *ln = testlib_alloc(&b, n * sizeof *ln),
+	      *ref = testlib_alloc(&b, n * sizeof *ref);
+	ref_layernorm(ln, x, n / 8, 8, scale, bias, 1e-5f);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = ref_gelu(ln[i]) + ln[i];
+	double err = run_vs_ref(&b, x, 2, ref, n / 2, "Gelu");
+	print_message("# layernorm + gelu + residual: max rel err %.2e\n", err);
+	assert_true(err < 1e-5);
+	fci_onnx_free(&b);
+
+	/* Erf of a constant is folded. */
+	int64_t d8b = 8;
+	float c[8];
+	gelu_start(&b, 1.4142135f);
+	for (int k = 0; k < 8; k++)
+		c[k] = (float)k / 4 - 1;
+	add_f32(&b, "c", 1, &d8b, c);
+	testlib_node(&b, "Erf", "erf_c", "c", "ec");
+	testlib_node(&b, "Add", "add_ec", "r,ec", "s");
+	finish_model(&b, "s");
+	x = rand_vec(&b, n, -2, 2);
+	ref = testlib_alloc(&b, n * sizeof *ref);
+	for (size_t i = 0; i < n; i++)
+		ref[i] = x[i] + erff(c[i % 8]);
+	err = run_vs_ref(&b, x, 2, ref, n / 2, NULL);
+	assert_true(err < 1e-6);
+	fci_onnx_free(&b);
+}
+
+/* The engine must refuse the model (cut at "y") with a message holding s. */
+static void engine_fails(fci_onnx *b, const char *s)
+{
+	fc_model *m = NULL;
+	fc_engine *e = NULL;
+	char err[FC_ERRLEN];
+	if (testlib_open(b, &m, err))
+		fail_msg("model open failed: %s", err);
+	assert_int_equal(fc_model_cut(m, "y"), 0);
+	fc_engine_opts o = { .batch = 2, .precision = FC_PREC_F32 };
+	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), FC_ERR_UNSUPPORTED);
+	assert_null(e);
+	print_message("#   engine refused: %s\n", err);
+	if (!strstr(err, s))
+		fail_msg("message '%s' lacks '%s'", err, s);
+	fc_model_free(m);
+}
+
+/* Near misses are no GELU: the Erf in them is refused, naming it. */
+static void test_gelu_near_misses(void **state)
+{
+	(void)state;
+	fci_onnx b;
+
+	/* divided by 2, not sqrt 2 */
+	gelu_start(&b, 2.0f);
+	gelu_nodes(&b, 0);
+	finish_model(&b, "g");
+	engine_fails(&b, "'g_erf' (Erf)");
+	fci_onnx_free(&b);
+
+	/* the sum also read elsewhere */
+	gelu_start(&b, 1.4142135f);
+	gelu_nodes(&b, 0);
+	testlib_node(&b, "Add", "g_more", "g,g_s", "g2");
+	finish_model(&b, "g2");
+	engine_fails(&b, "'g_erf' (Erf)");
+	fci_onnx_free(&b);
+
+	/* the cut inside the pattern */
+	gelu_start(&b, 1.4142135f);
+	gelu_nodes(&b, 0);
+	testlib_output(&b, "g");
+	testlib_node(&b, "Flatten", "flat", "g_m", "y");
+	engine_fails(&b, "'g_erf' (Erf)");
+	fci_onnx_free(&b);
+
+	/* a lone Erf */
+	gelu_start(&b, 1.4142135f);
+	testlib_node(&b, "Erf", "lone", "r", "e");
+	finish_model(&b, "e");
+	engine_fails(&b, "'lone' (Erf): only supported as part of GELU");
+	fci_onnx_free(&b);
+}
+
+/* ---- Transpose on activations ---- */
+
+/* y = x with its dims permuted: y dim k is x dim perm[k], row-major. */
+static void ref_transpose(float *y, const float *x, int r, const int64_t *xd, const int *perm)
+{
+	int64_t yd[4], xs[4], n = 1;
+	for (int k = r - 1; k >= 0; k--) {
+		xs[k] = n;
+		n *= xd[k];
+	}
+	for (int k = 0; k < r; k++)
+		yd[k] = xd[perm[k]];
+	for (int64_t o = 0; o < n; o++) {
+		int64_t rem = o, off = 0;
+		for (int k = r - 1; k >= 0; k--) {
+			off += (rem % yd[k]) * xs[perm[k]];
+			rem /= yd[k];
+		}
+		y[o] = x[off];
+	}
+}
+
+static void transpose_case(int r, const int64_t *rd, const int *perm)
+{
+	static const int64_t xd[4] = { 2, 3, 4, 10 };
+	size_t n = 2 * 3 * 4 * 10;
+	fci_onnx b;
+	start_model(&b, 13, xd, r, rd);
+	Onnx__NodeProto *nd = testlib_node(&b, "Transpose", "tp", "r", "t");
+	if (perm)
+		testlib_attr_ints(&b, nd, "perm", r, (long long)perm[0], (long long)perm[1], (long long)perm[2],
+				  (long long)(r > 3 ? perm[3] : 0));
+	finish_model(&b, "t");
+	int rev[4] = { r - 1, r - 2, r - 3, r - 4 };
+	float *x = rand_vec(&b, n, -1, 1), *ref = testlib_alloc(&b, n * sizeof *ref);
+	ref_transpose(ref, x, r, rd, perm ? perm : rev);
+	double err = run_vs_ref(&b, x, 2, ref, n / 2, NULL);
+	print_message("# transpose rank %d perm %d%d%d%d: max err %.2e\n", r, (perm ? perm : rev)[0],
+		      (perm ? perm : rev)[1], (perm ? perm : rev)[2], r > 3 ? (perm ? perm : rev)[3] : 0, err);
+	assert_true(err == 0);
+	fci_onnx_free(&b);
+}
+
+static void test_transpose(void **state)
+{
+	(void)state;
+	static const int64_t r3[3] = { 2, 12, 10 }, r4[4] = { 2, 3, 4, 10 }, r4b[4] = { 2, 6, 5, 4 };
+	static const int p3[][3] = { { 0, 2, 1 }, { 0, 1, 2 }, { 2, 0, 1 } };
+	static const int p4[][4] = { { 0, 2, 3, 1 }, { 0, 3, 1, 2 }, { 0, 2, 1, 3 }, { 3, 2, 1, 0 }, { 1, 0, 3, 2 } };
+	for (size_t k = 0; k < sizeof p3 / sizeof p3[0]; k++)
+		if (p3[k][0] == 0) /* the batch stays first for the cut */
+			transpose_case(3, r3, p3[k]);
+	for (size_t k = 0; k < sizeof p4 / sizeof p4[0]; k++) {
+		if (p4[k][0] != 0)
+			continue;
+		transpose_case(4, r4, p4[k]);
+		transpose_case(4, r4b, p4[k]);
+	}
+
+	/* ConvNeXt's channels-last LayerNorm: NCHW -> NHWC, LayerNorm over C,
+	 * back to NCHW. */
+	fci_onnx b;
+	static const int64_t xd[4] = { 2, 8, 3, 5 };
+	static const int to_nhwc[4] = { 0, 2, 3, 1 }, to_nchw[4] = { 0, 3, 1, 2 };
+	int64_t c = 8, nhwc[4] = { 2, 3, 5, 8 };
+	size_t n = 2 * 8 * 3 * 5;
+	start_model(&b, 17, xd, 4, xd);
+	float *scale = rand_vec(&b, 8, 0.5f, 1.5f), *bias = rand_vec(&b, 8, -1, 1);
+	add_f32(&b, "ln_scale", 1, &c, scale);
+	add_f32(&b, "ln_bias", 1, &c, bias);
+	Onnx__NodeProto *nd = testlib_node(&b, "Transpose", "to_nhwc", "r", "t1");
+	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 2LL, 3LL, 1LL);
+	testlib_node(&b, "LayerNormalization", "ln", "t1,ln_scale,ln_bias", "t2");
+	nd = testlib_node(&b, "Transpose", "to_nchw", "t2", "t3");
+	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 3LL, 1LL, 2LL);
+	finish_model(&b, "t3");
+	float *x = rand_vec(&b, n, -2, 2), *t1 = testlib_alloc(&b, n * sizeof *t1),
+	      *t2 = testlib_alloc(&b, n * sizeof *t2), *ref = testlib_alloc(&b, n * sizeof *ref);
+	ref_transpose(t1, x, 4, xd, to_nhwc);
+	ref_layernorm(t2, t1, n / 8, 8, scale, bias, 1e-5f);
+	ref_transpose(ref, t2, 4, nhwc, to_nchw);
+	double err = run_vs_ref(&b, x, 2, ref, n / 2, "LayerNormalization");
+	print_message("# transpose, layernorm, transpose: max rel err %.2e\n", err);
+	assert_true(err < 1e-5);
+	fci_onnx_free(&b);
+}
+
+/* A perm that is no permutation of the input's axes is refused. */
+static void test_transpose_hostile(void **state)
+{
+	(void)state;
+	static const int64_t xd[4] = { 2, 3, 4, 8 };
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+
+	start_model(&b, 13, xd, 4, xd);
+	nd = testlib_node(&b, "Transpose", "tp_bad", "r", "y");
+	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 1LL, 1LL, 2LL);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'tp_bad'", "not a permutation", NULL);
+	fci_onnx_free(&b);
+
+	start_model(&b, 13, xd, 4, xd);
+	nd = testlib_node(&b, "Transpose", "tp_bad", "r", "y");
+	testlib_attr_ints(&b, nd, "perm", 3, 0LL, 2LL, 1LL);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_CORRUPT, "'tp_bad'", "perm has 3 values for rank 4", NULL);
+	fci_onnx_free(&b);
+}
+
+int main(void)
+{
+	testlib_seed("test_transformer_ops");
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_layernorm),
+		cmocka_unit_test(test_layernorm_hostile),
+		cmocka_unit_test(test_gelu),
+		cmocka_unit_test(test_gelu_near_misses),
+		cmocka_unit_test(test_transpose),
+		cmocka_unit_test(test_transpose_hostile),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
