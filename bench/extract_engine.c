@@ -32,11 +32,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "featcache/engine.h"
 #include "featcache/model.h"
+
+#include "bench/benchlib.h"
 
 #define N_BATCHES 2
 
@@ -56,13 +57,6 @@ typedef struct figure {
 enum { FC_F32 = 0, FC_BF16, ORT, TORCH, N_ENGINES };
 static const char *const engine_name[N_ENGINES] = { "featcache f32", "featcache bf16", "onnxruntime f32",
 						    "pytorch eager f32" };
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Deterministic pseudo-images: uniform in [-2, 2), like normalized pixels. */
 static void fill(float *x, size_t n)
@@ -96,18 +90,18 @@ static void time_engine(figure *f, const opts *o, int prec, int batch, const flo
 		snprintf(f->why, sizeof f->why, "out of memory");
 		goto out;
 	}
-	double t0 = now(), total = 0, best = 0;
+	double t0 = bench_now(), total = 0, best = 0;
 	long runs = 0;
-	for (int warm = 0; warm < 2 || now() - t0 < 1.0; warm++)
+	for (int warm = 0; warm < 2 || bench_now() - t0 < 1.0; warm++)
 		if (fc_engine_run(e, out, in, (size_t)batch)) {
 			snprintf(f->why, sizeof f->why, "%s", fc_engine_errmsg(e));
 			goto out;
 		}
 	memcpy(emb, out, (size_t)batch * dim * sizeof *out);
 	while (total < o->seconds) {
-		double w0 = now(), el = 0;
+		double w0 = bench_now(), el = 0;
 		int n = 0;
-		for (; n < 1 || el < o->seconds / 5; n++, el = now() - w0)
+		for (; n < 1 || el < o->seconds / 5; n++, el = bench_now() - w0)
 			if (fc_engine_run(e, out, in, (size_t)batch)) {
 				snprintf(f->why, sizeof f->why, "%s", fc_engine_errmsg(e));
 				goto out;

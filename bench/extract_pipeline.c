@@ -24,21 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "featcache/engine.h"
 #include "featcache/extract.h"
 #include "featcache/model.h"
 
-#define PHOTO_SRC "/usr/share/backgrounds/mate/nature"
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench/benchlib.h"
 
 static int count_jpegs(const char *dir)
 {
@@ -50,14 +42,6 @@ static int count_jpegs(const char *dir)
 	if (d)
 		closedir(d);
 	return n;
-}
-
-static int sh(const char *cmd)
-{
-	int rc = system(cmd);
-	if (rc != 0)
-		fprintf(stderr, "extract_pipeline: '%s' failed (%d)\n", cmd, rc);
-	return rc;
 }
 
 /* Engine alone: n images in batches of `batch` of one fixed input. */
@@ -82,10 +66,10 @@ static double engine_only(const char *model_path, int batch, int n)
 	for (size_t i = 0; i < in_len; i++)
 		in[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
 	fc_engine_run(e, out, in, (size_t)batch); /* warm-up */
-	double t0 = now();
+	double t0 = bench_now();
 	for (int done = 0; done < n; done += batch)
 		fc_engine_run(e, out, in, (size_t)(n - done < batch ? n - done : batch));
-	rate = n / (now() - t0);
+	rate = n / (bench_now() - t0);
 	free(in);
 	free(out);
 out:
@@ -117,26 +101,28 @@ static int extract(fc_extract_ctx *x, const char *store_path, const char *photos
 
 int main(int argc, char **argv)
 {
-	const char *model = "build/models/resnet50.onnx", *photos = "build/bench-data/photos";
+	bench_photo_opts po = { "build/models/resnet50.onnx", "build/bench-data/photos", 2000 };
 	const char *tool = "build/tests/tool_mkimage";
-	int n = 2000, batch = 32, threads = 2, c;
+	int batch = 32, threads = 2, c;
 	static const struct option opts[] = {
-		{ "model", required_argument, NULL, 'm' }, { "photos", required_argument, NULL, 'p' },
-		{ "n", required_argument, NULL, 'n' },	   { "batch", required_argument, NULL, 'b' },
-		{ "threads", required_argument, NULL, 't' }, { "tool", required_argument, NULL, 'T' },
+		BENCH_PHOTO_OPTIONS,
+		{ "batch", required_argument, NULL, 'b' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "tool", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'm': model = optarg; break;
-		case 'p': photos = optarg; break;
-		case 'n': n = atoi(optarg); break;
 		case 'b': batch = atoi(optarg); break;
 		case 't': threads = atoi(optarg); break;
 		case 'T': tool = optarg; break;
-		default: return 2;
+		default:
+			if (!bench_photo_opt(&po, c, optarg))
+				return 2;
 		}
 	}
+	const char *model = po.model, *photos = po.photos;
+	int n = po.n;
 	if (n < 100 || batch < 1 || threads < 1)
 		return fprintf(stderr, "extract_pipeline: need --n >= 100, --batch >= 1, --threads >= 1\n"), 2;
 	if (strlen(photos) > 1000)
@@ -151,14 +137,14 @@ int main(int argc, char **argv)
 	snprintf(extra, sizeof extra, "%s-extra", base);
 	if (count_jpegs(base) < n) {
 		snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && '%s' --crops '%s' %d 1 %s/*.jpg", base, base,
-			 tool, base, n, PHOTO_SRC);
-		if (sh(cmd))
+			 tool, base, n, BENCH_PHOTO_SRC);
+		if (bench_sh("extract_pipeline", cmd))
 			return 1;
 	}
 	int n_new = n / 100;
 	snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && '%s' --crops '%s' %d 2 %s/*.jpg", extra, extra, tool,
-		 extra, n_new, PHOTO_SRC);
-	if (sh(cmd))
+		 extra, n_new, BENCH_PHOTO_SRC);
+	if (bench_sh("extract_pipeline", cmd))
 		return 1;
 	snprintf(store, sizeof store, "%s/store", photos);
 
@@ -177,13 +163,13 @@ int main(int argc, char **argv)
 	/* Engine alone before and after the pipeline: the machine drifts. */
 	double e1 = engine_only(model, batch, n / 2);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", store);
-	sh(cmd);
+	bench_sh("extract_pipeline", cmd);
 	/* the dataset: class folder "photos" under a temp root */
 	char root[1400];
 	snprintf(root, sizeof root, "%s/ds", photos);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && ln -s \"$(cd '%s' && pwd)\" '%s/photos'", root, root,
 		 base, root);
-	if (sh(cmd))
+	if (bench_sh("extract_pipeline", cmd))
 		return 1;
 	fc_extract_stats st1, st2;
 	if (extract(x, store, root, &st1))
@@ -201,7 +187,7 @@ int main(int argc, char **argv)
 
 	/* Incremental: 1 % new files beside the old ones. */
 	snprintf(cmd, sizeof cmd, "ln -s \"$(cd '%s' && pwd)\" '%s/new'", extra, root);
-	if (sh(cmd))
+	if (bench_sh("extract_pipeline", cmd))
 		return 1;
 	if (extract(x, store, root, &st2))
 		return 1;
@@ -214,6 +200,6 @@ int main(int argc, char **argv)
 	       n_new, st2.seconds, 100 * inc, st1.seconds, inc <= 0.03 ? "PASS" : "MISS");
 	fc_extract_free(x);
 	snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", store, root, extra);
-	sh(cmd);
+	bench_sh("extract_pipeline", cmd);
 	return 0;
 }

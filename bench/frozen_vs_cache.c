@@ -21,48 +21,35 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#define PHOTO_SRC "/usr/share/backgrounds/mate/nature"
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench/benchlib.h"
 
 /* Run a shell command; its wall time, or -1 if it failed. */
 static double timed(const char *cmd)
 {
-	double t0 = now();
-	int rc = system(cmd);
-	if (rc != 0) {
-		fprintf(stderr, "frozen_vs_cache: '%s' failed (%d)\n", cmd, rc);
-		return -1;
-	}
-	return now() - t0;
+	double t0 = bench_now();
+
+	return bench_sh("frozen_vs_cache", cmd) ? -1 : bench_now() - t0;
 }
 
 int main(int argc, char **argv)
 {
-	const char *model = "build/models/resnet50.onnx", *photos = "build/bench-data/frozen";
-	int n = 2400, peer_images = 192, c;
+	bench_photo_opts po = { "build/models/resnet50.onnx", "build/bench-data/frozen", 2400 };
+	int peer_images = 192, c;
 	static const struct option opts[] = {
-		{ "model", required_argument, NULL, 'm' }, { "photos", required_argument, NULL, 'p' },
-		{ "n", required_argument, NULL, 'n' },	   { "peer-images", required_argument, NULL, 'P' },
+		BENCH_PHOTO_OPTIONS,
+		{ "peer-images", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (c) {
-		case 'm': model = optarg; break;
-		case 'p': photos = optarg; break;
-		case 'n': n = atoi(optarg); break;
-		case 'P': peer_images = atoi(optarg); break;
-		default: return 2;
-		}
+		if (c == 'P')
+			peer_images = atoi(optarg);
+		else if (!bench_photo_opt(&po, c, optarg))
+			return 2;
 	}
+	const char *model = po.model, *photos = po.photos;
+	int n = po.n;
 	if (n < 120 || peer_images < 32 || strlen(photos) > 1000 || strlen(model) > 1000)
 		return fprintf(stderr, "frozen_vs_cache: need --n >= 120, --peer-images >= 32\n"), 2;
 	/* The featcache binary and tools sit beside this program's directory. */
@@ -93,7 +80,7 @@ int main(int argc, char **argv)
 			return 1;
 		for (int k = 0; k < 12; k++) {
 			snprintf(cmd, sizeof cmd, "mkdir -p '%s/%s' && '%s' --crops '%s/%s' %d %d %s/%s.jpg", photos, src[k],
-				 tool, photos, src[k], per, 100 + k, PHOTO_SRC, src[k]);
+				 tool, photos, src[k], per, 100 + k, BENCH_PHOTO_SRC, src[k]);
 			if (timed(cmd) < 0)
 				return 1;
 		}

@@ -29,6 +29,8 @@
 #include "featcache/store.h"
 #include "store/chunk.h"
 
+#include "bench/benchlib.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -85,13 +87,6 @@ static void usage_error(const char *fmt, ...)
 	va_end(ap);
 	fputs("\n" PROG ": try '--help'\n", stderr);
 	exit(2);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static void *xaligned(size_t bytes)
@@ -747,9 +742,9 @@ static double time_load(fc_store *s, const uint8_t *id, int runs, const bench *b
 	double best = INFINITY;
 	for (int k = 0; k < runs; k++) {
 		fc_matrix m;
-		double t0 = now_s();
+		double t0 = bench_now();
 		int err = fc_store_load_all(s, id, &m);
-		double t = now_s() - t0;
+		double t = bench_now() - t0;
 		if (err) {
 			store_fail(r, s, "load", err);
 			return -1;
@@ -795,7 +790,7 @@ static void run_config(const bench *b, result *r)
 		store_fail(r, s, "put extractor", err);
 		goto out;
 	}
-	double t0 = now_s();
+	double t0 = bench_now();
 	for (size_t i = 0; i < b->n; i += b->batch) {
 		size_t m = b->n - i < b->batch ? b->n - i : b->batch;
 		if ((err = fc_store_append(s, id, b->x + i * b->dim, b->hashes + i, m, NULL)) != 0) {
@@ -803,7 +798,7 @@ static void run_config(const bench *b, result *r)
 			goto out;
 		}
 	}
-	r->write_s = now_s() - t0;
+	r->write_s = bench_now() - t0;
 	fc_store_stats st;
 	if ((err = fc_store_stats_get(s, &st)) != 0) {
 		store_fail(r, s, "stats", err);
@@ -857,7 +852,7 @@ static double fresh_copy_gbs(const bench *b, int hugepage)
 	size_t rows = b->batch;
 	double best = INFINITY;
 	for (int k = 0; k < b->runs; k++) {
-		double t0 = now_s();
+		double t0 = bench_now();
 		float *m = aligned_alloc(align, rounded);
 		if (!m)
 			die("out of memory for %zu bytes", rounded);
@@ -868,7 +863,7 @@ static double fresh_copy_gbs(const bench *b, int hugepage)
 			size_t r = b->n - i < rows ? b->n - i : rows;
 			memcpy(m + i * b->dim, b->x + i * b->dim, r * b->dim * sizeof(float));
 		}
-		double t = now_s() - t0;
+		double t = bench_now() - t0;
 		free(m);
 		if (t < best)
 			best = t;

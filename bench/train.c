@@ -16,20 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "featcache/io.h"
 #include "featcache/train.h"
 
-#define TARGET 1.5
+#include "bench/benchlib.h"
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#define TARGET 1.5
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
@@ -135,12 +129,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fc_epoch_stats st;
-	double t0 = now();
+	double t0 = bench_now();
 	if (fc_trainer_epoch(t, &st, NULL, NULL)) {
 		fprintf(stderr, "bench/train: epoch failed\n");
 		return 1;
 	}
-	double secs = now() - t0;
+	double secs = bench_now() - t0;
 	size_t nb = (size_t)(st.steps);
 	fc_trainer_free(t);
 	printf("featcache: one epoch of %zu x %zu features, %zu batches of 128 (32 classes x 4), head %zu-%zu-%zu-256, "

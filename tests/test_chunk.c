@@ -22,23 +22,7 @@
 #include <zstd.h>
 
 #include "store/chunk.h"
-
-static uint64_t seed = 20240611;
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	/* splitmix64 */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
-static double rng_unit(void) /* (0, 1] */
-{
-	return ((double)(rng_next() >> 11) + 1.0) * 0x1p-53;
-}
+#include "tests/testlib.h"
 
 static uint32_t bits_of(float f)
 {
@@ -63,16 +47,16 @@ static const fc_codec all_codecs[] = {FC_CODEC_RAW, FC_CODEC_ZSTD, FC_CODEC_SHUF
 static void gen_vectors(float *x, uint32_t dim, uint32_t count, int is_signed)
 {
 	for (size_t v = 0; v < count; v++) {
-		double scale = 0.05 + 2.0 * rng_unit();
+		double scale = 0.05 + 2.0 * testlib_unit_pos();
 		for (size_t i = 0; i < dim; i++) {
-			double u = rng_unit();
+			double u = testlib_unit_pos();
 			double val;
 			if (is_signed)
-				val = scale * (rng_unit() + rng_unit() + rng_unit() - 1.5) * 2.0;
+				val = scale * (testlib_unit_pos() + testlib_unit_pos() + testlib_unit_pos() - 1.5) * 2.0;
 			else if (u < 0.12)
 				val = 0.0;
 			else
-				val = scale * -log(rng_unit()) * (0.3 + u);
+				val = scale * -log(testlib_unit_pos()) * (0.3 + u);
 			x[v * dim + i] = (float)val;
 		}
 	}
@@ -82,7 +66,7 @@ static void gen_hashes(uint8_t (*h)[FC_HASH_LEN], uint32_t count)
 {
 	for (size_t i = 0; i < count; i++)
 		for (size_t b = 0; b < FC_HASH_LEN; b++)
-			h[i][b] = (uint8_t)rng_next();
+			h[i][b] = (uint8_t)testlib_rand();
 }
 
 /* The format's checksum, restated from chunk.h so the tests check the
@@ -557,10 +541,10 @@ static size_t f16_inputs(float *x, size_t n_random)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < n_random; i++)
-		x[n++] = float_of((uint32_t)rng_next());
+		x[n++] = float_of((uint32_t)testlib_rand());
 	for (size_t i = 0; i < n_random; i++) {
-		uint32_t e = 97 + (uint32_t)(rng_next() % 50); /* 2^-30 .. 2^19 */
-		x[n++] = float_of((uint32_t)(rng_next() & 0x807fffffu) | e << 23);
+		uint32_t e = 97 + (uint32_t)(testlib_rand() % 50); /* 2^-30 .. 2^19 */
+		x[n++] = float_of((uint32_t)(testlib_rand() & 0x807fffffu) | e << 23);
 	}
 	for (uint32_t h = 0; h < 0x7c00; h++) {
 		float lo = float_of(ref_f16_to_f32((uint16_t)h));
@@ -612,11 +596,11 @@ static void test_bf16_reference(void **state)
 	assert_non_null(bulk);
 	assert_non_null(back);
 	for (size_t i = 0; i < n; i++) {
-		uint32_t u = (uint32_t)rng_next();
+		uint32_t u = (uint32_t)testlib_rand();
 		if (i % 4 == 1)
 			u = (u & 0xffff0000u) | 0x8000u; /* exact ties */
 		if (i % 4 == 2)
-			u = (u & 0x807fffffu) | (uint32_t)(100 + rng_next() % 60) << 23;
+			u = (u & 0x807fffffu) | (uint32_t)(100 + testlib_rand() % 60) << 23;
 		x[i] = float_of(u);
 	}
 	x[0] = FLT_MAX;
@@ -866,12 +850,7 @@ static void test_impossible_values(void **state)
 
 int main(void)
 {
-	const char *s = getenv("FC_SEED");
-	if (s && *s)
-		seed = strtoull(s, NULL, 0);
-	rng_state = seed;
-	printf("# test_chunk seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
-	fflush(stdout);
+	testlib_seed("test_chunk");
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names),

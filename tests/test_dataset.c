@@ -20,8 +20,9 @@
 #include <cmocka.h>
 
 #include "featcache/extract.h"
+#include "tests/testlib.h"
 
-static char tmproot[256];
+static char *tmproot; /* testlib_tmpdir, removed when every test passed */
 
 /* Create a file (and its directories) under dir with the given bytes. */
 static void put_file(const char *dir, const char *rel, const char *text)
@@ -38,6 +39,17 @@ static void put_file(const char *dir, const char *rel, const char *text)
 	assert_non_null(f);
 	fputs(text, f);
 	fclose(f);
+}
+
+/* Files under dir holding "x", one for each path up to the NULL. */
+static void put_files(const char *dir, ...)
+{
+	va_list ap;
+
+	va_start(ap, dir);
+	for (const char *rel = va_arg(ap, const char *); rel; rel = va_arg(ap, const char *))
+		put_file(dir, rel, "x");
+	va_end(ap);
 }
 
 static void mkroot(char *out, size_t cap, const char *name)
@@ -59,13 +71,8 @@ static void test_class_folders(void **state)
 	(void)state;
 	char root[512], err[FC_ERRLEN];
 	mkroot(root, sizeof root, "folders");
-	put_file(root, "cat/1.jpg", "x");
-	put_file(root, "cat/2.JPEG", "x");
-	put_file(root, "dog/a/deep.png", "x");
-	put_file(root, "dog/notes.txt", "x");
-	put_file(root, "dog/.hidden.png", "x");
-	put_file(root, ".git/x.png", "x");
-	put_file(root, "loose.png", "x");
+	put_files(root, "cat/1.jpg", "cat/2.JPEG", "dog/a/deep.png", "dog/notes.txt", "dog/.hidden.png", ".git/x.png",
+		  "loose.png", NULL);
 	fc_dataset d;
 	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
 	assert_int_equal(d.n, 4);
@@ -98,10 +105,8 @@ static void test_split_level(void **state)
 	(void)state;
 	char root[512], err[FC_ERRLEN];
 	mkroot(root, sizeof root, "splits");
-	put_file(root, "train/shoe/1.png", "x");
-	put_file(root, "val/shoe/2.png", "x");
-	put_file(root, "test/bag/3.png", "x");
-	put_file(root, "README.png", "x"); /* beside the split folders: not listed */
+	/* README.png is beside the split folders: not listed */
+	put_files(root, "train/shoe/1.png", "val/shoe/2.png", "test/bag/3.png", "README.png", NULL);
 	fc_dataset d;
 	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
 	assert_int_equal(d.n, 3);
@@ -275,12 +280,7 @@ static void test_hash_file(void **state)
 
 int main(void)
 {
-	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	snprintf(tmproot, sizeof tmproot, "%s/fc-test-dataset-XXXXXX", base);
-	if (!mkdtemp(tmproot)) {
-		perror("mkdtemp");
-		return 1;
-	}
+	tmproot = testlib_tmpdir("test-dataset");
 	printf("# dir %s\n", tmproot);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_class_folders), cmocka_unit_test(test_split_level),
@@ -289,11 +289,8 @@ int main(void)
 		cmocka_unit_test(test_hash_file),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	if (!failed) {
-		char cmd[400];
-		snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmproot);
-		if (system(cmd) != 0)
-			return 1;
-	}
+	if (!failed && testlib_rmtree(tmproot) != 0)
+		failed = 1;
+	free(tmproot);
 	return failed;
 }

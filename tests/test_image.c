@@ -27,46 +27,22 @@
 #include <zstd.h>
 
 #include "featcache/image.h"
+#include "tests/testlib.h"
 
-static uint64_t seed = 20240611;
-static uint64_t rng_state;
 static char fixture_dir[1024];
-
-static uint64_t rng_next(void)
-{
-	/* splitmix64 */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
-static int rng_int(int lo, int hi) /* [lo, hi] */
-{
-	return lo + (int)(rng_next() % (uint64_t)(hi - lo + 1));
-}
 
 /* ------------------------------------------------------------ fixtures */
 
+/* The fixture called name, whole (testlib_read_file); a failure if missing. */
 static uint8_t *read_file(const char *name, size_t *len)
 {
 	char path[1400];
-	FILE *f;
-	uint8_t *buf = NULL;
-	long n = 0;
+	uint8_t *buf;
 
 	snprintf(path, sizeof path, "%s/%s", fixture_dir, name);
-	f = fopen(path, "rb");
-	if (!f)
-		fail_msg("cannot open '%s'", path);
-	if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-		fail_msg("cannot size '%s'", path);
-	buf = malloc((size_t)n + 1);
-	assert_non_null(buf);
-	if (fread(buf, 1, (size_t)n, f) != (size_t)n)
+	buf = testlib_read_file(path, len);
+	if (!buf)
 		fail_msg("cannot read '%s'", path);
-	fclose(f);
-	*len = (size_t)n;
 	return buf;
 }
 
@@ -475,18 +451,18 @@ static void test_resample_vs_reference(void **state)
 
 	(void)state;
 	for (int t = 0; t < 300; t++) {
-		int w = rng_int(1, 90), h = rng_int(1, 90);
+		int w = testlib_int(1, 90), h = testlib_int(1, 90);
 		fc_preproc p;
 		fc_image img;
 		uint8_t *full, *out;
 		int rw, rh, ox, oy;
 
 		assert_int_equal(fc_preproc_preset(&p, "finetuner", 8), 0);
-		p.filter = rng_int(0, 1);
-		p.resize_w = rng_int(1, 3) == 1 ? w : rng_int(1, 120);
-		p.resize_h = rng_int(1, 3) == 1 ? h : rng_int(1, 120);
-		p.crop_w = rng_int(1, 130);
-		p.crop_h = rng_int(1, 130);
+		p.filter = testlib_int(0, 1);
+		p.resize_w = testlib_int(1, 3) == 1 ? w : testlib_int(1, 120);
+		p.resize_h = testlib_int(1, 3) == 1 ? h : testlib_int(1, 120);
+		p.crop_w = testlib_int(1, 130);
+		p.crop_h = testlib_int(1, 130);
 		rw = p.resize_w;
 		rh = p.resize_h;
 		img.w = w;
@@ -500,8 +476,8 @@ static void test_resample_vs_reference(void **state)
 			for (int x = 0; x < w; x++)
 				for (int c = 0; c < 3; c++) {
 					int v = (x * 7 + y * 3 + c * 50) % 256;
-					if (rng_int(0, 9) == 0)
-						v = rng_int(0, 1) * 255;
+					if (testlib_int(0, 9) == 0)
+						v = testlib_int(0, 1) * 255;
 					img.px[((size_t)y * w + x) * 3 + c] = (uint8_t)v;
 				}
 		ref_resize(full, img.px, w, h, rw, rh, p.filter);
@@ -694,10 +670,10 @@ static void test_not_an_image(void **state)
 	fc_image_free(NULL);
 
 	for (int t = 0; t < 200; t++) {
-		size_t n = (size_t)rng_int(0, (int)sizeof junk);
+		size_t n = (size_t)testlib_int(0, (int)sizeof junk);
 		int rc;
 		for (size_t i = 0; i < n; i++)
-			junk[i] = (uint8_t)rng_next();
+			junk[i] = (uint8_t)testlib_rand();
 		/* random bytes, then the same behind each signature */
 		if (n && junk[0] == 0xff)
 			junk[0] = 0;
@@ -799,14 +775,14 @@ static void test_flipped(void **state)
 			uint8_t *copy = malloc(len);
 			char err[FC_ERRLEN];
 			fc_image img;
-			int nflip = rng_int(1, 4), rc;
+			int nflip = testlib_int(1, 4), rc;
 			assert_non_null(copy);
 			memcpy(copy, data, len);
 			for (int k = 0; k < nflip; k++) {
 				/* mostly in the headers, where the parsing is */
-				size_t at = rng_int(0, 1) ? (size_t)rng_int(0, (int)(len < 700 ? len - 1 : 699))
-							  : (size_t)(rng_next() % len);
-				copy[at] ^= (uint8_t)(1u << rng_int(0, 7));
+				size_t at = testlib_int(0, 1) ? (size_t)testlib_int(0, (int)(len < 700 ? len - 1 : 699))
+							      : (size_t)(testlib_rand() % len);
+				copy[at] ^= (uint8_t)(1u << testlib_int(0, 7));
 			}
 			rc = fc_image_decode(&img, copy, len, err, sizeof err);
 			if (rc == 0) {
@@ -835,13 +811,7 @@ static int group_setup(void **state)
 
 int main(void)
 {
-	const char *s = getenv("FC_SEED");
-
-	if (s && *s)
-		seed = strtoull(s, NULL, 0);
-	rng_state = seed;
-	printf("# test_image seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
-	fflush(stdout);
+	testlib_seed("test_image");
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_decode_fixtures),

@@ -26,22 +26,13 @@
 
 #include "featcache/store.h"
 #include "store/chunk.h"
+#include "tests/testlib.h"
 
-static char tmproot[256];
+static char *tmproot; /* testlib_tmpdir, removed when every test passed */
 
 static void tmpdir(char *out, size_t cap, const char *name)
 {
 	snprintf(out, cap, "%s/%s", tmproot, name);
-}
-
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
 }
 
 /* Content hash of synthetic item i. */
@@ -94,6 +85,15 @@ static void add_extractor(fc_store *s, int n, uint32_t dim, fc_dtype t, fc_codec
 	int err = fc_store_put_extractor(s, &ex);
 	if (err)
 		fail_msg("put_extractor: %s", fc_store_errmsg(s));
+}
+
+/* A new store with extractor 1 of that shape, where most tests start. */
+static fc_store *open_with(const char *name, const fc_store_opts *opts, uint32_t dim, fc_dtype t, fc_codec c)
+{
+	fc_store *s = open_new(name, opts);
+
+	add_extractor(s, 1, dim, t, c);
+	return s;
 }
 
 /* Append batch b: items [b*n, b*n+n). */
@@ -180,22 +180,14 @@ static uint8_t *raw_get(const char *path, const char *db, const void *key, size_
 	return p;
 }
 
-static void feat_db(char *out, int ex)
+/* The name of extractor ex's database of that kind: "feat" or "index". */
+static void db_name(char *out, const char *kind, int ex)
 {
 	uint8_t id[FC_HASH_LEN];
 	char hex[33];
 	ex_id(id, ex);
 	fc_hex(hex, id, FC_HASH_LEN);
-	sprintf(out, "feat.%s", hex);
-}
-
-static void index_db(char *out, int ex)
-{
-	uint8_t id[FC_HASH_LEN];
-	char hex[33];
-	ex_id(id, ex);
-	fc_hex(hex, id, FC_HASH_LEN);
-	sprintf(out, "index.%s", hex);
+	sprintf(out, "%s.%s", kind, hex);
 }
 
 static void chunk_key(uint8_t k[8], uint64_t id)
@@ -223,13 +215,36 @@ static int verify_count(fc_store *s, struct reports *r)
 	return fc_store_verify(s, collect, r, &checked);
 }
 
+/* Extractor 1's vectors after a clean verify (fc_matrix_free them). */
+static void load_verified(fc_store *s, fc_matrix *m)
+{
+	struct reports r;
+	uint8_t id[FC_HASH_LEN];
+
+	assert_int_equal(verify_count(s, &r), 0);
+	ex_id(id, 1);
+	assert_int_equal(fc_store_load_all(s, id, m), 0);
+}
+
+/* Row r of m holds synthetic item `item`: its hash and, exactly, its vector. */
+static void expect_row(const fc_matrix *m, size_t r, uint64_t item)
+{
+	uint8_t h[FC_HASH_LEN];
+	float want[2048];
+
+	assert_true(m->dim <= 2048);
+	hash_of(h, item);
+	assert_memory_equal(m->hashes[r], h, FC_HASH_LEN);
+	vec_of(want, m->dim, item);
+	assert_memory_equal(m->data + r * m->dim, want, m->dim * sizeof *want);
+}
+
 /* ---- tests ---- */
 
 static void test_create_reopen(void **state)
 {
 	(void)state;
-	fc_store *s = open_new("reopen", NULL);
-	add_extractor(s, 1, 8, FC_DTYPE_F32, FC_CODEC_ZSTD);
+	fc_store *s = open_with("reopen", NULL, 8, FC_DTYPE_F32, FC_CODEC_ZSTD);
 	assert_int_equal(append_batch(s, 1, 8, 0, 10), 0);
 	fc_store_free(s);
 
@@ -367,8 +382,7 @@ static void test_newer_format(void **state)
 static void test_extractors(void **state)
 {
 	(void)state;
-	fc_store *s = open_new("extractors", NULL);
-	add_extractor(s, 1, 16, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
+	fc_store *s = open_with("extractors", NULL, 16, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
 	add_extractor(s, 1, 16, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD); /* same again: fine */
 	add_extractor(s, 2, 2048, FC_DTYPE_F32, FC_CODEC_RAW);
 	fc_extractor ex = { .dim = 32, .dtype = FC_DTYPE_F16, .codec = FC_CODEC_ZSTD, .level = 3 };
@@ -458,8 +472,7 @@ static void test_append_load_all_dtypes(void **state)
 static void test_duplicates_and_batch_limits(void **state)
 {
 	(void)state;
-	fc_store *s = open_new("dups", NULL);
-	add_extractor(s, 1, 4, FC_DTYPE_F32, FC_CODEC_RAW);
+	fc_store *s = open_with("dups", NULL, 4, FC_DTYPE_F32, FC_CODEC_RAW);
 	assert_int_equal(append_batch(s, 1, 4, 0, 3), 0);
 	/* The same hash again with another vector keeps the first one. */
 	uint8_t id[FC_HASH_LEN], h[1][FC_HASH_LEN];
@@ -606,9 +619,8 @@ static void test_store_batch(void **state)
 static void test_load_items(void **state)
 {
 	(void)state;
-	fc_store *s = open_new("loaditems", NULL);
 	const uint32_t dim = 33;
-	add_extractor(s, 1, dim, FC_DTYPE_F32, FC_CODEC_SHUFFLE_ZSTD);
+	fc_store *s = open_with("loaditems", NULL, dim, FC_DTYPE_F32, FC_CODEC_SHUFFLE_ZSTD);
 	put_items(s, 0, 100, 3);
 	/* Vectors for items 0..89 only, in shuffled batches. */
 	assert_int_equal(append_batch(s, 1, dim, 50, 40), 0);
@@ -661,15 +673,13 @@ static void test_map_growth_and_cap(void **state)
 {
 	(void)state;
 	fc_store_opts o = { .map_size = 64 << 10, .nosync = 1 };
-	fc_store *s = open_new("grow", &o);
-	add_extractor(s, 1, 512, FC_DTYPE_F32, FC_CODEC_RAW);
+	fc_store *s = open_with("grow", &o, 512, FC_DTYPE_F32, FC_CODEC_RAW);
 	for (int b = 0; b < 20; b++)
 		assert_int_equal(append_batch(s, 1, 512, (uint64_t)b * 100, 100), 0);
 	fc_store_free(s);
 
 	fc_store_opts cap = { .map_size = 64 << 10, .max_map_size = 1 << 20, .nosync = 1 };
-	s = open_new("cap", &cap);
-	add_extractor(s, 1, 512, FC_DTYPE_F32, FC_CODEC_RAW);
+	s = open_with("cap", &cap, 512, FC_DTYPE_F32, FC_CODEC_RAW);
 	int err = 0, b;
 	for (b = 0; b < 100 && !err; b++)
 		err = append_batch(s, 1, 512, (uint64_t)b * 50, 50);
@@ -677,12 +687,8 @@ static void test_map_growth_and_cap(void **state)
 	assert_non_null(strstr(fc_store_errmsg(s), "cap"));
 	int committed = b - 1;
 	assert_true(committed >= 1);
-	struct reports r;
-	assert_int_equal(verify_count(s, &r), 0);
-	uint8_t id[FC_HASH_LEN];
-	ex_id(id, 1);
 	fc_matrix m;
-	assert_int_equal(fc_store_load_all(s, id, &m), 0);
+	load_verified(s, &m);
 	assert_int_equal(m.rows, (size_t)committed * 50);
 	fc_matrix_free(&m);
 	fc_store_free(s);
@@ -715,12 +721,8 @@ static void test_full_disk(void **state)
 
 	/* Reopens, verifies clean, holds exactly the committed batches. */
 	assert_int_equal(fc_store_open(&s, store, NULL), 0);
-	struct reports r;
-	assert_int_equal(verify_count(s, &r), 0);
-	uint8_t id[FC_HASH_LEN];
-	ex_id(id, 1);
 	fc_matrix m;
-	assert_int_equal(fc_store_load_all(s, id, &m), 0);
+	load_verified(s, &m);
 	assert_int_equal(m.rows, (size_t)committed * 20);
 	float want[1024];
 	vec_of(want, 1024, m.rows - 1);
@@ -734,8 +736,7 @@ static void test_full_disk(void **state)
 static void test_corrupt_chunks(void **state)
 {
 	(void)state;
-	fc_store *s = open_new("corrupt", NULL);
-	add_extractor(s, 1, 64, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
+	fc_store *s = open_with("corrupt", NULL, 64, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
 	for (int b = 0; b < 4; b++)
 		assert_int_equal(append_batch(s, 1, 64, (uint64_t)b * 16, 16), 0);
 	struct reports r;
@@ -744,8 +745,8 @@ static void test_corrupt_chunks(void **state)
 
 	char path[512], feat[64], index[64];
 	tmpdir(path, sizeof path, "corrupt");
-	feat_db(feat, 1);
-	index_db(index, 1);
+	db_name(feat, "feat", 1);
+	db_name(index, "index", 1);
 	uint8_t key[8], id[FC_HASH_LEN], h[FC_HASH_LEN];
 	ex_id(id, 1);
 	size_t len;
@@ -864,8 +865,7 @@ static void test_sigkill_mid_batch(void **state)
 	for (int round = 0; round < 4; round++) {
 		char name[32], path[512];
 		snprintf(name, sizeof name, "kill%d", round);
-		fc_store *s = open_new(name, NULL);
-		add_extractor(s, 1, dim, FC_DTYPE_F32, FC_CODEC_ZSTD);
+		fc_store *s = open_with(name, NULL, dim, FC_DTYPE_F32, FC_CODEC_ZSTD);
 		fc_store_free(s);
 		tmpdir(path, sizeof path, name);
 		int fds[2];
@@ -883,7 +883,7 @@ static void test_sigkill_mid_batch(void **state)
 			assert_int_equal(read(fds[0], &b, sizeof b), (ssize_t)sizeof b);
 			seen = b + 1;
 		}
-		struct timespec ts = { 0, (long)(rng() % 20000000) };
+		struct timespec ts = { 0, (long)testlib_below(20000000) };
 		nanosleep(&ts, NULL);
 		kill(pid, SIGKILL);
 		int status;
@@ -892,23 +892,13 @@ static void test_sigkill_mid_batch(void **state)
 		close(fds[0]);
 
 		assert_int_equal(fc_store_open(&s, path, NULL), 0);
-		struct reports r;
-		assert_int_equal(verify_count(s, &r), 0);
-		uint8_t id[FC_HASH_LEN];
-		ex_id(id, 1);
 		fc_matrix m;
-		assert_int_equal(fc_store_load_all(s, id, &m), 0);
+		load_verified(s, &m);
 		/* Whole batches only, every reported commit present, each vector right. */
 		assert_int_equal(m.rows % batch, 0);
 		assert_true(m.rows >= seen * batch);
-		float want[256];
-		for (size_t i = 0; i < m.rows; i++) {
-			uint8_t h[FC_HASH_LEN];
-			hash_of(h, i);
-			assert_memory_equal(m.hashes[i], h, FC_HASH_LEN);
-			vec_of(want, dim, i);
-			assert_memory_equal(m.data + i * dim, want, sizeof want);
-		}
+		for (size_t i = 0; i < m.rows; i++)
+			expect_row(&m, i, i);
 		print_message("# round %d: %zu batches reported, %zu in store\n", round, (size_t)seen,
 			      m.rows / batch);
 		fc_matrix_free(&m);
@@ -924,8 +914,7 @@ static void test_snapshot_two_processes(void **state)
 	(void)state;
 	const uint32_t dim = 128;
 	const size_t batch = 64;
-	fc_store *s = open_new("snapshot", NULL);
-	add_extractor(s, 1, dim, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
+	fc_store *s = open_with("snapshot", NULL, dim, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
 	assert_int_equal(append_batch(s, 1, dim, 0, batch), 0);
 	char path[512];
 	tmpdir(path, sizeof path, "snapshot");
@@ -981,9 +970,8 @@ static void test_snapshot_two_processes(void **state)
 static void test_gc(void **state)
 {
 	(void)state;
-	fc_store *s = open_new("gc", NULL);
 	const uint32_t dim = 40;
-	add_extractor(s, 1, dim, FC_DTYPE_F32, FC_CODEC_ZSTD);
+	fc_store *s = open_with("gc", NULL, dim, FC_DTYPE_F32, FC_CODEC_ZSTD);
 	add_extractor(s, 2, dim, FC_DTYPE_U8, FC_CODEC_ZSTD);
 	put_items(s, 0, 60, 3);
 	for (int b = 0; b < 3; b++) {
@@ -1020,20 +1008,11 @@ static void test_gc(void **state)
 	assert_int_equal(g.errors_dropped, 1);
 	assert_true(g.bytes_after < g.bytes_before);
 
-	struct reports r;
-	assert_int_equal(verify_count(s, &r), 0);
 	fc_matrix m;
-	assert_int_equal(fc_store_load_all(s, id1, &m), 0);
+	load_verified(s, &m);
 	assert_int_equal(m.rows, 30);
-	float want[40];
-	for (size_t i = 0; i < m.rows; i++) {
-		size_t item = i < 20 ? i : 41 + 2 * (i - 20);
-		uint8_t h[FC_HASH_LEN];
-		hash_of(h, item);
-		assert_memory_equal(m.hashes[i], h, FC_HASH_LEN);
-		vec_of(want, dim, item);
-		assert_memory_equal(m.data + i * dim, want, sizeof want);
-	}
+	for (size_t i = 0; i < m.rows; i++)
+		expect_row(&m, i, i < 20 ? i : 41 + 2 * (i - 20));
 	fc_matrix_free(&m);
 	/* u8 survives the rewrite to within float rounding of its codes. */
 	assert_int_equal(fc_store_load_all(s, id2, &m), 0);
@@ -1052,8 +1031,10 @@ static void test_gc(void **state)
 	/* New batches after gc do not reuse chunk ids. */
 	uint64_t cid;
 	uint8_t h[1][FC_HASH_LEN];
+	float v[40];
 	hash_of(h[0], 1000);
-	assert_int_equal(fc_store_append(s, id1, want, (const uint8_t(*)[FC_HASH_LEN])h, 1, &cid), 0);
+	vec_of(v, dim, 1000);
+	assert_int_equal(fc_store_append(s, id1, v, (const uint8_t(*)[FC_HASH_LEN])h, 1, &cid), 0);
 	assert_int_equal(cid, 6);
 	fc_store_free(s);
 }
@@ -1061,8 +1042,7 @@ static void test_gc(void **state)
 static void test_stats(void **state)
 {
 	(void)state;
-	fc_store *s = open_new("stats", NULL);
-	add_extractor(s, 1, 2048, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
+	fc_store *s = open_with("stats", NULL, 2048, FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD);
 	put_items(s, 0, 256, 8);
 	for (int b = 0; b < 4; b++)
 		assert_int_equal(append_batch(s, 1, 2048, (uint64_t)b * 64, 64), 0);
@@ -1085,26 +1065,11 @@ static void test_stats(void **state)
 	fc_store_free(s);
 }
 
-static int rmtree(const char *path)
-{
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-	return system(cmd);
-}
-
 int main(void)
 {
-	const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	snprintf(tmproot, sizeof tmproot, "%s/fc-test-store-XXXXXX", base);
-	if (!mkdtemp(tmproot)) {
-		perror("mkdtemp");
-		return 1;
-	}
-	unsigned seed = (unsigned)time(NULL);
-	if (getenv("FC_SEED"))
-		seed = (unsigned)strtoul(getenv("FC_SEED"), NULL, 10);
-	printf("# seed %u (FC_SEED=%u to replay), dir %s\n", seed, seed, tmproot);
-	rng_state = seed | 1;
+	testlib_seed("test_store");
+	tmproot = testlib_tmpdir("test-store");
+	printf("# dir %s\n", tmproot);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_reopen),
 		cmocka_unit_test(test_durable_by_default),
@@ -1126,6 +1091,7 @@ int main(void)
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!failed)
-		rmtree(tmproot);
+		testlib_rmtree(tmproot);
+	free(tmproot);
 	return failed;
 }

@@ -19,7 +19,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <math.h>
 #include <sched.h>
 #include <signal.h>
@@ -34,45 +33,11 @@
 
 #include "featcache/io.h"
 #include "store/chunk.h" /* fci_f32_to_f16, for crafted f2 files */
+#include "tests/testlib.h"
 
-static uint64_t seed = 20240612;
-static uint64_t rng_state;
-static char tmproot[512];
-
-static uint64_t rng_next(void)
-{
-	/* splitmix64 */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-	return z ^ (z >> 31);
-}
-
-static size_t rng_below(size_t n)
-{
-	return (size_t)(rng_next() % n);
-}
+static char *tmproot; /* testlib_tmpdir, for the whole run */
 
 /* ---- files ---- */
-
-static unsigned char *read_all(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	unsigned char *p = NULL;
-	long n;
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-		p = malloc((size_t)n + 1);
-		if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
-			free(p);
-			p = NULL;
-		}
-		*len = (size_t)n;
-	}
-	fclose(f);
-	return p;
-}
 
 static void write_all(const char *path, const void *p, size_t n)
 {
@@ -97,19 +62,6 @@ static const char *tmp_path(const char *name)
 	return path;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *ftw)
-{
-	(void)sb;
-	(void)type;
-	(void)ftw;
-	return remove(p);
-}
-
-static void rm_tree(const char *dir)
-{
-	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 /* Entries of dir other than . and .., or -1. */
 static int count_entries(const char *dir)
 {
@@ -128,7 +80,7 @@ static int count_entries(const char *dir)
 static void fresh_dir(char *out, size_t cap, const char *name)
 {
 	snprintf(out, cap, "%s/%s", tmproot, name);
-	rm_tree(out);
+	testlib_rmtree(out);
 	assert_int_equal(mkdir(out, 0755), 0);
 }
 
@@ -247,6 +199,43 @@ static int st_parse_rc(const void *p, size_t len, char *err)
 	return rc;
 }
 
+/* A parse of bytes p[0, len): its code, after checking what it returned. */
+typedef int (*parse_fn)(const void *p, size_t len, char *err);
+
+/* Every bit of p[0, n) flipped and each byte inverted, one change at a
+ * time, each parsed as a file of len bytes: refused or accepted with
+ * consistent sizes, never a crash. Counts the two outcomes into *ok and
+ * *bad; p is as it was afterwards. */
+static void flip_each(unsigned char *p, size_t len, size_t n, parse_fn parse, size_t *ok, size_t *bad)
+{
+	char err[FC_ERRLEN];
+
+	for (size_t i = 0; i < n; i++) {
+		for (int b = 0; b <= 8; b++) {
+			unsigned char mask = b == 8 ? 0xff : (unsigned char)(1u << b);
+			p[i] ^= mask;
+			if (parse(p, len, err) == 0)
+				++*ok;
+			else
+				++*bad;
+			p[i] ^= mask;
+		}
+	}
+}
+
+/* Tensor got, read back, is want: name, dtype, shape and bytes. */
+static void expect_tensor(const fc_st_tensor *got, const fc_st_tensor *want)
+{
+	assert_string_equal(got->name, want->name);
+	assert_int_equal(got->dtype, want->dtype);
+	assert_int_equal(got->ndim, want->ndim);
+	for (size_t d = 0; d < got->ndim; d++)
+		assert_int_equal(got->shape[d], want->shape[d]);
+	assert_int_equal(got->nbytes, numel(want) * fc_st_dtype_size(want->dtype));
+	if (got->nbytes)
+		assert_memory_equal(got->data, want->data, got->nbytes);
+}
+
 /* ---------------------------------------------------------- safetensors */
 
 static void test_st_dtypes(void **state)
@@ -273,7 +262,7 @@ static void test_st_matches_python_reference(void **state)
 	fc_st_tensor t[9];
 	char err[FC_ERRLEN] = "";
 	size_t ref_len, len, got_len;
-	unsigned char *ref = read_all(fixture("ref.safetensors"), &ref_len);
+	unsigned char *ref = testlib_read_file(fixture("ref.safetensors"), &ref_len);
 	void *enc;
 
 	assert_non_null(ref);
@@ -285,7 +274,7 @@ static void test_st_matches_python_reference(void **state)
 
 	const char *path = tmp_path("head.safetensors");
 	assert_int_equal(fc_st_write(path, t, 9, head_meta, 2, err, sizeof err), 0);
-	unsigned char *got = read_all(path, &got_len);
+	unsigned char *got = testlib_read_file(path, &got_len);
 	assert_non_null(got);
 	assert_int_equal(got_len, ref_len);
 	assert_memory_equal(got, ref, ref_len);
@@ -315,14 +304,7 @@ static void test_st_read_reference(void **state)
 	assert_int_equal(fc_st_count(f), 9);
 	for (size_t i = 0; i < 9; i++) {
 		const fc_st_tensor *g = fc_st_at(f, i);
-		assert_string_equal(g->name, t[i].name);
-		assert_int_equal(g->dtype, t[i].dtype);
-		assert_int_equal(g->ndim, t[i].ndim);
-		for (size_t d = 0; d < g->ndim; d++)
-			assert_int_equal(g->shape[d], t[i].shape[d]);
-		assert_int_equal(g->nbytes, numel(&t[i]) * fc_st_dtype_size(t[i].dtype));
-		if (g->nbytes)
-			assert_memory_equal(g->data, t[i].data, g->nbytes);
+		expect_tensor(g, &t[i]);
 		assert_ptr_equal(fc_st_find(f, t[i].name), g);
 	}
 	/* the byte buffer starts 64-byte aligned */
@@ -355,7 +337,7 @@ static void test_st_read_reference(void **state)
 
 	/* the same bytes from memory */
 	size_t len;
-	unsigned char *ref = read_all(fixture("ref.safetensors"), &len);
+	unsigned char *ref = testlib_read_file(fixture("ref.safetensors"), &len);
 	assert_int_equal(fc_st_parse(&f, ref, len, err, sizeof err), 0);
 	assert_int_equal(fc_st_count(f), 9);
 	fc_st_free(f);
@@ -417,32 +399,32 @@ static void test_st_round_trip_random(void **state)
 	char err[FC_ERRLEN];
 
 	for (int round = 0; round < 300; round++) {
-		size_t n = rng_below(NT + 1), nm = rng_below(NM + 1);
+		size_t n = testlib_below(NT + 1), nm = testlib_below(NM + 1);
 		for (size_t i = 0; i < n; i++) {
 			int len = snprintf(names[i], NAME, "%zu", i);
-			for (size_t k = rng_below(5); k > 0; k--)
-				len += snprintf(names[i] + len, (size_t)(NAME - len), "%s", pieces[rng_below(13)]);
+			for (size_t k = testlib_below(5); k > 0; k--)
+				len += snprintf(names[i] + len, (size_t)(NAME - len), "%s", pieces[testlib_below(13)]);
 			t[i].name = names[i];
-			t[i].dtype = (fc_st_dtype)rng_below(FC_ST_NDTYPES);
-			t[i].ndim = rng_below(5);
+			t[i].dtype = (fc_st_dtype)testlib_below(FC_ST_NDTYPES);
+			t[i].ndim = testlib_below(5);
 			t[i].shape = shapes[i];
 			size_t bytes = fc_st_dtype_size(t[i].dtype);
 			for (size_t d = 0; d < t[i].ndim; d++) {
-				shapes[i][d] = rng_below(rng_below(8) == 0 ? 1 : 5);
+				shapes[i][d] = testlib_below(testlib_below(8) == 0 ? 1 : 5);
 				bytes *= (size_t)shapes[i][d];
 			}
 			data[i] = malloc(bytes + 1);
 			for (size_t b = 0; b < bytes; b++)
-				data[i][b] = (unsigned char)rng_next();
+				data[i][b] = (unsigned char)testlib_rand();
 			t[i].data = data[i];
 		}
 		for (size_t i = 0; i < nm; i++) {
 			int len = snprintf(keys[i], NAME, "k%zu", i);
-			for (size_t k = rng_below(4); k > 0; k--)
-				len += snprintf(keys[i] + len, (size_t)(NAME - len), "%s", pieces[rng_below(13)]);
+			for (size_t k = testlib_below(4); k > 0; k--)
+				len += snprintf(keys[i] + len, (size_t)(NAME - len), "%s", pieces[testlib_below(13)]);
 			vals[i][0] = '\0';
-			for (size_t k = rng_below(6), vl = 0; k > 0; k--)
-				vl += (size_t)snprintf(vals[i] + vl, NAME - vl, "%s", pieces[rng_below(13)]);
+			for (size_t k = testlib_below(6), vl = 0; k > 0; k--)
+				vl += (size_t)snprintf(vals[i] + vl, NAME - vl, "%s", pieces[testlib_below(13)]);
 			m[i] = (fc_st_meta){keys[i], vals[i]};
 		}
 
@@ -455,14 +437,7 @@ static void test_st_round_trip_random(void **state)
 		assert_int_equal(fc_st_meta_count(f), nm);
 		for (size_t i = 0; i < n; i++) {
 			const fc_st_tensor *g = fc_st_at(f, i);
-			assert_string_equal(g->name, t[i].name);
-			assert_int_equal(g->dtype, t[i].dtype);
-			assert_int_equal(g->ndim, t[i].ndim);
-			for (size_t d = 0; d < g->ndim; d++)
-				assert_int_equal(g->shape[d], t[i].shape[d]);
-			assert_int_equal(g->nbytes, numel(&t[i]) * fc_st_dtype_size(t[i].dtype));
-			if (g->nbytes)
-				assert_memory_equal(g->data, t[i].data, g->nbytes);
+			expect_tensor(g, &t[i]);
 			assert_ptr_equal(fc_st_find(f, names[i]), g);
 			free(data[i]);
 		}
@@ -547,7 +522,7 @@ static void test_st_truncation_and_flips(void **state)
 	(void)state;
 	char err[FC_ERRLEN];
 	size_t len, hlen, ok = 0, bad = 0;
-	unsigned char *ref = read_all(fixture("ref.safetensors"), &len);
+	unsigned char *ref = testlib_read_file(fixture("ref.safetensors"), &len);
 
 	assert_non_null(ref);
 	/* every truncation: the buffer no longer matches the offsets */
@@ -564,17 +539,7 @@ static void test_st_truncation_and_flips(void **state)
 	/* every bit of the length field and the header, and each byte
 	 * inverted: refused or accepted with consistent sizes, never a crash */
 	hlen = ref[0] | (size_t)ref[1] << 8;
-	for (size_t i = 0; i < 8 + hlen; i++) {
-		for (int b = 0; b <= 8; b++) {
-			unsigned char mask = b == 8 ? 0xff : (unsigned char)(1u << b);
-			ref[i] ^= mask;
-			if (st_parse_rc(ref, len, err) == 0)
-				ok++;
-			else
-				bad++;
-			ref[i] ^= mask;
-		}
-	}
+	flip_each(ref, len, 8 + hlen, st_parse_rc, &ok, &bad);
 	printf("# safetensors header flips: %zu accepted, %zu refused\n", ok, bad);
 	assert_true(bad > ok);
 	/* data bytes are not checked: flipping them keeps the file valid */
@@ -764,7 +729,7 @@ static void test_st_open_errors(void **state)
 	assert_int_equal(fc_st_open(&f, tmp_path("empty.safetensors"), err, sizeof err), FC_ERR_CORRUPT);
 	/* a truncated copy of the reference, read from disk */
 	size_t len;
-	unsigned char *ref = read_all(fixture("ref.safetensors"), &len);
+	unsigned char *ref = testlib_read_file(fixture("ref.safetensors"), &len);
 	write_all(tmp_path("cut.safetensors"), ref, len - 1);
 	assert_int_equal(fc_st_open(&f, tmp_path("cut.safetensors"), err, sizeof err), FC_ERR_CORRUPT);
 	assert_non_null(strstr(err, "run past"));
@@ -799,7 +764,7 @@ static void test_npy_write_bytes(void **state)
 	char want[129];
 
 	assert_int_equal(fc_npy_write_f32(path, m, 4, 3, err, sizeof err), 0);
-	got = read_all(path, &len);
+	got = testlib_read_file(path, &len);
 	assert_non_null(got);
 	assert_int_equal(len, 128 + 48);
 	assert_memory_equal(got, "\x93NUMPY\x01\x00\x76\x00", 10);
@@ -813,7 +778,7 @@ static void test_npy_write_bytes(void **state)
 	float *back = (float *)1;
 	size_t r, c;
 	assert_int_equal(fc_npy_write_f32(path, NULL, 0, INT64_MAX, err, sizeof err), 0);
-	got = read_all(path, &len);
+	got = testlib_read_file(path, &len);
 	assert_int_equal(len, 128);
 	assert_int_equal(got[127], '\n');
 	free(got);
@@ -930,7 +895,7 @@ static void test_npy_reads_numpy(void **state)
 		check_matrix(m, 3, 5);
 		free(m);
 
-		unsigned char *p = read_all(fixture(files[i]), &len);
+		unsigned char *p = testlib_read_file(fixture(files[i]), &len);
 		assert_int_equal(fc_npy_parse_f32(&m, &r, &c, p, len, err, sizeof err), 0);
 		check_matrix(m, 3, 5);
 		free(m);
@@ -1114,29 +1079,19 @@ static void test_npy_truncation_and_flips(void **state)
 	(void)state;
 	char err[FC_ERRLEN];
 	size_t len, ok = 0, bad = 0;
-	unsigned char *p = read_all(fixture("np_f4.npy"), &len);
+	unsigned char *p = testlib_read_file(fixture("np_f4.npy"), &len);
 
 	assert_non_null(p);
 	for (size_t cut = 0; cut < len; cut++)
 		assert_true(npy_parse_rc(p, cut, err) < 0);
 	size_t data = 10 + (p[8] | (size_t)p[9] << 8);
-	for (size_t i = 0; i < data; i++) {
-		for (int b = 0; b <= 8; b++) {
-			unsigned char mask = b == 8 ? 0xff : (unsigned char)(1u << b);
-			p[i] ^= mask;
-			if (npy_parse_rc(p, len, err) == 0)
-				ok++;
-			else
-				bad++;
-			p[i] ^= mask;
-		}
-	}
+	flip_each(p, len, data, npy_parse_rc, &ok, &bad);
 	printf("# npy header flips: %zu accepted, %zu refused\n", ok, bad);
 	assert_true(bad > ok);
 	free(p);
 
 	/* the same for an f2, Fortran-order file (other conversion paths) */
-	p = read_all(fixture("np_f2.npy"), &len);
+	p = testlib_read_file(fixture("np_f2.npy"), &len);
 	for (size_t cut = 0; cut < len; cut++)
 		assert_true(npy_parse_rc(p, cut, err) < 0);
 	for (size_t i = 0; i < len; i++) {
@@ -1227,7 +1182,7 @@ static void child_full_tmpfs(const char *dir)
 	head_tensors(t);
 	snprintf(path, sizeof path, "%s/head.safetensors", dir);
 	CHILD_CHECK(fc_st_write(path, t, 9, head_meta, 2, err, sizeof err) == 0);
-	unsigned char *before = read_all(path, &len);
+	unsigned char *before = testlib_read_file(path, &len);
 	CHILD_CHECK(before && len == 900);
 	/* 1 MiB does not: FC_ERR_FULL, the old file intact, no temporary left */
 	big = (fc_st_tensor){"big", FC_ST_F32, 1, shape, data, 0};
@@ -1237,7 +1192,7 @@ static void child_full_tmpfs(const char *dir)
 	CHILD_CHECK(strstr(err, "no space left on device") != NULL);
 	CHILD_CHECK(count_entries(dir) == 1);
 	size_t len2;
-	unsigned char *after = read_all(path, &len2);
+	unsigned char *after = testlib_read_file(path, &len2);
 	CHILD_CHECK(after && len2 == len && memcmp(before, after, len) == 0);
 	/* and .npy, one-shot and streamed */
 	snprintf(path, sizeof path, "%s/m.npy", dir);
@@ -1366,30 +1321,21 @@ static void test_export(void **state)
 static int group_setup(void **state)
 {
 	(void)state;
-	const char *base = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	snprintf(tmproot, sizeof tmproot, "%s/fc_tensorio.XXXXXX", base);
-	if (!mkdtemp(tmproot)) {
-		perror("mkdtemp");
-		return -1;
-	}
+	tmproot = testlib_tmpdir("tensorio");
 	return 0;
 }
 
 static int group_teardown(void **state)
 {
 	(void)state;
-	rm_tree(tmproot);
+	testlib_rmtree(tmproot);
+	free(tmproot);
 	return 0;
 }
 
 int main(void)
 {
-	const char *s = getenv("FC_SEED");
-	if (s && *s)
-		seed = strtoull(s, NULL, 0);
-	rng_state = seed;
-	printf("# test_tensorio seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
-	fflush(stdout);
+	testlib_seed("test_tensorio");
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_st_dtypes),

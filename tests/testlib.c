@@ -73,6 +73,11 @@ float testlib_float(float lo, float hi)
 	return lo + (hi - lo) * (float)fci_unit_double(testlib_rand());
 }
 
+double testlib_unit_pos(void)
+{
+	return ((double)(testlib_rand() >> 11) + 1.0) * 0x1p-53;
+}
+
 double testlib_unit(uint64_t *state)
 {
 	return fci_unit_double(fci_splitmix64(state));

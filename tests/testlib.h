@@ -34,11 +34,14 @@ uint64_t testlib_seed(const char *test_name);
  * what it means in the library.
  * testlib_rand - the next 64 bits.  testlib_below - in [0, n), n > 0.
  * testlib_int - in [lo, hi], both included.  testlib_float - in [lo, hi).
+ * testlib_unit_pos - in (0, 1]: never 0, so its log is finite (Box-Muller,
+ * exponential draws).
  * testlib_unit - in [0, 1) from a stream of the caller's, *state. */
 uint64_t testlib_rand(void);
 size_t testlib_below(size_t n);
 int testlib_int(int lo, int hi);
 float testlib_float(float lo, float hi);
+double testlib_unit_pos(void);
 double testlib_unit(uint64_t *state);
 
 /* ---- files ---- */

@@ -13,28 +13,9 @@
 
 #include "featcache/image.h"
 #include "featcache/io.h"
+#include "tests/testlib.h"
 
 static const char usage_text[] = "usage: tool_preprocess [--preset NAME] --size N OUT.npy IMAGE...\n";
-
-/* The whole file at path, malloc'd, or NULL. */
-static unsigned char *read_all(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	unsigned char *buf = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-	    (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-		*len = (size_t)n;
-	} else {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	return buf;
-}
 
 int main(int argc, char **argv)
 {
@@ -70,7 +51,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n; i++) {
 		const char *path = argv[optind + 1 + (int)i];
 		size_t len = 0;
-		unsigned char *bytes = read_all(path, &len);
+		uint8_t *bytes = testlib_read_file(path, &len);
 		fc_image img = { 0 };
 		char why[FC_ERRLEN];
 		int rc = bytes ? fc_image_decode(&img, bytes, len, why, sizeof why) : -1;
