@@ -30,23 +30,11 @@
 
 #include "train/metrics.c"
 #include "util/util.h"
-
-static uint64_t seed = 20240612;
-static uint64_t rng_state;
-
-static uint64_t rng_next(void)
-{
-	return fci_splitmix64(&rng_state);
-}
-
-static double rng_unit(void) /* (0, 1] */
-{
-	return ((double)(rng_next() >> 11) + 1.0) * 0x1p-53;
-}
+#include "tests/testlib.h"
 
 static float rng_gauss(void)
 {
-	return (float)(sqrt(-2.0 * log(rng_unit())) * cos(6.283185307179586 * rng_unit()));
+	return (float)(sqrt(-2.0 * log(testlib_unit_pos())) * cos(6.283185307179586 * testlib_unit_pos()));
 }
 
 #define EPS 1e-12
@@ -660,12 +648,12 @@ static void make_data(float *x, size_t n, size_t dim, int kind, const float *poo
 		float *row = x + i * dim;
 		if (kind == DATA_SMALL_INT) {
 			for (size_t d = 0; d < dim; d++)
-				row[d] = (float)((int)(rng_next() % 3) - 1);
-		} else if (rng_next() % 13 == 0) {
+				row[d] = (float)((int)(testlib_rand() % 3) - 1);
+		} else if (testlib_rand() % 13 == 0) {
 			memset(row, 0, dim * sizeof(float));
 		} else {
-			const float *src = pool + (rng_next() % npool) * dim;
-			float scale = (float)(1u << (rng_next() % 3)) * 0.5f;
+			const float *src = pool + (testlib_rand() % npool) * dim;
+			float scale = (float)(1u << (testlib_rand() % 3)) * 0.5f;
 			for (size_t d = 0; d < dim; d++)
 				row[d] = src[d] * scale;
 		}
@@ -791,8 +779,8 @@ static void test_brute_force(void **state)
 				make_data(x, n, dim, kind, pool, npool);
 				make_data(q, nq, dim, kind, pool, npool);
 				for (size_t i = 0; i < n; i++) {
-					lx[i] = (uint32_t)(rng_next() % 7);
-					lq[i] = (uint32_t)(rng_next() % 8); /* 7 is nowhere */
+					lx[i] = (uint32_t)(testlib_rand() % 7);
+					lq[i] = (uint32_t)(testlib_rand() % 8); /* 7 is nowhere */
 				}
 				check_against_reference(x, lx, n, x, lx, n, dim, ks, nks, 1);
 				check_against_reference(x, lx, n, x, lx, n, dim, ks, nks, 0);
@@ -826,7 +814,7 @@ static void test_brute_force_wide(void **state)
 			pool[i] = rng_gauss();
 		make_data(x, n, dim, DATA_GAUSS, pool, npool);
 		for (size_t i = 0; i < n; i++)
-			l[i] = (uint32_t)(rng_next() % 11);
+			l[i] = (uint32_t)(testlib_rand() % 11);
 		check_against_reference(x, l, n, x, l, n, dim, (const size_t[]){20}, 1, 1);
 		check_against_reference(x, l, 17, x, l, n, dim, (const size_t[]){7, 150}, 2, 0);
 		free(l);
@@ -894,7 +882,6 @@ static void test_perf(void **state)
 
 int main(void)
 {
-	const char *env = getenv("FC_SEED");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names_and_get),
 		cmocka_unit_test(test_metric_resolve),
@@ -911,10 +898,7 @@ int main(void)
 		cmocka_unit_test(test_perf),
 	};
 
-	if (env)
-		seed = strtoull(env, NULL, 0);
-	rng_state = seed;
-	printf("# seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
+	testlib_seed("test_metrics");
 	fflush(stdout);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

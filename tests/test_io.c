@@ -1,5 +1,5 @@
 /*
- * test_tensorio.c - unit tests of train/safetensors.c and train/npy.c:
+ * test_io.c - unit tests of io/safetensors.c and io/npy.c:
  * byte-exact output against fixtures made by Python (struct + json for
  * safetensors, numpy itself for .npy, see tools/make_tensorio_fixtures.py),
  * round trips, every truncation and header bit flip of valid files, crafted
@@ -1335,7 +1335,7 @@ static int group_teardown(void **state)
 
 int main(void)
 {
-	testlib_seed("test_tensorio");
+	testlib_seed("test_io");
 
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_st_dtypes),
