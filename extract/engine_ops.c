@@ -942,6 +942,17 @@ static int build_pad(build *b, int i)
 	return 0;
 }
 
+/* Node i's first input, an activation, in the plain row-major f32 layout
+ * that C steps and layout-agnostic primitives read. */
+static int plain_input(build *b, int i)
+{
+	const fc_model_node *nd = &b->g->nodes[i];
+	if (!fci_is_act(b, nd->in[0]))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): unsupported input", nd->name,
+				      nd->op_type);
+	return fci_want_plain(b, i, b->tv[nd->in[0]]);
+}
+
 /* LpNormalization (p = 2, last axis: model_infer.c refuses others): a C
  * step over the plain layout, each row divided by its L2 norm exactly as
  * featcache's head normalises (fci_l2_normalize_rows). */
@@ -950,11 +961,9 @@ static int build_lpnorm(build *b, int i)
 	const fc_model_graph *g = b->g;
 	const fc_model_node *nd = &g->nodes[i];
 	const fc_model_tensor *X = &g->tensors[nd->in[0]];
-	if (!fci_is_act(b, nd->in[0]))
-		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LpNormalization): unsupported input", nd->name);
-	int v = b->tv[nd->in[0]], y, rc;
+	int v = plain_input(b, i), y, rc;
 	dnnl_memory_desc_t md;
-	if ((v = fci_want_plain(b, i, v)) < 0)
+	if (v < 0)
 		return v;
 	if (fci_md_plain(&md, X->ndim, X->dims, dnnl_f32) || (y = fci_new_value(b, &md, NULL)) < 0)
 		return FC_ERR_NOMEM;
@@ -981,9 +990,7 @@ static int build_layernorm(build *b, int i)
 	dnnl_layer_normalization_desc_t desc;
 	dnnl_primitive_desc_t pd = NULL;
 	dnnl_memory_desc_t md, cmd;
-	if (!fci_is_act(b, nd->in[0]))
-		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LayerNormalization): unsupported input", nd->name);
-	if ((v = fci_want_plain(b, i, b->tv[nd->in[0]])) < 0)
+	if ((v = plain_input(b, i)) < 0)
 		return v;
 	md = fci_val(b, v)->md;
 	if (fci_md_plain(&cmd, 1, &X->dims[X->ndim - 1], dnnl_f32) ||

@@ -556,17 +556,10 @@ static void expect_engine(fci_onnx *b, const float *x, int N, const float *ref, 
 	float *out = calloc((size_t)N * D, sizeof *out);
 	assert_non_null(out);
 	assert_int_equal(fc_engine_run(e, out, x, (size_t)N), 0);
-	double maxd = 0, maxb = 0;
-	for (size_t i = 0; i < (size_t)N * D; i++) {
-		double d = fabs((double)out[i] - ref[i]);
-		if (!(d <= maxd))
-			maxd = d;
-		maxb = fmax(maxb, fabs(ref[i]));
-	}
+	double r = testlib_rel_err(out, ref, (size_t)N * D);
 	free(out);
 	fc_engine_free(e);
 	fc_model_free(m);
-	double r = maxb > 0 ? maxd / maxb : maxd;
 	if (!(r <= 1e-4))
 		fail_msg("%s: max rel err %g", what, r);
 	*worst = fmax(*worst, r);

@@ -98,17 +98,11 @@ static double run_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, s
 	float *out = calloc((size_t)N * D, sizeof *out);
 	assert_non_null(out);
 	assert_int_equal(fc_engine_run(e, out, x, (size_t)N), 0);
-	double maxd = 0, maxb = 0;
-	for (size_t i = 0; i < (size_t)N * D; i++) {
-		double d = fabs((double)out[i] - ref[i]);
-		if (!(d <= maxd))
-			maxd = d;
-		maxb = fmax(maxb, fabs(ref[i]));
-	}
+	double r = testlib_rel_err(out, ref, (size_t)N * D);
 	free(out);
 	fc_engine_free(e);
 	fc_model_free(m);
-	return maxb > 0 ? maxd / maxb : maxd;
+	return r;
 }
 
 /* The model must fail to open with code, and its message contain each

@@ -8,6 +8,7 @@
  */
 #include <ftw.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -376,4 +377,16 @@ int testlib_model_consistent(const fc_model *m)
 		INV(g->nodes[g->tensors[g->cut_tensor].producer].needed);
 	}
 	return 1;
+}
+
+double testlib_rel_err(const float *got, const float *ref, size_t n)
+{
+	double maxd = 0, maxb = 0;
+	for (size_t i = 0; i < n; i++) {
+		double d = fabs((double)got[i] - ref[i]);
+		if (!(d <= maxd) && !isnan(maxd)) /* a NaN stays */
+			maxd = d;
+		maxb = fmax(maxb, fabs(ref[i]));
+	}
+	return maxb > 0 ? maxd / maxb : maxd;
 }

@@ -44,6 +44,11 @@ float testlib_float(float lo, float hi);
 double testlib_unit_pos(void);
 double testlib_unit(uint64_t *state);
 
+/* testlib_rel_err - max |got - ref| / max |ref| over n values (the plain
+ * max |got - ref| when ref is all zeros); NaN if any difference is NaN,
+ * so that `!(err <= tol)` fails on it. */
+double testlib_rel_err(const float *got, const float *ref, size_t n);
+
 /* ---- files ---- */
 
 /* testlib_read_file - the whole file at path, malloc'd (free() it) with a
