@@ -419,18 +419,6 @@ static size_t numel_of(int ndim, const int64_t *dims)
 	return n;
 }
 
-static float *rand_vec(fci_onnx *b, size_t n, float lo, float hi)
-{
-	float *v = testlib_alloc(b, n * sizeof *v);
-	for (size_t i = 0; i < n; i++)
-		v[i] = testlib_float(lo, hi);
-	return v;
-}
-
-static void add_init(fci_onnx *b, const char *name, int ndim, const int64_t *dims, const float *v)
-{
-	testlib_add_init(b, testlib_f32(b, name, ndim, dims, v));
-}
 
 /* y (N,OC,OH,OW) = conv(x (N,C,H,W), w (OC,C/G,KH,KW)) + bias, direct loops. */
 static void ref_conv(float *y, const float *x, const float *w, const float *bias, int N, int C, int H, int W,
@@ -504,8 +492,8 @@ static void add_act(fci_onnx *b, int kind, const char *in, const char *out)
 	Onnx__NodeProto *n;
 	static const float lo = -0.3f, hi = 0.4f;
 	if (kind == 5) {
-		add_init(b, "clip_lo", 0, NULL, &lo);
-		add_init(b, "clip_hi", 0, NULL, &hi);
+		testlib_add_f32(b, "clip_lo", 0, NULL, &lo);
+		testlib_add_f32(b, "clip_hi", 0, NULL, &hi);
 		char ins[64];
 		snprintf(ins, sizeof ins, "%s,clip_lo,clip_hi", in);
 		testlib_node(b, "Clip", NULL, ins, out);
@@ -524,8 +512,8 @@ static void add_act(fci_onnx *b, int kind, const char *in, const char *out)
 static void add_head(fci_onnx *b, const char *feat, int64_t D)
 {
 	int64_t fw[2] = { 2, D }, fb[1] = { 2 };
-	add_init(b, "fw", 2, fw, NULL);
-	add_init(b, "fb", 1, fb, NULL);
+	testlib_add_f32(b, "fw", 2, fw, NULL);
+	testlib_add_f32(b, "fb", 1, fb, NULL);
 	testlib_node(b, "Flatten", "flat", feat, "f");
 	Onnx__NodeProto *n = testlib_node(b, "Gemm", "fc", "f,fw,fb", "y");
 	testlib_attr_i(b, n, "transB", 1);
@@ -584,12 +572,12 @@ static void test_conv_random(void **state)
 
 		testlib_model_init(&b, 13);
 		testlib_input(&b, "x", 4, xd);
-		float *x = rand_vec(&b, (size_t)N * C * H * W, -1, 1);
-		float *w = rand_vec(&b, numel_of(4, wd), -0.5f, 0.5f), *bias = rand_vec(&b, (size_t)OC, -0.2f, 0.2f);
-		float *sc = rand_vec(&b, (size_t)OC, 0.5f, 1.5f), *sf = rand_vec(&b, (size_t)OC, -0.3f, 0.3f);
-		float *mu = rand_vec(&b, (size_t)OC, -0.3f, 0.3f), *var = rand_vec(&b, (size_t)OC, 0.2f, 2.0f);
-		add_init(&b, "w", 4, wd, w);
-		add_init(&b, "b", 1, od, bias);
+		float *x = testlib_rand_vec(&b, (size_t)N * C * H * W, -1, 1);
+		float *w = testlib_rand_vec(&b, numel_of(4, wd), -0.5f, 0.5f), *bias = testlib_rand_vec(&b, (size_t)OC, -0.2f, 0.2f);
+		float *sc = testlib_rand_vec(&b, (size_t)OC, 0.5f, 1.5f), *sf = testlib_rand_vec(&b, (size_t)OC, -0.3f, 0.3f);
+		float *mu = testlib_rand_vec(&b, (size_t)OC, -0.3f, 0.3f), *var = testlib_rand_vec(&b, (size_t)OC, 0.2f, 2.0f);
+		testlib_add_f32(&b, "w", 4, wd, w);
+		testlib_add_f32(&b, "b", 1, od, bias);
 		Onnx__NodeProto *n = testlib_node(&b, "Conv", "conv", "x,w,b", "c");
 		testlib_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
 		testlib_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
@@ -597,10 +585,10 @@ static void test_conv_random(void **state)
 		testlib_attr_ints(&b, n, "pads", 4, (long long)pt, (long long)pl, (long long)pb, (long long)pr);
 		testlib_attr_i(&b, n, "group", G);
 		if (use_bn) {
-			add_init(&b, "sc", 1, od, sc);
-			add_init(&b, "sf", 1, od, sf);
-			add_init(&b, "mu", 1, od, mu);
-			add_init(&b, "var", 1, od, var);
+			testlib_add_f32(&b, "sc", 1, od, sc);
+			testlib_add_f32(&b, "sf", 1, od, sf);
+			testlib_add_f32(&b, "mu", 1, od, mu);
+			testlib_add_f32(&b, "var", 1, od, var);
 			testlib_node(&b, "BatchNormalization", "bn", "c,sc,sf,mu,var", "cb");
 		}
 		add_act(&b, act, use_bn ? "cb" : "c", "a");
@@ -642,7 +630,7 @@ static void test_pool_random(void **state)
 
 		testlib_model_init(&b, 13);
 		testlib_input(&b, "x", 4, xd);
-		float *x = rand_vec(&b, (size_t)N * C * H * W, -1, 1);
+		float *x = testlib_rand_vec(&b, (size_t)N * C * H * W, -1, 1);
 		Onnx__NodeProto *n = testlib_node(&b, max ? "MaxPool" : "AveragePool", "pool", "x", "p");
 		testlib_attr_ints(&b, n, "kernel_shape", 2, (long long)KH, (long long)KW);
 		testlib_attr_ints(&b, n, "strides", 2, (long long)sh, (long long)sw);
@@ -690,22 +678,22 @@ static void test_block_random(void **state)
 		size_t HW = (size_t)H * W, T = (size_t)N * C * HW;
 		testlib_model_init(&b, 13);
 		testlib_input(&b, "x", 4, xd);
-		float *x = rand_vec(&b, T, -1, 1);
-		float *w1 = rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b1 = rand_vec(&b, (size_t)C, -0.1f, 0.1f);
-		float *w2 = rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b2 = rand_vec(&b, (size_t)C, -0.1f, 0.1f);
-		float *sc = rand_vec(&b, (size_t)C, 0.5f, 1.5f), *sf = rand_vec(&b, (size_t)C, -0.3f, 0.3f);
-		float *mu = rand_vec(&b, (size_t)C, -0.3f, 0.3f), *var = rand_vec(&b, (size_t)C, 0.2f, 2.0f);
-		float *k1 = rand_vec(&b, (size_t)C, -0.2f, 0.2f), k2 = testlib_float(0.5f, 2.0f);
-		add_init(&b, "w1", 4, wd, w1);
-		add_init(&b, "b1", 1, cd, b1);
-		add_init(&b, "w2", 4, wd, w2);
-		add_init(&b, "b2", 1, cd, b2);
-		add_init(&b, "sc", 1, cd, sc);
-		add_init(&b, "sf", 1, cd, sf);
-		add_init(&b, "mu", 1, cd, mu);
-		add_init(&b, "var", 1, cd, var);
-		add_init(&b, "k1", 4, kd, k1);
-		add_init(&b, "k2", 0, NULL, &k2);
+		float *x = testlib_rand_vec(&b, T, -1, 1);
+		float *w1 = testlib_rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b1 = testlib_rand_vec(&b, (size_t)C, -0.1f, 0.1f);
+		float *w2 = testlib_rand_vec(&b, numel_of(4, wd), -0.3f, 0.3f), *b2 = testlib_rand_vec(&b, (size_t)C, -0.1f, 0.1f);
+		float *sc = testlib_rand_vec(&b, (size_t)C, 0.5f, 1.5f), *sf = testlib_rand_vec(&b, (size_t)C, -0.3f, 0.3f);
+		float *mu = testlib_rand_vec(&b, (size_t)C, -0.3f, 0.3f), *var = testlib_rand_vec(&b, (size_t)C, 0.2f, 2.0f);
+		float *k1 = testlib_rand_vec(&b, (size_t)C, -0.2f, 0.2f), k2 = testlib_float(0.5f, 2.0f);
+		testlib_add_f32(&b, "w1", 4, wd, w1);
+		testlib_add_f32(&b, "b1", 1, cd, b1);
+		testlib_add_f32(&b, "w2", 4, wd, w2);
+		testlib_add_f32(&b, "b2", 1, cd, b2);
+		testlib_add_f32(&b, "sc", 1, cd, sc);
+		testlib_add_f32(&b, "sf", 1, cd, sf);
+		testlib_add_f32(&b, "mu", 1, cd, mu);
+		testlib_add_f32(&b, "var", 1, cd, var);
+		testlib_add_f32(&b, "k1", 4, kd, k1);
+		testlib_add_f32(&b, "k2", 0, NULL, &k2);
 		Onnx__NodeProto *n = testlib_node(&b, "Conv", "conv1", "x,w1,b1", "c1");
 		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
 		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
@@ -768,7 +756,7 @@ static void test_no_cut(void **state)
 	testlib_input(&b, "x", 4, xd);
 	/* The default layer is the last Conv's input: here the image itself, so none. */
 	int64_t wd[4] = { 2, 3, 1, 1 };
-	add_init(&b, "w", 4, wd, NULL);
+	testlib_add_f32(&b, "w", 4, wd, NULL);
 	Onnx__NodeProto *n = testlib_node(&b, "Conv", "conv", "x,w", "y");
 	testlib_attr_ints(&b, n, "kernel_shape", 2, 1LL, 1LL);
 	testlib_output(&b, "y");

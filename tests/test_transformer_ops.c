@@ -37,18 +37,6 @@
 
 /* ---- helpers ---- */
 
-static float *rand_vec(fci_onnx *b, size_t n, float lo, float hi)
-{
-	float *v = testlib_alloc(b, n * sizeof *v);
-	for (size_t i = 0; i < n; i++)
-		v[i] = testlib_float(lo, hi);
-	return v;
-}
-
-static void add_f32(fci_onnx *b, const char *name, int ndim, const int64_t *dims, const float *v)
-{
-	testlib_add_init(b, testlib_f32(b, name, ndim, dims, v));
-}
 
 /* A model with the 4-D input "x" of dims xd, reshaped to "r" of rank rn
  * and dims rd (the engine's input is always N x C x H x W). */
@@ -160,10 +148,10 @@ static void layernorm_case(int N, int rn, const int64_t *rd, int with_b, float e
 	size_t rows = numel / (size_t)D;
 	fci_onnx b;
 	start_model(&b, 17, xd, rn, rdims);
-	float *scale = rand_vec(&b, (size_t)D, 0.5f, 1.5f), *bias = with_b ? rand_vec(&b, (size_t)D, -1, 1) : NULL;
-	add_f32(&b, "ln_scale", 1, &D, scale);
+	float *scale = testlib_rand_vec(&b, (size_t)D, 0.5f, 1.5f), *bias = with_b ? testlib_rand_vec(&b, (size_t)D, -1, 1) : NULL;
+	testlib_add_f32(&b, "ln_scale", 1, &D, scale);
 	if (with_b)
-		add_f32(&b, "ln_bias", 1, &D, bias);
+		testlib_add_f32(&b, "ln_bias", 1, &D, bias);
 	Onnx__NodeProto *n = testlib_node(&b, "LayerNormalization", "ln", with_b ? "r,ln_scale,ln_bias" : "r,ln_scale",
 					  "ln_out");
 	if (eps != 1e-5f)
@@ -171,7 +159,7 @@ static void layernorm_case(int N, int rn, const int64_t *rd, int with_b, float e
 	if (rn == 3)
 		testlib_attr_i(&b, n, "axis", 2); /* the last axis, spelled positive */
 	finish_model(&b, "ln_out");
-	float *x = rand_vec(&b, numel, -2, 3), *ref = testlib_alloc(&b, numel * sizeof *ref);
+	float *x = testlib_rand_vec(&b, numel, -2, 3), *ref = testlib_alloc(&b, numel * sizeof *ref);
 	ref_layernorm(ref, x, rows, (size_t)D, scale, bias, eps);
 	double err = run_vs_ref(&b, x, N, ref, numel / (size_t)N, "LayerNormalization");
 	print_message("# layernorm rank %d, D %lld, B %d, eps %g: max rel err %.2e\n", rn, (long long)D, with_b,
@@ -196,8 +184,8 @@ static Onnx__NodeProto *layernorm_graph(fci_onnx *b, const char *ins, int64_t sc
 	static const int64_t xd[4] = { 2, 3, 4, 8 }, rd[3] = { 2, 12, 8 };
 	int64_t d8 = 8;
 	start_model(b, 17, xd, 3, rd);
-	add_f32(b, "ln_scale", 1, &scale_n, NULL);
-	add_f32(b, "ln_bias", 1, &d8, NULL);
+	testlib_add_f32(b, "ln_scale", 1, &scale_n, NULL);
+	testlib_add_f32(b, "ln_bias", 1, &d8, NULL);
 	return testlib_node(b, "LayerNormalization", "ln_bad", ins, outs);
 }
 
@@ -278,9 +266,9 @@ static void gelu_start(fci_onnx *b, float sqrt2)
 	static const int64_t xd[4] = { 2, 3, 4, 8 }, rd[3] = { 2, 12, 8 };
 	static const float one = 1, half = 0.5f;
 	start_model(b, 17, xd, 3, rd);
-	add_f32(b, "g_sqrt2", 0, NULL, &sqrt2);
-	add_f32(b, "g_one", 0, NULL, &one);
-	add_f32(b, "g_half", 0, NULL, &half);
+	testlib_add_f32(b, "g_sqrt2", 0, NULL, &sqrt2);
+	testlib_add_f32(b, "g_one", 0, NULL, &one);
+	testlib_add_f32(b, "g_half", 0, NULL, &half);
 }
 
 /* The pattern on r into "g": form 0 (x * s) * 0.5, torch's export;
@@ -313,7 +301,7 @@ static void test_gelu(void **state)
 		gelu_start(&b, 1.4142135f);
 		gelu_nodes(&b, form);
 		finish_model(&b, "g");
-		float *x = rand_vec(&b, n, -4, 4), *ref = testlib_alloc(&b, n * sizeof *ref);
+		float *x = testlib_rand_vec(&b, n, -4, 4), *ref = testlib_alloc(&b, n * sizeof *ref);
 		for (size_t i = 0; i < n; i++)
 			ref[i] = ref_gelu(x[i]);
 		double err = run_vs_ref(&b, x, 2, ref, n / 2, "Gelu");
@@ -327,9 +315,9 @@ static void test_gelu(void **state)
 	fci_onnx b;
 	int64_t d8 = 8;
 	gelu_start(&b, 1.4142135f);
-	float *scale = rand_vec(&b, 8, 0.5f, 1.5f), *bias = rand_vec(&b, 8, -1, 1);
-	add_f32(&b, "ln_scale", 1, &d8, scale);
-	add_f32(&b, "ln_bias", 1, &d8, bias);
+	float *scale = testlib_rand_vec(&b, 8, 0.5f, 1.5f), *bias = testlib_rand_vec(&b, 8, -1, 1);
+	testlib_add_f32(&b, "ln_scale", 1, &d8, scale);
+	testlib_add_f32(&b, "ln_bias", 1, &d8, bias);
 	testlib_node(&b, "LayerNormalization", "ln", "r,ln_scale,ln_bias", "ln_out");
 	testlib_node(&b, "Identity", "keep", "ln_out", "r2");
 	/* the pattern on r2: rename by hand */
@@ -340,7 +328,7 @@ static void test_gelu(void **state)
 	testlib_node(&b, "Mul", "g_mh", "g_m,g_half", "g");
 	testlib_node(&b, "Add", "res", "g,r2", "g_res");
 	finish_model(&b, "g_res");
-	float *x = rand_vec(&b, n, -2, 2), *ln = testlib_alloc(&b, n * sizeof *ln),
+	float *x = testlib_rand_vec(&b, n, -2, 2), *ln = testlib_alloc(&b, n * sizeof *ln),
 	      *ref = testlib_alloc(&b, n * sizeof *ref);
 	ref_layernorm(ln, x, n / 8, 8, scale, bias, 1e-5f);
 	for (size_t i = 0; i < n; i++)
@@ -356,11 +344,11 @@ static void test_gelu(void **state)
 	gelu_start(&b, 1.4142135f);
 	for (int k = 0; k < 8; k++)
 		c[k] = (float)k / 4 - 1;
-	add_f32(&b, "c", 1, &d8b, c);
+	testlib_add_f32(&b, "c", 1, &d8b, c);
 	testlib_node(&b, "Erf", "erf_c", "c", "ec");
 	testlib_node(&b, "Add", "add_ec", "r,ec", "s");
 	finish_model(&b, "s");
-	x = rand_vec(&b, n, -2, 2);
+	x = testlib_rand_vec(&b, n, -2, 2);
 	ref = testlib_alloc(&b, n * sizeof *ref);
 	for (size_t i = 0; i < n; i++)
 		ref[i] = x[i] + erff(c[i % 8]);
@@ -458,7 +446,7 @@ static void transpose_case(int r, const int64_t *rd, const int *perm)
 				  (long long)(r > 3 ? perm[3] : 0));
 	finish_model(&b, "t");
 	int rev[4] = { r - 1, r - 2, r - 3, r - 4 };
-	float *x = rand_vec(&b, n, -1, 1), *ref = testlib_alloc(&b, n * sizeof *ref);
+	float *x = testlib_rand_vec(&b, n, -1, 1), *ref = testlib_alloc(&b, n * sizeof *ref);
 	ref_transpose(ref, x, r, rd, perm ? perm : rev);
 	double err = run_vs_ref(&b, x, 2, ref, n / 2, NULL);
 	print_message("# transpose rank %d perm %d%d%d%d: max err %.2e\n", r, (perm ? perm : rev)[0],
@@ -491,16 +479,16 @@ static void test_transpose(void **state)
 	int64_t c = 8, nhwc[4] = { 2, 3, 5, 8 };
 	size_t n = 2 * 8 * 3 * 5;
 	start_model(&b, 17, xd, 4, xd);
-	float *scale = rand_vec(&b, 8, 0.5f, 1.5f), *bias = rand_vec(&b, 8, -1, 1);
-	add_f32(&b, "ln_scale", 1, &c, scale);
-	add_f32(&b, "ln_bias", 1, &c, bias);
+	float *scale = testlib_rand_vec(&b, 8, 0.5f, 1.5f), *bias = testlib_rand_vec(&b, 8, -1, 1);
+	testlib_add_f32(&b, "ln_scale", 1, &c, scale);
+	testlib_add_f32(&b, "ln_bias", 1, &c, bias);
 	Onnx__NodeProto *nd = testlib_node(&b, "Transpose", "to_nhwc", "r", "t1");
 	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 2LL, 3LL, 1LL);
 	testlib_node(&b, "LayerNormalization", "ln", "t1,ln_scale,ln_bias", "t2");
 	nd = testlib_node(&b, "Transpose", "to_nchw", "t2", "t3");
 	testlib_attr_ints(&b, nd, "perm", 4, 0LL, 3LL, 1LL, 2LL);
 	finish_model(&b, "t3");
-	float *x = rand_vec(&b, n, -2, 2), *t1 = testlib_alloc(&b, n * sizeof *t1),
+	float *x = testlib_rand_vec(&b, n, -2, 2), *t1 = testlib_alloc(&b, n * sizeof *t1),
 	      *t2 = testlib_alloc(&b, n * sizeof *t2), *ref = testlib_alloc(&b, n * sizeof *ref);
 	ref_transpose(t1, x, 4, xd, to_nhwc);
 	ref_layernorm(t2, t1, n / 8, 8, scale, bias, 1e-5f);

@@ -390,3 +390,16 @@ double testlib_rel_err(const float *got, const float *ref, size_t n)
 	}
 	return maxb > 0 ? maxd / maxb : maxd;
 }
+
+float *testlib_rand_vec(fci_onnx *b, size_t n, float lo, float hi)
+{
+	float *v = testlib_alloc(b, n * sizeof *v);
+	for (size_t i = 0; i < n; i++)
+		v[i] = testlib_float(lo, hi);
+	return v;
+}
+
+void testlib_add_f32(fci_onnx *b, const char *name, int ndim, const int64_t *dims, const float *v)
+{
+	testlib_add_init(b, testlib_f32(b, name, ndim, dims, v));
+}

@@ -44,6 +44,13 @@ float testlib_float(float lo, float hi);
 double testlib_unit_pos(void);
 double testlib_unit(uint64_t *state);
 
+/* testlib_rand_vec - n floats uniform in [lo, hi) from the shared stream,
+ * owned by the builder b (freed with it). */
+float *testlib_rand_vec(fci_onnx *b, size_t n, float lo, float hi);
+
+/* testlib_add_f32 - an f32 initializer `name` of the given dims and values. */
+void testlib_add_f32(fci_onnx *b, const char *name, int ndim, const int64_t *dims, const float *v);
+
 /* testlib_rel_err - max |got - ref| / max |ref| over n values (the plain
  * max |got - ref| when ref is all zeros); NaN if any difference is NaN,
  * so that `!(err <= tol)` fails on it. */
