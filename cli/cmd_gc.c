@@ -83,12 +83,9 @@ int cmd_gc(int argc, char **argv)
 	const char *store_opt = NULL, *path = NULL;
 	int json = 0, c, rc, have_used;
 	fc_store *s = NULL;
-	fc_store_stats before, after;
-	fc_gc_stats g;
+	fc_store_stats before = { 0 }, after = { 0 };
+	fc_gc_stats g = { 0 };
 
-	memset(&before, 0, sizeof before);
-	memset(&after, 0, sizeof after);
-	memset(&g, 0, sizeof g);
 	while ((c = getopt_long(argc, argv, ":s:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':

@@ -533,23 +533,20 @@ static int parse_constant(struct nctx *c, int out)
 		t->dims[0] = (int64_t)n;
 		t->numel = (int64_t)n;
 		t->elem = is_float ? FC_ELEM_F32 : FC_ELEM_I64;
-		if (is_float) {
-			float *v = fci_model_alloc(m, n * sizeof *v, 0);
+		void *v = fci_model_alloc(m, n * (is_float ? sizeof(float) : sizeof(int64_t)), 0);
 
-			if (!v)
-				return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
-			for (size_t i = 0; i < n; i++)
-				v[i] = list ? at->floats[i] : at->f;
-			t->f32 = v;
-		} else {
-			int64_t *v = fci_model_alloc(m, n * sizeof *v, 0);
-
-			if (!v)
-				return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
-			for (size_t i = 0; i < n; i++)
-				v[i] = list ? at->ints[i] : at->i;
-			t->i64 = v;
+		if (!v)
+			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
+		for (size_t i = 0; i < n; i++) {
+			if (is_float)
+				((float *)v)[i] = list ? at->floats[i] : at->f;
+			else
+				((int64_t *)v)[i] = list ? at->ints[i] : at->i;
 		}
+		if (is_float)
+			t->f32 = v;
+		else
+			t->i64 = v;
 	}
 	m->fixed[out] = 1;
 	return 0;

@@ -222,22 +222,18 @@ int fci_onnx_attr_int(fci_onnx *b, Onnx__NodeProto *n, const char *name, int64_t
 {
 	Onnx__AttributeProto *a = fci_onnx_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
 
-	if (!a)
-		return FC_ERR_NOMEM;
-	a->has_i = 1;
-	a->i = v;
-	return 0;
+	if (a)
+		a->has_i = 1, a->i = v;
+	return a ? 0 : FC_ERR_NOMEM;
 }
 
 int fci_onnx_attr_float(fci_onnx *b, Onnx__NodeProto *n, const char *name, float v)
 {
 	Onnx__AttributeProto *a = fci_onnx_attr(b, n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
 
-	if (!a)
-		return FC_ERR_NOMEM;
-	a->has_f = 1;
-	a->f = v;
-	return 0;
+	if (a)
+		a->has_f = 1, a->f = v;
+	return a ? 0 : FC_ERR_NOMEM;
 }
 
 int fci_onnx_attr_string(fci_onnx *b, Onnx__NodeProto *n, const char *name, const char *v)

@@ -88,24 +88,27 @@ static void test_optimizers_match_torch(void **state)
 static void test_schedules(void **state)
 {
 	(void)state;
-	fc_sched_config c = { .kind = FC_SCHED_CONSTANT, .warmup_steps = 10, .total_steps = 110 };
-	assert_float_equal(fc_sched_factor(&c, 0), 1, 0);
-	c.kind = FC_SCHED_WARMUP;
-	assert_float_equal(fc_sched_factor(&c, 0), 0, 0);
-	assert_float_equal(fc_sched_factor(&c, 5), 0.5, 1e-12);
-	assert_float_equal(fc_sched_factor(&c, 10), 1, 0);
-	assert_float_equal(fc_sched_factor(&c, 1000), 1, 0);
-	c.kind = FC_SCHED_LINEAR;
-	assert_float_equal(fc_sched_factor(&c, 5), 0.5, 1e-12);
-	assert_float_equal(fc_sched_factor(&c, 10), 1, 1e-12);
-	assert_float_equal(fc_sched_factor(&c, 60), 0.5, 1e-12);
-	assert_float_equal(fc_sched_factor(&c, 110), 0, 0);
-	assert_float_equal(fc_sched_factor(&c, 500), 0, 0);
-	c.kind = FC_SCHED_COSINE;
-	assert_float_equal(fc_sched_factor(&c, 10), 1, 1e-12);
-	assert_float_equal(fc_sched_factor(&c, 60), 0.5, 1e-12);
-	assert_float_equal(fc_sched_factor(&c, 35), 0.5 * (1 + cos(M_PI / 4)), 1e-12);
-	assert_float_equal(fc_sched_factor(&c, 110), 0, 1e-12);
+	/* warm-up 10 steps, 110 in all: factor at each step, to tol */
+	static const struct {
+		fc_sched_kind kind;
+		uint64_t step;
+		double want, tol;
+	} cases[] = {
+		{ FC_SCHED_CONSTANT, 0, 1, 0 },	   { FC_SCHED_WARMUP, 0, 0, 0 },
+		{ FC_SCHED_WARMUP, 5, 0.5, 1e-12 }, { FC_SCHED_WARMUP, 10, 1, 0 },
+		{ FC_SCHED_WARMUP, 1000, 1, 0 },    { FC_SCHED_LINEAR, 5, 0.5, 1e-12 },
+		{ FC_SCHED_LINEAR, 10, 1, 1e-12 },  { FC_SCHED_LINEAR, 60, 0.5, 1e-12 },
+		{ FC_SCHED_LINEAR, 110, 0, 0 },     { FC_SCHED_LINEAR, 500, 0, 0 },
+		{ FC_SCHED_COSINE, 10, 1, 1e-12 },  { FC_SCHED_COSINE, 60, 0.5, 1e-12 },
+		{ FC_SCHED_COSINE, 35, -1, 1e-12 }, { FC_SCHED_COSINE, 110, 0, 1e-12 },
+	};
+	fc_sched_config c = { .warmup_steps = 10, .total_steps = 110 };
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		/* -1: 0.5 (1 + cos(pi/4)), a quarter of the way through the decay */
+		double want = cases[i].want >= 0 ? cases[i].want : 0.5 * (1 + cos(M_PI / 4));
+		c.kind = cases[i].kind;
+		assert_float_equal(fc_sched_factor(&c, cases[i].step), want, cases[i].tol);
+	}
 	c = (fc_sched_config){ .kind = FC_SCHED_STEP, .step_size = 30, .gamma = 0.1f };
 	assert_float_equal(fc_sched_factor(&c, 29), 1, 0);
 	assert_float_equal(fc_sched_factor(&c, 30), 0.1f, 1e-9);

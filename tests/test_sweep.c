@@ -182,18 +182,26 @@ static void test_group_matches_alone_parallel(void **state)
 	run_group(3);
 }
 
+/* Two trainers on the same data, configs a and b; *x is the data to free. */
+static void two_trainers(fc_trainer *t[2], float **x, const fc_train_config *a, const fc_train_config *b)
+{
+	static uint32_t y[N];
+	*x = malloc(N * DIM * sizeof **x);
+	assert_non_null(*x);
+	make_data(*x, y);
+	fc_train_data d = { *x, y, N, CLASSES };
+	assert_int_equal(fc_trainer_new(&t[0], a, &d, NULL, 0), 0);
+	assert_int_equal(fc_trainer_new(&t[1], b, &d, NULL, 0), 0);
+}
+
 static void test_group_needs_shared_sampling(void **state)
 {
 	(void)state;
-	float *x = malloc(N * DIM * sizeof *x);
-	uint32_t y[N];
-	make_data(x, y);
-	fc_train_data d = { x, y, N, CLASSES };
+	float *x;
 	fc_train_config a = config(1e-3f, 8, FC_LOSS_TRIPLET), b = a;
 	b.batch = 36;
 	fc_trainer *t[2];
-	assert_int_equal(fc_trainer_new(&t[0], &a, &d, NULL, 0), 0);
-	assert_int_equal(fc_trainer_new(&t[1], &b, &d, NULL, 0), 0);
+	two_trainers(t, &x, &a, &b);
 	assert_false(fc_trainer_shares_sampling(t[0], t[1]));
 	fc_epoch_stats st[2];
 	int errs[2];
@@ -206,16 +214,12 @@ static void test_group_needs_shared_sampling(void **state)
 static void test_group_nonfinite_stops_one(void **state)
 {
 	(void)state;
-	float *x = malloc(N * DIM * sizeof *x);
-	uint32_t y[N];
-	make_data(x, y);
-	fc_train_data d = { x, y, N, CLASSES };
+	float *x;
 	/* An lr of 1e30 blows the first head up within an epoch. */
 	fc_train_config a = config(1e30f, 8, FC_LOSS_TRIPLET), b = config(1e-3f, 8, FC_LOSS_TRIPLET);
 	a.optim.kind = b.optim.kind = FC_OPT_SGD;
 	fc_trainer *t[2];
-	assert_int_equal(fc_trainer_new(&t[0], &a, &d, NULL, 0), 0);
-	assert_int_equal(fc_trainer_new(&t[1], &b, &d, NULL, 0), 0);
+	two_trainers(t, &x, &a, &b);
 	fc_epoch_stats st[2];
 	int errs[2];
 	uint64_t bad[2] = { 0, 0 };

@@ -112,35 +112,38 @@ __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(float *dst, con
 }
 #endif
 
-/* The vector path takes whole groups of 8 and the scalar code the rest, so
- * calls with n < 8 always run the portable code: the tests rely on that to
- * check both paths against their reference. */
-void fci_f32_to_f16(uint16_t *dst, const float *src, size_t n)
+/* How many of n elements the F16C path takes: whole groups of 8, when the
+ * CPU has it; the scalar code does the rest. So calls with n < 8 always run
+ * the portable code: the tests rely on that to check both paths against
+ * their reference. */
+static size_t vector_part(size_t n)
 {
 #if FC_F16C
-	if (cpu_has_f16c()) {
-		size_t body = n & ~(size_t)7;
-		f32_to_f16_f16c(dst, src, body);
-		dst += body;
-		src += body;
-		n -= body;
-	}
+	return cpu_has_f16c() ? n & ~(size_t)7 : 0;
+#else
+	(void)n;
+	return 0;
 #endif
-	f32_to_f16_scalar(dst, src, n);
+}
+
+void fci_f32_to_f16(uint16_t *dst, const float *src, size_t n)
+{
+	size_t body = vector_part(n);
+#if FC_F16C
+	if (body)
+		f32_to_f16_f16c(dst, src, body);
+#endif
+	f32_to_f16_scalar(dst + body, src + body, n - body);
 }
 
 void fci_f16_to_f32(float *dst, const uint16_t *src, size_t n)
 {
+	size_t body = vector_part(n);
 #if FC_F16C
-	if (cpu_has_f16c()) {
-		size_t body = n & ~(size_t)7;
+	if (body)
 		f16_to_f32_f16c(dst, src, body);
-		dst += body;
-		src += body;
-		n -= body;
-	}
 #endif
-	f16_to_f32_scalar(dst, src, n);
+	f16_to_f32_scalar(dst + body, src + body, n - body);
 }
 
 /* ---- bf16 ---- */
