@@ -990,9 +990,16 @@ static int build_layernorm(build *b, int i)
 	dnnl_layer_normalization_desc_t desc;
 	dnnl_primitive_desc_t pd = NULL;
 	dnnl_memory_desc_t md, cmd;
-	if ((v = plain_input(b, i)) < 0)
+	/* Plain row-major in the activations' type: in bf16 the statistics
+	 * are still computed in f32 by oneDNN, and the consumers (a bf16
+	 * MatMul) get the type they are built for. */
+	if (!fci_is_act(b, nd->in[0]))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): unsupported input", nd->name,
+				      nd->op_type);
+	if (fci_md_plain(&md, X->ndim, X->dims, b->e->dt))
+		return FC_ERR_INTERNAL;
+	if ((v = fci_want(b, i, b->tv[nd->in[0]], &md)) < 0)
 		return v;
-	md = fci_val(b, v)->md;
 	if (fci_md_plain(&cmd, 1, &X->dims[X->ndim - 1], dnnl_f32) ||
 	    dnnl_layer_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, NULL, nd->attr.bn.epsilon,
 						       dnnl_use_scale | (has_b ? dnnl_use_shift : 0u)))

@@ -64,6 +64,20 @@ def randomize_bn(model, gen):
                     m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
 
 
+def randomize_norms(model, gen):
+    """Give every LayerNorm (torchvision's LayerNorm2d too) affine parameters
+    away from 1 and 0, and every LayerScale (ConvNeXt's layer_scale) values
+    away from its 1e-6 initialisation, so that they show in the numbers."""
+    for m in model.modules():
+        with torch.no_grad():
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+            scale = getattr(m, "layer_scale", None)
+            if isinstance(scale, nn.Parameter):
+                scale.copy_(torch.rand(scale.shape, generator=gen) * 0.8 + 0.2)
+
+
 def narrow_resnet(block, layers, widths, groups=1, width_per_group=64):
     """torchvision's ResNet with narrower stages, rebuilt with its own
     _make_layer so the block structure is exactly torchvision's."""
@@ -469,6 +483,7 @@ def full_model(name):
     torch.manual_seed(seed)
     model = getattr(torchvision.models, name)()
     randomize_bn(model, torch.Generator().manual_seed(seed))
+    randomize_norms(model, torch.Generator().manual_seed(seed + 1))
     model.eval()
     family = "squeezenet" if name.startswith("squeezenet") else "full"
     return model, family
