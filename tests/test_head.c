@@ -13,11 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
 #include "featcache/train.h"
+#include "tests/testlib.h"
 #include "train/matmul.h"
 
 static uint64_t seed;
@@ -372,11 +372,10 @@ static void test_folded_layers(void **state)
 
 int main(void)
 {
-	seed = (uint64_t)time(NULL);
-	if (getenv("FC_SEED"))
-		seed = strtoull(getenv("FC_SEED"), NULL, 10);
-	printf("# seed %llu (FC_SEED to replay)\n", (unsigned long long)seed);
-	seed |= 1;
+	/* The suite's fixed seed unless FC_SEED says otherwise: the finite-
+	 * difference check fails for about 1 seed in 20 (e.g. 142542, 197975)
+	 * where a step meets a ReLU kink or a near-constant BN feature. */
+	seed = testlib_seed("test_head") | 1;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_matmul_vs_naive),
 		cmocka_unit_test(test_forward_vs_reference),
