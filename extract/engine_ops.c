@@ -942,15 +942,19 @@ static int build_pad(build *b, int i)
 	return 0;
 }
 
-/* Node i's first input, an activation, in the plain row-major f32 layout
- * that C steps and layout-agnostic primitives read. */
-static int plain_input(build *b, int i)
+/* Node i's first input, an activation, in the plain row-major layout of
+ * type dt that C steps (f32) and layout-agnostic primitives read. */
+static int plain_input(build *b, int i, dnnl_data_type_t dt)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
+	const fc_model_tensor *X = &b->g->tensors[nd->in[0]];
+	dnnl_memory_desc_t md;
 	if (!fci_is_act(b, nd->in[0]))
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): unsupported input", nd->name,
 				      nd->op_type);
-	return fci_want_plain(b, i, b->tv[nd->in[0]]);
+	if (fci_md_plain(&md, X->ndim, X->dims, dt))
+		return FC_ERR_INTERNAL;
+	return fci_want(b, i, b->tv[nd->in[0]], &md);
 }
 
 /* LpNormalization (p = 2, last axis: model_infer.c refuses others): a C
@@ -961,7 +965,7 @@ static int build_lpnorm(build *b, int i)
 	const fc_model_graph *g = b->g;
 	const fc_model_node *nd = &g->nodes[i];
 	const fc_model_tensor *X = &g->tensors[nd->in[0]];
-	int v = plain_input(b, i), y, rc;
+	int v = plain_input(b, i, dnnl_f32), y, rc;
 	dnnl_memory_desc_t md;
 	if (v < 0)
 		return v;
@@ -993,13 +997,9 @@ static int build_layernorm(build *b, int i)
 	/* Plain row-major in the activations' type: in bf16 the statistics
 	 * are still computed in f32 by oneDNN, and the consumers (a bf16
 	 * MatMul) get the type they are built for. */
-	if (!fci_is_act(b, nd->in[0]))
-		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): unsupported input", nd->name,
-				      nd->op_type);
-	if (fci_md_plain(&md, X->ndim, X->dims, b->e->dt))
-		return FC_ERR_INTERNAL;
-	if ((v = fci_want(b, i, b->tv[nd->in[0]], &md)) < 0)
+	if ((v = plain_input(b, i, b->e->dt)) < 0)
 		return v;
+	md = fci_val(b, v)->md;
 	if (fci_md_plain(&cmd, 1, &X->dims[X->ndim - 1], dnnl_f32) ||
 	    dnnl_layer_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, NULL, nd->attr.bn.epsilon,
 						       dnnl_use_scale | (has_b ? dnnl_use_shift : 0u)))
