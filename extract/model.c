@@ -65,6 +65,13 @@ static const struct opdef {
 	[FC_OP_MATMUL] = { "MatMul", CLS_RUN, 2, 2, 1 },
 	[FC_OP_LAYERNORM] = { "LayerNormalization", CLS_RUN, 2, 3, 3 },
 	[FC_OP_ERF] = { "Erf", CLS_RUN, 1, 1, 1 },
+	[FC_OP_SOFTMAX] = { "Softmax", CLS_RUN, 1, 1, 1 },
+	[FC_OP_POW] = { "Pow", CLS_RUN, 2, 2, 1 },
+	[FC_OP_SQRT] = { "Sqrt", CLS_RUN, 1, 1, 1 },
+	[FC_OP_TANH] = { "Tanh", CLS_RUN, 1, 1, 1 },
+	[FC_OP_GELU] = { "Gelu", CLS_RUN, 1, 1, 1 },
+	[FC_OP_EXPAND] = { "Expand", CLS_RUN, 2, 2, 1 },
+	[FC_OP_WHERE] = { "Where", CLS_RUN, 3, 3, 1 },
 	[FC_OP_IDENTITY] = { "Identity", CLS_ALIAS, 1, 1, 1 },
 	[FC_OP_DROPOUT] = { "Dropout", CLS_ALIAS, 1, 3, 2 },
 	[FC_OP_CONSTANT] = { "Constant", CLS_FOLD, 0, 0, 1 },
@@ -74,6 +81,14 @@ static const struct opdef {
 	[FC_OP_CONSTANTOFSHAPE] = { "ConstantOfShape", CLS_FOLD, 1, 1, 1 },
 	[FC_OP_SLICE] = { "Slice", CLS_FOLD, 1, 5, 1 },
 	[FC_OP_TRANSPOSE] = { "Transpose", CLS_FOLD, 1, 1, 1 },
+	[FC_OP_EQUAL] = { "Equal", CLS_FOLD, 2, 2, 1 },
+	[FC_OP_LESS] = { "Less", CLS_FOLD, 2, 2, 1 },
+	[FC_OP_GREATER] = { "Greater", CLS_FOLD, 2, 2, 1 },
+	[FC_OP_NOT] = { "Not", CLS_FOLD, 1, 1, 1 },
+	[FC_OP_MOD] = { "Mod", CLS_FOLD, 2, 2, 1 },
+	[FC_OP_RANGE] = { "Range", CLS_FOLD, 3, 3, 1 },
+	[FC_OP_SCATTERND] = { "ScatterND", CLS_FOLD, 3, 3, 1 },
+	[FC_OP_NEG] = { "Neg", CLS_FOLD, 1, 1, 1 },
 };
 
 const char *fc_op_name(int op)
@@ -810,6 +825,33 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 			a->has_axes = n >= 0;
 			a->n_axes = n > 0 ? n : 0;
 		}
+		return 0;
+	case FC_OP_SOFTMAX:
+		/* Before opset 13 the default axis is 1 and the input is
+		 * coerced to 2-D there; the last axis is the same either way. */
+		if ((rc = attr_int(c, "axis", m->opset < 13 ? 1 : -1, -FC_MODEL_MAX_DIMS,
+				   FC_MODEL_MAX_DIMS - 1, &v)))
+			return rc;
+		a->axis = (int)v;
+		return 0;
+	case FC_OP_GELU:
+		if ((rc = attr_str(c, "approximate", &s, buf, sizeof buf)))
+			return rc;
+		if (s && strcmp(s, "none") != 0 && strcmp(s, "tanh") != 0)
+			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node,
+						  "approximate '%s' is not 'none' or 'tanh'",
+						  fci_model_q(m, 0, s));
+		a->approx_tanh = s && strcmp(s, "tanh") == 0;
+		return 0;
+	case FC_OP_MOD:
+		return attr_flag(c, "fmod", 0, &a->fmod);
+	case FC_OP_SCATTERND:
+		if ((rc = attr_str(c, "reduction", &s, buf, sizeof buf)))
+			return rc;
+		if (s && strcmp(s, "none") != 0)
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
+						  "reduction '%s' is not supported (only 'none')",
+						  fci_model_q(m, 0, s));
 		return 0;
 	case FC_OP_CONSTANTOFSHAPE: {
 		const Onnx__AttributeProto *at =

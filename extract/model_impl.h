@@ -27,7 +27,7 @@
 #define FC_MAX_ATTR_INTS 64
 #define FC_MAX_SIDE ((int64_t)1 << 16)       /* n, c, h, w of fc_model_set_input */
 #define FC_OPSET_MIN 7
-#define FC_OPSET_MAX 18
+#define FC_OPSET_MAX 20
 
 enum { AUTO_PAD_NOTSET = 0, AUTO_PAD_VALID, AUTO_PAD_SAME_UPPER, AUTO_PAD_SAME_LOWER };
 
@@ -56,6 +56,8 @@ struct node_attrs {
 	int cast_to;                      /* enum fc_elem */
 	int has_shape_end;                /* Shape (opset 15) start/end */
 	int64_t shape_start, shape_end;
+	int approx_tanh;                  /* Gelu */
+	int fmod;                         /* Mod */
 	int cos_elem;                     /* ConstantOfShape value */
 	float cos_f32;
 	int64_t cos_i64;
@@ -155,6 +157,45 @@ const char *fci_onnx_type_name(int32_t type);
  * order: resolve aliases, fold what is constant, infer the shapes of the
  * rest for m->in_dims, resolve attributes and count parameters. */
 int fci_model_infer(fc_model *m);
+
+/* Shape rules shared by folding and inference. Each returns 0, or a
+ * negative FC_ERR_* with "node 'NAME' (OP): ..." in m->err; the tensor
+ * getters return NULL with the message set. */
+
+/* fci_const_in - input k of node as a constant of elem (0: any); `what`
+ * names it in the message. */
+const fc_model_tensor *fci_const_in(fc_model *m, int node, int k, int elem, const char *what);
+/* fci_act_in - input k of node, which must be computed from the image. */
+const fc_model_tensor *fci_act_in(fc_model *m, int node, int k);
+/* fci_get_axes - axes from constant input k (k < 0: the attribute form),
+ * normalised against rank r, duplicates refused; *given: any were given. */
+int fci_get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, int *given);
+/* fci_broadcast_shape - numpy broadcast of a and b; -1 (no message) if
+ * they do not broadcast. */
+int fci_broadcast_shape(const fc_model_tensor *a, const fc_model_tensor *b, int *r, int64_t *dims);
+int fci_reshape_dims(fc_model *m, int node, const fc_model_tensor *x, const fc_model_tensor *s,
+		     int allowzero, int *r, int64_t *dims);
+int fci_squeeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims);
+int fci_unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims);
+int fci_flatten_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims);
+/* fci_concat_dims - output dims of Concat and its non-negative axis. */
+int fci_concat_dims(fc_model *m, int node, int *r, int64_t *dims, int *axis_out);
+/* fci_clip_bounds - Clip's min/max (attributes or constant inputs) into
+ * the node's attr.clip. */
+int fci_clip_bounds(fc_model *m, int node);
+/* fci_transpose_perm - Transpose's permutation for d (reversed when
+ * absent) into perm[], the output dims into dims[]. */
+int fci_transpose_perm(fc_model *m, int node, const fc_model_tensor *d, int *perm, int64_t *dims);
+/* fci_slice_params - Slice's starts/ends/axes/steps for data d, clamped
+ * as ONNX says: per dim the first index st[], step[] and output dims[]. */
+int fci_slice_params(fc_model *m, int node, const fc_model_tensor *d, int64_t *st, int64_t *step,
+		     int64_t *dims);
+
+/* ---- folding (model_fold.c) ---- */
+
+/* fci_model_fold - evaluate node (all inputs constant, or a Shape) into
+ * constants on the fold list; marks it FC_NODE_FOLDED. */
+int fci_model_fold(fc_model *m, int node);
 
 /* ---- layers and cuts (model_cut.c) ---- */
 

@@ -5,10 +5,7 @@
  *  - an alias (Identity, Dropout): its output is its input;
  *  - folded: every input is constant (initializers, Constant, folded
  *    values, and Shape of anything, since every shape is static here), so
- *    it is evaluated now into a constant on the fold list. This is what
- *    removes the Shape -> Gather -> Unsqueeze -> Concat -> Reshape chains
- *    torch emits for x.view(x.size(0), -1) and the pad arithmetic of F.pad
- *    when the batch is dynamic;
+ *    model_fold.c evaluates it now into a constant on the fold list;
  *  - run: its output shape is inferred from its inputs, with the checks a
  *    runtime would make (channels against weights, broadcastable shapes,
  *    kernels that fit), its attributes are resolved (auto_pad into pads,
@@ -59,68 +56,9 @@ static int set_act(fc_model *m, int node, int out, int ndim, const int64_t *dims
 	return 0;
 }
 
-/* Make out a folded constant; returns its data (f32 or i64), or NULL with
- * the message set. */
-static void *new_const(fc_model *m, int node, int out, int elem, int ndim, const int64_t *dims)
-{
-	fc_model_tensor *t = T(m, out);
-	int64_t n;
-	void *p;
-
-	if (ndim > FC_MODEL_MAX_DIMS) {
-		fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %d dims", ndim);
-		return NULL;
-	}
-	/* One budget for the whole inference: many small folds must not add
-	 * up to what no single one may make. */
-	if (fci_mul_dims(ndim, dims, &n) || n > m->fold_left) {
-		fci_model_node_fail(m, FC_ERR_OVERFLOW, node,
-				   "folding it would make more values than the %lld left for "
-				   "folding this model",
-				   (long long)(m->fold_left < 0 ? 0 : m->fold_left));
-		return NULL;
-	}
-	m->fold_left -= n;
-	p = fci_model_alloc(m, (size_t)n * 8, 1);
-	if (!p) {
-		fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
-		return NULL;
-	}
-	t->kind = FC_TENSOR_CONST;
-	t->elem = elem;
-	t->ndim = ndim;
-	memcpy(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
-	t->numel = n;
-	if (elem == FC_ELEM_F32)
-		t->f32 = p;
-	else
-		t->i64 = p;
-	return p;
-}
-
-/* out = src's values with new dims (a view: the data is shared). */
-static void share_const(fc_model *m, int out, const fc_model_tensor *src, int ndim,
-			const int64_t *dims)
-{
-	fc_model_tensor *t = T(m, out);
-
-	t->kind = FC_TENSOR_CONST;
-	t->elem = src->elem;
-	t->ndim = ndim;
-	memmove(t->dims, dims, sizeof(int64_t) * (size_t)ndim);
-	t->numel = src->numel;
-	t->f32 = src->f32;
-	t->i64 = src->i64;
-}
-
-static double get_num(const fc_model_tensor *t, int64_t i)
-{
-	return t->elem == FC_ELEM_F32 ? (double)t->f32[i] : (double)t->i64[i];
-}
-
 /* Input k of node as a constant of elem (0: any) and at most max_rank
  * dims; NULL with the message set if it is not. */
-static const fc_model_tensor *const_in(fc_model *m, int node, int k, int elem, const char *what)
+const fc_model_tensor *fci_const_in(fc_model *m, int node, int k, int elem, const char *what)
 {
 	const fc_model_node *nd = &m->nodes[node];
 	const fc_model_tensor *t;
@@ -143,7 +81,7 @@ static const fc_model_tensor *const_in(fc_model *m, int node, int k, int elem, c
 }
 
 /* The data input k must be computed from the image, not a constant. */
-static const fc_model_tensor *act_in(fc_model *m, int node, int k)
+const fc_model_tensor *fci_act_in(fc_model *m, int node, int k)
 {
 	const fc_model_tensor *t = T(m, m->nodes[node].in[k]);
 
@@ -158,7 +96,7 @@ static const fc_model_tensor *act_in(fc_model *m, int node, int k)
 
 /* A list of axes from a constant int tensor (input form) or the
  * attribute form, normalized against rank r. Duplicates are an error. */
-static int get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, int *given)
+int fci_get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, int *given)
 {
 	const fc_model_node *nd = &m->nodes[node];
 	const struct node_attrs *a = &m->np[node].a;
@@ -168,7 +106,7 @@ static int get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, 
 
 	*given = 0;
 	if (k >= 0 && k < nd->n_in && nd->in[k] >= 0) {
-		const fc_model_tensor *t = const_in(m, node, k, FC_ELEM_I64, "axes");
+		const fc_model_tensor *t = fci_const_in(m, node, k, FC_ELEM_I64, "axes");
 
 		if (!t)
 			return FC_ERR_UNSUPPORTED;
@@ -201,7 +139,7 @@ static int get_axes(fc_model *m, int node, int k, int r, int *n_out, int *axes, 
 
 /* ---- shape rules shared by folding and inference ---- */
 
-static int broadcast_shape(const fc_model_tensor *a, const fc_model_tensor *b, int *r,
+int fci_broadcast_shape(const fc_model_tensor *a, const fc_model_tensor *b, int *r,
 			   int64_t *dims)
 {
 	int n = a->ndim > b->ndim ? a->ndim : b->ndim;
@@ -221,27 +159,7 @@ static int broadcast_shape(const fc_model_tensor *a, const fc_model_tensor *b, i
 	return 0;
 }
 
-/* Offset in t of the element broadcast to flat index o of an output of
- * rank r and dims od. */
-static int64_t bcast_offset(const fc_model_tensor *t, int r, const int64_t *od, int64_t o)
-{
-	int64_t off = 0, stride = 1;
-
-	for (int i = r - 1; i >= 0; i--) {
-		int64_t idx = o % od[i];
-		int j = t->ndim - r + i;
-
-		o /= od[i];
-		if (j >= 0) {
-			if (t->dims[j] != 1)
-				off += idx * stride;
-			stride *= t->dims[j];
-		}
-	}
-	return off;
-}
-
-static int reshape_dims(fc_model *m, int node, const fc_model_tensor *x, const fc_model_tensor *s,
+int fci_reshape_dims(fc_model *m, int node, const fc_model_tensor *x, const fc_model_tensor *s,
 			int allowzero, int *r, int64_t *dims)
 {
 	int neg = -1;
@@ -289,12 +207,12 @@ static int reshape_dims(fc_model *m, int node, const fc_model_tensor *x, const f
 	return 0;
 }
 
-static int squeeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
+int fci_squeeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
 {
 	int axes[FC_MODEL_MAX_DIMS], n, given, rc, k = 0;
 	uint32_t mask = 0;
 
-	if ((rc = get_axes(m, node, 1, x->ndim, &n, axes, &given)))
+	if ((rc = fci_get_axes(m, node, 1, x->ndim, &n, axes, &given)))
 		return rc;
 	for (int i = 0; i < n; i++) {
 		if (x->dims[axes[i]] != 1)
@@ -312,7 +230,7 @@ static int squeeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r,
 	return 0;
 }
 
-static int unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
+int fci_unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
 {
 	int axes[FC_MAX_ATTR_INTS], n, given, rc, k = 0, out_r;
 	uint32_t mask = 0;
@@ -321,7 +239,7 @@ static int unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *
 
 	/* The output rank is the input's plus the number of axes. */
 	if (nd->n_in > 1 && nd->in[1] >= 0) {
-		const fc_model_tensor *t = const_in(m, node, 1, FC_ELEM_I64, "axes");
+		const fc_model_tensor *t = fci_const_in(m, node, 1, FC_ELEM_I64, "axes");
 
 		if (!t)
 			return FC_ERR_UNSUPPORTED;
@@ -333,7 +251,7 @@ static int unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *
 		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output would have %lld dims",
 					  (long long)(x->ndim + cnt));
 	out_r = x->ndim + (int)cnt;
-	if ((rc = get_axes(m, node, 1, out_r, &n, axes, &given)))
+	if ((rc = fci_get_axes(m, node, 1, out_r, &n, axes, &given)))
 		return rc;
 	for (int i = 0; i < n; i++)
 		mask |= 1u << axes[i];
@@ -343,7 +261,7 @@ static int unsqueeze_dims(fc_model *m, int node, const fc_model_tensor *x, int *
 	return 0;
 }
 
-static int flatten_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
+int fci_flatten_dims(fc_model *m, int node, const fc_model_tensor *x, int *r, int64_t *dims)
 {
 	int axis = m->np[node].a.axis;
 	int64_t lo = 1;
@@ -362,7 +280,7 @@ static int flatten_dims(fc_model *m, int node, const fc_model_tensor *x, int *r,
 	return 0;
 }
 
-static int concat_dims(fc_model *m, int node, int *r, int64_t *dims, int *axis_out)
+int fci_concat_dims(fc_model *m, int node, int *r, int64_t *dims, int *axis_out)
 {
 	const fc_model_node *nd = &m->nodes[node];
 	const fc_model_tensor *x0 = T(m, nd->in[0]);
@@ -399,23 +317,7 @@ mismatch:
 	return 0;
 }
 
-/* ---- folding ---- */
-
-static float act_scalar(int op, const fc_node_attr *a, float x)
-{
-	switch (op) {
-	case FC_OP_RELU: return x > 0 ? x : 0;
-	case FC_OP_LEAKYRELU: return x >= 0 ? x : a->act.alpha * x;
-	case FC_OP_SIGMOID: return 1.0f / (1.0f + expf(-x));
-	case FC_OP_HARDSIGMOID: return fmaxf(0.0f, fminf(1.0f, a->act.alpha * x + a->act.beta));
-	case FC_OP_HARDSWISH: return x * fmaxf(0.0f, fminf(1.0f, x / 6.0f + 0.5f));
-	case FC_OP_CLIP: return fminf(fmaxf(x, a->clip.min), a->clip.max);
-	case FC_OP_ERF: return erff(x);
-	default: return x;
-	}
-}
-
-static int clip_bounds(fc_model *m, int node)
+int fci_clip_bounds(fc_model *m, int node)
 {
 	fc_model_node *nd = &m->nodes[node];
 	const struct node_attrs *a = &m->np[node].a;
@@ -427,7 +329,7 @@ static int clip_bounds(fc_model *m, int node)
 
 		if (nd->in[k] < 0)
 			continue;
-		t = const_in(m, node, k, FC_ELEM_F32, k == 1 ? "min" : "max");
+		t = fci_const_in(m, node, k, FC_ELEM_F32, k == 1 ? "min" : "max");
 		if (!t)
 			return FC_ERR_UNSUPPORTED;
 		if (t->numel != 1)
@@ -443,114 +345,20 @@ static int clip_bounds(fc_model *m, int node)
 	return 0;
 }
 
-static int fold_binary(fc_model *m, int node)
-{
-	const fc_model_node *nd = &m->nodes[node];
-	const fc_model_tensor *a = T(m, nd->in[0]), *b = T(m, nd->in[1]);
-	int r;
-	int64_t dims[FC_MODEL_MAX_DIMS];
-	char b1[128], b2[128];
-	void *p;
-
-	if (a->elem != b->elem)
-		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "mixes float and integer inputs");
-	if (broadcast_shape(a, b, &r, dims))
-		return fci_model_node_fail(m, FC_ERR_INVALID, node, "shapes %s and %s do not broadcast",
-					  shp(b1, sizeof b1, a), shp(b2, sizeof b2, b));
-	if (!(p = new_const(m, node, nd->out[0], a->elem, r, dims)))
-		return FC_ERR_OVERFLOW;
-	for (int64_t o = 0; o < T(m, nd->out[0])->numel; o++) {
-		int64_t ia = bcast_offset(a, r, dims, o), ib = bcast_offset(b, r, dims, o);
-
-		if (a->elem == FC_ELEM_F32) {
-			float x = a->f32[ia], y = b->f32[ib], *z = p;
-
-			z[o] = nd->op == FC_OP_ADD ? x + y : nd->op == FC_OP_SUB ? x - y
-						      : nd->op == FC_OP_MUL ? x * y : x / y;
-		} else {
-			int64_t x = a->i64[ia], y = b->i64[ib], *z = p;
-
-			switch (nd->op) {
-			case FC_OP_ADD: z[o] = (int64_t)((uint64_t)x + (uint64_t)y); break;
-			case FC_OP_SUB: z[o] = (int64_t)((uint64_t)x - (uint64_t)y); break;
-			case FC_OP_MUL: z[o] = (int64_t)((uint64_t)x * (uint64_t)y); break;
-			default:
-				if (y == 0 || (x == INT64_MIN && y == -1))
-					return fci_model_node_fail(m, FC_ERR_INVALID, node,
-								  "integer division by %lld", (long long)y);
-				z[o] = x / y;
-				break;
-			}
-		}
-	}
-	return 0;
-}
-
-static int fold_gather(fc_model *m, int node)
-{
-	const fc_model_node *nd = &m->nodes[node];
-	const fc_model_tensor *d = T(m, nd->in[0]), *ix = T(m, nd->in[1]);
-	int axis = m->np[node].a.axis, r = 0;
-	int64_t dims[FC_MODEL_MAX_DIMS], outer = 1, inner = 1;
-	void *p;
-
-	if (ix->elem != FC_ELEM_I64)
-		return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "indices are not integers");
-	if (d->ndim < 1)
-		return fci_model_node_fail(m, FC_ERR_INVALID, node, "cannot gather from a scalar");
-	if (axis < 0)
-		axis += d->ndim;
-	if (axis < 0 || axis >= d->ndim)
-		return fci_model_node_fail(m, FC_ERR_INVALID, node, "axis is out of range");
-	if (d->ndim - 1 + ix->ndim > FC_MODEL_MAX_DIMS)
-		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "output rank is too high");
-	for (int i = 0; i < axis; i++) {
-		dims[r++] = d->dims[i];
-		outer *= d->dims[i];
-	}
-	for (int i = 0; i < ix->ndim; i++)
-		dims[r++] = ix->dims[i];
-	for (int i = axis + 1; i < d->ndim; i++) {
-		dims[r++] = d->dims[i];
-		inner *= d->dims[i];
-	}
-	if (!(p = new_const(m, node, nd->out[0], d->elem, r, dims)))
-		return FC_ERR_OVERFLOW;
-	for (int64_t o = 0, w = 0; o < outer; o++)
-		for (int64_t j = 0; j < ix->numel; j++) {
-			int64_t k = ix->i64[j], n = d->dims[axis];
-
-			if (k < 0)
-				k += n;
-			if (k < 0 || k >= n)
-				return fci_model_node_fail(m, FC_ERR_INVALID, node,
-							  "index %lld is out of range for %lld",
-							  (long long)ix->i64[j], (long long)n);
-			for (int64_t e = 0; e < inner; e++, w++) {
-				int64_t src = (o * n + k) * inner + e;
-
-				if (d->elem == FC_ELEM_F32)
-					((float *)p)[w] = d->f32[src];
-				else
-					((int64_t *)p)[w] = d->i64[src];
-			}
-		}
-	return 0;
-}
-
-static int fold_slice(fc_model *m, int node)
+/* Slice's starts, ends, axes and steps (inputs from opset 10, attributes
+ * before), clamped as ONNX says, for data d: per dim of d the first index
+ * st[], the step[] and the output dims[]. */
+int fci_slice_params(fc_model *m, int node, const fc_model_tensor *d, int64_t *st, int64_t *step,
+		     int64_t *dims)
 {
 	const fc_model_node *nd = &m->nodes[node];
 	const struct node_attrs *a = &m->np[node].a;
-	const fc_model_tensor *d = T(m, nd->in[0]);
-	int64_t st[FC_MODEL_MAX_DIMS], step[FC_MODEL_MAX_DIMS], dims[FC_MODEL_MAX_DIMS];
 	int64_t starts[FC_MAX_ATTR_INTS], ends[FC_MAX_ATTR_INTS], steps[FC_MAX_ATTR_INTS];
 	int axes[FC_MAX_ATTR_INTS], n, given, rc;
-	void *p;
 
 	if (m->opset >= 10) {
-		const fc_model_tensor *ts = const_in(m, node, 1, FC_ELEM_I64, "starts");
-		const fc_model_tensor *te = const_in(m, node, 2, FC_ELEM_I64, "ends");
+		const fc_model_tensor *ts = fci_const_in(m, node, 1, FC_ELEM_I64, "starts");
+		const fc_model_tensor *te = fci_const_in(m, node, 2, FC_ELEM_I64, "ends");
 		const fc_model_tensor *tp = NULL;
 
 		if (!ts || !te)
@@ -563,7 +371,7 @@ static int fold_slice(fc_model *m, int node)
 		for (int i = 0; i < n; i++)
 			steps[i] = 1;
 		if (nd->n_in > 4 && nd->in[4] >= 0) {
-			if (!(tp = const_in(m, node, 4, FC_ELEM_I64, "steps")))
+			if (!(tp = fci_const_in(m, node, 4, FC_ELEM_I64, "steps")))
 				return FC_ERR_UNSUPPORTED;
 			if (tp->numel != n)
 				return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "steps do not match");
@@ -572,7 +380,7 @@ static int fold_slice(fc_model *m, int node)
 		if (nd->n_in > 3 && nd->in[3] >= 0) {
 			int cnt;
 
-			if ((rc = get_axes(m, node, 3, d->ndim, &cnt, axes, &given)))
+			if ((rc = fci_get_axes(m, node, 3, d->ndim, &cnt, axes, &given)))
 				return rc;
 			if (cnt != n)
 				return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "axes do not match");
@@ -591,7 +399,7 @@ static int fold_slice(fc_model *m, int node)
 		if (a->has_axes) {
 			int cnt;
 
-			if ((rc = get_axes(m, node, -1, d->ndim, &cnt, axes, &given)))
+			if ((rc = fci_get_axes(m, node, -1, d->ndim, &cnt, axes, &given)))
 				return rc;
 		} else {
 			for (int i = 0; i < n; i++)
@@ -629,29 +437,12 @@ static int fold_slice(fc_model *m, int node)
 		step[axes[i]] = k;
 		dims[axes[i]] = cnt;
 	}
-	if (!(p = new_const(m, node, nd->out[0], d->elem, d->ndim, dims)))
-		return FC_ERR_OVERFLOW;
-	for (int64_t o = 0; o < T(m, nd->out[0])->numel; o++) {
-		int64_t rem = o, off = 0, stride = 1;
-
-		for (int i = d->ndim - 1; i >= 0; i--) {
-			int64_t idx = rem % dims[i];
-
-			rem /= dims[i];
-			off += (st[i] + idx * step[i]) * stride;
-			stride *= d->dims[i];
-		}
-		if (d->elem == FC_ELEM_F32)
-			((float *)p)[o] = d->f32[off];
-		else
-			((int64_t *)p)[o] = d->i64[off];
-	}
 	return 0;
 }
 
 /* Transpose's permutation for an input of rank r (reversed when perm is
  * absent), checked, into perm[]; the output dims into dims[]. */
-static int transpose_perm(fc_model *m, int node, const fc_model_tensor *d, int *perm, int64_t *dims)
+int fci_transpose_perm(fc_model *m, int node, const fc_model_tensor *d, int *perm, int64_t *dims)
 {
 	const struct node_attrs *a = &m->np[node].a;
 	uint32_t seen = 0;
@@ -667,175 +458,6 @@ static int transpose_perm(fc_model *m, int node, const fc_model_tensor *d, int *
 		dims[i] = d->dims[perm[i]];
 	}
 	return 0;
-}
-
-static int fold_transpose(fc_model *m, int node)
-{
-	const fc_model_node *nd = &m->nodes[node];
-	const fc_model_tensor *d = T(m, nd->in[0]);
-	int perm[FC_MODEL_MAX_DIMS], rc;
-	int64_t dims[FC_MODEL_MAX_DIMS], istride[FC_MODEL_MAX_DIMS];
-	void *p;
-
-	if ((rc = transpose_perm(m, node, d, perm, dims)))
-		return rc;
-	for (int64_t i = d->ndim - 1, s = 1; i >= 0; i--) {
-		istride[i] = s;
-		s *= d->dims[i];
-	}
-	if (!(p = new_const(m, node, nd->out[0], d->elem, d->ndim, dims)))
-		return FC_ERR_OVERFLOW;
-	for (int64_t o = 0; o < d->numel; o++) {
-		int64_t rem = o, off = 0;
-
-		for (int i = d->ndim - 1; i >= 0; i--) {
-			off += (rem % dims[i]) * istride[perm[i]];
-			rem /= dims[i];
-		}
-		if (d->elem == FC_ELEM_F32)
-			((float *)p)[o] = d->f32[off];
-		else
-			((int64_t *)p)[o] = d->i64[off];
-	}
-	return 0;
-}
-
-/* Evaluate node, all of whose inputs are constant. */
-static int fold(fc_model *m, int node)
-{
-	fc_model_node *nd = &m->nodes[node];
-	const struct node_attrs *a = &m->np[node].a;
-	const fc_model_tensor *x = nd->n_in ? T(m, nd->in[0]) : NULL;
-	int out = nd->out[0], r, rc;
-	int64_t dims[FC_MODEL_MAX_DIMS];
-	void *p;
-
-	nd->state = FC_NODE_FOLDED;
-	switch (nd->op) {
-	case FC_OP_ADD:
-	case FC_OP_SUB:
-	case FC_OP_MUL:
-	case FC_OP_DIV:
-		return fold_binary(m, node);
-	case FC_OP_GATHER:
-		return fold_gather(m, node);
-	case FC_OP_SLICE:
-		return fold_slice(m, node);
-	case FC_OP_TRANSPOSE:
-		return fold_transpose(m, node);
-	case FC_OP_RESHAPE: {
-		const fc_model_tensor *s = const_in(m, node, 1, FC_ELEM_I64, "shape");
-
-		if (!s)
-			return FC_ERR_CORRUPT;
-		if ((rc = reshape_dims(m, node, x, s, a->allowzero, &r, dims)))
-			return rc;
-		share_const(m, out, x, r, dims);
-		return 0;
-	}
-	case FC_OP_FLATTEN:
-		if ((rc = flatten_dims(m, node, x, &r, dims)))
-			return rc;
-		share_const(m, out, x, r, dims);
-		return 0;
-	case FC_OP_SQUEEZE:
-		if ((rc = squeeze_dims(m, node, x, &r, dims)))
-			return rc;
-		share_const(m, out, x, r, dims);
-		return 0;
-	case FC_OP_UNSQUEEZE:
-		if ((rc = unsqueeze_dims(m, node, x, &r, dims)))
-			return rc;
-		share_const(m, out, x, r, dims);
-		return 0;
-	case FC_OP_CONCAT: {
-		int axis;
-		int64_t outer = 1, w = 0;
-
-		for (int k = 1; k < nd->n_in; k++)
-			if (T(m, nd->in[k])->elem != x->elem)
-				return fci_model_node_fail(m, FC_ERR_CORRUPT, node,
-							  "mixes float and integer inputs");
-		if ((rc = concat_dims(m, node, &r, dims, &axis)))
-			return rc;
-		if (!(p = new_const(m, node, out, x->elem, r, dims)))
-			return FC_ERR_OVERFLOW;
-		for (int i = 0; i < axis; i++)
-			outer *= dims[i];
-		for (int64_t o = 0; o < outer; o++)
-			for (int k = 0; k < nd->n_in; k++) {
-				const fc_model_tensor *t = T(m, nd->in[k]);
-				int64_t chunk = outer ? t->numel / outer : 0;
-
-				for (int64_t e = 0; e < chunk; e++, w++) {
-					if (x->elem == FC_ELEM_F32)
-						((float *)p)[w] = t->f32[o * chunk + e];
-					else
-						((int64_t *)p)[w] = t->i64[o * chunk + e];
-				}
-			}
-		return 0;
-	}
-	case FC_OP_CAST:
-		if (!(p = new_const(m, node, out, a->cast_to, x->ndim, x->dims)))
-			return FC_ERR_OVERFLOW;
-		for (int64_t i = 0; i < x->numel; i++) {
-			double v = get_num(x, i);
-
-			if (a->cast_to == FC_ELEM_F32) {
-				((float *)p)[i] = (float)v;
-			} else {
-				if (!(v > -9.2e18 && v < 9.2e18))
-					return fci_model_node_fail(m, FC_ERR_INVALID, node,
-								  "value out of the integer range");
-				((int64_t *)p)[i] = x->elem == FC_ELEM_I64 ? x->i64[i] : (int64_t)v;
-			}
-		}
-		return 0;
-	case FC_OP_CONSTANTOFSHAPE:
-		if (x->elem != FC_ELEM_I64 || x->ndim != 1 || x->numel > FC_MODEL_MAX_DIMS)
-			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not a shape");
-		for (int i = 0; i < x->numel; i++) {
-			if (x->i64[i] < 0 || x->i64[i] > FC_MAX_FOLD_NUMEL)
-				return fci_model_node_fail(m, FC_ERR_INVALID, node, "shape has %lld",
-							  (long long)x->i64[i]);
-			dims[i] = x->i64[i];
-		}
-		if (!(p = new_const(m, node, out, a->cos_elem, (int)x->numel, dims)))
-			return FC_ERR_OVERFLOW;
-		for (int64_t i = 0; i < T(m, out)->numel; i++) {
-			if (a->cos_elem == FC_ELEM_F32)
-				((float *)p)[i] = a->cos_f32;
-			else
-				((int64_t *)p)[i] = a->cos_i64;
-		}
-		return 0;
-	case FC_OP_CLIP:
-		if ((rc = clip_bounds(m, node)))
-			return rc;
-		/* fall through */
-	case FC_OP_RELU:
-	case FC_OP_LEAKYRELU:
-	case FC_OP_SIGMOID:
-	case FC_OP_HARDSIGMOID:
-	case FC_OP_HARDSWISH:
-	case FC_OP_ERF:
-		if (x->elem != FC_ELEM_F32)
-			return fci_model_node_fail(m, FC_ERR_CORRUPT, node, "input is not float");
-		if (nd->op != FC_OP_CLIP) { /* attr.clip shares act's storage */
-			nd->attr.act.alpha = a->alpha;
-			nd->attr.act.beta = a->beta;
-		}
-		if (!(p = new_const(m, node, out, FC_ELEM_F32, x->ndim, x->dims)))
-			return FC_ERR_OVERFLOW;
-		for (int64_t i = 0; i < x->numel; i++)
-			((float *)p)[i] = act_scalar(nd->op, &nd->attr, x->f32[i]);
-		return 0;
-	default:
-		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
-					  "all its inputs are constant, and featcache cannot fold %s",
-					  nd->op_type);
-	}
 }
 
 /* ---- inference of run nodes ---- */
@@ -922,13 +544,13 @@ static int infer_conv(fc_model *m, int node)
 	char b1[128], b2[128];
 	int rc;
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
 	if ((rc = need_rank(m, node, x, 4, 4)))
 		return rc;
-	if (!(w = const_in(m, node, 1, FC_ELEM_F32, "weight")))
+	if (!(w = fci_const_in(m, node, 1, FC_ELEM_F32, "weight")))
 		return FC_ERR_UNSUPPORTED;
-	if (nd->n_in > 2 && nd->in[2] >= 0 && !(b = const_in(m, node, 2, FC_ELEM_F32, "bias")))
+	if (nd->n_in > 2 && nd->in[2] >= 0 && !(b = fci_const_in(m, node, 2, FC_ELEM_F32, "bias")))
 		return FC_ERR_UNSUPPORTED;
 	if (w->ndim != 4)
 		return fci_model_node_fail(m, FC_ERR_INVALID, node, "weight is %s, expected 4-D",
@@ -966,7 +588,7 @@ static int infer_pool(fc_model *m, int node)
 	int64_t dims[4];
 	int rc;
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
 	if ((rc = need_rank(m, node, x, 4, 4)))
 		return rc;
@@ -990,12 +612,12 @@ static int infer_bn(fc_model *m, int node)
 	char b1[128];
 	int rc;
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
 	if ((rc = need_rank(m, node, x, 2, FC_MODEL_MAX_DIMS)))
 		return rc;
 	for (int k = 1; k < 5; k++) {
-		const fc_model_tensor *p = const_in(m, node, k, FC_ELEM_F32, what[k - 1]);
+		const fc_model_tensor *p = fci_const_in(m, node, k, FC_ELEM_F32, what[k - 1]);
 
 		if (!p)
 			return FC_ERR_UNSUPPORTED;
@@ -1017,7 +639,7 @@ static int infer_pad(fc_model *m, int node)
 	int64_t pads[2 * FC_MODEL_MAX_DIMS], dims[FC_MODEL_MAX_DIMS];
 	int n, axes[FC_MODEL_MAX_DIMS], r;
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
 	r = x->ndim;
 	nd->attr.pad.value = 0;
@@ -1026,7 +648,7 @@ static int infer_pad(fc_model *m, int node)
 		memcpy(pads, a->pads_attr, sizeof(int64_t) * (size_t)n);
 		nd->attr.pad.value = a->pad_value;
 	} else {
-		const fc_model_tensor *p = const_in(m, node, 1, FC_ELEM_I64, "pads");
+		const fc_model_tensor *p = fci_const_in(m, node, 1, FC_ELEM_I64, "pads");
 
 		if (!p)
 			return FC_ERR_UNSUPPORTED;
@@ -1036,7 +658,7 @@ static int infer_pad(fc_model *m, int node)
 		n = (int)p->numel;
 		memcpy(pads, p->i64, sizeof(int64_t) * (size_t)n);
 		if (nd->n_in > 2 && nd->in[2] >= 0) {
-			const fc_model_tensor *v = const_in(m, node, 2, FC_ELEM_F32, "constant_value");
+			const fc_model_tensor *v = fci_const_in(m, node, 2, FC_ELEM_F32, "constant_value");
 
 			if (!v)
 				return FC_ERR_UNSUPPORTED;
@@ -1049,7 +671,7 @@ static int infer_pad(fc_model *m, int node)
 	for (int i = 0; i < r; i++)
 		axes[i] = i;
 	if (nd->n_in > 3 && nd->in[3] >= 0) {
-		int given, cnt, rc = get_axes(m, node, 3, r, &cnt, axes, &given);
+		int given, cnt, rc = fci_get_axes(m, node, 3, r, &cnt, axes, &given);
 
 		if (rc)
 			return rc;
@@ -1087,9 +709,9 @@ static int infer_reduce(fc_model *m, int node)
 	uint32_t mask = 0;
 	int64_t dims[FC_MODEL_MAX_DIMS];
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
-	if ((rc = get_axes(m, node, m->opset >= 18 ? 1 : -1, x->ndim, &n, axes, &given)))
+	if ((rc = fci_get_axes(m, node, m->opset >= 18 ? 1 : -1, x->ndim, &n, axes, &given)))
 		return rc;
 	if (n == 0 && !a->noop_empty_axes)
 		mask = x->ndim >= 32 ? 0xffffffffu : (1u << x->ndim) - 1;
@@ -1114,11 +736,11 @@ static int infer_gemm(fc_model *m, int node)
 	int64_t dims[2], k;
 	char b1[128], b2[128];
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
-	if (!(w = const_in(m, node, 1, FC_ELEM_F32, "B")))
+	if (!(w = fci_const_in(m, node, 1, FC_ELEM_F32, "B")))
 		return FC_ERR_UNSUPPORTED;
-	if (nd->n_in > 2 && nd->in[2] >= 0 && !(c = const_in(m, node, 2, FC_ELEM_F32, "C")))
+	if (nd->n_in > 2 && nd->in[2] >= 0 && !(c = fci_const_in(m, node, 2, FC_ELEM_F32, "C")))
 		return FC_ERR_UNSUPPORTED;
 	if (x->ndim != 2 || w->ndim != 2)
 		return fci_model_node_fail(m, FC_ERR_INVALID, node, "inputs %s and %s are not both 2-D",
@@ -1160,9 +782,9 @@ static int infer_matmul(fc_model *m, int node)
 	char b1[128], b2[128];
 	int r;
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
-	if (!(w = const_in(m, node, 1, FC_ELEM_F32, "B")))
+	if (!(w = fci_const_in(m, node, 1, FC_ELEM_F32, "B")))
 		return FC_ERR_UNSUPPORTED;
 	if (x->ndim < 2 || w->ndim < 1)
 		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "inputs %s and %s are not supported",
@@ -1180,7 +802,7 @@ static int infer_matmul(fc_model *m, int node)
 		/* batch dims broadcast like elementwise ops */
 		xb.ndim = x->ndim - 2;
 		wb.ndim = w->ndim - 2;
-		if (broadcast_shape(&xb, &wb, &r, dims))
+		if (fci_broadcast_shape(&xb, &wb, &r, dims))
 			goto mismatch;
 		dims[r++] = x->dims[x->ndim - 2];
 		dims[r++] = w->dims[w->ndim - 1];
@@ -1201,7 +823,7 @@ static int infer_layernorm(fc_model *m, int node)
 	char b1[128], b2[128];
 	int axis;
 
-	if (!(x = act_in(m, node, 0)))
+	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
 	axis = m->np[node].a.axis < 0 ? m->np[node].a.axis + x->ndim : m->np[node].a.axis;
 	if (x->ndim < 2 || x->ndim > 5 || axis != x->ndim - 1)
@@ -1209,9 +831,9 @@ static int infer_layernorm(fc_model *m, int node)
 					  "only normalisation over the last axis of a 2-D to 5-D input "
 					  "is supported (axis %d of %s)",
 					  m->np[node].a.axis, shp(b1, sizeof b1, x));
-	if (!(s = const_in(m, node, 1, FC_ELEM_F32, "Scale")))
+	if (!(s = fci_const_in(m, node, 1, FC_ELEM_F32, "Scale")))
 		return FC_ERR_UNSUPPORTED;
-	if (nd->n_in > 2 && nd->in[2] >= 0 && !(bias = const_in(m, node, 2, FC_ELEM_F32, "B")))
+	if (nd->n_in > 2 && nd->in[2] >= 0 && !(bias = fci_const_in(m, node, 2, FC_ELEM_F32, "B")))
 		return FC_ERR_UNSUPPORTED;
 	for (int k = 0; k < 2; k++) {
 		const fc_model_tensor *p = k ? bias : s;
@@ -1244,19 +866,19 @@ static int infer_run(fc_model *m, int node)
 	case FC_OP_BATCHNORM:
 		return infer_bn(m, node);
 	case FC_OP_CLIP:
-		if ((rc = clip_bounds(m, node)))
+		if ((rc = fci_clip_bounds(m, node)))
 			return rc;
 		/* fall through */
 	case FC_OP_RELU:
 	case FC_OP_SIGMOID:
 	case FC_OP_HARDSWISH:
 	case FC_OP_ERF:
-		if (!act_in(m, node, 0))
+		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
 		return set_act(m, node, nd->out[0], x->ndim, x->dims);
 	case FC_OP_LEAKYRELU:
 	case FC_OP_HARDSIGMOID:
-		if (!act_in(m, node, 0))
+		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
 		nd->attr.act.alpha = m->np[node].a.alpha;
 		nd->attr.act.beta = m->np[node].a.beta;
@@ -1271,7 +893,7 @@ static int infer_run(fc_model *m, int node)
 		    (y->kind == FC_TENSOR_CONST && y->elem != FC_ELEM_F32))
 			return fci_model_node_fail(m, FC_ERR_CORRUPT, node,
 						  "an integer constant meets activations");
-		if (broadcast_shape(x, y, &r, dims))
+		if (fci_broadcast_shape(x, y, &r, dims))
 			return fci_model_node_fail(m, FC_ERR_INVALID, node,
 						  "shapes %s and %s do not broadcast",
 						  shp(b1, sizeof b1, x), shp(b2, sizeof b2, y));
@@ -1280,7 +902,7 @@ static int infer_run(fc_model *m, int node)
 	case FC_OP_PAD:
 		return infer_pad(m, node);
 	case FC_OP_GLOBALAVGPOOL:
-		if (!act_in(m, node, 0))
+		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
 		if ((rc = need_rank(m, node, x, 3, FC_MODEL_MAX_DIMS)))
 			return rc;
@@ -1291,7 +913,7 @@ static int infer_run(fc_model *m, int node)
 	case FC_OP_REDUCEMEAN:
 		return infer_reduce(m, node);
 	case FC_OP_LPNORM: {
-		if (!act_in(m, node, 0))
+		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
 		int axis = m->np[node].a.axis < 0 ? m->np[node].a.axis + x->ndim : m->np[node].a.axis;
 		if (axis != x->ndim - 1 || x->ndim < 2)
@@ -1301,26 +923,26 @@ static int infer_run(fc_model *m, int node)
 		return set_act(m, node, nd->out[0], x->ndim, x->dims);
 	}
 	case FC_OP_FLATTEN:
-		if (!act_in(m, node, 0))
+		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
-		if ((rc = flatten_dims(m, node, x, &r, dims)))
+		if ((rc = fci_flatten_dims(m, node, x, &r, dims)))
 			return rc;
 		return set_act(m, node, nd->out[0], r, dims);
 	case FC_OP_RESHAPE: {
-		const fc_model_tensor *s = const_in(m, node, 1, FC_ELEM_I64, "shape");
+		const fc_model_tensor *s = fci_const_in(m, node, 1, FC_ELEM_I64, "shape");
 
 		if (!s)
 			return FC_ERR_UNSUPPORTED;
-		if ((rc = reshape_dims(m, node, x, s, m->np[node].a.allowzero, &r, dims)))
+		if ((rc = fci_reshape_dims(m, node, x, s, m->np[node].a.allowzero, &r, dims)))
 			return rc;
 		return set_act(m, node, nd->out[0], r, dims);
 	}
 	case FC_OP_SQUEEZE:
-		if ((rc = squeeze_dims(m, node, x, &r, dims)))
+		if ((rc = fci_squeeze_dims(m, node, x, &r, dims)))
 			return rc;
 		return set_act(m, node, nd->out[0], r, dims);
 	case FC_OP_UNSQUEEZE:
-		if ((rc = unsqueeze_dims(m, node, x, &r, dims)))
+		if ((rc = fci_unsqueeze_dims(m, node, x, &r, dims)))
 			return rc;
 		return set_act(m, node, nd->out[0], r, dims);
 	case FC_OP_CONCAT: {
@@ -1332,7 +954,7 @@ static int infer_run(fc_model *m, int node)
 							  "concatenating a constant ('%s') with "
 							  "activations is not supported",
 							  fci_model_q(m, 0, T(m, nd->in[k])->name));
-		if ((rc = concat_dims(m, node, &r, dims, &axis)))
+		if ((rc = fci_concat_dims(m, node, &r, dims, &axis)))
 			return rc;
 		nd->attr.axis.axis = axis;
 		return set_act(m, node, nd->out[0], r, dims);
@@ -1344,9 +966,9 @@ static int infer_run(fc_model *m, int node)
 	case FC_OP_LAYERNORM:
 		return infer_layernorm(m, node);
 	case FC_OP_TRANSPOSE:
-		if (!act_in(m, node, 0))
+		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
-		if ((rc = transpose_perm(m, node, x, nd->attr.perm.perm, dims)))
+		if ((rc = fci_transpose_perm(m, node, x, nd->attr.perm.perm, dims)))
 			return rc;
 		return set_act(m, node, nd->out[0], x->ndim, dims);
 	default:
@@ -1401,27 +1023,8 @@ static int infer_node(fc_model *m, int node)
 		nd->state = src->kind == FC_TENSOR_CONST ? FC_NODE_FOLDED : FC_NODE_ALIAS;
 		return 0;
 	}
-	if (nd->op == FC_OP_SHAPE) {
-		const fc_model_tensor *x = T(m, in[0]);
-		const struct node_attrs *a = &p->a;
-		int64_t s = a->shape_start, e = a->shape_end, len, *v;
-
-		if (s < 0)
-			s += x->ndim;
-		if (e < 0)
-			e += x->ndim;
-		s = s < 0 ? 0 : s > x->ndim ? x->ndim : s;
-		e = e < 0 ? 0 : e > x->ndim ? x->ndim : e;
-		len = e > s ? e - s : 0;
-		nd->state = FC_NODE_FOLDED;
-		if (!(v = new_const(m, node, out, FC_ELEM_I64, 1, &len)))
-			return FC_ERR_OVERFLOW;
-		for (int64_t i = 0; i < len; i++)
-			v[i] = x->dims[s + i];
-		return 0;
-	}
-	if (present == n_const)
-		return fold(m, node);
+	if (nd->op == FC_OP_SHAPE || present == n_const)
+		return fci_model_fold(m, node);
 	return infer_run(m, node);
 }
 

@@ -82,6 +82,13 @@ enum fc_op {
 	FC_OP_MATMUL,
 	FC_OP_LAYERNORM,      /* LayerNormalization over the last axis, constant Scale and B */
 	FC_OP_ERF,            /* the engine runs it only inside the GELU pattern */
+	FC_OP_SOFTMAX,        /* over one axis (the last, in the engine) */
+	FC_OP_POW,            /* activations: only inside the decomposed LayerNorm */
+	FC_OP_SQRT,           /*   and GELU patterns; constants: folded         */
+	FC_OP_TANH,
+	FC_OP_GELU,           /* opset 20: approximate "none" or "tanh" */
+	FC_OP_EXPAND,         /* broadcast to a shape */
+	FC_OP_WHERE,
 	FC_OP_IDENTITY,       /* aliases */
 	FC_OP_DROPOUT,
 	FC_OP_CONSTANT,       /* fold-only */
@@ -91,6 +98,14 @@ enum fc_op {
 	FC_OP_CONSTANTOFSHAPE,
 	FC_OP_SLICE,
 	FC_OP_TRANSPOSE,      /* folded, and run on activations too */
+	FC_OP_EQUAL,          /* comparisons and logic give I64 0/1 constants */
+	FC_OP_LESS,
+	FC_OP_GREATER,
+	FC_OP_NOT,
+	FC_OP_MOD,
+	FC_OP_RANGE,
+	FC_OP_SCATTERND,
+	FC_OP_NEG,
 	FC_OP_COUNT
 };
 
@@ -172,6 +187,9 @@ typedef union fc_node_attr {
 	struct {
 		int perm[FC_MODEL_MAX_DIMS]; /* Transpose: output dim i is input dim perm[i] */
 	} perm;
+	struct {
+		int64_t start[FC_MODEL_MAX_DIMS], step[FC_MODEL_MAX_DIMS]; /* Slice, per input dim */
+	} slice;
 } fc_node_attr;
 
 typedef struct fc_model_node {
