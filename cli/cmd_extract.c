@@ -26,8 +26,14 @@ static const char usage_text[] =
 	"  -s, --store DIR          the store, created if missing (default: $FEATCACHE_STORE)\n"
 	"  -m, --model FILE         the ONNX model\n"
 	"  -d, --data PATH          the dataset directory or CSV\n"
-	"      --layer NAME         cut at this layer (default: the input of the last\n"
-	"                           Gemm/MatMul; see 'featcache layers')\n"
+	"      --layer NAME[,NAME]  cut at this layer, or concatenate several (default:\n"
+	"                           the input of the final classifier; see 'featcache\n"
+	"                           layers')\n"
+	"      --pool P             how a token layer (N x T x D) becomes a vector: cls\n"
+	"                           (token 0), mean (of the patch tokens), cls+mean\n"
+	"                           (both, concatenated) or flatten\n"
+	"      --prefix-tokens N    tokens before the patches, left out of mean\n"
+	"                           (default 1: CLS; DINOv2 with 4 registers: 5)\n"
 	"      --preprocess P       torchvision (resize shorter side to size*8/7, bilinear,\n"
 	"                           centre crop) or finetuner (resize to size x size,\n"
 	"                           bicubic); default torchvision\n"
@@ -48,7 +54,7 @@ static const char usage_text[] =
 
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
-	O_DECODE, O_VALF, O_STRICT
+	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX
 };
 
 static const struct option opts[] = {
@@ -56,6 +62,8 @@ static const struct option opts[] = {
 	{ "model", required_argument, NULL, 'm' },
 	{ "data", required_argument, NULL, 'd' },
 	{ "layer", required_argument, NULL, O_LAYER },
+	{ "pool", required_argument, NULL, O_POOL },
+	{ "prefix-tokens", required_argument, NULL, O_PREFIX },
 	{ "preprocess", required_argument, NULL, O_PRE },
 	{ "size", required_argument, NULL, O_SIZE },
 	{ "resize", required_argument, NULL, O_RESIZE },
@@ -113,8 +121,8 @@ int cmd_extract(int argc, char **argv)
 {
 	const char *store = NULL, *model = NULL, *data = NULL, *layer = NULL, *pre_name = "torchvision";
 	const char *mean = NULL, *std = NULL;
-	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0;
-	int precision = FC_PREC_F32, strict = 0, quiet = 0, c, rc;
+	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0, prefix = 1;
+	int precision = FC_PREC_F32, strict = 0, quiet = 0, pool = FC_POOL_AUTO, c, rc;
 	fc_dtype dtype = FC_DTYPE_F16;
 	float valf = 0.1f;
 	optind = 1;
@@ -127,6 +135,12 @@ int cmd_extract(int argc, char **argv)
 		case 'q': quiet = 1; break;
 		case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
 		case O_LAYER: layer = optarg; break;
+		case O_POOL:
+			if ((pool = fc_pool_parse(optarg)) < 0)
+				rc = cli_usage_error("extract", "bad value '%s' for --pool: cls, mean, cls+mean or flatten",
+						    optarg);
+			break;
+		case O_PREFIX: rc = cli_parse_u64("extract", "--prefix-tokens", optarg, 0, 4096, &prefix); break;
 		case O_PRE: pre_name = optarg; break;
 		case O_SIZE: rc = cli_parse_u64("extract", "--size", optarg, 1, 4096, &size); break;
 		case O_RESIZE: rc = cli_parse_u64("extract", "--resize", optarg, 1, 4096, &resize); break;
@@ -161,8 +175,9 @@ int cmd_extract(int argc, char **argv)
 		return cli_usage_error("extract", "--model is required (the ONNX file)");
 	if (!data)
 		return cli_usage_error("extract", "--data is required (a dataset directory or CSV)");
-	fc_extractor_opts xo = { .model = model, .layer = layer, .pre_name = pre_name, .precision = precision,
-				 .store_dtype = dtype, .batch = (int)batch, .threads = (int)threads };
+	fc_extractor_opts xo = { .model = model, .layer = layer, .pool = pool, .prefix_tokens = (int)prefix,
+				 .pre_name = pre_name, .precision = precision, .store_dtype = dtype, .batch = (int)batch,
+				 .threads = (int)threads };
 	if (fc_preproc_preset(&xo.pre, pre_name, (int)size) != 0)
 		return cli_usage_error("extract", "bad value '%s' for --preprocess: torchvision or finetuner", pre_name);
 	if (resize) {

@@ -18,20 +18,24 @@
 #include "featcache/model.h"
 
 static const char usage_text[] =
-	"usage: featcache layers --model FILE [--size N|HxW] [--batch N] [--layer NAME] [--json]\n"
+	"usage: featcache layers --model FILE [--size N|HxW] [--batch N] [--layer NAME[,NAME]]\n"
+	"                        [--pool P] [--prefix-tokens N] [--json]\n"
 	"\n"
 	"List the layers of an ONNX model in order: name, op, output shape and\n"
 	"parameter count (weights and biases of Conv, Gemm, MatMul and\n"
 	"BatchNormalization). The default embedding layer is marked: the input of\n"
-	"the last Gemm/MatMul, or for a model without one the input of the last\n"
-	"Conv, whose 4-D output is average-pooled to a vector. Nodes that are\n"
-	"constant for the input size (folded at load time) are not listed.\n"
+	"the final classifier (a Gemm/MatMul with constant weights giving the\n"
+	"output), for a CNN without Gemm/MatMul the input of the last Conv (its\n"
+	"4-D output average-pooled to a vector), else the model's output. Nodes\n"
+	"that are constant for the input size (folded at load time) are not listed.\n"
 	"\n"
 	"  -m, --model FILE   the ONNX model\n"
 	"  -s, --size N|HxW   input height and width (default: the model's, else 224)\n"
 	"  -b, --batch N      batch size the shapes show (default: the model's, else 1)\n"
 	"  -l, --layer NAME   mark the layer (node or output name) a cut would use\n"
-	"                     and show the embedding it gives\n"
+	"                     and show the embedding it gives; NAME,NAME concatenates\n"
+	"      --pool P       a token layer (N x T x D) as cls, mean, cls+mean or flatten\n"
+	"      --prefix-tokens N  tokens before the patches (default 1)\n"
 	"      --json         print one JSON object instead of the table\n"
 	"  -h, --help         show this help\n";
 
@@ -98,8 +102,9 @@ static json_t *shape_json(const fc_model_tensor *t)
 /* What one cut gives, for the text footer and the JSON. */
 struct cut_info {
 	int node;
+	int n_cuts, nodes[FC_MODEL_MAX_CUTS];
 	int64_t dim;
-	int pool;
+	int pool, token_pool;
 	uint64_t params;
 	char from[96];
 };
@@ -107,8 +112,11 @@ struct cut_info {
 static void cut_info_get(const fc_model_graph *g, struct cut_info *c)
 {
 	c->node = g->cut_node;
+	c->n_cuts = g->n_cuts;
+	memcpy(c->nodes, g->cut_nodes, sizeof c->nodes);
 	c->dim = g->embed_dim;
 	c->pool = g->pool;
+	c->token_pool = g->token_pool;
 	c->params = g->cut_params;
 	if (g->cut_tensor >= 0)
 		shape_str(c->from, sizeof c->from, &g->tensors[g->cut_tensor]);
@@ -120,9 +128,20 @@ static json_t *cut_json(const fc_model_graph *g, const struct cut_info *c, int i
 {
 	const fc_model_node *nd = &g->nodes[c->node];
 
-	return json_pack("{s:s, s:i, s:s, s:I, s:b, s:I}", "layer", nd->name, "index", index,
-			 "output", g->tensors[nd->out[0]].name, "dim", (json_int_t)c->dim, "pooled",
-			 c->pool, "params", (json_int_t)c->params);
+	json_t *o = json_pack("{s:s, s:i, s:s, s:I, s:b, s:I}", "layer", nd->name, "index", index,
+			      "output", g->tensors[nd->out[0]].name, "dim", (json_int_t)c->dim, "pooled",
+			      c->pool, "params", (json_int_t)c->params);
+
+	if (o && c->token_pool != FC_POOL_AUTO)
+		json_object_set_new(o, "token_pool", json_string(fc_pool_name(c->token_pool)));
+	if (o && c->n_cuts > 1) {
+		json_t *a = json_array();
+
+		for (int k = 0; k < c->n_cuts; k++)
+			json_array_append_new(a, json_string(g->nodes[c->nodes[k]].name));
+		json_object_set_new(o, "layers", a);
+	}
+	return o;
 }
 
 static int print_json(const char *path, const fc_model *m, const struct cut_info *def,
@@ -177,9 +196,14 @@ static int print_json(const char *path, const fc_model *m, const struct cut_info
 
 static void print_embedding(const char *what, const fc_model_graph *g, const struct cut_info *c)
 {
-	printf("%-9s'%s': %lld-d embedding", what, g->nodes[c->node].name, (long long)c->dim);
+	printf("%-9s'%s'", what, g->nodes[c->node].name);
+	for (int k = 1; k < c->n_cuts; k++)
+		printf(" + '%s'", g->nodes[c->nodes[k]].name);
+	printf(": %lld-d embedding", (long long)c->dim);
 	if (c->pool)
 		printf(" (average-pooled from %s)", c->from);
+	else if (c->token_pool != FC_POOL_AUTO)
+		printf(" (%s of tokens %s)", fc_pool_name(c->token_pool), c->from);
 	printf(", %llu params up to it\n", (unsigned long long)c->params);
 }
 
@@ -222,8 +246,11 @@ static void print_text(const char *path, const fc_model *m, const struct cut_inf
 		       (unsigned long long)nd->params);
 		if (def && def->node == i)
 			printf("  <- default (%lld-d%s)", (long long)def->dim, def->pool ? ", pooled" : "");
-		if (cut && cut->node == i)
-			printf("  <- cut (%lld-d%s)", (long long)cut->dim, cut->pool ? ", pooled" : "");
+		for (int k = 0; cut && k < cut->n_cuts; k++)
+			if (cut->nodes[k] == i && cut->n_cuts == 1)
+				printf("  <- cut (%lld-d%s)", (long long)cut->dim, cut->pool ? ", pooled" : "");
+			else if (cut->nodes[k] == i)
+				printf("  <- cut %d of %d", k + 1, cut->n_cuts);
 		putchar('\n');
 	}
 	printf("\n%d layers", idx);
@@ -246,12 +273,14 @@ int cmd_layers(int argc, char **argv)
 		{ "batch", required_argument, NULL, 'b' },
 		{ "layer", required_argument, NULL, 'l' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "pool", required_argument, NULL, 'P' },
+		{ "prefix-tokens", required_argument, NULL, 'T' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = NULL, *layer = NULL;
-	uint64_t h = 0, w = 0, batch = 0;
-	int json = 0, c, rc;
+	uint64_t h = 0, w = 0, batch = 0, prefix = 1;
+	int json = 0, pool = FC_POOL_AUTO, c, rc;
 	char err[FC_ERRLEN];
 	fc_model *m = NULL;
 	const fc_model_graph *g;
@@ -275,6 +304,15 @@ int cmd_layers(int argc, char **argv)
 			break;
 		case 'j':
 			json = 1;
+			break;
+		case 'P':
+			if ((pool = fc_pool_parse(optarg)) < 0)
+				return cli_usage_error("layers", "bad value '%s' for --pool: cls, mean, cls+mean or "
+						       "flatten", optarg);
+			break;
+		case 'T':
+			if ((rc = cli_parse_u64("layers", "--prefix-tokens", optarg, 0, 4096, &prefix)))
+				return rc;
 			break;
 		default:
 			return cli_other_option("layers", c, argv, opts, usage_text);
@@ -302,17 +340,18 @@ int cmd_layers(int argc, char **argv)
 		goto out;
 	}
 	cut_info_get(g, &def);
-	if (layer) {
-		if ((rc = fc_model_cut(m, layer))) {
-			rc = cli_fail("cannot cut model '%s' at '%s': %s", path, layer, fc_model_errmsg(m));
+	if (layer || pool != FC_POOL_AUTO) {
+		if ((rc = fc_model_cut_tokens(m, layer, pool, (int)prefix))) {
+			rc = cli_fail("cannot cut model '%s' at '%s': %s", path, layer ? layer : "its default layer",
+				      fc_model_errmsg(m));
 			goto out;
 		}
 		cut_info_get(g, &cut);
 	}
 	if (json)
-		rc = print_json(path, m, g->default_node >= 0 ? &def : NULL, layer ? &cut : NULL);
+		rc = print_json(path, m, g->default_node >= 0 ? &def : NULL, layer || pool ? &cut : NULL);
 	else {
-		print_text(path, m, g->default_node >= 0 ? &def : NULL, layer ? &cut : NULL);
+		print_text(path, m, g->default_node >= 0 ? &def : NULL, layer || pool ? &cut : NULL);
 		rc = CLI_EXIT_OK;
 	}
 out:

@@ -228,11 +228,20 @@ int fci_alias_value(build *b, int v, const dnnl_memory_desc_t *md)
 	return a;
 }
 
+/* 1 if tensor t is one of the cuts the embedding is made of. */
+int fci_is_cut(const fc_model_graph *g, int t)
+{
+	for (int k = 0; k < g->n_cuts; k++)
+		if (g->cut_tensors[k] == t)
+			return 1;
+	return 0;
+}
+
 /* Tensor t now lives in value v: its buffer must survive t's last reader. */
 void fci_bind_tensor(build *b, int t, int v)
 {
 	int r = fci_val(b, v)->root;
-	int until = t == b->g->cut_tensor ? INT_MAX : b->consumer[t];
+	int until = fci_is_cut(b->g, t) ? INT_MAX : b->consumer[t];
 	if (fci_val(b, r)->until < until)
 		fci_val(b, r)->until = until;
 	if (b->tv[t] < 0)
@@ -614,7 +623,8 @@ static int build_all(build *b, const fc_engine_opts *opts)
 				b->consumer[nd->in[k]] = i;
 			}
 	}
-	b->uses[g->cut_tensor]++;
+	for (int k = 0; k < g->n_cuts; k++)
+		b->uses[g->cut_tensors[k]]++;
 	dnnl_memory_desc_t imd;
 	int in;
 	if (fci_md_plain(&imd, 4, I->dims, dnnl_f32) || (in = fci_new_value(b, &imd, e->in_buf)) < 0)
@@ -753,6 +763,36 @@ static void lpnorm_c(const fc_engine *e, const step *s)
 	fci_l2_normalize_rows(e->vals[s->val[2]].ptr, e->vals[s->val[0]].ptr, (size_t)s->dims[0], (size_t)s->dims[1]);
 }
 
+/* One cut's share of the embedding: token 0, the mean of the tokens
+ * after the prefix (summed in double: as exact as f32 can show), or a
+ * copy, into its columns of every row of out_buf. */
+static void out_c(const fc_engine *e, const step *s)
+{
+	const float *src = e->vals[s->val[0]].ptr;
+	int64_t n = s->dims[0], t = s->dims[1], d = s->dims[2];
+
+	for (int64_t i = 0; i < n; i++) {
+		const float *x = src + i * t * d;
+		float *y = e->out_buf + (size_t)i * e->dim + s->col;
+
+		if (s->op == FC_POOL_AUTO || s->op == FC_POOL_FLATTEN) {
+			memcpy(y, x, sizeof *y * (size_t)(t * d));
+			continue;
+		}
+		if (s->op == FC_POOL_CLS || s->op == FC_POOL_CLS_MEAN) {
+			memcpy(y, x, sizeof *y * (size_t)d);
+			y += d;
+		}
+		if (s->op == FC_POOL_MEAN || s->op == FC_POOL_CLS_MEAN)
+			for (int64_t j = 0; j < d; j++) {
+				double sum = 0;
+				for (int64_t k = s->prefix; k < t; k++)
+					sum += x[k * d + j];
+				y[j] = (float)(sum / (double)(t - s->prefix));
+			}
+	}
+}
+
 static int run_step(fc_engine *e, const step *s)
 {
 	switch (s->kind) {
@@ -762,6 +802,7 @@ static int run_step(fc_engine *e, const step *s)
 	case ST_PAD:
 	case ST_BINARY_C:
 	case ST_LPNORM:
+	case ST_OUT:
 		/* the C loops read what earlier primitives wrote */
 		if (dnnl_stream_wait(e->stream) != dnnl_success)
 			return 1;
@@ -769,6 +810,8 @@ static int run_step(fc_engine *e, const step *s)
 			pad_c(e, s);
 		else if (s->kind == ST_LPNORM)
 			lpnorm_c(e, s);
+		else if (s->kind == ST_OUT)
+			out_c(e, s);
 		else
 			binary_c(e, s);
 		return 0;

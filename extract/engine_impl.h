@@ -21,7 +21,7 @@
 
 #define ALIGN 64
 
-enum step_kind { ST_PRIM = 0, ST_PAD, ST_BINARY_C, ST_LPNORM };
+enum step_kind { ST_PRIM = 0, ST_PAD, ST_BINARY_C, ST_LPNORM, ST_OUT };
 
 typedef struct value {
 	dnnl_memory_desc_t md;
@@ -50,6 +50,10 @@ typedef struct step {
 	int64_t dims[FC_MODEL_MAX_DIMS];     /* output dims */
 	int64_t sdims[2][FC_MODEL_MAX_DIMS]; /* binary: inputs padded to ndim; pad: input, begin */
 	float alpha;
+	/* ST_OUT: one cut's share of the embedding, from plain f32 N x T x D
+	 * (dims[0..2]) into columns col.. of out_buf; op is its enum fc_pool
+	 * (FC_POOL_AUTO: copy all T x D), prefix the tokens before the patches */
+	int64_t col, prefix;
 } step;
 
 struct fc_engine {
@@ -94,6 +98,7 @@ dnnl_status_t fci_first_failure(dnnl_status_t so_far, dnnl_status_t next);
 void *fci_balloc(fc_engine *e, size_t bytes);
 int fci_is_const(const build *b, int t);
 int fci_is_act(const build *b, int t);
+int fci_is_cut(const fc_model_graph *g, int t);
 float *fci_cst_copy(const build *b, int t);
 float *fci_cst(build *b, int t);
 dnnl_status_t fci_md_plain(dnnl_memory_desc_t *md, int ndim, const int64_t *dims, dnnl_data_type_t dt);

@@ -1132,24 +1132,69 @@ int fci_build_node(build *b, int i)
 }
 
 /* The edges: the cut (global-average-pooled when 4-D) into the f32 output. */
+/* Cut k as a vector per image: a 4-D map average-pooled, the rest as it
+ * is; its value (or a negative FC_ERR_*) and its dims as N x T x D. */
+static int cut_value(build *b, int k, int64_t *dims)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_tensor *T = &g->tensors[g->cut_tensors[k]];
+	int node = g->cut_nodes[k], v = b->tv[g->cut_tensors[k]];
+
+	dims[0] = T->dims[0];
+	dims[1] = 1;
+	dims[2] = g->cut_dims[k];
+	if (T->ndim == 4) {
+		int64_t yd[4] = { T->dims[0], T->dims[1], 1, 1 };
+		dnnl_dims_t kd = { T->dims[2], T->dims[3] }, one = { 1, 1 }, zero = { 0, 0 };
+		return pool_step(b, node, v, dnnl_pooling_avg_exclude_padding, yd, kd, one, zero, zero, zero,
+				 "GlobalAveragePool");
+	}
+	if (T->ndim == 3 && g->token_pool != FC_POOL_AUTO && g->token_pool != FC_POOL_FLATTEN) {
+		dims[1] = T->dims[1];
+		dims[2] = T->dims[2];
+	}
+	return v;
+}
+
+/* The embedding: one cut taken whole is reordered straight into the f32
+ * N x D output; several cuts, or tokens to pool, each go through a plain
+ * f32 copy and a C step that writes their columns. */
 int fci_build_output(build *b)
 {
 	const fc_model_graph *g = b->g;
 	fc_engine *e = b->e;
-	const fc_model_tensor *T = &g->tensors[g->cut_tensor];
-	int node = g->cut_node, v = b->tv[g->cut_tensor], y;
-	int64_t od[2] = { e->batch, (int64_t)e->dim };
-	dnnl_memory_desc_t md;
-	if (g->pool) {
-		int64_t yd[4] = { T->dims[0], T->dims[1], 1, 1 };
-		dnnl_dims_t k = { T->dims[2], T->dims[3] }, one = { 1, 1 }, zero = { 0, 0 };
-		if ((v = pool_step(b, node, v, dnnl_pooling_avg_exclude_padding, yd, k, one, zero, zero, zero,
-				   "GlobalAveragePool")) < 0)
+	int64_t col = 0;
+
+	for (int k = 0; k < g->n_cuts; k++) {
+		int64_t d3[3];
+		int node = g->cut_nodes[k], v = cut_value(b, k, d3), y, rc;
+		dnnl_memory_desc_t md;
+
+		if (v < 0)
 			return v;
+		if (g->n_cuts == 1 && d3[1] == 1) {
+			int64_t od[2] = { e->batch, (int64_t)e->dim };
+
+			if ((v = fci_view(b, node, v, 2, od)) < 0)
+				return v;
+			if (fci_md_plain(&md, 2, od, dnnl_f32) || (y = fci_new_value(b, &md, e->out_buf)) < 0)
+				return FC_ERR_NOMEM;
+			return fci_reorder_step(b, node, v, y, "OutputReorder");
+		}
+		if ((v = fci_view(b, node, v, 3, d3)) < 0)
+			return v;
+		if (fci_md_plain(&md, 3, d3, dnnl_f32) || (y = fci_new_value(b, &md, NULL)) < 0)
+			return FC_ERR_NOMEM;
+		if ((rc = fci_reorder_step(b, node, v, y, "OutputReorder")) || (rc = fci_new_step(b, node, ST_OUT, 3)))
+			return rc;
+		step *sp = fci_last_step(b);
+		sp->ndim = 3;
+		memcpy(sp->dims, d3, sizeof d3);
+		sp->op = d3[1] == 1 ? FC_POOL_AUTO : g->token_pool;
+		sp->prefix = g->prefix_tokens;
+		sp->col = col;
+		sp->val[0] = y, sp->val[1] = -1, sp->val[2] = -1, sp->nval = 3;
+		col += g->cut_dims[k];
 	}
-	if ((v = fci_view(b, node, v, 2, od)) < 0)
-		return v;
-	if (fci_md_plain(&md, 2, od, dnnl_f32) || (y = fci_new_value(b, &md, e->out_buf)) < 0)
-		return FC_ERR_NOMEM;
-	return fci_reorder_step(b, node, v, y, "OutputReorder");
+	return 0;
 }

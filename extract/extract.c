@@ -95,9 +95,26 @@ static json_t *identity(const uint8_t model_hash[FC_HASH_LEN], const fc_model_gr
 				p->filter == FC_RESAMPLE_BICUBIC ? "bicubic" : "bilinear", "mean",
 				json_floats(p->mean, 3), "std", json_floats(p->std, 3));
 	(void)m;
-	return json_pack("{s:s, s:s, s:s, s:b, s:[i,i,i], s:o, s:s}", "model_xxh3", hex, "layer",
-			 g->nodes[g->cut_node].name, "tensor", ct->name, "pool", g->pool, "input", 3, p->crop_h,
-			 p->crop_w, "preprocess", pre, "precision", o->precision == FC_PREC_BF16 ? "bf16" : "f32");
+	json_t *id = json_pack("{s:s, s:s, s:s, s:b, s:[i,i,i], s:o, s:s}", "model_xxh3", hex, "layer",
+			       g->nodes[g->cut_node].name, "tensor", ct->name, "pool", g->pool, "input", 3,
+			       p->crop_h, p->crop_w, "preprocess", pre, "precision",
+			       o->precision == FC_PREC_BF16 ? "bf16" : "f32");
+	/* Only what a cut of one layer without token pooling lacks, so the
+	 * ids of such extractors stay what they always were. */
+	if (id && g->n_cuts > 1) {
+		json_t *layers = json_array(), *tensors = json_array();
+		for (int k = 0; k < g->n_cuts; k++) {
+			json_array_append_new(layers, json_string(g->nodes[g->cut_nodes[k]].name));
+			json_array_append_new(tensors, json_string(g->tensors[g->cut_tensors[k]].name));
+		}
+		json_object_set_new(id, "layers", layers);
+		json_object_set_new(id, "tensors", tensors);
+	}
+	if (id && g->token_pool != FC_POOL_AUTO) {
+		json_object_set_new(id, "token_pool", json_string(fc_pool_name(g->token_pool)));
+		json_object_set_new(id, "prefix_tokens", json_integer(g->prefix_tokens));
+	}
+	return id;
 }
 
 int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err, size_t errcap)
@@ -133,12 +150,25 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 			 o->pre.crop_w, fc_model_errmsg(m));
 		goto fail;
 	}
-	if ((rc = fc_model_cut(m, o->layer)) != 0) {
+	if ((rc = fc_model_cut_tokens(m, o->layer, o->pool, o->pool ? o->prefix_tokens : 1)) != 0) {
 		rc = fci_errf(err, errcap, rc, "cannot cut model '%s' at %s%s%s: %s", o->model, o->layer ? "'" : "",
 			 o->layer ? o->layer : "its default layer", o->layer ? "'" : "", fc_model_errmsg(m));
 		goto fail;
 	}
 	const fc_model_graph *g = fc_model_get_graph(m);
+	for (int k = 0; o->pool == FC_POOL_AUTO && k < g->n_cuts; k++) {
+		const fc_model_tensor *t = &g->tensors[g->cut_tensors[k]];
+		if (t->ndim == 3) {
+			char shape[96];
+			snprintf(shape, sizeof shape, "%lldx%lldx%lld", (long long)t->dims[0], (long long)t->dims[1],
+				 (long long)t->dims[2]);
+			rc = fci_errf(err, errcap, FC_ERR_INVALID,
+				      "layer '%s' of model '%s' outputs tokens (%s): choose a pooling (cls, mean, "
+				      "cls+mean, or flatten to keep them all)",
+				      g->nodes[g->cut_nodes[k]].name, o->model, shape);
+			goto fail;
+		}
+	}
 	if (!(id = identity(model_hash, g, m, o))) {
 		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto fail;
@@ -196,6 +226,43 @@ static int json_float3(const json_t *a, float v[3])
 	return 0;
 }
 
+/* The cut a descriptor records beyond its one "tensor": several tensors
+ * (joined with commas into *joined, which o->layer then points at) and
+ * the token pooling. */
+static int cut_like(const json_t *d, fc_extractor_opts *o, char **joined, char *err, size_t errcap)
+{
+	const json_t *tensors = json_object_get(d, "tensors"), *tp = json_object_get(d, "token_pool");
+	size_t len = 1;
+
+	if (tp) {
+		const json_t *pt = json_object_get(d, "prefix_tokens");
+		o->pool = fc_pool_parse(json_string_value(tp));
+		if (o->pool < 0 || !json_is_integer(pt) || json_integer_value(pt) < 0 ||
+		    json_integer_value(pt) > INT32_MAX)
+			return fci_errf(err, errcap, FC_ERR_CORRUPT, "the extractor's descriptor has a bad token pooling");
+		o->prefix_tokens = (int)json_integer_value(pt);
+	}
+	if (!tensors)
+		return 0;
+	for (size_t k = 0; k < json_array_size(tensors); k++) {
+		const char *t = json_string_value(json_array_get(tensors, k));
+		if (!t || strchr(t, ','))
+			return fci_errf(err, errcap, FC_ERR_CORRUPT, "the extractor's descriptor has a bad list of layers");
+		len += strlen(t) + 1;
+	}
+	if (!json_is_array(tensors) || json_array_size(tensors) < 2)
+		return fci_errf(err, errcap, FC_ERR_CORRUPT, "the extractor's descriptor has a bad list of layers");
+	if (!(*joined = calloc(1, len)))
+		return fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
+	for (size_t k = 0; k < json_array_size(tensors); k++) {
+		if (k)
+			strcat(*joined, ",");
+		strcat(*joined, json_string_value(json_array_get(tensors, k)));
+	}
+	o->layer = *joined;
+	return 0;
+}
+
 int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const char *descriptor, fc_dtype dtype,
 			 int batch, int threads, char *err, size_t errcap)
 {
@@ -204,6 +271,7 @@ int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const cha
 	json_t *d = json_loads(descriptor ? descriptor : "", 0, &je);
 	fc_extractor_opts o = { .model = model_path, .store_dtype = dtype, .batch = batch, .threads = threads };
 	const char *filter = NULL, *prec = NULL, *preset = NULL;
+	char *joined = NULL;
 	json_t *pre = NULL, *mean = NULL, *std = NULL;
 	int ok = d && json_unpack(d, "{s:s, s:s, s:o}", "tensor", &o.layer, "precision", &prec, "preprocess", &pre) == 0 &&
 		 json_unpack(pre, "{s:i, s:[ii], s:[ii], s:s, s:o, s:o, s?s}", "resize_short", &o.pre.resize_short,
@@ -218,9 +286,12 @@ int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const cha
 		o.pre.filter = strcmp(filter, "bicubic") == 0 ? FC_RESAMPLE_BICUBIC : FC_RESAMPLE_BILINEAR;
 		o.precision = strcmp(prec, "bf16") == 0 ? FC_PREC_BF16 : FC_PREC_F32;
 		o.pre_name = preset;
-		rc = fc_extract_open(out, &o, err, errcap);
+		rc = cut_like(d, &o, &joined, err, errcap);
+		if (!rc)
+			rc = fc_extract_open(out, &o, err, errcap);
 	}
 	json_decref(d);
+	free(joined);
 	return rc;
 }
 

@@ -1431,8 +1431,15 @@ const fc_model_graph *fc_model_get_graph(const fc_model *m)
 int fc_model_set_input(fc_model *m, int64_t n, int64_t c, int64_t h, int64_t w)
 {
 	int64_t old[FC_MODEL_MAX_DIMS], want[4] = { n, c, h, w };
-	int cut_node = m->g.cut_node, cut_tensor = m->g.cut_tensor, rc;
+	int cut_nodes[FC_MODEL_MAX_CUTS], cut_tensors[FC_MODEL_MAX_CUTS], n_cuts = 0, rc;
+	int pool = m->g.token_pool, prefix = m->g.prefix_tokens;
 	char msg[FC_ERRLEN];
+
+	if (m->g.cut_tensor >= 0) {
+		n_cuts = m->g.n_cuts;
+		memcpy(cut_nodes, m->g.cut_nodes, sizeof cut_nodes);
+		memcpy(cut_tensors, m->g.cut_tensors, sizeof cut_tensors);
+	}
 
 	for (int i = 0; i < 4; i++) {
 		if (want[i] < 0 || want[i] > FC_MAX_SIDE)
@@ -1450,8 +1457,8 @@ int fc_model_set_input(fc_model *m, int64_t n, int64_t c, int64_t h, int64_t w)
 	rc = fci_model_infer(m);
 	if (!rc) {
 		fci_model_find_default(m);
-		if (cut_tensor >= 0)
-			rc = fci_model_apply_cut(m, cut_node, cut_tensor);
+		if (n_cuts)
+			rc = fci_model_apply_cuts(m, n_cuts, cut_nodes, cut_tensors, pool, prefix);
 	}
 	if (rc) {
 		/* Put back the size that worked: inference is deterministic. */
@@ -1459,8 +1466,8 @@ int fc_model_set_input(fc_model *m, int64_t n, int64_t c, int64_t h, int64_t w)
 		memcpy(m->in_dims, old, sizeof old);
 		if (fci_model_infer(m) == 0) {
 			fci_model_find_default(m);
-			if (cut_tensor >= 0)
-				fci_model_apply_cut(m, cut_node, cut_tensor);
+			if (n_cuts)
+				fci_model_apply_cuts(m, n_cuts, cut_nodes, cut_tensors, pool, prefix);
 		}
 		memcpy(m->err, msg, sizeof msg);
 		return rc;

@@ -206,4 +206,8 @@ void fci_model_find_default(fc_model *m);
  * `node`; 0 or a negative FC_ERR_* with m->err set. */
 int fci_model_apply_cut(fc_model *m, int node, int t);
 
+/* fci_model_apply_cuts - n cuts (nodes, alias-resolved tensors), pooling
+ * and prefix tokens as fc_model_cut_tokens; changes nothing on failure. */
+int fci_model_apply_cuts(fc_model *m, int n, const int *nodes, const int *tensors, int pool, int prefix);
+
 #endif /* FC_MODEL_IMPL_H */

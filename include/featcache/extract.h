@@ -69,7 +69,10 @@ int fc_hash_file(const char *path, uint8_t hash[16], uint64_t *size, int64_t *mt
  * preprocessing, precision) and how its vectors are kept. */
 typedef struct fc_extractor_opts {
 	const char *model;    /* ONNX file */
-	const char *layer;    /* cut layer, NULL = the model's default embedding layer */
+	const char *layer;    /* cut layer, NULL = the model's default embedding layer;
+	                       * "A,B,..." concatenates several (fc_model_cut_tokens) */
+	int pool;             /* enum fc_pool (model.h) for token (N x T x D) cuts */
+	int prefix_tokens;    /* with pool cls/mean/cls+mean: tokens before the patches */
 	fc_preproc pre;       /* preprocessing, e.g. from fc_preproc_preset */
 	const char *pre_name; /* the preset's name, recorded in the descriptor (may be NULL) */
 	int precision;        /* enum fc_precision (engine.h) */

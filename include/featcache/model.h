@@ -50,6 +50,24 @@ extern "C" {
 typedef struct fc_model fc_model;
 
 #define FC_MODEL_MAX_DIMS 8      /* highest tensor rank accepted */
+#define FC_MODEL_MAX_CUTS 8      /* layers one embedding may concatenate */
+
+/* How a cut becomes a vector. A 4-D map N x C x H x W is average-pooled
+ * over H, W and a 2-D N x D is taken as it is, whatever is asked; a
+ * token tensor N x T x D (a transformer block's output) is pooled as: */
+enum fc_pool {
+	FC_POOL_AUTO = 0,  /* nothing asked: tokens are flattened (T x D values) */
+	FC_POOL_CLS,       /* x[:, 0], the first prefix token */
+	FC_POOL_MEAN,      /* the mean of the tokens after the prefix tokens */
+	FC_POOL_CLS_MEAN,  /* both, concatenated: DINOv2's linear evaluation */
+	FC_POOL_FLATTEN    /* asked for explicitly: T x D values */
+};
+
+/* fc_pool_name - "cls", "mean", "cls+mean", "flatten" ("auto" for 0). */
+const char *fc_pool_name(int pool);
+
+/* fc_pool_parse - the enum fc_pool named s, or -1. */
+int fc_pool_parse(const char *s);
 
 /* Op kinds. The first group runs in the engine; FC_OP_IDENTITY/DROPOUT are
  * aliases; the last group only ever appears folded (FC_NODE_FOLDED): a
@@ -219,7 +237,13 @@ typedef struct fc_model_graph {
 	int cut_node;                   /* the layer named (may be an alias node) */
 	int cut_tensor;                 /* the embedding tensor, alias-resolved, FC_TENSOR_ACT */
 	int pool;                       /* 1: cut_tensor is 4-D N x C x H x W, averaged over H, W */
-	int64_t embed_dim;              /* C when pooled, else the product of the non-batch dims */
+	int64_t embed_dim;              /* the embedding's length: the sum of cut_dims */
+	int n_cuts;                     /* layers concatenated into the embedding; [0] is cut_node */
+	int cut_nodes[FC_MODEL_MAX_CUTS];
+	int cut_tensors[FC_MODEL_MAX_CUTS];
+	int64_t cut_dims[FC_MODEL_MAX_CUTS]; /* each one's share of embed_dim */
+	int token_pool;                 /* enum fc_pool for the 3-D cuts */
+	int prefix_tokens;              /* tokens before the patches: 1 (CLS), 5 (CLS + 4 registers) */
 	uint64_t cut_params;            /* params of the needed nodes */
 } fc_model_graph;
 
@@ -260,6 +284,17 @@ int fc_model_set_input(fc_model *m, int64_t n, int64_t c, int64_t h, int64_t w);
  * default), or FC_ERR_INVALID (a constant, the input itself, or an output
  * without a batch dimension). A failed cut leaves the previous one. */
 int fc_model_cut(fc_model *m, const char *layer);
+
+/* fc_model_cut_tokens - fc_model_cut for token models: layers is one
+ * layer, or several separated by commas ("blk.8,blk.9,blk.10,blk.11",
+ * concatenated in that order; a name that is itself a layer is never
+ * split); pool (enum fc_pool) says how each 3-D N x T x D cut becomes a
+ * vector, prefix_tokens how many tokens precede the patches (excluded
+ * from the mean; CLS is token 0). Returns as fc_model_cut, and
+ * FC_ERR_INVALID for a pooling that does not fit a cut (cls without a
+ * prefix token, no patch tokens left to average, more than
+ * FC_MODEL_MAX_CUTS layers, the same layer twice). */
+int fc_model_cut_tokens(fc_model *m, const char *layers, int pool, int prefix_tokens);
 
 /* fc_model_get_graph - the current graph, owned by m and valid until the
  * next fc_model_set_input/fc_model_cut/fc_model_free. Never NULL. */
