@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "featcache/export.h"
+#include "featcache/model.h"
 #include "featcache/train.h"
 
 static const char usage_text[] =
@@ -27,6 +28,9 @@ static const char usage_text[] =
 	"  -o, --out FILE       the ONNX model to write (replaced atomically)\n"
 	"      --layer NAME     cut layer, as given to extract (default: the model's\n"
 	"                       default embedding layer; see 'featcache layers')\n"
+	"      --pool P         a token layer's pooling, as given to extract (cls,\n"
+	"                       mean, cls+mean: Slice, ReduceMean and Concat nodes)\n"
+	"      --prefix-tokens N  as given to extract (default 1)\n"
 	"      --size N         input height and width, as given to extract (default 224)\n"
 	"      --no-normalize   leave the embeddings unnormalised (as 'featcache embed\n"
 	"                       --head --no-normalize'; featcache itself can then run\n"
@@ -35,20 +39,21 @@ static const char usage_text[] =
 	"                       when a kept node would change meaning\n"
 	"  -h, --help           show this help\n";
 
-enum { O_HEAD = 256, O_LAYER, O_SIZE, O_NO_NORM, O_OPSET };
+enum { O_HEAD = 256, O_LAYER, O_SIZE, O_NO_NORM, O_OPSET, O_POOL, O_PREFIX };
 
 static const struct option opts[] = {
 	{ "model", required_argument, NULL, 'm' },	  { "head", required_argument, NULL, O_HEAD },
 	{ "out", required_argument, NULL, 'o' },	  { "layer", required_argument, NULL, O_LAYER },
 	{ "size", required_argument, NULL, O_SIZE },	  { "no-normalize", no_argument, NULL, O_NO_NORM },
 	{ "opset", required_argument, NULL, O_OPSET },	  { "help", no_argument, NULL, 'h' },
+	{ "pool", required_argument, NULL, O_POOL },	  { "prefix-tokens", required_argument, NULL, O_PREFIX },
 	{ NULL, 0, NULL, 0 },
 };
 
 int cmd_export(int argc, char **argv)
 {
 	const char *model = NULL, *head_path = NULL, *out = NULL;
-	fc_export_opts eo = { .size = 224, .normalize = 1 };
+	fc_export_opts eo = { .size = 224, .normalize = 1, .prefix_tokens = 1 };
 	uint64_t v;
 	int c, rc;
 
@@ -60,6 +65,16 @@ int cmd_export(int argc, char **argv)
 		case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
 		case O_HEAD: head_path = optarg; break;
 		case O_LAYER: eo.layer = optarg; break;
+		case O_POOL:
+			if ((eo.pool = fc_pool_parse(optarg)) < 0)
+				return cli_usage_error("export", "bad value '%s' for --pool: cls, mean, cls+mean or flatten",
+						       optarg);
+			break;
+		case O_PREFIX:
+			if ((rc = cli_parse_u64("export", "--prefix-tokens", optarg, 0, 4096, &v)))
+				return rc;
+			eo.prefix_tokens = (int)v;
+			break;
 		case O_SIZE:
 			if ((rc = cli_parse_u64("export", "--size", optarg, 1, 4096, &v)))
 				return rc;

@@ -195,11 +195,14 @@ static int open_source(struct ex *x)
 	if (size && (rc = fc_model_set_input(x->m, 1, 3, size, size)))
 		return fci_errf(x->err, x->errcap, rc, "model '%s' does not take 3 x %d x %d images: %s", path,
 				size, size, fc_model_errmsg(x->m));
-	if ((rc = fc_model_cut(x->m, layer)))
+	if ((rc = fc_model_cut_tokens(x->m, layer, x->opts->pool, x->opts->pool ? x->opts->prefix_tokens : 1)))
 		return fci_errf(x->err, x->errcap, rc, "cannot cut model '%s' at %s%s%s: %s", path,
 				layer ? "'" : "", layer ? layer : "its default layer", layer ? "'" : "",
 				fc_model_errmsg(x->m));
 	x->g = fc_model_get_graph(x->m);
+	if (x->g->n_cuts > 1)
+		return fci_errf(x->err, x->errcap, FC_ERR_UNSUPPORTED,
+				"cannot export model '%s' cut at %d layers: export takes one", path, x->g->n_cuts);
 	x->in = &x->g->tensors[x->g->input];
 	x->cut = &x->g->tensors[x->g->cut_tensor];
 	if ((int64_t)hc.in_dim != x->g->embed_dim)
@@ -407,6 +410,63 @@ static int add_head(struct ex *x, const char *from, const char *to)
 
 /* After the kept backbone: the cut as featcache's vector (float32, pooled,
  * flattened), the head, and the L2 normalisation, ending in "embedding". */
+/* Token pooling (fc_pool) of the N x T x D cut `cur` as ONNX: Slice of
+ * token 0 and/or Slice of the patch tokens -> ReduceMean over them
+ * (keepdims), concatenated on the last axis; the Flatten after it makes
+ * N x D. Returns the pooled tensor's name, NULL when out of memory. */
+static const char *add_token_pool(struct ex *x, const char *cur, int64_t opset)
+{
+	int pool = x->g->token_pool;
+	int64_t t = x->cut->dims[1], one[1] = { 1 }, zero[1] = { 0 }, pre[1] = { x->g->prefix_tokens }, end[1] = { t };
+	const char *cls = NULL, *mean = NULL, *ax = fci_onnx_strf(&x->b, "%s/pool/axes", x->prefix);
+	const char *c0 = fci_onnx_strf(&x->b, "%s/pool/cls_starts", x->prefix);
+	const char *c1 = fci_onnx_strf(&x->b, "%s/pool/cls_ends", x->prefix);
+	const char *p0 = fci_onnx_strf(&x->b, "%s/pool/patch_starts", x->prefix);
+	const char *p1 = fci_onnx_strf(&x->b, "%s/pool/patch_ends", x->prefix);
+	Onnx__NodeProto *n;
+
+	if (!ax || !c0 || !c1 || !p0 || !p1 || fci_onnx_add_init(&x->b, fci_onnx_new_tensor_i64(&x->b, ax, 1, one)))
+		return NULL;
+	if (pool == FC_POOL_CLS || pool == FC_POOL_CLS_MEAN) {
+		cls = fci_onnx_strf(&x->b, "%s/pool/cls_output_0", x->prefix);
+		if (!cls || fci_onnx_add_init(&x->b, fci_onnx_new_tensor_i64(&x->b, c0, 1, zero)) ||
+		    fci_onnx_add_init(&x->b, fci_onnx_new_tensor_i64(&x->b, c1, 1, one)) ||
+		    !(n = add_node(x, "Slice", "pool/cls", cur, c0, c1, cls)))
+			return NULL;
+		if (!(n->input = fci_onnx_alloc(&x->b, 4, sizeof *n->input)))
+			return NULL;
+		n->input[0] = (char *)cur, n->input[1] = (char *)c0, n->input[2] = (char *)c1, n->input[3] = (char *)ax;
+		n->n_input = 4;
+	}
+	if (pool == FC_POOL_MEAN || pool == FC_POOL_CLS_MEAN) {
+		const char *patches = fci_onnx_strf(&x->b, "%s/pool/patches_output_0", x->prefix);
+
+		mean = fci_onnx_strf(&x->b, "%s/pool/mean_output_0", x->prefix);
+		if (!patches || !mean || fci_onnx_add_init(&x->b, fci_onnx_new_tensor_i64(&x->b, p0, 1, pre)) ||
+		    fci_onnx_add_init(&x->b, fci_onnx_new_tensor_i64(&x->b, p1, 1, end)) ||
+		    !(n = add_node(x, "Slice", "pool/patches", cur, p0, p1, patches)))
+			return NULL;
+		if (!(n->input = fci_onnx_alloc(&x->b, 4, sizeof *n->input)))
+			return NULL;
+		n->input[0] = (char *)cur, n->input[1] = (char *)p0, n->input[2] = (char *)p1, n->input[3] = (char *)ax;
+		n->n_input = 4;
+		/* ReduceMean's axes: an attribute before opset 18, an input since */
+		n = add_node(x, "ReduceMean", "pool/mean", patches, opset >= 18 ? ax : NULL, NULL, mean);
+		if (!n || fci_onnx_attr_int(&x->b, n, "keepdims", 1) ||
+		    (opset < 18 && fci_onnx_attr_ints(&x->b, n, "axes", one, 1)))
+			return NULL;
+	}
+	if (cls && mean) {
+		const char *both = fci_onnx_strf(&x->b, "%s/pool/Concat_output_0", x->prefix);
+
+		n = both ? add_node(x, "Concat", "pool/Concat", cls, mean, NULL, both) : NULL;
+		if (!n || fci_onnx_attr_int(&x->b, n, "axis", 2))
+			return NULL;
+		return both;
+	}
+	return cls ? cls : mean;
+}
+
 static int add_tail(struct ex *x)
 {
 	const char *cur = rename_tensor(x, x->cut->name), *h;
@@ -426,6 +486,15 @@ static int add_tail(struct ex *x)
 		if (!p || !add_node(x, "GlobalAveragePool", "pool/GlobalAveragePool", cur, NULL, NULL, p))
 			return FC_ERR_NOMEM;
 		cur = p;
+	}
+	if (x->cut->ndim == 3 && x->g->token_pool != FC_POOL_AUTO && x->g->token_pool != FC_POOL_FLATTEN) {
+		int64_t opset = x->opts->opset ? x->opts->opset : x->src_opset;
+
+		if (opset < 10)
+			return fci_errf(x->err, x->errcap, FC_ERR_UNSUPPORTED,
+					"pooling tokens needs opset 10 or later (Slice with inputs); raise it with --opset");
+		if (!(cur = add_token_pool(x, cur, opset)))
+			return FC_ERR_NOMEM;
 	}
 	if (x->g->pool || x->cut->ndim != 2) {
 		const char *f = fci_onnx_strf(&x->b, "%s/pool/Flatten_output_0", x->prefix);

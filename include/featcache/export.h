@@ -54,6 +54,8 @@ extern "C" {
 
 typedef struct fc_export_opts {
 	const char *layer;     /* cut layer (node or tensor name); NULL: the default embedding layer */
+	int pool;              /* enum fc_pool for a token (N x T x D) layer, as given to extract */
+	int prefix_tokens;     /* with pool cls/mean/cls+mean: tokens before the patches */
 	int size;              /* input height and width; 0: the model's declared size (224 if dynamic) */
 	int normalize;         /* 1: L2-normalise the embedding, as `featcache embed --head` */
 	int opset;             /* ai.onnx opset of the file; 0: the model's own. Raising it is
