@@ -6,7 +6,8 @@
  *
  * The input is 2-D f32 (N, C*H*W), each row one image in NCHW order at the
  * model's declared input size (io.h reads 2-D .npy only); the output
- * is (N, D) f32. --layer cuts elsewhere than the default embedding layer.
+ * is (N, D) f32. --layer cuts elsewhere than the default embedding layer
+ * (A,B concatenates), --pool and --prefix-tokens pool a token layer.
  * Images go through the engine in batches of --batch (default: all N).
  *
  * This is test tooling: it prints one line about the run on stdout (and,
@@ -23,29 +24,32 @@
 #include "featcache/io.h"
 
 static const char usage_text[] =
-	"usage: tool_embed_model [--bf16] [--threads T] [--batch B] [--layer NAME]\n"
-	"                        MODEL.onnx IN.npy OUT.npy\n";
+	"usage: tool_embed_model [--bf16] [--threads T] [--batch B] [--layer NAME[,NAME]]\n"
+	"                        [--pool P] [--prefix-tokens N] MODEL.onnx IN.npy OUT.npy\n";
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "bf16", no_argument, NULL, 'b' },   { "threads", required_argument, NULL, 't' },
 		{ "batch", required_argument, NULL, 'n' }, { "layer", required_argument, NULL, 'l' },
+		{ "pool", required_argument, NULL, 'p' }, { "prefix-tokens", required_argument, NULL, 'x' },
 		{ NULL, 0, NULL, 0 },
 	};
 	fc_engine_opts eo = { .precision = FC_PREC_F32 };
 	const char *layer = NULL;
-	int c;
+	int c, pool = FC_POOL_AUTO, prefix = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b': eo.precision = FC_PREC_BF16; break;
 		case 't': eo.threads = atoi(optarg); break;
 		case 'n': eo.batch = atoi(optarg); break;
 		case 'l': layer = optarg; break;
+		case 'p': pool = fc_pool_parse(optarg); break;
+		case 'x': prefix = atoi(optarg); break;
 		default: fputs(usage_text, stderr); return 2;
 		}
 	}
-	if (argc - optind != 3 || eo.threads < 0 || eo.batch < 0) {
+	if (argc - optind != 3 || eo.threads < 0 || eo.batch < 0 || pool < 0 || prefix < 0) {
 		fputs(usage_text, stderr);
 		return 2;
 	}
@@ -65,8 +69,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "tool_embed_model: cannot open model '%s': %s\n", model_path, err);
 		goto out;
 	}
-	if (layer && (rc = fc_model_cut(m, layer))) {
-		fprintf(stderr, "tool_embed_model: cannot cut at '%s': %s\n", layer, fc_strerror(rc));
+	if ((layer || pool) && (rc = fc_model_cut_tokens(m, layer, pool, prefix))) {
+		fprintf(stderr, "tool_embed_model: cannot cut at '%s': %s\n", layer ? layer : "the default layer",
+			fc_model_errmsg(m));
 		goto out;
 	}
 	if (eo.batch == 0)
