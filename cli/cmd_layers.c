@@ -144,6 +144,74 @@ static json_t *cut_json(const fc_model_graph *g, const struct cut_info *c, int i
 	return o;
 }
 
+/* 1 for a residual Add: two activations of the output's shape. */
+static int is_residual(const fc_model_graph *g, int i)
+{
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *o = &g->tensors[nd->out[0]];
+
+	if (nd->op != FC_OP_ADD || nd->state != FC_NODE_RUN)
+		return 0;
+	for (int k = 0; k < 2; k++) {
+		const fc_model_tensor *t = &g->tensors[nd->in[k]];
+		if (t->kind == FC_TENSOR_CONST || t->ndim != o->ndim ||
+		    memcmp(t->dims, o->dims, sizeof(int64_t) * (size_t)o->ndim))
+			return 0;
+	}
+	return 1;
+}
+
+/* The last residual Add among the nodes of one module, as torch names
+ * them ("/encoder/layers/encoder_layer_3/Add_1": the module is what comes
+ * before the last '/'). Unnamed modules are not guessed at. */
+static int last_residual(const fc_model_graph *g, int i)
+{
+	const char *name = g->nodes[i].name, *slash = strrchr(name, '/');
+	size_t len;
+
+	if (!slash || slash == name || !is_residual(g, i))
+		return 0;
+	len = (size_t)(slash - name + 1);
+	for (int j = i + 1; j < g->n_nodes; j++)
+		if (!strncmp(g->nodes[j].name, name, len) && !strchr(g->nodes[j].name + len, '/') &&
+		    is_residual(g, j))
+			return 0;
+	return 1;
+}
+
+/* The only node reading tensor t, or -1. */
+static int sole_reader(const fc_model_graph *g, int t)
+{
+	int r = -1;
+
+	for (int j = 0; j < g->n_nodes; j++)
+		for (int k = 0; k < g->nodes[j].n_in; k++)
+			if (g->nodes[j].in[k] == t) {
+				if (r >= 0 && r != j)
+					return -1;
+				r = j;
+			}
+	return r;
+}
+
+/* A block's output, for the cuts people make ("the last four blocks"):
+ * a module's last residual Add (pre-norm transformers, ConvNeXt,
+ * MBConv), or the Relu that alone follows it (ResNet). */
+static int is_block_output(const fc_model_graph *g, int i)
+{
+	const fc_model_node *nd = &g->nodes[i];
+	int r;
+
+	if (nd->op == FC_OP_RELU && nd->state == FC_NODE_RUN) {
+		int p = g->tensors[nd->in[0]].producer;
+		return p >= 0 && last_residual(g, p) && sole_reader(g, nd->in[0]) == i;
+	}
+	if (!last_residual(g, i))
+		return 0;
+	r = sole_reader(g, nd->out[0]);
+	return r < 0 || g->nodes[r].op != FC_OP_RELU;
+}
+
 static int print_json(const char *path, const fc_model *m, const struct cut_info *def,
 		      const struct cut_info *cut)
 {
@@ -171,6 +239,8 @@ static int print_json(const char *path, const fc_model *m, const struct cut_info
 			      (json_int_t)nd->params, "default", def && def->node == i);
 		if (l && cut)
 			json_object_set_new(l, "cut", json_boolean(cut->node == i));
+		if (l && is_block_output(g, i))
+			json_object_set_new(l, "block_output", json_true());
 		if (!l || json_array_append_new(layers, l)) {
 			json_decref(layers);
 			return cli_fail("cannot list model '%s': out of memory", path);
@@ -244,6 +314,8 @@ static void print_text(const char *path, const fc_model *m, const struct cut_inf
 		printf("%5d  %-*s  %-*s  %-*s  %10llu", idx++, w_name, nd->name, w_op, nd->op_type,
 		       w_shape, shape_str(s, sizeof s, &g->tensors[nd->out[0]]),
 		       (unsigned long long)nd->params);
+		if (is_block_output(g, i))
+			printf("  [block]");
 		if (def && def->node == i)
 			printf("  <- default (%lld-d%s)", (long long)def->dim, def->pool ? ", pooled" : "");
 		for (int k = 0; cut && k < cut->n_cuts; k++)

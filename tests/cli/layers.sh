@@ -85,9 +85,20 @@ assert d['layers'][0]['shape'] == [1, 8, 100, 50], d['layers'][0]
 
 run "$F" layers --model "$R18" --layer /layer3/layer3.1/relu_1/Relu
 t "--layer marks the cut and shows its embedding" 0 \
-	out '/layer3/layer3.1/relu_1/Relu +Relu +1x32x14x14 +0  <- cut \(32-d, pooled\)$' \
+	out '/layer3/layer3.1/relu_1/Relu +Relu +1x32x14x14 +0  \[block\]  <- cut \(32-d, pooled\)$' \
 	out '<- default \(64-d\)$' \
 	out "^cut +'/layer3/layer3.1/relu_1/Relu': 32-d embedding \(average-pooled from 1x32x14x14\), [0-9]+ params up to it$"
+ok_if "block outputs are marked: 8 of them" [ "$(grep -c '\[block\]$' r18.txt)" -eq 8 ]
+ok_if "a ResNet block's output is the Relu after its residual Add" \
+	grep -q '/layer1/layer1.0/relu_1/Relu .*\[block\]$' r18.txt
+run "$F" layers --model "$R18" --layer /layer3/layer3.1/relu_1/Relu,/layer4/layer4.1/relu_1/Relu
+t "--layer A,B concatenates cuts" 0 out '/layer3/layer3.1/relu_1/Relu .* <- cut 1 of 2$' \
+	out '/layer4/layer4.1/relu_1/Relu .* <- cut 2 of 2$' \
+	out "^cut +'/layer3/layer3.1/relu_1/Relu' \+ '/layer4/layer4.1/relu_1/Relu': 96-d embedding"
+run "$F" layers --model "$R18" --pool cls
+t "--pool on a model without tokens" 1 err "pooling 'cls' is for token tensors \(N x T x D\), but layer '/Flatten' outputs 1x64"
+run "$F" layers --model "$R18" --pool max
+t "--pool with a bad value" 2 err "bad value 'max' for --pool"
 run "$F" layers --model "$R18" --layer /fc/Gemm --json
 py "--layer in --json" out "
 import json, sys
