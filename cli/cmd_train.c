@@ -134,7 +134,7 @@ int cmd_train(int argc, char **argv)
 	while (fc_trainer_epochs_done(t) < run.cfg.epochs && !p->stop) {
 		fc_epoch_stats st;
 		uint64_t bad = 0;
-		rc = fc_trainer_epoch(t, &st, &bad, o.quiet ? NULL : lg);
+		rc = fc_trainer_epoch(t, &st, &bad, lg); /* quiet or not: it also sees SIGINT */
 		cli_progress_end();
 		if (rc == FC_ERR_INVALID && bad) {
 			rc = cli_fail("train: the loss or its gradient is not finite at step %llu (epoch %u): try a lower --lr "

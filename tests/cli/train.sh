@@ -65,6 +65,32 @@ run "$F" train --store s --out k.safetensors --output-dim 32 --batch-size 64 --e
 	--resume k.safetensors.ckpt
 t "resuming with other options is refused" 2 err 'other options'
 
+# SIGINT stops a quiet run as it stops a verbose one: after the current
+# step, checkpoint intact, exit 1 with the resume hint.
+"$F" train --store s --out q.safetensors --output-dim 16 --batch-size 64 --epochs 100000 --seed 3 -q \
+	>q.out 2>q.err &
+pid=$!
+i=0
+while [ $i -lt 500 ] && ! grep -q '"epoch"' q.safetensors.jsonl 2>/dev/null; do
+	sleep 0.01
+	i=$((i + 1))
+done
+kill -INT $pid 2>/dev/null
+i=0
+while [ $i -lt 500 ] && kill -0 $pid 2>/dev/null; do
+	sleep 0.01
+	i=$((i + 1))
+done
+if kill -0 $pid 2>/dev/null; then
+	kill -9 $pid 2>/dev/null
+	fail "train -q stops on SIGINT within 5 s"
+else
+	wait $pid
+	qrc=$?
+	ok_if "train -q stops on SIGINT (exit $qrc) with the resume hint" \
+		sh -c "[ $qrc -eq 1 ] && grep -q 'interrupted; resume with --resume' q.err"
+fi
+
 # eval and embed with the head.
 run "$F" eval --store s --head h.safetensors --json
 t "eval --head prints raw and head metrics" 0 out '"raw"' out '"head"' out '"average_precision"'
