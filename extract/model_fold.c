@@ -653,6 +653,8 @@ static int fold_cast(fc_model *m, int node)
 
 		if (to == FC_ELEM_F32) {
 			((float *)p)[i] = (float)v;
+		} else if (m->np[node].a.cast_bool) { /* NaN is true, as in numpy */
+			((int64_t *)p)[i] = x->elem == FC_ELEM_I64 ? x->i64[i] != 0 : v != 0;
 		} else {
 			if (!(v > -9.2e18 && v < 9.2e18))
 				return fci_model_node_fail(m, FC_ERR_INVALID, node,

@@ -195,12 +195,24 @@ static void test_bool_tensors(void **state)
 	t->n_int32_data = 1;
 	testlib_attr_t(&b, n, "value", t);
 	testlib_node(&b, "Not", "not", "braw", "nb");
+	/* Cast to BOOL makes any nonzero 1 (NaN too, as numpy does) */
+	init_i64(&b, "ints", 1, (const int64_t[]){ 3 }, (const int64_t[]){ 0, 2, -3 });
+	init_f32(&b, "floats", 1, (const int64_t[]){ 3 }, (const float[]){ 0.5f, 0.0f, NAN });
+	n = testlib_node(&b, "Cast", "ib", "ints", "ib");
+	testlib_attr_i(&b, n, "to", ONNX__TENSOR_PROTO__DATA_TYPE__BOOL);
+	n = testlib_node(&b, "Cast", "fb", "floats", "fb");
+	testlib_attr_i(&b, n, "to", ONNX__TENSOR_PROTO__DATA_TYPE__BOOL);
+	n = testlib_node(&b, "Cast", "bf", "fb", "bf");
+	testlib_attr_i(&b, n, "to", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT);
 	m = expect_open(&b);
 	expect_i64(folded(m, "braw", FC_ELEM_I64, 1, 4LL), I64S(0, 1, 1, 0));
 	expect_i64(folded(m, "btyped", FC_ELEM_I64, 1, 4LL), I64S(1, 0, 0, 1));
 	expect_i64(folded(m, "bc", FC_ELEM_I64, 0), I64S(1));
 	expect_i64(folded(m, "o", FC_ELEM_I64, 2, 2LL, 2LL), I64S(1, 1, 1, 1));
 	expect_i64(folded(m, "nb", FC_ELEM_I64, 1, 4LL), I64S(1, 0, 0, 1));
+	expect_i64(folded(m, "ib", FC_ELEM_I64, 1, 3LL), I64S(0, 1, 1));
+	expect_i64(folded(m, "fb", FC_ELEM_I64, 1, 3LL), I64S(1, 0, 1));
+	expect_f32(folded(m, "bf", FC_ELEM_F32, 1, 3LL), F32S(1, 0, 1));
 	fc_model_free(m);
 	fci_onnx_free(&b);
 
