@@ -792,6 +792,7 @@ static int parse_attrs(struct nctx *c, int op, struct node_attrs *a)
 		if ((rc = attr_int(c, "to", 0, 0, 100, &v)))
 			return rc;
 		a->cast_to = cast_target(v);
+		a->cast_bool = v == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL;
 		if (!a->cast_to)
 			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, c->node,
 						  "cast to %s is not supported", fci_onnx_type_name((int32_t)v));

@@ -54,6 +54,7 @@ struct node_attrs {
 	int has_perm, n_perm;
 	int64_t perm[FC_MODEL_MAX_DIMS];
 	int cast_to;                      /* enum fc_elem */
+	int cast_bool;                    /* Cast to BOOL: nonzero becomes 1 */
 	int has_shape_end;                /* Shape (opset 15) start/end */
 	int64_t shape_start, shape_end;
 	int approx_tanh;                  /* Gelu */

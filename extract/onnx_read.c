@@ -344,10 +344,13 @@ int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 	case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
 		esize = 4, n_typed = tp->n_int32_data, elem = FC_ELEM_I64;
 		break;
+	case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: /* one byte raw, int32_data typed */
+		esize = 1, n_typed = tp->n_int32_data, elem = FC_ELEM_I64;
+		break;
 	default:
 		return fci_model_fail(m, FC_ERR_UNSUPPORTED,
 				     "%s has data type %s (featcache reads FLOAT, FLOAT16, BFLOAT16, "
-				     "DOUBLE, INT64, INT32)",
+				     "DOUBLE, INT64, INT32, BOOL)",
 				     what, fci_onnx_type_name(tp->has_data_type ? tp->data_type : 0));
 	}
 	t->elem = elem;
@@ -416,6 +419,9 @@ int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 		for (int64_t i = 0; i < numel; i++) {
 			if (tp->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__INT64)
 				v[i] = raw ? (int64_t)le(raw + 8 * i, 8) : tp->int64_data[i];
+			else if (tp->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL)
+				/* bools are 0/1 everywhere after this, whatever byte holds them */
+				v[i] = raw ? raw[i] != 0 : tp->int32_data[i] != 0;
 			else
 				v[i] = raw ? (int32_t)(uint32_t)le(raw + 4 * i, 4) : tp->int32_data[i];
 		}

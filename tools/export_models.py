@@ -611,6 +611,56 @@ def make_corpus(out):
     ], [numpy_helper.from_array(np.array([0.5, 0.4, 0.3], np.float32).reshape(1, 3, 1, 1), "mean"),
         numpy_helper.from_array(np.array([0.2, 0.2, 0.2], np.float32).reshape(1, 3, 1, 1), "std"),
         f32("w1", 4, 3, 3, 3), f32("mw", 8, 3)])
+    # 7. opset 17: what Swin's shifted-window mask and ViT's expand(-1) fold
+    # through: Shape -> Mod, Range, Equal/Less/Greater, Not, Cast to BOOL,
+    # Where, Expand, ScatterND, Neg, Pow, Sqrt, a BOOL initializer, Gather
+    # of a table by an index tensor; the mask is added to the activations.
+    def sc(name, v, dt=np.int64):
+        return numpy_helper.from_array(np.array(v, dt), name)
+    total += model("foldmask_17", 17, [
+        N("Conv", ["x", "w1"], ["c"], "conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        N("Shape", ["c"], ["sh"], "shape"),
+        N("Gather", ["sh", "two"], ["h"], "height", axis=0),
+        N("Mod", ["h", "seven"], ["hm"], "mod", fmod=0),
+        N("Sub", ["seven", "hm"], ["hs"], "sub"),
+        N("Mod", ["hs", "seven"], ["pad"], "pad_mod"),
+        N("Range", ["zero", "h", "one"], ["r"], "range"),
+        N("Mod", ["r", "four"], ["rm"], "phase"),
+        N("Equal", ["rm", "zero"], ["eq"], "equal"),
+        N("Not", ["eq"], ["ne"], "not"),
+        N("Less", ["r", "pad"], ["lt"], "less"),
+        N("Greater", ["r", "twelve"], ["gt"], "greater"),
+        N("Cast", ["ne"], ["nb"], "to_bool", to=TP.BOOL),
+        N("Where", ["nb", "m100", "zf"], ["wsel"], "where"),
+        N("Where", ["lt", "wsel", "zf"], ["wlt"], "where_lt"),
+        N("Where", ["gt", "m100", "wlt"], ["wgt"], "where_gt"),
+        N("Unsqueeze", ["wgt", "ax1"], ["wcol"], "col"),
+        N("Expand", ["wcol", "s16x16"], ["mask"], "expand"),
+        N("ConstantOfShape", ["s16x16"], ["zeros"], "zeros",
+          value=numpy_helper.from_array(np.array([0], np.float32))),
+        N("Range", ["zero", "pad", "one"], ["rows"], "rows"),
+        N("Unsqueeze", ["rows", "ax1"], ["rix"], "rows_ix"),
+        N("Unsqueeze", ["pad", "ax0"], ["pad1"], "pad1"),
+        N("Concat", ["pad1", "s16"], ["ushape"], "ushape", axis=0),
+        N("Expand", ["ones16", "ushape"], ["upd"], "updates"),
+        N("ScatterND", ["zeros", "rix", "upd"], ["band"], "scatter"),
+        N("Gather", ["table", "rm"], ["tab"], "table_rows", axis=0),
+        N("Cast", ["pad", ], ["padf"], "padf", to=TP.FLOAT),
+        N("Neg", ["padf"], ["npad"], "neg"),
+        N("Pow", ["npad", "twof"], ["pp"], "pow"),
+        N("Sqrt", ["pp"], ["scale"], "sqrt"),
+        N("Div", ["band", "scale"], ["bands"], "div"),
+        N("Where", ["keep", "mask", "zf"], ["kept"], "keep"),
+        N("Add", ["kept", "bands"], ["m1"], "add_band"),
+        N("Add", ["m1", "tab"], ["m2"], "add_table"),
+        N("Add", ["c", "m2"], ["a"], "add_mask"),
+        N("GlobalAveragePool", ["a"], ["gp"], "gap"),
+        N("Flatten", ["gp"], ["y"], "flatten"),
+    ], [f32("w1", 4, 3, 3, 3), sc("two", 2), sc("seven", 7), sc("zero", 0), sc("one", 1),
+        sc("four", 4), sc("twelve", 12), sc("m100", -100.0, np.float32), sc("zf", 0.0, np.float32),
+        sc("twof", 2.0, np.float32), i64("ax0", [0]), i64("ax1", [1]), i64("s16x16", [16, 16]),
+        i64("s16", [16]), numpy_helper.from_array(np.ones(16, np.float32), "ones16"),
+        f32("table", 4, 16), numpy_helper.from_array(np.arange(16) % 3 != 0, "keep")])
     for name in ("shapechain_dynbatch",):
         src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
                            "models", name + ".onnx")
