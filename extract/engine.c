@@ -615,6 +615,8 @@ static int build_all(build *b, const fc_engine_opts *opts)
 			}
 	}
 	b->uses[g->cut_tensor]++;
+	if ((rc = fci_find_patterns(b)))
+		return rc;
 	dnnl_memory_desc_t imd;
 	int in;
 	if (fci_md_plain(&imd, 4, I->dims, dnnl_f32) || (in = fci_new_value(b, &imd, e->in_buf)) < 0)
@@ -675,6 +677,7 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
 	free(b->consumer);
 	free(b->tv);
 	free(b->skip);
+	fci_free_patterns(b);
 	if (rc) {
 		fc_engine_free(e);
 		return rc;
