@@ -625,6 +625,8 @@ static int build_all(build *b, const fc_engine_opts *opts)
 	}
 	for (int k = 0; k < g->n_cuts; k++)
 		b->uses[g->cut_tensors[k]]++;
+	if ((rc = fci_find_patterns(b)))
+		return rc;
 	dnnl_memory_desc_t imd;
 	int in;
 	if (fci_md_plain(&imd, 4, I->dims, dnnl_f32) || (in = fci_new_value(b, &imd, e->in_buf)) < 0)
@@ -685,6 +687,7 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
 	free(b->consumer);
 	free(b->tv);
 	free(b->skip);
+	fci_free_patterns(b);
 	if (rc) {
 		fc_engine_free(e);
 		return rc;

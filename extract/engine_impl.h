@@ -6,8 +6,10 @@
  *   engine.c      values, steps, primitives and layouts; the memory plan;
  *                 open, run and the public queries
  *   engine_ops.c  one builder per op family (conv, pool, eltwise, bn,
- *                 binary, matmul, concat, pad, LpNormalization,
- *                 LayerNormalization, GELU, Transpose)
+ *                 binary, matmul, concat, pad, LpNormalization, Transpose)
+ *   engine_patterns.c  op patterns built as one primitive (GELU's Erf and
+ *                 tanh forms, QuickGELU, decomposed LayerNorm); the
+ *                 LayerNormalization step; ReduceMean off the spatial axes
  *
  * The layout and memory rules are described at the top of engine.c.
  */
@@ -86,6 +88,9 @@ typedef struct build {
 	int *consumer; /* per tensor: the last needed node using it */
 	int *tv;       /* per tensor: its value, -1 before it is produced */
 	char *skip;    /* per node: fused into an earlier step */
+	struct fci_pattern *pats; /* engine_patterns.c: the patterns found */
+	int n_pats;
+	int *pat_of;   /* per node: 1 + its pattern's index if built there, else 0 */
 	char *err;
 	size_t errcap;
 } build;
@@ -130,7 +135,27 @@ int fci_const_mem(build *b, dnnl_memory_t *out, const dnnl_memory_desc_t *user_m
 /* ---- engine_ops.c: the node builders ---- */
 
 int fci_runs(const build *b, int j);
+int fci_reads(const fc_model_node *nd, int t);
 int fci_build_node(build *b, int i);
 int fci_build_output(build *b);
+int fci_elementwise_dst(build *b, int i, int src, const dnnl_memory_desc_t *md);
+int fci_eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al, float be, const char *op);
+int fci_plain_input(build *b, int i, dnnl_data_type_t dt);
+
+/* ---- engine_patterns.c ---- */
+
+/* Match every pattern once (before any node is built); mark their nodes. */
+int fci_find_patterns(build *b);
+void fci_free_patterns(build *b);
+/* Node i built as the pattern starting there: 1, 0 if none, or < 0. */
+int fci_build_pattern(build *b, int i);
+/* A GELU-like pattern on tensor t (read by nothing else) appended to po,
+ * *cur set to its output: 1; 0 if none; < 0 on error. */
+int fci_pattern_post_op(build *b, int t, dnnl_post_ops_t po, int *cur);
+/* LayerNorm of tensor x over its last axis into tensor y at node i;
+ * gamma, beta constant tensors (per channel or scalar) or -1; op names
+ * the primitive (NULL: the node's op). */
+int fci_layernorm_step(build *b, int i, int x, int y, float eps, int gamma, int beta, const char *op);
+int fci_build_reduce_mean(build *b, int i);
 
 #endif /* FC_ENGINE_IMPL_H */

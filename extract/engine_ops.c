@@ -20,7 +20,8 @@
 static int is_eltwise(int op)
 {
 	return op == FC_OP_RELU || op == FC_OP_CLIP || op == FC_OP_LEAKYRELU || op == FC_OP_SIGMOID ||
-	       op == FC_OP_HARDSIGMOID || op == FC_OP_HARDSWISH;
+	       op == FC_OP_HARDSIGMOID || op == FC_OP_HARDSWISH || op == FC_OP_POW || op == FC_OP_SQRT ||
+	       op == FC_OP_TANH || op == FC_OP_GELU;
 }
 
 /* The oneDNN eltwise algorithm(s) of an activation node: 1 or 2 of them. */
@@ -48,6 +49,18 @@ static int eltwise_of(const fc_model_node *nd, dnnl_alg_kind_t alg[2], float al[
 		alg[0] = dnnl_eltwise_linear, al[0] = nd->attr.act.alpha, be[0] = nd->attr.act.beta;
 		alg[1] = dnnl_eltwise_clip, al[1] = 0, be[1] = 1;
 		return 2;
+	case FC_OP_POW: /* alpha * x^beta, the exponent a constant scalar (model_infer.c) */
+		alg[0] = dnnl_eltwise_pow, al[0] = 1, be[0] = nd->attr.act.beta;
+		return 1;
+	case FC_OP_SQRT:
+		alg[0] = dnnl_eltwise_sqrt, al[0] = 0, be[0] = 0;
+		return 1;
+	case FC_OP_TANH:
+		alg[0] = dnnl_eltwise_tanh, al[0] = 0, be[0] = 0;
+		return 1;
+	case FC_OP_GELU:
+		alg[0] = nd->attr.act.alpha != 0 ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf, al[0] = 0, be[0] = 0;
+		return 1;
 	}
 	return 0;
 }
@@ -61,7 +74,7 @@ static int64_t pad_r(int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, i
 	return (out - 1) * s + ext - in - pl;
 }
 
-static int reads(const fc_model_node *nd, int t)
+int fci_reads(const fc_model_node *nd, int t)
 {
 	for (int k = 0; k < nd->n_in; k++)
 		if (nd->in[k] == t)
@@ -86,7 +99,7 @@ static int gated_act(build *b, int i, int t, int *act, int *mul, dnnl_alg_kind_t
 		return 0;
 	for (int j = i + 1; j <= b->consumer[t]; j++) {
 		const fc_model_node *nd = &g->nodes[j];
-		if (!fci_runs(b, j) || !reads(nd, t))
+		if (!fci_runs(b, j) || !fci_reads(nd, t))
 			continue;
 		if ((nd->op == FC_OP_SIGMOID || nd->op == FC_OP_HARDSIGMOID) && a < 0)
 			a = j;
@@ -126,6 +139,11 @@ static int conv_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res
 	for (;;) {
 		int t = *cur, a, m;
 		dnnl_alg_kind_t galg;
+		int pat = fci_pattern_post_op(b, t, po, cur);
+		if (pat < 0)
+			return pat;
+		if (pat)
+			continue;
 		if (gated_act(b, i, t, &a, &m, &galg)) {
 			if (dnnl_post_ops_append_eltwise(po, 1.0f, galg, 1.0f, 0.0f))
 				return fci_build_fail(b, FC_ERR_INTERNAL, "node '%s': cannot append a post-op", g->nodes[m].name);
@@ -341,7 +359,7 @@ out:
 
 /* The destination of an elementwise op at node i on value src with layout
  * md: src's own buffer when nothing later reads it, else a new value. */
-static int elementwise_dst(build *b, int i, int src, const dnnl_memory_desc_t *md)
+int fci_elementwise_dst(build *b, int i, int src, const dnnl_memory_desc_t *md)
 {
 	if (fci_writable_after(b, src, i) && dnnl_memory_desc_equal(&fci_val(b, src)->md, md))
 		return fci_alias_value(b, src, md);
@@ -398,6 +416,10 @@ static int build_pool(build *b, int i)
 	const fc_model_node *nd = &g->nodes[i];
 	int x = nd->in[0], y = nd->out[0];
 	const fc_model_tensor *X = &g->tensors[x];
+	/* other means (a token tensor's last axis): oneDNN's reduction */
+	if (nd->op == FC_OP_REDUCEMEAN && fci_is_act(b, x) &&
+	    (X->ndim != 4 || !nd->attr.reduce.axes || (nd->attr.reduce.axes & ~0xCu)))
+		return fci_build_reduce_mean(b, i);
 	if (!fci_is_act(b, x) || X->ndim != 4)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): only 4-D input is supported", nd->name,
 			    nd->op_type);
@@ -408,9 +430,6 @@ static int build_pool(build *b, int i)
 	if (nd->op == FC_OP_REDUCEMEAN) {
 		/* A mean over H and/or W is an average pooling with that window. */
 		uint32_t ax = nd->attr.reduce.axes;
-		if (ax == 0 || (ax & ~0xCu))
-			return fci_build_fail(b, FC_ERR_UNSUPPORTED,
-				    "node '%s' (ReduceMean): only means over spatial axes are supported", nd->name);
 		if (!(ax & 4))
 			k[0] = 1, yd[2] = H;
 		if (!(ax & 8))
@@ -443,7 +462,7 @@ static int build_pool(build *b, int i)
 
 /* One eltwise step at node i: y = alg(src), recorded as op (NULL: the
  * node's). Returns the output value. */
-static int eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al, float be, const char *op)
+int fci_eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al, float be, const char *op)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
 	dnnl_memory_desc_t md = fci_val(b, src)->md;
@@ -454,7 +473,7 @@ static int eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al,
 	int rc = fci_create_pd(b, i, &pd, &desc, NULL);
 	if (rc)
 		return rc;
-	int y = elementwise_dst(b, i, src, &md);
+	int y = fci_elementwise_dst(b, i, src, &md);
 	if (y < 0) {
 		dnnl_primitive_desc_destroy(pd);
 		return y;
@@ -471,119 +490,11 @@ static int build_eltwise(build *b, int i)
 	int n = eltwise_of(nd, alg, al, be), v = b->tv[nd->in[0]];
 	/* HardSigmoid has no single oneDNN algorithm: linear, then clip in place. */
 	for (int k = 0; k < n && v >= 0; k++)
-		v = eltwise_step(b, i, v, alg[k], al[k], be[k], NULL);
+		v = fci_eltwise_step(b, i, v, alg[k], al[k], be[k], NULL);
 	if (v < 0)
 		return v;
 	fci_bind_tensor(b, nd->out[0], v);
 	return 0;
-}
-
-/* ---- GELU, the Erf form torch writes: x * 0.5 * (1 + Erf(x / sqrt(2))) ---- */
-
-/* The value of t if it is a constant scalar (any rank, one element). */
-static int cst_scalar(const build *b, int t, float *v)
-{
-	const fc_model_tensor *x = t >= 0 ? &b->g->tensors[t] : NULL;
-	if (!x || !fci_is_const(b, t) || x->numel != 1 || !x->f32)
-		return 0;
-	*v = x->f32[0];
-	return 1;
-}
-
-/* The node that alone reads tensor t, if it runs and is an op; else -1. */
-static int sole_reader(const build *b, int t, int op)
-{
-	int j = b->uses[t] == 1 ? b->consumer[t] : -1;
-	return j >= 0 && fci_runs(b, j) && b->g->nodes[j].op == op ? j : -1;
-}
-
-/* The other input of binary node j, one of whose inputs is t; -1 if none. */
-static int other_in(const build *b, int j, int t)
-{
-	const fc_model_node *nd = &b->g->nodes[j];
-	if (j < 0 || nd->n_in != 2)
-		return -1;
-	return nd->in[0] == t ? nd->in[1] : nd->in[1] == t ? nd->in[0] : -1;
-}
-
-static int is_scalar(const build *b, int t, float want)
-{
-	float v;
-	return cst_scalar(b, t, &v) && fabsf(v - want) <= 1e-6f * fabsf(want);
-}
-
-/* Whether Div node d starts a GELU: Div(x, sqrt 2) -> Erf -> Add 1, then
- * the product of x, that sum and 0.5 in either order of the two Muls
- * (torch's export: (x * sum) * 0.5; written out by hand: (x * 0.5) * sum,
- * or x * (sum * 0.5)). Each tensor in between has that one reader and is
- * not the cut. Fills nodes[5] (the four other nodes and d), *x and *y. */
-static int gelu_match(const build *b, int d, int nodes[5], int *x, int *y)
-{
-	const fc_model_graph *g = b->g;
-	const fc_model_node *dn = &g->nodes[d];
-	int e, a, m, h, o;
-	if (dn->op != FC_OP_DIV || !fci_runs(b, d) || !fci_is_act(b, dn->in[0]) || !is_scalar(b, dn->in[1], (float)M_SQRT2))
-		return 0;
-	*x = dn->in[0];
-	if ((e = sole_reader(b, dn->out[0], FC_OP_ERF)) < 0 || (a = sole_reader(b, g->nodes[e].out[0], FC_OP_ADD)) < 0 ||
-	    !is_scalar(b, other_in(b, a, g->nodes[e].out[0]), 1.0f) ||
-	    (m = sole_reader(b, g->nodes[a].out[0], FC_OP_MUL)) < 0)
-		return 0;
-	o = other_in(b, m, g->nodes[a].out[0]);
-	if (o == *x || is_scalar(b, o, 0.5f)) {
-		/* x * sum or sum * 0.5, then the other factor */
-		if ((h = sole_reader(b, g->nodes[m].out[0], FC_OP_MUL)) < 0 ||
-		    !(o == *x ? is_scalar(b, other_in(b, h, g->nodes[m].out[0]), 0.5f)
-			      : other_in(b, h, g->nodes[m].out[0]) == *x))
-			return 0;
-	} else {
-		/* (x * 0.5) * sum: h is the Mul that made o */
-		h = o >= 0 ? g->tensors[o].producer : -1;
-		if (h < 0 || sole_reader(b, o, FC_OP_MUL) != m || !fci_runs(b, h) || g->nodes[h].op != FC_OP_MUL ||
-		    !is_scalar(b, other_in(b, h, *x), 0.5f))
-			return 0;
-		int t = h;
-		h = m, m = t;
-	}
-	*y = g->nodes[h].out[0];
-	const fc_model_tensor *X = &g->tensors[*x], *Y = &g->tensors[*y];
-	if (X->ndim != Y->ndim || memcmp(X->dims, Y->dims, sizeof(int64_t) * (size_t)X->ndim) != 0)
-		return 0;
-	nodes[0] = d, nodes[1] = e, nodes[2] = a, nodes[3] = m, nodes[4] = h;
-	return 1;
-}
-
-/* If node i (a Div or Mul) is the first node of a GELU, build it as one
- * gelu_erf eltwise step and skip the rest: 1 when done, 0 when node i is
- * no such node, or a negative FC_ERR_*. The Div may come after the Mul by
- * 0.5 in the node order, so a Mul looks for the Div among x's readers. */
-static int build_gelu(build *b, int i)
-{
-	const fc_model_graph *g = b->g;
-	const fc_model_node *nd = &g->nodes[i];
-	int nodes[5], x = -1, y = -1, found = 0;
-	if (nd->op == FC_OP_DIV)
-		found = gelu_match(b, i, nodes, &x, &y);
-	for (int k = 0; nd->op == FC_OP_MUL && k < nd->n_in && !found; k++) {
-		int t = nd->in[k];
-		if (!fci_is_act(b, t))
-			continue;
-		for (int j = i + 1; j <= b->consumer[t] && !found; j++)
-			found = g->nodes[j].op == FC_OP_DIV && g->nodes[j].in[0] == t && gelu_match(b, j, nodes, &x, &y);
-	}
-	if (!found)
-		return 0;
-	for (int k = 0; k < 5; k++)
-		if (nodes[k] < i)
-			return 0;
-	int v = eltwise_step(b, i, b->tv[x], dnnl_eltwise_gelu_erf, 0, 0, "Gelu");
-	if (v < 0)
-		return v;
-	for (int k = 0; k < 5; k++)
-		if (nodes[k] != i)
-			b->skip[nodes[k]] = 1;
-	fci_bind_tensor(b, y, v);
-	return 1;
 }
 
 static int build_bn(build *b, int i)
@@ -610,7 +521,7 @@ static int build_bn(build *b, int i)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (BatchNormalization): onednn rejects it", nd->name);
 	if ((rc = fci_create_pd(b, i, &pd, &desc, NULL)))
 		return rc;
-	int y = elementwise_dst(b, i, src, &md);
+	int y = fci_elementwise_dst(b, i, src, &md);
 	if (y < 0 || (rc = fci_new_step(b, i, ST_PRIM, 6))) {
 		rc = y < 0 ? y : rc;
 		goto out;
@@ -760,7 +671,7 @@ static int build_binary(build *b, int i)
 		ma = m0;
 	}
 	if (!fci_same_buffer(b, va, vc))
-		y = elementwise_dst(b, i, va, &ma);
+		y = fci_elementwise_dst(b, i, va, &ma);
 	else
 		y = fci_new_value(b, &ma, NULL);
 	if (y < 0 || (rc = fci_new_step(b, i, ST_PRIM, 3))) {
@@ -944,7 +855,7 @@ static int build_pad(build *b, int i)
 
 /* Node i's first input, an activation, in the plain row-major layout of
  * type dt that C steps (f32) and layout-agnostic primitives read. */
-static int plain_input(build *b, int i, dnnl_data_type_t dt)
+int fci_plain_input(build *b, int i, dnnl_data_type_t dt)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
 	const fc_model_tensor *X = &b->g->tensors[nd->in[0]];
@@ -965,7 +876,7 @@ static int build_lpnorm(build *b, int i)
 	const fc_model_graph *g = b->g;
 	const fc_model_node *nd = &g->nodes[i];
 	const fc_model_tensor *X = &g->tensors[nd->in[0]];
-	int v = plain_input(b, i, dnnl_f32), y, rc;
+	int v = fci_plain_input(b, i, dnnl_f32), y, rc;
 	dnnl_memory_desc_t md;
 	if (v < 0)
 		return v;
@@ -980,55 +891,6 @@ static int build_lpnorm(build *b, int i)
 	sp->val[0] = v, sp->val[1] = -1, sp->val[2] = y, sp->nval = 3;
 	fci_bind_tensor(b, nd->out[0], y);
 	return 0;
-}
-
-/* LayerNormalization over the last axis (model_infer.c refuses others):
- * oneDNN's layer_normalization on the plain row-major layout, statistics
- * computed in f32 for each row, Scale and B as its scale and shift. */
-static int build_layernorm(build *b, int i)
-{
-	const fc_model_graph *g = b->g;
-	const fc_model_node *nd = &g->nodes[i];
-	const fc_model_tensor *X = &g->tensors[nd->in[0]];
-	int has_b = nd->n_in > 2 && nd->in[2] >= 0, rc, y, v;
-	dnnl_layer_normalization_desc_t desc;
-	dnnl_primitive_desc_t pd = NULL;
-	dnnl_memory_desc_t md, cmd;
-	/* Plain row-major in the activations' type: in bf16 the statistics
-	 * are still computed in f32 by oneDNN, and the consumers (a bf16
-	 * MatMul) get the type they are built for. */
-	if ((v = plain_input(b, i, b->e->dt)) < 0)
-		return v;
-	md = fci_val(b, v)->md;
-	if (fci_md_plain(&cmd, 1, &X->dims[X->ndim - 1], dnnl_f32) ||
-	    dnnl_layer_normalization_forward_desc_init(&desc, dnnl_forward_inference, &md, NULL, nd->attr.bn.epsilon,
-						       dnnl_use_scale | (has_b ? dnnl_use_shift : 0u)))
-		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (LayerNormalization): onednn rejects it", nd->name);
-	if ((rc = fci_create_pd(b, i, &pd, &desc, NULL)))
-		return rc;
-	y = elementwise_dst(b, i, v, &md);
-	if (y < 0 || (rc = fci_new_step(b, i, ST_PRIM, 4))) {
-		rc = y < 0 ? y : rc;
-		goto out;
-	}
-	fci_arg(b, DNNL_ARG_SRC, v, NULL);
-	fci_arg(b, DNNL_ARG_DST, y, NULL);
-	for (int k = 1; k <= 1 + has_b; k++) {
-		float *p = fci_cst(b, nd->in[k]);
-		dnnl_memory_t m;
-		if (!p) {
-			rc = FC_ERR_NOMEM;
-			goto out;
-		}
-		if ((rc = fci_mem(b, &m, &cmd, p)))
-			goto out;
-		fci_arg(b, k == 1 ? DNNL_ARG_SCALE : DNNL_ARG_SHIFT, -1, m);
-	}
-	fci_bind_tensor(b, nd->out[0], y);
-	rc = fci_finish_prim(b, pd, NULL);
-out:
-	dnnl_primitive_desc_destroy(pd);
-	return rc;
 }
 
 /* Transpose of an activation: one reorder that writes the input through
@@ -1071,7 +933,7 @@ int fci_build_node(build *b, int i)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
 	int rc;
-	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && (rc = build_gelu(b, i)))
+	if ((rc = fci_build_pattern(b, i)))
 		return rc < 0 ? rc : 0;
 	switch (nd->op) {
 	case FC_OP_CONV:
@@ -1084,6 +946,10 @@ int fci_build_node(build *b, int i)
 	case FC_OP_SIGMOID:
 	case FC_OP_HARDSIGMOID:
 	case FC_OP_HARDSWISH:
+	case FC_OP_POW:
+	case FC_OP_SQRT:
+	case FC_OP_TANH:
+	case FC_OP_GELU:
 		return build_eltwise(b, i);
 	case FC_OP_ADD:
 	case FC_OP_SUB:
@@ -1100,7 +966,8 @@ int fci_build_node(build *b, int i)
 	case FC_OP_LPNORM:
 		return build_lpnorm(b, i);
 	case FC_OP_LAYERNORM:
-		return build_layernorm(b, i);
+		return fci_layernorm_step(b, i, nd->in[0], nd->out[0], nd->attr.bn.epsilon, nd->in[1],
+					  nd->n_in > 2 ? nd->in[2] : -1, NULL);
 	case FC_OP_TRANSPOSE:
 		return build_transpose(b, i);
 	case FC_OP_ERF:

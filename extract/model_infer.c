@@ -876,6 +876,28 @@ static int infer_run(fc_model *m, int node)
 		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;
 		return set_act(m, node, nd->out[0], x->ndim, x->dims);
+	case FC_OP_SQRT:
+	case FC_OP_TANH:
+		if (!fci_act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		return set_act(m, node, nd->out[0], x->ndim, x->dims);
+	case FC_OP_GELU:
+		if (!fci_act_in(m, node, 0))
+			return FC_ERR_UNSUPPORTED;
+		nd->attr.act.alpha = (float)m->np[node].a.approx_tanh;
+		return set_act(m, node, nd->out[0], x->ndim, x->dims);
+	case FC_OP_POW: {
+		const fc_model_tensor *ex = fci_const_in(m, node, 1, FC_ELEM_F32, "exponent");
+
+		if (!fci_act_in(m, node, 0) || !ex)
+			return FC_ERR_UNSUPPORTED;
+		if (ex->numel != 1 || ex->ndim > x->ndim)
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+						  "only a scalar exponent is supported, not %s",
+						  shp(b1, sizeof b1, ex));
+		nd->attr.act.beta = ex->f32[0];
+		return set_act(m, node, nd->out[0], x->ndim, x->dims);
+	}
 	case FC_OP_LEAKYRELU:
 	case FC_OP_HARDSIGMOID:
 		if (!fci_act_in(m, node, 0))

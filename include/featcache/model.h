@@ -188,8 +188,8 @@ typedef union fc_node_attr {
 		float min, max;            /* -INFINITY / INFINITY when absent */
 	} clip;
 	struct {
-		float alpha;               /* LeakyRelu slope; HardSigmoid alpha */
-		float beta;                /* HardSigmoid: max(0, min(1, alpha x + beta)) */
+		float alpha;               /* LeakyRelu slope; HardSigmoid alpha; Gelu: 1 tanh, 0 erf */
+		float beta;                /* HardSigmoid: max(0, min(1, alpha x + beta)); Pow's exponent */
 	} act;
 	struct {
 		int64_t begin[FC_MODEL_MAX_DIMS], end[FC_MODEL_MAX_DIMS]; /* per input dim, >= 0 */
