@@ -49,7 +49,7 @@ export ("lastblock": the input of the final LayerNorm), so
 them. (The default embedding, dinov2_s14.feat.npy, is the final norm of
 cls, not cls itself.)
 
-Exports (~4.5 GB for all entries) and PyTorch's features are kept in --out
+Exports (~5 GB for all entries: 3.9 GB the 21 transformer/ConvNeXt ones) and PyTorch's features are kept in --out
 and reused by later runs (--fresh redoes them); delete the directory to
 reclaim the space.
 
