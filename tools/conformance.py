@@ -49,9 +49,9 @@ export ("lastblock": the input of the final LayerNorm), so
 them. (The default embedding, dinov2_s14.feat.npy, is the final norm of
 cls, not cls itself.)
 
-Exports (~5 GB for all entries: 3.9 GB the 21 transformer/ConvNeXt ones) and PyTorch's features are kept in --out
-and reused by later runs (--fresh redoes them); delete the directory to
-reclaim the space.
+Exports (~5 GB for all entries, 3.9 GB of them the 21 transformer and
+ConvNeXt ones) and PyTorch's features are kept in --out and reused by later
+runs (--fresh redoes them); delete the directory to reclaim the space.
 
 usage: /usr/bin/python3 tools/conformance.py --tool build/tests/tool_embed_model
                    [--out build/conformance] [--only NAME...] [--quick] [--fresh]
