@@ -1,31 +1,40 @@
 /*
- * extract_engine.c - benchmark: ResNet-50 (torchvision, 224 x 224, seeded
- * random weights) images/s through featcache's engine in f32 and bf16,
- * against ONNX Runtime f32 (npm onnxruntime-node, bench/peer_ort.js) and
- * PyTorch eager f32 (Debian's python3-torch, bench/peer_torch.py), at
- * batch 16 and batch 1, every engine on the same number of threads (2).
+ * extract_engine.c - benchmark: backbones at 224 x 224 (seeded random
+ * weights) images/s through featcache's engine in f32 and bf16, against
+ * ONNX Runtime f32 (npm onnxruntime-node, bench/peer_ort.js) and PyTorch
+ * eager f32 (Debian's python3-torch, bench/peer_torch.py), at batch 16 and
+ * batch 1, every engine on the same number of threads (2). The models:
+ * torchvision's resnet50 (opset 13), vit_b_16 and convnext_tiny (opset 17).
  *
  * Targets (docs/design.md): featcache f32 >= 1.0x ONNX Runtime f32; bf16 >=
  * 1.7x ONNX Runtime f32 with cosine(bf16, f32) >= 0.999 for every
- * embedding; f32 >= 4x PyTorch eager. Each figure is one summary line
- * with PASS or MISS; a markdown table follows. Every engine warms up
- * (>= 2 runs and >= 1 s) and is then timed for >= --seconds, in windows
- * of >= 1/5 of that: the figures are the best window's images/s (the
- * machine is shared; a burst of someone else's work hits one window), and
- * the mean over all windows is printed beside them. Every engine is
- * measured by the same rule.
+ * embedding (>= 0.99 for the attention model, vit_b_16); for ResNet-50
+ * also f32 >= 4x PyTorch eager (the transformers' eager runs are big
+ * MKL matmuls: their ratio is printed, with no target). Each figure is one
+ * summary line with PASS or MISS; a markdown table per model follows, with
+ * the start-up (model load, engine build and the first batch), the GFLOP/s
+ * reached and its fraction of the CPU's peak (--peak-gflops, f32; bf16
+ * figures against twice that). Every engine warms up (>= 2 runs and >=
+ * 1 s) and is then timed for >= --seconds, in windows of >= 1/5 of that:
+ * the figures are the best window's images/s (the machine is shared; a
+ * burst of someone else's work hits one window), and the mean over all
+ * windows is printed beside them. Every engine is measured by the same
+ * rule.
  *
- * The model is <build>/models/resnet50.onnx (exported by
- * tools/export_models.py --full resnet50 when missing) and ONNX Runtime
- * lives in <build>/npm (bench/peer_ort_setup.sh installs it when missing),
- * where <build> is the directory above this binary's. Run it from the
- * repository top (bench/run.sh does): the peers are found as bench/peer_*.
+ * The models are <build>/models/NAME.onnx (exported by
+ * tools/export_models.py --full NAME --opset N when missing) and ONNX
+ * Runtime lives in <build>/npm (bench/peer_ort_setup.sh installs it when
+ * missing), where <build> is the directory above this binary's. Run it
+ * from the repository top (bench/run.sh does): the peers are found as
+ * bench/peer_*. A model the engine refuses (an op it does not run yet, bf16
+ * on a CPU without it) gets a "refused" row with the engine's message, and
+ * the peers are still measured.
  *
  * What it is not: a latency benchmark (only throughput), nor a measure of
  * decoding (bench/extract_pipeline does that).
  *
- * Exit status: 0 when every figure was measured (a missed target is not
- * a failure), 1 when one could not be, 2 on bad usage.
+ * Exit status: 0 when every figure was measured or refused by the engine (a
+ * missed target is not a failure), 1 when one could not be, 2 on bad usage.
  */
 #include <libgen.h>
 #include <math.h>
@@ -40,18 +49,45 @@
 #include "bench/benchlib.h"
 
 #define N_BATCHES 2
+#define MAX_MODELS 8
+
+/* GFLOP of one 224 x 224 image: 2 x the multiply-adds of every Conv, MatMul
+ * and Gemm in the exported graph (tools/export_models.py --flops; norms,
+ * softmax and element-wise ops are under 1 %). ViT-B/16 is 17.6 GMAC: 12
+ * blocks over 197 tokens of width 768 (QKV 197*768*2304, scores and A*V
+ * 2*197*197*768, projection 197*768*768, MLP 2*197*768*3072) plus the patch
+ * embedding 196*768*768. */
+static const struct known {
+	const char *name, *title;
+	int opset, attention;
+	double gflop;
+} known[] = {
+	{ "resnet50", "ResNet-50", 13, 0, 8.17 },
+	{ "vit_b_16", "ViT-B/16", 17, 1, 35.13 },
+	{ "convnext_tiny", "ConvNeXt-T", 17, 0, 8.91 },
+};
+
+typedef struct bmodel {
+	char name[64], path[1400];
+	const struct known *k; /* NULL: a file given with --model */
+} bmodel;
 
 typedef struct opts {
-	const char *model, *npm, *python;
-	double seconds;
-	int threads;
+	const char *npm, *python;
+	double seconds, peak;
+	int threads, n_models;
 	int batches[N_BATCHES];
+	bmodel models[MAX_MODELS];
 } opts;
 
 typedef struct figure {
-	double ips;  /* images/s, best window; 0: not measured */
-	double mean; /* images/s over all windows */
+	double ips;     /* images/s, best window; 0: not measured */
+	double mean;    /* images/s over all windows */
+	double startup; /* s: open (or session) to the end of the first batch */
+	int refused;    /* the engine refused the model at open */
 	char why[FC_ERRLEN + 64];
+	float *emb; /* featcache: the first batch's embeddings */
+	size_t dim;
 } figure;
 
 enum { FC_F32 = 0, FC_BF16, ORT, TORCH, N_ENGINES };
@@ -68,36 +104,41 @@ static void fill(float *x, size_t n)
 	}
 }
 
-/* Time the engine on in (batch images); the first run's embeddings go to
- * emb (batch x dim). */
-static void time_engine(figure *f, const opts *o, int prec, int batch, const float *in, float *emb)
+/* Time the engine on in (batch images); the first run's embeddings are
+ * kept in f->emb. A failure to open is a refusal, reported as such. */
+static void time_engine(figure *f, const opts *o, const bmodel *bm, int prec, int batch, const float *in)
 {
 	char err[FC_ERRLEN];
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	float *out = NULL;
-	if (fc_model_open(&m, o->model, err, sizeof err)) {
-		snprintf(f->why, sizeof f->why, "cannot open the model: %s", err);
-		goto out;
-	}
-	fc_engine_opts eo = { .batch = batch, .precision = prec, .threads = o->threads };
-	if (fc_engine_open(&e, m, &eo, err, sizeof err)) {
+	double s0 = bench_now();
+	if (fc_model_open(&m, bm->path, err, sizeof err) ||
+	    fc_engine_open(&e, m, &(fc_engine_opts){ .batch = batch, .precision = prec, .threads = o->threads }, err,
+			   sizeof err)) {
+		f->refused = 1;
 		snprintf(f->why, sizeof f->why, "%s", err);
 		goto out;
 	}
-	size_t dim = fc_engine_dim(e);
-	if (!(out = malloc((size_t)batch * dim * sizeof *out))) {
+	f->dim = fc_engine_dim(e);
+	if (!(out = malloc((size_t)batch * f->dim * sizeof *out)) ||
+	    !(f->emb = malloc((size_t)batch * f->dim * sizeof *f->emb))) {
 		snprintf(f->why, sizeof f->why, "out of memory");
 		goto out;
 	}
-	double t0 = bench_now(), total = 0, best = 0;
+	double t0 = 0, total = 0, best = 0;
 	long runs = 0;
-	for (int warm = 0; warm < 2 || bench_now() - t0 < 1.0; warm++)
+	for (int warm = 0; warm < 2 || bench_now() - t0 < 1.0; warm++) {
 		if (fc_engine_run(e, out, in, (size_t)batch)) {
 			snprintf(f->why, sizeof f->why, "%s", fc_engine_errmsg(e));
 			goto out;
 		}
-	memcpy(emb, out, (size_t)batch * dim * sizeof *out);
+		if (warm == 0) {
+			t0 = bench_now();
+			f->startup = t0 - s0;
+		}
+	}
+	memcpy(f->emb, out, (size_t)batch * f->dim * sizeof *out);
 	while (total < o->seconds) {
 		double w0 = bench_now(), el = 0;
 		int n = 0;
@@ -118,7 +159,7 @@ out:
 	fc_model_free(m);
 }
 
-/* Run a peer command; it prints "images/s BEST mean MEAN ..." last. */
+/* Run a peer command; it prints "images/s BEST mean MEAN ... startup S ..." last. */
 static void time_peer(figure *f, const char *cmd)
 {
 	char line[512], last[512] = "";
@@ -130,10 +171,12 @@ static void time_peer(figure *f, const char *cmd)
 	while (fgets(line, sizeof line, p))
 		snprintf(last, sizeof last, "%s", line);
 	int st = pclose(p);
+	const char *su = strstr(last, " startup ");
 	if (st != 0 || sscanf(last, "images/s %lf mean %lf", &f->ips, &f->mean) != 2) {
 		f->ips = 0;
 		snprintf(f->why, sizeof f->why, "peer failed (status %d; see its message above)", st);
-	}
+	} else if (su)
+		f->startup = atof(su + 9);
 }
 
 static double min_cosine(const float *a, const float *b, size_t rows, size_t dim)
@@ -157,65 +200,117 @@ static const char *verdict(int ok)
 	return ok ? "PASS" : "MISS";
 }
 
-/* One batch size: measure everything, print the summary lines. */
-static int bench_batch(const opts *o, int batch, figure fig[N_ENGINES], double *cos)
+/* The summary lines of one model and batch. */
+static void summary(const bmodel *bm, int batch, const figure fig[N_ENGINES], double cos)
 {
-	size_t img = 3 * 224 * 224, dim = 2048;
-	float *in = malloc((size_t)batch * img * sizeof *in);
-	float *e32 = calloc((size_t)batch * dim, sizeof *e32), *e16 = calloc((size_t)batch * dim, sizeof *e16);
-	char cmd[2048];
-	if (!in || !e32 || !e16) {
-		free(in), free(e32), free(e16);
-		return 1;
-	}
-	fill(in, (size_t)batch * img);
-	memset(fig, 0, N_ENGINES * sizeof *fig);
-	time_engine(&fig[FC_F32], o, FC_PREC_F32, batch, in, e32);
-	time_engine(&fig[FC_BF16], o, FC_PREC_BF16, batch, in, e16);
-	snprintf(cmd, sizeof cmd, "NODE_PATH='%s/node_modules' OMP_NUM_THREADS=%d node bench/peer_ort.js '%s' %d %d %g",
-		 o->npm, o->threads, o->model, batch, o->threads, o->seconds);
-	time_peer(&fig[ORT], cmd);
-	snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d '%s' bench/peer_torch.py %d %d %g", o->threads, o->python,
-		 batch, o->threads, o->seconds);
-	time_peer(&fig[TORCH], cmd);
-	*cos = fig[FC_F32].ips > 0 && fig[FC_BF16].ips > 0 ? min_cosine(e16, e32, (size_t)batch, dim) : NAN;
-	free(in), free(e32), free(e16);
-
+	const char *n = bm->name;
+	double floor = bm->k && bm->k->attention ? 0.99 : 0.999;
 	for (int k = 0; k < N_ENGINES; k++)
 		if (fig[k].ips <= 0)
-			printf("resnet50 b%d %s: not measured: %s\n", batch, engine_name[k], fig[k].why);
+			printf("%s b%d %s: %s: %s\n", n, batch, engine_name[k], fig[k].refused ? "refused" : "not measured",
+			       fig[k].why);
 	double f32 = fig[FC_F32].ips, bf = fig[FC_BF16].ips, ort = fig[ORT].ips, pt = fig[TORCH].ips;
 	if (f32 > 0 && ort > 0)
-		printf("resnet50 b%d featcache f32 %.1f img/s = %.2fx onnxruntime f32 (%.1f img/s); target >= 1.0x: %s\n",
+		printf("%s b%d featcache f32 %.1f img/s = %.2fx onnxruntime f32 (%.1f img/s); target >= 1.0x: %s\n", n,
 		       batch, f32, f32 / ort, ort, verdict(f32 >= ort));
 	if (bf > 0 && ort > 0)
-		printf("resnet50 b%d featcache bf16 %.1f img/s = %.2fx onnxruntime f32 (%.1f img/s), min cosine vs f32 "
-		       "%.6f; target >= 1.7x and >= 0.999: %s\n",
-		       batch, bf, bf / ort, ort, *cos, verdict(bf >= 1.7 * ort && *cos >= 0.999));
-	if (f32 > 0 && pt > 0)
-		printf("resnet50 b%d featcache f32 %.1f img/s = %.2fx pytorch eager f32 (%.1f img/s; bf16: %.2fx); "
+		printf("%s b%d featcache bf16 %.1f img/s = %.2fx onnxruntime f32 (%.1f img/s), min cosine vs f32 "
+		       "%.6f; target >= 1.7x and >= %g: %s\n",
+		       n, batch, bf, bf / ort, ort, cos, floor, verdict(bf >= 1.7 * ort && cos >= floor));
+	if (f32 > 0 && pt > 0 && bm->k && !strcmp(bm->k->name, "resnet50"))
+		printf("%s b%d featcache f32 %.1f img/s = %.2fx pytorch eager f32 (%.1f img/s; bf16: %.2fx); "
 		       "target >= 4x: %s\n",
-		       batch, f32, f32 / pt, pt, bf > 0 ? bf / pt : NAN, verdict(f32 >= 4 * pt));
+		       n, batch, f32, f32 / pt, pt, bf > 0 ? bf / pt : NAN, verdict(f32 >= 4 * pt));
+	else if (f32 > 0 && pt > 0)
+		printf("%s b%d featcache f32 %.1f img/s = %.2fx pytorch eager f32 (%.1f img/s; bf16: %.2fx); no target\n",
+		       n, batch, f32, f32 / pt, pt, bf > 0 ? bf / pt : NAN);
 	fflush(stdout);
+}
+
+/* One model at one batch size: measure everything, print the summary
+ * lines. Returns 1 when a figure could not be measured (a refusal is
+ * not that). */
+static int bench_batch(const opts *o, const bmodel *bm, int batch, figure fig[N_ENGINES], double *cos)
+{
+	size_t img = 3 * 224 * 224;
+	float *in = malloc((size_t)batch * img * sizeof *in);
+	char cmd[4096];
+	memset(fig, 0, N_ENGINES * sizeof *fig);
+	*cos = NAN;
+	if (!in)
+		return 1;
+	fill(in, (size_t)batch * img);
+	time_engine(&fig[FC_F32], o, bm, FC_PREC_F32, batch, in);
+	time_engine(&fig[FC_BF16], o, bm, FC_PREC_BF16, batch, in);
+	snprintf(cmd, sizeof cmd, "NODE_PATH='%s/node_modules' OMP_NUM_THREADS=%d node bench/peer_ort.js '%s' %d %d %g",
+		 o->npm, o->threads, bm->path, batch, o->threads, o->seconds);
+	time_peer(&fig[ORT], cmd);
+	snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=%d '%s' bench/peer_torch.py %d %d %g '%s'", o->threads, o->python,
+		 batch, o->threads, o->seconds, bm->name);
+	time_peer(&fig[TORCH], cmd);
+	if (fig[FC_F32].ips > 0 && fig[FC_BF16].ips > 0 && fig[FC_F32].dim == fig[FC_BF16].dim)
+		*cos = min_cosine(fig[FC_BF16].emb, fig[FC_F32].emb, (size_t)batch, fig[FC_F32].dim);
+	free(in);
+	for (int k = 0; k < N_ENGINES; k++) {
+		free(fig[k].emb);
+		fig[k].emb = NULL;
+	}
+	summary(bm, batch, fig, *cos);
 	for (int k = 0; k < N_ENGINES; k++)
-		if (fig[k].ips <= 0)
+		if (fig[k].ips <= 0 && !fig[k].refused)
 			return 1;
 	return 0;
 }
 
-/* Export the model / install ONNX Runtime when missing. */
+/* The markdown table of one model. */
+static void table(const opts *o, const bmodel *bm, figure fig[N_BATCHES][N_ENGINES], const double cos[N_BATCHES])
+{
+	double gflop = bm->k ? bm->k->gflop : NAN;
+	printf("\n| %s, 224x224, %d threads (%.2f GFLOP/image) | images/s (best window) | mean | start-up s | "
+	       "GFLOP/s | of peak | vs ONNX Runtime f32 | vs PyTorch eager |\n"
+	       "|---|---:|---:|---:|---:|---:|---:|---:|\n",
+	       bm->k ? bm->k->title : bm->name, o->threads, gflop);
+	for (int b = 0; b < N_BATCHES; b++)
+		for (int k = 0; o->batches[b] > 0 && k < N_ENGINES; k++) {
+			const figure *f = &fig[b][k];
+			if (f->ips <= 0) {
+				printf("| %s, batch %d | %s | | | | | | |\n", engine_name[k], o->batches[b],
+				       f->refused ? "refused" : "not measured");
+				continue;
+			}
+			double peak = o->peak * (k == FC_BF16 ? 2 : 1);
+			printf("| %s, batch %d | %.1f | %.1f | %.2f | %.0f | %.0f %% | %.2fx | %.2fx |\n", engine_name[k],
+			       o->batches[b], f->ips, f->mean, f->startup, f->ips * gflop, 100 * f->ips * gflop / peak,
+			       fig[b][ORT].ips > 0 ? f->ips / fig[b][ORT].ips : NAN,
+			       fig[b][TORCH].ips > 0 ? f->ips / fig[b][TORCH].ips : NAN);
+		}
+	for (int b = 0; b < N_BATCHES; b++)
+		if (o->batches[b] > 0)
+			printf("min cosine bf16 vs f32, batch %d: %.6f\n", o->batches[b], cos[b]);
+	fflush(stdout);
+}
+
+/* Export the models / install ONNX Runtime when missing. */
 static int ensure(const opts *o)
 {
-	char cmd[2048];
-	if (access(o->model, R_OK) != 0) {
-		char dir[1024];
-		snprintf(dir, sizeof dir, "%s", o->model);
-		snprintf(cmd, sizeof cmd, "'%s' tools/export_models.py --full resnet50 --out '%s' >&2", o->python,
-			 dirname(dir));
-		fprintf(stderr, "extract_engine: exporting resnet50: %s\n", cmd);
-		if (system(cmd) != 0 || access(o->model, R_OK) != 0) {
-			fprintf(stderr, "extract_engine: cannot export the model (needs python3-torch, "
-					"python3-torchvision, python3-onnx)\n");
+	char cmd[4096];
+	for (int i = 0; i < o->n_models; i++) {
+		const bmodel *bm = &o->models[i];
+		if (access(bm->path, R_OK) == 0)
+			continue;
+		if (!bm->k) {
+			fprintf(stderr, "extract_engine: cannot read %s\n", bm->path);
+			return 1;
+		}
+		char dir[1200];
+		snprintf(dir, sizeof dir, "%s", bm->path);
+		snprintf(cmd, sizeof cmd, "'%s' tools/export_models.py --full %s --opset %d --out '%s' >&2", o->python,
+			 bm->name, bm->k->opset, dirname(dir));
+		fprintf(stderr, "extract_engine: exporting %s: %s\n", bm->name, cmd);
+		if (system(cmd) != 0 || access(bm->path, R_OK) != 0) {
+			fprintf(stderr, "extract_engine: cannot export %s (needs python3-torch, "
+					"python3-torchvision, python3-onnx)\n",
+				bm->name);
 			return 1;
 		}
 	}
@@ -225,49 +320,98 @@ static int ensure(const opts *o)
 	return 0;
 }
 
+/* --models NAME,NAME (known names, from <models>/NAME.onnx) or --model
+ * FILE (one file, named by its base name). Returns 0, or -1 on a bad name. */
+static int add_models(opts *o, const char *list, const char *dir, const char *file)
+{
+	char buf[512];
+	snprintf(buf, sizeof buf, "%s", list ? list : "");
+	o->n_models = 0;
+	if (file) {
+		bmodel *bm = &o->models[o->n_models++];
+		char base[1200];
+		snprintf(base, sizeof base, "%s", file);
+		snprintf(bm->name, sizeof bm->name, "%s", basename(base));
+		char *dot = strstr(bm->name, ".onnx");
+		if (dot)
+			*dot = '\0';
+		snprintf(bm->path, sizeof bm->path, "%s", file);
+		bm->k = NULL;
+		for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
+			if (!strcmp(known[j].name, bm->name))
+				bm->k = &known[j];
+		return 0;
+	}
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		const struct known *k = NULL;
+		for (size_t j = 0; j < sizeof known / sizeof known[0]; j++)
+			if (!strcmp(known[j].name, t))
+				k = &known[j];
+		if (!k || o->n_models == MAX_MODELS)
+			return -1;
+		bmodel *bm = &o->models[o->n_models++];
+		snprintf(bm->name, sizeof bm->name, "%s", k->name);
+		snprintf(bm->path, sizeof bm->path, "%s/%s.onnx", dir, k->name);
+		bm->k = k;
+	}
+	return o->n_models > 0 ? 0 : -1;
+}
+
 static const char usage_text[] =
-	"usage: extract_engine [--model FILE] [--npm DIR] [--seconds S] [--threads T]\n"
-	"                      [--batches B1,B2] [--python PATH]\n";
+	"usage: extract_engine [--models resnet50,vit_b_16,convnext_tiny | --model FILE] [--npm DIR]\n"
+	"                      [--seconds S] [--threads T] [--batches B1,B2] [--python PATH]\n"
+	"                      [--peak-gflops G]\n";
+
+static int parse(opts *o, int argc, char **argv, const char *build)
+{
+	static char dir[1200];
+	const char *list = "resnet50,vit_b_16,convnext_tiny", *file = NULL;
+	snprintf(dir, sizeof dir, "%s/models", build);
+	for (int i = 1; i < argc; i += 2) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v)
+			return -1;
+		if (!strcmp(a, "--model"))
+			file = v;
+		else if (!strcmp(a, "--models"))
+			list = v;
+		else if (!strcmp(a, "--npm"))
+			o->npm = v;
+		else if (!strcmp(a, "--python"))
+			o->python = v;
+		else if (!strcmp(a, "--seconds"))
+			o->seconds = atof(v);
+		else if (!strcmp(a, "--threads"))
+			o->threads = atoi(v);
+		else if (!strcmp(a, "--peak-gflops"))
+			o->peak = atof(v);
+		else if (!strcmp(a, "--batches")) {
+			int got = sscanf(v, "%d,%d", &o->batches[0], &o->batches[1]);
+			if (got < 1)
+				o->batches[0] = 0;
+			if (got < 2)
+				o->batches[1] = 0;
+		} else
+			return -1;
+	}
+	if (o->seconds <= 0 || o->threads < 1 || o->batches[0] < 1 || o->batches[1] < 0 || o->peak <= 0)
+		return -1;
+	return add_models(o, list, dir, file);
+}
 
 int main(int argc, char **argv)
 {
-	static char model[1200], npm[1200];
+	static char npm[1200];
+	static opts o;
 	char self[1024];
 	snprintf(self, sizeof self, "%s", argv[0]);
 	const char *build = dirname(dirname(self)); /* <build>/bench/extract_engine */
-	snprintf(model, sizeof model, "%s/models/resnet50.onnx", build);
 	snprintf(npm, sizeof npm, "%s/npm", build);
-	opts o = { .model = model, .npm = npm, .python = "/usr/bin/python3", .seconds = 5, .threads = 2,
-		   .batches = { 16, 1 } };
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!v) {
-			fputs(usage_text, stderr);
-			return 2;
-		}
-		if (!strcmp(a, "--model"))
-			o.model = v;
-		else if (!strcmp(a, "--npm"))
-			o.npm = v;
-		else if (!strcmp(a, "--python"))
-			o.python = v;
-		else if (!strcmp(a, "--seconds"))
-			o.seconds = atof(v);
-		else if (!strcmp(a, "--threads"))
-			o.threads = atoi(v);
-		else if (!strcmp(a, "--batches")) {
-			int got = sscanf(v, "%d,%d", &o.batches[0], &o.batches[1]);
-			if (got < 1)
-				o.batches[0] = 0;
-			if (got < 2)
-				o.batches[1] = 0;
-		} else {
-			fputs(usage_text, stderr);
-			return 2;
-		}
-		i++;
-	}
-	if (o.seconds <= 0 || o.threads < 1 || o.batches[0] < 1 || o.batches[1] < 0) {
+	/* Peak f32: 2 cores x 2 FMA units x 16 lanes x 2 FLOP x ~3.4 GHz
+	 * (docs/measured.md: ~435 GFLOP/s on the development machine). */
+	o = (opts){ .npm = npm, .python = "/usr/bin/python3", .seconds = 5, .threads = 2, .peak = 435,
+		    .batches = { 16, 1 } };
+	if (parse(&o, argc, argv, build)) {
 		fputs(usage_text, stderr);
 		return 2;
 	}
@@ -277,25 +421,19 @@ int main(int argc, char **argv)
 	}
 	if (ensure(&o))
 		return 1;
-	printf("extract_engine: %s, 224x224, %d threads, >= %g s per figure\n", o.model, o.threads, o.seconds);
-	fflush(stdout);
-	figure fig[N_BATCHES][N_ENGINES];
-	double cos[N_BATCHES];
 	int bad = 0;
-	for (int b = 0; b < N_BATCHES; b++)
-		if (o.batches[b] > 0)
-			bad |= bench_batch(&o, o.batches[b], fig[b], &cos[b]);
-	printf("\n| ResNet-50, 224x224, %d threads | images/s (best window) | mean | vs ONNX Runtime f32 | "
-	       "vs PyTorch eager |\n|---|---:|---:|---:|---:|\n", o.threads);
-	for (int b = 0; b < N_BATCHES; b++)
-		for (int k = 0; o.batches[b] > 0 && k < N_ENGINES; k++) {
-			const figure *f = &fig[b][k];
-			printf("| %s, batch %d | %.1f | %.1f | %.2fx | %.2fx |\n", engine_name[k], o.batches[b], f->ips,
-			       f->mean, fig[b][ORT].ips > 0 ? f->ips / fig[b][ORT].ips : NAN,
-			       fig[b][TORCH].ips > 0 ? f->ips / fig[b][TORCH].ips : NAN);
-		}
-	for (int b = 0; b < N_BATCHES; b++)
-		if (o.batches[b] > 0)
-			printf("min cosine bf16 vs f32, batch %d: %.6f\n", o.batches[b], cos[b]);
+	for (int i = 0; i < o.n_models; i++) {
+		const bmodel *bm = &o.models[i];
+		figure fig[N_BATCHES][N_ENGINES];
+		double cos[N_BATCHES];
+		printf("%sextract_engine: %s, 224x224, %d threads, >= %g s per figure, peak %g GFLOP/s f32\n",
+		       i ? "\n" : "", bm->path, o.threads, o.seconds, o.peak);
+		fflush(stdout);
+		memset(fig, 0, sizeof fig);
+		for (int b = 0; b < N_BATCHES; b++)
+			if (o.batches[b] > 0)
+				bad |= bench_batch(&o, bm, o.batches[b], fig[b], &cos[b]);
+		table(&o, bm, fig, cos);
+	}
 	return bad || fflush(stdout) ? 1 : 0;
 }

@@ -5,9 +5,8 @@ Narrow variants of the torchvision CNN families featcache supports, exported
 by torch.onnx (as a user would) with seeded random weights and non-trivial
 BatchNorm statistics, small enough to commit (each file <= 2 MB). For every
 model it also writes MODEL.json: the ops the export contains, the parameter
-count, the default embedding layer (the input of the last Gemm/MatMul, else
-of the last Conv), and the shape of every tensor at two input sizes, from
-onnx.shape_inference (cross-checked against PyTorch at the output and at the
+count, the default embedding layer (default_layer: featcache's rule), and
+the shape of every tensor at two input sizes, from onnx.shape_inference (cross-checked against PyTorch at the output and at the
 feature layer). Where a size cannot work (a layer fixed at export time, like
 VGG's adaptive pooling), the JSON says so and featcache must refuse it.
 
@@ -16,17 +15,19 @@ MODEL.feat.npy: PyTorch's feature at the default layer for that batch,
 global-average-pooled when it is 4-D - what the engine must reproduce.
 
 With --full NAME... it instead exports full-size torchvision models
-(resnet50, efficientnet_b0, ...: any torchvision.models constructor) into
---out, never into the repository: seeded random weights (torchvision's own
-initialisation) and randomised BatchNorm statistics, opset 13, a dynamic
-batch dimension. They are hundreds of MB; `make bench` and `make
+(resnet50, efficientnet_b0, vit_b_16, ...: any torchvision.models
+constructor, or dinov2_s14 / clip_b32 of tools/token_models.py) into --out,
+never into the repository: seeded random weights (torchvision's own
+initialisation), randomised BatchNorm statistics and LayerNorm/LayerScale
+parameters, ViT's zero-initialised head randomised, opset 13 (--opset), a
+dynamic batch dimension. They are hundreds of MB; `make bench` and `make
 conformance` make them under build/.
 
 Needs Debian's python3-torch, python3-torchvision, python3-onnx and numpy.
 The tests only read the files this writes; nothing here runs at test time.
 
 usage: /usr/bin/python3 tools/export_models.py [--out DIR] [--only NAME...]
-       /usr/bin/python3 tools/export_models.py --full NAME... --out DIR
+       /usr/bin/python3 tools/export_models.py --full NAME... --out DIR [--opset N]
        /usr/bin/python3 tools/export_models.py --corpus tests/corpus/fuzz_model
 """
 import argparse
@@ -35,6 +36,7 @@ import io
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 import onnx
@@ -244,6 +246,21 @@ def fold_one(node, vals, shapes):
     if op in ("Add", "Sub", "Mul", "Div") and all(v.dtype.kind == "i" for v in ins):
         f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.floor_divide}
         return f[op](ins[0], ins[1])
+    # Swin's window shifts and ViT's class-token expansion, in integers.
+    if op == "Mod" and all(v.dtype.kind == "i" for v in ins):
+        return np.fmod(ins[0], ins[1]) if attr(node, "fmod", 0) else np.mod(ins[0], ins[1])
+    if op == "Range":
+        return np.arange(ins[0], ins[1], ins[2]).astype(ins[0].dtype)
+    if op in ("Equal", "Less", "Greater"):
+        return {"Equal": np.equal, "Less": np.less, "Greater": np.greater}[op](ins[0], ins[1])
+    if op == "Not":
+        return np.logical_not(ins[0])
+    if op == "Neg":
+        return -ins[0]
+    if op == "Where":
+        return np.where(ins[0], ins[1], ins[2])
+    if op == "Expand":
+        return ins[0] * np.ones(tuple(ins[1]), dtype=ins[0].dtype)
     return None
 
 
@@ -299,7 +316,9 @@ def onnx_shapes(model, n, h, w):
     # fails at run time instead): a size where it breaks is one to refuse.
     for node in m.graph.node:
         if node.op_type in ("Gemm", "MatMul"):
-            a, b = shapes[node.input[0]], shapes[node.input[1]]
+            a, b = shapes.get(node.input[0]), shapes.get(node.input[1])
+            if a is None or b is None:  # not inferred: nothing to check here
+                continue
             ka = a[0] if attr(node, "transA", 0) else a[-1]
             kb = (b[1] if attr(node, "transB", 0) else b[0]) if node.op_type == "Gemm" else b[-2]
             if ka != kb:
@@ -308,20 +327,38 @@ def onnx_shapes(model, n, h, w):
 
 
 def default_layer(model):
-    """The tensor feeding the last Gemm/MatMul (else the last Conv), seen
-    through Identity/Dropout, and the node that produces it."""
+    """featcache's default embedding layer: the input of the model's final
+    classifier - a Gemm, or a MatMul with a constant weight, that produces
+    the graph output directly or through Flatten/Reshape/Identity - seen
+    through Identity/Dropout. A model with no Gemm/MatMul at all (SqueezeNet's
+    classifier is a Conv) keeps the CNN rule: the last Conv's input, pooled.
+    Any other model (a headless DINOv2, an L2-normalised embedding) is its
+    own embedding: its output. Returns the producing node's name and the
+    tensor."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    inits = {t.name for t in model.graph.initializer}
-    consts = set(inits) | {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
-    nodes = [n for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
-    if not nodes:
-        nodes = [n for n in model.graph.node if n.op_type == "Conv"]
-    last = nodes[-1]
-    t = last.input[0]
-    if t in consts and last.op_type == "MatMul":
-        t = last.input[1]
-    while t in producer and producer[t].op_type in ("Identity", "Dropout"):
-        t = producer[t].input[0]
+    consts = {t.name for t in model.graph.initializer}
+    consts |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    for n in model.graph.node:  # torch shares weights through Identity
+        if n.op_type == "Identity" and n.input[0] in consts:
+            consts.add(n.output[0])
+
+    def through(t, ops):
+        while t in producer and producer[t].op_type in ops:
+            t = producer[t].input[0]
+        return t
+
+    out = model.graph.output[0].name
+    t = through(out, ("Flatten", "Reshape", "Identity"))
+    last = producer.get(t)
+    if last is not None and ((last.op_type == "Gemm" and last.input[1] in consts) or
+                             (last.op_type == "MatMul" and last.input[1] in consts and
+                              last.input[0] not in consts)):
+        t = through(last.input[0], ("Identity", "Dropout"))
+    elif not any(n.op_type in ("Gemm", "MatMul") for n in model.graph.node) and \
+            any(n.op_type == "Conv" for n in model.graph.node):
+        t = through([n for n in model.graph.node if n.op_type == "Conv"][-1].input[0], ("Identity", "Dropout"))
+    else:
+        t = out
     return producer[t].name, t
 
 
@@ -358,6 +395,9 @@ def param_count(model):
 def torch_feature(model, family, x):
     """PyTorch's own feature at the default layer: the input of the last
     Linear (or the classifier Conv of SqueezeNet), 4-D ones pooled."""
+    if family == "token":
+        import token_models
+        return token_models.torch_feature(model, x)
     got = {}
     if family == "squeezenet":
         target = model.classifier[1]
@@ -476,31 +516,104 @@ def export_one(name, family, build, opset, kwargs, f16, out, x224):
     return len(data)
 
 
+# The token models of tools/token_models.py, by the names conformance uses.
+TOKEN_MODELS = {"dinov2_s14": "dinov2_s14", "clip_b32": "clip_b32"}
+
+
 def full_model(name):
-    """torchvision's model `name` with seeded random weights and randomised
-    BatchNorm statistics, in eval mode, and the family torch_feature needs."""
+    """torchvision's model `name` (or a tools/token_models.py model) with
+    seeded random weights, randomised BatchNorm statistics, LayerNorm and
+    LayerScale parameters, and ViT's zero-initialised head randomised, in
+    eval mode; and the family torch_feature needs."""
+    if name in TOKEN_MODELS:
+        import token_models
+        return getattr(token_models, TOKEN_MODELS[name])(), "token"
     seed = sum(map(ord, name))
     torch.manual_seed(seed)
     model = getattr(torchvision.models, name)()
     randomize_bn(model, torch.Generator().manual_seed(seed))
     randomize_norms(model, torch.Generator().manual_seed(seed + 1))
+    head = getattr(getattr(model, "heads", None), "head", None)
+    if isinstance(head, nn.Linear):
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(seed + 2)
+            head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * head.in_features ** -0.5)
+            head.bias.copy_(torch.randn(head.bias.shape, generator=gen) * 0.1)
     model.eval()
     family = "squeezenet" if name.startswith("squeezenet") else "full"
     return model, family
 
 
-def export_full(name, out, opset=13):
-    """Export full-size model `name` to out/NAME.onnx (batch dynamic);
-    returns the path, the model and its family."""
-    model, family = full_model(name)
-    path = os.path.join(out, name + ".onnx")
+def export_model(model, path, opset=13, dynamic=True):
+    """torch.onnx.export of `model` at 224 x 224 into path (written to a
+    temporary name first), batch dynamic or fixed at 1; checked by
+    onnx.checker."""
     tmp = path + ".tmp"
     x = torch.randn(1, 3, 224, 224)
-    torch.onnx.export(model, x, tmp, opset_version=opset, input_names=["input"],
-                      output_names=["output"], do_constant_folding=True,
-                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    kw = {"dynamic_axes": {"input": {0: "batch"}, "output": {0: "batch"}}} if dynamic else {}
+    with warnings.catch_warnings():  # the tracer's notes on ViT's size assert
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, x, tmp, opset_version=opset, input_names=["input"],
+                          output_names=["output"], do_constant_folding=True, **kw)
+    onnx.checker.check_model(tmp)
     os.replace(tmp, path)
+    return path
+
+
+def export_full(name, out, opset=13, dynamic=True, path=None):
+    """Export full-size model `name` to path (default out/NAME.onnx);
+    returns the path, the model and its family."""
+    model, family = full_model(name)
+    path = path or os.path.join(out, name + ".onnx")
+    export_model(model, path, opset, dynamic)
     return path, model, family
+
+
+def graph_flops(mp):
+    """FLOPs of one image through an ONNX model at 224 x 224: 2 x the
+    multiply-adds of every Conv (output elements x input channels per
+    group x kernel area), MatMul and Gemm (output elements x the inner
+    dimension), shapes from onnx_shapes at batch 1. Norms, softmax and
+    element-wise ops are left out (well under 1 % for these models).
+    Returns (flops, {op: flops})."""
+    shapes, err = onnx_shapes(mp, 1, 224, 224)
+    if err is not None:
+        raise ValueError(err)
+    per = collections.Counter()
+    for n in mp.graph.node:
+        if n.op_type not in ("Conv", "MatMul", "Gemm") or n.output[0] not in shapes:
+            continue
+        out = int(np.prod(shapes[n.output[0]]))
+        if n.op_type == "Conv":
+            k = int(np.prod(shapes[n.input[1]][1:]))
+        elif n.op_type == "Gemm":
+            a = shapes[n.input[0]]
+            k = a[0] if attr(n, "transA", 0) else a[-1]
+        else:
+            k = shapes[n.input[0]][-1]
+        per[n.op_type] += 2 * out * k
+    return sum(per.values()), dict(per)
+
+
+def check_export(path, feat_dim, out_dim):
+    """Shape consistency of an export without running it: ONNX's shape
+    inference must give the output [batch, out_dim] and featcache's default
+    layer [batch, feat_dim] (the dimension of PyTorch's feature). Returns
+    the default layer's (node, tensor); raises ValueError on a mismatch."""
+    mp = onnx.load(path)
+    # onnx_shapes folds the shape chains of a dynamic batch first (ONNX's
+    # data propagation stops at their Div) and ignores the declared output
+    # shape, so the dimensions are the graph's own.
+    dims, err = onnx_shapes(mp, 1, 224, 224)
+    if err is not None:
+        raise ValueError("%s: ONNX shape inference fails: %s" % (os.path.basename(path), err))
+    node, tensor = default_layer(mp)
+    want = {mp.graph.output[0].name: out_dim, tensor: feat_dim}
+    for t, d in want.items():
+        got = dims.get(t)
+        if got is None or len(got) != 2 or got[1] != d:
+            raise ValueError("%s: %s has shape %s, PyTorch's is [N, %d]" % (os.path.basename(path), t, got, d))
+    return node, tensor
 
 
 def make_corpus(out):
@@ -682,14 +795,23 @@ def main():
                     help="write the fuzzer's seed models to DIR instead")
     ap.add_argument("--full", nargs="+", metavar="NAME",
                     help="export full-size torchvision models NAME... into --out instead")
+    ap.add_argument("--opset", type=int, default=13, help="opset of the --full exports")
+    ap.add_argument("--flops", nargs="+", metavar="MODEL.onnx",
+                    help="print the FLOPs of one 224 x 224 image through each model instead")
     args = ap.parse_args()
     if args.corpus:
         make_corpus(args.corpus)
         return
+    if args.flops:
+        for path in args.flops:
+            total, per = graph_flops(onnx.load(path))
+            print("%s: %.3f GFLOP/image (%s)" % (path, total / 1e9, ", ".join(
+                "%s %.3f" % (k, v / 1e9) for k, v in sorted(per.items()))))
+        return
     if args.full:
         os.makedirs(args.out, exist_ok=True)
         for name in args.full:
-            path = export_full(name, args.out)[0]
+            path = export_full(name, args.out, args.opset)[0]
             print("%s: %d bytes" % (path, os.path.getsize(path)))
         return
     os.makedirs(args.out, exist_ok=True)
