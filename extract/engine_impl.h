@@ -8,6 +8,9 @@
  *   engine_ops.c  one builder per op family (conv, pool, eltwise, bn,
  *                 binary, matmul, concat, pad, LpNormalization,
  *                 LayerNormalization, GELU, Transpose)
+ *   engine_tokens.c the transformer ops on token activations: MatMul of
+ *                 two activations (with a folded scalar scale), Softmax,
+ *                 Slice and Gather of one index
  *
  * The layout and memory rules are described at the top of engine.c.
  */
@@ -127,5 +130,12 @@ int fci_const_mem(build *b, dnnl_memory_t *out, const dnnl_memory_desc_t *user_m
 int fci_runs(const build *b, int j);
 int fci_build_node(build *b, int i);
 int fci_build_output(build *b);
+
+/* ---- engine_tokens.c: transformer ops on activations ---- */
+
+int fci_build_matmul_act(build *b, int i);
+int fci_build_matmul_scale(build *b, int i);
+int fci_build_softmax(build *b, int i);
+int fci_build_slice(build *b, int i);
 
 #endif /* FC_ENGINE_IMPL_H */

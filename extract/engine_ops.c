@@ -785,6 +785,8 @@ static int build_matmul(build *b, int i)
 	fc_engine *e = b->e;
 	int a = nd->in[0], w = nd->n_in > 1 ? nd->in[1] : -1, c = nd->n_in > 2 ? nd->in[2] : -1, y = nd->out[0];
 	int gemm = nd->op == FC_OP_GEMM;
+	if (!gemm && fci_is_act(b, a) && fci_is_act(b, w))
+		return fci_build_matmul_act(b, i);
 	if (!fci_is_act(b, a) || !fci_is_const(b, w) || g->tensors[w].ndim != 2 || (c >= 0 && !fci_is_const(b, c)) ||
 	    (gemm && nd->attr.gemm.trans_a) || g->tensors[a].ndim < 1)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): only activation x constant weights", nd->name,
@@ -1073,6 +1075,8 @@ int fci_build_node(build *b, int i)
 	int rc;
 	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && (rc = build_gelu(b, i)))
 		return rc < 0 ? rc : 0;
+	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && fci_build_matmul_scale(b, i))
+		return 0;
 	switch (nd->op) {
 	case FC_OP_CONV:
 		return build_conv(b, i);
@@ -1126,6 +1130,11 @@ int fci_build_node(build *b, int i)
 	case FC_OP_GEMM:
 	case FC_OP_MATMUL:
 		return build_matmul(b, i);
+	case FC_OP_SOFTMAX:
+		return fci_build_softmax(b, i);
+	case FC_OP_SLICE:
+	case FC_OP_GATHER:
+		return fci_build_slice(b, i);
 	}
 	return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s': op %s is not supported by the engine", nd->name,
 		    nd->op_type);

@@ -1,0 +1,230 @@
+/*
+ * engine_tokens.c - the engine's builders for the ops vision transformers
+ * run on token activations (issue 11):
+ *  - MatMul of two activations (attention's q kT and attn v), batched,
+ *    batch dims broadcast numpy-style, on oneDNN's matmul with plain
+ *    operands; a Div or Mul by a constant scalar whose only reader is such
+ *    a MatMul (the q scale) becomes the matmul's output scale instead of
+ *    a step of its own;
+ *  - Softmax over the last axis, oneDNN's softmax_v2 (statistics in f32
+ *    in bf16 too);
+ *  - Slice (step 1) and Gather of one constant index: a reorder from a
+ *    sub-memory descriptor of the plain input (a box of it, at an offset)
+ *    into a plain output.
+ * Concat with constant inputs needs nothing here: build_concat in
+ * engine_ops.c wraps constants as it does for binary ops.
+ *
+ * Every output is plain row-major in the activations' type, which is what
+ * the Transpose/Reshape/MatMul chains of attention read without reorders.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "extract/engine_impl.h"
+
+/* Value v viewed at rank r (dims right-aligned, leading 1s) and made
+ * plain row-major of type dt. Returns the value or a negative FC_ERR_*. */
+static int plain_at_rank(build *b, int i, int v, int r, const int64_t *dims, dnnl_data_type_t dt)
+{
+	dnnl_memory_desc_t md;
+	if (fci_val(b, v)->md.ndims != r && (v = fci_view(b, i, v, r, dims)) < 0)
+		return v;
+	if (fci_md_plain(&md, r, dims, dt))
+		return FC_ERR_INTERNAL;
+	return fci_want(b, i, v, &md);
+}
+
+/* dims of tensor t right-aligned to rank r. */
+static void align_dims(int64_t *out, const fc_model_tensor *t, int r)
+{
+	for (int k = 0; k < r; k++)
+		out[k] = k < r - t->ndim ? 1 : t->dims[k - (r - t->ndim)];
+}
+
+/* ---- a scalar Div/Mul folded into the MatMul after it ---- */
+
+/* Whether node j is a Div or Mul of an activation by a constant scalar
+ * whose output only a MatMul of two activations reads (not the cut):
+ * then *x is that activation and *scale the factor it contributes. */
+static int scale_into_matmul(const build *b, int j, int *x, float *scale)
+{
+	const fc_model_graph *g = b->g;
+	if (j < 0)
+		return 0;
+	const fc_model_node *nd = &g->nodes[j];
+	if ((nd->op != FC_OP_DIV && nd->op != FC_OP_MUL) || nd->n_in != 2 || !fci_runs(b, j))
+		return 0;
+	int k = fci_is_act(b, nd->in[0]) ? 0 : 1, c = nd->in[1 - k], o = nd->out[0];
+	if (!fci_is_act(b, nd->in[k]) || !fci_is_const(b, c) || g->tensors[c].numel != 1 ||
+	    (nd->op == FC_OP_DIV && k != 0))
+		return 0;
+	const fc_model_tensor *X = &g->tensors[nd->in[k]], *O = &g->tensors[o];
+	if (X->ndim != O->ndim || memcmp(X->dims, O->dims, sizeof(int64_t) * (size_t)X->ndim) != 0)
+		return 0;
+	float s = g->tensors[c].f32[0];
+	if (b->uses[o] != 1 || !isfinite(s) || (nd->op == FC_OP_DIV && s == 0))
+		return 0;
+	int m = b->consumer[o];
+	const fc_model_node *mm = &g->nodes[m];
+	if (!fci_runs(b, m) || mm->op != FC_OP_MATMUL || mm->n_in != 2 || !fci_is_act(b, mm->in[0]) ||
+	    !fci_is_act(b, mm->in[1]))
+		return 0;
+	*x = nd->in[k];
+	*scale = nd->op == FC_OP_DIV ? 1 / s : s;
+	return 1;
+}
+
+int fci_build_matmul_scale(build *b, int i)
+{
+	int x;
+	float s;
+	if (!scale_into_matmul(b, i, &x, &s))
+		return 0;
+	/* The output is the input: the MatMul applies the factor. */
+	fci_bind_tensor(b, b->g->nodes[i].out[0], b->tv[x]);
+	return 1;
+}
+
+/* ---- MatMul of two activations ---- */
+
+int fci_build_matmul_act(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	fc_engine *e = b->e;
+	int a = nd->in[0], w = nd->in[1], y = nd->out[0], x, rc;
+	const fc_model_tensor *A = &g->tensors[a], *W = &g->tensors[w], *Y = &g->tensors[y];
+	int r = Y->ndim;
+	float scale = 1, s;
+	if (A->ndim < 2 || W->ndim < 2 || r < 2 || r > DNNL_MAX_NDIMS)
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (MatMul): operands of rank %d and %d", nd->name,
+				      A->ndim, W->ndim);
+	for (int k = 0; k < 2; k++)
+		if (scale_into_matmul(b, g->tensors[nd->in[k]].producer, &x, &s))
+			scale *= s;
+	int64_t da[FC_MODEL_MAX_DIMS], dw[FC_MODEL_MAX_DIMS];
+	align_dims(da, A, r);
+	align_dims(dw, W, r);
+	int va = plain_at_rank(b, i, b->tv[a], r, da, e->dt), vw;
+	if (va < 0)
+		return va;
+	if ((vw = plain_at_rank(b, i, b->tv[w], r, dw, e->dt)) < 0)
+		return vw;
+	dnnl_memory_desc_t ma = fci_val(b, va)->md, mw = fci_val(b, vw)->md, my;
+	dnnl_matmul_desc_t desc;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_primitive_attr_t attr = NULL;
+	if (fci_md_plain(&my, r, Y->dims, e->dt) || dnnl_matmul_desc_init(&desc, &ma, &mw, NULL, &my))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (MatMul): onednn rejects its shapes", nd->name);
+	if (dnnl_primitive_attr_create(&attr))
+		return FC_ERR_NOMEM;
+	if (scale != 1 && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale)) {
+		rc = FC_ERR_INTERNAL;
+		goto out;
+	}
+	if ((rc = fci_create_pd(b, i, &pd, &desc, attr)))
+		goto out;
+	int out = fci_new_value(b, &my, NULL);
+	if (out < 0 || (rc = fci_new_step(b, i, ST_PRIM, 3))) {
+		rc = out < 0 ? out : rc;
+		goto out;
+	}
+	fci_arg(b, DNNL_ARG_SRC, va, NULL);
+	fci_arg(b, DNNL_ARG_WEIGHTS, vw, NULL);
+	fci_arg(b, DNNL_ARG_DST, out, NULL);
+	fci_bind_tensor(b, y, out);
+	rc = fci_finish_prim(b, pd, NULL);
+out:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	dnnl_primitive_attr_destroy(attr);
+	return rc;
+}
+
+/* ---- Softmax ---- */
+
+/* Softmax over the last axis (model_infer.c refuses others), in place
+ * when nothing later reads the input. */
+int fci_build_softmax(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]];
+	if (!fci_is_act(b, nd->in[0]) || X->ndim < 1 || X->ndim > DNNL_MAX_NDIMS)
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Softmax): unsupported input", nd->name);
+	int v = plain_at_rank(b, i, b->tv[nd->in[0]], X->ndim, X->dims, b->e->dt), y, rc;
+	if (v < 0)
+		return v;
+	dnnl_memory_desc_t md = fci_val(b, v)->md;
+	dnnl_softmax_v2_desc_t desc;
+	dnnl_primitive_desc_t pd;
+	if (dnnl_softmax_v2_forward_desc_init(&desc, dnnl_forward_inference, dnnl_softmax_accurate, &md, &md,
+					      md.ndims - 1))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Softmax): onednn rejects it", nd->name);
+	if ((rc = fci_create_pd(b, i, &pd, &desc, NULL)))
+		return rc;
+	y = fci_writable_after(b, v, i) ? fci_alias_value(b, v, &md) : fci_new_value(b, &md, NULL);
+	if (y < 0 || (rc = fci_new_step(b, i, ST_PRIM, 2))) {
+		dnnl_primitive_desc_destroy(pd);
+		return y < 0 ? y : rc;
+	}
+	fci_arg(b, DNNL_ARG_SRC, v, NULL);
+	fci_arg(b, DNNL_ARG_DST, y, NULL);
+	fci_bind_tensor(b, nd->out[0], y);
+	rc = fci_finish_prim(b, pd, NULL);
+	dnnl_primitive_desc_destroy(pd);
+	return rc;
+}
+
+/* ---- Slice and Gather ---- */
+
+/* Slice (step 1, model_infer.c refuses others) or Gather of one index:
+ * the box of the plain input with dims sd at offsets off, copied by one
+ * reorder into a plain value; Gather of a scalar index then drops the
+ * axis in a view. */
+int fci_build_slice(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
+	dnnl_dims_t sd, off;
+	if (!fci_is_act(b, nd->in[0]) || X->ndim < 1 || X->ndim > DNNL_MAX_NDIMS)
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): unsupported input", nd->name,
+				      nd->op_type);
+	for (int k = 0; k < X->ndim; k++) {
+		if (nd->op == FC_OP_GATHER) {
+			int here = k == nd->attr.gather.axis;
+			sd[k] = here ? 1 : X->dims[k];
+			off[k] = here ? nd->attr.gather.index : 0;
+		} else {
+			if (nd->attr.slice.step[k] != 1 && Y->dims[k] > 1)
+				return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Slice): only step 1", nd->name);
+			sd[k] = Y->dims[k];
+			off[k] = nd->attr.slice.start[k];
+		}
+		if (off[k] < 0 || off[k] + sd[k] > X->dims[k])
+			return fci_build_fail(b, FC_ERR_INTERNAL, "node '%s' (%s): box outside the input", nd->name,
+					      nd->op_type);
+	}
+	int v = b->tv[nd->in[0]], s, y, rc;
+	v = plain_at_rank(b, i, v, X->ndim, X->dims, fci_val(b, v)->md.data_type);
+	if (v < 0)
+		return v;
+	dnnl_memory_desc_t smd, ymd;
+	if (dnnl_memory_desc_init_submemory(&smd, &fci_val(b, v)->md, sd, off) ||
+	    fci_md_plain(&ymd, X->ndim, sd, b->e->dt))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects its shapes", nd->name,
+				      nd->op_type);
+	if ((s = fci_alias_value(b, v, &smd)) < 0)
+		return s;
+	if ((y = fci_new_value(b, &ymd, NULL)) < 0)
+		return y;
+	if ((rc = fci_reorder_step(b, i, s, y, NULL)))
+		return rc;
+	if (Y->ndim != X->ndim && (y = fci_view(b, i, y, Y->ndim, Y->dims)) < 0)
+		return y;
+	fci_bind_tensor(b, nd->out[0], y);
+	return 0;
+}
