@@ -857,7 +857,7 @@ static int build_concat(build *b, int i)
 	const fc_model_graph *g = b->g;
 	const fc_model_node *nd = &g->nodes[i];
 	const fc_model_tensor *Y = &g->tensors[nd->out[0]];
-	int n = nd->n_in, rc = 0, y = -1;
+	int n = nd->n_in, rc = 0, y = -1, all_plain = 1;
 	int *src = calloc((size_t)n, sizeof *src);
 	dnnl_memory_desc_t *mds = calloc((size_t)n, sizeof *mds);
 	dnnl_primitive_desc_t pd = NULL;
@@ -886,8 +886,19 @@ static int build_concat(build *b, int i)
 			}
 		}
 		mds[k] = fci_val(b, src[k])->md;
+		dnnl_memory_desc_t p;
+		if (fci_md_plain(&p, mds[k].ndims, mds[k].dims, mds[k].data_type) || !dnnl_memory_desc_equal(&p, &mds[k]))
+			all_plain = 0;
 	}
-	if (dnnl_concat_primitive_desc_create(&pd, NULL, n, nd->attr.axis.axis, mds, NULL, b->e->eng)) {
+	/* Plain sources (tokens, a class token) get a plain destination: left
+	 * to choose, oneDNN 2.6.3 picks one only its ref concat writes. */
+	dnnl_memory_desc_t pdst;
+	if (all_plain && fci_md_plain(&pdst, Y->ndim, Y->dims, b->e->dt)) {
+		rc = FC_ERR_INTERNAL;
+		goto out;
+	}
+	if (dnnl_concat_primitive_desc_create(&pd, all_plain ? &pdst : NULL, n, nd->attr.axis.axis, mds, NULL,
+					      b->e->eng)) {
 		pd = NULL;
 		rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Concat): onednn rejects it", nd->name);
 		goto out;
