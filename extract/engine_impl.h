@@ -10,7 +10,8 @@
  *                 LayerNormalization, GELU, Transpose)
  *   engine_tokens.c the transformer ops on token activations: MatMul of
  *                 two activations (with a folded scalar scale), Softmax,
- *                 Slice and Gather of one index
+ *                 Slice and Gather of one index; binary ops of rank >= 5
+ *                 with a constant broadcast over inner dims (Swin's mask)
  *
  * The layout and memory rules are described at the top of engine.c.
  */
@@ -137,5 +138,6 @@ int fci_build_matmul_act(build *b, int i);
 int fci_build_matmul_scale(build *b, int i);
 int fci_build_softmax(build *b, int i);
 int fci_build_slice(build *b, int i);
+int fci_build_binary_expand(build *b, int i);
 
 #endif /* FC_ENGINE_IMPL_H */

@@ -1088,6 +1088,9 @@ int fci_build_node(build *b, int i)
 		return rc < 0 ? rc : 0;
 	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && fci_build_matmul_scale(b, i))
 		return 0;
+	if ((nd->op == FC_OP_ADD || nd->op == FC_OP_SUB || nd->op == FC_OP_MUL || nd->op == FC_OP_DIV) &&
+	    (rc = fci_build_binary_expand(b, i)))
+		return rc < 0 ? rc : 0;
 	switch (nd->op) {
 	case FC_OP_CONV:
 		return build_conv(b, i);

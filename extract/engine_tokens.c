@@ -228,3 +228,82 @@ int fci_build_slice(build *b, int i)
 	fci_bind_tensor(b, nd->out[0], y);
 	return 0;
 }
+
+/* ---- binary ops with a constant broadcast over inner dims ---- */
+
+/* A binary op of rank >= 5 whose constant operand broadcasts over dims
+ * after the first (Swin's attention mask, 1 x nW x 1 x N x N over
+ * B x nW x heads x N x N): oneDNN 2.6.3 runs that broadcast only in its
+ * ref code, but has jit kernels for one over the leading dim, so the
+ * constant is expanded once, at build time, over every other dim.
+ * Returns 1 when built, 0 when node i is no such op, or a negative
+ * FC_ERR_*. Rank 4 is left to build_binary, whose layouts serve CNNs. */
+int fci_build_binary_expand(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *Y = &g->tensors[nd->out[0]];
+	int r = Y->ndim, a = nd->in[0], c = nd->in[1], inner = 0, rc, y;
+	if (nd->n_in != 2 || r < 5 || r > DNNL_MAX_NDIMS)
+		return 0;
+	if (!fci_is_act(b, a) && (nd->op == FC_OP_ADD || nd->op == FC_OP_MUL)) {
+		a = nd->in[1];
+		c = nd->in[0];
+	}
+	if (!fci_is_act(b, a) || !fci_is_const(b, c) || g->tensors[a].ndim != r ||
+	    memcmp(g->tensors[a].dims, Y->dims, sizeof(int64_t) * (size_t)r) != 0 || g->tensors[c].ndim > r)
+		return 0;
+	int64_t dc[FC_MODEL_MAX_DIMS], ed[FC_MODEL_MAX_DIMS], es[FC_MODEL_MAX_DIMS], cs[FC_MODEL_MAX_DIMS];
+	align_dims(dc, &g->tensors[c], r);
+	for (int k = 1; k < r; k++)
+		inner |= dc[k] == 1 && Y->dims[k] > 1;
+	if (!inner)
+		return 0;
+	ed[0] = dc[0];
+	for (int k = 1; k < r; k++)
+		ed[k] = Y->dims[k];
+	int64_t n = 1, m = 1;
+	for (int k = r - 1; k >= 0; k--) {
+		es[k] = n, cs[k] = m;
+		n *= ed[k], m *= dc[k];
+	}
+	const float *src = g->tensors[c].f32;
+	float *p = fci_balloc(b->e, (size_t)n * sizeof *p);
+	if (!p)
+		return FC_ERR_NOMEM;
+	for (int64_t o = 0; o < n; o++) {
+		int64_t off = 0;
+		for (int k = 0; k < r; k++)
+			off += dc[k] == 1 ? 0 : o / es[k] % ed[k] * cs[k];
+		p[o] = src[off];
+	}
+	int va = b->tv[a], vc;
+	va = plain_at_rank(b, i, va, r, Y->dims, fci_val(b, va)->md.data_type);
+	if (va < 0)
+		return va;
+	dnnl_memory_desc_t ma = fci_val(b, va)->md, mc;
+	if (fci_md_plain(&mc, r, ed, dnnl_f32) || (vc = fci_new_value(b, &mc, p)) < 0)
+		return FC_ERR_INTERNAL;
+	dnnl_alg_kind_t alg = nd->op == FC_OP_ADD ? dnnl_binary_add
+			      : nd->op == FC_OP_SUB ? dnnl_binary_sub
+			      : nd->op == FC_OP_MUL ? dnnl_binary_mul
+						    : dnnl_binary_div;
+	dnnl_binary_desc_t desc;
+	dnnl_primitive_desc_t pd;
+	if (dnnl_binary_desc_init(&desc, alg, &ma, &mc, &ma))
+		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects it", nd->name, nd->op_type);
+	if ((rc = fci_create_pd(b, i, &pd, &desc, NULL)))
+		return rc;
+	y = fci_writable_after(b, va, i) ? fci_alias_value(b, va, &ma) : fci_new_value(b, &ma, NULL);
+	if (y < 0 || (rc = fci_new_step(b, i, ST_PRIM, 3))) {
+		dnnl_primitive_desc_destroy(pd);
+		return y < 0 ? y : rc;
+	}
+	fci_arg(b, DNNL_ARG_SRC_0, va, NULL);
+	fci_arg(b, DNNL_ARG_SRC_1, vc, NULL);
+	fci_arg(b, DNNL_ARG_DST, y, NULL);
+	fci_bind_tensor(b, nd->out[0], y);
+	rc = fci_finish_prim(b, pd, NULL);
+	dnnl_primitive_desc_destroy(pd);
+	return rc ? rc : 1;
+}
