@@ -8,9 +8,11 @@
  *    a step of its own;
  *  - Softmax over the last axis, oneDNN's softmax_v2 (statistics in f32
  *    in bf16 too);
- *  - Slice (step 1) and Gather of one constant index: a reorder from a
- *    sub-memory descriptor of the plain input (a box of it, at an offset)
- *    into a plain output.
+ *  - Slice (positive steps) and Gather of one constant index: one reorder
+ *    from a strided descriptor over the plain input's buffer (a box of it
+ *    at an offset, every step-th element) into a plain output;
+ *  - binary ops of rank >= 5 with a constant broadcast over inner dims
+ *    (Swin's attention mask): the constant expanded once.
  * Concat with constant inputs needs nothing here: build_concat in
  * engine_ops.c wraps constants as it does for binary ops.
  *
@@ -180,16 +182,17 @@ int fci_build_softmax(build *b, int i)
 
 /* ---- Slice and Gather ---- */
 
-/* Slice (step 1, model_infer.c refuses others) or Gather of one index:
- * the box of the plain input with dims sd at offsets off, copied by one
- * reorder into a plain value; Gather of a scalar index then drops the
- * axis in a view. */
+/* Slice (positive steps, model_infer.c refuses others) or Gather of one
+ * index: the box of the plain input with dims sd at offsets off, every
+ * step-th element, described by strides and an offset over the input's
+ * buffer and copied by one reorder into a plain value; Gather of a scalar
+ * index then drops the axis in a view. */
 int fci_build_slice(build *b, int i)
 {
 	const fc_model_graph *g = b->g;
 	const fc_model_node *nd = &g->nodes[i];
 	const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
-	dnnl_dims_t sd, off;
+	dnnl_dims_t sd, off, inc;
 	if (!fci_is_act(b, nd->in[0]) || X->ndim < 1 || X->ndim > DNNL_MAX_NDIMS)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): unsupported input", nd->name,
 				      nd->op_type);
@@ -198,13 +201,13 @@ int fci_build_slice(build *b, int i)
 			int here = k == nd->attr.gather.axis;
 			sd[k] = here ? 1 : X->dims[k];
 			off[k] = here ? nd->attr.gather.index : 0;
+			inc[k] = 1;
 		} else {
-			if (nd->attr.slice.step[k] != 1 && Y->dims[k] > 1)
-				return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Slice): only step 1", nd->name);
 			sd[k] = Y->dims[k];
 			off[k] = nd->attr.slice.start[k];
+			inc[k] = nd->attr.slice.step[k];
 		}
-		if (off[k] < 0 || off[k] + sd[k] > X->dims[k])
+		if (off[k] < 0 || inc[k] < 1 || off[k] + (sd[k] - 1) * inc[k] >= X->dims[k])
 			return fci_build_fail(b, FC_ERR_INTERNAL, "node '%s' (%s): box outside the input", nd->name,
 					      nd->op_type);
 	}
@@ -213,10 +216,18 @@ int fci_build_slice(build *b, int i)
 	if (v < 0)
 		return v;
 	dnnl_memory_desc_t smd, ymd;
-	if (dnnl_memory_desc_init_submemory(&smd, &fci_val(b, v)->md, sd, off) ||
+	dnnl_dims_t st;
+	int64_t o0 = 0, s1 = 1;
+	for (int k = X->ndim - 1; k >= 0; k--) {
+		st[k] = s1 * inc[k];
+		o0 += off[k] * s1;
+		s1 *= X->dims[k];
+	}
+	if (dnnl_memory_desc_init_by_strides(&smd, X->ndim, sd, fci_val(b, v)->md.data_type, st) ||
 	    fci_md_plain(&ymd, X->ndim, sd, b->e->dt))
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects its shapes", nd->name,
 				      nd->op_type);
+	smd.offset0 = o0; /* in elements, as a sub-memory's */
 	if ((s = fci_alias_value(b, v, &smd)) < 0)
 		return s;
 	if ((y = fci_new_value(b, &ymd, NULL)) < 0)

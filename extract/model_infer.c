@@ -876,8 +876,9 @@ static int infer_softmax(fc_model *m, int node)
 	return set_act(m, node, nd->out[0], x->ndim, x->dims);
 }
 
-/* Slice of activations: any axes, step 1 (the engine copies a box of the
- * input); an empty result is refused by set_act. */
+/* Slice of activations: any axes, positive steps (the engine copies a
+ * strided box of the input: Swin's x[:, 0::2, 1::2]); an empty result is
+ * refused by set_act. */
 static int infer_slice(fc_model *m, int node)
 {
 	fc_model_node *nd = &m->nodes[node];
@@ -890,14 +891,14 @@ static int infer_slice(fc_model *m, int node)
 	if ((rc = fci_slice_params(m, node, x, st, step, dims)))
 		return rc;
 	for (int i = 0; i < x->ndim; i++)
-		if (step[i] != 1 && dims[i] > 1)
+		if (step[i] < 1 && dims[i] > 1)
 			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
 						  "slicing activations with step %lld (axis %d) is not supported; "
-						  "only step 1",
+						  "only positive steps",
 						  (long long)step[i], i);
 	memcpy(nd->attr.slice.start, st, sizeof(int64_t) * (size_t)x->ndim);
 	for (int i = 0; i < x->ndim; i++)
-		nd->attr.slice.step[i] = 1;
+		nd->attr.slice.step[i] = dims[i] > 1 ? step[i] : 1;
 	return set_act(m, node, nd->out[0], x->ndim, dims);
 }
 

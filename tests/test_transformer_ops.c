@@ -12,7 +12,13 @@
  *    step; near misses and a lone Erf refused by the engine with a clear
  *    message; Erf of a constant folded;
  *  - Transpose of activations, 3-D and 4-D, several permutations, against
- *    a naive permutation; ConvNeXt's Transpose -> LayerNorm -> Transpose.
+ *    a naive permutation; ConvNeXt's Transpose -> LayerNorm -> Transpose;
+ *  - engine_tokens.c's ops, f32 and (where the cpu has it) bf16, none on
+ *    oneDNN's ref code: MatMul of two activations (batched, broadcast, a
+ *    scalar Div/Mul folded into its output scale), Softmax, Slice (steps,
+ *    negative starts, torch.roll as Slice + Concat), Gather of one index,
+ *    Concat with constants, a 6-D Transpose and a 5-D Add of a broadcast
+ *    constant (Swin's window partition and mask).
  *
  * Not here: the fixture models and the CNN ops (test_engine.c), the
  * importer's general checks (test_model*.c).
@@ -859,16 +865,34 @@ static void test_slice(void **state)
 	check_both(&b, x, 2, ref, 120, "Concat", NULL, "roll by 3 (slices and concat)");
 	fci_onnx_free(&b);
 
-	/* Steps other than 1 are refused when the model opens. */
-	static const int64_t two[1] = { 2 };
+	/* Swin's patch merging: r[:, :, 1::2, 0::2] (steps on two axes) */
+	static const int64_t ss[2] = { 1, 0 }, es[2] = { INT64_MAX, INT64_MAX }, as[2] = { 2, 3 }, two[2] = { 2, 2 };
 	start_model(&b, 13, tok_x, 4, tok_x);
-	testlib_init_i64(&b, "sl_st", 1, sb);
-	testlib_init_i64(&b, "sl_en", 1, ea);
+	testlib_init_i64(&b, "sl_st", 2, ss);
+	testlib_init_i64(&b, "sl_en", 2, es);
+	testlib_init_i64(&b, "sl_ax", 2, as);
+	testlib_init_i64(&b, "sl_step", 2, two);
+	testlib_node(&b, "Slice", "merge", "r,sl_st,sl_en,sl_ax,sl_step", "s");
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 60 * sizeof *ref);
+	for (int i = 0; i < 60; i++) {
+		int w = i % 5, h = i / 5 % 2, nc = i / 10;
+		ref[i] = x[nc * 40 + (1 + 2 * h) * 10 + 2 * w];
+	}
+	check_both(&b, x, 2, ref, 30, "Slice", NULL, "slice r[:, :, 1::2, 0::2]");
+	fci_onnx_free(&b);
+
+	/* Negative steps are refused when the model opens. */
+	static const int64_t back[1] = { -1 }, s9[1] = { 9 }, e0[1] = { 0 };
+	start_model(&b, 13, tok_x, 4, tok_x);
+	testlib_init_i64(&b, "sl_st", 1, s9);
+	testlib_init_i64(&b, "sl_en", 1, e0);
 	testlib_init_i64(&b, "sl_ax", 1, ax3);
-	testlib_init_i64(&b, "sl_step", 1, two);
+	testlib_init_i64(&b, "sl_step", 1, back);
 	testlib_node(&b, "Slice", "sl_bad", "r,sl_st,sl_en,sl_ax,sl_step", "y");
 	testlib_output(&b, "y");
-	open_fails(&b, FC_ERR_UNSUPPORTED, "'sl_bad'", "step 2", NULL);
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'sl_bad'", "step -1", "positive steps", NULL);
 	fci_onnx_free(&b);
 }
 
