@@ -139,5 +139,6 @@ int fci_build_matmul_scale(build *b, int i);
 int fci_build_softmax(build *b, int i);
 int fci_build_slice(build *b, int i);
 int fci_build_binary_expand(build *b, int i);
+int fci_bias_add(const build *b, int i, int64_t n, int *add);
 
 #endif /* FC_ENGINE_IMPL_H */

@@ -798,6 +798,11 @@ static int build_matmul(build *b, int i)
 	if (A->dims[A->ndim - 1] != K || M * K != A->numel || Y->numel != M * N)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): shapes do not fit", nd->name, nd->op_type);
 	float *wp, *bias = NULL;
+	int add = -1; /* an Add of a constant per output, fused as the bias */
+	if (c < 0 && !gemm && (c = fci_bias_add(b, i, N, &add)) >= 0) {
+		y = g->nodes[add].out[0];
+		Y = &g->tensors[y];
+	}
 	if (c >= 0) {
 		const fc_model_tensor *Ct = &g->tensors[c];
 		if (Ct->numel != N && Ct->numel != 1)
@@ -811,7 +816,15 @@ static int build_matmul(build *b, int i)
 	int src = fci_view(b, i, b->tv[a], 2, ad), rc;
 	if (src < 0)
 		return src;
+	/* A source of another type (the f32 input, a C step's output) joins
+	 * in the engine's: oneDNN has no f32 x bf16 matmul. */
 	dnnl_memory_desc_t ma = fci_val(b, src)->md, mw, uw, mb, my;
+	if (ma.data_type != e->dt) {
+		if (fci_md_plain(&ma, 2, ad, e->dt))
+			return FC_ERR_INTERNAL;
+		if ((src = fci_want(b, i, src, &ma)) < 0)
+			return src;
+	}
 	dnnl_dims_t ws = { tb ? 1 : N, tb ? K : 1 };
 	dnnl_matmul_desc_t desc;
 	dnnl_primitive_desc_t pd = NULL;
@@ -846,6 +859,8 @@ static int build_matmul(build *b, int i)
 		rc = out;
 		goto out;
 	}
+	if (add >= 0)
+		b->skip[add] = 1;
 	fci_bind_tensor(b, y, out);
 out:
 	dnnl_primitive_desc_destroy(pd);

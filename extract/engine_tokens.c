@@ -12,7 +12,9 @@
  *    from a strided descriptor over the plain input's buffer (a box of it
  *    at an offset, every step-th element) into a plain output;
  *  - binary ops of rank >= 5 with a constant broadcast over inner dims
- *    (Swin's attention mask): the constant expanded once.
+ *    (Swin's attention mask): the constant expanded once;
+ *  - the match of a bias Add after a MatMul by constant weights, which
+ *    build_matmul fuses as the matmul's bias.
  * Concat with constant inputs needs nothing here: build_concat in
  * engine_ops.c wraps constants as it does for binary ops.
  *
@@ -87,6 +89,30 @@ int fci_build_matmul_scale(build *b, int i)
 	/* The output is the input: the MatMul applies the factor. */
 	fci_bind_tensor(b, b->g->nodes[i].out[0], b->tv[x]);
 	return 1;
+}
+
+/* ---- a bias Add after a MatMul by constant weights ---- */
+
+/* If the output of MatMul node i (n outputs per row) is read only by an
+ * Add of a constant of n values over its last axis (torch exports Linear
+ * layers on tokens as MatMul then Add), the constant tensor, with *add
+ * the Add node, to fuse as the matmul's bias; else -1. */
+int fci_bias_add(const build *b, int i, int64_t n, int *add)
+{
+	const fc_model_graph *g = b->g;
+	int y = g->nodes[i].out[0], j = b->uses[y] == 1 ? b->consumer[y] : -1;
+	if (j < 0 || !fci_runs(b, j) || g->nodes[j].op != FC_OP_ADD || g->nodes[j].n_in != 2)
+		return -1;
+	const fc_model_node *an = &g->nodes[j];
+	int c = an->in[0] == y ? an->in[1] : an->in[0];
+	if (c == y || !fci_is_const(b, c) || g->tensors[c].numel != n || g->tensors[c].ndim < 1 ||
+	    g->tensors[c].dims[g->tensors[c].ndim - 1] != n)
+		return -1;
+	const fc_model_tensor *Y = &g->tensors[y], *O = &g->tensors[an->out[0]];
+	if (O->ndim != Y->ndim || memcmp(O->dims, Y->dims, sizeof(int64_t) * (size_t)Y->ndim) != 0)
+		return -1;
+	*add = j;
+	return c;
 }
 
 /* ---- MatMul of two activations ---- */

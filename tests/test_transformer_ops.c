@@ -740,6 +740,29 @@ static void test_matmul_act(void **state)
 		fci_onnx_free(&b);
 	}
 
+	/* A Linear layer on tokens as torch exports it: MatMul by constant
+	 * weights, then Add of the bias (either operand order): one matmul
+	 * with the bias fused, no Add step. A bias of another shape stays an
+	 * Add. */
+	static const int64_t wd[2] = { 10, 6 }, bd[1] = { 6 }, b2d[2] = { 12, 6 }, a24[2] = { 24, 10 };
+	for (int form = 0; form < 3; form++) {
+		start_model(&b, 13, tok_x, 3, tok_r);
+		float *wt = testlib_rand_vec(&b, 60, -1, 1), *bias = testlib_rand_vec(&b, 72, -1, 1);
+		testlib_add_f32(&b, "lw", 2, wd, wt);
+		testlib_add_f32(&b, "lb", form == 2 ? 2 : 1, form == 2 ? b2d : bd, bias);
+		testlib_node(&b, "MatMul", "lin", "r,lw", "m");
+		testlib_node(&b, "Add", "lin_bias", form == 1 ? "lb,m" : "m,lb", "s");
+		finish_model(&b, "s");
+		x = testlib_rand_vec(&b, TOK_N, -1, 1);
+		ref = testlib_alloc(&b, 144 * sizeof *ref);
+		ref_matmul(ref, x, a24, wt, wd, 2, 1);
+		for (int k = 0; k < 144; k++)
+			ref[k] += bias[form == 2 ? k % 72 : k % 6];
+		check_both(&b, x, 2, ref, 72, form == 2 ? "Add" : "MatMul", form == 2 ? NULL : "Add",
+			   form == 2 ? "linear, a 12 x 6 bias added" : "linear with its bias fused");
+		fci_onnx_free(&b);
+	}
+
 	/* A 1-D B computed from the image is refused when the model opens. */
 	static const int64_t v1[1] = { 240 };
 	start_model(&b, 13, tok_x, 1, v1);
