@@ -9,7 +9,8 @@
  *                 binary, matmul, concat, pad, LpNormalization,
  *                 LayerNormalization, GELU, Transpose)
  *   engine_tokens.c the transformer ops on token activations: MatMul of
- *                 two activations (with a folded scalar scale), Softmax,
+ *                 two activations (with a folded scalar scale and
+ *                 transposed operands read as views), Softmax,
  *                 Slice and Gather of one index; binary ops of rank >= 5
  *                 with a constant broadcast over inner dims (Swin's mask)
  *
@@ -140,5 +141,6 @@ int fci_build_softmax(build *b, int i);
 int fci_build_slice(build *b, int i);
 int fci_build_binary_expand(build *b, int i);
 int fci_bias_add(const build *b, int i, int64_t n, int *add);
+int fci_build_transpose_view(build *b, int i);
 
 #endif /* FC_ENGINE_IMPL_H */

@@ -1106,6 +1106,8 @@ int fci_build_node(build *b, int i)
 	if ((nd->op == FC_OP_ADD || nd->op == FC_OP_SUB || nd->op == FC_OP_MUL || nd->op == FC_OP_DIV) &&
 	    (rc = fci_build_binary_expand(b, i)))
 		return rc < 0 ? rc : 0;
+	if (nd->op == FC_OP_TRANSPOSE && (rc = fci_build_transpose_view(b, i)))
+		return rc < 0 ? rc : 0;
 	switch (nd->op) {
 	case FC_OP_CONV:
 		return build_conv(b, i);

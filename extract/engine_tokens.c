@@ -5,7 +5,9 @@
  *    batch dims broadcast numpy-style, on oneDNN's matmul with plain
  *    operands; a Div or Mul by a constant scalar whose only reader is such
  *    a MatMul (the q scale) becomes the matmul's output scale instead of
- *    a step of its own;
+ *    a step of its own, and a Transpose only such a MatMul reads is no
+ *    copy but a view with permuted strides, read as it is where oneDNN
+ *    has a kernel for it (attention's q, kT and v);
  *  - Softmax over the last axis, oneDNN's softmax_v2 (statistics in f32
  *    in bf16 too);
  *  - Slice (positive steps) and Gather of one constant index: one reorder
@@ -18,8 +20,9 @@
  * Concat with constant inputs needs nothing here: build_concat in
  * engine_ops.c wraps constants as it does for binary ops.
  *
- * Every output is plain row-major in the activations' type, which is what
- * the Transpose/Reshape/MatMul chains of attention read without reorders.
+ * Every output but a Transpose's view is plain row-major in the
+ * activations' type, which the Reshape/MatMul chains of attention read
+ * without reorders.
  */
 #include <math.h>
 #include <stdio.h>
@@ -135,25 +138,45 @@ int fci_build_matmul_act(build *b, int i)
 	int64_t da[FC_MODEL_MAX_DIMS], dw[FC_MODEL_MAX_DIMS];
 	align_dims(da, A, r);
 	align_dims(dw, W, r);
-	int va = plain_at_rank(b, i, b->tv[a], r, da, e->dt), vw;
-	if (va < 0)
-		return va;
-	if ((vw = plain_at_rank(b, i, b->tv[w], r, dw, e->dt)) < 0)
-		return vw;
+	int va = b->tv[a], vw = b->tv[w];
 	dnnl_memory_desc_t ma = fci_val(b, va)->md, mw = fci_val(b, vw)->md, my;
 	dnnl_matmul_desc_t desc;
 	dnnl_primitive_desc_t pd = NULL;
 	dnnl_primitive_attr_t attr = NULL;
-	if (fci_md_plain(&my, r, Y->dims, e->dt) || dnnl_matmul_desc_init(&desc, &ma, &mw, NULL, &my))
-		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (MatMul): onednn rejects its shapes", nd->name);
+	if (fci_md_plain(&my, r, Y->dims, e->dt))
+		return FC_ERR_INTERNAL;
 	if (dnnl_primitive_attr_create(&attr))
 		return FC_ERR_NOMEM;
 	if (scale != 1 && dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale)) {
 		rc = FC_ERR_INTERNAL;
 		goto out;
 	}
-	if ((rc = fci_create_pd(b, i, &pd, &desc, attr)))
-		goto out;
+	/* Operands as they are (a transposed view, fci_build_transpose_view)
+	 * when oneDNN has a kernel for their strides; else plain copies. */
+	if (ma.ndims == r && mw.ndims == r && ma.data_type == e->dt && mw.data_type == e->dt &&
+	    !dnnl_matmul_desc_init(&desc, &ma, &mw, NULL, &my)) {
+		if (dnnl_primitive_desc_create(&pd, &desc, attr, e->eng, NULL) != dnnl_success) {
+			pd = NULL;
+		} else if (!strncmp(fci_impl_of(pd), "ref", 3)) {
+			dnnl_primitive_desc_destroy(pd);
+			pd = NULL;
+		}
+	}
+	if (!pd) {
+		if ((va = plain_at_rank(b, i, va, r, da, e->dt)) < 0 || (vw = plain_at_rank(b, i, vw, r, dw, e->dt)) < 0) {
+			rc = va < 0 ? va : vw;
+			goto out;
+		}
+		ma = fci_val(b, va)->md;
+		mw = fci_val(b, vw)->md;
+		if (dnnl_matmul_desc_init(&desc, &ma, &mw, NULL, &my)) {
+			rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (MatMul): onednn rejects its shapes",
+					    nd->name);
+			goto out;
+		}
+		if ((rc = fci_create_pd(b, i, &pd, &desc, attr)))
+			goto out;
+	}
 	int out = fci_new_value(b, &my, NULL);
 	if (out < 0 || (rc = fci_new_step(b, i, ST_PRIM, 3))) {
 		rc = out < 0 ? out : rc;
@@ -169,6 +192,55 @@ out:
 		dnnl_primitive_desc_destroy(pd);
 	dnnl_primitive_attr_destroy(attr);
 	return rc;
+}
+
+/* ---- Transpose read by such a MatMul ---- */
+
+/* Whether tensor t is read only by a MatMul of two activations, directly
+ * or through a scalar Div/Mul folded into it. */
+static int feeds_matmul_act(const build *b, int t)
+{
+	int j = b->uses[t] == 1 ? b->consumer[t] : -1, x;
+	float s;
+	if (j < 0 || !fci_runs(b, j))
+		return 0;
+	if (scale_into_matmul(b, j, &x, &s))
+		return 1;
+	const fc_model_node *m = &b->g->nodes[j];
+	return m->op == FC_OP_MATMUL && m->n_in == 2 && fci_is_act(b, m->in[0]) && fci_is_act(b, m->in[1]);
+}
+
+/* A Transpose whose output only such a MatMul reads (attention's q, kT,
+ * v): no copy, but a view of the plain input with permuted strides, which
+ * the MatMul reads as it is when oneDNN has a kernel for it. Returns 1
+ * when built, 0 when node i is no such Transpose, or a negative FC_ERR_*. */
+int fci_build_transpose_view(build *b, int i)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
+	if (!fci_is_act(b, nd->in[0]) || X->ndim < 2 || X->ndim > DNNL_MAX_NDIMS || !feeds_matmul_act(b, nd->out[0]))
+		return 0;
+	int v = plain_at_rank(b, i, b->tv[nd->in[0]], X->ndim, X->dims, b->e->dt), y;
+	if (v < 0)
+		return v;
+	dnnl_dims_t xs, yd, ys;
+	int64_t n = 1;
+	for (int k = X->ndim - 1; k >= 0; k--) {
+		xs[k] = n;
+		n *= X->dims[k];
+	}
+	for (int k = 0; k < Y->ndim; k++) {
+		yd[k] = Y->dims[k];
+		ys[k] = xs[nd->attr.perm.perm[k]];
+	}
+	dnnl_memory_desc_t md;
+	if (dnnl_memory_desc_init_by_strides(&md, Y->ndim, yd, b->e->dt, ys))
+		return 0;
+	if ((y = fci_alias_value(b, v, &md)) < 0)
+		return y;
+	fci_bind_tensor(b, nd->out[0], y);
+	return 1;
 }
 
 /* ---- Softmax ---- */

@@ -15,7 +15,9 @@
  *    a naive permutation; ConvNeXt's Transpose -> LayerNorm -> Transpose;
  *  - engine_tokens.c's ops, f32 and (where the cpu has it) bf16, none on
  *    oneDNN's ref code: MatMul of two activations (batched, broadcast, a
- *    scalar Div/Mul folded into its output scale), Softmax, Slice (steps,
+ *    scalar Div/Mul folded into its output scale, a Transpose before it
+ *    read as a strided view), a bias Add fused into a MatMul by constant
+ *    weights, Softmax, Slice (steps,
  *    negative starts, torch.roll as Slice + Concat), Gather of one index,
  *    Concat with constants, a 6-D Transpose and a 5-D Add of a broadcast
  *    constant (Swin's window partition and mask).
@@ -683,7 +685,8 @@ static void test_matmul_act(void **state)
 	ref = testlib_alloc(&b, 2 * 144 * sizeof *ref);
 	ref_permute(t, x, 3, tok_r, perm3);
 	ref_matmul(ref, x, tok_r, t, dt3, 3, 1);
-	check_both(&b, x, 2, ref, 144, "MatMul", NULL, "matmul 2x12x10 @ 2x10x12");
+	/* the Transpose is no copy: the matmul reads it with permuted strides */
+	check_both(&b, x, 2, ref, 144, "MatMul", "Transpose", "matmul 2x12x10 @ 2x10x12");
 	fci_onnx_free(&b);
 
 	/* 4-D by 3-D: the batch of B broadcast (rank and dim 0): r (2 x 3 x
