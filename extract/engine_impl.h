@@ -10,6 +10,11 @@
  *   engine_patterns.c  op patterns built as one primitive (GELU's Erf and
  *                 tanh forms, QuickGELU, decomposed LayerNorm); the
  *                 LayerNormalization step; ReduceMean off the spatial axes
+ *   engine_tokens.c  the transformer ops on token activations: MatMul of
+ *                 two activations (with a folded scalar scale and
+ *                 transposed operands read as views), Softmax,
+ *                 Slice and Gather of one index; binary ops of rank >= 5
+ *                 with a constant broadcast over inner dims (Swin's mask)
  *
  * The layout and memory rules are described at the top of engine.c.
  */
@@ -157,5 +162,15 @@ int fci_pattern_post_op(build *b, int t, dnnl_post_ops_t po, int *cur);
  * the primitive (NULL: the node's op). */
 int fci_layernorm_step(build *b, int i, int x, int y, float eps, int gamma, int beta, const char *op);
 int fci_build_reduce_mean(build *b, int i);
+
+/* ---- engine_tokens.c: transformer ops on activations ---- */
+
+int fci_build_matmul_act(build *b, int i);
+int fci_build_matmul_scale(build *b, int i);
+int fci_build_softmax(build *b, int i);
+int fci_build_slice(build *b, int i);
+int fci_build_binary_expand(build *b, int i);
+int fci_bias_add(const build *b, int i, int64_t n, int *add);
+int fci_build_transpose_view(build *b, int i);
 
 #endif /* FC_ENGINE_IMPL_H */

@@ -696,6 +696,8 @@ static int build_matmul(build *b, int i)
 	fc_engine *e = b->e;
 	int a = nd->in[0], w = nd->n_in > 1 ? nd->in[1] : -1, c = nd->n_in > 2 ? nd->in[2] : -1, y = nd->out[0];
 	int gemm = nd->op == FC_OP_GEMM;
+	if (!gemm && fci_is_act(b, a) && fci_is_act(b, w))
+		return fci_build_matmul_act(b, i);
 	if (!fci_is_act(b, a) || !fci_is_const(b, w) || g->tensors[w].ndim != 2 || (c >= 0 && !fci_is_const(b, c)) ||
 	    (gemm && nd->attr.gemm.trans_a) || g->tensors[a].ndim < 1)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): only activation x constant weights", nd->name,
@@ -707,6 +709,11 @@ static int build_matmul(build *b, int i)
 	if (A->dims[A->ndim - 1] != K || M * K != A->numel || Y->numel != M * N)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): shapes do not fit", nd->name, nd->op_type);
 	float *wp, *bias = NULL;
+	int add = -1; /* an Add of a constant per output, fused as the bias */
+	if (c < 0 && !gemm && (c = fci_bias_add(b, i, N, &add)) >= 0) {
+		y = g->nodes[add].out[0];
+		Y = &g->tensors[y];
+	}
 	if (c >= 0) {
 		const fc_model_tensor *Ct = &g->tensors[c];
 		if (Ct->numel != N && Ct->numel != 1)
@@ -720,7 +727,15 @@ static int build_matmul(build *b, int i)
 	int src = fci_view(b, i, b->tv[a], 2, ad), rc;
 	if (src < 0)
 		return src;
+	/* A source of another type (the f32 input, a C step's output) joins
+	 * in the engine's: oneDNN has no f32 x bf16 matmul. */
 	dnnl_memory_desc_t ma = fci_val(b, src)->md, mw, uw, mb, my;
+	if (ma.data_type != e->dt) {
+		if (fci_md_plain(&ma, 2, ad, e->dt))
+			return FC_ERR_INTERNAL;
+		if ((src = fci_want(b, i, src, &ma)) < 0)
+			return src;
+	}
 	dnnl_dims_t ws = { tb ? 1 : N, tb ? K : 1 };
 	dnnl_matmul_desc_t desc;
 	dnnl_primitive_desc_t pd = NULL;
@@ -755,6 +770,8 @@ static int build_matmul(build *b, int i)
 		rc = out;
 		goto out;
 	}
+	if (add >= 0)
+		b->skip[add] = 1;
 	fci_bind_tensor(b, y, out);
 out:
 	dnnl_primitive_desc_destroy(pd);
@@ -766,7 +783,7 @@ static int build_concat(build *b, int i)
 	const fc_model_graph *g = b->g;
 	const fc_model_node *nd = &g->nodes[i];
 	const fc_model_tensor *Y = &g->tensors[nd->out[0]];
-	int n = nd->n_in, rc = 0, y = -1;
+	int n = nd->n_in, rc = 0, y = -1, all_plain = 1;
 	int *src = calloc((size_t)n, sizeof *src);
 	dnnl_memory_desc_t *mds = calloc((size_t)n, sizeof *mds);
 	dnnl_primitive_desc_t pd = NULL;
@@ -795,8 +812,19 @@ static int build_concat(build *b, int i)
 			}
 		}
 		mds[k] = fci_val(b, src[k])->md;
+		dnnl_memory_desc_t p;
+		if (fci_md_plain(&p, mds[k].ndims, mds[k].dims, mds[k].data_type) || !dnnl_memory_desc_equal(&p, &mds[k]))
+			all_plain = 0;
 	}
-	if (dnnl_concat_primitive_desc_create(&pd, NULL, n, nd->attr.axis.axis, mds, NULL, b->e->eng)) {
+	/* Plain sources (tokens, a class token) get a plain destination: left
+	 * to choose, oneDNN 2.6.3 picks one only its ref concat writes. */
+	dnnl_memory_desc_t pdst;
+	if (all_plain && fci_md_plain(&pdst, Y->ndim, Y->dims, b->e->dt)) {
+		rc = FC_ERR_INTERNAL;
+		goto out;
+	}
+	if (dnnl_concat_primitive_desc_create(&pd, all_plain ? &pdst : NULL, n, nd->attr.axis.axis, mds, NULL,
+					      b->e->eng)) {
 		pd = NULL;
 		rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Concat): onednn rejects it", nd->name);
 		goto out;
@@ -935,6 +963,13 @@ int fci_build_node(build *b, int i)
 	int rc;
 	if ((rc = fci_build_pattern(b, i)))
 		return rc < 0 ? rc : 0;
+	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && fci_build_matmul_scale(b, i))
+		return 0;
+	if ((nd->op == FC_OP_ADD || nd->op == FC_OP_SUB || nd->op == FC_OP_MUL || nd->op == FC_OP_DIV) &&
+	    (rc = fci_build_binary_expand(b, i)))
+		return rc < 0 ? rc : 0;
+	if (nd->op == FC_OP_TRANSPOSE && (rc = fci_build_transpose_view(b, i)))
+		return rc < 0 ? rc : 0;
 	switch (nd->op) {
 	case FC_OP_CONV:
 		return build_conv(b, i);
@@ -993,6 +1028,11 @@ int fci_build_node(build *b, int i)
 	case FC_OP_GEMM:
 	case FC_OP_MATMUL:
 		return build_matmul(b, i);
+	case FC_OP_SOFTMAX:
+		return fci_build_softmax(b, i);
+	case FC_OP_SLICE:
+	case FC_OP_GATHER:
+		return fci_build_slice(b, i);
 	}
 	return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s': op %s is not supported by the engine", nd->name,
 		    nd->op_type);

@@ -784,7 +784,14 @@ static int infer_matmul(fc_model *m, int node)
 
 	if (!(x = fci_act_in(m, node, 0)))
 		return FC_ERR_UNSUPPORTED;
-	if (!(w = fci_const_in(m, node, 1, FC_ELEM_F32, "B")))
+	w = T(m, nd->in[1]);
+	/* B computed from the image too (attention's q kT and attn v): both
+	 * at least 2-D, batch dims broadcast as below. */
+	if (w->kind != FC_TENSOR_CONST && w->ndim < 2)
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+					  "a 1-D B computed from the image is not supported (%s)",
+					  shp(b1, sizeof b1, w));
+	if (w->kind == FC_TENSOR_CONST && !(w = fci_const_in(m, node, 1, FC_ELEM_F32, "B")))
 		return FC_ERR_UNSUPPORTED;
 	if (x->ndim < 2 || w->ndim < 1)
 		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node, "inputs %s and %s are not supported",
@@ -807,7 +814,7 @@ static int infer_matmul(fc_model *m, int node)
 		dims[r++] = x->dims[x->ndim - 2];
 		dims[r++] = w->dims[w->ndim - 1];
 	}
-	nd->params = (uint64_t)w->numel;
+	nd->params = w->kind == FC_TENSOR_CONST ? (uint64_t)w->numel : 0;
 	return set_act(m, node, nd->out[0], r, dims);
 mismatch:
 	return fci_model_node_fail(m, FC_ERR_INVALID, node, "cannot multiply %s by %s",
@@ -846,6 +853,87 @@ static int infer_layernorm(fc_model *m, int node)
 	nd->attr.bn.epsilon = m->np[node].a.epsilon;
 	nd->params = (uint64_t)s->numel + (bias ? (uint64_t)bias->numel : 0);
 	return set_act(m, node, nd->out[0], x->ndim, x->dims);
+}
+
+/* Softmax: the engine normalises over the last axis only. Before opset 13
+ * the input is coerced to 2-D at axis, which for the last axis is the
+ * same thing. */
+static int infer_softmax(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *x;
+	char b1[128];
+	int axis;
+
+	if (!(x = fci_act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	axis = m->np[node].a.axis < 0 ? m->np[node].a.axis + x->ndim : m->np[node].a.axis;
+	if (x->ndim < 1 || axis != x->ndim - 1)
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+					  "only softmax over the last axis is supported (axis %d of %s)",
+					  m->np[node].a.axis, shp(b1, sizeof b1, x));
+	nd->attr.axis.axis = axis;
+	return set_act(m, node, nd->out[0], x->ndim, x->dims);
+}
+
+/* Slice of activations: any axes, positive steps (the engine copies a
+ * strided box of the input: Swin's x[:, 0::2, 1::2]); an empty result is
+ * refused by set_act. */
+static int infer_slice(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *x;
+	int64_t st[FC_MODEL_MAX_DIMS], step[FC_MODEL_MAX_DIMS], dims[FC_MODEL_MAX_DIMS];
+	int rc;
+
+	if (!(x = fci_act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if ((rc = fci_slice_params(m, node, x, st, step, dims)))
+		return rc;
+	for (int i = 0; i < x->ndim; i++)
+		if (step[i] < 1 && dims[i] > 1)
+			return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+						  "slicing activations with step %lld (axis %d) is not supported; "
+						  "only positive steps",
+						  (long long)step[i], i);
+	memcpy(nd->attr.slice.start, st, sizeof(int64_t) * (size_t)x->ndim);
+	for (int i = 0; i < x->ndim; i++)
+		nd->attr.slice.step[i] = dims[i] > 1 ? step[i] : 1;
+	return set_act(m, node, nd->out[0], x->ndim, dims);
+}
+
+/* Gather from activations with one constant index (ViT's class token,
+ * x[:, 0]): a slice of width 1, the axis dropped for a scalar index. */
+static int infer_gather(fc_model *m, int node)
+{
+	fc_model_node *nd = &m->nodes[node];
+	const fc_model_tensor *x, *ix;
+	int64_t dims[FC_MODEL_MAX_DIMS], k;
+	int axis, r = 0;
+
+	if (!(x = fci_act_in(m, node, 0)))
+		return FC_ERR_UNSUPPORTED;
+	if (!(ix = fci_const_in(m, node, 1, FC_ELEM_I64, "indices")))
+		return FC_ERR_UNSUPPORTED;
+	if (ix->numel != 1 || ix->ndim > 1)
+		return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
+					  "gathering activations needs a single index, not %lld",
+					  (long long)ix->numel);
+	axis = m->np[node].a.axis < 0 ? m->np[node].a.axis + x->ndim : m->np[node].a.axis;
+	if (x->ndim < 1 || axis < 0 || axis >= x->ndim)
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "axis %d is out of range for rank %d",
+					  m->np[node].a.axis, x->ndim);
+	k = ix->i64[0] < 0 ? ix->i64[0] + x->dims[axis] : ix->i64[0];
+	if (k < 0 || k >= x->dims[axis])
+		return fci_model_node_fail(m, FC_ERR_INVALID, node, "index %lld is out of range for %lld",
+					  (long long)ix->i64[0], (long long)x->dims[axis]);
+	for (int i = 0; i < x->ndim; i++)
+		if (i != axis || ix->ndim == 1)
+			dims[r++] = i == axis ? 1 : x->dims[i];
+	nd->attr.gather.axis = axis;
+	nd->attr.gather.index = k;
+	nd->attr.gather.keep = ix->ndim == 1;
+	return set_act(m, node, nd->out[0], r, dims);
 }
 
 static int infer_run(fc_model *m, int node)
@@ -970,11 +1058,12 @@ static int infer_run(fc_model *m, int node)
 	case FC_OP_CONCAT: {
 		int axis;
 
+		/* Constants join activations (ViT's class token before its
+		 * patch tokens); the engine makes memories of them. */
 		for (int k = 0; k < nd->n_in; k++)
-			if (T(m, nd->in[k])->kind == FC_TENSOR_CONST)
-				return fci_model_node_fail(m, FC_ERR_UNSUPPORTED, node,
-							  "concatenating a constant ('%s') with "
-							  "activations is not supported",
+			if (T(m, nd->in[k])->kind == FC_TENSOR_CONST && T(m, nd->in[k])->elem != FC_ELEM_F32)
+				return fci_model_node_fail(m, FC_ERR_CORRUPT, node,
+							  "an integer constant ('%s') meets activations",
 							  fci_model_q(m, 0, T(m, nd->in[k])->name));
 		if ((rc = fci_concat_dims(m, node, &r, dims, &axis)))
 			return rc;
@@ -987,6 +1076,12 @@ static int infer_run(fc_model *m, int node)
 		return infer_matmul(m, node);
 	case FC_OP_LAYERNORM:
 		return infer_layernorm(m, node);
+	case FC_OP_SOFTMAX:
+		return infer_softmax(m, node);
+	case FC_OP_SLICE:
+		return infer_slice(m, node);
+	case FC_OP_GATHER:
+		return infer_gather(m, node);
 	case FC_OP_TRANSPOSE:
 		if (!fci_act_in(m, node, 0))
 			return FC_ERR_UNSUPPORTED;

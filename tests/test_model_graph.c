@@ -342,10 +342,10 @@ static refusal break_ops(fci_onnx *b, int i)
 		testlib_init_i64(b, "pads", 8, (const int64_t[]){ 0, 0, 1, 1, 0, 0, 1, 1 });
 		testlib_attr_s(b, n, "mode", "reflect");
 		return refuse(FC_ERR_UNSUPPORTED, "'reflect' (Pad)", "mode 'reflect'", NULL);
-	case 4: /* Gather is fold-only: on activations it is refused, naming the node */
-		testlib_init_i64(b, "idx", 1, (const int64_t[]){ 0 });
+	case 4: /* Gather of activations takes one index: more are refused, naming the node */
+		testlib_init_i64(b, "idx", 2, (const int64_t[]){ 0, 0 });
 		testlib_node(b, "Gather", "pick", "f,idx", "z");
-		return refuse(FC_ERR_UNSUPPORTED, "'pick' (Gather)", "computed from the model input", NULL);
+		return refuse(FC_ERR_UNSUPPORTED, "'pick' (Gather)", "single index", NULL);
 	case 5: /* opsets */
 		fci_onnx_free(b);
 		tiny_net(b, 21);

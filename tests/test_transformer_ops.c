@@ -12,7 +12,15 @@
  *    step; near misses and a lone Erf refused by the engine with a clear
  *    message; Erf of a constant folded;
  *  - Transpose of activations, 3-D and 4-D, several permutations, against
- *    a naive permutation; ConvNeXt's Transpose -> LayerNorm -> Transpose.
+ *    a naive permutation; ConvNeXt's Transpose -> LayerNorm -> Transpose;
+ *  - engine_tokens.c's ops, f32 and (where the cpu has it) bf16, none on
+ *    oneDNN's ref code: MatMul of two activations (batched, broadcast, a
+ *    scalar Div/Mul folded into its output scale, a Transpose before it
+ *    read as a strided view), a bias Add fused into a MatMul by constant
+ *    weights, Softmax, Slice (steps,
+ *    negative starts, torch.roll as Slice + Concat), Gather of one index,
+ *    Concat with constants, a 6-D Transpose and a 5-D Add of a broadcast
+ *    constant (Swin's window partition and mask).
  *
  * Not here: the fixture models and the CNN ops (test_engine.c), the
  * importer's general checks (test_model*.c).
@@ -58,7 +66,13 @@ static void finish_model(fci_onnx *b, const char *in)
 /* Open the graph, cut at "y", run x (batch N) and return the maximum
  * error relative to the largest reference value. With op set, fails if
  * a primitive of that op runs oneDNN's `ref` code or none runs at all. */
-static double run_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *op)
+/* Open the graph, cut at "y", run x (batch N) in precision prec and
+ * return the maximum error relative to the largest reference value, or -1
+ * when the cpu has no native bf16 (a skip). Fails if any primitive runs
+ * oneDNN's `ref` code; with op set, if none of that op runs; with forbid
+ * set, if a primitive of that op runs. */
+static double run_prec(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *op, int prec,
+		       const char *forbid)
 {
 	fc_model *m = NULL;
 	fc_engine *e = NULL;
@@ -67,19 +81,29 @@ static double run_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, s
 		fail_msg("model open failed: %s", err);
 	if (fc_model_cut(m, "y"))
 		fail_msg("cut failed: %s", fc_model_errmsg(m));
-	fc_engine_opts o = { .batch = N, .precision = FC_PREC_F32 };
-	if (fc_engine_open(&e, m, &o, err, sizeof err))
+	fc_engine_opts o = { .batch = N, .precision = prec };
+	int rc = fc_engine_open(&e, m, &o, err, sizeof err);
+	if (rc && prec == FC_PREC_BF16 && strstr(err, "native bf16")) {
+		print_message("#   bf16 skipped: %s\n", err);
+		fc_model_free(m);
+		return -1;
+	}
+	if (rc)
 		fail_msg("engine open failed: %s", err);
 	assert_int_equal(fc_engine_dim(e), D);
 	int seen = 0;
 	for (int i = 0; i < fc_engine_n_prims(e); i++) {
 		const char *info = fc_engine_prim_info(e, i), *s = strstr(info, ": ");
 		print_message("#   %s\n", info);
-		if (op && s && strstr(info, op) && strstr(info, op) < s) {
+		if (s && strncmp(s + 2, "ref", 3) == 0)
+			fail_msg("a primitive runs oneDNN's ref code: %s", info);
+		if (op && s && strstr(info, op) && strstr(info, op) < s)
 			seen++;
-			if (strncmp(s + 2, "ref", 3) == 0)
-				fail_msg("%s runs oneDNN's ref code: %s", op, info);
-		}
+		/* "<node> <op>: <impl>": the op is the word before s */
+		size_t fl = forbid ? strlen(forbid) : 0;
+		if (forbid && s && (size_t)(s - info) > fl && s[-(ptrdiff_t)fl - 1] == ' ' &&
+		    !strncmp(s - fl, forbid, fl))
+			fail_msg("a %s primitive runs: %s", forbid, info);
 	}
 	if (op && !seen)
 		fail_msg("no %s primitive", op);
@@ -91,6 +115,11 @@ static double run_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, s
 	fc_engine_free(e);
 	fc_model_free(m);
 	return r;
+}
+
+static double run_vs_ref(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *op)
+{
+	return run_prec(b, x, N, ref, D, op, FC_PREC_F32, NULL);
 }
 
 /* The model must fail to open with code, and its message contain each
@@ -522,6 +551,507 @@ static void test_transpose_hostile(void **state)
 	fci_onnx_free(&b);
 }
 
+
+/* ---- the transformer ops on activations (engine_tokens.c) ---- */
+
+/* Run in f32 (max rel err below 1e-5) and, where the cpu has native
+ * bf16, in bf16 (below 3e-2); what names the case in the log. */
+static void check_both(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *op,
+		       const char *forbid, const char *what)
+{
+	double e32 = run_prec(b, x, N, ref, D, op, FC_PREC_F32, forbid);
+	double e16 = run_prec(b, x, N, ref, D, op, FC_PREC_BF16, forbid);
+	print_message("# %s: max rel err f32 %.2e, bf16 %.2e\n", what, e32, e16);
+	assert_true(e32 < 1e-5);
+	assert_true(e16 < 3e-2);
+}
+
+/* Row-major strides of dims (rank r) into st. */
+static int64_t strides_of(int64_t *st, const int64_t *dims, int r)
+{
+	int64_t n = 1;
+	for (int k = r - 1; k >= 0; k--) {
+		st[k] = n;
+		n *= dims[k];
+	}
+	return n;
+}
+
+/* y = scale * a @ w over the last two dims, batch dims broadcast (rank r,
+ * dims right-aligned with 1s), in double. */
+static void ref_matmul(float *y, const float *a, const int64_t *da, const float *w, const int64_t *dw, int r,
+		       double scale)
+{
+	int64_t M = da[r - 2], K = da[r - 1], N = dw[r - 1], yb[8], nb = 1;
+	for (int k = 0; k < r - 2; k++) {
+		yb[k] = da[k] > dw[k] ? da[k] : dw[k];
+		nb *= yb[k];
+	}
+	for (int64_t o = 0; o < nb; o++) {
+		int64_t rem = o, ia = 0, iw = 0, sa = 1, sw = 1;
+		for (int k = r - 3; k >= 0; k--) {
+			int64_t idx = rem % yb[k];
+			rem /= yb[k];
+			ia += (da[k] == 1 ? 0 : idx) * sa;
+			iw += (dw[k] == 1 ? 0 : idx) * sw;
+			sa *= da[k];
+			sw *= dw[k];
+		}
+		const float *ap = a + ia * M * K, *wp = w + iw * K * N;
+		for (int64_t m = 0; m < M; m++)
+			for (int64_t n = 0; n < N; n++) {
+				double acc = 0;
+				for (int64_t k = 0; k < K; k++)
+					acc += (double)ap[m * K + k] * wp[k * N + n];
+				y[(o * M + m) * N + n] = (float)(acc * scale);
+			}
+	}
+}
+
+/* y = x with its dims permuted, any rank up to 8. */
+static void ref_permute(float *y, const float *x, int r, const int64_t *xd, const int *perm)
+{
+	int64_t yd[8], xs[8];
+	int64_t n = strides_of(xs, xd, r);
+	for (int k = 0; k < r; k++)
+		yd[k] = xd[perm[k]];
+	for (int64_t o = 0; o < n; o++) {
+		int64_t rem = o, off = 0;
+		for (int k = r - 1; k >= 0; k--) {
+			off += (rem % yd[k]) * xs[perm[k]];
+			rem /= yd[k];
+		}
+		y[o] = x[off];
+	}
+}
+
+/* y = the box of x (rank r, dims xd) at offsets st with dims yd. */
+static void ref_box(float *y, const float *x, int r, const int64_t *xd, const int64_t *st, const int64_t *yd)
+{
+	int64_t xs[8], ys[8];
+	strides_of(xs, xd, r);
+	int64_t n = strides_of(ys, yd, r);
+	for (int64_t o = 0; o < n; o++) {
+		int64_t off = 0;
+		for (int k = 0; k < r; k++)
+			off += (st[k] + o / ys[k] % yd[k]) * xs[k];
+		y[o] = x[off];
+	}
+}
+
+/* Softmax over rows of D, in double. */
+static void ref_softmax(float *y, const float *x, size_t rows, size_t D)
+{
+	for (size_t r = 0; r < rows; r++) {
+		const float *xr = x + r * D;
+		double mx = xr[0], sum = 0;
+		for (size_t k = 1; k < D; k++)
+			mx = xr[k] > mx ? xr[k] : mx;
+		for (size_t k = 0; k < D; k++)
+			sum += exp(xr[k] - mx);
+		for (size_t k = 0; k < D; k++)
+			y[r * D + k] = (float)(exp(xr[k] - mx) / sum);
+	}
+}
+
+static const int64_t tok_x[4] = { 2, 3, 4, 10 }, tok_r[3] = { 2, 12, 10 };
+#define TOK_N 240
+
+/* A scalar (rank 0) int64 initializer. */
+static void init_i64_scalar(fci_onnx *b, const char *name, int64_t v)
+{
+	Onnx__TensorProto *t = testlib_i64(b, name, 1, &v);
+	t->n_dims = 0;
+	testlib_add_init(b, t);
+}
+
+static void test_matmul_act(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+	float *x, *t, *ref;
+
+	/* 3-D, the same batch: r @ rT (attention's q kT), 2 x 12 x 12 */
+	start_model(&b, 13, tok_x, 3, tok_r);
+	nd = testlib_node(&b, "Transpose", "kt", "r", "rt");
+	testlib_attr_ints(&b, nd, "perm", 3, 0LL, 2LL, 1LL);
+	testlib_node(&b, "MatMul", "qk", "r,rt", "s");
+	finish_model(&b, "s");
+	static const int perm3[3] = { 0, 2, 1 };
+	static const int64_t dt3[3] = { 2, 10, 12 };
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	t = testlib_alloc(&b, TOK_N * sizeof *t);
+	ref = testlib_alloc(&b, 2 * 144 * sizeof *ref);
+	ref_permute(t, x, 3, tok_r, perm3);
+	ref_matmul(ref, x, tok_r, t, dt3, 3, 1);
+	/* the Transpose is no copy: the matmul reads it with permuted strides */
+	check_both(&b, x, 2, ref, 144, "MatMul", "Transpose", "matmul 2x12x10 @ 2x10x12");
+	fci_onnx_free(&b);
+
+	/* 4-D by 3-D: the batch of B broadcast (rank and dim 0): r (2 x 3 x
+	 * 4 x 10) @ reshape(r[0], 3 x 10 x 4) */
+	static const int64_t w3[3] = { 3, 10, 4 }, w4[4] = { 1, 3, 10, 4 };
+	start_model(&b, 13, tok_x, 4, tok_x);
+	init_i64_scalar(&b, "i0", 0);
+	testlib_init_i64(&b, "wshape", 3, w3);
+	nd = testlib_node(&b, "Gather", "first", "r,i0", "g");
+	testlib_attr_i(&b, nd, "axis", 0);
+	testlib_node(&b, "Reshape", "to_w", "g,wshape", "w");
+	testlib_node(&b, "MatMul", "bmm", "r,w", "s");
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 2 * 48 * sizeof *ref);
+	ref_matmul(ref, x, tok_x, x, w4, 4, 1);
+	check_both(&b, x, 2, ref, 48, "MatMul", NULL, "matmul 2x3x4x10 @ 3x10x4 (broadcast)");
+	fci_onnx_free(&b);
+
+	/* 2-D: r (2 x 120) @ reshape(r, 120 x 2) */
+	static const int64_t a2[2] = { 2, 120 }, b2[2] = { 120, 2 };
+	start_model(&b, 13, tok_x, 2, a2);
+	testlib_init_i64(&b, "bshape", 2, b2);
+	testlib_node(&b, "Reshape", "to_b", "r,bshape", "w");
+	testlib_node(&b, "MatMul", "mm2", "r,w", "s");
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 4 * sizeof *ref);
+	ref_matmul(ref, x, a2, x, b2, 2, 1);
+	check_both(&b, x, 2, ref, 2, "MatMul", NULL, "matmul 2x120 @ 120x2");
+	fci_onnx_free(&b);
+
+	/* A Div and a Mul by constant scalars on the operands become the
+	 * matmul's output scale: no Div or Mul step runs. */
+	for (int form = 0; form < 2; form++) {
+		float eight = 8, half = 0.5f;
+		start_model(&b, 13, tok_x, 3, tok_r);
+		testlib_add_f32(&b, "eight", 0, NULL, &eight);
+		testlib_add_f32(&b, "half", 1, (const int64_t[]){ 1 }, &half);
+		nd = testlib_node(&b, "Transpose", "kt", "r", "rt");
+		testlib_attr_ints(&b, nd, "perm", 3, 0LL, 2LL, 1LL);
+		testlib_node(&b, "Div", "q_scale", "r,eight", "q");
+		if (form == 1)
+			testlib_node(&b, "Mul", "k_scale", "half,rt", "k");
+		testlib_node(&b, "MatMul", "qk", form ? "q,k" : "q,rt", "s");
+		finish_model(&b, "s");
+		x = testlib_rand_vec(&b, TOK_N, -1, 1);
+		t = testlib_alloc(&b, TOK_N * sizeof *t);
+		ref = testlib_alloc(&b, 2 * 144 * sizeof *ref);
+		ref_permute(t, x, 3, tok_r, perm3);
+		ref_matmul(ref, x, tok_r, t, dt3, 3, form ? 1.0 / 16 : 1.0 / 8);
+		check_both(&b, x, 2, ref, 144, "MatMul", form ? "Mul" : "Div",
+			   form ? "matmul (q / 8) @ (0.5 kT)" : "matmul (q / 8) @ kT");
+		fci_onnx_free(&b);
+	}
+
+	/* A Linear layer on tokens as torch exports it: MatMul by constant
+	 * weights, then Add of the bias (either operand order): one matmul
+	 * with the bias fused, no Add step. A bias of another shape stays an
+	 * Add. */
+	static const int64_t wd[2] = { 10, 6 }, bd[1] = { 6 }, b2d[2] = { 12, 6 }, a24[2] = { 24, 10 };
+	for (int form = 0; form < 3; form++) {
+		start_model(&b, 13, tok_x, 3, tok_r);
+		float *wt = testlib_rand_vec(&b, 60, -1, 1), *bias = testlib_rand_vec(&b, 72, -1, 1);
+		testlib_add_f32(&b, "lw", 2, wd, wt);
+		testlib_add_f32(&b, "lb", form == 2 ? 2 : 1, form == 2 ? b2d : bd, bias);
+		testlib_node(&b, "MatMul", "lin", "r,lw", "m");
+		testlib_node(&b, "Add", "lin_bias", form == 1 ? "lb,m" : "m,lb", "s");
+		finish_model(&b, "s");
+		x = testlib_rand_vec(&b, TOK_N, -1, 1);
+		ref = testlib_alloc(&b, 144 * sizeof *ref);
+		ref_matmul(ref, x, a24, wt, wd, 2, 1);
+		for (int k = 0; k < 144; k++)
+			ref[k] += bias[form == 2 ? k % 72 : k % 6];
+		check_both(&b, x, 2, ref, 72, form == 2 ? "Add" : "MatMul", form == 2 ? NULL : "Add",
+			   form == 2 ? "linear, a 12 x 6 bias added" : "linear with its bias fused");
+		fci_onnx_free(&b);
+	}
+
+	/* A 1-D B computed from the image is refused when the model opens. */
+	static const int64_t v1[1] = { 240 };
+	start_model(&b, 13, tok_x, 1, v1);
+	testlib_node(&b, "MatMul", "mv", "r,r", "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'mv'", NULL);
+	fci_onnx_free(&b);
+}
+
+static void test_softmax(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+	float *x, *ref;
+	static const int64_t r2[2] = { 2, 120 };
+
+	/* axis -1 (opset 13's default), 2 spelled positive, and opset 11's
+	 * default axis 1 on a 2-D input: all the last axis */
+	for (int form = 0; form < 3; form++) {
+		start_model(&b, form == 2 ? 11 : 13, tok_x, form == 2 ? 2 : 3, form == 2 ? r2 : tok_r);
+		nd = testlib_node(&b, "Softmax", "sm", "r", "s");
+		if (form == 1)
+			testlib_attr_i(&b, nd, "axis", 2);
+		finish_model(&b, "s");
+		x = testlib_rand_vec(&b, TOK_N, -6, 6);
+		ref = testlib_alloc(&b, TOK_N * sizeof *ref);
+		ref_softmax(ref, x, form == 2 ? 2 : 24, form == 2 ? 120 : 10);
+		check_both(&b, x, 2, ref, 120, "Softmax", NULL, form == 2 ? "softmax 2x120 opset 11" : "softmax 2x12x10");
+		fci_onnx_free(&b);
+	}
+
+	/* Attention's core on tokens r: softmax(r rT / sqrt 10) r */
+	float sq = sqrtf(10);
+	start_model(&b, 13, tok_x, 3, tok_r);
+	testlib_add_f32(&b, "sq", 0, NULL, &sq);
+	nd = testlib_node(&b, "Transpose", "kt", "r", "rt");
+	testlib_attr_ints(&b, nd, "perm", 3, 0LL, 2LL, 1LL);
+	testlib_node(&b, "Div", "q_scale", "r,sq", "q");
+	testlib_node(&b, "MatMul", "qk", "q,rt", "s");
+	testlib_node(&b, "Softmax", "sm", "s", "p");
+	testlib_node(&b, "MatMul", "pv", "p,r", "o");
+	finish_model(&b, "o");
+	static const int perm3[3] = { 0, 2, 1 };
+	static const int64_t dt3[3] = { 2, 10, 12 }, ds[3] = { 2, 12, 12 };
+	x = testlib_rand_vec(&b, TOK_N, -2, 2);
+	float *t = testlib_alloc(&b, TOK_N * sizeof *t), *s = testlib_alloc(&b, 288 * sizeof *s);
+	ref = testlib_alloc(&b, TOK_N * sizeof *ref);
+	ref_permute(t, x, 3, tok_r, perm3);
+	ref_matmul(s, x, tok_r, t, dt3, 3, 1 / sqrt(10));
+	ref_softmax(s, s, 24, 12);
+	ref_matmul(ref, s, ds, x, tok_r, 3, 1);
+	check_both(&b, x, 2, ref, 120, "Softmax", "Div", "attention softmax(q kT / sqrt 10) v");
+	fci_onnx_free(&b);
+
+	/* Another axis than the last is refused when the model opens. */
+	start_model(&b, 13, tok_x, 3, tok_r);
+	nd = testlib_node(&b, "Softmax", "sm_bad", "r", "y");
+	testlib_attr_i(&b, nd, "axis", 1);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'sm_bad'", "last axis", NULL);
+	fci_onnx_free(&b);
+}
+
+/* Slice of r (x as 2 x 3 x 4 x 10) with n starts, ends, axes into "s". */
+static void slice_node(fci_onnx *b, const char *name, const char *out, int n, const int64_t *st, const int64_t *en,
+		       const int64_t *ax)
+{
+	char ins[128], sn[40], en_[40], an[40];
+	snprintf(sn, sizeof sn, "%s_st", name);
+	snprintf(en_, sizeof en_, "%s_en", name);
+	snprintf(an, sizeof an, "%s_ax", name);
+	testlib_init_i64(b, sn, n, st);
+	testlib_init_i64(b, en_, n, en);
+	testlib_init_i64(b, an, n, ax);
+	snprintf(ins, sizeof ins, "r,%s,%s,%s", sn, en_, an);
+	testlib_node(b, "Slice", name, ins, out);
+}
+
+static void test_slice(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	float *x, *ref;
+
+	/* two axes: r[:, 1:3, :, 2:9] */
+	static const int64_t st1[2] = { 1, 2 }, en1[2] = { 3, 9 }, ax1[2] = { 1, 3 };
+	static const int64_t o1[4] = { 0, 1, 0, 2 }, y1[4] = { 2, 2, 4, 7 };
+	start_model(&b, 13, tok_x, 4, tok_x);
+	slice_node(&b, "sl", "s", 2, st1, en1, ax1);
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 112 * sizeof *ref);
+	ref_box(ref, x, 4, tok_x, o1, y1);
+	check_both(&b, x, 2, ref, 56, "Slice", NULL, "slice r[:, 1:3, :, 2:9]");
+	fci_onnx_free(&b);
+
+	/* a negative start and an end past the dim, axis -1: r[..., -4:] */
+	static const int64_t st2[1] = { -4 }, en2[1] = { INT64_MAX }, ax2[1] = { -1 };
+	static const int64_t o2[4] = { 0, 0, 0, 6 }, y2[4] = { 2, 3, 4, 4 };
+	start_model(&b, 13, tok_x, 4, tok_x);
+	slice_node(&b, "sl", "s", 1, st2, en2, ax2);
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 96 * sizeof *ref);
+	ref_box(ref, x, 4, tok_x, o2, y2);
+	check_both(&b, x, 2, ref, 48, "Slice", NULL, "slice r[..., -4:]");
+	fci_onnx_free(&b);
+
+	/* torch.roll(r, 3, dims=3) as Swin writes it: Concat(r[..., -3:],
+	 * r[..., :-3]) */
+	static const int64_t sa[1] = { -3 }, ea[1] = { 10 }, sb[1] = { 0 }, eb[1] = { -3 }, ax3[1] = { 3 };
+	start_model(&b, 13, tok_x, 4, tok_x);
+	slice_node(&b, "tail", "ta", 1, sa, ea, ax3);
+	slice_node(&b, "head", "hd", 1, sb, eb, ax3);
+	Onnx__NodeProto *nd = testlib_node(&b, "Concat", "roll", "ta,hd", "s");
+	testlib_attr_i(&b, nd, "axis", 3);
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, TOK_N * sizeof *ref);
+	for (int i = 0; i < TOK_N; i++)
+		ref[i] = x[i / 10 * 10 + (i % 10 + 7) % 10];
+	check_both(&b, x, 2, ref, 120, "Concat", NULL, "roll by 3 (slices and concat)");
+	fci_onnx_free(&b);
+
+	/* Swin's patch merging: r[:, :, 1::2, 0::2] (steps on two axes) */
+	static const int64_t ss[2] = { 1, 0 }, es[2] = { INT64_MAX, INT64_MAX }, as[2] = { 2, 3 }, two[2] = { 2, 2 };
+	start_model(&b, 13, tok_x, 4, tok_x);
+	testlib_init_i64(&b, "sl_st", 2, ss);
+	testlib_init_i64(&b, "sl_en", 2, es);
+	testlib_init_i64(&b, "sl_ax", 2, as);
+	testlib_init_i64(&b, "sl_step", 2, two);
+	testlib_node(&b, "Slice", "merge", "r,sl_st,sl_en,sl_ax,sl_step", "s");
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 60 * sizeof *ref);
+	for (int i = 0; i < 60; i++) {
+		int w = i % 5, h = i / 5 % 2, nc = i / 10;
+		ref[i] = x[nc * 40 + (1 + 2 * h) * 10 + 2 * w];
+	}
+	check_both(&b, x, 2, ref, 30, "Slice", NULL, "slice r[:, :, 1::2, 0::2]");
+	fci_onnx_free(&b);
+
+	/* Negative steps are refused when the model opens. */
+	static const int64_t back[1] = { -1 }, s9[1] = { 9 }, e0[1] = { 0 };
+	start_model(&b, 13, tok_x, 4, tok_x);
+	testlib_init_i64(&b, "sl_st", 1, s9);
+	testlib_init_i64(&b, "sl_en", 1, e0);
+	testlib_init_i64(&b, "sl_ax", 1, ax3);
+	testlib_init_i64(&b, "sl_step", 1, back);
+	testlib_node(&b, "Slice", "sl_bad", "r,sl_st,sl_en,sl_ax,sl_step", "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'sl_bad'", "step -1", "positive steps", NULL);
+	fci_onnx_free(&b);
+}
+
+static void test_gather(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+	float *x, *ref;
+	/* x[:, 0] (ViT's class token), x[:, :, -1] and x[:, [5]] of r */
+	static const struct {
+		int axis, rank1;
+		int64_t index, off[3], yd[3];
+		size_t D;
+	} c[] = {
+		{ 1, 0, 0, { 0, 0, 0 }, { 2, 1, 10 }, 10 },
+		{ 2, 0, -1, { 0, 0, 9 }, { 2, 12, 1 }, 12 },
+		{ 1, 1, 5, { 0, 5, 0 }, { 2, 1, 10 }, 10 },
+	};
+	for (size_t k = 0; k < sizeof c / sizeof c[0]; k++) {
+		start_model(&b, 13, tok_x, 3, tok_r);
+		if (c[k].rank1)
+			testlib_init_i64(&b, "ix", 1, &c[k].index);
+		else
+			init_i64_scalar(&b, "ix", c[k].index);
+		nd = testlib_node(&b, "Gather", "tok", "r,ix", "g");
+		testlib_attr_i(&b, nd, "axis", c[k].axis);
+		finish_model(&b, "g");
+		x = testlib_rand_vec(&b, TOK_N, -1, 1);
+		ref = testlib_alloc(&b, 2 * c[k].D * sizeof *ref);
+		ref_box(ref, x, 3, tok_r, c[k].off, c[k].yd);
+		check_both(&b, x, 2, ref, c[k].D, "Gather", NULL, "gather of one index");
+		fci_onnx_free(&b);
+	}
+
+	/* Two indices, or one out of range, are refused when the model opens. */
+	static const int64_t two[2] = { 0, 1 };
+	start_model(&b, 13, tok_x, 3, tok_r);
+	testlib_init_i64(&b, "ix", 2, two);
+	testlib_node(&b, "Gather", "g_bad", "r,ix", "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_UNSUPPORTED, "'g_bad'", "single index", NULL);
+	fci_onnx_free(&b);
+	start_model(&b, 13, tok_x, 3, tok_r);
+	init_i64_scalar(&b, "ix", 12);
+	nd = testlib_node(&b, "Gather", "g_bad", "r,ix", "y");
+	testlib_attr_i(&b, nd, "axis", 1);
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_INVALID, "'g_bad'", "out of range", NULL);
+	fci_onnx_free(&b);
+}
+
+static void test_concat_const(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+	float *x, *ref;
+
+	/* ViT's tokens: Concat(class token [2,1,10], r, axis 1) + positions [1,13,10] */
+	static const int64_t cd[3] = { 2, 1, 10 }, pd[3] = { 1, 13, 10 };
+	start_model(&b, 13, tok_x, 3, tok_r);
+	float *cls = testlib_rand_vec(&b, 20, -1, 1), *pos = testlib_rand_vec(&b, 130, -1, 1);
+	testlib_add_f32(&b, "cls", 3, cd, cls);
+	testlib_add_f32(&b, "pos", 3, pd, pos);
+	nd = testlib_node(&b, "Concat", "cat", "cls,r", "c");
+	testlib_attr_i(&b, nd, "axis", 1);
+	testlib_node(&b, "Add", "add_pos", "c,pos", "s");
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 260 * sizeof *ref);
+	for (int n = 0; n < 2; n++)
+		for (int t = 0; t < 13; t++)
+			for (int d = 0; d < 10; d++)
+				ref[(n * 13 + t) * 10 + d] =
+					(t ? x[(n * 12 + t - 1) * 10 + d] : cls[n * 10 + d]) + pos[t * 10 + d];
+	check_both(&b, x, 2, ref, 130, "Concat", NULL, "concat class token, r; add positions");
+	fci_onnx_free(&b);
+
+	/* a constant after the activation on the last axis */
+	static const int64_t kd[3] = { 2, 12, 3 };
+	start_model(&b, 13, tok_x, 3, tok_r);
+	float *k3 = testlib_rand_vec(&b, 72, -1, 1);
+	testlib_add_f32(&b, "k3", 3, kd, k3);
+	nd = testlib_node(&b, "Concat", "cat", "r,k3", "s");
+	testlib_attr_i(&b, nd, "axis", -1);
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, 312 * sizeof *ref);
+	for (int row = 0; row < 24; row++)
+		for (int d = 0; d < 13; d++)
+			ref[row * 13 + d] = d < 10 ? x[row * 10 + d] : k3[row * 3 + d - 10];
+	check_both(&b, x, 2, ref, 156, "Concat", NULL, "concat r, constant on the last axis");
+	fci_onnx_free(&b);
+}
+
+/* Swin's shapes: a 6-D Transpose (window partition) and a 5-D Add of a
+ * broadcast constant (the attention mask). */
+static void test_swin_shapes(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+	float *x, *ref;
+
+	static const int64_t r6[6] = { 2, 3, 2, 2, 2, 5 };
+	static const int p6[6] = { 0, 1, 3, 2, 5, 4 };
+	start_model(&b, 13, tok_x, 6, r6);
+	nd = testlib_node(&b, "Transpose", "win", "r", "s");
+	testlib_attr_ints(&b, nd, "perm", 6, 0LL, 1LL, 3LL, 2LL, 5LL, 4LL);
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, TOK_N * sizeof *ref);
+	ref_permute(ref, x, 6, r6, p6);
+	check_both(&b, x, 2, ref, 120, "Transpose", NULL, "transpose 6-D");
+	fci_onnx_free(&b);
+
+	static const int64_t r5[5] = { 2, 3, 2, 2, 10 }, md[4] = { 3, 1, 2, 10 };
+	start_model(&b, 13, tok_x, 5, r5);
+	float *mask = testlib_rand_vec(&b, 60, -1, 1);
+	testlib_add_f32(&b, "mask", 4, md, mask);
+	testlib_node(&b, "Add", "add_mask", "r,mask", "s");
+	finish_model(&b, "s");
+	x = testlib_rand_vec(&b, TOK_N, -1, 1);
+	ref = testlib_alloc(&b, TOK_N * sizeof *ref);
+	for (int i = 0; i < TOK_N; i++) {
+		int w = i % 10, k = i / 10 % 2, h = i / 40 % 3;
+		ref[i] = x[i] + mask[(h * 2 + k) * 10 + w];
+	}
+	check_both(&b, x, 2, ref, 120, "Add", NULL, "add 5-D + broadcast constant mask");
+	fci_onnx_free(&b);
+}
+
 int main(void)
 {
 	testlib_seed("test_transformer_ops");
@@ -532,6 +1062,12 @@ int main(void)
 		cmocka_unit_test(test_gelu_near_misses),
 		cmocka_unit_test(test_transpose),
 		cmocka_unit_test(test_transpose_hostile),
+		cmocka_unit_test(test_matmul_act),
+		cmocka_unit_test(test_softmax),
+		cmocka_unit_test(test_slice),
+		cmocka_unit_test(test_gather),
+		cmocka_unit_test(test_concat_const),
+		cmocka_unit_test(test_swin_shapes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

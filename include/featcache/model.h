@@ -208,6 +208,11 @@ typedef union fc_node_attr {
 	struct {
 		int64_t start[FC_MODEL_MAX_DIMS], step[FC_MODEL_MAX_DIMS]; /* Slice, per input dim */
 	} slice;
+	struct {
+		int axis;                  /* Gather of one constant index: non-negative */
+		int64_t index;             /* non-negative, < the axis' size */
+		int keep;                  /* 1: the index has rank 1, the axis stays (size 1) */
+	} gather;
 } fc_node_attr;
 
 typedef struct fc_model_node {
