@@ -127,15 +127,17 @@ static int gated_act(build *b, int i, int t, int *act, int *mul, dnnl_alg_kind_t
 	return 1;
 }
 
-/* The post-ops chain after conv node i whose output is *cur: folded into
- * po, the fused nodes marked skipped, *cur advanced to the last fused
- * output. *res is the residual tensor of a sum post-op (-1 if none) and
- * *add the Add node that carried it. */
-static int conv_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int *add)
+/* The post-ops chain after conv or matmul node i whose output is *cur:
+ * folded into po, the fused nodes marked skipped, *cur advanced to the
+ * last fused output. *res is the residual tensor of a sum post-op (-1 if
+ * none) and *add the Add node that carried it; res NULL takes no sum. */
+static int post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int *add)
 {
 	const fc_model_graph *g = b->g;
-	*res = -1;
-	*add = -1;
+	if (res) {
+		*res = -1;
+		*add = -1;
+	}
 	for (;;) {
 		int t = *cur, a, m;
 		dnnl_alg_kind_t galg;
@@ -151,7 +153,7 @@ static int conv_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res
 			*cur = g->nodes[m].out[0];
 			continue;
 		}
-		if (b->uses[t] != 1)
+		if (b->uses[t] != 1 || fci_is_cut(g, t))
 			return 0;
 		int j = b->consumer[t];
 		const fc_model_node *c = &g->nodes[j];
@@ -162,7 +164,7 @@ static int conv_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res
 			for (int k = 0; k < n; k++)
 				if (dnnl_post_ops_append_eltwise(po, 1.0f, alg[k], al[k], be[k]))
 					return fci_build_fail(b, FC_ERR_INTERNAL, "node '%s': cannot append a post-op", c->name);
-		} else if (c->op == FC_OP_ADD && *res < 0 && c->n_in == 2) {
+		} else if (res && c->op == FC_OP_ADD && *res < 0 && c->n_in == 2) {
 			int other = c->in[0] == t ? c->in[1] : c->in[0];
 			const fc_model_tensor *O = other >= 0 ? &g->tensors[other] : NULL;
 			const fc_model_tensor *C = &g->tensors[t];
@@ -252,7 +254,7 @@ static int build_conv(build *b, int i)
 		rc = FC_ERR_NOMEM;
 		goto out;
 	}
-	if ((rc = conv_post_ops(b, i, po, &cur, &res, &add)))
+	if ((rc = post_ops(b, i, po, &cur, &res, &add)))
 		goto out;
 	if (dnnl_primitive_attr_set_post_ops(attr, po)) {
 		rc = FC_ERR_INTERNAL;
@@ -723,29 +725,52 @@ static int build_matmul(build *b, int i)
 		for (int64_t k = 0; k < N; k++)
 			bias[k] = Ct->f32[Ct->numel == 1 ? 0 : k] * (gemm ? nd->attr.gemm.beta : 1.0f);
 	}
+	/* Elementwise ops after it (a transformer MLP's GELU) as post-ops. */
+	dnnl_primitive_attr_t attr = NULL;
+	dnnl_post_ops_t po = NULL;
+	dnnl_primitive_desc_t pd = NULL;
+	int rc;
+	if (dnnl_primitive_attr_create(&attr) || dnnl_post_ops_create(&po)) {
+		rc = FC_ERR_NOMEM;
+		goto out;
+	}
+	if ((rc = post_ops(b, i, po, &y, NULL, NULL)))
+		goto out;
+	if (dnnl_primitive_attr_set_post_ops(attr, po)) {
+		rc = FC_ERR_INTERNAL;
+		goto out;
+	}
+	Y = &g->tensors[y];
 	dnnl_dims_t ad = { M, K }, wd = { K, N }, bd = { 1, N }, yd = { M, N };
-	int src = fci_view(b, i, b->tv[a], 2, ad), rc;
-	if (src < 0)
-		return src;
+	int src = fci_view(b, i, b->tv[a], 2, ad);
+	if (src < 0) {
+		rc = src;
+		goto out;
+	}
 	/* A source of another type (the f32 input, a C step's output) joins
 	 * in the engine's: oneDNN has no f32 x bf16 matmul. */
 	dnnl_memory_desc_t ma = fci_val(b, src)->md, mw, uw, mb, my;
 	if (ma.data_type != e->dt) {
-		if (fci_md_plain(&ma, 2, ad, e->dt))
-			return FC_ERR_INTERNAL;
-		if ((src = fci_want(b, i, src, &ma)) < 0)
-			return src;
+		if (fci_md_plain(&ma, 2, ad, e->dt)) {
+			rc = FC_ERR_INTERNAL;
+			goto out;
+		}
+		if ((src = fci_want(b, i, src, &ma)) < 0) {
+			rc = src;
+			goto out;
+		}
 	}
 	dnnl_dims_t ws = { tb ? 1 : N, tb ? K : 1 };
 	dnnl_matmul_desc_t desc;
-	dnnl_primitive_desc_t pd = NULL;
 	if (fci_md_any(&mw, 2, wd, e->dt) || dnnl_memory_desc_init_by_strides(&uw, 2, wd, dnnl_f32, ws) ||
 	    fci_md_plain(&mb, 2, bd, dnnl_f32) || fci_md_any(&my, 2, yd, e->dt) ||
-	    dnnl_matmul_desc_init(&desc, &ma, &mw, bias ? &mb : NULL, &my))
-		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects its shapes", nd->name,
-			    nd->op_type);
-	if ((rc = fci_create_pd(b, i, &pd, &desc, NULL)))
-		return rc;
+	    dnnl_matmul_desc_init(&desc, &ma, &mw, bias ? &mb : NULL, &my)) {
+		rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects its shapes", nd->name,
+				    nd->op_type);
+		goto out;
+	}
+	if ((rc = fci_create_pd(b, i, &pd, &desc, attr)))
+		goto out;
 	dnnl_memory_desc_t w_q = fci_query_md(pd, dnnl_query_weights_md), y_q = fci_query_md(pd, dnnl_query_dst_md);
 	dnnl_memory_t m1, m2 = NULL;
 	int out = fci_new_value(b, &y_q, NULL);
@@ -774,7 +799,12 @@ static int build_matmul(build *b, int i)
 		b->skip[add] = 1;
 	fci_bind_tensor(b, y, out);
 out:
-	dnnl_primitive_desc_destroy(pd);
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	if (po)
+		dnnl_post_ops_destroy(po);
+	if (attr)
+		dnnl_primitive_attr_destroy(attr);
 	return rc;
 }
 

@@ -9,7 +9,7 @@
  *    form between two Transposes;
  *  - GELU's tanh form (x * x * x or Pow 3), QuickGELU (x * Sigmoid(1.702 x)),
  *    the opset-20 Gelu op in both approximations, and a GELU after a Conv
- *    fused as its post-op;
+ *    or after a MatMul and its bias fused as the primitive's post-op;
  *  - near misses (Pow 3 in the LayerNorm chain, the centred input read a
  *    third time, a mean over another axis, a wrong tanh-GELU constant):
  *    no fused step, and still the right numbers from the standalone ops;
@@ -480,6 +480,61 @@ static void test_gelu_post_op(void **state)
 	}
 }
 
+/* Tokens through a MatMul with a constant weight and an Add of a bias
+ * (torch's Linear on N x T x D), then a GELU: bias and GELU both fold into
+ * the matmul primitive. form 0: the Erf GELU as torch writes it below
+ * opset 20; 1: QuickGELU; 2: Relu. */
+static void test_matmul_post_op(void **state)
+{
+	(void)state;
+	static const int64_t wd[2] = { D, D }, bd[1] = { D };
+	static const char *const what[] = { "erf gelu", "quick gelu", "relu" };
+	for (int form = 0; form < 3; form++) {
+		fci_onnx b;
+		start_model(&b, 14);
+		float *w = testlib_rand_vec(&b, D * D, -0.5f, 0.5f), *bias = testlib_rand_vec(&b, D, -1, 1);
+		testlib_add_f32(&b, "w", 2, wd, w);
+		testlib_add_f32(&b, "bias", 1, bd, bias);
+		testlib_node(&b, "MatMul", "mm", "r,w", "mm_y");
+		testlib_node(&b, "Add", "mm_bias", "bias,mm_y", "h");
+		if (form == 0) {
+			scalar(&b, "e_sqrt2", (float)M_SQRT2);
+			scalar(&b, "e_one", 1.0f);
+			scalar(&b, "e_half", 0.5f);
+			testlib_node(&b, "Div", "e_div", "h,e_sqrt2", "e_d");
+			testlib_node(&b, "Erf", "e_erf", "e_d", "e_e");
+			testlib_node(&b, "Add", "e_add", "e_e,e_one", "e_a");
+			testlib_node(&b, "Mul", "e_mul", "h,e_a", "e_m");
+			testlib_node(&b, "Mul", "e_out", "e_m,e_half", "g");
+		} else if (form == 1) {
+			scalar(&b, "q_a", 1.702f);
+			testlib_node(&b, "Mul", "q_mul", "h,q_a", "q_u");
+			testlib_node(&b, "Sigmoid", "q_sig", "q_u", "q_s");
+			testlib_node(&b, "Mul", "q_out", "h,q_s", "g");
+		} else {
+			testlib_node(&b, "Relu", "relu", "h", "g");
+		}
+		finish_model(&b, "g");
+		float *x = testlib_rand_vec(&b, NUMEL, -2, 2), *ref = testlib_alloc(&b, NUMEL * sizeof *ref);
+		for (int r = 0; r < ROWS; r++)
+			for (int o = 0; o < D; o++) {
+				double v = bias[o];
+				for (int k = 0; k < D; k++)
+					v += (double)x[r * D + k] * w[k * D + o];
+				ref[r * D + o] = (float)(form == 0   ? 0.5 * v * (1 + erf(v / M_SQRT2))
+							 : form == 1 ? v / (1 + exp(-1.702 * v))
+								     : (v > 0 ? v : 0));
+			}
+		static const char *const banned[] = { "Gelu", "Swish", "Mul", "Add", "Relu", "Sigmoid", NULL };
+		double e32 = run(&b, x, ref, FC_PREC_F32, "MatMul", 1, banned);
+		double e16 = run(&b, x, ref, FC_PREC_BF16, "MatMul", 1, banned);
+		print_message("# matmul + bias + %s as post-ops: f32 max rel err %.2e, bf16 %.2e\n", what[form], e32, e16);
+		assert_true(e32 <= F32_TOL);
+		assert_true(e16 <= BF16_TOL);
+		fci_onnx_free(&b);
+	}
+}
+
 /* ---- standalone ops ---- */
 
 /* Pow 2 and 0.5 of |x| + 1 (Mul, Add, Sqrt), Tanh, and a ReduceMean over
@@ -562,6 +617,7 @@ int main(void)
 		cmocka_unit_test(test_quick_gelu),
 		cmocka_unit_test(test_gelu_op),
 		cmocka_unit_test(test_gelu_post_op),
+		cmocka_unit_test(test_matmul_post_op),
 		cmocka_unit_test(test_standalone),
 		cmocka_unit_test(test_pow_hostile),
 	};
