@@ -8,7 +8,7 @@
 #   make asan       the whole suite under ASan+UBSan (build/asan/)
 #   make fuzz       libFuzzer targets with clang (build/fuzz/), FUZZ_SECONDS each
 #   make bench      every benchmark in bench/
-#   make conformance  full-size torchvision CNNs: engine vs PyTorch (build/conformance/)
+#   make conformance  full-size CNNs and transformers: engine vs PyTorch (build/conformance/)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 CC ?= cc
@@ -158,9 +158,12 @@ bench:
 	@sh bench/peer_ort_setup.sh $(BUILD)/npm || echo "bench: onnx runtime peer unavailable" >&2
 	@sh bench/run.sh $(BUILD)
 
-# Full-size torchvision models of every supported family, exported with
-# random weights into $(BUILD)/conformance (~1.2 GB, kept for reruns), run
-# by PyTorch and by the engine (f32 and bf16) on the same images.
+# Full-size models of every supported family (torchvision's CNNs, ConvNeXt,
+# ViT and Swin; tools/token_models.py's DINOv2- and CLIP-style ViTs, each
+# transformer at opsets 14 and 17 with a dynamic and a fixed batch),
+# exported with random weights into $(BUILD)/conformance (~5 GB, kept for
+# reruns), run by PyTorch and by the engine (f32 and bf16) on the same
+# images.
 conformance:
 	@FC_DEPS_EXTRA="python3-torch python3-torchvision python3-onnx" sh tools/deps.sh
 	@$(MAKE) --no-print-directory $(BUILD)/tests/tool_embed_model

@@ -433,6 +433,21 @@ static void test_gelu_op(void **state)
 		run_both(&b, x, ref, "Gelu", 1, NULL, tanh_form ? "Gelu op, tanh" : "Gelu op, none");
 		fci_onnx_free(&b);
 	}
+
+	/* Another approximation is a corrupt model, refused when it opens. */
+	fci_onnx b;
+	fc_model *m = NULL;
+	char err[FC_ERRLEN];
+	start_model(&b, 20);
+	Onnx__NodeProto *nd = testlib_node(&b, "Gelu", "gelu_bad", "r", "g");
+	testlib_attr_s(&b, nd, "approximate", "fast");
+	finish_model(&b, "g");
+	assert_int_equal(testlib_open(&b, &m, err), FC_ERR_CORRUPT);
+	assert_null(m);
+	print_message("#   refused: %s\n", err);
+	assert_non_null(strstr(err, "'gelu_bad'"));
+	assert_non_null(strstr(err, "approximate 'fast' is not 'none' or 'tanh'"));
+	fci_onnx_free(&b);
 }
 
 /* A 1x1 Conv (D -> D channels over 3 x 4) then a GELU: the GELU is the

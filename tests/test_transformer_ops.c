@@ -773,6 +773,22 @@ static void test_matmul_act(void **state)
 	testlib_output(&b, "y");
 	open_fails(&b, FC_ERR_UNSUPPORTED, "'mv'", NULL);
 	fci_onnx_free(&b);
+
+	/* Operands that do not fit: inner dims (2x12x10 by itself) and
+	 * batch dims that do not broadcast (2x12x10 by 3x10x8). */
+	start_model(&b, 13, tok_x, 3, tok_r);
+	testlib_node(&b, "MatMul", "mm_bad", "r,r", "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_INVALID, "'mm_bad'", "cannot multiply 2x12x10 by 2x12x10", NULL);
+	fci_onnx_free(&b);
+	static const int64_t tr3[3] = { 3, 10, 8 };
+	start_model(&b, 13, tok_x, 3, tok_r);
+	testlib_init_i64(&b, "kshape", 3, tr3);
+	testlib_node(&b, "Reshape", "to_k", "x,kshape", "k");
+	testlib_node(&b, "MatMul", "mm_bad", "r,k", "y");
+	testlib_output(&b, "y");
+	open_fails(&b, FC_ERR_INVALID, "'mm_bad'", "cannot multiply", NULL);
+	fci_onnx_free(&b);
 }
 
 static void test_softmax(void **state)

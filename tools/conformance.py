@@ -34,8 +34,10 @@ f32 passes at a max relative error (max |ours - torch| / max |torch| over
 the batch) <= 1e-4 and a cosine >= 0.9999 for every embedding; bf16 at a
 cosine >= 0.999 for every embedding (>= 0.99 for the attention models:
 vit, swin, dinov2, clip), and is skipped (not failed) where the CPU has no
-native bf16 (the tool then refuses with FC_ERR_UNSUPPORTED). A failing
-tool is reported by the first line of its stderr. Exits 1 if any fails.
+native bf16 (the tool then refuses with FC_ERR_UNSUPPORTED). Either fails
+if oneDNN ran any primitive as `ref` (its reference C loops: the tool
+lists the implementations with FC_PRIMS set). A failing tool is reported
+by the first line of its stderr. Exits 1 if any fails.
 
 Pooling references (for `--pool` and `--prefix-tokens` at a token cut):
 next to dinov2_s14's exports, dinov2_s14.lastblock.cls.npy, .mean.npy and
@@ -44,10 +46,11 @@ tensor N x 261 x 384 before the final norm: CLS, 4 registers, 256 patches)
 for the same batch: cls = x[:, 0]; mean = the mean of the patch tokens
 x[:, 5:] (--prefix-tokens 5 excludes CLS and the registers); cls_mean =
 concat(cls, mean), 768-d. dinov2_s14@OPSET[s].json names that tensor in each
-export ("lastblock": the input of the final LayerNorm), so
-`tool_embed_model --layer TENSOR` with the pooling options must reproduce
-them. (The default embedding, dinov2_s14.feat.npy, is the final norm of
-cls, not cls itself.)
+export ("lastblock": the input of the final LayerNorm), and every
+dinov2_s14 entry also runs `tool_embed_model --layer TENSOR --pool P
+--prefix-tokens 5` for the three poolings in f32, held to the f32 bounds.
+(The default embedding, dinov2_s14.feat.npy, is the final norm of cls, not
+cls itself.)
 
 Exports (~5 GB for all entries, 3.9 GB of them the 21 transformer and
 ConvNeXt ones) and PyTorch's features are kept in --out and reused by later
@@ -179,13 +182,47 @@ def first_line(text):
     return lines[0].strip() if lines else ""
 
 
-def embed(tool, onnx_path, in_path, out_path, bf16, batch):
-    """Run the tool; the embeddings, or None with the reason."""
+def embed(tool, onnx_path, in_path, out_path, bf16, batch, extra=()):
+    """Run the tool; (embeddings, the primitives oneDNN ran as ref), or
+    (None, the reason)."""
     cmd = [tool, "--threads", "2"] + (["--bf16"] if bf16 else []) + (["--batch", str(batch)] if batch else [])
-    r = subprocess.run(cmd + [onnx_path, in_path, out_path], capture_output=True, text=True)
+    r = subprocess.run(cmd + list(extra) + [onnx_path, in_path, out_path], capture_output=True, text=True,
+                       env=dict(os.environ, FC_PRIMS="1"))
     if r.returncode != 0:
         return None, (first_line(r.stderr) or "exit %d" % r.returncode)
-    return np.load(out_path), r.stdout.strip()
+    # FC_PRIMS: after the summary line, one "  OP NAME: IMPL ..." per primitive.
+    refs = [ln.strip() for ln in r.stdout.splitlines()[1:]
+            if ": " in ln and ln.split(": ", 1)[1].startswith("ref")]
+    return np.load(out_path), refs
+
+
+def rel_err(a, ref):
+    return float(np.abs(a - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def check_pooling(args, entry, onnx_path, in_path, batch):
+    """dinov2_s14: the last block's tokens pooled by the engine (--layer,
+    --pool, --prefix-tokens) against PyTorch's pooling; (ok, notes)."""
+    with open(os.path.join(args.out, entry + ".json")) as f:
+        info = json.load(f)
+    refs = info["lastblock_refs"]
+    ok, errs, notes = True, [], []
+    for pool in ("cls", "mean", "cls+mean"):
+        ref = np.load(os.path.join(args.out, refs[pool]))
+        out_path = os.path.join(args.out, entry + ".pool.npy")
+        got, msg = embed(args.tool, onnx_path, in_path, out_path, False, batch,
+                         ["--layer", info["lastblock"], "--pool", pool,
+                          "--prefix-tokens", str(refs["prefix_tokens"])])
+        if got is None or got.shape != ref.shape:
+            ok = False
+            notes.append("pool %s: %s" % (pool, msg if got is None else "shape %s, torch %s" % (got.shape, ref.shape)))
+            continue
+        err = rel_err(got, ref)
+        errs.append("%s %.2g" % (pool, err))
+        if err > F32_TOL or cosines(got, ref).min() < F32_COS:
+            ok = False
+    notes.append("pooled last block (f32 max rel err): " + ", ".join(errs))
+    return ok, notes
 
 
 def cosines(a, b):
@@ -208,11 +245,17 @@ def check(args, entry, m, opset, dynamic, in_path):
         ok, err = False, float("nan")
         notes.append("f32: " + (msg if f32 is None else "shape %s, torch %s" % (f32.shape, ref.shape)))
     else:
-        err = float(np.abs(f32 - ref).max() / max(np.abs(ref).max(), 1e-30))
+        err = rel_err(f32, ref)
         c32 = float(cosines(f32, ref).min())
         ok = err <= F32_TOL and c32 >= F32_COS
         if c32 < F32_COS:
             notes.append("f32: min cosine %.6f < %g" % (c32, F32_COS))
+        if msg:
+            ok = False
+            notes += ["f32: ref primitive: " + r for r in msg]
+    if m.name == "dinov2_s14":
+        pok, pnotes = check_pooling(args, entry, onnx_path, in_path, batch)
+        ok, notes = ok and pok, notes + pnotes
     bf, msg = embed(args.tool, onnx_path, in_path, out_path, True, batch)
     floor = BF16_COS_ATTENTION if m.name in ATTENTION else BF16_COS
     if bf is None and "native bf16" in msg:
@@ -223,7 +266,8 @@ def check(args, entry, m, opset, dynamic, in_path):
     else:
         cos = float(cosines(bf, ref).min())
         cos_s = "%.6f" % cos
-        ok = ok and cos >= floor
+        ok = ok and cos >= floor and not msg
+        notes += ["bf16: ref primitive: " + r for r in msg]
     line = "%-20s %5d %16.3g %16s %7.0f  %s" % (entry, ref.shape[1], err, cos_s, time.time() - t0,
                                                  "PASS" if ok else "FAIL")
     return ok, line, notes

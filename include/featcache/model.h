@@ -1,7 +1,8 @@
 /*
- * model.h - ONNX model import and tailoring: load and validate an ONNX CNN,
- * infer every tensor's shape for a chosen input size, fold what is
- * constant, list the layers, and cut the graph at an embedding layer.
+ * model.h - ONNX model import and tailoring: load and validate an ONNX CNN
+ * or vision transformer, infer every tensor's shape for a chosen input
+ * size, fold what is constant, list the layers, and cut the graph at one
+ * or more embedding layers (pooling token tensors).
  *
  * What it is for: the graph the inference engine consumes (nodes in
  * topological order, op kinds, parsed attributes, f32 weights, static
@@ -10,7 +11,7 @@
  * engine (engine.h) builds oneDNN primitives from this graph.
  *
  * Loading refuses, with a message naming the problem: truncated or
- * malformed protobuf, external data, opsets outside 7..18, ops outside the
+ * malformed protobuf, external data, opsets outside 7..20, ops outside the
  * supported set (naming node and op), cycles, inputs nothing produces,
  * tensors produced twice, absurd dims or counts, initializers whose data
  * does not match their dims, and shapes that do not fit together. Sizes
@@ -22,14 +23,18 @@
  *
  * Semantics worth knowing:
  *  - Initializers may be float32, float16 or bfloat16 (converted to f32 on
- *    load), double (converted), int64 or int32 (kept as int64).
+ *    load), double (converted), int64 or int32 (kept as int64), or bool
+ *    (read as int64 0/1).
  *  - Identity and Dropout are aliases: their output is their input.
  *  - Nodes whose inputs are all constant (initializers, Constant, and
  *    Shape of a tensor, which static shapes make constant) are folded:
  *    the Shape/Gather/Unsqueeze/Concat/Reshape chains torch emits around
  *    view() and F.pad, and Cast, Slice, Transpose, ConstantOfShape, integer
- *    arithmetic. Folding depends on the input size, so it is redone by
- *    fc_model_set_input.
+ *    arithmetic, and what ViT's and Swin's shape and mask subgraphs need:
+ *    Range, Mod, Equal/Less/Greater, Not, Where, Expand, ScatterND, Neg,
+ *    Pow, Sqrt, Gather by an index tensor (a comparison's or Cast to BOOL's
+ *    result is int64 0/1). Folding depends on the input size, so it is
+ *    redone by fc_model_set_input.
  *  - The activations are float32 whatever the file declares (a float16
  *    model computes in f32 with its f16 weights widened).
  *  - Pooling with ceil_mode follows PyTorch: a last window that would
