@@ -84,22 +84,11 @@ static const char *info_op(const char *info, char *buf, size_t cap)
 static double run(fci_onnx *b, const float *x, const float *ref, int prec, const char *want, int n_want,
 		  const char *const *banned)
 {
-	fc_model *m = NULL;
-	fc_engine *e = NULL;
-	char err[FC_ERRLEN], op[64];
-	if (testlib_open(b, &m, err))
-		fail_msg("model open failed: %s", err);
-	if (fc_model_cut(m, "y"))
-		fail_msg("cut failed: %s", fc_model_errmsg(m));
-	fc_engine_opts o = { .batch = N_IMG, .precision = prec };
-	int rc = fc_engine_open(&e, m, &o, err, sizeof err);
-	if (rc && prec == FC_PREC_BF16 && strstr(err, "native bf16")) {
-		print_message("# bf16 skipped: %s\n", err);
-		fc_model_free(m);
+	fc_model *m;
+	fc_engine *e;
+	char op[64];
+	if (testlib_open_engine(b, "y", N_IMG, prec, &m, &e))
 		return -1;
-	}
-	if (rc)
-		fail_msg("engine open failed: %s", err);
 	assert_int_equal(fc_engine_dim(e), NUMEL / N_IMG);
 	int seen = 0;
 	for (int i = 0; i < fc_engine_n_prims(e); i++) {

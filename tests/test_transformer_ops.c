@@ -63,9 +63,6 @@ static void finish_model(fci_onnx *b, const char *in)
 	testlib_output(b, "y");
 }
 
-/* Open the graph, cut at "y", run x (batch N) and return the maximum
- * error relative to the largest reference value. With op set, fails if
- * a primitive of that op runs oneDNN's `ref` code or none runs at all. */
 /* Open the graph, cut at "y", run x (batch N) in precision prec and
  * return the maximum error relative to the largest reference value, or -1
  * when the cpu has no native bf16 (a skip). Fails if any primitive runs
@@ -74,22 +71,10 @@ static void finish_model(fci_onnx *b, const char *in)
 static double run_prec(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *op, int prec,
 		       const char *forbid)
 {
-	fc_model *m = NULL;
-	fc_engine *e = NULL;
-	char err[FC_ERRLEN];
-	if (testlib_open(b, &m, err))
-		fail_msg("model open failed: %s", err);
-	if (fc_model_cut(m, "y"))
-		fail_msg("cut failed: %s", fc_model_errmsg(m));
-	fc_engine_opts o = { .batch = N, .precision = prec };
-	int rc = fc_engine_open(&e, m, &o, err, sizeof err);
-	if (rc && prec == FC_PREC_BF16 && strstr(err, "native bf16")) {
-		print_message("#   bf16 skipped: %s\n", err);
-		fc_model_free(m);
+	fc_model *m;
+	fc_engine *e;
+	if (testlib_open_engine(b, "y", N, prec, &m, &e))
 		return -1;
-	}
-	if (rc)
-		fail_msg("engine open failed: %s", err);
 	assert_int_equal(fc_engine_dim(e), D);
 	int seen = 0;
 	for (int i = 0; i < fc_engine_n_prims(e); i++) {

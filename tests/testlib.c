@@ -304,6 +304,29 @@ int testlib_open(const fci_onnx *b, fc_model **m, char *err)
 	return rc;
 }
 
+int testlib_open_engine(const fci_onnx *b, const char *cut, int batch, int prec, fc_model **m, fc_engine **e)
+{
+	char err[FC_ERRLEN];
+
+	*m = NULL;
+	*e = NULL;
+	if (testlib_open(b, m, err))
+		die("model open failed: %s", err);
+	if (fc_model_cut(*m, cut))
+		die("cut at '%s' failed: %s", cut, fc_model_errmsg(*m));
+	fc_engine_opts o = { .batch = batch, .precision = prec };
+	int rc = fc_engine_open(e, *m, &o, err, sizeof err);
+	if (rc && prec == FC_PREC_BF16 && strstr(err, "native bf16")) {
+		printf("# bf16 skipped: %s\n", err);
+		fc_model_free(*m);
+		*m = NULL;
+		return 1;
+	}
+	if (rc)
+		die("engine open failed: %s", err);
+	return 0;
+}
+
 void testlib_write(const Onnx__ModelProto *model, const char *path)
 {
 	char why[FC_ERRLEN];

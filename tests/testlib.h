@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "featcache/engine.h"
 #include "featcache/model.h"
 #include "io/onnx.h"
 
@@ -117,6 +118,12 @@ void testlib_attr_t(fci_onnx *b, Onnx__NodeProto *n, const char *name, Onnx__Ten
 uint8_t *testlib_pack(const fci_onnx *b, size_t *len);
 int testlib_open(const fci_onnx *b, fc_model **m, char *err);
 void testlib_write(const Onnx__ModelProto *model, const char *path);
+
+/* testlib_open_engine - the model opened, cut at `cut`, and an engine on
+ * it for batch images in precision prec: 0. 1 (nothing opened, a
+ * "# bf16 skipped" line printed) when prec is bf16 and the cpu has no
+ * native bf16. Any other failure ends the test program with the message. */
+int testlib_open_engine(const fci_onnx *b, const char *cut, int batch, int prec, fc_model **m, fc_engine **e);
 
 /* ---- imported models (model.h) ---- */
 
