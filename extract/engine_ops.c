@@ -690,6 +690,27 @@ out:
 	return rc;
 }
 
+/* The Add that alone reads matmul output y and adds another activation of
+ * y's shape (a transformer block's residual): its node, the other input
+ * in *res; -1 if none. */
+static int residual_add(const build *b, int y, int *res)
+{
+	const fc_model_graph *g = b->g;
+	if (b->uses[y] != 1 || fci_is_cut(g, y))
+		return -1;
+	int j = b->consumer[y];
+	const fc_model_node *c = &g->nodes[j];
+	if (!fci_runs(b, j) || c->op != FC_OP_ADD || c->n_in != 2)
+		return -1;
+	int other = c->in[0] == y ? c->in[1] : c->in[0];
+	const fc_model_tensor *O = other >= 0 ? &g->tensors[other] : NULL, *Y = &g->tensors[y];
+	if (other == y || !fci_is_act(b, other) || b->tv[other] < 0 || O->ndim != Y->ndim ||
+	    memcmp(O->dims, Y->dims, (size_t)Y->ndim * sizeof Y->dims[0]) != 0)
+		return -1;
+	*res = other;
+	return j;
+}
+
 /* Gemm (A act M x K, B const, C const) and MatMul (A act ... x K, B const K x N). */
 static int build_matmul(build *b, int i)
 {
@@ -736,6 +757,13 @@ static int build_matmul(build *b, int i)
 	}
 	if ((rc = post_ops(b, i, po, &y, NULL, NULL)))
 		goto out;
+	/* ... and a residual Add after those as a sum post-op: the output
+	 * starts as the residual (in place when nothing reads it later). */
+	int res = -1, radd = residual_add(b, y, &res);
+	if (radd >= 0 && dnnl_post_ops_append_sum(po, 1.0f)) {
+		rc = FC_ERR_INTERNAL;
+		goto out;
+	}
 	if (dnnl_primitive_attr_set_post_ops(attr, po)) {
 		rc = FC_ERR_INTERNAL;
 		goto out;
@@ -763,7 +791,8 @@ static int build_matmul(build *b, int i)
 	dnnl_dims_t ws = { tb ? 1 : N, tb ? K : 1 };
 	dnnl_matmul_desc_t desc;
 	if (fci_md_any(&mw, 2, wd, e->dt) || dnnl_memory_desc_init_by_strides(&uw, 2, wd, dnnl_f32, ws) ||
-	    fci_md_plain(&mb, 2, bd, dnnl_f32) || fci_md_any(&my, 2, yd, e->dt) ||
+	    fci_md_plain(&mb, 2, bd, dnnl_f32) ||
+	    (radd >= 0 ? fci_md_plain(&my, 2, yd, e->dt) : fci_md_any(&my, 2, yd, e->dt)) ||
 	    dnnl_matmul_desc_init(&desc, &ma, &mw, bias ? &mb : NULL, &my)) {
 		rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects its shapes", nd->name,
 				    nd->op_type);
@@ -773,7 +802,25 @@ static int build_matmul(build *b, int i)
 		goto out;
 	dnnl_memory_desc_t w_q = fci_query_md(pd, dnnl_query_weights_md), y_q = fci_query_md(pd, dnnl_query_dst_md);
 	dnnl_memory_t m1, m2 = NULL;
-	int out = fci_new_value(b, &y_q, NULL);
+	int out;
+	if (radd >= 0) {
+		int r = fci_view(b, i, b->tv[res], 2, yd);
+		if (r >= 0)
+			r = fci_want(b, i, r, &y_q);
+		if (r < 0) {
+			rc = r;
+			goto out;
+		}
+		if (residual_in_place(b, i, radd, r, src)) {
+			out = fci_alias_value(b, r, &y_q);
+		} else if ((out = fci_new_value(b, &y_q, NULL)) >= 0 && (rc = fci_reorder_step(b, i, r, out, "Copy"))) {
+			goto out;
+		}
+		y = g->nodes[radd].out[0];
+		Y = &g->tensors[y];
+	} else {
+		out = fci_new_value(b, &y_q, NULL);
+	}
 	if (out < 0 || !(wp = fci_cst_copy(b, w))) {
 		rc = out < 0 ? out : FC_ERR_NOMEM;
 		goto out;
@@ -797,6 +844,8 @@ static int build_matmul(build *b, int i)
 	}
 	if (add >= 0)
 		b->skip[add] = 1;
+	if (radd >= 0)
+		b->skip[radd] = 1;
 	fci_bind_tensor(b, y, out);
 out:
 	if (pd)

@@ -9,7 +9,8 @@
  *    form between two Transposes;
  *  - GELU's tanh form (x * x * x or Pow 3), QuickGELU (x * Sigmoid(1.702 x)),
  *    the opset-20 Gelu op in both approximations, and a GELU after a Conv
- *    or after a MatMul and its bias fused as the primitive's post-op;
+ *    or after a MatMul and its bias fused as the primitive's post-op, and
+ *    a residual Add after a MatMul as its sum post-op;
  *  - near misses (Pow 3 in the LayerNorm chain, the centred input read a
  *    third time, a mean over another axis, a wrong tanh-GELU constant):
  *    no fused step, and still the right numbers from the standalone ops;
@@ -539,6 +540,48 @@ static void test_matmul_post_op(void **state)
 	}
 }
 
+/* A transformer block's residual: h = a + (f(a) W + bias), an Add of the
+ * matmul's output and another activation of its shape, fused as a sum
+ * post-op writing over a (no Add step, no copy). late 1: a is read again
+ * after the Add (by a second Add), so the sum cannot write over it and a
+ * Copy gives the matmul its own output. */
+static void test_matmul_residual(void **state)
+{
+	(void)state;
+	static const int64_t wd[2] = { D, D }, bd[1] = { D };
+	for (int late = 0; late < 2; late++) {
+		fci_onnx b;
+		start_model(&b, 14);
+		float *w = testlib_rand_vec(&b, D * D, -0.5f, 0.5f), *bias = testlib_rand_vec(&b, D, -1, 1);
+		testlib_add_f32(&b, "w", 2, wd, w);
+		testlib_add_f32(&b, "bias", 1, bd, bias);
+		testlib_node(&b, "Relu", "pre", "r", "a"); /* the residual */
+		testlib_node(&b, "Sigmoid", "branch", "a", "s"); /* what the matmul reads */
+		testlib_node(&b, "MatMul", "mm", "s,w", "mm_y");
+		testlib_node(&b, "Add", "mm_bias", "mm_y,bias", "h0");
+		testlib_node(&b, "Add", "residual", "a,h0", late ? "h1" : "g");
+		if (late)
+			testlib_node(&b, "Add", "again", "h1,a", "g");
+		finish_model(&b, "g");
+		float *x = testlib_rand_vec(&b, NUMEL, -2, 2), *ref = testlib_alloc(&b, NUMEL * sizeof *ref);
+		for (int r = 0; r < ROWS; r++)
+			for (int o = 0; o < D; o++) {
+				double v = bias[o], a = x[r * D + o] > 0 ? x[r * D + o] : 0;
+				for (int k = 0; k < D; k++)
+					v += 1 / (1 + exp(-(x[r * D + k] > 0 ? x[r * D + k] : 0))) * w[k * D + o];
+				ref[r * D + o] = (float)(v + a + (late ? a : 0));
+			}
+		static const char *const in_place[] = { "Add", "Copy", NULL };
+		double e32 = run(&b, x, ref, FC_PREC_F32, late ? "Copy" : "MatMul", 1, late ? NULL : in_place);
+		double e16 = run(&b, x, ref, FC_PREC_BF16, late ? "Copy" : "MatMul", 1, late ? NULL : in_place);
+		print_message("# matmul + bias + residual as a sum post-op%s: f32 max rel err %.2e, bf16 %.2e\n",
+			      late ? " (residual read later: copied)" : "", e32, e16);
+		assert_true(e32 <= F32_TOL);
+		assert_true(e16 <= BF16_TOL);
+		fci_onnx_free(&b);
+	}
+}
+
 /* ---- standalone ops ---- */
 
 /* Pow 2 and 0.5 of |x| + 1 (Mul, Add, Sqrt), Tanh, and a ReduceMean over
@@ -622,6 +665,7 @@ int main(void)
 		cmocka_unit_test(test_gelu_op),
 		cmocka_unit_test(test_gelu_post_op),
 		cmocka_unit_test(test_matmul_post_op),
+		cmocka_unit_test(test_matmul_residual),
 		cmocka_unit_test(test_standalone),
 		cmocka_unit_test(test_pow_hostile),
 	};
