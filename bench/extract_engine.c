@@ -279,10 +279,14 @@ static void table(const opts *o, const bmodel *bm, figure fig[N_BATCHES][N_ENGIN
 				continue;
 			}
 			double peak = o->peak * (k == FC_BF16 ? 2 : 1);
-			printf("| %s, batch %d | %.1f | %.1f | %.2f | %.0f | %.0f %% | %.2fx | %.2fx |\n", engine_name[k],
+			char vs[2][32] = { "-", "-" }; /* a peer not measured: no ratio */
+			if (fig[b][ORT].ips > 0)
+				snprintf(vs[0], sizeof vs[0], "%.2fx", f->ips / fig[b][ORT].ips);
+			if (fig[b][TORCH].ips > 0)
+				snprintf(vs[1], sizeof vs[1], "%.2fx", f->ips / fig[b][TORCH].ips);
+			printf("| %s, batch %d | %.1f | %.1f | %.2f | %.0f | %.0f %% | %s | %s |\n", engine_name[k],
 			       o->batches[b], f->ips, f->mean, f->startup, f->ips * gflop, 100 * f->ips * gflop / peak,
-			       fig[b][ORT].ips > 0 ? f->ips / fig[b][ORT].ips : NAN,
-			       fig[b][TORCH].ips > 0 ? f->ips / fig[b][TORCH].ips : NAN);
+			       vs[0], vs[1]);
 		}
 	for (int b = 0; b < N_BATCHES; b++)
 		if (o->batches[b] > 0)
