@@ -104,8 +104,11 @@ class DinoBlock(nn.Module):
 class DinoV2S14(nn.Module):
     PATCH, DIM, DEPTH, HEADS, REGISTERS = 14, 384, 12, 6, 4
 
-    def __init__(self):
+    def __init__(self, dim=DIM, depth=DEPTH, heads=HEADS):
+        """dim, depth and heads default to ViT-S/14's; the narrow fixture
+        of tools/export_models.py (dinov2_narrow) passes smaller ones."""
         super().__init__()
+        self.DIM, self.DEPTH, self.HEADS = dim, depth, heads
         d, g = self.DIM, IMAGE // self.PATCH
         self.patch_embed = nn.Conv2d(3, d, self.PATCH, stride=self.PATCH)
         self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
@@ -151,8 +154,12 @@ class ClipBlock(nn.Module):
 class ClipB32(nn.Module):
     PATCH, WIDTH, DEPTH, HEADS, OUT = 32, 768, 12, 12, 512
 
-    def __init__(self):
+    def __init__(self, width=WIDTH, depth=DEPTH, heads=HEADS, out=OUT):
+        """width, depth, heads and the output dim default to ViT-B/32's;
+        the narrow fixture of tools/export_models.py (clip_narrow) passes
+        smaller ones."""
         super().__init__()
+        self.WIDTH, self.DEPTH, self.HEADS, self.OUT = width, depth, heads, out
         w, g = self.WIDTH, IMAGE // self.PATCH
         s = w ** -0.5
         self.conv1 = nn.Conv2d(3, w, self.PATCH, stride=self.PATCH, bias=False)
@@ -177,9 +184,9 @@ class ClipB32(nn.Module):
         return self.pre_proj(x) @ self.proj
 
 
-def _build(cls, seed):
+def _build(cls, seed, **kw):
     torch.manual_seed(seed)
-    m = cls()
+    m = cls(**kw)
     _randomize(m, seed + 1)
     return m.eval()
 
