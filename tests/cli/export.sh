@@ -11,6 +11,12 @@
 #     within 1e-4 of `embed --head --no-normalize`; also for a float16 model
 #     (Cast around the backbone), a model of Shape/Reshape chains (dynamic
 #     batch) and one pooled by ReduceMean;
+#   - a token model, vit_narrow: the export at its default layer (the CLS
+#     token after the final LayerNorm) and at the last block's tokens with
+#     --pool cls+mean --prefix-tokens 1 (Slice, ReduceMean, Concat in the
+#     export), each with a head trained on that layer's features, in ONNX
+#     Runtime against `embed --head` (cosine >= 0.9999), the pooled export
+#     also in featcache's engine; a head of the wrong dim, no --pool;
 #   - bad input: head dim mismatch, missing head, unknown layer, unwritable
 #     --out: exit 1 with a clear message and no file left behind.
 # Needs node and npm: without them the script fails, it does not skip.
@@ -133,6 +139,55 @@ for m in squeezenet1_1_f16 shapechain_dynbatch mnasnet_025; do
 	[ "$m" = squeezenet1_1_f16 ] && min=0.999
 	cmp_npy "$m: onnx runtime vs embed --head, cosine >= $min" "e-$m.npy" "o-$m.npy" $min
 done
+
+# ---- a token model: vit_narrow at its default layer and pooled at a token layer ----
+VIT=$MODELS/vit_narrow.onnx
+LAST=/encoder/layers/encoder_layer_1/Add_1
+V="--size 224 --store-dtype f32 --batch 4 --quiet"
+run "$F" extract --store st-vit --data ds --model "$VIT" $V
+t "vit_narrow: extract at the default layer (the CLS token after the final LayerNorm)" 0 out "32-d, stored as f32"
+run "$F" train --store st-vit --out h-vit.safetensors $T
+t "vit_narrow: train" 0
+run "$F" embed --store st-vit --head h-vit.safetensors --out e-vit.npy --keys e-vit.keys
+t "vit_narrow: embed --head" 0 out "wrote 13 x 8 float32"
+run "$F" export --model "$VIT" --size 224 --head h-vit.safetensors --out vit.onnx
+t "vit_narrow: export at the default layer, no --pool" 0 \
+	out "^wrote 'vit.onnx': input 3 x 224 x 224, 8-d embedding \(L2-normalised\)$"
+# shellcheck disable=SC2046
+run "$PRE" --size 224 in224.npy $(sed 's|^|ds/|' e-vit.keys)
+t "preprocess the images at 224" 0
+ort "vit_narrow: onnx runtime, batches of 3" vit.onnx in224.npy o-vit.npy 3
+cmp_npy "vit_narrow: onnx runtime vs embed --head, cosine >= 0.9999" e-vit.npy o-vit.npy 0.9999 1e-5
+
+run "$F" extract --store st-tok --data ds --model "$VIT" --layer "$LAST" --pool cls+mean --prefix-tokens 1 $V
+t "vit_narrow: extract the last block's tokens with --pool cls+mean" 0 out "64-d, stored as f32"
+run "$F" train --store st-tok --out h-tok.safetensors $T
+t "vit_narrow tokens: train a head on the 64-d pooled features" 0
+run "$F" embed --store st-tok --head h-tok.safetensors --out e-tok.npy --keys e-tok.keys
+t "vit_narrow tokens: embed --head" 0 out "wrote 13 x 8 float32"
+ok_if "vit_narrow tokens: the same keys as at the default layer" cmp -s e-vit.keys e-tok.keys
+run "$F" export --model "$VIT" --size 224 --layer "$LAST" --pool cls+mean --prefix-tokens 1 \
+	--head h-tok.safetensors --out tok.onnx
+t "vit_narrow tokens: export --pool cls+mean --prefix-tokens 1" 0 \
+	out "^wrote 'tok.onnx': input 3 x 224 x 224, 8-d embedding \(L2-normalised\)$"
+run "$F" layers --model tok.onnx --size 224
+t "vit_narrow tokens: the export pools with Slice, ReduceMean and Concat" 0 \
+	out "featcache/pool/.* +Slice " out "featcache/pool/.* +ReduceMean " out "featcache/pool/.* +Concat +1x1x64 "
+ort "vit_narrow tokens: onnx runtime, batches of 1" tok.onnx in224.npy o-tok1.npy 1
+ort "vit_narrow tokens: onnx runtime, batches of 3" tok.onnx in224.npy o-tok3.npy 3
+cmp_npy "vit_narrow tokens, batch 1: onnx runtime vs embed --head, cosine >= 0.9999" e-tok.npy o-tok1.npy 0.9999 1e-5
+cmp_npy "vit_narrow tokens, batch 3: onnx runtime vs embed --head, cosine >= 0.9999" e-tok.npy o-tok3.npy 0.9999 1e-5
+run "$F" extract --store st-tok2 --data ds --model tok.onnx $V
+t "vit_narrow tokens: featcache extracts with the export, no --layer" 0 out "8-d, stored as f32"
+run "$F" embed --store st-tok2 --out e-tok2.npy --keys e-tok2.keys
+t "vit_narrow tokens: embed the export's output" 0
+cmp_npy "vit_narrow tokens: featcache's engine on the export within 1e-4 of embed --head" e-tok.npy e-tok2.npy 0.9999 1e-4
+run "$F" export --model "$VIT" --size 224 --layer "$LAST" --pool cls --head h-tok.safetensors --out bad.onnx
+t "vit_narrow tokens: a 64-d head on --pool cls (32-d) is refused" 1 \
+	err "^featcache: head 'h-tok.safetensors' takes 64-d input, the model's layer '$LAST' gives 32-d$"
+run "$F" export --model "$VIT" --size 224 --layer "$LAST" --head h-tok.safetensors --out bad.onnx
+t "vit_narrow tokens: a token layer without --pool is refused" 1 err "^featcache: "
+ok_if "vit_narrow tokens: the refusals wrote no file" [ ! -e bad.onnx ]
 
 # ---- bad input: exit 1, a clear message, nothing written ----
 run "$F" export --model "$MODELS/squeezenet1_1_f16.onnx" --size 64 --head h.safetensors --out bad.onnx

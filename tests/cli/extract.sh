@@ -3,9 +3,10 @@
 # JPEG of several sizes and modes, made by tests/tool_mkimage) with a real
 # ONNX model: incremental runs (nothing new, added, modified, deleted,
 # renamed, duplicated files), labels and splits from folders and CSV, bad
-# images and bad datasets, another model in the same store, embed of the
-# raw features, and SIGKILL mid-run followed by a resume that ends with the
-# same store as a clean run.
+# images and bad datasets, another model in the same store, a token model
+# (vit_narrow) at a token layer with each --pool, one extractor per pooling,
+# embed of the raw features, and SIGKILL mid-run followed by a resume that
+# ends with the same store as a clean run.
 NAME=extract
 . "$(dirname "$0")/lib.inc"
 
@@ -249,6 +250,65 @@ assert sorted(e["vectors"] for e in ex) == [11, 11, 15], ex
 '
 run "$F" extract --store st --data ds $X --store-dtype f32
 t "the same extractor with another dtype is refused" 1 err "keeps this extractor's vectors as f16"
+
+# ---- a token model: the pooling is part of the extractor ----
+# vit_narrow's last block gives 1 x 197 x 32 tokens (CLS + 14 x 14 patches).
+TOK="--model $FC_TOP/tests/fixtures/models/vit_narrow.onnx --layer /encoder/layers/encoder_layer_1/Add_1"
+TX="--size 224 --batch 4 --quiet"
+mkdir -p tok/a tok/b
+mk tok/a/1.png 50 40 71
+mk tok/a/2.jpg 64 48 72
+mk tok/b/3.png 40 70 73
+mk tok/b/4.png 90 90 74
+run "$F" extract --store tok.st --data tok $TOK $TX
+t "a token layer without --pool is refused" 1 \
+	err "^featcache: layer '/encoder/layers/encoder_layer_1/Add_1' of model '[^']+' outputs tokens \(1x197x32\): choose a pooling"
+ok_if "the refusal created no store" [ ! -e tok.st ]
+run "$F" extract --store tok.st --data tok --model "$FC_TOP/tests/fixtures/models/vit_narrow.onnx" --pool cls $TX
+t "--pool at the default layer (the 32-d CLS after the final LayerNorm) is refused" 1 \
+	err "pooling 'cls' is for token tensors \(N x T x D\), but layer '/Gather_4' outputs 1x32"
+# id_of: the 12-digit extractor id the last extract printed.
+id_of() { sed -n 's/^extractor \([0-9a-f]*\): .*/\1/p' "$tmp/out"; }
+run "$F" extract --store tok.st --data tok $TOK $TX --pool cls
+t "--pool cls: the CLS token, 32-d" 0 out "$(images_re 4 0 0)" out '^extractor [0-9a-f]{12}: 32-d, stored as f16$'
+id_cls=$(id_of)
+run "$F" extract --store tok.st --data tok $TOK $TX --pool mean
+t "--pool mean: another extractor, everything extracted again, 32-d" 0 out "$(images_re 4 0 0)" \
+	out '^extractor [0-9a-f]{12}: 32-d, stored as f16$'
+id_mean=$(id_of)
+run "$F" extract --store tok.st --data tok $TOK $TX --pool cls+mean --prefix-tokens 1
+t "--pool cls+mean --prefix-tokens 1: a third extractor, 64-d" 0 out "$(images_re 4 0 0)" \
+	out '^extractor [0-9a-f]{12}: 64-d, stored as f16$'
+id_both=$(id_of)
+ok_if "the three poolings have three ids" sh -c \
+	'[ -n "$1" ] && [ -n "$2" ] && [ -n "$3" ] && [ "$1" != "$2" ] && [ "$1" != "$3" ] && [ "$2" != "$3" ]' \
+	sh "$id_cls" "$id_mean" "$id_both"
+run "$F" extract --store tok.st --data tok $TOK $TX --pool cls
+t "--pool cls again: the same extractor, nothing extracted" 0 out "$(images_re 0 0 0)" out "^extractor $id_cls: 32-d"
+run "$F" info --store tok.st --json
+py "info: three extractors of one layer, dims and poolings as asked" out '
+import json, sys
+ex = json.load(open(sys.argv[1]))["extractors"]
+got = sorted((e["descriptor"]["token_pool"], e["dim"], e["vectors"], e["descriptor"]["prefix_tokens"]) for e in ex)
+assert got == [("cls", 32, 4, 1), ("cls+mean", 64, 4, 1), ("mean", 32, 4, 1)], got
+assert {e["descriptor"]["layer"] for e in ex} == {"/encoder/layers/encoder_layer_1/Add_1"}, ex
+'
+for p in cls mean both; do
+	eval "id=\$id_$p"
+	run "$F" embed --store tok.st --extractor "$id" --out "tok-$p.npy" --keys "tok-$p.keys"
+	t "embed --extractor of $p" 0 out "wrote 4 x (32|64) float32"
+done
+if [ -n "$PY" ] && "$PY" -c 'import numpy' 2>/dev/null; then
+	py "cls+mean is the cls rows then the mean rows" tok-both.npy '
+import numpy as np, sys
+both, cls, mean = np.load(sys.argv[1]), np.load("tok-cls.npy"), np.load("tok-mean.npy")
+assert both.shape == (4, 64) and cls.shape == mean.shape == (4, 32), (both.shape, cls.shape)
+assert np.allclose(both[:, :32], cls, rtol=1e-3, atol=1e-3) and np.allclose(both[:, 32:], mean, rtol=1e-3, atol=1e-3)
+assert not np.allclose(cls, mean, atol=1e-2)
+'
+else
+	echo "ok - cls+mean is the cls rows then the mean rows # SKIP no numpy"
+fi
 
 # ---- SIGKILL mid-run, then resume: the same store as a clean run ----
 mkdir -p big/a big/b
