@@ -711,6 +711,30 @@ static int residual_add(const build *b, int y, int *res)
 	return j;
 }
 
+/* The Mul that alone reads matmul output y by a constant of n values over
+ * its last axis, or of one (LayerScale's per-channel gamma): its node, the
+ * constant in *c; -1 if none. The matmul folds it into its weights. */
+static int channel_scale(const build *b, int y, int64_t n, int *c)
+{
+	const fc_model_graph *g = b->g;
+	if (b->uses[y] != 1 || fci_is_cut(g, y))
+		return -1;
+	int j = b->consumer[y];
+	const fc_model_node *m = &g->nodes[j];
+	if (!fci_runs(b, j) || m->op != FC_OP_MUL || m->n_in != 2)
+		return -1;
+	int k = m->in[0] == y ? m->in[1] : m->in[0];
+	const fc_model_tensor *C = k >= 0 ? &g->tensors[k] : NULL, *Y = &g->tensors[y], *O = &g->tensors[m->out[0]];
+	if (k == y || !fci_is_const(b, k) || (C->numel != 1 && (C->numel != n || C->dims[C->ndim - 1] != n)) ||
+	    O->ndim != Y->ndim || memcmp(O->dims, Y->dims, (size_t)Y->ndim * sizeof Y->dims[0]) != 0)
+		return -1;
+	for (int64_t q = 0; q < C->numel; q++)
+		if (!isfinite(C->f32[q]))
+			return -1;
+	*c = k;
+	return j;
+}
+
 /* Gemm (A act M x K, B const, C const) and MatMul (A act ... x K, B const K x N). */
 static int build_matmul(build *b, int i)
 {
@@ -737,6 +761,14 @@ static int build_matmul(build *b, int i)
 		y = g->nodes[add].out[0];
 		Y = &g->tensors[y];
 	}
+	/* A per-output factor after it (LayerScale) scales the weights and bias. */
+	int gamma = -1, ls = channel_scale(b, y, N, &gamma);
+	const float *gm = ls >= 0 ? g->tensors[gamma].f32 : NULL;
+	int64_t gstep = ls >= 0 && g->tensors[gamma].numel == N;
+	if (ls >= 0) {
+		y = g->nodes[ls].out[0];
+		Y = &g->tensors[y];
+	}
 	if (c >= 0) {
 		const fc_model_tensor *Ct = &g->tensors[c];
 		if (Ct->numel != N && Ct->numel != 1)
@@ -744,7 +776,8 @@ static int build_matmul(build *b, int i)
 		if (!(bias = fci_balloc(e, (size_t)N * sizeof *bias)))
 			return FC_ERR_NOMEM;
 		for (int64_t k = 0; k < N; k++)
-			bias[k] = Ct->f32[Ct->numel == 1 ? 0 : k] * (gemm ? nd->attr.gemm.beta : 1.0f);
+			bias[k] = Ct->f32[Ct->numel == 1 ? 0 : k] * (gemm ? nd->attr.gemm.beta : 1.0f) *
+				  (gm ? gm[k * gstep] : 1.0f);
 	}
 	/* Elementwise ops after it (a transformer MLP's GELU) as post-ops. */
 	dnnl_primitive_attr_t attr = NULL;
@@ -828,6 +861,9 @@ static int build_matmul(build *b, int i)
 	if (gemm && nd->attr.gemm.alpha != 1.0f)
 		for (int64_t k = 0; k < B->numel; k++)
 			wp[k] *= nd->attr.gemm.alpha;
+	if (gm) /* column n of K x N (row n of N x K) by gamma[n] */
+		for (int64_t k = 0; k < B->numel; k++)
+			wp[k] *= gm[(tb ? k / K : k % N) * gstep];
 	if ((rc = fci_const_mem(b, &m1, &uw, wp, &w_q)) || (bias && (rc = fci_mem(b, &m2, &mb, bias))) ||
 	    (rc = fci_new_step(b, i, ST_PRIM, 4)))
 		goto out;
@@ -846,6 +882,8 @@ static int build_matmul(build *b, int i)
 		b->skip[add] = 1;
 	if (radd >= 0)
 		b->skip[radd] = 1;
+	if (ls >= 0)
+		b->skip[ls] = 1;
 	fci_bind_tensor(b, y, out);
 out:
 	if (pd)

@@ -83,6 +83,30 @@ static int scale_into_matmul(const build *b, int j, int *x, float *scale)
 	return 1;
 }
 
+/* The scalar Mul (either operand) or Div (by the constant) that alone
+ * reads tensor y, a MatMul's output: its node, the factor in *scale; -1
+ * if none. */
+static int scale_after_matmul(const build *b, int y, float *scale)
+{
+	const fc_model_graph *g = b->g;
+	if (b->uses[y] != 1 || fci_is_cut(g, y))
+		return -1;
+	int j = b->consumer[y];
+	const fc_model_node *nd = &g->nodes[j];
+	if (!fci_runs(b, j) || (nd->op != FC_OP_DIV && nd->op != FC_OP_MUL) || nd->n_in != 2)
+		return -1;
+	int c = nd->in[0] == y ? nd->in[1] : nd->in[0];
+	if (c == y || !fci_is_const(b, c) || g->tensors[c].numel != 1 || (nd->op == FC_OP_DIV && nd->in[0] != y))
+		return -1;
+	const fc_model_tensor *Y = &g->tensors[y], *O = &g->tensors[nd->out[0]];
+	float s = g->tensors[c].f32[0];
+	if (O->ndim != Y->ndim || memcmp(O->dims, Y->dims, sizeof(int64_t) * (size_t)Y->ndim) != 0 || !isfinite(s) ||
+	    (nd->op == FC_OP_DIV && s == 0))
+		return -1;
+	*scale = nd->op == FC_OP_DIV ? 1 / s : s;
+	return j;
+}
+
 int fci_build_matmul_scale(build *b, int i)
 {
 	int x;
@@ -135,6 +159,13 @@ int fci_build_matmul_act(build *b, int i)
 	for (int k = 0; k < 2; k++)
 		if (scale_into_matmul(b, g->tensors[nd->in[k]].producer, &x, &s))
 			scale *= s;
+	/* ... and one on its output ((q @ kT) * scale, as DINOv2 writes it) */
+	int after = scale_after_matmul(b, y, &s);
+	if (after >= 0) {
+		scale *= s;
+		y = g->nodes[after].out[0];
+		Y = &g->tensors[y];
+	}
 	int64_t da[FC_MODEL_MAX_DIMS], dw[FC_MODEL_MAX_DIMS];
 	align_dims(da, A, r);
 	align_dims(dw, W, r);
@@ -185,6 +216,8 @@ int fci_build_matmul_act(build *b, int i)
 	fci_arg(b, DNNL_ARG_SRC, va, NULL);
 	fci_arg(b, DNNL_ARG_WEIGHTS, vw, NULL);
 	fci_arg(b, DNNL_ARG_DST, out, NULL);
+	if (after >= 0)
+		b->skip[after] = 1;
 	fci_bind_tensor(b, y, out);
 	rc = fci_finish_prim(b, pd, NULL);
 out:

@@ -16,7 +16,8 @@
  *  - engine_tokens.c's ops, f32 and (where the cpu has it) bf16, none on
  *    oneDNN's ref code: MatMul of two activations (batched, broadcast, a
  *    scalar Div/Mul folded into its output scale, a Transpose before it
- *    read as a strided view), a bias Add fused into a MatMul by constant
+ *    read as a strided view, a scalar Mul/Div on its output folded too),
+ *    a bias Add and a LayerScale Mul fused into a MatMul by constant
  *    weights, Softmax, Slice (steps,
  *    negative starts, torch.roll as Slice + Concat), Gather of one index,
  *    Concat with constants, a 6-D Transpose and a 5-D Add of a broadcast
@@ -725,6 +726,53 @@ static void test_matmul_act(void **state)
 		ref_matmul(ref, x, tok_r, t, dt3, 3, form ? 1.0 / 16 : 1.0 / 8);
 		check_both(&b, x, 2, ref, 144, "MatMul", form ? "Mul" : "Div",
 			   form ? "matmul (q / 8) @ (0.5 kT)" : "matmul (q / 8) @ kT");
+		fci_onnx_free(&b);
+	}
+
+	/* The scale on the product instead ((q @ kT) * 0.125 as DINOv2 writes
+	 * it, or / 8): the output scale too, no Mul or Div step. */
+	for (int form = 0; form < 2; form++) {
+		float f = form ? 8 : 0.125f;
+		start_model(&b, 13, tok_x, 3, tok_r);
+		testlib_add_f32(&b, "f", 0, NULL, &f);
+		nd = testlib_node(&b, "Transpose", "kt", "r", "rt");
+		testlib_attr_ints(&b, nd, "perm", 3, 0LL, 2LL, 1LL);
+		testlib_node(&b, "MatMul", "qk", "r,rt", "p");
+		testlib_node(&b, form ? "Div" : "Mul", "p_scale", form ? "p,f" : "f,p", "s");
+		finish_model(&b, "s");
+		x = testlib_rand_vec(&b, TOK_N, -1, 1);
+		t = testlib_alloc(&b, TOK_N * sizeof *t);
+		ref = testlib_alloc(&b, 2 * 144 * sizeof *ref);
+		ref_permute(t, x, 3, tok_r, perm3);
+		ref_matmul(ref, x, tok_r, t, dt3, 3, 1.0 / 8);
+		check_both(&b, x, 2, ref, 144, "MatMul", form ? "Div" : "Mul",
+			   form ? "matmul (q @ kT) / 8" : "matmul 0.125 * (q @ kT)");
+		fci_onnx_free(&b);
+	}
+
+	/* LayerScale after a Linear on tokens (MatMul, Add bias, Mul by a
+	 * gamma per output, or by one factor): folded into the weights and
+	 * bias, no Add or Mul step. */
+	static const int64_t gd[1] = { 6 };
+	for (int form = 0; form < 2; form++) {
+		static const int64_t lwd[2] = { 10, 6 }, la24[2] = { 24, 10 };
+		start_model(&b, 13, tok_x, 3, tok_r);
+		float *wt = testlib_rand_vec(&b, 60, -1, 1), *bias = testlib_rand_vec(&b, 6, -1, 1);
+		float *gamma = testlib_rand_vec(&b, 6, 0.2f, 1);
+		testlib_add_f32(&b, "lw", 2, lwd, wt);
+		testlib_add_f32(&b, "lb", 1, gd, bias);
+		testlib_add_f32(&b, "ls", form ? 0 : 1, form ? NULL : gd, gamma);
+		testlib_node(&b, "MatMul", "lin", "r,lw", "m");
+		testlib_node(&b, "Add", "lin_bias", "m,lb", "h");
+		testlib_node(&b, "Mul", "layer_scale", form ? "ls,h" : "h,ls", "s");
+		finish_model(&b, "s");
+		x = testlib_rand_vec(&b, TOK_N, -1, 1);
+		ref = testlib_alloc(&b, 144 * sizeof *ref);
+		ref_matmul(ref, x, la24, wt, lwd, 2, 1);
+		for (int k = 0; k < 144; k++)
+			ref[k] = (ref[k] + bias[k % 6]) * gamma[form ? 0 : k % 6];
+		check_both(&b, x, 2, ref, 72, "MatMul", "Mul",
+			   form ? "linear, bias, one factor folded" : "linear, bias, LayerScale folded");
 		fci_onnx_free(&b);
 	}
 
