@@ -679,7 +679,8 @@ def graph_flops(mp):
 def check_export(path, feat_dim, out_dim):
     """Shape consistency of an export without running it: ONNX's shape
     inference must give the output [batch, out_dim] and featcache's default
-    layer [batch, feat_dim] (the dimension of PyTorch's feature). Returns
+    layer [batch, feat_dim] (the dimension of PyTorch's feature; a 4-D
+    layer, which featcache average-pools, [batch, feat_dim, H, W]). Returns
     the default layer's (node, tensor); raises ValueError on a mismatch."""
     mp = onnx.load(path)
     # onnx_shapes folds the shape chains of a dynamic batch first (ONNX's
@@ -692,7 +693,7 @@ def check_export(path, feat_dim, out_dim):
     want = {mp.graph.output[0].name: out_dim, tensor: feat_dim}
     for t, d in want.items():
         got = dims.get(t)
-        if got is None or len(got) != 2 or got[1] != d:
+        if got is None or len(got) not in ((2, 4) if t == tensor else (2,)) or got[1] != d:
             raise ValueError("%s: %s has shape %s, PyTorch's is [N, %d]" % (os.path.basename(path), t, got, d))
     return node, tensor
 
@@ -855,6 +856,63 @@ def make_corpus(out):
         sc("twof", 2.0, np.float32), i64("ax0", [0]), i64("ax1", [1]), i64("s16x16", [16, 16]),
         i64("s16", [16]), numpy_helper.from_array(np.ones(16, np.float32), "ones16"),
         f32("table", 4, 16), numpy_helper.from_array(np.arange(16) % 3 != 0, "keep")])
+    # 8. opset 17: a ViT block as torch writes it, at toy size: patch Conv,
+    # tokens by Reshape/Transpose, a class token by Concat, position Add,
+    # LayerNormalization, qkv MatMul + bias, heads by Reshape/Transpose and
+    # Gather, q kT / sqrt(d) (a Div), Softmax, A v, the projection, the
+    # residual Adds, an Erf-GELU MLP; then the CLS token (Gather) and the
+    # mean of the patch tokens (Slice, ReduceMean) concatenated.
+    total += model("attention_17", 17, [
+        N("Conv", ["x", "pw"], ["pe"], "patch", kernel_shape=[4, 4], strides=[4, 4]),
+        N("Reshape", ["pe", "s_tok"], ["pt"], "flat"),
+        N("Transpose", ["pt"], ["tok"], "tokens", perm=[0, 2, 1]),
+        N("Concat", ["cls", "tok"], ["t0"], "with_cls", axis=1),
+        N("Add", ["t0", "pos"], ["t1"], "pos"),
+        N("LayerNormalization", ["t1", "g1", "b1"], ["n1"], "ln1", axis=-1, epsilon=1e-6),
+        N("MatMul", ["n1", "wqkv"], ["qkv0"], "qkv"),
+        N("Add", ["bqkv", "qkv0"], ["qkv1"], "qkv_bias"),
+        N("Reshape", ["qkv1", "s_heads"], ["qkv2"], "heads"),
+        N("Transpose", ["qkv2"], ["qkv3"], "heads_t", perm=[2, 0, 3, 1, 4]),
+        N("Gather", ["qkv3", "i0"], ["q"], "q", axis=0),
+        N("Gather", ["qkv3", "i1"], ["k"], "k", axis=0),
+        N("Gather", ["qkv3", "i2"], ["v"], "v", axis=0),
+        N("Transpose", ["k"], ["kt"], "k_t", perm=[0, 1, 3, 2]),
+        N("MatMul", ["q", "kt"], ["s0"], "scores"),
+        N("Div", ["s0", "sqrt_d"], ["s1"], "scale"),
+        N("Softmax", ["s1"], ["p"], "softmax", axis=-1),
+        N("MatMul", ["p", "v"], ["o0"], "attend"),
+        N("Transpose", ["o0"], ["o1"], "merge_t", perm=[0, 2, 1, 3]),
+        N("Reshape", ["o1", "s_merge"], ["o2"], "merge"),
+        N("MatMul", ["o2", "wo"], ["o3"], "proj"),
+        N("Add", ["o3", "bo"], ["o4"], "proj_bias"),
+        N("Add", ["t1", "o4"], ["r1"], "residual1"),
+        N("LayerNormalization", ["r1", "g2", "b2"], ["n2"], "ln2", axis=-1, epsilon=1e-6),
+        N("MatMul", ["n2", "w1m"], ["h0"], "fc1"),
+        N("Add", ["h0", "b1m"], ["h1"], "fc1_bias"),
+        N("Div", ["h1", "sqrt2"], ["e0"], "gelu_div"),
+        N("Erf", ["e0"], ["e1"], "gelu_erf"),
+        N("Add", ["e1", "onef"], ["e2"], "gelu_add"),
+        N("Mul", ["h1", "e2"], ["e3"], "gelu_mul"),
+        N("Mul", ["e3", "half"], ["h2"], "gelu_half"),
+        N("MatMul", ["h2", "w2m"], ["h3"], "fc2"),
+        N("Add", ["h3", "b2m"], ["h4"], "fc2_bias"),
+        N("Add", ["r1", "h4"], ["r2"], "residual2"),
+        N("Gather", ["r2", "i0"], ["clsout"], "cls_token", axis=1),
+        N("Slice", ["r2", "st1", "en_big", "ax1"], ["patches"], "patch_tokens"),
+        N("ReduceMean", ["patches"], ["pm"], "patch_mean", axes=[1], keepdims=0),
+        N("Concat", ["clsout", "pm"], ["y"], "cls_mean", axis=1),
+    ], [f32("pw", 8, 3, 4, 4), i64("s_tok", [1, 8, 16]), f32("cls", 1, 1, 8), f32("pos", 1, 17, 8),
+        numpy_helper.from_array((1 + rng.standard_normal(8) * 0.1).astype(np.float32), "g1"), f32("b1", 8),
+        f32("wqkv", 8, 24), f32("bqkv", 24), i64("s_heads", [1, 17, 3, 2, 4]),
+        numpy_helper.from_array(np.array(0, np.int64), "i0"), numpy_helper.from_array(np.array(1, np.int64), "i1"),
+        numpy_helper.from_array(np.array(2, np.int64), "i2"),
+        numpy_helper.from_array(np.array(2.0, np.float32), "sqrt_d"), i64("s_merge", [1, 17, 8]),
+        f32("wo", 8, 8), f32("bo", 8),
+        numpy_helper.from_array((1 + rng.standard_normal(8) * 0.1).astype(np.float32), "g2"), f32("b2", 8),
+        f32("w1m", 8, 16), f32("b1m", 16), numpy_helper.from_array(np.array(np.sqrt(2), np.float32), "sqrt2"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "onef"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"), f32("w2m", 16, 8), f32("b2m", 8),
+        i64("st1", [1]), i64("en_big", [2**62]), i64("ax1", [1])])
     for name in ("shapechain_dynbatch",):
         src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
                            "models", name + ".onnx")
