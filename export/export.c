@@ -199,6 +199,8 @@ static int open_source(struct ex *x)
 		return fci_errf(x->err, x->errcap, rc, "cannot cut model '%s' at %s%s%s: %s", path,
 				layer ? "'" : "", layer ? layer : "its default layer", layer ? "'" : "",
 				fc_model_errmsg(x->m));
+	if ((rc = fc_model_check_pooling(x->m)))
+		return fci_errf(x->err, x->errcap, rc, "cannot export model '%s': %s", path, fc_model_errmsg(x->m));
 	x->g = fc_model_get_graph(x->m);
 	if (x->g->n_cuts > 1)
 		return fci_errf(x->err, x->errcap, FC_ERR_UNSUPPORTED,

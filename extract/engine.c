@@ -280,6 +280,34 @@ int fci_operand(build *b, int t, int ndim)
 	return fci_new_value(b, &md, p);
 }
 
+/* fci_operand in data type dt: a constant is converted once, here, so
+ * that no step converts it on every run. */
+int fci_operand_as(build *b, int t, int ndim, dnnl_data_type_t dt)
+{
+	const fc_model_tensor *x = &b->g->tensors[t];
+	if (fci_is_act(b, t) || dt == dnnl_f32)
+		return fci_operand(b, t, ndim);
+	int64_t d[FC_MODEL_MAX_DIMS];
+	for (int k = 0; k < ndim; k++)
+		d[k] = k < ndim - x->ndim ? 1 : x->dims[k - (ndim - x->ndim)];
+	dnnl_memory_desc_t from, to;
+	dnnl_memory_t m;
+	void *h;
+	float *p = fci_cst_copy(b, t);
+	if (!p)
+		return FC_ERR_NOMEM;
+	if (fci_md_plain(&from, ndim, d, dnnl_f32) || fci_md_plain(&to, ndim, d, dt)) {
+		free(p);
+		return FC_ERR_INTERNAL;
+	}
+	int rc = fci_const_mem(b, &m, &from, p, &to);
+	if (rc)
+		return rc;
+	if (dnnl_memory_get_data_handle(m, &h) != dnnl_success)
+		return FC_ERR_INTERNAL;
+	return fci_new_value(b, &to, h);
+}
+
 /* ---- steps ---- */
 
 int fci_new_step(build *b, int node, int kind, int nval)

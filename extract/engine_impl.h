@@ -121,6 +121,7 @@ void fci_bind_tensor(build *b, int t, int v);
 int fci_writable_after(build *b, int v, int i);
 int fci_same_buffer(build *b, int v, int w);
 int fci_operand(build *b, int t, int ndim);
+int fci_operand_as(build *b, int t, int ndim, dnnl_data_type_t dt);
 int fci_new_step(build *b, int node, int kind, int nval);
 step *fci_last_step(build *b);
 void fci_arg(build *b, int a, int v, dnnl_memory_t m);

@@ -914,7 +914,7 @@ static int build_concat(build *b, int i)
 			rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Concat): unsupported input", nd->name);
 			goto out;
 		}
-		if ((src[k] = fci_operand(b, t, Y->ndim)) < 0) {
+		if ((src[k] = fci_operand_as(b, t, Y->ndim, b->e->dt)) < 0) {
 			rc = src[k];
 			goto out;
 		}

@@ -155,20 +155,11 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 			 o->layer ? o->layer : "its default layer", o->layer ? "'" : "", fc_model_errmsg(m));
 		goto fail;
 	}
-	const fc_model_graph *g = fc_model_get_graph(m);
-	for (int k = 0; o->pool == FC_POOL_AUTO && k < g->n_cuts; k++) {
-		const fc_model_tensor *t = &g->tensors[g->cut_tensors[k]];
-		if (t->ndim == 3) {
-			char shape[96];
-			snprintf(shape, sizeof shape, "%lldx%lldx%lld", (long long)t->dims[0], (long long)t->dims[1],
-				 (long long)t->dims[2]);
-			rc = fci_errf(err, errcap, FC_ERR_INVALID,
-				      "layer '%s' of model '%s' outputs tokens (%s): choose a pooling (cls, mean, "
-				      "cls+mean, or flatten to keep them all)",
-				      g->nodes[g->cut_nodes[k]].name, o->model, shape);
-			goto fail;
-		}
+	if ((rc = fc_model_check_pooling(m)) != 0) {
+		rc = fci_errf(err, errcap, rc, "model '%s': %s", o->model, fc_model_errmsg(m));
+		goto fail;
 	}
+	const fc_model_graph *g = fc_model_get_graph(m);
 	if (!(id = identity(model_hash, g, m, o))) {
 		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto fail;

@@ -1470,6 +1470,10 @@ int fc_model_set_input(fc_model *m, int64_t n, int64_t c, int64_t h, int64_t w)
 			if (n_cuts)
 				fci_model_apply_cuts(m, n_cuts, cut_nodes, cut_tensors, pool, prefix);
 		}
+		if (want[0] && m->in_decl[0] > 0 && want[0] != m->in_decl[0])
+			return fci_model_fail(m, rc, "%s (the model was exported for batches of %lld: export it with a "
+					      "dynamic batch, or run it %lld at a time)", msg,
+					      (long long)m->in_decl[0], (long long)m->in_decl[0]);
 		memcpy(m->err, msg, sizeof msg);
 		return rc;
 	}

@@ -254,6 +254,20 @@ static int find_cut(fc_model *m, const char *name, int *node, int *t)
 	return 0;
 }
 
+int fc_model_check_pooling(fc_model *m)
+{
+	for (int k = 0; m->g.token_pool == FC_POOL_AUTO && k < m->g.n_cuts; k++) {
+		const fc_model_tensor *t = &m->g.tensors[m->g.cut_tensors[k]];
+		if (t->ndim == 3)
+			return fci_model_fail(m, FC_ERR_INVALID,
+					      "layer '%s' outputs tokens (%lldx%lldx%lld): choose a pooling (cls, mean, "
+					      "cls+mean, or flatten to keep them all)",
+					      m->g.nodes[m->g.cut_nodes[k]].name, (long long)t->dims[0],
+					      (long long)t->dims[1], (long long)t->dims[2]);
+	}
+	return 0;
+}
+
 int fc_model_cut_tokens(fc_model *m, const char *layers, int pool, int prefix_tokens)
 {
 	int nodes[FC_MODEL_MAX_CUTS], tensors[FC_MODEL_MAX_CUTS], n = 0, rc;

@@ -110,23 +110,16 @@ static int n_ref;
  *    downsampling conv read a reorder of the Transpose before them (the
  *    permute back from LayerNorm2d or from the block's channels-last
  *    MLP), and the residual Add of the second stage one of its input;
- *    full-size convnext_tiny has the same reorders, one per block;
- *  - in bf16 only, the transformers with a class token (vit_narrow,
- *    vit_narrow_14, clip_narrow, dinov2_narrow, whose registers too):
- *    build_concat converts the token, an f32 constant, to bf16 by a
- *    Reorder step on every run rather than once. */
+ *    full-size convnext_tiny has the same reorders, one per block.
+ * (The class and register tokens a transformer concatenates are converted
+ * to bf16 once, when the engine opens: no step of theirs runs.) */
 
-static int reorder_free(const char *name, int prec)
+static int reorder_free(const char *name)
 {
 	static const char *const excused[] = { "resnext_narrow", "regnet_x_narrow", "vgg11_bn_narrow",
 					       "shapechain_dynbatch", "convnext_narrow" };
-	static const char *const excused_bf16[] = { "vit_narrow", "vit_narrow_14", "clip_narrow",
-						    "dinov2_narrow" };
 	for (size_t i = 0; i < sizeof excused / sizeof excused[0]; i++)
 		if (strcmp(excused[i], name) == 0)
-			return 0;
-	for (size_t i = 0; prec == FC_PREC_BF16 && i < sizeof excused_bf16 / sizeof excused_bf16[0]; i++)
-		if (strcmp(excused_bf16[i], name) == 0)
 			return 0;
 	return 1;
 }
@@ -199,7 +192,7 @@ static int print_impls(const char *name, const fc_engine *e, int prec)
 	size_t total, peak = fc_engine_peak_bytes(e, &total);
 	print_message("#   %s: %d primitives, %d ref, %d interior reorders, activations %zu bytes planned "
 		      "(%zu without reuse)\n", name, n, refs, reorders, peak, total);
-	return refs + (reorder_free(name, prec) ? reorders : 0);
+	return refs + (reorder_free(name) ? reorders : 0);
 }
 
 /* Run fixture name (batch 2) in precision prec. Returns the max relative

@@ -692,6 +692,31 @@ static void test_squeeze_unsqueeze(void **state)
 	fci_onnx_free(&b);
 }
 
+/* A model exported for batches of 1 with the 1 baked into a Reshape (as
+ * torch writes a ViT's tokens without a dynamic batch): another batch is
+ * refused, and the message says why and what to do; batch 1 still works. */
+static void test_fixed_batch(void **state)
+{
+	(void)state;
+	static const int64_t shape[2] = { 1, 192 };
+	fci_onnx b;
+	testlib_model_init(&b, 13);
+	testlib_input(&b, "x", 4, D1x3x8x8);
+	testlib_init_i64(&b, "shape", 2, shape);
+	testlib_node(&b, "Reshape", "tokens", "x,shape", "t");
+	testlib_node(&b, "Relu", "relu", "t", "y");
+	testlib_output(&b, "y");
+	fc_model *m = expect_open(&b);
+	assert_int_equal(fc_model_set_input(m, 2, 0, 0, 0), FC_ERR_INVALID);
+	print_message("#   refused: %s\n", fc_model_errmsg(m));
+	assert_non_null(strstr(fc_model_errmsg(m), "'tokens'"));
+	assert_non_null(strstr(fc_model_errmsg(m), "(the model was exported for batches of 1: export it with a "
+							   "dynamic batch, or run it 1 at a time)"));
+	assert_int_equal(fc_model_set_input(m, 1, 0, 0, 0), 0);
+	fc_model_free(m);
+	fci_onnx_free(&b);
+}
+
 /* torch's x.view(x.size(0), -1) with a dynamic batch, and F.pad's pads
  * computed at run time: folded for the size chosen. */
 static void test_shape_chain_folding(void **state)
@@ -1267,6 +1292,7 @@ int main(void)
 		cmocka_unit_test(test_matmul_and_broadcast),
 		cmocka_unit_test(test_default_without_gemm),
 		cmocka_unit_test(test_constants),
+		cmocka_unit_test(test_fixed_batch),
 		cmocka_unit_test(test_wire_format),
 		cmocka_unit_test(test_writer_round_trip),
 	};

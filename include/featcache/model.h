@@ -306,6 +306,13 @@ int fc_model_cut(fc_model *m, const char *layer);
  * FC_MODEL_MAX_CUTS layers, the same layer twice). */
 int fc_model_cut_tokens(fc_model *m, const char *layers, int pool, int prefix_tokens);
 
+/* fc_model_check_pooling - FC_ERR_INVALID, the message (fc_model_errmsg)
+ * naming the layer and its token shape, when a cut gives tokens (N x T x
+ * D) and no pooling was asked (FC_POOL_AUTO would flatten them to T x D
+ * values); 0 otherwise. extract and export refuse such a cut and ask for
+ * a --pool rather than store or export T x D values by surprise. */
+int fc_model_check_pooling(fc_model *m);
+
 /* fc_model_get_graph - the current graph, owned by m and valid until the
  * next fc_model_set_input/fc_model_cut/fc_model_free. Never NULL. */
 const fc_model_graph *fc_model_get_graph(const fc_model *m);

@@ -186,7 +186,8 @@ run "$F" export --model "$VIT" --size 224 --layer "$LAST" --pool cls --head h-to
 t "vit_narrow tokens: a 64-d head on --pool cls (32-d) is refused" 1 \
 	err "^featcache: head 'h-tok.safetensors' takes 64-d input, the model's layer '$LAST' gives 32-d$"
 run "$F" export --model "$VIT" --size 224 --layer "$LAST" --head h-tok.safetensors --out bad.onnx
-t "vit_narrow tokens: a token layer without --pool is refused" 1 err "^featcache: "
+t "vit_narrow tokens: a token layer without --pool is refused" 1 \
+	err "^featcache: cannot export model '[^']+': layer '$LAST' outputs tokens \(1x197x32\): choose a pooling"
 ok_if "vit_narrow tokens: the refusals wrote no file" [ ! -e bad.onnx ]
 
 # ---- bad input: exit 1, a clear message, nothing written ----

@@ -262,7 +262,7 @@ mk tok/b/3.png 40 70 73
 mk tok/b/4.png 90 90 74
 run "$F" extract --store tok.st --data tok $TOK $TX
 t "a token layer without --pool is refused" 1 \
-	err "^featcache: layer '/encoder/layers/encoder_layer_1/Add_1' of model '[^']+' outputs tokens \(1x197x32\): choose a pooling"
+	err "^featcache: model '[^']+': layer '/encoder/layers/encoder_layer_1/Add_1' outputs tokens \(1x197x32\): choose a pooling"
 ok_if "the refusal created no store" [ ! -e tok.st ]
 run "$F" extract --store tok.st --data tok --model "$FC_TOP/tests/fixtures/models/vit_narrow.onnx" --pool cls $TX
 t "--pool at the default layer (the 32-d CLS after the final LayerNorm) is refused" 1 \
