@@ -18,7 +18,7 @@
  * the arithmetic that follows inside int64 and the memory bounded. */
 #define FC_MAX_DIM ((int64_t)1 << 31)        /* one dimension */
 #define FC_MAX_NUMEL ((int64_t)1 << 33)      /* elements of one tensor */
-#define FC_MAX_FOLD_NUMEL ((int64_t)1 << 20) /* values folding may create, beyond the initializers' count */
+#define FC_MAX_FOLD_NUMEL ((int64_t)1 << 23) /* values folding may create, beyond the initializers' count */
 #define FC_MAX_NODES (1 << 20)
 #define FC_MAX_TENSORS (1 << 22)
 #define FC_MAX_NODE_INPUTS 65536

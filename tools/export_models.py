@@ -177,11 +177,11 @@ def narrow_vit():
 
 
 def narrow_swin():
-    """Swin with 8 x 8 patches rather than 4 x 4: the shifted windows'
-    attention masks are folded at load time, and at 56 x 56 tokens with
-    so few weights they exceed featcache's folding budget (1M values plus
-    the model's own; full-size Swin-T's 28M weights leave room)."""
-    return torchvision.models.SwinTransformer(patch_size=[8, 8], embed_dim=16, depths=[2, 2],
+    """Swin-T's layout (4 x 4 patches, 7 x 7 windows, 56 x 56 tokens in the
+    first stage) at width 16 and two stages: the shifted windows' attention
+    masks, folded at load time, are as large as full-size Swin-T's while
+    the weights are few, so the folding budget must not lean on them."""
+    return torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2],
                                               num_heads=[2, 2], window_size=[7, 7], num_classes=10)
 
 

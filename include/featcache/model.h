@@ -17,9 +17,10 @@
  * does not match their dims, and shapes that do not fit together. Sizes
  * from the file are overflow-checked before anything is allocated;
  * unpacking the protobuf runs under a budget of 4 MiB + 16x the file size
- * (real models need 1-1.5x), and folding may create at most 2^20 values
- * beyond the file's own: a hostile file cannot make it allocate much more
- * than its own size. Nothing is quadratic in what a file controls.
+ * (real models need 1-1.5x), and folding may create at most 2^23 values
+ * (64 MB; a Swin's shifted-window masks take a few million) beyond the
+ * file's own: a hostile file cannot make it allocate much more than its
+ * own size. Nothing is quadratic in what a file controls.
  *
  * Semantics worth knowing:
  *  - Initializers may be float32, float16 or bfloat16 (converted to f32 on
