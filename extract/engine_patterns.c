@@ -25,6 +25,10 @@
  *
  * A GELU whose input is a Conv output read by nothing else becomes the
  * conv's eltwise post-op (fci_pattern_post_op); otherwise one eltwise step.
+ *
+ * ReduceMean runs on oneDNN's reduction, except over one axis that is not
+ * the last (the patch tokens' mean), which the reduction of oneDNN 2.6.3
+ * has only in ref code: that one is a matmul by ones, scaled by 1 / T.
  */
 #include <float.h>
 #include <math.h>
@@ -509,6 +513,81 @@ out:
 
 /* oneDNN's reduction (mean) on the plain layout in the activations'
  * type; without keepdims the output is a view that drops the axes. */
+/* The mean over one axis a that is not the last (timm's x[:, 1:].mean(1)
+ * over tokens), which oneDNN 2.6.3 reduces only in its ref code, as a
+ * matmul: for each index before a, ones(1 x T) times the T x I block
+ * after it, scaled by 1 / T. 1 when built, 0 when it does not apply or
+ * oneDNN has only ref for it too, < 0 on error. */
+static int mean_as_matmul(build *b, int i, int v)
+{
+	const fc_model_graph *g = b->g;
+	const fc_model_node *nd = &g->nodes[i];
+	const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
+	unsigned mask = nd->attr.reduce.axes;
+	int a = 0;
+	while (a < X->ndim && !(mask & (1u << a)))
+		a++;
+	if (a >= X->ndim - 1 || mask != 1u << a)
+		return 0;
+	int64_t O = 1, T = X->dims[a], I = 1;
+	for (int k = 0; k < a; k++)
+		O *= X->dims[k];
+	for (int k = a + 1; k < X->ndim; k++)
+		I *= X->dims[k];
+	dnnl_data_type_t dt = b->e->dt;
+	dnnl_dims_t od = { 1, 1, T }, wd = { O, T, I }, yd = { O, 1, I };
+	dnnl_memory_desc_t o32, omd, wmd, ymd;
+	dnnl_matmul_desc_t desc;
+	dnnl_primitive_desc_t pd = NULL;
+	dnnl_primitive_attr_t attr = NULL;
+	float scale = 1.0f / (float)T;
+	int w = fci_view(b, i, v, 3, wd), rc = 0;
+	if (w < 0)
+		return w;
+	if (fci_md_plain(&o32, 3, od, dnnl_f32) || fci_md_plain(&omd, 3, od, dt) || fci_md_plain(&ymd, 3, yd, dt))
+		return FC_ERR_INTERNAL;
+	wmd = fci_val(b, w)->md;
+	if (dnnl_matmul_desc_init(&desc, &omd, &wmd, NULL, &ymd) || dnnl_primitive_attr_create(&attr))
+		return 0;
+	if (dnnl_primitive_attr_set_output_scales(attr, 1, 0, &scale) ||
+	    dnnl_primitive_desc_create(&pd, &desc, attr, b->e->eng, NULL) != dnnl_success) {
+		pd = NULL;
+		goto out;
+	}
+	if (!strncmp(fci_impl_of(pd), "ref", 3))
+		goto out;
+	float *ones = malloc((size_t)T * sizeof *ones);
+	dnnl_memory_t m;
+	int y;
+	if (!ones) {
+		rc = FC_ERR_NOMEM;
+		goto out;
+	}
+	for (int64_t k = 0; k < T; k++)
+		ones[k] = 1.0f;
+	if ((rc = fci_const_mem(b, &m, &o32, ones, &omd)) || (y = fci_new_value(b, &ymd, NULL)) < 0 ||
+	    (rc = fci_new_step(b, i, ST_PRIM, 3))) {
+		rc = rc ? rc : y;
+		goto out;
+	}
+	fci_arg(b, DNNL_ARG_SRC, -1, m);
+	fci_arg(b, DNNL_ARG_WEIGHTS, w, NULL);
+	fci_arg(b, DNNL_ARG_DST, y, NULL);
+	if ((rc = fci_finish_prim(b, pd, "ReduceMean")))
+		goto out;
+	if ((y = fci_view(b, i, y, Y->ndim, Y->dims)) < 0) {
+		rc = y;
+		goto out;
+	}
+	fci_bind_tensor(b, nd->out[0], y);
+	rc = 1;
+out:
+	if (pd)
+		dnnl_primitive_desc_destroy(pd);
+	dnnl_primitive_attr_destroy(attr);
+	return rc;
+}
+
 int fci_build_reduce_mean(build *b, int i)
 {
 	const fc_model_graph *g = b->g;
@@ -525,6 +604,8 @@ int fci_build_reduce_mean(build *b, int i)
 		kd[k] = nd->attr.reduce.axes & (1u << k) ? 1 : X->dims[k];
 	if ((v = fci_plain_input(b, i, b->e->dt)) < 0)
 		return v;
+	if ((rc = mean_as_matmul(b, i, v)))
+		return rc < 0 ? rc : 0;
 	if (fci_md_plain(&dmd, X->ndim, kd, b->e->dt) ||
 	    dnnl_reduction_desc_init(&desc, dnnl_reduction_mean, &fci_val(b, v)->md, &dmd, 0.0f, 0.0f))
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (ReduceMean): onednn rejects its shapes", nd->name);

@@ -21,7 +21,8 @@
  *    weights, Softmax, Slice (steps,
  *    negative starts, torch.roll as Slice + Concat), Gather of one index,
  *    Concat with constants, a 6-D Transpose and a 5-D Add of a broadcast
- *    constant (Swin's window partition and mask).
+ *    constant (Swin's window partition and mask), ReduceMean over the
+ *    tokens or the channels (a matmul by ones).
  *
  * Not here: the fixture models and the CNN ops (test_engine.c), the
  * importer's general checks (test_model*.c).
@@ -1020,6 +1021,50 @@ static void test_gather(void **state)
 	fci_onnx_free(&b);
 }
 
+/* ReduceMean over one axis that is not the last: the patch tokens' mean
+ * (x[:, 1:].mean(1), keepdims 0 and 1) and the mean over the channels of
+ * a 4-D map, run as a matmul by ones (oneDNN 2.6.3's reduction has only
+ * ref code for them), never as ref. */
+static void test_mean_inner_axis(void **state)
+{
+	(void)state;
+	fci_onnx b;
+	Onnx__NodeProto *nd;
+	for (int form = 0; form < 3; form++) {
+		start_model(&b, 13, tok_x, 3, tok_r);
+		const char *in = "r";
+		if (form < 2) {
+			testlib_init_i64(&b, "st", 1, (const int64_t[]){ 1 });
+			testlib_init_i64(&b, "en", 1, (const int64_t[]){ 12 });
+			testlib_init_i64(&b, "ax", 1, (const int64_t[]){ 1 });
+			testlib_node(&b, "Slice", "patches", "r,st,en,ax", "p");
+			in = "p";
+		} else {
+			in = "x";
+		}
+		nd = testlib_node(&b, "ReduceMean", "mean", in, "m");
+		testlib_attr_ints(&b, nd, "axes", 1, 1LL);
+		testlib_attr_i(&b, nd, "keepdims", form == 1);
+		finish_model(&b, "m");
+		float *x = testlib_rand_vec(&b, TOK_N, -1, 1), *ref = testlib_alloc(&b, 2 * 40 * sizeof *ref);
+		/* tokens: 2 x 12 x 10, the mean of tokens 1..11; the map: 2 x 3 x 4 x 10
+		 * (tok_x), the mean over its 3 channels */
+		size_t D = form < 2 ? 10 : 40;
+		for (int n = 0; n < 2; n++)
+			for (size_t k = 0; k < D; k++) {
+				double acc = 0;
+				int from = form < 2 ? 1 : 0, to = form < 2 ? 12 : 3;
+				for (int t = from; t < to; t++)
+					acc += x[(size_t)n * 120 + (size_t)t * D + k];
+				ref[(size_t)n * D + k] = (float)(acc / (to - from));
+			}
+		check_both(&b, x, 2, ref, D, "ReduceMean", NULL,
+			   form == 0 ? "mean of the patch tokens" : form == 1 ? "mean of the patch tokens, keepdims"
+									 : "mean over the channels of a 4-D map");
+		fci_onnx_free(&b);
+	}
+}
+
 static void test_concat_const(void **state)
 {
 	(void)state;
@@ -1116,6 +1161,7 @@ int main(void)
 		cmocka_unit_test(test_slice),
 		cmocka_unit_test(test_gather),
 		cmocka_unit_test(test_concat_const),
+		cmocka_unit_test(test_mean_inner_axis),
 		cmocka_unit_test(test_swin_shapes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
