@@ -660,9 +660,15 @@ static int build_all(build *b, const fc_engine_opts *opts)
 	if (fci_md_plain(&imd, 4, I->dims, dnnl_f32) || (in = fci_new_value(b, &imd, e->in_buf)) < 0)
 		return FC_ERR_NOMEM;
 	fci_bind_tensor(b, g->input, in);
-	for (int i = 0; i < g->n_nodes; i++)
+	for (int i = 0; i < g->n_nodes; i++) {
+		if (b->skip[i] == 2) { /* folded into an earlier step: its output is its input's */
+			fci_bind_tensor(b, g->nodes[i].out[0], b->tv[fci_is_act(b, g->nodes[i].in[0]) ? g->nodes[i].in[0]
+												 : g->nodes[i].in[1]]);
+			continue;
+		}
 		if (fci_runs(b, i) && (rc = fci_build_node(b, i)))
 			return rc;
+	}
 	if ((rc = fci_build_output(b)) || (rc = plan(e)))
 		return rc;
 	return 0;

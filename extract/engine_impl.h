@@ -92,7 +92,7 @@ typedef struct build {
 	int *uses;     /* per tensor: uses by needed nodes (+1 for the cut) */
 	int *consumer; /* per tensor: the last needed node using it */
 	int *tv;       /* per tensor: its value, -1 before it is produced */
-	char *skip;    /* per node: fused into an earlier step */
+	char *skip;    /* per node: 1 fused into an earlier step, 2 folded: its output is its input */
 	struct fci_pattern *pats; /* engine_patterns.c: the patterns found */
 	int n_pats;
 	int *pat_of;   /* per node: 1 + its pattern's index if built there, else 0 */

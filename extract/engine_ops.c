@@ -725,7 +725,9 @@ static int channel_scale(const build *b, int y, int64_t n, int *c)
 		return -1;
 	int k = m->in[0] == y ? m->in[1] : m->in[0];
 	const fc_model_tensor *C = k >= 0 ? &g->tensors[k] : NULL, *Y = &g->tensors[y], *O = &g->tensors[m->out[0]];
-	if (k == y || !fci_is_const(b, k) || (C->numel != 1 && (C->numel != n || C->dims[C->ndim - 1] != n)) ||
+	/* n 1: any shape of constant; the caller checks its axis */
+	if (k == y || !fci_is_const(b, k) ||
+	    (n > 1 && C->numel != 1 && (C->numel != n || C->dims[C->ndim - 1] != n)) ||
 	    O->ndim != Y->ndim || memcmp(O->dims, Y->dims, (size_t)Y->ndim * sizeof Y->dims[0]) != 0)
 		return -1;
 	for (int64_t q = 0; q < C->numel; q++)
@@ -733,6 +735,38 @@ static int channel_scale(const build *b, int y, int64_t n, int *c)
 			return -1;
 	*c = k;
 	return j;
+}
+
+/* ConvNeXt's LayerScale: the matmul's output y read only by a Transpose
+ * that moves its last axis to axis q, read only by a Mul by a constant of
+ * n values along q (C x 1 x 1), or of one. The Mul's node, the constant
+ * in *c; -1 if none. The matmul folds it into its weights, and the Mul
+ * then passes the Transpose's output on (skip 2). */
+static int channel_scale_after_transpose(const build *b, int y, int64_t n, int *c)
+{
+	const fc_model_graph *g = b->g;
+	if (b->uses[y] != 1 || fci_is_cut(g, y))
+		return -1;
+	int j = b->consumer[y];
+	const fc_model_node *tp = &g->nodes[j];
+	if (!fci_runs(b, j) || tp->op != FC_OP_TRANSPOSE || tp->in[0] != y)
+		return -1;
+	const fc_model_tensor *T = &g->tensors[tp->out[0]];
+	int q = 0, r = T->ndim;
+	while (q < r && tp->attr.perm.perm[q] != g->tensors[y].ndim - 1)
+		q++;
+	int t = tp->out[0], mul = channel_scale(b, t, 1, c);
+	if (q >= r || mul < 0)
+		return -1; /* channel_scale(.., 1, ..) checked the Mul; now its constant along q */
+	const fc_model_tensor *C = &g->tensors[*c];
+	if (C->numel != 1) {
+		if (C->numel != n || C->ndim > r)
+			return -1;
+		for (int k = 0; k < C->ndim; k++) /* right-aligned: dim k of C is axis k + r - C->ndim */
+			if (C->dims[k] != (k + r - C->ndim == q ? n : 1))
+				return -1;
+	}
+	return mul;
 }
 
 /* Gemm (A act M x K, B const, C const) and MatMul (A act ... x K, B const K x N). */
@@ -761,10 +795,14 @@ static int build_matmul(build *b, int i)
 		y = g->nodes[add].out[0];
 		Y = &g->tensors[y];
 	}
-	/* A per-output factor after it (LayerScale) scales the weights and bias. */
-	int gamma = -1, ls = channel_scale(b, y, N, &gamma);
-	const float *gm = ls >= 0 ? g->tensors[gamma].f32 : NULL;
-	int64_t gstep = ls >= 0 && g->tensors[gamma].numel == N;
+	/* A per-output factor after it (LayerScale) scales the weights and
+	 * bias; after a Transpose (ConvNeXt's), the Mul then passes the
+	 * Transpose's output on. */
+	int gamma = -1, ls = channel_scale(b, y, N, &gamma), ls_tp = -1;
+	if (ls < 0 && (ls_tp = channel_scale_after_transpose(b, y, N, &gamma)) >= 0)
+		b->skip[ls_tp] = 2;
+	const float *gm = ls >= 0 || ls_tp >= 0 ? g->tensors[gamma].f32 : NULL;
+	int64_t gstep = gm && g->tensors[gamma].numel == N;
 	if (ls >= 0) {
 		y = g->nodes[ls].out[0];
 		Y = &g->tensors[y];

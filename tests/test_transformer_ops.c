@@ -777,6 +777,38 @@ static void test_matmul_act(void **state)
 		fci_onnx_free(&b);
 	}
 
+	/* ConvNeXt's block end: the pointwise Linear on N x H x W x C, its bias,
+	 * the permute back to N x C x H x W, then LayerScale's gamma (C x 1 x
+	 * 1): gamma folded into the weights too, the Mul passes the permuted
+	 * tensor on (no Mul step). */
+	{
+		static const int64_t lwd[2] = { 10, 6 }, g3[3] = { 6, 1, 1 };
+		start_model(&b, 13, tok_x, 3, tok_r);
+		float *wt = testlib_rand_vec(&b, 60, -1, 1), *bias = testlib_rand_vec(&b, 6, -1, 1);
+		float *gamma = testlib_rand_vec(&b, 6, 0.2f, 1);
+		testlib_add_f32(&b, "lw", 2, lwd, wt);
+		testlib_add_f32(&b, "lb", 1, gd, bias);
+		testlib_add_f32(&b, "ls", 3, g3, gamma);
+		testlib_node(&b, "MatMul", "pw", "x,lw", "m");
+		testlib_node(&b, "Add", "pw_bias", "m,lb", "h");
+		nd = testlib_node(&b, "Transpose", "to_nchw", "h", "t");
+		testlib_attr_ints(&b, nd, "perm", 4, 0LL, 3LL, 1LL, 2LL);
+		testlib_node(&b, "Mul", "layer_scale", "t,ls", "s");
+		finish_model(&b, "s");
+		x = testlib_rand_vec(&b, TOK_N, -1, 1);
+		ref = testlib_alloc(&b, 144 * sizeof *ref);
+		for (int n = 0; n < 2; n++) /* x: n, h (3), w (4), c (10); ref: n, o (6), h, w */
+			for (int o = 0; o < 6; o++)
+				for (int p = 0; p < 12; p++) {
+					double v = bias[o];
+					for (int c = 0; c < 10; c++)
+						v += (double)x[n * 120 + p * 10 + c] * wt[c * 6 + o];
+					ref[n * 72 + o * 12 + p] = (float)(v * gamma[o]);
+				}
+		check_both(&b, x, 2, ref, 72, "MatMul", "Mul", "linear, bias, permute, LayerScale folded");
+		fci_onnx_free(&b);
+	}
+
 	/* A Linear layer on tokens as torch exports it: MatMul by constant
 	 * weights, then Add of the bias (either operand order): one matmul
 	 * with the bias fused, no Add step. A bias of another shape stays an
