@@ -390,9 +390,16 @@ static int scan_csv(struct builder *b, const char *csv_path)
 	int err = fci_read_file(csv_path, (uint64_t)1 << 40, &raw, &cap, &len, why, sizeof why);
 	if (err) {
 		free(raw);
-		return say(b, err, "cannot read '%s': %s", csv_path, why);
+		return say(b, err, "%s", why); /* the caller names the file */
 	}
 	const char *text = (const char *)raw;
+	/* An image or another binary file given as the dataset: text has no
+	 * NUL, and JPEG and PNG headers hold some in their first bytes. */
+	if (is_image_name(csv_path) || memchr(text, '\0', len < 4096 ? len : 4096)) {
+		free(raw);
+		return say(b, FC_ERR_INVALID, "%s, not a dataset (a directory or a CSV)",
+			   is_image_name(csv_path) ? "an image" : "a binary file");
+	}
 	/* the CSV's directory, which paths are relative to */
 	char dir[4096];
 	const char *slash = strrchr(csv_path, '/');
@@ -457,12 +464,14 @@ int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap)
 		err[0] = '\0';
 	struct stat st;
 	char why[128];
+	/* The caller names the dataset: the reason alone. */
 	if (stat(path, &st) != 0)
-		return say(&b, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read dataset '%s': %s", path,
-			   fci_os_error(why, sizeof why, errno));
+		return say(&b, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "%s", fci_os_error(why, sizeof why, errno));
 	int rc;
 	if (S_ISDIR(st.st_mode))
 		rc = scan_dir(&b, path);
+	else if (!S_ISREG(st.st_mode))
+		rc = say(&b, FC_ERR_INVALID, "not a dataset (a directory or a CSV)");
 	else {
 		out->from_csv = 1;
 		rc = scan_csv(&b, path);

@@ -1,7 +1,8 @@
 /*
  * test_dataset.c - dataset scanning on real directories and CSV files in a
  * temp dir (class folders, split level, hidden files, CSV quoting, header,
- * BOM, CRLF, bad rows, duplicates, unsafe paths), the stable hash split,
+ * BOM, CRLF, bad rows, duplicates, unsafe paths, files that are not
+ * datasets), the stable hash split,
  * file hashing against XXH3-128 of the bytes.
  */
 #include <errno.h>
@@ -212,7 +213,20 @@ static void test_csv_errors(void **state)
 	fc_dataset d;
 	snprintf(csv, sizeof csv, "%s/absent.csv", root);
 	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), FC_ERR_NOT_FOUND);
-	assert_non_null(strstr(err, "no such file"));
+	assert_string_equal(err, "no such file or directory"); /* the caller names the path */
+	/* an image or a binary file is not read as a CSV */
+	put_file(root, "photo.PNG", "\x89PNG\r\n\x1a\n");
+	snprintf(csv, sizeof csv, "%s/photo.PNG", root);
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), FC_ERR_INVALID);
+	assert_string_equal(err, "an image, not a dataset (a directory or a CSV)");
+	static const char bin[] = { 'a', ',', 'b', '\n', 0, 1, '\n' };
+	snprintf(csv, sizeof csv, "%s/list.bin", root);
+	FILE *f = fopen(csv, "wb");
+	assert_non_null(f);
+	fwrite(bin, 1, sizeof bin, f);
+	fclose(f);
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), FC_ERR_INVALID);
+	assert_string_equal(err, "a binary file, not a dataset (a directory or a CSV)");
 }
 
 static void test_empty_dataset(void **state)

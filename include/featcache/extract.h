@@ -49,7 +49,9 @@ typedef struct fc_dataset {
  * (a CSV that does not parse: bad quoting, too few fields, names the line),
  * FC_ERR_EXISTS (a key listed twice, naming both lines), FC_ERR_INVALID (an
  * unknown split name, an absolute or '..' path in a CSV, a key too long),
- * FC_ERR_NOMEM. A dataset with no images is not an error here (n == 0).
+ * FC_ERR_NOMEM; FC_ERR_INVALID also for a file that is not a CSV (an
+ * image, or binary). err holds the reason only: the caller names path.
+ * A dataset with no images is not an error here (n == 0).
  * CSV rows whose file does not exist are kept: extract records them as
  * failed items. */
 int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap);

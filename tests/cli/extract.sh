@@ -216,7 +216,14 @@ mkdir -p nothing/a && echo x >nothing/a/readme.txt
 run "$F" extract --store never.st --data nothing $X
 t "a dataset with no images is refused" 1 err "^featcache: dataset 'nothing' has no images"
 run "$F" extract --store never.st --data absent $X
-t "a missing dataset is refused" 1 err "^featcache: cannot read dataset 'absent': .*no such file"
+t "a missing dataset is refused, named once" 1 err "^featcache: cannot read dataset 'absent': no such file or directory$"
+run "$F" extract --store never.st --data ds/cat/b.png $X
+t "an image as the dataset is not read as a CSV" 1 \
+	err "^featcache: cannot read dataset 'ds/cat/b.png': an image, not a dataset \(a directory or a CSV\)$"
+printf 'path,label\n\000\001\002\n' >notes.dat
+run "$F" extract --store never.st --data notes.dat $X
+t "a binary file as the dataset is not read as a CSV" 1 \
+	err "^featcache: cannot read dataset 'notes.dat': a binary file, not a dataset \(a directory or a CSV\)$"
 head -c 5000 "$MODEL" >trunc.onnx
 run "$F" extract --store never.st --data ds --model trunc.onnx --size 64 --quiet
 t "a truncated model is refused" 1 err "^featcache: cannot load model 'trunc.onnx': "
@@ -226,7 +233,11 @@ ok_if "refusals never created a store" [ ! -e never.st ]
 run "$F" extract --store x.st --data ds --model "$MODEL" --preprocess magic
 t "unknown preset is a usage error" 2 err "bad value 'magic' for --preprocess"
 run "$F" extract --store x.st --data ds --model "$MODEL" --batch 0
-t "batch 0 is a usage error" 2 err "--batch"
+t "batch 0 is a usage error" 2 err "^featcache: bad value '0' for --batch: must be from 1 to 4096$"
+run "$F" extract --store x.st --data ds --model "$MODEL" --batch -5
+t "a negative batch is the same usage error" 2 err "^featcache: bad value '-5' for --batch: must be from 1 to 4096$"
+run "$F" embed --store x.st --out x.npy --data ds --model "$MODEL" --batch -5
+t "embed words a negative batch the same" 2 err "^featcache: bad value '-5' for --batch: must be from 1 to 4096$"
 run "$F" extract --store x.st --data ds --model "$MODEL" --mean 1,2
 t "a mean of two values is a usage error" 2 err "expected three numbers"
 run "$F" extract --store x.st --data ds
