@@ -405,9 +405,9 @@ struct plan_item {
 	int failed_now;
 };
 
-/* Hash (or reuse the hash of) every entry; runs in parallel. */
+/* Hash (or reuse the hash of, unless rehash) every entry; runs in parallel. */
 static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint32_t *label_ids,
-			 double val_fraction, struct plan_item *pl, uint64_t *hashed)
+			 double val_fraction, int rehash, struct plan_item *pl, uint64_t *hashed)
 {
 	uint64_t nh = 0;
 #pragma omp parallel for schedule(dynamic, 64) reduction(+ : nh)
@@ -424,7 +424,7 @@ static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint
 		struct stat st;
 		int have = stat(e->path, &st) == 0;
 		int64_t mt = have ? (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec : 0;
-		if (o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
+		if (!rehash && o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
 			memcpy(it->hash, o->hash, FC_HASH_LEN);
 			it->size = o->size;
 			it->mtime_ns = o->mtime_ns;
@@ -979,7 +979,7 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 			label_ids[i] = FC_NO_LABEL;
 	else if ((rc = map_labels(&r, label_ids)) != 0)
 		goto out;
-	plan_entries(ds, &old, label_ids, ro->val_fraction, r.pl, &st->hashed);
+	plan_entries(ds, &old, label_ids, ro->val_fraction, ro->rehash, r.pl, &st->hashed);
 	if ((rc = mark_missing(&r)) || (rc = write_bookkeeping(&r, &old, &bk)))
 		goto out;
 	n_work = plan_work(&r, order, work);

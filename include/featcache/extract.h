@@ -116,6 +116,10 @@ typedef struct fc_extract_run_opts {
 	int decode_threads;  /* image decoding threads, 0 = automatic */
 	double val_fraction; /* for items the dataset gives no split: 0 <= f < 1 */
 	int strict;          /* stop at the first image that fails */
+	/* rehash: read and hash every file, even one whose size and mtime
+	 * match the store's record (a file rewritten with its mtime put
+	 * back keeps its old vector otherwise). */
+	int rehash;
 	/* cache_only: extract what the store lacks, but leave the store's items,
 	 * labels and error records alone (for images that are not part of the
 	 * dataset, e.g. `featcache embed --data new/`): vectors only. */

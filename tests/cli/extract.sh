@@ -244,6 +244,31 @@ run "$F" extract --store x.st --data ds
 t "--model is required" 2 err "--model is required"
 ok_if "usage errors never created a store" [ ! -e x.st ]
 
+# ---- --rehash: a file rewritten with its mtime put back ----
+mkdir -p rh/a
+mk rh-one.png 40 40 91
+mk rh-two.png 40 40 92
+# The same size for both (bytes after IEND are not read), so only the
+# content tells them apart.
+n1=$(wc -c <rh-one.png) n2=$(wc -c <rh-two.png)
+n=$((n1 > n2 ? n1 : n2))
+{ cat rh-one.png; head -c $((n - n1)) /dev/zero; } >rh/a/x.png
+{ cat rh-two.png; head -c $((n - n2)) /dev/zero; } >rh-two-padded.png
+mk rh/a/y.png 40 40 93
+touch -d '2020-01-02 03:04:05' rh/a/x.png
+run "$F" extract --store rh.st --data rh $X
+t "--rehash: first run" 0 out "$(images_re 2 0 0)"
+cp rh-two-padded.png rh/a/x.png
+touch -d '2020-01-02 03:04:05' rh/a/x.png
+run "$F" extract --store rh.st --data rh $X
+t "a rewrite with the same size and mtime goes unseen without --rehash" 0 out "$(items_re 0 0 0)" \
+	out "$(images_re 0 0 0)"
+run "$F" extract --store rh.st --data rh $X --rehash
+t "--rehash reads every file: the rewritten one is re-extracted" 0 out "$(items_re 0 1 0)" \
+	out "$(images_re 1 0 0)"
+run "$F" extract --store rh.st --data rh $X --rehash
+t "--rehash again: nothing changed" 0 out "$(items_re 0 0 0)" out "$(images_re 0 0 0)"
+
 # ---- another model (or size) in the same store: a new extractor ----
 run "$F" extract --store st --data ds --model "$MODEL2" --size 64 --batch 4 --quiet
 t "another model extracts everything again" 0 out "$(images_re 11 2 0)"
