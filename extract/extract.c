@@ -422,9 +422,19 @@ static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint
 		it->status = FC_ITEM_OK;
 		p->work = -1;
 		struct stat st;
-		int have = stat(e->path, &st) == 0;
+		int have = !e->bad && stat(e->path, &st) == 0;
 		int64_t mt = have ? (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec : 0;
-		if (!rehash && o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
+		if (e->bad) {
+			/* Never read; recorded once, then failed before. */
+			memset(it->hash, 0, FC_HASH_LEN);
+			it->size = 0;
+			it->mtime_ns = 0;
+			it->status = FC_ITEM_FAILED;
+			if (!o || o->status != FC_ITEM_FAILED) {
+				snprintf(p->why, sizeof p->why, "%s", e->bad);
+				p->failed_now = 1;
+			}
+		} else if (!rehash && o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
 			memcpy(it->hash, o->hash, FC_HASH_LEN);
 			it->size = o->size;
 			it->mtime_ns = o->mtime_ns;

@@ -33,6 +33,12 @@ typedef struct fc_entry {
 	const char *label; /* label name, or NULL for none */
 	int split;         /* FC_SPLIT_TRAIN/VAL/TEST, or FC_SPLIT_NONE when the dataset names none */
 	int line;          /* CSV line number (0 for directories), for messages */
+	/* Why the entry cannot be an item, or NULL. A path with a control
+	 * character (a newline would split the key over two lines of every
+	 * key list) is kept under a printable key, '\n', '\r', '\t', '\\'
+	 * and '\xHH' escaped, and extract records it as failed with this
+	 * reason instead of reading it. */
+	const char *bad;
 } fc_entry;
 
 typedef struct fc_dataset {
@@ -51,7 +57,8 @@ typedef struct fc_dataset {
  * unknown split name, an absolute or '..' path in a CSV, a key too long),
  * FC_ERR_NOMEM; FC_ERR_INVALID also for a file that is not a CSV (an
  * image, or binary). err holds the reason only: the caller names path.
- * A dataset with no images is not an error here (n == 0).
+ * A dataset with no images is not an error here (n == 0). A path with a
+ * control character is an entry with `bad` set, not an error.
  * CSV rows whose file does not exist are kept: extract records them as
  * failed items. */
 int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap);

@@ -244,6 +244,28 @@ run "$F" extract --store x.st --data ds
 t "--model is required" 2 err "--model is required"
 ok_if "usage errors never created a store" [ ! -e x.st ]
 
+# ---- a newline in a file name: a failed item under a printable key ----
+mkdir -p nl/a nl/b
+mk nl/a/1.png 40 40 81
+mk "nl/a/two
+lines.png" 40 40 82
+mk nl/b/3.png 40 40 83
+run "$F" extract --store nl.st --data nl $X
+t "a name with a newline is recorded as failed, not extracted" 0 out "$(items_re 3 0 0)" out "$(images_re 2 0 1)"
+run "$F" info --store nl.st
+t "the error record names it in a printable form" 0 \
+	out '^  a/two\\nlines\.png: its name holds a newline or another control character; rename it$'
+run "$F" extract --store nl.st --data nl $X
+t "the next run counts it as failed before" 0 out "$(items_re 0 0 0)" \
+	out '^images: 0 extracted, 0 deduplicated, 0 failed \(and 1 that failed before, unchanged\)$'
+run "$F" embed --store nl.st --out nl.npy --keys nl.keys
+t "embed from the store: 2 rows" 0 out 'wrote 2 x 64'
+ok_if "embed from the store: one key a line, 2 lines" [ "$(tr '\n' ' ' <nl.keys)" = "a/1.png b/3.png " ]
+run "$F" embed --store nl.st --model "$MODEL" --data nl --out nl2.npy --keys nl2.keys
+t "embed --data: the name is left out with a printable warning" 0 out 'wrote 2 x 64' \
+	err "^featcache: warning: cannot embed 'a/two\\\\nlines\.png': its name holds a newline"
+ok_if "embed --data: one key a line, 2 lines" [ "$(tr '\n' ' ' <nl2.keys)" = "a/1.png b/3.png " ]
+
 # ---- --rehash: a file rewritten with its mtime put back ----
 mkdir -p rh/a
 mk rh-one.png 40 40 91
