@@ -86,7 +86,7 @@ static int extract(fc_extract_ctx *x, const char *store_path, const char *photos
 	char err[FC_ERRLEN];
 	int rc = fc_dataset_scan(&ds, photos, err, sizeof err);
 	if (rc) {
-		fprintf(stderr, "extract_pipeline: %s\n", err);
+		fprintf(stderr, "extract_pipeline: cannot read dataset '%s': %s\n", photos, err);
 		return rc;
 	}
 	if ((rc = fc_store_open(&s, store_path, &so)) != 0)

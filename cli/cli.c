@@ -151,7 +151,11 @@ int cli_parse_u64(const char *cmd, const char *opt, const char *val, uint64_t mi
 	char *end;
 	unsigned long long v;
 
-	/* strtoull would quietly accept " 12", "+12" and "-1" (as 2^64-1). */
+	/* strtoull would quietly accept " 12", "+12" and "-1" (as 2^64-1).
+	 * A negative integer is out of range, worded as 0 is when min > 0. */
+	if (val[0] == '-' && isdigit((unsigned char)val[1]) && val[1 + strspn(val + 1, "0123456789")] == '\0')
+		return cli_usage_error(cmd, "bad value '%s' for %s: must be from %llu to %llu", val, opt,
+				      (unsigned long long)min, (unsigned long long)max);
 	if (!isdigit((unsigned char)val[0]))
 		return cli_usage_error(cmd, "bad value '%s' for %s: expected a non-negative integer",
 				      val, opt);

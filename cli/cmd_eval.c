@@ -110,6 +110,7 @@ int cmd_eval(int argc, char **argv)
 	const fc_matrix *im = index_split ? &ix.m : &q.m;
 	fc_metrics raw, tuned;
 	int self = !index_split;
+	size_t k_used = cli_k_used(k, self ? im->rows - 1 : im->rows, split);
 	if ((rc = fc_eval_features(&raw, NULL, q.m.data, q.m.labels, q.m.rows, im->data, im->labels, im->rows,
 				   q.m.dim, k, self)) ||
 	    (head && (rc = fc_eval_features(&tuned, head, q.m.data, q.m.labels, q.m.rows, im->data, im->labels,
@@ -120,14 +121,14 @@ int cmd_eval(int argc, char **argv)
 	if (json) {
 		json_t *j =
 			json_pack("{s:s, s:s?, s:I, s:I, s:o}", "split", split, "index_split", index_split, "k",
-				  (json_int_t)k, "queries", (json_int_t)q.m.rows, "raw", fc_metrics_to_json(&raw, 1));
+				  (json_int_t)k_used, "queries", (json_int_t)q.m.rows, "raw", fc_metrics_to_json(&raw, 1));
 		if (head)
 			json_object_set_new(j, "head", fc_metrics_to_json(&tuned, 1));
 		json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		putchar('\n');
 		json_decref(j);
 	} else {
-		print_table(&raw, head ? &tuned : NULL, k);
+		print_table(&raw, head ? &tuned : NULL, k_used);
 	}
 	rc = CLI_EXIT_OK;
 out:

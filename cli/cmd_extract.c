@@ -49,12 +49,14 @@ static const char usage_text[] =
 	"      --val-fraction F     for images the dataset gives no split: the share\n"
 	"                           put in val by a stable hash of the key (default 0.1)\n"
 	"      --strict             stop at the first image that fails\n"
+	"      --rehash             read and hash every file, even one whose size and\n"
+	"                           mtime are unchanged\n"
 	"  -q, --quiet              no progress\n"
 	"  -h, --help               show this help\n";
 
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
-	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX
+	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH
 };
 
 static const struct option opts[] = {
@@ -76,6 +78,7 @@ static const struct option opts[] = {
 	{ "decode-threads", required_argument, NULL, O_DECODE },
 	{ "val-fraction", required_argument, NULL, O_VALF },
 	{ "strict", no_argument, NULL, O_STRICT },
+	{ "rehash", no_argument, NULL, O_REHASH },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -122,7 +125,7 @@ int cmd_extract(int argc, char **argv)
 	const char *store = NULL, *model = NULL, *data = NULL, *layer = NULL, *pre_name = "torchvision";
 	const char *mean = NULL, *std = NULL;
 	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0, prefix = 1;
-	int precision = FC_PREC_F32, strict = 0, quiet = 0, pool = FC_POOL_AUTO, c, rc;
+	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, c, rc;
 	fc_dtype dtype = FC_DTYPE_F16;
 	float valf = 0.1f;
 	optind = 1;
@@ -164,6 +167,7 @@ int cmd_extract(int argc, char **argv)
 		case O_DECODE: rc = cli_parse_u64("extract", "--decode-threads", optarg, 1, 256, &decode); break;
 		case O_VALF: rc = cli_parse_float("extract", "--val-fraction", optarg, 0, 0.99, &valf); break;
 		case O_STRICT: strict = 1; break;
+		case O_REHASH: rehash = 1; break;
 		default: return cli_getopt_error("extract", c, argv, opts);
 		}
 		if (rc)
@@ -207,7 +211,7 @@ int cmd_extract(int argc, char **argv)
 		goto out;
 	cli_catch_interrupt();
 	fc_extract_run_opts ro = { .decode_threads = (int)decode, .val_fraction = valf, .strict = strict,
-				   .logger = cli_logger() };
+				   .rehash = rehash, .logger = cli_logger() };
 	fc_extract_stats st;
 	rc = fc_extract_run(x, s, &ds, &ro, &st, err, sizeof err);
 	cli_progress_end();

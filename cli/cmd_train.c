@@ -125,7 +125,7 @@ int cmd_train(int argc, char **argv)
 			goto out;
 		}
 		if (in.evaluated && !o.quiet)
-			cli_print_metrics("before (raw features):", &before, o.k);
+			cli_print_metrics("before (raw features):", &before, in.k_used);
 		if ((rc = cli_train_run_begin(&run, "train", &before, NULL)) != 0)
 			goto out;
 	}
@@ -154,10 +154,10 @@ int cmd_train(int argc, char **argv)
 			goto out;
 	}
 	if (in.evaluated) {
-		cli_print_metrics("before (raw features):", &p->before, o.k);
+		cli_print_metrics("before (raw features):", &p->before, in.k_used);
 		char what[64];
 		snprintf(what, sizeof what, "after (head, epoch %u):", p->best_epoch);
-		cli_print_metrics(what, &p->best_metrics, o.k);
+		cli_print_metrics(what, &p->best_metrics, in.k_used);
 	}
 	printf("head written to '%s' (epoch %u), log '%s', checkpoint '%s'\n", o.out, p->best_epoch, run.log, run.ckpt);
 	rc = CLI_EXIT_OK;

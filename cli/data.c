@@ -121,6 +121,16 @@ uint32_t *cli_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classe
 	return out;
 }
 
+size_t cli_k_used(uint64_t k, size_t candidates, const char *split)
+{
+	if (k <= candidates)
+		return (size_t)k;
+	cli_warn("-k %llu is more than the %zu candidates each query of the %s split is searched among: metrics "
+		 "are at k %zu",
+		 (unsigned long long)k, candidates, split, candidates);
+	return candidates;
+}
+
 int cli_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out)
 {
 	char *end;

@@ -34,6 +34,11 @@ void cli_split_data_free(cli_split_data *d);
  * labels (sorted); *n_classes distinct labels. NULL on out of memory. */
 uint32_t *cli_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classes);
 
+/* cli_k_used - the k metrics are computed at (fc_metrics.k): k, or the
+ * candidates each query of split is searched among when they are fewer,
+ * with a warning saying so. Label metrics with it. */
+size_t cli_k_used(uint64_t k, size_t candidates, const char *split);
+
 /* cli_parse_float - a finite float from an option value, in [min, max]. */
 int cli_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out);
 

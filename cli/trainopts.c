@@ -266,6 +266,9 @@ int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train
 		}
 	}
 	const fc_matrix *q = &in->q.m, *ix = &in->ix.m;
+	in->k_used = (size_t)o->k;
+	if (in->evaluated)
+		in->k_used = cli_k_used(o->k, o->index_split ? ix->rows : q->rows - 1, o->eval_split);
 	in->eval = (fc_eval_set){ .queries = q->data, .query_labels = q->labels, .nq = q->rows, .index = ix->data,
 				  .index_labels = ix->labels, .ni = ix->rows, .dim = q->dim, .k = (size_t)o->k,
 				  .self = !o->index_split };
@@ -345,7 +348,7 @@ static int log_epoch(void *ctx, const fc_policy *p, const fc_epoch_stats *st, ch
 {
 	const cli_train_run *r = ctx;
 	const fc_metrics *m = p->cfg.eval ? &p->last : NULL;
-	size_t k = (size_t)r->o->k;
+	size_t k = r->in->k_used;
 	if (r->verbose) {
 		printf("epoch %3u/%u  loss %.5f  lr %.3g  %6.0f samples/s", st->epoch, r->cfg.epochs, st->loss, st->lr,
 		       st->samples_per_s);

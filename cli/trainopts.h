@@ -85,6 +85,7 @@ typedef struct cli_train_inputs {
 	uint32_t *classes;           /* dense class numbers of train's rows */
 	fc_train_data data;
 	char exhex[2 * FC_HASH_LEN + 1];
+	size_t k_used;               /* what metrics are labelled with: cli_k_used */
 } cli_train_inputs;
 
 /* cli_train_inputs_load - the splits named by o from its store (warnings

@@ -82,10 +82,54 @@ static int say(struct builder *b, int code, const char *fmt, ...)
 	return code;
 }
 
+static int has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
+/* s with control characters and backslashes escaped C-style into out
+ * (4 * strlen(s) + 1 bytes): one line, printable, and two such names
+ * never give the same text. */
+static void escape_name(char *out, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '\\' || ch == '\n' || ch == '\r' || ch == '\t') {
+			*out++ = '\\';
+			*out++ = ch == '\n' ? 'n' : ch == '\r' ? 'r' : ch == '\t' ? 't' : '\\';
+		} else if (ch < 0x20 || ch == 0x7f) {
+			*out++ = '\\';
+			*out++ = 'x';
+			*out++ = hex[ch >> 4];
+			*out++ = hex[ch & 15];
+		} else {
+			*out++ = (char)ch;
+		}
+	}
+	*out = '\0';
+}
+
 static int add_entry(struct builder *b, const char *key, const char *path, const char *label, int split,
 		     int line)
 {
 	fc_dataset *d = b->d;
+	/* A newline in a key would shift every key after it in embed's key
+	 * list; such a file becomes a failed item under its escaped name. */
+	char printable[4 * FC_KEY_MAX + 1];
+	const char *bad = NULL;
+	if (has_control(key)) {
+		if (strlen(key) > FC_KEY_MAX)
+			return say(b, FC_ERR_INVALID, "item key '%.60s...' is longer than %d bytes", key, FC_KEY_MAX);
+		escape_name(printable, key);
+		key = printable; /* may now equal a real name (rare): see fc_dataset_scan */
+		if (label && has_control(label))
+			label = NULL;
+		bad = "its name holds a newline or another control character; rename it";
+	}
 	if (strlen(key) > FC_KEY_MAX)
 		return say(b, FC_ERR_INVALID, "item key '%.60s...' is longer than %d bytes", key, FC_KEY_MAX);
 	if (d->n == b->cap) {
@@ -104,6 +148,7 @@ static int add_entry(struct builder *b, const char *key, const char *path, const
 		return say(b, FC_ERR_NOMEM, "out of memory");
 	e->split = split;
 	e->line = line;
+	e->bad = bad;
 	d->n++;
 	return 0;
 }
@@ -390,9 +435,16 @@ static int scan_csv(struct builder *b, const char *csv_path)
 	int err = fci_read_file(csv_path, (uint64_t)1 << 40, &raw, &cap, &len, why, sizeof why);
 	if (err) {
 		free(raw);
-		return say(b, err, "cannot read '%s': %s", csv_path, why);
+		return say(b, err, "%s", why); /* the caller names the file */
 	}
 	const char *text = (const char *)raw;
+	/* An image or another binary file given as the dataset: text has no
+	 * NUL, and JPEG and PNG headers hold some in their first bytes. */
+	if (is_image_name(csv_path) || memchr(text, '\0', len < 4096 ? len : 4096)) {
+		free(raw);
+		return say(b, FC_ERR_INVALID, "%s, not a dataset (a directory or a CSV)",
+			   is_image_name(csv_path) ? "an image" : "a binary file");
+	}
 	/* the CSV's directory, which paths are relative to */
 	char dir[4096];
 	const char *slash = strrchr(csv_path, '/');
@@ -457,12 +509,14 @@ int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap)
 		err[0] = '\0';
 	struct stat st;
 	char why[128];
+	/* The caller names the dataset: the reason alone. */
 	if (stat(path, &st) != 0)
-		return say(&b, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "cannot read dataset '%s': %s", path,
-			   fci_os_error(why, sizeof why, errno));
+		return say(&b, errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO, "%s", fci_os_error(why, sizeof why, errno));
 	int rc;
 	if (S_ISDIR(st.st_mode))
 		rc = scan_dir(&b, path);
+	else if (!S_ISREG(st.st_mode))
+		rc = say(&b, FC_ERR_INVALID, "not a dataset (a directory or a CSV)");
 	else {
 		out->from_csv = 1;
 		rc = scan_csv(&b, path);
@@ -473,6 +527,16 @@ int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap)
 		for (size_t i = 1; i < out->n; i++)
 			if (strcmp(out->entries[i - 1].key, out->entries[i].key) == 0) {
 				const fc_entry *a = &out->entries[i - 1], *e = &out->entries[i];
+				if (!a->bad != !e->bad) {
+					/* An escaped name that spells a real file's
+					 * name: the real file keeps the key. */
+					size_t drop = a->bad ? i - 1 : i;
+					memmove(&out->entries[drop], &out->entries[drop + 1],
+						(out->n - drop - 1) * sizeof *out->entries);
+					out->n--;
+					i--;
+					continue;
+				}
 				int l1 = a->line < e->line ? a->line : e->line, l2 = a->line ^ e->line ^ l1;
 				rc = say(&b, FC_ERR_EXISTS, "line %d: '%s' is listed again (first on line %d)", l2,
 					 e->key, l1);

@@ -405,9 +405,9 @@ struct plan_item {
 	int failed_now;
 };
 
-/* Hash (or reuse the hash of) every entry; runs in parallel. */
+/* Hash (or reuse the hash of, unless rehash) every entry; runs in parallel. */
 static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint32_t *label_ids,
-			 double val_fraction, struct plan_item *pl, uint64_t *hashed)
+			 double val_fraction, int rehash, struct plan_item *pl, uint64_t *hashed)
 {
 	uint64_t nh = 0;
 #pragma omp parallel for schedule(dynamic, 64) reduction(+ : nh)
@@ -422,9 +422,19 @@ static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint
 		it->status = FC_ITEM_OK;
 		p->work = -1;
 		struct stat st;
-		int have = stat(e->path, &st) == 0;
+		int have = !e->bad && stat(e->path, &st) == 0;
 		int64_t mt = have ? (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec : 0;
-		if (o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
+		if (e->bad) {
+			/* Never read; recorded once, then failed before. */
+			memset(it->hash, 0, FC_HASH_LEN);
+			it->size = 0;
+			it->mtime_ns = 0;
+			it->status = FC_ITEM_FAILED;
+			if (!o || o->status != FC_ITEM_FAILED) {
+				snprintf(p->why, sizeof p->why, "%s", e->bad);
+				p->failed_now = 1;
+			}
+		} else if (!rehash && o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
 			memcpy(it->hash, o->hash, FC_HASH_LEN);
 			it->size = o->size;
 			it->mtime_ns = o->mtime_ns;
@@ -979,7 +989,7 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 			label_ids[i] = FC_NO_LABEL;
 	else if ((rc = map_labels(&r, label_ids)) != 0)
 		goto out;
-	plan_entries(ds, &old, label_ids, ro->val_fraction, r.pl, &st->hashed);
+	plan_entries(ds, &old, label_ids, ro->val_fraction, ro->rehash, r.pl, &st->hashed);
 	if ((rc = mark_missing(&r)) || (rc = write_bookkeeping(&r, &old, &bk)))
 		goto out;
 	n_work = plan_work(&r, order, work);

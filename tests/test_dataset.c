@@ -1,7 +1,8 @@
 /*
  * test_dataset.c - dataset scanning on real directories and CSV files in a
  * temp dir (class folders, split level, hidden files, CSV quoting, header,
- * BOM, CRLF, bad rows, duplicates, unsafe paths), the stable hash split,
+ * BOM, CRLF, bad rows, duplicates, unsafe paths, names with control
+ * characters, files that are not datasets), the stable hash split,
  * file hashing against XXH3-128 of the bytes.
  */
 #include <errno.h>
@@ -155,8 +156,9 @@ static void test_csv(void **state)
 	assert_non_null(e);
 	assert_int_equal(e->split, FC_SPLIT_NONE);
 	assert_int_equal(e->line, 5);
-	e = find(&d, "img/multi\nline.png");
+	e = find(&d, "img/multi\\nline.png"); /* escaped, and never read: see test_control_names */
 	assert_non_null(e);
+	assert_non_null(e->bad);
 	assert_int_equal(e->split, FC_SPLIT_TEST);
 	assert_null(find(&d, "img/c.png")->label);
 	char want[700];
@@ -212,7 +214,73 @@ static void test_csv_errors(void **state)
 	fc_dataset d;
 	snprintf(csv, sizeof csv, "%s/absent.csv", root);
 	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), FC_ERR_NOT_FOUND);
-	assert_non_null(strstr(err, "no such file"));
+	assert_string_equal(err, "no such file or directory"); /* the caller names the path */
+	/* an image or a binary file is not read as a CSV */
+	put_file(root, "photo.PNG", "\x89PNG\r\n\x1a\n");
+	snprintf(csv, sizeof csv, "%s/photo.PNG", root);
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), FC_ERR_INVALID);
+	assert_string_equal(err, "an image, not a dataset (a directory or a CSV)");
+	static const char bin[] = { 'a', ',', 'b', '\n', 0, 1, '\n' };
+	snprintf(csv, sizeof csv, "%s/list.bin", root);
+	FILE *f = fopen(csv, "wb");
+	assert_non_null(f);
+	fwrite(bin, 1, sizeof bin, f);
+	fclose(f);
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), FC_ERR_INVALID);
+	assert_string_equal(err, "a binary file, not a dataset (a directory or a CSV)");
+}
+
+/* A control character in a path would break a one-key-a-line list: the
+ * entry is kept under its escaped name and marked bad, never read. */
+static void test_control_names(void **state)
+{
+	(void)state;
+	char root[512], csv[600], err[FC_ERRLEN];
+	mkroot(root, sizeof root, "control");
+	put_files(root, "cat/ok.png", "cat/two\nlines.png", "cat/tab\tand\x01.png", "cat/back\\slash.png",
+		  "new\nline/x.png", NULL);
+	fc_dataset d;
+	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
+	assert_int_equal(d.n, 5);
+	const fc_entry *e = find(&d, "cat/two\\nlines.png");
+	assert_non_null(e);
+	assert_non_null(e->bad);
+	assert_non_null(strstr(e->bad, "newline"));
+	assert_string_equal(e->label, "cat");
+	assert_non_null(strstr(e->path, "two\nlines.png")); /* the real file */
+	e = find(&d, "cat/tab\\tand\\x01.png");
+	assert_true(e && e->bad);
+	e = find(&d, "new\\nline/x.png");
+	assert_true(e && e->bad);
+	assert_null(e->label); /* a label is a name too */
+	/* a clean name stays as it is, backslash and all */
+	e = find(&d, "cat/back\\slash.png");
+	assert_true(e && !e->bad);
+	assert_true(find(&d, "cat/ok.png") && !find(&d, "cat/ok.png")->bad);
+	for (size_t i = 0; i < d.n; i++)
+		for (const char *k = d.entries[i].key; *k; k++)
+			assert_true((unsigned char)*k >= 0x20 && *k != 0x7f);
+	fc_dataset_free(&d);
+
+	/* a real file spelling an escaped name keeps the key */
+	put_files(root, "cat/two\\nlines.png", NULL);
+	assert_int_equal(fc_dataset_scan(&d, root, err, sizeof err), 0);
+	assert_int_equal(d.n, 5);
+	e = find(&d, "cat/two\\nlines.png");
+	assert_true(e && !e->bad);
+	fc_dataset_free(&d);
+
+	/* a CSV path with a quoted newline */
+	put_file(root, "list.csv", "\"a\nb.png\",x\nc.png,y\n");
+	snprintf(csv, sizeof csv, "%s/list.csv", root);
+	assert_int_equal(fc_dataset_scan(&d, csv, err, sizeof err), 0);
+	assert_int_equal(d.n, 2);
+	assert_string_equal(d.entries[0].key, "a\\nb.png");
+	assert_non_null(d.entries[0].bad);
+	assert_int_equal(d.entries[0].line, 1);
+	assert_string_equal(d.entries[1].key, "c.png");
+	assert_null(d.entries[1].bad);
+	fc_dataset_free(&d);
 }
 
 static void test_empty_dataset(void **state)
@@ -286,7 +354,7 @@ int main(void)
 		cmocka_unit_test(test_class_folders), cmocka_unit_test(test_split_level),
 		cmocka_unit_test(test_csv),	      cmocka_unit_test(test_csv_errors),
 		cmocka_unit_test(test_empty_dataset), cmocka_unit_test(test_hash_split),
-		cmocka_unit_test(test_hash_file),
+		cmocka_unit_test(test_hash_file),     cmocka_unit_test(test_control_names),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!failed && testlib_rmtree(tmproot) != 0)

@@ -187,11 +187,12 @@ static void test_bad_arguments(void **state)
 	/* empty sets are fine, with NULL pointers */
 	memset(&m, 0xff, sizeof m);
 	assert_int_equal(fc_eval_knn(&m, NULL, NULL, 0, x, l, 2, 2, 5, 0), 0);
-	zero.k = 5;
+	zero.k = 2; /* the k used: the index has 2 rows */
 	assert_memory_equal(&m, &zero, sizeof m);
 	memset(&m, 0xff, sizeof m);
 	assert_int_equal(fc_eval_knn(&m, x, l, 2, NULL, NULL, 0, 2, 5, 0), 0);
 	zero.queries = 2;
+	zero.k = 0;
 	assert_memory_equal(&m, &zero, sizeof m); /* nothing retrieved: every metric 0 */
 	/* one item matched against itself only: an empty list, all 0 */
 	memset(&m, 0xff, sizeof m);
@@ -299,7 +300,7 @@ static void test_hand_k_past_index(void **state)
 
 	assert_int_equal(fc_eval_knn(&m, q, qlab, 1, index, ilab, 5, 2, 10, 0), 0);
 	assert_metrics(&m, want);
-	assert_int_equal(m.k, 10);
+	assert_int_equal(m.k, 5); /* k 10 asked, 5 candidates: the metrics are at 5 */
 	assert_int_equal(m.queries, 1);
 }
 
@@ -734,7 +735,7 @@ static void check_against_reference(const float *q, const uint32_t *ql, size_t n
 		assert_int_equal(fc_eval_knn(&m, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
 		assert_metrics(&m, ref);
 		assert_int_equal(m.queries, nq);
-		assert_int_equal(m.k, k);
+		assert_int_equal(m.k, cap);
 		omp_set_num_threads(1);
 		assert_int_equal(fc_eval_knn(&m1, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
 		omp_set_num_threads(threads);

@@ -609,7 +609,7 @@ int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, 
 		out->ndcg = sum[M_NDCG] / (double)nq;
 	}
 	out->queries = nq;
-	out->k = k;
+	out->k = cap; /* what the lists hold: labels say @cap, not @k */
 out:
 	free(sorted);
 	free(per_query);

@@ -33,6 +33,12 @@ typedef struct fc_entry {
 	const char *label; /* label name, or NULL for none */
 	int split;         /* FC_SPLIT_TRAIN/VAL/TEST, or FC_SPLIT_NONE when the dataset names none */
 	int line;          /* CSV line number (0 for directories), for messages */
+	/* Why the entry cannot be an item, or NULL. A path with a control
+	 * character (a newline would split the key over two lines of every
+	 * key list) is kept under a printable key, '\n', '\r', '\t', '\\'
+	 * and '\xHH' escaped, and extract records it as failed with this
+	 * reason instead of reading it. */
+	const char *bad;
 } fc_entry;
 
 typedef struct fc_dataset {
@@ -49,7 +55,10 @@ typedef struct fc_dataset {
  * (a CSV that does not parse: bad quoting, too few fields, names the line),
  * FC_ERR_EXISTS (a key listed twice, naming both lines), FC_ERR_INVALID (an
  * unknown split name, an absolute or '..' path in a CSV, a key too long),
- * FC_ERR_NOMEM. A dataset with no images is not an error here (n == 0).
+ * FC_ERR_NOMEM; FC_ERR_INVALID also for a file that is not a CSV (an
+ * image, or binary). err holds the reason only: the caller names path.
+ * A dataset with no images is not an error here (n == 0). A path with a
+ * control character is an entry with `bad` set, not an error.
  * CSV rows whose file does not exist are kept: extract records them as
  * failed items. */
 int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap);
@@ -114,6 +123,10 @@ typedef struct fc_extract_run_opts {
 	int decode_threads;  /* image decoding threads, 0 = automatic */
 	double val_fraction; /* for items the dataset gives no split: 0 <= f < 1 */
 	int strict;          /* stop at the first image that fails */
+	/* rehash: read and hash every file, even one whose size and mtime
+	 * match the store's record (a file rewritten with its mtime put
+	 * back keeps its old vector otherwise). */
+	int rehash;
 	/* cache_only: extract what the store lacks, but leave the store's items,
 	 * labels and error records alone (for images that are not part of the
 	 * dataset, e.g. `featcache embed --data new/`): vectors only. */

@@ -29,7 +29,9 @@ typedef struct fc_metrics {
 	double dcg;         /* dcg@k */
 	double ndcg;        /* ndcg@k */
 	size_t queries;     /* queries evaluated */
-	size_t k;
+	size_t k;           /* the k used: k asked, or the number of candidates
+	                     * (index rows, less the query itself with exclude_self)
+	                     * when that is smaller; label metrics with this */
 } fc_metrics;
 
 /* fc_eval_knn - cosine kNN of every query against the index (both are

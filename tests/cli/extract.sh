@@ -216,7 +216,14 @@ mkdir -p nothing/a && echo x >nothing/a/readme.txt
 run "$F" extract --store never.st --data nothing $X
 t "a dataset with no images is refused" 1 err "^featcache: dataset 'nothing' has no images"
 run "$F" extract --store never.st --data absent $X
-t "a missing dataset is refused" 1 err "^featcache: cannot read dataset 'absent': .*no such file"
+t "a missing dataset is refused, named once" 1 err "^featcache: cannot read dataset 'absent': no such file or directory$"
+run "$F" extract --store never.st --data ds/cat/b.png $X
+t "an image as the dataset is not read as a CSV" 1 \
+	err "^featcache: cannot read dataset 'ds/cat/b.png': an image, not a dataset \(a directory or a CSV\)$"
+printf 'path,label\n\000\001\002\n' >notes.dat
+run "$F" extract --store never.st --data notes.dat $X
+t "a binary file as the dataset is not read as a CSV" 1 \
+	err "^featcache: cannot read dataset 'notes.dat': a binary file, not a dataset \(a directory or a CSV\)$"
 head -c 5000 "$MODEL" >trunc.onnx
 run "$F" extract --store never.st --data ds --model trunc.onnx --size 64 --quiet
 t "a truncated model is refused" 1 err "^featcache: cannot load model 'trunc.onnx': "
@@ -226,12 +233,63 @@ ok_if "refusals never created a store" [ ! -e never.st ]
 run "$F" extract --store x.st --data ds --model "$MODEL" --preprocess magic
 t "unknown preset is a usage error" 2 err "bad value 'magic' for --preprocess"
 run "$F" extract --store x.st --data ds --model "$MODEL" --batch 0
-t "batch 0 is a usage error" 2 err "--batch"
+t "batch 0 is a usage error" 2 err "^featcache: bad value '0' for --batch: must be from 1 to 4096$"
+run "$F" extract --store x.st --data ds --model "$MODEL" --batch -5
+t "a negative batch is the same usage error" 2 err "^featcache: bad value '-5' for --batch: must be from 1 to 4096$"
+run "$F" embed --store x.st --out x.npy --data ds --model "$MODEL" --batch -5
+t "embed words a negative batch the same" 2 err "^featcache: bad value '-5' for --batch: must be from 1 to 4096$"
 run "$F" extract --store x.st --data ds --model "$MODEL" --mean 1,2
 t "a mean of two values is a usage error" 2 err "expected three numbers"
 run "$F" extract --store x.st --data ds
 t "--model is required" 2 err "--model is required"
 ok_if "usage errors never created a store" [ ! -e x.st ]
+
+# ---- a newline in a file name: a failed item under a printable key ----
+mkdir -p nl/a nl/b
+mk nl/a/1.png 40 40 81
+mk "nl/a/two
+lines.png" 40 40 82
+mk nl/b/3.png 40 40 83
+run "$F" extract --store nl.st --data nl $X
+t "a name with a newline is recorded as failed, not extracted" 0 out "$(items_re 3 0 0)" out "$(images_re 2 0 1)"
+run "$F" info --store nl.st
+t "the error record names it in a printable form" 0 \
+	out '^  a/two\\nlines\.png: its name holds a newline or another control character; rename it$'
+run "$F" extract --store nl.st --data nl $X
+t "the next run counts it as failed before" 0 out "$(items_re 0 0 0)" \
+	out '^images: 0 extracted, 0 deduplicated, 0 failed \(and 1 that failed before, unchanged\)$'
+run "$F" embed --store nl.st --out nl.npy --keys nl.keys
+t "embed from the store: 2 rows" 0 out 'wrote 2 x 64'
+ok_if "embed from the store: one key a line, 2 lines" [ "$(tr '\n' ' ' <nl.keys)" = "a/1.png b/3.png " ]
+run "$F" embed --store nl.st --model "$MODEL" --data nl --out nl2.npy --keys nl2.keys
+t "embed --data: the name is left out with a printable warning" 0 out 'wrote 2 x 64' \
+	err "^featcache: warning: cannot embed 'a/two\\\\nlines\.png': its name holds a newline"
+ok_if "embed --data: one key a line, 2 lines" [ "$(tr '\n' ' ' <nl2.keys)" = "a/1.png b/3.png " ]
+
+# ---- --rehash: a file rewritten with its mtime put back ----
+mkdir -p rh/a
+mk rh-one.png 40 40 91
+mk rh-two.png 40 40 92
+# The same size for both (bytes after IEND are not read), so only the
+# content tells them apart.
+n1=$(wc -c <rh-one.png) n2=$(wc -c <rh-two.png)
+n=$((n1 > n2 ? n1 : n2))
+{ cat rh-one.png; head -c $((n - n1)) /dev/zero; } >rh/a/x.png
+{ cat rh-two.png; head -c $((n - n2)) /dev/zero; } >rh-two-padded.png
+mk rh/a/y.png 40 40 93
+touch -d '2020-01-02 03:04:05' rh/a/x.png
+run "$F" extract --store rh.st --data rh $X
+t "--rehash: first run" 0 out "$(images_re 2 0 0)"
+cp rh-two-padded.png rh/a/x.png
+touch -d '2020-01-02 03:04:05' rh/a/x.png
+run "$F" extract --store rh.st --data rh $X
+t "a rewrite with the same size and mtime goes unseen without --rehash" 0 out "$(items_re 0 0 0)" \
+	out "$(images_re 0 0 0)"
+run "$F" extract --store rh.st --data rh $X --rehash
+t "--rehash reads every file: the rewritten one is re-extracted" 0 out "$(items_re 0 1 0)" \
+	out "$(images_re 1 0 0)"
+run "$F" extract --store rh.st --data rh $X --rehash
+t "--rehash again: nothing changed" 0 out "$(items_re 0 0 0)" out "$(images_re 0 0 0)"
 
 # ---- another model (or size) in the same store: a new extractor ----
 run "$F" extract --store st --data ds --model "$MODEL2" --size 64 --batch 4 --quiet

@@ -96,6 +96,21 @@ run "$F" eval --store s --head h.safetensors --json
 t "eval --head prints raw and head metrics" 0 out '"raw"' out '"head"' out '"average_precision"'
 run "$F" eval --store s --split test --index-split train -k 5
 t "eval searches one split in another" 0 out '^average_precision ' out 'k 5$'
+
+# A k above the candidates: the metrics are at the k used, and say so.
+run "$MK" --store small --dim 16 --items 200 --classes 4 --noise 1 --mixed-splits --dtype f32
+q=$("$F" eval --store small | sed -n 's/^queries \([0-9]*\), k .*/\1/p')
+run "$F" eval --store small -k 100000
+t "eval -k above the candidates: labelled with the k used ($((q - 1)))" 0 out "^queries $q, k $((q - 1))\$" \
+	err "^featcache: warning: -k 100000 is more than the $((q - 1)) candidates each query of the val split is searched among: metrics are at k $((q - 1))\$"
+run "$F" eval --store small --split val --index-split train -k 100000 --json
+py "eval --json -k above the index split: k is the index size" out '
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert 0 < j["k"] < 200 and j["k"] != 100000, j["k"]'
+run "$F" train --store small --out small.safetensors --output-dim 8 --batch-size 16 --epochs 1 -k 100000
+t "train -k above the candidates: labelled with the k used" 0 out "^before \(raw features\): +mAP@$((q - 1)) " \
+	out "^epoch +1/1 .* mAP@$((q - 1)) " !out "@100000" err "metrics are at k $((q - 1))\$"
 run "$F" embed --store s --head h.safetensors --split val --out e.npy --keys e.keys
 t "embed --head writes embeddings and keys" 0 out "^wrote 600 x 16 float32 to 'e.npy'"
 py "embeddings load with numpy, L2-normalised, one key per row" e.npy '
