@@ -85,6 +85,7 @@ typedef struct cli_train_inputs {
 	uint32_t *classes;           /* dense class numbers of train's rows */
 	fc_train_data data;
 	char exhex[2 * FC_HASH_LEN + 1];
+	char *exdesc;                /* the extractor's descriptor (JSON), for the head */
 } cli_train_inputs;
 
 /* cli_train_inputs_load - the splits named by o from its store (warnings
