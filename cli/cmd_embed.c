@@ -39,7 +39,8 @@ static const char usage_text[] =
 	"      --keys FILE      the keys file (default: FILE.keys)\n"
 	"      --head FILE      apply this head (from 'featcache train')\n"
 	"      --no-normalize   with --head, keep the embeddings unnormalised\n"
-	"      --extractor ID   which feature set (hex prefix; default: the only one)\n"
+	"      --extractor ID   which feature set (hex prefix; default: the head's, or the\n"
+	"                       store's only one); a head is refused on another's\n"
 	"      --split S        train, val, test, all or a comma list (default all)\n"
 	"  -m, --model FILE     with --data: the ONNX model the extractor was made with\n"
 	"  -d, --data PATH      embed these images instead of a split\n"
@@ -76,25 +77,6 @@ static int write_keys(const char *path, const char *const *keys, size_t n)
 	if (rc)
 		rc = cli_fail("cannot write '%s': %s", path, fci_outfile_errmsg(f)[0] ? fci_outfile_errmsg(f) : fc_strerror(rc));
 	fci_outfile_free(f);
-	return rc;
-}
-
-/* The extractor a head says it was trained on (its "extractor" metadata),
- * copied into hex; 0 if it says, -1 if not (or the file is unreadable:
- * fc_head_load reports that). */
-static int head_extractor(const char *path, char hex[2 * FC_HASH_LEN + 1])
-{
-	fc_st_file *f = NULL;
-	char err[FC_ERRLEN];
-	int rc = -1;
-	if (fc_st_open(&f, path, err, sizeof err) == 0) {
-		const char *v = fc_st_meta_find(f, "extractor");
-		if (v && strlen(v) == 2 * FC_HASH_LEN) {
-			memcpy(hex, v, 2 * FC_HASH_LEN + 1);
-			rc = 0;
-		}
-	}
-	fc_st_free(f);
 	return rc;
 }
 
@@ -217,7 +199,7 @@ int cmd_embed(int argc, char **argv)
 	unsigned mask = 0;
 	if (!data && (rc = cli_parse_splits("embed", "--split", split ? split : "all", &mask)) != 0)
 		return rc;
-	char keybuf[4200], hexbuf[2 * FC_HASH_LEN + 1];
+	char keybuf[4200];
 	if (!keys) {
 		snprintf(keybuf, sizeof keybuf, "%s.keys", out);
 		keys = keybuf;
@@ -226,6 +208,7 @@ int cmd_embed(int argc, char **argv)
 
 	fc_store *s = NULL;
 	fc_head *head = NULL;
+	cli_head_origin origin = { 0 };
 	cli_split_data d = { 0 };
 	fc_dataset ds = { 0 };
 	struct rows rows = { 0 };
@@ -233,11 +216,11 @@ int cmd_embed(int argc, char **argv)
 	char why[FC_ERRLEN] = "", err[FC_ERRLEN] = "";
 	if (head_path && (rc = fc_head_load(&head, head_path, 1024, why)) != 0)
 		return cli_fail("cannot load head '%s': %s", head_path, why);
-	/* A head knows its extractor: the default when none is named. */
-	if (head && !extractor && head_extractor(head_path, hexbuf) == 0)
-		extractor = hexbuf;
+	if (head)
+		cli_head_origin_read(&origin, head_path);
 	uint8_t id[FC_HASH_LEN];
-	if ((rc = cli_open_store(&s, store, data == NULL)) || (rc = cli_pick_extractor("embed", s, extractor, id)))
+	if ((rc = cli_open_store(&s, store, data == NULL)) ||
+	    (rc = cli_pick_head_extractor("embed", s, extractor, head_path, &origin, id)))
 		goto out;
 	if (data) {
 		if ((rc = embed_images(s, id, model, data, (int)batch, (int)threads, &ds, &rows)) != 0)
@@ -286,6 +269,7 @@ out:
 	free(emb);
 	fc_dataset_free(&ds);
 	cli_split_data_free(&d);
+	cli_head_origin_free(&origin);
 	fc_head_free(head);
 	fc_store_free(s);
 	return rc;

@@ -23,7 +23,8 @@ static const char usage_text[] =
 	"\n"
 	"  -s, --store DIR        the store (default: $FEATCACHE_STORE)\n"
 	"      --head FILE        a head written by 'featcache train' (or a PyTorch state dict)\n"
-	"      --extractor ID     which feature set (hex prefix; default: the only one)\n"
+	"      --extractor ID     which feature set (hex prefix; default: the head's, or the\n"
+	"                         store's only one); a head is refused on another's\n"
 	"      --split S          the queries (default val)\n"
 	"      --index-split S    where to search them (default: the query split itself,\n"
 	"                         each query excluded from its own results)\n"
@@ -88,14 +89,18 @@ int cmd_eval(int argc, char **argv)
 
 	fc_store *s = NULL;
 	fc_head *head = NULL;
+	cli_head_origin origin = { 0 };
 	cli_split_data q = { 0 }, ix = { 0 };
 	char why[FC_ERRLEN] = "";
 	if (head_path && (rc = fc_head_load(&head, head_path, 1024, why)) != 0)
 		return cli_fail("cannot load head '%s': %s", head_path, why);
+	if (head)
+		cli_head_origin_read(&origin, head_path);
 	if ((rc = cli_open_store(&s, store, 1)) != 0)
 		goto out;
 	uint8_t id[FC_HASH_LEN];
-	if ((rc = cli_pick_extractor("eval", s, extractor, id)) || (rc = cli_load_split(s, id, qmask, 0, &q)) ||
+	if ((rc = cli_pick_head_extractor("eval", s, extractor, head_path, &origin, id)) ||
+	    (rc = cli_load_split(s, id, qmask, 0, &q)) ||
 	    (index_split && (rc = cli_load_split(s, id, imask, 0, &ix))))
 		goto out;
 	if (q.m.rows == 0) {
@@ -134,6 +139,7 @@ int cmd_eval(int argc, char **argv)
 out:
 	cli_split_data_free(&q);
 	cli_split_data_free(&ix);
+	cli_head_origin_free(&origin);
 	fc_head_free(head);
 	fc_store_free(s);
 	return rc;

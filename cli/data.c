@@ -2,6 +2,7 @@
  * data.c - loading labelled features for train, eval and embed (data.h).
  */
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/data.h"
+#include "featcache/io.h"
 
 int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN])
 {
@@ -33,6 +35,66 @@ int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t
 	if (n > 1)
 		return cli_usage_error(cmd, "store '%s' holds %zu extractors: choose one with --extractor (see 'featcache info')",
 				      fc_store_path(s), n);
+	return 0;
+}
+
+static int is_id_hex(const char *v)
+{
+	if (!v || strlen(v) != 2 * FC_HASH_LEN)
+		return 0;
+	for (const char *p = v; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+			return 0;
+	return 1;
+}
+
+void cli_head_origin_read(cli_head_origin *o, const char *path)
+{
+	memset(o, 0, sizeof *o);
+	fc_st_file *f = NULL;
+	char err[FC_ERRLEN];
+	if (fc_st_open(&f, path, err, sizeof err) != 0)
+		return;
+	const char *cfg = fc_st_meta_find(f, "featcache_config"), *desc = fc_st_meta_find(f, "featcache_extractor");
+	json_t *j = cfg ? json_loads(cfg, 0, NULL) : NULL;
+	const char *v = json_string_value(json_object_get(j, "extractor"));
+	if (is_id_hex(v))
+		memcpy(o->extractor, v, sizeof o->extractor);
+	if (desc && desc[0])
+		o->descriptor = strdup(desc);
+	json_decref(j);
+	fc_st_free(f);
+}
+
+void cli_head_origin_free(cli_head_origin *o)
+{
+	free(o->descriptor);
+	memset(o, 0, sizeof *o);
+}
+
+int cli_pick_head_extractor(const char *cmd, fc_store *s, const char *prefix, const char *head_path,
+			    const cli_head_origin *origin, uint8_t id[FC_HASH_LEN])
+{
+	if (!origin->extractor[0])
+		return cli_pick_extractor(cmd, s, prefix, id);
+	char hex[2 * FC_HASH_LEN + 1];
+	int rc;
+	if (prefix) {
+		if ((rc = cli_pick_extractor(cmd, s, prefix, id)) != 0)
+			return rc;
+		fc_hex(hex, id, FC_HASH_LEN);
+		if (strcmp(hex, origin->extractor) != 0)
+			return cli_fail("cannot apply head '%s' to extractor %.12s: it was trained on extractor %.12s",
+					head_path, hex, origin->extractor);
+		return 0;
+	}
+	rc = fc_store_find_extractor(s, origin->extractor, id);
+	if (rc == FC_ERR_NOT_FOUND)
+		return cli_fail("cannot apply head '%s' to store '%s': it was trained on extractor %.12s, which the "
+				"store does not hold (see 'featcache info')",
+				head_path, fc_store_path(s), origin->extractor);
+	if (rc)
+		return cli_store_fail(s, rc, "read");
 	return 0;
 }
 

@@ -1,7 +1,8 @@
 /*
  * data.h - what the train, eval and embed commands share: picking the
- * extractor, parsing split names, loading a split's labelled features and
- * mapping label ids to dense class numbers.
+ * extractor (for a head: the one it was trained on), parsing split names,
+ * loading a split's labelled features and mapping label ids to dense class
+ * numbers.
  */
 #ifndef CLI_DATA_H
 #define CLI_DATA_H
@@ -12,6 +13,30 @@
  * only one when prefix is NULL. Prints the reason and returns an exit code
  * (1 or 2) on failure, 0 on success. */
 int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN]);
+
+/* What a head written by 'featcache train' records about the features it
+ * was trained on, from its safetensors metadata: the extractor id (in
+ * "featcache_config") and, from heads of this version on, that extractor's
+ * descriptor ("featcache_extractor"). A head that says nothing (a PyTorch
+ * state dict) leaves both empty. */
+typedef struct cli_head_origin {
+	char extractor[2 * FC_HASH_LEN + 1]; /* lowercase hex, "" when the head does not say */
+	char *descriptor;                    /* JSON text (malloc'd), NULL when not recorded */
+} cli_head_origin;
+
+/* cli_head_origin_read - fill *o from the head at path; an unreadable file
+ * leaves it empty (fc_head_load says why). cli_head_origin_free frees it. */
+void cli_head_origin_read(cli_head_origin *o, const char *path);
+void cli_head_origin_free(cli_head_origin *o);
+
+/* cli_pick_head_extractor - the features a head is applied to: with a
+ * prefix, that extractor, refused (exit 1, naming both ids) when it is not
+ * the one the head was trained on; without, the head's own, refused when
+ * the store does not hold it. A head that does not say (origin->extractor
+ * empty) leaves it to cli_pick_extractor. Returns 0 or an exit code after
+ * printing why. */
+int cli_pick_head_extractor(const char *cmd, fc_store *s, const char *prefix, const char *head_path,
+			    const cli_head_origin *origin, uint8_t id[FC_HASH_LEN]);
 
 /* cli_parse_splits - "train", "val", "test", "all" or a comma list into a
  * mask of (1 << FC_SPLIT_*). Usage error (2) on a bad name. */

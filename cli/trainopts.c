@@ -250,6 +250,15 @@ int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train
 	if ((rc = cli_pick_extractor(cmd, s, o->extractor, exid)) != 0)
 		goto out;
 	fc_hex(in->exhex, exid, FC_HASH_LEN);
+	fc_extractor ex;
+	if ((rc = fc_store_get_extractor(s, exid, &ex)) != 0) {
+		rc = cli_store_fail(s, rc, "read");
+		goto out;
+	}
+	if (ex.descriptor && !(in->exdesc = strdup(ex.descriptor))) {
+		rc = cli_fail("out of memory");
+		goto out;
+	}
 	if ((rc = cli_load_split(s, exid, train_mask, 0, &in->train)) != 0)
 		goto out;
 	if (in->train.missing)
@@ -287,6 +296,7 @@ out:
 void cli_train_inputs_free(cli_train_inputs *in)
 {
 	free(in->classes);
+	free(in->exdesc);
 	cli_split_data_free(&in->train);
 	cli_split_data_free(&in->q);
 	cli_split_data_free(&in->ix);
@@ -369,6 +379,7 @@ int cli_train_run_begin(cli_train_run *r, const char *cmd, const fc_metrics *bef
 		.patience = r->o->early_metric ? (uint32_t)r->o->patience : 0,
 		.head_path = r->out,
 		.head_config = r->cfgtext,
+		.head_extractor = r->in->exdesc,
 		.checkpoint_path = r->checkpoints ? r->ckpt : NULL,
 		.log = log_epoch,
 		.log_ctx = r,

@@ -86,6 +86,7 @@ typedef struct cli_train_inputs {
 	fc_train_data data;
 	char exhex[2 * FC_HASH_LEN + 1];
 	size_t k_used;               /* what metrics are labelled with: cli_k_used */
+	char *exdesc;                /* the extractor's descriptor (JSON), for the head */
 } cli_train_inputs;
 
 /* cli_train_inputs_load - the splits named by o from its store (warnings

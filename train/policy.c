@@ -79,7 +79,8 @@ static int save_head(const fc_policy *p, fc_trainer *t, uint32_t epoch, char *er
 	snprintf(metric_text, sizeof metric_text, "%.6f", p->value);
 	const char *metric = p->cfg.metric ? p->cfg.metric : "average_precision";
 	const char *meta[] = { "featcache_config", p->cfg.head_config ? p->cfg.head_config : "", "epoch", epoch_text,
-			       p->cfg.eval ? metric : "neg_loss", metric_text, NULL };
+			       p->cfg.eval ? metric : "neg_loss", metric_text,
+			       p->cfg.head_extractor ? "featcache_extractor" : NULL, p->cfg.head_extractor, NULL };
 	int rc = fc_head_save(fc_trainer_head(t), p->cfg.head_path, meta, why);
 	if (rc)
 		return fci_errf(err, errcap, rc, "cannot write head '%s': %s", p->cfg.head_path, why);

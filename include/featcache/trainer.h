@@ -150,6 +150,9 @@ typedef struct fc_policy_config {
 				       * (0: never) */
 	const char *head_path;        /* the best epoch's head goes here (NULL: nowhere) */
 	const char *head_config;      /* stored as the head's featcache_config (may be NULL) */
+	const char *head_extractor;   /* stored as the head's featcache_extractor: the
+				       * descriptor of the extractor whose features it
+				       * is trained on, for export's defaults (may be NULL) */
 	const char *checkpoint_path;  /* a checkpoint after every epoch (NULL: none) */
 	fc_policy_log_fn log;         /* may be NULL */
 	void *log_ctx;

@@ -17,6 +17,10 @@
 #     export), each with a head trained on that layer's features, in ONNX
 #     Runtime against `embed --head` (cosine >= 0.9999), the pooled export
 #     also in featcache's engine; a head of the wrong dim, no --pool;
+#   - the head's extractor gives the defaults: with no --layer, --pool or
+#     --size the same file as with the options; a head trained at 32 x 32
+#     exports at 32 x 32 (ONNX Runtime against `embed --head`); an explicit
+#     --size or --pool, or another model file, wins with a warning;
 #   - bad input: head dim mismatch, missing head, unknown layer, unwritable
 #     --out: exit 1 with a clear message and no file left behind.
 # Needs node and npm: without them the script fails, it does not skip.
@@ -185,10 +189,68 @@ cmp_npy "vit_narrow tokens: featcache's engine on the export within 1e-4 of embe
 run "$F" export --model "$VIT" --size 224 --layer "$LAST" --pool cls --head h-tok.safetensors --out bad.onnx
 t "vit_narrow tokens: a 64-d head on --pool cls (32-d) is refused" 1 \
 	err "^featcache: head 'h-tok.safetensors' takes 64-d input, the model's layer '$LAST' gives 32-d$"
-run "$F" export --model "$VIT" --size 224 --layer "$LAST" --head h-tok.safetensors --out bad.onnx
-t "vit_narrow tokens: a token layer without --pool is refused" 1 \
+run "$F" export --model "$VIT" --size 224 --layer "$LAST" --head h-vit.safetensors --out bad.onnx
+t "vit_narrow tokens: a token layer without --pool is refused (a head of another layer: no pooling to take)" 1 \
+	err "^featcache: warning: cutting at '$LAST', but head 'h-vit.safetensors' was trained on layer '[^']+'" \
 	err "^featcache: cannot export model '[^']+': layer '$LAST' outputs tokens \(1x197x32\): choose a pooling"
 ok_if "vit_narrow tokens: the refusals wrote no file" [ ! -e bad.onnx ]
+
+# ---- the head's extractor gives the defaults: layer, pooling, size ----
+run "$F" export --model "$VIT" --head h-tok.safetensors --out tokdef.onnx
+t "vit_narrow tokens: export with no --layer, --pool, --prefix-tokens or --size" 0 \
+	out "^wrote 'tokdef.onnx': input 3 x 224 x 224, 8-d embedding \(L2-normalised\)$" !err .
+ok_if "vit_narrow tokens: the head's cut and pooling by default, the same file as with the options" \
+	cmp -s tok.onnx tokdef.onnx
+run "$F" export --model "$VIT" --layer "$LAST" --head h-tok.safetensors --out toklayer.onnx
+t "vit_narrow tokens: --layer naming the head's layer takes its pooling" 0 !err .
+ok_if "vit_narrow tokens: --layer alone, the same file" cmp -s tok.onnx toklayer.onnx
+run "$F" export --model "$VIT" --pool cls --head h-tok.safetensors --out bad.onnx
+t "vit_narrow tokens: another --pool wins, with a warning" 1 \
+	err "^featcache: warning: pooling 'cls', but head 'h-tok.safetensors' was trained on pooling 'cls\+mean' \(extractor [0-9a-f]{12}\)$" \
+	err "takes 64-d input, the model's layer '$LAST' gives 32-d$"
+run "$F" export --model "$MODEL" --head h.safetensors --out def.onnx
+t "resnet18: export without --size takes the head's 64 x 64" 0 \
+	out "^wrote 'def.onnx': input 3 x 64 x 64, 8-d embedding \(L2-normalised\)$" !err .
+ok_if "resnet18: the same file as with --size 64" cmp -s tuned.onnx def.onnx
+
+run "$F" extract --store st32 --data ds --model "$MODEL" --size 32 --store-dtype f32 --batch 4 --quiet
+t "resnet18 at 32 x 32: extract" 0
+run "$F" train --store st32 --out h32.safetensors $T
+t "resnet18 at 32 x 32: train" 0
+run "$F" embed --store st32 --head h32.safetensors --out e32.npy --keys e32.keys
+t "resnet18 at 32 x 32: embed --head" 0 out "wrote 13 x 8 float32"
+run "$F" export --model "$MODEL" --head h32.safetensors --out t32.onnx
+t "resnet18 at 32 x 32: export without --size exports at 32 x 32" 0 \
+	out "^wrote 't32.onnx': input 3 x 32 x 32, 8-d embedding \(L2-normalised\)$" !err .
+# shellcheck disable=SC2046
+run "$PRE" --size 32 in32.npy $(sed 's|^|ds/|' e32.keys)
+t "preprocess the images at 32" 0
+ort "resnet18 at 32 x 32: onnx runtime, batches of 3" t32.onnx in32.npy o32.npy 3
+cmp_npy "resnet18 at 32 x 32: onnx runtime vs embed --head, cosine >= 0.9999" e32.npy o32.npy 0.9999 1e-5
+run "$F" export --model "$MODEL" --size 64 --head h32.safetensors --out t64.onnx
+t "an explicit --size wins, with a warning naming both sizes" 0 out "input 3 x 64 x 64" \
+	err "^featcache: warning: exporting at 64 x 64, but head 'h32.safetensors' was trained on 32 x 32 inputs \(extractor [0-9a-f]{12}\)$"
+run "$F" export --model "$MODELS/mnasnet_025.onnx" --size 32 --head h32.safetensors --out bad.onnx
+t "another model file: a warning naming the head's" 1 \
+	err "^featcache: warning: model '[^']*mnasnet_025.onnx' is not the file head 'h32.safetensors' was trained on \(extractor [0-9a-f]{12} was made with '[^']*resnet18_narrow.onnx'\)$"
+ok_if "no file from a refused export" [ ! -e bad.onnx ]
+if [ -n "$PY" ]; then
+	# The same head without its metadata, as PyTorch would save it.
+	"$PY" -c '
+import json, struct, sys
+b = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); h.pop("__metadata__")
+t = json.dumps(h).encode(); t += b" " * (-len(t) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(t)) + t + b[8 + n:])' h32.safetensors bare.safetensors
+	run "$F" export --model "$MODEL" --head bare.safetensors --out bare.onnx
+	t "a head that records no extractor: 224 x 224, with a warning" 0 out "input 3 x 224 x 224" \
+		err "^featcache: warning: head 'bare.safetensors' does not record its extractor's settings: input 224 x 224 \(give --size and --layer as given to extract\)$"
+	run "$F" export --model "$MODEL" --size 32 --head bare.safetensors --out bare.onnx
+	t "a head that records no extractor, with --size: no warning" 0 out "input 3 x 32 x 32" !err .
+	ok_if "a head that records no extractor, with --size: the same file" cmp -s t32.onnx bare.onnx
+else
+	echo "ok - a head that records no extractor # SKIP no /usr/bin/python3"
+fi
 
 # ---- bad input: exit 1, a clear message, nothing written ----
 run "$F" export --model "$MODELS/squeezenet1_1_f16.onnx" --size 64 --head h.safetensors --out bad.onnx

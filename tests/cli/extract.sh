@@ -308,6 +308,15 @@ assert sorted(e["vectors"] for e in ex) == [11, 11, 15], ex
 '
 run "$F" extract --store st --data ds $X --store-dtype f32
 t "the same extractor with another dtype is refused" 1 err "keeps this extractor's vectors as f16"
+run "$F" embed --store st --head h.safetensors --model "$MODEL" --data new --out newh3.npy --quiet
+t "embed --data --head among three extractors: the head's own, no --extractor needed" 0 out 'wrote 3 x 8 float32'
+ok_if "embed --data --head among three extractors: the same rows as with one" cmp -s newh.npy newh3.npy
+run "$F" extract --store st --data ds $X --size 72
+id72=$(sed -n 's/^extractor \([0-9a-f]*\): .*/\1/p' "$tmp/out")
+run "$F" embed --store st --head h.safetensors --extractor "$id72" --model "$MODEL" --data new --out bad.npy --quiet
+t "embed --data --head on the 72 x 72 extractor (same dim) is refused" 1 \
+	err "^featcache: cannot apply head 'h.safetensors' to extractor $id72: it was trained on extractor [0-9a-f]{12}$"
+ok_if "the refused embed wrote nothing" [ ! -e bad.npy ]
 
 # ---- a token model: the pooling is part of the extractor ----
 # vit_narrow's last block gives 1 x 197 x 32 tokens (CLS + 14 x 14 patches).

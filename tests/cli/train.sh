@@ -156,6 +156,41 @@ else
 	echo "ok - the head loads into PyTorch # SKIP no torch"
 fi
 
+# A head knows the extractor it was trained on: two extractors of one dim in
+# a store, the head's is the default, another one is refused by name.
+run "$MK" --store two --dim 16 --items 400 --classes 4 --mixed-splits --dtype f32 --extractors 2
+t "tool_mkstore makes a store with two 16-d extractors" 0
+exa=$(sed -n 's/^extractor //p' out | sed -n 1p)
+exb=$(sed -n 's/^extractor //p' out | sed -n 2p)
+a12=$(printf %.12s "$exa")
+b12=$(printf %.12s "$exb")
+run "$F" train --store two --extractor "$exa" --out ha.safetensors --output-dim 8 --batch-size 16 --epochs 2 -q
+t "train a head on the first extractor" 0
+run "$F" eval --store two --head ha.safetensors --json
+t "eval --head without --extractor uses the head's extractor" 0 out '"head"'
+cp out eval-default.json
+run "$F" eval --store two --head ha.safetensors --extractor "$exa" --json
+t "eval --head --extractor naming the head's extractor" 0 out '"head"'
+ok_if "the head's extractor by default gives the same metrics" cmp -s out eval-default.json
+run "$F" eval --store two --head ha.safetensors --extractor "$exb"
+t "eval --head on another extractor's features is refused, naming both" 1 \
+	err "^featcache: cannot apply head 'ha.safetensors' to extractor $b12: it was trained on extractor $a12$"
+run "$F" eval --store two --extractor "$exb"
+t "eval without a head takes any extractor" 0 out '^average_precision '
+run "$F" embed --store two --head ha.safetensors --out two.npy
+t "embed --head without --extractor uses the head's extractor" 0 out "^wrote 400 x 8 float32 to 'two.npy'"
+run "$F" embed --store two --head ha.safetensors --extractor "$exb" --out bad.npy
+t "embed --head on another extractor's features is refused, naming both" 1 \
+	err "^featcache: cannot apply head 'ha.safetensors' to extractor $b12: it was trained on extractor $a12$"
+ok_if "the refused embed wrote nothing" [ ! -e bad.npy ] && [ ! -e bad.npy.keys ]
+run "$MK" --store other --dim 16 --items 40 --classes 4 --mixed-splits --dtype f32 --seed 9
+t "tool_mkstore makes a store with another 16-d extractor" 0
+run "$F" eval --store other --head ha.safetensors --split all
+t "a head on a store without its extractor is refused" 1 \
+	err "^featcache: cannot apply head 'ha.safetensors' to store 'other': it was trained on extractor $a12, which the store does not hold"
+run "$F" embed --store other --head ha.safetensors --out bad.npy
+t "embed: a head on a store without its extractor is refused" 1 err "which the store does not hold"
+
 # Every loss trains and reports; each one should at least not lose to the raw features here.
 for loss in siamese ntxent supcon arcface cosface; do
 	run "$F" train --store s --out "$loss.safetensors" --output-dim 16 --batch-size 64 --epochs 4 --loss $loss -q
