@@ -159,10 +159,11 @@ int cli_train_opts_check(cli_train_opts *o, const char *cmd)
 {
 	if (o->early_metric)
 		o->early_metric = o->early_buf; /* o may be a copy */
-	if (fc_metric_resolve(o->metric, NULL) < 0)
-		return cli_usage_error(cmd, "unknown metric '%s' for --metric", o->metric);
-	if (o->early_metric && fc_metric_resolve(o->early_metric, NULL) < 0)
-		return cli_usage_error(cmd, "unknown metric '%s' for --early-stop", o->early_metric);
+	int rc = cli_metric_check(cmd, "--metric", o->metric);
+	if (!rc && o->early_metric)
+		rc = cli_metric_check(cmd, "--early-stop", o->early_metric);
+	if (rc)
+		return rc;
 	if (o->early_metric)
 		o->metric = o->early_metric;
 	return 0;

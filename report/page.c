@@ -750,8 +750,11 @@ int fc_report_write(const char *out, const char *const *paths, size_t n, const c
 	if (charts)
 		*charts = 0;
 	r.metric = fc_metric_resolve(metric ? metric : "average_precision", NULL);
-	if (r.metric < 0)
-		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "unknown metric '%s'", metric);
+	if (r.metric < 0) {
+		char list[FC_ERRLEN / 2];
+		fc_metric_list(list, sizeof list);
+		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "unknown metric '%s': expected %s", metric, list);
+	}
 	if (!out || !paths || n == 0)
 		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "nothing to report on: no logs given");
 	for (size_t i = 0; i < n; i++)

@@ -54,7 +54,8 @@ t "report --metric ndcg --title to the default report.html" 0 out "'report.html'
 ok_if "the metric chart is nDCG" grep -q 'nDCG@20 per epoch' report.html
 ok_if "the title is escaped" grep -q '<title>Mine &amp; &lt;yours&gt;</title>' report.html
 run "$F" report h.safetensors.jsonl --metric nonsense --out bad.html
-t "an unknown metric is a usage error" 2 err "unknown metric 'nonsense'"
+t "an unknown metric is a usage error naming the accepted names" 2 \
+	err "unknown metric 'nonsense' for --metric: expected .*reciprocal_rank \\(mrr\\)"
 run "$F" report --out bad.html
 t "no PATH is a usage error" 2 err 'no PATH'
 ok_if "usage errors write nothing" [ ! -e bad.html ]
