@@ -664,8 +664,8 @@ static void config_table(fci_sbuf *b, const fci_report *r)
 	fci_sb_puts(b, "</h2>\n");
 	if (!best->config) {
 		fci_sb_puts(b,
-			    "<p class=\"note\">The log holds no configuration (a run without evaluation writes none, "
-			    "and a resumed run adds none).</p></section>\n");
+			    "<p class=\"note\">The log holds no configuration (older featcache versions wrote "
+			    "none for a run without evaluation).</p></section>\n");
 		return;
 	}
 	fci_sb_puts(b, "<div class=\"wrap\"><table><thead><tr><th>option</th><th>value</th></tr></thead><tbody>\n");

@@ -59,10 +59,14 @@ static int append_new(const char *path, json_t *line, char *err, size_t errcap)
 int fc_runlog_start(const char *path, json_t *config, const fc_metrics *before, char *err, size_t errcap)
 {
 	remove(path);
-	if (!before)
-		return 0;
-	return append_new(path, json_pack("{s:O, s:o}", "config", config, "before", fc_metrics_to_json(before, 0)), err,
-			  errcap);
+	/* The configuration always: a run without evaluation is still a run
+	 * the report describes and compares. */
+	json_t *line = json_pack("{s:O}", "config", config);
+	if (line && before && json_object_set_new(line, "before", fc_metrics_to_json(before, 0)) != 0) {
+		json_decref(line);
+		line = NULL;
+	}
+	return append_new(path, line, err, errcap);
 }
 
 int fc_runlog_epoch(const char *path, const fc_epoch_stats *st, int best, const fc_metrics *m, char *err, size_t errcap)
