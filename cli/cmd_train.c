@@ -58,7 +58,8 @@ static const char usage_text[] =
 	"                           also precision, recall, f1, hit, map, mrr, rprecision,\n"
 	"                           dcg, ndcg and Finetuner's other names)\n"
 	"      --early-stop M:P     stop when metric M has not improved for P epochs\n"
-	"      --resume CKPT        continue a run from its checkpoint (same options)\n"
+	"      --resume CKPT        continue a run from its checkpoint (same options; more\n"
+	"                           --epochs extend it, the schedule following the new count)\n"
 	"      --report             also write an HTML report with charts to OUT.html (--out plus .html)\n"
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n";
