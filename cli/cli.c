@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "featcache/metrics.h"
+
 /* ---- messages ---- */
 
 static void vmsg(const char *prefix, const char *fmt, va_list ap) FC_PRINTF(2, 0);
@@ -77,6 +79,15 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	else
 		fputs("see 'featcache help'\n", stderr);
 	return CLI_EXIT_USAGE;
+}
+
+int cli_metric_check(const char *cmd, const char *option, const char *name)
+{
+	char list[FC_ERRLEN];
+	if (fc_metric_resolve(name, NULL) >= 0)
+		return 0;
+	fc_metric_list(list, sizeof list);
+	return cli_usage_error(cmd, "unknown metric '%s' for %s: expected %s", name ? name : "", option, list);
 }
 
 const char *cli_errno_str(int e)

@@ -49,6 +49,10 @@ int cli_fail(const char *fmt, ...) FC_PRINTF(1, 2);
  * CLI_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) FC_PRINTF(2, 3);
 
+/* cli_metric_check - 0 when fc_metric_resolve takes name, else a usage
+ * error for cmd's option naming every metric name it does take. */
+int cli_metric_check(const char *cmd, const char *option, const char *name);
+
 /* cli_errno_str - strerror(e) with its first letter lowercased, to fit the
  * house format. Returns a pointer to a static buffer. */
 const char *cli_errno_str(int e);

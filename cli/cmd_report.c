@@ -59,8 +59,8 @@ int cmd_report(int argc, char **argv)
 		return cli_usage_error("report", "no PATH given: a training log (HEAD.safetensors.jsonl) or a sweep directory");
 	if (!*out)
 		return cli_usage_error("report", "--out is empty");
-	if (fc_metric_resolve(metric, NULL) < 0)
-		return cli_usage_error("report", "unknown metric '%s' for --metric", metric);
+	if (cli_metric_check("report", "--metric", metric))
+		return CLI_EXIT_USAGE;
 
 	char err[1024];
 	size_t charts = 0;

@@ -55,7 +55,7 @@ static const char usage_text[] =
 	"                           are rounded\n"
 	"      --jobs N             heads stepped at once (default: OMP_NUM_THREADS or cores)\n"
 	"      --metric NAME        picks each run's best epoch and sorts the leaderboard\n"
-	"                           (default average_precision)\n"
+	"                           (default average_precision; names as for train)\n"
 	"      --report             also write an HTML report with charts to DIR/report.html\n"
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n"

@@ -159,10 +159,11 @@ int cli_train_opts_check(cli_train_opts *o, const char *cmd)
 {
 	if (o->early_metric)
 		o->early_metric = o->early_buf; /* o may be a copy */
-	if (fc_metric_resolve(o->metric, NULL) < 0)
-		return cli_usage_error(cmd, "unknown metric '%s' for --metric", o->metric);
-	if (o->early_metric && fc_metric_resolve(o->early_metric, NULL) < 0)
-		return cli_usage_error(cmd, "unknown metric '%s' for --early-stop", o->early_metric);
+	int rc = cli_metric_check(cmd, "--metric", o->metric);
+	if (!rc && o->early_metric)
+		rc = cli_metric_check(cmd, "--early-stop", o->early_metric);
+	if (rc)
+		return rc;
 	if (o->early_metric)
 		o->metric = o->early_metric;
 	return 0;
@@ -327,12 +328,14 @@ int cli_train_run_start(cli_train_run *r, const char *cmd, const cli_train_opts 
 	snprintf(r->log, sizeof r->log, "%s.jsonl", out);
 	snprintf(r->ckpt, sizeof r->ckpt, "%s.ckpt", out);
 	build_config(o, &r->cfg, (uint32_t)in->train.m.dim);
-	/* StepLR counts epochs; the trainer counts optimizer steps. */
+	/* StepLR counts epochs; the trainer counts optimizer steps. Without
+	 * --step-size the trainer derives it (a third of the epochs), which a
+	 * resume that changes --epochs recomputes. */
 	fc_batches b;
-	if (fc_sample_epoch(&b, d->classes, d->n, d->n_classes, r->cfg.batch, r->cfg.per_class, r->cfg.seed, 0) == 0) {
+	if (o->step_size_set &&
+	    fc_sample_epoch(&b, d->classes, d->n, d->n_classes, r->cfg.batch, r->cfg.per_class, r->cfg.seed, 0) == 0) {
 		uint64_t per_epoch = b.n_batches ? b.n_batches : 1;
-		uint64_t se = o->step_size_set ? o->step_size : (o->epochs / 3 ? o->epochs / 3 : 1);
-		r->cfg.sched.step_size = se * per_epoch;
+		r->cfg.sched.step_size = o->step_size * per_epoch;
 		fc_batches_free(&b);
 	}
 	int rc = cli_train_run_trainer(r, cmd);
@@ -394,6 +397,9 @@ int cli_train_run_begin(cli_train_run *r, const char *cmd, const fc_metrics *bef
 			return cli_usage_error(cmd, "cannot resume from '%s': %s", resume, why);
 		if (rc)
 			return cli_fail("cannot resume from '%s': %s", resume, why);
+		/* The log describes the run as it now is (its epoch count may have grown). */
+		if (fc_runlog_reconfig(r->log, r->cfgj, why, sizeof why) != 0)
+			return cli_fail("%s", why);
 		return 0;
 	}
 	if (fc_runlog_start(r->log, r->cfgj, pc.eval ? before : NULL, why, sizeof why) != 0)

@@ -664,8 +664,8 @@ static void config_table(fci_sbuf *b, const fci_report *r)
 	fci_sb_puts(b, "</h2>\n");
 	if (!best->config) {
 		fci_sb_puts(b,
-			    "<p class=\"note\">The log holds no configuration (a run without evaluation writes none, "
-			    "and a resumed run adds none).</p></section>\n");
+			    "<p class=\"note\">The log holds no configuration (older featcache versions wrote "
+			    "none for a run without evaluation).</p></section>\n");
 		return;
 	}
 	fci_sb_puts(b, "<div class=\"wrap\"><table><thead><tr><th>option</th><th>value</th></tr></thead><tbody>\n");
@@ -750,8 +750,11 @@ int fc_report_write(const char *out, const char *const *paths, size_t n, const c
 	if (charts)
 		*charts = 0;
 	r.metric = fc_metric_resolve(metric ? metric : "average_precision", NULL);
-	if (r.metric < 0)
-		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "unknown metric '%s'", metric);
+	if (r.metric < 0) {
+		char list[FC_ERRLEN / 2];
+		fc_metric_list(list, sizeof list);
+		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "unknown metric '%s': expected %s", metric, list);
+	}
 	if (!out || !paths || n == 0)
 		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "nothing to report on: no logs given");
 	for (size_t i = 0; i < n; i++)

@@ -59,10 +59,66 @@ static int append_new(const char *path, json_t *line, char *err, size_t errcap)
 int fc_runlog_start(const char *path, json_t *config, const fc_metrics *before, char *err, size_t errcap)
 {
 	remove(path);
-	if (!before)
-		return 0;
-	return append_new(path, json_pack("{s:O, s:o}", "config", config, "before", fc_metrics_to_json(before, 0)), err,
-			  errcap);
+	/* The configuration always: a run without evaluation is still a run
+	 * the report describes and compares. */
+	json_t *line = json_pack("{s:O}", "config", config);
+	if (line && before && json_object_set_new(line, "before", fc_metrics_to_json(before, 0)) != 0) {
+		json_decref(line);
+		line = NULL;
+	}
+	return append_new(path, line, err, errcap);
+}
+
+int fc_runlog_reconfig(const char *path, json_t *config, char *err, size_t errcap)
+{
+	uint8_t *buf = NULL;
+	size_t cap = 0, len = 0;
+	char why[FC_ERRLEN];
+	json_t *head = NULL;
+	fci_outfile *f = NULL;
+	int rc = fci_read_file(path, UINT64_MAX, &buf, &cap, &len, why, sizeof why);
+	if (rc == FC_ERR_NOT_FOUND)
+		len = 0;
+	else if (rc) {
+		rc = fci_errf(err, errcap, rc, "cannot read log '%s': %s", path, why);
+		goto out;
+	}
+	/* The first line is the header when it holds the configuration (a log
+	 * of an older featcache may start with an epoch instead). */
+	const char *nl = len ? memchr(buf, '\n', len) : NULL;
+	size_t first = nl ? (size_t)(nl - (const char *)buf) + 1 : 0;
+	head = first ? json_loadb((const char *)buf, first, 0, NULL) : NULL;
+	if (!json_is_object(head) || !json_object_get(head, "config")) {
+		json_decref(head);
+		head = json_object();
+		first = 0;
+	}
+	if (json_equal(json_object_get(head, "config"), config))
+		goto out;
+	if (!head || json_object_set(head, "config", config) != 0) {
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	char *text = json_dumps(head, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (!text) {
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = fci_outfile_open(&f, path, why, sizeof why)) == 0) {
+		fci_outfile_printf(f, "%s\n", text);
+		fci_outfile_write(f, buf + first, len - first);
+		rc = fci_outfile_commit(f);
+		if (rc)
+			snprintf(why, sizeof why, "%s", fci_outfile_errmsg(f));
+	}
+	free(text);
+	if (rc)
+		rc = fci_errf(err, errcap, rc, "cannot write log '%s': %s", path, why);
+out:
+	fci_outfile_free(f);
+	json_decref(head);
+	free(buf);
+	return rc;
 }
 
 int fc_runlog_epoch(const char *path, const fc_epoch_stats *st, int best, const fc_metrics *m, char *err, size_t errcap)

@@ -128,6 +128,36 @@ static void test_metric_resolve(void **state)
 		assert_true(fc_metric_value(&m, i) == 10.0 + i);
 }
 
+/* The list for messages names exactly what the resolver takes: every word
+ * in it resolves, every canonical and short name appears, and a short buffer
+ * gets a NUL-terminated prefix with the full length returned. */
+static void test_metric_list(void **state)
+{
+	(void)state;
+	char list[FC_ERRLEN], copy[FC_ERRLEN], small[16];
+	size_t len = fc_metric_list(list, sizeof list);
+	assert_int_equal(len, strlen(list));
+	assert_int_equal(fc_metric_list(NULL, 0), len);
+	assert_string_equal(list, "precision_at_k (precision), recall_at_k (recall), f1_score_at_k (f1), "
+				  "hit_at_k (hit), average_precision (map, ap), reciprocal_rank (mrr), "
+				  "r_precision (rprecision), dcg_at_k (dcg) or ndcg_at_k (ndcg)");
+	strcpy(copy, list);
+	int words = 0;
+	for (char *w = strtok(copy, " ,()"); w; w = strtok(NULL, " ,()")) {
+		if (strcmp(w, "or") == 0)
+			continue;
+		assert_true(fc_metric_resolve(w, NULL) >= 0);
+		words++;
+	}
+	assert_int_equal(words, 9 + 10);
+	assert_int_equal(fc_metric_list(small, sizeof small), len);
+	assert_int_equal(strlen(small), sizeof small - 1);
+	assert_memory_equal(small, list, sizeof small - 1);
+	small[0] = 'x';
+	assert_int_equal(fc_metric_list(small, 1), len);
+	assert_int_equal(small[0], '\0');
+}
+
 /* The metrics object of run logs and checkpoints reads back what it wrote;
  * what it lacks reads as NaN, and no object leaves the metrics alone. */
 static void test_metrics_json(void **state)
@@ -886,6 +916,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names_and_get),
 		cmocka_unit_test(test_metric_resolve),
+		cmocka_unit_test(test_metric_list),
 		cmocka_unit_test(test_metrics_json),
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_hand_ranking),

@@ -623,28 +623,58 @@ static const size_t metric_offset[9] = {
 	offsetof(fc_metrics, r_precision), offsetof(fc_metrics, dcg),	 offsetof(fc_metrics, ndcg),
 };
 
+/* Every short name any command has ever taken: train's and sweep's
+ * (precision ... ndcg) and the report's (ap, rprecision, dcg too). Grouped by
+ * metric, in fc_metric_names order, for fc_metric_list. */
+static const struct {
+	const char *name;
+	int index;
+} metric_alias[] = {
+	{ "precision", M_PREC }, { "recall", M_REC }, { "f1", M_F1 },  { "hit", M_HIT },
+	{ "map", M_AP },	 { "ap", M_AP },      { "mrr", M_RR }, { "rprecision", M_RPREC },
+	{ "dcg", M_DCG },	 { "ndcg", M_NDCG },
+};
+
 int fc_metric_resolve(const char *name, const char **canonical)
 {
-	/* Every short name any command has ever taken: train's and sweep's
-	 * (precision ... ndcg) and the report's (ap, rprecision, dcg too). */
-	static const struct {
-		const char *name;
-		int index;
-	} alias[] = {
-		{ "precision", M_PREC }, { "recall", M_REC }, { "f1", M_F1 },  { "hit", M_HIT },
-		{ "map", M_AP },	 { "ap", M_AP },      { "mrr", M_RR }, { "rprecision", M_RPREC },
-		{ "dcg", M_DCG },	 { "ndcg", M_NDCG },
-	};
 	int index = FC_ERR_INVALID;
 	for (int i = 0; name && i < M_COUNT && index < 0; i++)
 		if (strcmp(name, fc_metric_names[i]) == 0)
 			index = i;
-	for (size_t i = 0; name && i < sizeof alias / sizeof alias[0] && index < 0; i++)
-		if (strcmp(name, alias[i].name) == 0)
-			index = alias[i].index;
+	for (size_t i = 0; name && i < sizeof metric_alias / sizeof metric_alias[0] && index < 0; i++)
+		if (strcmp(name, metric_alias[i].name) == 0)
+			index = metric_alias[i].index;
 	if (canonical)
 		*canonical = index < 0 ? NULL : fc_metric_names[index];
 	return index;
+}
+
+/* Appends text to dst like strlcat, counting what would have been written. */
+static void list_put(char *dst, size_t dst_cap, size_t *len, const char *text)
+{
+	for (; *text; text++, (*len)++)
+		if (*len + 1 < dst_cap)
+			dst[*len] = *text;
+	if (dst_cap)
+		dst[*len < dst_cap ? *len : dst_cap - 1] = '\0';
+}
+
+size_t fc_metric_list(char *dst, size_t dst_cap)
+{
+	size_t len = 0, a = 0, n_alias = sizeof metric_alias / sizeof metric_alias[0];
+	if (!dst)
+		dst_cap = 0;
+	for (int i = 0; i < M_COUNT; i++) {
+		list_put(dst, dst_cap, &len, i == 0 ? "" : i + 1 < M_COUNT ? ", " : " or ");
+		list_put(dst, dst_cap, &len, fc_metric_names[i]);
+		for (size_t first = a; a < n_alias && metric_alias[a].index == i; a++) {
+			list_put(dst, dst_cap, &len, a == first ? " (" : ", ");
+			list_put(dst, dst_cap, &len, metric_alias[a].name);
+			if (a + 1 == n_alias || metric_alias[a + 1].index != i)
+				list_put(dst, dst_cap, &len, ")");
+		}
+	}
+	return len;
 }
 
 double fc_metric_value(const fc_metrics *m, int index)

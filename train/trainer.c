@@ -48,20 +48,22 @@ static int pair_loss(fc_loss_kind k)
 }
 
 /* Every field that changes the trajectory, as text: a checkpoint only
- * resumes the run it was made by. */
-static void fingerprint(fc_trainer *t)
+ * resumes the run it was made by (same_run). The step size is the caller's
+ * (0: derived from the epochs), so a resume can tell a given one from a
+ * derived one; "fp 2" marks fingerprints that record it so. */
+static void fingerprint(fc_trainer *t, uint64_t step_size)
 {
 	const fc_train_config *c = &t->cfg;
 	snprintf(t->fingerprint, sizeof t->fingerprint,
 		 "head %u/%u/%u/%u loss %d miner %d dist %d margin %.9g pos %.9g neg %.9g temp %.9g scale %.9g "
 		 "classes %u optim %d wd %.9g mom %.9g nest %d b1 %.9g b2 %.9g eps %.9g sched %d warm %llu "
-		 "total %llu stepsize %llu gamma %.9g lr %.9g epochs %u batch %u k %u seed %llu n %zu",
+		 "total %llu stepsize %llu gamma %.9g lr %.9g epochs %u batch %u k %u seed %llu n %zu fp 2",
 		 c->head.in_dim, c->head.hidden, c->head.out_dim, c->head.layers, c->loss.kind, c->loss.miner,
 		 c->loss.distance, c->loss.margin, c->loss.pos_margin, c->loss.neg_margin, c->loss.temperature,
 		 c->loss.scale, c->loss.n_classes, c->optim.kind, c->optim.weight_decay, c->optim.momentum,
 		 c->optim.nesterov, c->optim.beta1, c->optim.beta2, c->optim.eps, c->sched.kind,
 		 (unsigned long long)c->sched.warmup_steps, (unsigned long long)c->sched.total_steps,
-		 (unsigned long long)c->sched.step_size, c->sched.gamma, c->lr, c->epochs, c->batch,
+		 (unsigned long long)step_size, c->sched.gamma, c->lr, c->epochs, c->batch,
 		 c->per_class, (unsigned long long)c->seed, t->data.n);
 }
 
@@ -140,8 +142,9 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 	t->lb = malloc((size_t)cfg->batch * sizeof(uint32_t));
 	if (!t->xb || !t->yb || !t->dy || !t->lb)
 		goto fail;
-	if (t->cfg.sched.total_steps == 0) {
-		/* Batches per epoch vary a little with the draw; epoch 0's count sets T. */
+	if (t->cfg.sched.total_steps == 0 || t->cfg.sched.step_size == 0) {
+		/* Batches per epoch vary a little with the draw; epoch 0's count sets
+		 * T and the default step (a third of the epochs). */
 		fc_batches b;
 		if ((rc = fc_sample_epoch(&b, data->classes, data->n, data->n_classes, cfg->batch, t->cfg.per_class,
 					  cfg->seed, 0)) != 0)
@@ -152,10 +155,13 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 				      "the training split yields no batch of 2 or more classes");
 			goto fail;
 		}
-		t->cfg.sched.total_steps = (uint64_t)b.n_batches * cfg->epochs;
+		if (t->cfg.sched.total_steps == 0)
+			t->cfg.sched.total_steps = (uint64_t)b.n_batches * cfg->epochs;
+		if (t->cfg.sched.step_size == 0)
+			t->cfg.sched.step_size = (uint64_t)b.n_batches * (cfg->epochs / 3 ? cfg->epochs / 3 : 1);
 		fc_batches_free(&b);
 	}
-	fingerprint(t);
+	fingerprint(t, cfg->sched.step_size);
 	*out = t;
 	return 0;
 fail:
@@ -539,6 +545,78 @@ int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *er
 	return rc;
 }
 
+/* The value of key in a fingerprint ("key value key value ...", no spaces
+ * inside a value) into buf; "" when absent or too long. */
+static const char *fp_value(char *buf, size_t cap, const char *fp, const char *key)
+{
+	size_t klen = strlen(key);
+	buf[0] = '\0';
+	for (const char *p = fp, *v; (v = strchr(p, ' ')) != NULL;) {
+		const char *end = strchr(++v, ' ');
+		size_t n = end ? (size_t)(end - v) : strlen(v);
+		if ((size_t)(v - 1 - p) == klen && strncmp(p, key, klen) == 0) {
+			if (n < cap) {
+				memcpy(buf, v, n);
+				buf[n] = '\0';
+			}
+			break;
+		}
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	return buf;
+}
+
+/* The keys of a fingerprint that may differ between a checkpoint and the run
+ * resuming it: the epoch count and what follows from it, and the version. */
+static int epoch_key(const char *key)
+{
+	return strcmp(key, "epochs") == 0 || strcmp(key, "total") == 0 || strcmp(key, "stepsize") == 0 ||
+	       strcmp(key, "fp") == 0;
+}
+
+/* Whether every key of fingerprint `from` but epoch_key's has the same value
+ * in `in`. */
+static int same_keys(const char *from, const char *in)
+{
+	char copy[sizeof ((fc_trainer *)0)->fingerprint], v[64], *save = NULL;
+	snprintf(copy, sizeof copy, "%s", from);
+	for (char *key = strtok_r(copy, " ", &save); key; key = strtok_r(NULL, " ", &save)) {
+		const char *value = strtok_r(NULL, " ", &save);
+		if (!value)
+			return 0;
+		if (!epoch_key(key) && strcmp(fp_value(v, sizeof v, in, key), value) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* Whether a checkpoint's fingerprint is this run's, all but the epoch count:
+ * a run may be extended (or, before it finished, shortened) on resume; the
+ * schedule's total steps, and the step schedule's step where it is derived,
+ * follow the epochs (trainer.h). A given step size must stay the same.
+ * Older checkpoints (no "fp 2") hold the derived step size: there it counts
+ * as derived when it is its epochs' default. */
+static int same_run(const char *ckpt, const char *mine, fc_sched_kind kind)
+{
+	char a[64], b[64];
+	if (!same_keys(ckpt, mine) || !same_keys(mine, ckpt))
+		return 0;
+	if (kind != FC_SCHED_STEP)
+		return 1;
+	unsigned long long sa = strtoull(fp_value(a, sizeof a, ckpt, "stepsize"), NULL, 10),
+			   sb = strtoull(fp_value(b, sizeof b, mine, "stepsize"), NULL, 10),
+			   ta = strtoull(fp_value(a, sizeof a, ckpt, "total"), NULL, 10),
+			   ea = strtoull(fp_value(a, sizeof a, ckpt, "epochs"), NULL, 10);
+	if (sa == sb)
+		return 1;
+	if (fp_value(a, sizeof a, ckpt, "fp")[0])
+		return 0;
+	/* Steps per epoch: T = batches per epoch x epochs. */
+	return sb == 0 && ea && ta % ea == 0 && sa == ta / ea * (ea / 3 ? ea / 3 : 1);
+}
+
 static int copy_named(const fc_st_file *f, const char *name, float *dst, size_t n, char *err, size_t errcap)
 {
 	const fc_st_tensor *t = fc_st_find(f, name);
@@ -570,9 +648,17 @@ int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *err, si
 		rc = fci_errf(err, errcap, FC_ERR_INVALID, "not a featcache training checkpoint");
 		goto out;
 	}
-	if (strcmp(cfg, t->fingerprint) != 0) {
+	if (!same_run(cfg, t->fingerprint, t->cfg.sched.kind)) {
 		rc = fci_errf(err, errcap, FC_ERR_INVALID,
-			      "the checkpoint was made with other options or data; resume with the same ones");
+			      "the checkpoint was made with other options or data; resume with the same ones "
+			      "(only the epoch count may change)");
+		goto out;
+	}
+	unsigned long done = strtoul(ep, NULL, 10);
+	if (done > t->cfg.epochs) {
+		rc = fci_errf(err, errcap, FC_ERR_INVALID,
+			      "the checkpoint has %lu epochs done, more than the %u asked for: give at least %lu",
+			      done, t->cfg.epochs, done);
 		goto out;
 	}
 	if ((rc = head_fill(t->head, f, "", err, errcap)) != 0)

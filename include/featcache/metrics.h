@@ -66,6 +66,14 @@ extern const char *const fc_metric_names[9];
  * *canonical NULL) for an unknown name or NULL. */
 int fc_metric_resolve(const char *name, const char **canonical);
 
+/* fc_metric_list - the names fc_metric_resolve takes, for a message: each
+ * Finetuner name with its short names in brackets ("precision_at_k
+ * (precision), ..., average_precision (map, ap), ... or ndcg_at_k (ndcg)").
+ * Writes at most dst_cap bytes, always NUL-terminated when dst_cap > 0 (dst
+ * may be NULL with dst_cap 0), and returns the length of the whole list, as
+ * snprintf does; FC_ERRLEN bytes always hold it. */
+size_t fc_metric_list(char *dst, size_t dst_cap);
+
 /* fc_metric_value / fc_metric_set - metric number index (0..8, see
  * fc_metric_names) of m; index must be in range. */
 double fc_metric_value(const fc_metrics *m, int index);

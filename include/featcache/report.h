@@ -42,10 +42,17 @@ extern "C" {
  * is fsync'd before this returns. */
 int fc_runlog_append(const char *path, json_t *line, int sync, char *err, size_t errcap);
 
-/* fc_runlog_start - a training log afresh: path is removed and, when before
- * is not NULL (the run is evaluated), gets its header line with config (the
- * run's options, any JSON object) and the raw features' metrics. */
+/* fc_runlog_start - a training log afresh: path is removed and gets its
+ * header line with config (the run's options, any JSON object) and, when
+ * before is not NULL (the run is evaluated), the raw features' metrics. */
 int fc_runlog_start(const char *path, json_t *config, const fc_metrics *before, char *err, size_t errcap);
+
+/* fc_runlog_reconfig - a resumed run's log gets config (a run extended by
+ * resume has another epoch count) in its header line, the rest of the log
+ * as it was (rewritten atomically; nothing written when the header already
+ * holds config). A log without a header gets one; a missing log is created
+ * with just the header. */
+int fc_runlog_reconfig(const char *path, json_t *config, char *err, size_t errcap);
 
 /* fc_runlog_epoch - a training log's line for epoch st; best: this epoch's
  * head is the best so far; m: its metrics (NULL: not evaluated). */

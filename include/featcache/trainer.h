@@ -29,7 +29,8 @@ typedef struct fc_train_config {
 	fc_head_config head;      /* in_dim must match the data */
 	fc_loss_config loss;
 	fc_optim_config optim;
-	fc_sched_config sched;    /* total_steps 0: epochs x batches per epoch */
+	fc_sched_config sched;    /* total_steps 0: epochs x batches per epoch;
+				   * step_size 0: a third of the epochs (at least 1) */
 	float lr;
 	uint32_t epochs;
 	uint32_t batch;           /* rows per batch */
@@ -104,9 +105,14 @@ int fc_eval_features(fc_metrics *m, fc_head *head, const float *q, const uint32_
  * safetensors file written atomically: the head (state dict), the optimizer
  * moments and step, the loss parameters and their optimizer, the epoch, and
  * `extra` (caller's JSON text, e.g. history and best metric; may be NULL).
- * The config must be the same when loading (checked via its fingerprint):
- * FC_ERR_INVALID otherwise, or for a file that is no checkpoint. *extra
- * receives a malloc'd copy of the extra text (NULL when there is none).
+ * The config must be the same when loading (checked via its fingerprint),
+ * except the epoch count: a run may be extended (or shortened to no fewer
+ * epochs than it has done), and then the schedule is the new count's — the
+ * derived total_steps and step_size follow it, and the learning rate from
+ * the resumed step on is what a run planned for the new count uses at that
+ * step. FC_ERR_INVALID for another config, too few epochs, or a file that
+ * is no checkpoint. *extra receives a malloc'd copy of the extra text (NULL
+ * when there is none).
  * On failure err[errcap] (err may be NULL) says why. */
 int fc_trainer_save(fc_trainer *t, const char *path, const char *extra, char *err, size_t errcap);
 int fc_trainer_load(fc_trainer *t, const char *path, char **extra, char *err, size_t errcap);

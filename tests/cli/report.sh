@@ -54,7 +54,8 @@ t "report --metric ndcg --title to the default report.html" 0 out "'report.html'
 ok_if "the metric chart is nDCG" grep -q 'nDCG@20 per epoch' report.html
 ok_if "the title is escaped" grep -q '<title>Mine &amp; &lt;yours&gt;</title>' report.html
 run "$F" report h.safetensors.jsonl --metric nonsense --out bad.html
-t "an unknown metric is a usage error" 2 err "unknown metric 'nonsense'"
+t "an unknown metric is a usage error naming the accepted names" 2 \
+	err "unknown metric 'nonsense' for --metric: expected .*reciprocal_rank \\(mrr\\)"
 run "$F" report --out bad.html
 t "no PATH is a usage error" 2 err 'no PATH'
 ok_if "usage errors write nothing" [ ! -e bad.html ]
@@ -68,11 +69,22 @@ run "$F" report resumed.jsonl --out resumed.html
 t "a log with a repeated epoch" 0
 ok_if "the repeated epoch counts once" grep -q '4 epochs,' resumed.html
 
-# A run without evaluation writes no header and no metrics: loss only.
+# A run without evaluation writes its configuration but no metrics: loss only.
 run "$F" train --store st --out noeval.safetensors --output-dim 8 --batch-size 32 --epochs 2 --eval-split none -q
 run "$F" report noeval.safetensors.jsonl --out noeval.html
 t "a log without evaluation gives the loss chart only" 0 out '\(1 chart\)'
 ok_if "and says why the rest is missing" grep -q 'No evaluation metrics per epoch' noeval.html
+# Its log still starts with the configuration (issue 16: only an evaluated
+# run wrote one, and the report said "the log holds no configuration").
+ok_if "a log without evaluation starts with the configuration, no before-metrics" \
+	sh -c 'head -n 1 noeval.safetensors.jsonl | grep -q "^{\"config\":{.*\"eval_split\":\"none\"" &&
+		! head -n 1 noeval.safetensors.jsonl | grep -q "\"before\""'
+ok_if "and the report shows that configuration" grep -q '<tr><td><code>eval_split</code></td><td>none</td></tr>' noeval.html
+ok_if "not the note for a log without one" sh -c '! grep -q "holds no configuration" noeval.html'
+sed 1d noeval.safetensors.jsonl >headless.jsonl
+run "$F" report headless.jsonl --out headless.html
+t "an older log without its configuration line still reads" 0 out '\(1 chart\)'
+ok_if "and the page says it holds no configuration" grep -q 'holds no configuration' headless.html
 
 # A one-epoch run.
 run "$F" train --store st --out one.safetensors --output-dim 8 --batch-size 32 --epochs 1 -q

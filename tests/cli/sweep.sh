@@ -78,7 +78,11 @@ best = open("m-'"$1"'/best.safetensors", "rb").read()
 assert best == open("m-'"$1"'/%s.safetensors" % rows[0]["id"], "rb").read()'
 done
 run "$F" sweep --store s --out bad --grid lr=1e-3,1e-2 --metric mean_ap
-t "an unknown --metric is a usage error" 2 err "unknown metric 'mean_ap' for --metric"
+t "an unknown --metric is a usage error naming the accepted names" 2 \
+	err "unknown metric 'mean_ap' for --metric: expected precision_at_k \\(precision\\), .*average_precision \\(map, ap\\), .* or ndcg_at_k \\(ndcg\\)$"
+run "$F" sweep --store s --out bad --grid lr=1e-3,1e-2 --early-stop MAP:2
+t "an unknown --early-stop metric is a usage error naming the accepted names" 2 \
+	err "unknown metric 'MAP' for --early-stop: expected .*average_precision \\(map, ap\\)"
 
 # Random search: 5 draws x 2 losses, log-uniform lr, linear margin, integer output_dim.
 run "$F" sweep --store s --out r --random 5 --range lr=1e-4:1e-2:log --range margin=0.1:0.4 \

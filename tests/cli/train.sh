@@ -65,6 +65,44 @@ run "$F" train --store s --out k.safetensors --output-dim 32 --batch-size 64 --e
 	--resume k.safetensors.ckpt
 t "resuming with other options is refused" 2 err 'other options'
 
+# Extending a finished run (issue 16: refused as "other options"): its
+# checkpoint resumes with more epochs, the log goes on to the new count under
+# the new count's schedule (from the resumed step, the lr a run planned for
+# it uses), and any other change is still refused.
+for sched in linear cosine; do
+	common="--store s --output-dim 16 --batch-size 64 --seed 3 --scheduler $sched --warmup-steps 20 -q"
+	run "$F" train $common --out x-$sched.safetensors --epochs 2
+	run "$F" train $common --out x-$sched.safetensors --epochs 4 --resume x-$sched.safetensors.ckpt
+	t "a finished 2-epoch $sched run extends to 4 by resume" 0
+	run "$F" train $common --out p-$sched.safetensors --epochs 4
+	py "the extended $sched run has epochs 1-4 and a 4-epoch run's lr from epoch 3 on" x-$sched.safetensors.jsonl '
+import json, sys
+x = [json.loads(l) for l in open(sys.argv[1])]
+p = [json.loads(l) for l in open("p-'$sched'.safetensors.jsonl")]
+assert x[0]["config"]["epochs"] == 4 and x[0]["config"] == p[0]["config"], x[0]
+assert [l["epoch"] for l in x[1:]] == [1, 2, 3, 4], x
+assert [l["steps"] for l in x[1:]] == [l["steps"] for l in p[1:]]
+assert [l["lr"] for l in x[3:]] == [l["lr"] for l in p[3:]], (x, p)
+assert x[2]["lr"] < p[2]["lr"], (x[2], p[2])  # epoch 2 ran under the 2-epoch schedule'
+done
+run "$F" train $common --out x-cosine.safetensors --epochs 4 --resume x-cosine.safetensors.ckpt
+t "resuming a finished run at its own epoch count trains nothing more" 0 out "head written to 'x-cosine.safetensors' \(epoch [1-4]\)"
+run "$F" train $common --out x-cosine.safetensors --epochs 3 --resume x-cosine.safetensors.ckpt
+t "fewer epochs than the checkpoint has done are refused" 2 err 'has 4 epochs done, more than the 3 asked for: give at least 4'
+run "$F" train $common --out x-cosine.safetensors --epochs 6 --lr 0.01 --resume x-cosine.safetensors.ckpt
+t "extending with another lr is refused" 2 err 'other options or data; resume with the same ones \(only the epoch count may change\)'
+run "$F" train $common --out x-cosine.safetensors --epochs 6 --scheduler linear --resume x-cosine.safetensors.ckpt
+t "extending with another schedule is refused" 2 err 'other options'
+common="--store s --output-dim 16 --batch-size 64 --seed 3 --scheduler step -q"
+run "$F" train $common --out st.safetensors --epochs 3 --step-size 1
+run "$F" train $common --out st.safetensors --epochs 6 --resume st.safetensors.ckpt
+t "extending a step run without its --step-size is refused" 2 err 'other options'
+run "$F" train $common --out st.safetensors --epochs 6 --step-size 2 --resume st.safetensors.ckpt
+t "extending a step run with another --step-size is refused" 2 err 'other options'
+run "$F" train $common --out st.safetensors --epochs 6 --step-size 1 --resume st.safetensors.ckpt
+t "extending a step run with the same --step-size goes on to 6" 0 out 'head written'
+ok_if "its log has 6 epochs" [ "$(grep -c '"epoch"' st.safetensors.jsonl)" -eq 6 ]
+
 # SIGINT stops a quiet run as it stops a verbose one: after the current
 # step, checkpoint intact, exit 1 with the resume hint.
 "$F" train --store s --out q.safetensors --output-dim 16 --batch-size 64 --epochs 100000 --seed 3 -q \
