@@ -305,6 +305,58 @@ static void test_hand_ties(void **state)
 }
 
 /*
+ * The lists behind test_hand_ties (same data), and each query's own
+ * metrics: q0 i1 i2 (both 1), q1 i1 i2, q2 i0 (0) i4 (-1/sqrt 2).
+ * Per query (P R F1 hit AP RR r_prec dcg ndcg), from the comment above:
+ *   q0 1/2 1/4 1/3 1 1/2 1/2 0 1 1;  q1 1/2 1 2/3 1 1 1 1 1 1;
+ *   q2 1 1/2 2/3 1 1 1 1 2 1.
+ * k 3 on a 2-row index: counts 2, the third slot untouched.
+ */
+static void test_hand_lists(void **state)
+{
+	(void)state;
+	const float index[5 * 2] = {0, 1, 4, 0, 1, 0, 2, 0, 1, 1};
+	const uint32_t ilab[5] = {0, 1, 0, 0, 0};
+	const float q[3 * 2] = {1, 0, 1, 0, -1, 0};
+	const uint32_t qlab[3] = {0, 1, 0};
+	const uint32_t want_idx[3][2] = {{1, 2}, {1, 2}, {0, 4}};
+	const double want[3][9] = {
+		{0.5, 0.25, 1.0 / 3, 1, 0.5, 0.5, 0, 1, 1},
+		{0.5, 1, 2.0 / 3, 1, 1, 1, 1, 1, 1},
+		{1, 0.5, 2.0 / 3, 1, 1, 1, 1, 2, 1},
+	};
+	uint32_t idx[3 * 2];
+	float sim[3 * 2];
+	size_t count[3];
+	double per[3 * 9];
+	uint32_t idx3[3] = {7, 7, 7};
+	size_t c1;
+	fc_metrics m;
+
+	assert_int_equal(fc_knn(idx, sim, count, q, 3, index, 5, 2, 2, 0), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(count[i], 2);
+		for (int j = 0; j < 2; j++)
+			assert_int_equal(idx[i * 2 + j], want_idx[i][j]);
+	}
+	assert_true(sim[0] == 1.0f && sim[1] == 1.0f && sim[4] == 0.0f);
+	assert_float_equal(sim[5], -1.0 / sqrt(2.0), 1e-6);
+	assert_int_equal(fc_eval_knn_queries(&m, per, q, qlab, 3, index, ilab, 5, 2, 2, 0), 0);
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 9; j++)
+			assert_float_equal(per[i * 9 + j], want[i][j], 1e-12);
+	/* k past a two-row index (exclude_self on a pair leaves one) */
+	assert_int_equal(fc_knn(idx3, NULL, &c1, index, 1, index, 1, 2, 3, 0), 0);
+	assert_int_equal(c1, 1);
+	assert_int_equal(idx3[0], 0);
+	assert_int_equal(idx3[1], 7);
+	assert_int_equal(fc_knn(idx3, NULL, &c1, index, 1, index, 1, 2, 3, 1), 0);
+	assert_int_equal(c1, 0);
+	assert_int_equal(fc_knn(NULL, NULL, &c1, index, 1, index, 1, 2, 3, 0), FC_ERR_INVALID);
+	assert_int_equal(fc_knn(idx3, NULL, &c1, index, 1, index, 1, 2, 0, 0), FC_ERR_INVALID);
+}
+
+/*
  * k larger than the index: the list is the whole index (5 rows), and the
  * means are over what was retrieved. Index of test_hand_ties, k 10.
  *   q0 = (1,0), A: i1 B, i2 A, i3 A (tied at 1), i4 A (.707), i0 A (0):
@@ -704,6 +756,48 @@ static size_t cap_of(size_t k, size_t ni, int exclude_self)
  * scalar one on small sets only) and the one fc_eval_knn picks for all; then fc_eval_knn's means against the
  * reference's, and the same means to the bit on one thread.
  */
+/* fc_knn gives the reference's lists, k slots a row with the counts capped
+ * at what the index holds; fc_eval_knn_queries' per-query metrics average to
+ * the means fc_eval_knn gave (m). */
+static void check_public_lists(const hit *want, const size_t *wcount, size_t wcap, const float *q,
+			       const uint32_t *ql, size_t nq, const float *x, const uint32_t *il,
+			       size_t ni, size_t dim, size_t k, int exclude_self, const fc_metrics *m)
+{
+	uint32_t *idx = malloc(nq * k * sizeof(uint32_t));
+	float *sim = malloc(nq * k * sizeof(float));
+	size_t *count = malloc(nq * sizeof(size_t));
+	double *per = malloc(nq * 9 * sizeof(double));
+	size_t cap = cap_of(k, ni, exclude_self);
+	fc_metrics mq;
+
+	assert_non_null(idx);
+	assert_non_null(sim);
+	assert_non_null(count);
+	assert_non_null(per);
+	assert_int_equal(fc_knn(idx, sim, count, q, nq, x, ni, dim, k, exclude_self), 0);
+	for (size_t i = 0; i < nq; i++) {
+		size_t len = wcount[i] < cap ? wcount[i] : cap;
+		assert_int_equal(count[i], len);
+		for (size_t j = 0; j < len; j++) {
+			assert_int_equal(idx[i * k + j], want[i * wcap + j].idx);
+			assert_memory_equal(&sim[i * k + j], &want[i * wcap + j].sim, sizeof(float));
+		}
+	}
+	assert_int_equal(fc_eval_knn_queries(&mq, per, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
+	assert_memory_equal(&mq, m, sizeof mq);
+	for (int j = 0; j < 9; j++) {
+		double sum = 0.0;
+		for (size_t i = 0; i < nq; i++)
+			sum += per[i * 9 + j];
+		assert_memory_equal(&(double){sum / (double)nq}, &(double){fc_metric_value(m, j)},
+				    sizeof(double));
+	}
+	free(per);
+	free(count);
+	free(sim);
+	free(idx);
+}
+
 static void check_against_reference(const float *q, const uint32_t *ql, size_t nq, const float *x,
 				     const uint32_t *il, size_t ni, size_t dim, const size_t *ks,
 				     size_t nks, int exclude_self)
@@ -770,6 +864,7 @@ static void check_against_reference(const float *q, const uint32_t *ql, size_t n
 		assert_int_equal(fc_eval_knn(&m1, q, ql, nq, x, il, ni, dim, k, exclude_self), 0);
 		omp_set_num_threads(threads);
 		assert_memory_equal(&m, &m1, sizeof m);
+		check_public_lists(want, wcount, wcap, q, ql, nq, x, il, ni, dim, k, exclude_self, &m);
 	}
 
 	free(gcount);
@@ -921,6 +1016,7 @@ int main(void)
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_hand_ranking),
 		cmocka_unit_test(test_hand_ties),
+		cmocka_unit_test(test_hand_lists),
 		cmocka_unit_test(test_hand_k_past_index),
 		cmocka_unit_test(test_hand_exclude_self),
 		cmocka_unit_test(test_docarray_fixture),

@@ -558,6 +558,14 @@ int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, 
 		const float *index, const uint32_t *ilabels, size_t ni, size_t dim, size_t k,
 		int exclude_self)
 {
+	return fc_eval_knn_queries(out, NULL, queries, qlabels, nq, index, ilabels, ni, dim, k,
+				   exclude_self);
+}
+
+int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queries,
+			const uint32_t *qlabels, size_t nq, const float *index, const uint32_t *ilabels,
+			size_t ni, size_t dim, size_t k, int exclude_self)
+{
 	eval_ctx ctx = {0};
 	uint32_t *sorted = NULL;
 	double *per_query = NULL;
@@ -594,6 +602,10 @@ int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, 
 		for (size_t q = 0; q < nq; q++)
 			for (int m = 0; m < M_COUNT; m++)
 				sum[m] += per_query[q * M_COUNT + m];
+		if (queries_out)
+			memcpy(queries_out, per_query, nq * M_COUNT * sizeof(double));
+	} else if (queries_out && nq) {
+		memset(queries_out, 0, nq * M_COUNT * sizeof(double));
 	}
 	/* With nothing to retrieve every query scores 0 (see the top). */
 	memset(out, 0, sizeof *out);
@@ -614,6 +626,58 @@ out:
 	free(sorted);
 	free(per_query);
 	return err;
+}
+
+typedef struct list_ctx {
+	uint32_t *idx;
+	float *sim;
+	size_t *counts;
+	size_t k;
+} list_ctx;
+
+/* knn_search's callback: copy a block's lists out. */
+static int list_block(void *vctx, size_t q0, size_t qn, const hitkey *top, const size_t *counts,
+		      size_t cap)
+{
+	const list_ctx *c = vctx;
+
+	for (size_t r = 0; r < qn; r++) {
+		size_t q = q0 + r;
+		const hitkey *h = top + r * cap;
+
+		for (size_t i = 0; i < counts[r]; i++) {
+			c->idx[q * c->k + i] = key_idx(h[i]);
+			if (c->sim)
+				c->sim[q * c->k + i] = key_sim(h[i]);
+		}
+		c->counts[q] = counts[r];
+	}
+	return 0;
+}
+
+int fc_knn(uint32_t *idx, float *sim, size_t *counts, const float *queries, size_t nq,
+	   const float *index, size_t ni, size_t dim, size_t k, int exclude_self)
+{
+	list_ctx ctx = {idx, sim, counts, k};
+	size_t bytes, cap;
+
+	if (k < 1 || dim == 0 || (nq && (!queries || !idx || !counts)) || (ni && !index) ||
+	    (exclude_self && nq != ni))
+		return FC_ERR_INVALID;
+	if (!mul_ok(&bytes, nq, dim) || !mul_ok(&bytes, ni, dim) || !mul_ok(&bytes, nq, k) ||
+	    !mul_ok(&bytes, bytes, sizeof(float)))
+		return FC_ERR_OVERFLOW;
+	if (ni > UINT32_MAX)
+		return FC_ERR_UNSUPPORTED;
+	cap = ni - (exclude_self && ni > 0);
+	cap = k < cap ? k : cap;
+	if (cap == 0) {
+		for (size_t q = 0; q < nq; q++)
+			counts[q] = 0;
+		return 0;
+	}
+	return knn_search(NULL, NULL, queries, nq, index, ni, dim, cap, exclude_self, pick_kernel(),
+			  list_block, &ctx);
 }
 
 /* Where each metric lives in fc_metrics, in fc_metric_names order. */

@@ -52,6 +52,24 @@ int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, 
 		const float *index, const uint32_t *ilabels, size_t ni, size_t dim, size_t k,
 		int exclude_self);
 
+/* fc_eval_knn_queries - fc_eval_knn that also writes each query's own
+ * metrics: queries_out (nq, 9) in fc_metric_names order (queries_out may be
+ * NULL). Their mean over queries is *out. All zeros when nothing can be
+ * retrieved. */
+int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queries,
+			const uint32_t *qlabels, size_t nq, const float *index, const uint32_t *ilabels,
+			size_t ni, size_t dim, size_t k, int exclude_self);
+
+/* fc_knn - the neighbours themselves: for every query the top k index rows
+ * by cosine similarity (the ranking fc_eval_knn scores, ties to the lower
+ * row), best first. idx and sim (sim may be NULL) are (nq, k) row-major;
+ * counts[q] is how many of the k slots hold a neighbour (k, or fewer when the
+ * index has fewer candidates); slots past it are left as they were.
+ * exclude_self as in fc_eval_knn. Memory O((nq + ni) * dim) beyond the
+ * outputs. Same errors as fc_eval_knn. */
+int fc_knn(uint32_t *idx, float *sim, size_t *counts, const float *queries, size_t nq,
+	   const float *index, size_t ni, size_t dim, size_t k, int exclude_self);
+
 /* fc_metric_names - the metric names as Finetuner prints them, in the order
  * of fc_metrics' fields: "precision_at_k", "recall_at_k", "f1_score_at_k",
  * "hit_at_k", "average_precision", "reciprocal_rank", "r_precision",
