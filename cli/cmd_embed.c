@@ -80,84 +80,25 @@ static int write_keys(const char *path, const char *const *keys, size_t n)
 	return rc;
 }
 
-static void warn_failed(void *ctx, const char *key, const char *why)
-{
-	(void)ctx;
-	cli_warn("cannot embed '%s': %s; left out", key, why);
-}
-
+/* The rows to write: a split's, or the images'. */
 struct rows {
-	float *data;
+	const float *data;
 	size_t n, dim;
-	const char **keys;
+	const char *const *keys;
 };
 
-/* The images of `data` through the store's extractor `id`, extracting what
- * the store lacks; rows of the images that worked, in key order. */
-static int embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const char *data, int batch,
-			int threads, fc_dataset *ds, struct rows *out)
+/* The images of `data` (a directory or CSV) through the store's extractor
+ * `id`, extracting what the store lacks; rows of the images that worked,
+ * in key order. */
+static int embed_dataset(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const char *data,
+			 int batch, int threads, fc_dataset *ds, cli_image_vectors *out)
 {
-	fc_extractor ex;
-	int rc = fc_store_get_extractor(s, id, &ex);
-	if (rc)
-		return cli_store_fail(s, rc, "read");
-	char err[FC_ERRLEN], want[33], got[33];
-	fc_extract_ctx *x = NULL;
-	uint8_t(*hashes)[FC_HASH_LEN] = NULL;
-	uint8_t *failed = NULL;
-	fc_hex(want, id, FC_HASH_LEN);
-	if ((rc = fc_extract_open_like(&x, model, ex.descriptor, ex.dtype, batch, threads, err, sizeof err)) != 0)
-		return cli_fail("%s", err);
-	fc_hex(got, fc_extract_id(x), FC_HASH_LEN);
-	if (strcmp(want, got) != 0) {
-		rc = cli_fail("model '%s' does not reproduce extractor %.12s of store '%s' (another model file?)", model,
-			     want, fc_store_path(s));
-		goto out;
-	}
-	if ((rc = fc_dataset_scan(ds, data, err, sizeof err)) != 0) {
-		rc = cli_fail("cannot read dataset '%s': %s", data, err);
-		goto out;
-	}
-	if (ds->n == 0) {
-		rc = cli_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
-		goto out;
-	}
-	hashes = malloc(ds->n * sizeof *hashes);
-	failed = calloc(ds->n, 1);
-	out->dim = fc_extract_dim(x);
-	out->data = malloc(ds->n * out->dim * sizeof *out->data);
-	out->keys = malloc(ds->n * sizeof *out->keys);
-	if (!hashes || !failed || !out->data || !out->keys) {
-		rc = cli_fail("out of memory");
-		goto out;
-	}
-	cli_catch_interrupt();
-	fc_extract_run_opts ro = { .cache_only = 1, .hashes = hashes, .failed = failed, .on_fail = warn_failed,
-				   .logger = cli_logger() };
-	fc_extract_stats st;
-	rc = fc_extract_run(x, s, ds, &ro, &st, err, sizeof err);
-	cli_progress_end();
-	if (rc) {
-		rc = cli_fail("cannot embed '%s': %s", data, err);
-		goto out;
-	}
-	for (size_t i = 0; i < ds->n; i++) {
-		if (failed[i])
-			continue;
-		if ((rc = fc_store_get(s, id, hashes[i], out->data + out->n * out->dim, out->dim)) != 0) {
-			rc = cli_store_fail(s, rc, "read");
-			goto out;
-		}
-		out->keys[out->n++] = ds->entries[i].key;
-	}
-	fprintf(stderr, "featcache: %zu images: %llu extracted, %zu from the cache, %llu failed\n", ds->n,
-		(unsigned long long)st.extracted, out->n - (size_t)st.extracted, (unsigned long long)st.failed);
-	rc = 0;
-out:
-	free(hashes);
-	free(failed);
-	fc_extract_free(x);
-	return rc;
+	char err[FC_ERRLEN];
+	if (fc_dataset_scan(ds, data, err, sizeof err) != 0)
+		return cli_fail("cannot read dataset '%s': %s", data, err);
+	if (ds->n == 0)
+		return cli_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
+	return cli_embed_images(s, id, model, ds, batch, threads, 0, out);
 }
 
 int cmd_embed(int argc, char **argv)
@@ -211,6 +152,7 @@ int cmd_embed(int argc, char **argv)
 	cli_head_origin origin = { 0 };
 	cli_split_data d = { 0 };
 	fc_dataset ds = { 0 };
+	cli_image_vectors iv = { 0 };
 	struct rows rows = { 0 };
 	float *emb = NULL;
 	char why[FC_ERRLEN] = "", err[FC_ERRLEN] = "";
@@ -223,8 +165,9 @@ int cmd_embed(int argc, char **argv)
 	    (rc = cli_pick_head_extractor("embed", s, extractor, head_path, &origin, id)))
 		goto out;
 	if (data) {
-		if ((rc = embed_images(s, id, model, data, (int)batch, (int)threads, &ds, &rows)) != 0)
+		if ((rc = embed_dataset(s, id, model, data, (int)batch, (int)threads, &ds, &iv)) != 0)
 			goto out;
+		rows = (struct rows){ .data = iv.data, .n = iv.n, .dim = iv.dim, .keys = iv.keys };
 	} else {
 		if ((rc = cli_load_split(s, id, mask, 1, &d)) != 0)
 			goto out;
@@ -262,10 +205,7 @@ int cmd_embed(int argc, char **argv)
 	printf("wrote %zu x %zu float32 to '%s', keys to '%s'\n", rows.n, dim, out, keys);
 	rc = CLI_EXIT_OK;
 out:
-	if (data) {
-		free(rows.data);
-		free(rows.keys);
-	}
+	cli_image_vectors_free(&iv);
 	free(emb);
 	fc_dataset_free(&ds);
 	cli_split_data_free(&d);

@@ -1,5 +1,6 @@
 /*
- * data.c - loading labelled features for train, eval and embed (data.h).
+ * data.c - loading labelled features for train, eval, embed and search, and
+ * the vectors of image files through a store's extractor (data.h).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -10,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "cli/data.h"
+#include "featcache/extract.h"
 #include "featcache/io.h"
 
 int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t id[FC_HASH_LEN])
@@ -204,4 +206,125 @@ int cli_parse_float(const char *cmd, const char *opt, const char *val, double mi
 		return cli_usage_error(cmd, "bad value '%s' for %s: must be from %g to %g", val, opt, min, max);
 	*out = (float)v;
 	return 0;
+}
+
+void cli_image_vectors_free(cli_image_vectors *v)
+{
+	free(v->data);
+	free(v->keys);
+	memset(v, 0, sizeof *v);
+}
+
+/* The model file the extractor's descriptor records, when it is still there
+ * with the bytes the extractor was made from (the hash says so before the
+ * model is parsed): *path malloc'd. Prints why not and returns an exit
+ * code otherwise. */
+static int recorded_model(const char *descriptor, const char *hex, char **path)
+{
+	json_t *d = json_loads(descriptor ? descriptor : "{}", 0, NULL);
+	const char *model = json_string_value(json_object_get(d, "model"));
+	const char *want = json_string_value(json_object_get(d, "model_xxh3"));
+	char why[FC_ERRLEN], got[2 * FC_HASH_LEN + 1];
+	uint8_t hash[FC_HASH_LEN];
+	uint64_t size;
+	int64_t mtime;
+	int rc = 0;
+	if (!model || !want)
+		rc = cli_fail("extractor %.12s does not record its model file: give --model", hex);
+	else if ((rc = fc_hash_file(model, hash, &size, &mtime, why, sizeof why)) != 0)
+		rc = rc == FC_ERR_NOT_FOUND
+			     ? cli_fail("model '%s', which extractor %.12s was made with, is gone: give --model", model, hex)
+			     : cli_fail("%s; give --model", why);
+	else {
+		fc_hex(got, hash, FC_HASH_LEN);
+		if (strcmp(got, want) != 0)
+			rc = cli_fail("model '%s' has changed since extractor %.12s was made with it: give --model", model,
+				     hex);
+		else if (!(*path = strdup(model)))
+			rc = cli_fail("out of memory");
+	}
+	json_decref(d);
+	return rc;
+}
+
+static void warn_failed(void *ctx, const char *key, const char *why)
+{
+	(void)ctx;
+	cli_warn("cannot embed '%s': %s; left out", key, why);
+}
+
+static void fail_failed(void *ctx, const char *key, const char *why)
+{
+	(void)ctx;
+	cli_err("cannot extract image '%s': %s", key, why);
+}
+
+int cli_embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const fc_dataset *ds,
+		     int batch, int threads, int strict, cli_image_vectors *out)
+{
+	memset(out, 0, sizeof *out);
+	fc_extractor ex;
+	int rc = fc_store_get_extractor(s, id, &ex);
+	if (rc)
+		return cli_store_fail(s, rc, "read");
+	char err[FC_ERRLEN], want[2 * FC_HASH_LEN + 1], got[2 * FC_HASH_LEN + 1];
+	char *recorded = NULL;
+	fc_extract_ctx *x = NULL;
+	uint8_t(*hashes)[FC_HASH_LEN] = NULL;
+	uint8_t *failed = NULL;
+	fc_hex(want, id, FC_HASH_LEN);
+	if (!model) {
+		if ((rc = recorded_model(ex.descriptor, want, &recorded)) != 0)
+			return rc;
+		model = recorded;
+	}
+	/* ex.descriptor belongs to the store until its next call: used here. */
+	if ((rc = fc_extract_open_like(&x, model, ex.descriptor, ex.dtype, batch, threads, err, sizeof err)) != 0) {
+		rc = cli_fail("%s", err);
+		goto out;
+	}
+	fc_hex(got, fc_extract_id(x), FC_HASH_LEN);
+	if (strcmp(want, got) != 0) {
+		rc = cli_fail("model '%s' does not reproduce extractor %.12s of store '%s' (another model file?)", model,
+			     want, fc_store_path(s));
+		goto out;
+	}
+	size_t n1 = ds->n ? ds->n : 1;
+	hashes = malloc(n1 * sizeof *hashes);
+	failed = calloc(n1, 1);
+	out->dim = fc_extract_dim(x);
+	out->data = malloc(n1 * out->dim * sizeof *out->data);
+	out->keys = malloc(n1 * sizeof *out->keys);
+	if (!hashes || !failed || !out->data || !out->keys) {
+		rc = cli_fail("out of memory");
+		goto out;
+	}
+	cli_catch_interrupt();
+	fc_extract_run_opts ro = { .cache_only = 1, .hashes = hashes, .failed = failed,
+				   .on_fail = strict ? fail_failed : warn_failed, .logger = cli_logger() };
+	fc_extract_stats st;
+	rc = fc_extract_run(x, s, ds, &ro, &st, err, sizeof err);
+	cli_progress_end();
+	if (rc) {
+		rc = cli_fail("cannot embed: %s", err);
+		goto out;
+	}
+	for (size_t i = 0; i < ds->n; i++) {
+		if (failed[i])
+			continue;
+		if ((rc = fc_store_get(s, id, hashes[i], out->data + out->n * out->dim, out->dim)) != 0) {
+			rc = cli_store_fail(s, rc, "read");
+			goto out;
+		}
+		out->keys[out->n++] = ds->entries[i].key;
+	}
+	fprintf(stderr, "featcache: %zu images: %llu extracted, %zu from the cache, %llu failed\n", ds->n,
+		(unsigned long long)st.extracted, out->n - (size_t)st.extracted, (unsigned long long)st.failed);
+	rc = strict && st.failed ? CLI_EXIT_FAIL : 0;
+out:
+	free(hashes);
+	free(failed);
+	free(recorded);
+	fc_extract_free(x);
+	return rc;
 }

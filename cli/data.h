@@ -1,12 +1,14 @@
 /*
- * data.h - what the train, eval and embed commands share: picking the
- * extractor (for a head: the one it was trained on), parsing split names,
- * loading a split's labelled features and mapping label ids to dense class
- * numbers.
+ * data.h - what the train, eval, embed and search commands share: picking
+ * the extractor (for a head: the one it was trained on), parsing split
+ * names, loading a split's labelled features, mapping label ids to dense
+ * class numbers, and the vectors of image files through a store's
+ * extractor (extracting and caching what the store lacks).
  */
 #ifndef CLI_DATA_H
 #define CLI_DATA_H
 
+#include "featcache/extract.h"
 #include "featcache/store.h"
 
 /* cli_pick_extractor - the extractor named by a hex prefix, or the store's
@@ -63,6 +65,30 @@ uint32_t *cli_dense_classes(const uint32_t *labels, size_t n, uint32_t *n_classe
  * candidates each query of split is searched among when they are fewer,
  * with a warning saying so. Label metrics with it. */
 size_t cli_k_used(uint64_t k, size_t candidates, const char *split);
+
+/* The vectors of images given as files (embed --data, search --query). */
+typedef struct cli_image_vectors {
+	float *data;        /* n x dim, row-major (malloc'd) */
+	size_t n, dim;
+	const char **keys;  /* each row's entry key (the strings belong to the dataset) */
+} cli_image_vectors;
+
+/* cli_embed_images - the vectors of ds's images under the store's
+ * extractor id: the model runs (with the settings the extractor's
+ * descriptor records) only for contents the store lacks, and the store
+ * keeps those vectors; its items, labels and error records stay as they
+ * are. `model` is the ONNX file, or NULL for the one the descriptor records
+ * when that file is still there with the same bytes; a model that does not
+ * reproduce the extractor is refused. Rows follow ds's entry order (ds need
+ * not be sorted). An image that cannot be read or decoded is, when strict
+ * is 0, left out with a warning; when strict is set, an error naming it,
+ * and the call fails once the others are done (and cached). Prints the
+ * "N images: X extracted, Y from the cache, Z failed" line. Returns 0, or
+ * an exit code after printing why; free *out with cli_image_vectors_free
+ * either way. */
+int cli_embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const fc_dataset *ds,
+		     int batch, int threads, int strict, cli_image_vectors *out);
+void cli_image_vectors_free(cli_image_vectors *v);
 
 /* cli_parse_float - a finite float from an option value, in [min, max]. */
 int cli_parse_float(const char *cmd, const char *opt, const char *val, double min, double max, float *out);

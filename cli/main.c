@@ -25,6 +25,7 @@ static const struct cli_command commands[] = {
 	{ "sweep", cmd_sweep, "train many heads over one cache" },
 	{ "eval", cmd_eval, "retrieval metrics of raw features or a head" },
 	{ "embed", cmd_embed, "write features or head embeddings as .npy" },
+	{ "search", cmd_search, "the nearest items to an image or an item" },
 	{ "report", cmd_report, "an HTML report with charts of a train run or a sweep" },
 	{ "export", cmd_export, "backbone + head as one ONNX model" },
 	{ "verify", cmd_verify, "check every record of a store" },
