@@ -245,6 +245,46 @@ fi
 run "$F" gc --store lk
 t "with no other writer gc runs" 0
 
+# ---- sweeps over many workers ----
+"$MK" --store ts --dim 16 --items 800 --classes 6 --noise 300 --mixed-splits --dtype f32 >/dev/null
+spec="--grid batch_size=32,64 --grid lr=1e-3,3e-3 --grid output-dim=8,16 --epochs 2 --seed 5 -q"
+run "$F" sweep --store ts --out sw-full $spec --shard none
+t "a one-process sweep" 0
+strip() { sed 's/"seconds":[0-9.e+-]*,\{0,1\}//g; s/"samples_per_s":[0-9.e+-]*,\{0,1\}//g' "$1"; }
+# same_sweep WHAT DIR: DIR's combined results, table ranks, and every head
+# equal the one-process sweep's, but for timings.
+same_sweep() {
+	strip sw-full/results.jsonl >a.res
+	strip "$2/results.jsonl" >b.res
+	cut -d, -f1-5 sw-full/results.csv >a.csv
+	cut -d, -f1-5 "$2/results.csv" >b.csv 2>/dev/null
+	same=1
+	for h in sw-full/c*.safetensors sw-full/best.safetensors; do cmp -s "$h" "$2/${h#sw-full/}" || same=0; done
+	ok_if "$1" [ $same -eq 1 ] && cmp -s a.res b.res && cmp -s a.csv b.csv
+}
+run "$F" sweep --store ts --out sw-1 $spec --shard 1/3
+t "worker 1 of 3 trains its share and waits for the others" 0 out "^sweep: 3 of 8 configurations done" \
+	"!out" "^best:"
+ok_if "... into its own results file" test -s sw-1/results.shard-1-of-3.jsonl -a ! -e sw-1/results.jsonl
+run "$F" sweep --collect --out sw-1
+t "--collect before every worker is done is an error" 1 err "not every configuration is done"
+"$F" sweep --store ts --out sw-1 $spec --shard 0/3 >/dev/null 2>&1 &
+a=$!
+"$F" sweep --store ts --out sw-1 $spec --shard 2/3 >/dev/null 2>&1 &
+b=$!
+wait $a
+ra=$?
+wait $b
+rc=$((ra + $?))
+t "workers 0 and 2 run at once" 0
+same_sweep "three workers' sweep equals the one-process sweep: results, ranks, heads" sw-1
+rm -f sw-1/results.jsonl sw-1/results.csv sw-1/best.safetensors
+run "$F" sweep --collect --out sw-1
+t "--collect writes the combined results" 0 out "^best: "
+same_sweep "... the same as the workers did" sw-1
+run "$F" sweep --store ts --out sw-1 --grid lr=1e-3,1e-2 --shard 0/2
+t "another sweep into a worker's directory is refused" 1 err "holds another sweep"
+
 # ---- a real launcher ----
 if command -v mpirun >/dev/null 2>&1; then
 	root=
@@ -253,6 +293,9 @@ if command -v mpirun >/dev/null 2>&1; then
 	t "mpirun -np 4 runs four workers" 0
 	ok_if "each wrote its store" test -d mpi-0 -a -d mpi-1 -a -d mpi-2 -a -d mpi-3
 	same_as_whole "mpirun's four stores hold the whole dataset once" whole mpi-0 mpi-1 mpi-2 mpi-3
+	run mpirun $root --oversubscribe -np 2 "$F" sweep --store ts --out sw-mpi $spec
+	t "mpirun -np 2 sweeps" 0 out "^best: "
+	same_sweep "mpirun's sweep equals the one-process sweep" sw-mpi
 else
 	echo "ok - mpirun -np 4 # SKIP Open MPI is not installed (tools/deps.sh installs openmpi-bin)"
 fi
