@@ -9,6 +9,7 @@
 #   make fuzz       libFuzzer targets with clang (build/fuzz/), FUZZ_SECONDS each
 #   make bench      every benchmark in bench/
 #   make conformance  full-size CNNs and transformers: engine vs PyTorch (build/conformance/)
+#   make slurm-test  the Slurm test alone: munged, slurmctld, slurmd on localhost (root)
 #   make install    PREFIX=/usr/local DESTDIR=
 
 CC ?= cc
@@ -52,7 +53,7 @@ TESTS := $(TEST_SRC:%.c=$(BUILD)/%)
 TOOLS := $(TOOL_SRC:%.c=$(BUILD)/%)
 BENCHES := $(BENCH_SRC:%.c=$(BUILD)/%)
 
-.PHONY: all deps test check lint asan valgrind fuzz bench conformance demo install clean
+.PHONY: all deps test check lint asan valgrind fuzz bench conformance demo install clean slurm-test
 .DELETE_ON_ERROR:
 .SECONDARY:
 
@@ -105,6 +106,11 @@ deps:
 # by tests/run.sh, which prints the closing "N passed, N failed" line.
 check: $(BIN) $(TESTS) $(TOOLS)
 	@FC_WRAP="$(FC_WRAP)" FC_WRAP_SKIP="$(FC_WRAP_SKIP)" sh tests/run.sh $(BUILD)
+
+# Slurm array jobs against daemons the test starts on localhost (also part
+# of the suite when run as root with slurm-wlm and munge installed).
+slurm-test: deps $(BIN) $(TOOLS)
+	@FEATCACHE=$(CURDIR)/$(BIN) FC_TOOLS=$(CURDIR)/$(BUILD)/tests FC_TOP=$(CURDIR) sh tests/cli/slurm.sh
 
 # The layout rules of HACKING.md (also part of the suite: tests/cli/layout.sh).
 lint:

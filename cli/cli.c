@@ -220,6 +220,12 @@ int cli_open_store(fc_store **out, const char *path, int readonly)
 
 int cli_open_store_mode(fc_store **out, const char *path, int readonly, int create)
 {
+	return cli_open_store_writer(out, path, readonly, create, NULL, 0);
+}
+
+int cli_open_store_writer(fc_store **out, const char *path, int readonly, int create, const char *writer,
+			  int wait)
+{
 	fc_store_opts opts;
 	fc_store *s = NULL;
 	int rc;
@@ -227,6 +233,8 @@ int cli_open_store_mode(fc_store **out, const char *path, int readonly, int crea
 	memset(&opts, 0, sizeof opts);
 	opts.readonly = readonly;
 	opts.create = create;
+	opts.writer = writer;
+	opts.wait = wait;
 	opts.logger = cli_logger();
 	rc = fc_store_open(&s, path, &opts);
 	if (rc < 0) {

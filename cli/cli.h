@@ -100,6 +100,13 @@ int cli_open_store(fc_store **out, const char *path, int readonly);
  * is set and the directory holds none. */
 int cli_open_store_mode(fc_store **out, const char *path, int readonly, int create);
 
+/* cli_open_store_writer - cli_open_store_mode that, for a command that
+ * writes (`writer`: "extract", "gc", ...), holds the store's one-writer
+ * lock: a second writer is refused naming the first, or waits when `wait`
+ * (--wait). writer NULL takes no lock. */
+int cli_open_store_writer(fc_store **out, const char *path, int readonly, int create, const char *writer,
+			  int wait);
+
 /* cli_store_fail - print "featcache: cannot WHAT store 'PATH': REASON" for a
  * failed call on an open store (REASON is fc_store_errmsg, or fc_strerror
  * of err when the store left no message) and return CLI_EXIT_FAIL. */

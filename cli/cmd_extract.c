@@ -12,6 +12,7 @@
 #include "cli/data.h"
 #include "featcache/engine.h"
 #include "featcache/extract.h"
+#include "featcache/shard.h"
 
 static const char usage_text[] =
 	"usage: featcache extract --store DIR --model FILE.onnx --data PATH [options]\n"
@@ -51,12 +52,33 @@ static const char usage_text[] =
 	"      --strict             stop at the first image that fails\n"
 	"      --rehash             read and hash every file, even one whose size and\n"
 	"                           mtime are unchanged\n"
+	"      --wait               when another process writes to the store, wait for\n"
+	"                           it (default: refuse, naming it)\n"
+	"\n"
+	"Many workers (see README, \"Many machines\"): each extracts its share into\n"
+	"its own store, and 'featcache merge' combines the stores.\n"
+	"      --shard I/N          extract only worker I's share of N (I from 0), or\n"
+	"                           'none'. Default: from the launcher's environment\n"
+	"                           (Slurm array or srun, mpirun, MPICH), else none\n"
+	"      --units N            work units the dataset is cut into, by a hash of\n"
+	"                           the item key (default 64 per worker)\n"
+	"      --claims DIR         take units one at a time through claim files in DIR\n"
+	"                           (a filesystem all workers share) instead of a\n"
+	"                           fixed share: fast workers take more, a dead\n"
+	"                           worker's units are taken over, finished units\n"
+	"                           are skipped on a rerun\n"
+	"      --claim-timeout S    a claim whose heartbeat is older than S seconds is\n"
+	"                           taken over (default 600; a claim of a dead process\n"
+	"                           on the same host at once)\n"
+	"  The store path may hold {rank}, replaced by the worker's number\n"
+	"  (e.g. --store /local/fc-shard-{rank}).\n"
 	"  -q, --quiet              no progress\n"
 	"  -h, --help               show this help\n";
 
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
-	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH
+	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH, O_WAIT, O_SHARD, O_UNITS, O_CLAIMS,
+	O_CLAIM_TIMEOUT
 };
 
 static const struct option opts[] = {
@@ -79,6 +101,11 @@ static const struct option opts[] = {
 	{ "val-fraction", required_argument, NULL, O_VALF },
 	{ "strict", no_argument, NULL, O_STRICT },
 	{ "rehash", no_argument, NULL, O_REHASH },
+	{ "wait", no_argument, NULL, O_WAIT },
+	{ "shard", required_argument, NULL, O_SHARD },
+	{ "units", required_argument, NULL, O_UNITS },
+	{ "claims", required_argument, NULL, O_CLAIMS },
+	{ "claim-timeout", required_argument, NULL, O_CLAIM_TIMEOUT },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -120,12 +147,134 @@ static void print_summary(const fc_extract_stats *st, const fc_extract_ctx *x, f
 	printf("extractor %.12s: %u-d, stored as %s\n", hex, fc_extract_dim(x), fc_dtype_name(dtype));
 }
 
+static void stats_add(fc_extract_stats *sum, const fc_extract_stats *st)
+{
+	sum->seen += st->seen;
+	sum->new_items += st->new_items;
+	sum->changed += st->changed;
+	sum->removed += st->removed;
+	sum->extracted += st->extracted;
+	sum->dedup += st->dedup;
+	sum->failed += st->failed;
+	sum->failed_before += st->failed_before;
+	sum->hashed += st->hashed;
+	sum->seconds += st->seconds;
+	sum->engine_seconds += st->engine_seconds;
+}
+
+/* The units a run covers: a bitmap, and the scope test of fc_extract_run. */
+struct units {
+	uint8_t *mask;
+	uint32_t n;
+};
+
+static int unit_in_scope(void *ctx, const char *key)
+{
+	const struct units *u = ctx;
+	uint32_t k = fc_work_unit(key, u->n);
+	return (u->mask[k / 8] >> (k % 8)) & 1;
+}
+
+/* Extract the entries of ds whose units are set in u, leaving the store's
+ * other items alone; sums into st. */
+static int run_units(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, struct units *u,
+		     const fc_extract_run_opts *base, fc_extract_stats *sum, char *err, size_t errcap)
+{
+	fc_dataset part;
+	fc_extract_stats st;
+	fc_extract_run_opts ro = *base;
+	int rc;
+
+	if (fc_dataset_select(&part, ds, u->mask, u->n) != 0)
+		return FC_ERR_NOMEM;
+	ro.scope = unit_in_scope;
+	ro.scope_ctx = u;
+	rc = fc_extract_run(x, s, &part, &ro, &st, err, errcap);
+	cli_progress_end();
+	fc_dataset_free(&part);
+	stats_add(sum, &st);
+	return rc;
+}
+
+/* The claims loop: take a unit, extract it, mark it done, until none is
+ * left. Starts at this worker's place in the unit ring, so that workers
+ * begin apart. */
+static int run_claims(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const fc_shard *sh, uint32_t nunits,
+		      const char *dir, double timeout, const fc_extract_run_opts *ro, fc_extract_stats *sum,
+		      int quiet)
+{
+	char err[FC_ERRLEN] = "", note[160];
+	fc_claims *c = NULL;
+	struct units u = { calloc((nunits + 7) / 8, 1), nunits };
+	uint32_t start, unit, units_done = 0;
+	int took, rc;
+
+	if (!u.mask)
+		return cli_fail("out of memory");
+	start = sh->size ? (uint32_t)((uint64_t)sh->rank * nunits / sh->size) : 0;
+	if ((rc = fc_claims_open(&c, dir, nunits, timeout, err, sizeof err)) != 0) {
+		free(u.mask);
+		return cli_fail("cannot use claims directory '%s': %s", dir, err);
+	}
+	while ((rc = fc_claims_next(c, start, &unit, &took)) == 0) {
+		fc_extract_stats before = *sum;
+		u.mask[unit / 8] = (uint8_t)(1u << (unit % 8));
+		rc = run_units(x, s, ds, &u, ro, sum, err, sizeof err);
+		u.mask[unit / 8] = 0;
+		if (rc) {
+			fc_claims_release(c);
+			rc = cli_fail("extract into '%s' stopped in unit %u: %s", fc_store_path(s), unit, err);
+			goto out;
+		}
+		snprintf(note, sizeof note, "items %llu extracted %llu", (unsigned long long)(sum->seen - before.seen),
+			 (unsigned long long)(sum->extracted - before.extracted));
+		if ((rc = fc_claims_done(c, note)) != 0) {
+			rc = cli_fail("cannot mark unit %u done in '%s': %s", unit, dir, fc_claims_errmsg(c));
+			goto out;
+		}
+		units_done++;
+		if (!quiet)
+			printf("unit %u%s: %llu items, %llu extracted (%u of %u units done by all workers)\n", unit,
+			       took ? " (taken over from a stale claim)" : "",
+			       (unsigned long long)(sum->seen - before.seen),
+			       (unsigned long long)(sum->extracted - before.extracted), fc_claims_count_done(c), nunits);
+		start = unit + 1;
+	}
+	if (rc != FC_ERR_NOT_FOUND) {
+		rc = cli_fail("cannot claim a unit in '%s': %s", dir, fc_claims_errmsg(c));
+		goto out;
+	}
+	if (!quiet)
+		printf("units: %u done by this worker; none left to claim\n", units_done);
+	rc = 0;
+out:
+	fc_claims_free(c);
+	free(u.mask);
+	return rc;
+}
+
+/* --store with {rank} replaced. */
+static int store_for_rank(char *dst, size_t cap, const char *store, uint32_t rank)
+{
+	const char *p = strstr(store, "{rank}");
+	int n;
+
+	if (!p)
+		n = snprintf(dst, cap, "%s", store);
+	else
+		n = snprintf(dst, cap, "%.*s%u%s", (int)(p - store), store, rank, p + 6);
+	return n < 0 || (size_t)n >= cap ? -1 : 0;
+}
+
 int cmd_extract(int argc, char **argv)
 {
 	const char *store = NULL, *model = NULL, *data = NULL, *layer = NULL, *pre_name = "torchvision";
 	const char *mean = NULL, *std = NULL;
 	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0, prefix = 1;
-	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, c, rc;
+	const char *shard_spec = NULL, *claims = NULL;
+	uint64_t units = 0;
+	float claim_timeout = 600;
+	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, wait = 0, c, rc;
 	fc_dtype dtype = FC_DTYPE_F16;
 	float valf = 0.1f;
 	optind = 1;
@@ -168,6 +317,13 @@ int cmd_extract(int argc, char **argv)
 		case O_VALF: rc = cli_parse_float("extract", "--val-fraction", optarg, 0, 0.99, &valf); break;
 		case O_STRICT: strict = 1; break;
 		case O_REHASH: rehash = 1; break;
+		case O_WAIT: wait = 1; break;
+		case O_SHARD: shard_spec = optarg; break;
+		case O_UNITS: rc = cli_parse_u64("extract", "--units", optarg, 1, FC_UNITS_MAX, &units); break;
+		case O_CLAIMS: claims = optarg; break;
+		case O_CLAIM_TIMEOUT:
+			rc = cli_parse_float("extract", "--claim-timeout", optarg, 0.1f, 1e7f, &claim_timeout);
+			break;
 		default: return cli_getopt_error("extract", c, argv, opts);
 		}
 		if (rc)
@@ -192,8 +348,28 @@ int cmd_extract(int argc, char **argv)
 		return rc;
 	cli_logger_flags(quiet ? CLI_QUIET : 0);
 
+	/* Which worker this is: --shard, else the launcher's environment. */
+	char err[FC_ERRLEN] = "", store_path[4200];
+	fc_shard sh;
+	if (shard_spec && fc_shard_parse(&sh, shard_spec, err, sizeof err) != 0)
+		return cli_usage_error("extract", "bad value for --shard: %s", err);
+	if (!shard_spec && fc_shard_from_env(&sh, err, sizeof err) != 0)
+		return cli_usage_error("extract", "cannot tell which worker this is: %s (or pass --shard I/N, or --shard none)",
+				       err);
+	if (claims && !*claims)
+		return cli_usage_error("extract", "bad value '' for --claims: empty path");
+	uint32_t nunits = units ? (uint32_t)units : fc_shard_units(sh.size);
+	if (sh.size > nunits)
+		return cli_usage_error("extract", "%u workers but only %u units: give --units at least the worker count",
+				       sh.size, nunits);
+	if (store_for_rank(store_path, sizeof store_path, store, sh.rank) != 0)
+		return cli_usage_error("extract", "bad value for --store: too long");
+	if (strstr(store, "{rank}") && !sh.size)
+		return cli_usage_error("extract", "--store '%s' has {rank} but this is not one of several workers "
+				       "(pass --shard I/N)", store);
+	store = store_path;
+
 	/* Model first, then the dataset: either refused, the store is untouched. */
-	char err[FC_ERRLEN] = "";
 	fc_extract_ctx *x = NULL;
 	fc_dataset ds = { 0 };
 	fc_store *s = NULL;
@@ -207,14 +383,32 @@ int cmd_extract(int argc, char **argv)
 		rc = cli_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
 		goto out;
 	}
-	if ((rc = cli_open_store_mode(&s, store, 0, 1)) != 0)
+	if ((rc = cli_open_store_writer(&s, store, 0, 1, "extract", wait)) != 0)
 		goto out;
 	cli_catch_interrupt();
 	fc_extract_run_opts ro = { .decode_threads = (int)decode, .val_fraction = valf, .strict = strict,
 				   .rehash = rehash, .logger = cli_logger() };
-	fc_extract_stats st;
-	rc = fc_extract_run(x, s, &ds, &ro, &st, err, sizeof err);
-	cli_progress_end();
+	fc_extract_stats st = { 0 };
+	if (!quiet && (sh.size || claims))
+		printf("worker %u of %u (%s): %s\n", sh.rank, sh.size ? sh.size : 1,
+		       sh.size ? sh.source : "not sharded", claims ? "units taken through claims" : "a fixed share");
+	if (claims) {
+		if ((rc = run_claims(x, s, &ds, &sh, nunits, claims, claim_timeout, &ro, &st, quiet)) != 0)
+			goto out;
+	} else if (sh.size) {
+		struct units u = { calloc((nunits + 7) / 8, 1), nunits };
+		if (!u.mask) {
+			rc = cli_fail("out of memory");
+			goto out;
+		}
+		for (uint32_t k = sh.rank; k < nunits; k += sh.size)
+			u.mask[k / 8] |= (uint8_t)(1u << (k % 8));
+		rc = run_units(x, s, &ds, &u, &ro, &st, err, sizeof err);
+		free(u.mask);
+	} else {
+		rc = fc_extract_run(x, s, &ds, &ro, &st, err, sizeof err);
+		cli_progress_end();
+	}
 	if (rc) {
 		rc = cli_fail("extract into '%s' stopped: %s", store, err);
 		goto out;

@@ -13,7 +13,7 @@
 #include "cli/cli.h"
 
 static const char usage_text[] =
-	"usage: featcache gc [--store DIR] [--json]\n"
+	"usage: featcache gc [--store DIR] [--json] [--wait]\n"
 	"\n"
 	"Drop the features of content that no item references any more (after\n"
 	"files left the dataset), rewrite chunks that hold dead slots, and drop\n"
@@ -24,6 +24,8 @@ static const char usage_text[] =
 	"\n"
 	"  -s, --store DIR   the store (default: $FEATCACHE_STORE)\n"
 	"      --json        print the figures as one JSON object\n"
+	"      --wait        when another process writes to the store, wait for it\n"
+	"                    (default: refuse, naming it)\n"
 	"  -h, --help        show this help\n";
 
 static int print_json(const fc_gc_stats *g, int have_used, uint64_t used_before,
@@ -77,11 +79,12 @@ int cmd_gc(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "store", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "wait", no_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *store_opt = NULL, *path = NULL;
-	int json = 0, c, rc, have_used;
+	int json = 0, wait = 0, c, rc, have_used;
 	fc_store *s = NULL;
 	fc_store_stats before = { 0 }, after = { 0 };
 	fc_gc_stats g = { 0 };
@@ -94,6 +97,9 @@ int cmd_gc(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 'w':
+			wait = 1;
+			break;
 		default:
 			return cli_other_option("gc", c, argv, opts, usage_text);
 		}
@@ -104,7 +110,7 @@ int cmd_gc(int argc, char **argv)
 		return rc;
 	cli_catch_interrupt();
 
-	if ((rc = cli_open_store(&s, path, 0)))
+	if ((rc = cli_open_store_writer(&s, path, 0, 0, "gc", wait)))
 		return rc;
 	/* The page counts are a courtesy: gc goes ahead without them. */
 	have_used = fc_store_stats_get(s, &before) == 0;

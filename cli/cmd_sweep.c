@@ -28,6 +28,7 @@
 #include "cli/cli.h"
 #include "cli/trainopts.h"
 #include "featcache/report.h"
+#include "featcache/shard.h"
 #include "featcache/sweep.h"
 #include "featcache/train.h"
 #include "util/util.h"
@@ -57,6 +58,14 @@ static const char usage_text[] =
 	"      --metric NAME        picks each run's best epoch and sorts the leaderboard\n"
 	"                           (default average_precision; names as for train)\n"
 	"      --report             also write an HTML report with charts to DIR/report.html\n"
+	"      --shard I/N          train only configurations I, I+N, I+2N, ... (worker I\n"
+	"                           of N, from 0), or 'none'. Default: from the\n"
+	"                           launcher's environment (Slurm, mpirun), else none.\n"
+	"                           Each worker writes DIR/results.shard-I-of-N.jsonl;\n"
+	"                           the one that finds every configuration done writes\n"
+	"                           the combined results, best.safetensors and report\n"
+	"      --collect            only combine what the workers wrote in --out DIR\n"
+	"                           (needs no other option but --metric and --report)\n"
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n"
 	"\n"
@@ -68,7 +77,7 @@ static const char usage_text[] =
 	"and ID.safetensors.jsonl per configuration (as train writes them), and\n"
 	"best.safetensors (the winner's head).\n";
 
-enum { O_GRID = CLI_TOPT_END, O_RANDOM, O_RANGE, O_JOBS };
+enum { O_GRID = CLI_TOPT_END, O_RANDOM, O_RANGE, O_JOBS, O_SHARD, O_COLLECT };
 
 #define MAX_AXES 16
 #define MAX_VALUES 1024
@@ -94,6 +103,8 @@ typedef struct config {
 	double seconds;
 	int active;
 	int done;       /* finished: res is its results.jsonl line */
+	int mine;       /* this worker's to train (every one unless --shard) */
+	char *line;     /* its results line as read back, for the combined file */
 	fc_run res;
 } config;
 
@@ -110,6 +121,9 @@ typedef struct sweep {
 	cli_train_inputs in;
 	char results[4200];
 	const fc_logger *lg;
+	const char *shard_spec;
+	fc_shard shard;
+	int collect;
 } sweep;
 
 static double now(void)
@@ -259,13 +273,15 @@ static int add_axis(sweep *s, const char *arg, int grid)
 
 static int parse(sweep *s, int argc, char **argv)
 {
-	static struct option opts[CLI_TRAIN_NOPTS + 5];
+	static struct option opts[CLI_TRAIN_NOPTS + 7];
 	memcpy(opts, cli_train_longopts, CLI_TRAIN_NOPTS * sizeof *opts);
 	opts[CLI_TRAIN_NOPTS + 0] = (struct option){ "grid", required_argument, NULL, O_GRID };
 	opts[CLI_TRAIN_NOPTS + 1] = (struct option){ "random", required_argument, NULL, O_RANDOM };
 	opts[CLI_TRAIN_NOPTS + 2] = (struct option){ "range", required_argument, NULL, O_RANGE };
 	opts[CLI_TRAIN_NOPTS + 3] = (struct option){ "jobs", required_argument, NULL, O_JOBS };
-	opts[CLI_TRAIN_NOPTS + 4] = (struct option){ NULL, 0, NULL, 0 };
+	opts[CLI_TRAIN_NOPTS + 4] = (struct option){ "shard", required_argument, NULL, O_SHARD };
+	opts[CLI_TRAIN_NOPTS + 5] = (struct option){ "collect", no_argument, NULL, O_COLLECT };
+	opts[CLI_TRAIN_NOPTS + 6] = (struct option){ NULL, 0, NULL, 0 };
 	cli_train_opts_init(&s->base);
 	uint64_t jobs = (uint64_t)omp_get_max_threads();
 	/* Axes are checked against the base options given before them; keep
@@ -289,6 +305,8 @@ static int parse(sweep *s, int argc, char **argv)
 			break;
 		case O_RANDOM: rc = cli_parse_u64("sweep", "--random", optarg, 1, 1000000, &s->n_random); break;
 		case O_JOBS: rc = cli_parse_u64("sweep", "--jobs", optarg, 1, 1024, &jobs); break;
+		case O_SHARD: s->shard_spec = optarg; break;
+		case O_COLLECT: s->collect = 1; break;
 		case CLI_TOPT_RESUME:
 			return cli_usage_error("sweep", "--resume does not apply to a sweep: rerun the same sweep to resume it");
 		default:
@@ -302,6 +320,21 @@ static int parse(sweep *s, int argc, char **argv)
 	s->jobs = (int)jobs;
 	if ((rc = cli_no_operands("sweep", argc, argv)) != 0)
 		return rc;
+	if (s->collect) {
+		if (!s->base.out)
+			return cli_usage_error("sweep", "--collect needs --out (the sweep's directory)");
+		if (n_specs || s->shard_spec)
+			return cli_usage_error("sweep", "--collect takes no --grid, --range or --shard: it reads the "
+					       "configurations from DIR/sweep.json");
+		s->dir = s->base.out;
+		return 0;
+	}
+	char err[FC_ERRLEN];
+	if (s->shard_spec && fc_shard_parse(&s->shard, s->shard_spec, err, sizeof err) != 0)
+		return cli_usage_error("sweep", "bad value for --shard: %s", err);
+	if (!s->shard_spec && fc_shard_from_env(&s->shard, err, sizeof err) != 0)
+		return cli_usage_error("sweep", "cannot tell which worker this is: %s (or pass --shard I/N, or --shard none)",
+				       err);
 	if ((rc = cli_need_store("sweep", s->base.store, &s->base.store)) != 0)
 		return rc;
 	if (!s->base.out)
@@ -429,42 +462,82 @@ static int other_sweep(const sweep *s, const char *what)
 		       "directory", s->dir, what);
 }
 
+/* Is dir empty but for sweep.json and its temporaries? */
+static int dir_is_fresh(const char *dir, int *fresh)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return cli_fail("cannot open directory '%s': %s", dir, cli_errno_str(errno));
+	*fresh = 1;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+		    strncmp(e->d_name, "sweep.json", 10) != 0)
+			*fresh = 0;
+	closedir(d);
+	return 0;
+}
+
+/* sweep.json made whole under another name, then linked into place: when
+ * several workers start at once one link wins (1 for the others), and
+ * nobody reads a half-written file. */
+static int create_spec(const sweep *s, const char *path, const char *text, size_t len)
+{
+	char tmp[4300];
+	int rc;
+
+	snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+	if ((rc = write_file(tmp, text, len)) != 0)
+		return rc;
+	if (link(tmp, path) != 0) {
+		int e = errno;
+		unlink(tmp);
+		if (e == EEXIST)
+			return 1;
+		return cli_fail("cannot create '%s' in '%s': %s", path, s->dir, cli_errno_str(e));
+	}
+	unlink(tmp);
+	return 0;
+}
+
 /* Create the directory, or check that it holds this very sweep. */
 static int open_dir(sweep *s)
 {
 	char path[4200], what[512];
+	json_t *spec = NULL;
 	if (mkdir(s->dir, 0777) != 0 && errno != EEXIST)
 		return cli_fail("cannot create directory '%s': %s", s->dir, cli_errno_str(errno));
 	snprintf(path, sizeof path, "%s/sweep.json", s->dir);
-	json_error_t jerr;
-	json_t *spec = json_load_file(path, 0, &jerr);
-	if (!spec) {
-		DIR *d = opendir(s->dir);
-		if (!d)
-			return cli_fail("cannot open directory '%s': %s", s->dir, cli_errno_str(errno));
-		struct dirent *e;
-		int empty = 1;
-		while ((e = readdir(d)) != NULL)
-			if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-				empty = 0;
-		closedir(d);
-		if (!empty)
+	for (int tries = 0; !spec; tries++) {
+		json_error_t jerr;
+		int fresh = 0, rc;
+		if ((spec = json_load_file(path, 0, &jerr)) != NULL)
+			break;
+		if ((rc = dir_is_fresh(s->dir, &fresh)) != 0)
+			return rc;
+		if (!fresh && tries < 20 && s->shard.size) {
+			usleep(100000); /* another worker's sweep.json on its way */
+			continue;
+		}
+		if (!fresh)
 			return cli_fail("'%s' is not empty and holds no sweep.json: not a sweep directory (use a new --out "
 				       "directory)", s->dir);
 		json_t *list = json_array();
-		spec = json_pack("{s:i, s:o}", "featcache_sweep", 1, "configs", list);
-		for (size_t i = 0; spec && i < s->n_cfg; i++)
+		json_t *made = json_pack("{s:i, s:o}", "featcache_sweep", 1, "configs", list);
+		for (size_t i = 0; made && i < s->n_cfg; i++)
 			json_array_append_new(list, json_pack("{s:s, s:O, s:O}", "id", s->cfg[i].id, "swept",
 							      s->cfg[i].swept, "config", s->cfg[i].run.cfgj));
-		char *text = spec ? json_dumps(spec, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
-		json_decref(spec);
+		char *text = made ? json_dumps(made, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
+		json_decref(made);
 		if (!text)
 			return cli_fail("out of memory");
 		size_t len = strlen(text);
 		text[len++] = '\n';
-		int rc = write_file(path, text, len);
+		rc = create_spec(s, path, text, len);
 		free(text);
-		return rc;
+		if (rc <= 0)
+			return rc;
 	}
 	json_t *list = json_object_get(spec, "configs");
 	int rc = 0;
@@ -488,7 +561,11 @@ static int open_dir(sweep *s)
 static int load_results(sweep *s, size_t *done)
 {
 	*done = 0;
-	snprintf(s->results, sizeof s->results, "%s/results.jsonl", s->dir);
+	if (s->shard.size)
+		snprintf(s->results, sizeof s->results, "%s/results.shard-%u-of-%u.jsonl", s->dir, s->shard.rank,
+			 s->shard.size);
+	else
+		snprintf(s->results, sizeof s->results, "%s/results.jsonl", s->dir);
 	FILE *f = fopen(s->results, "r+");
 	if (!f)
 		return errno == ENOENT ? 0 : cli_fail("cannot read '%s': %s", s->results, cli_errno_str(errno));
@@ -653,6 +730,12 @@ out:
 	return rc;
 }
 
+/* Still to train by this worker. */
+static int todo(const config *c)
+{
+	return c->mine && !c->done;
+}
+
 /* Configurations that draw the same batches share a group. */
 static int same_sampling(const config *a, const config *b)
 {
@@ -660,7 +743,7 @@ static int same_sampling(const config *a, const config *b)
 	       a->run.cfg.seed == b->run.cfg.seed;
 }
 
-static int train_all(sweep *s, size_t todo)
+static int train_all(sweep *s, size_t n_todo)
 {
 	config **g = calloc(s->n_cfg, sizeof *g);
 	char *taken = calloc(s->n_cfg, 1);
@@ -672,11 +755,11 @@ static int train_all(sweep *s, size_t todo)
 	}
 	size_t groups = 0;
 	for (size_t i = 0; i < s->n_cfg; i++) {
-		if (s->cfg[i].done || taken[i])
+		if (!todo(&s->cfg[i]) || taken[i])
 			continue;
 		groups++;
 		for (size_t j = i; j < s->n_cfg; j++)
-			if (!s->cfg[j].done && same_sampling(&s->cfg[i], &s->cfg[j]))
+			if (todo(&s->cfg[j]) && same_sampling(&s->cfg[i], &s->cfg[j]))
 				taken[j] = 1;
 	}
 	memset(taken, 0, s->n_cfg);
@@ -685,15 +768,19 @@ static int train_all(sweep *s, size_t todo)
 		rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
 		goto out;
 	}
-	info(s, "sweep: %zu configurations to train in %zu groups sharing batches (%zu done before), %d jobs", todo,
-	     groups, s->n_cfg - todo, s->jobs);
+	if (s->shard.size)
+		info(s, "sweep: worker %u of %u (%s): %zu of its configurations to train in %zu groups, %d jobs",
+		     s->shard.rank, s->shard.size, s->shard.source, n_todo, groups, s->jobs);
+	else
+		info(s, "sweep: %zu configurations to train in %zu groups sharing batches (%zu done before), %d jobs",
+		     n_todo, groups, s->n_cfg - n_todo, s->jobs);
 	cli_catch_interrupt();
 	for (size_t i = 0, gi = 0; i < s->n_cfg && !rc; i++) {
-		if (s->cfg[i].done || taken[i])
+		if (!todo(&s->cfg[i]) || taken[i])
 			continue;
 		size_t n = 0;
 		for (size_t j = i; j < s->n_cfg; j++)
-			if (!s->cfg[j].done && !taken[j] && same_sampling(&s->cfg[i], &s->cfg[j])) {
+			if (todo(&s->cfg[j]) && !taken[j] && same_sampling(&s->cfg[i], &s->cfg[j])) {
 				taken[j] = 1;
 				g[n++] = &s->cfg[j];
 			}
@@ -898,6 +985,155 @@ static int report(sweep *s)
 	return rc;
 }
 
+/* ---- many workers ---- */
+
+/* Every results file in the directory (results.jsonl and the workers'
+ * results.shard-*.jsonl): each configuration's line, kept for the combined
+ * file, and its run for those this process did not finish itself. A line
+ * another worker is still writing (no newline yet) is not read. */
+static int load_all_results(sweep *s, size_t *done)
+{
+	DIR *d = opendir(s->dir);
+	struct dirent *e;
+	int rc = 0;
+
+	if (!d)
+		return cli_fail("cannot open directory '%s': %s", s->dir, cli_errno_str(errno));
+	while (!rc && (e = readdir(d)) != NULL) {
+		size_t n = strlen(e->d_name);
+		char path[4200], *line = NULL;
+		size_t cap = 0, lineno = 0;
+		ssize_t len;
+		FILE *f;
+
+		if (strcmp(e->d_name, "results.jsonl") != 0 &&
+		    (strncmp(e->d_name, "results.shard-", 14) != 0 || n < 20 || strcmp(e->d_name + n - 6, ".jsonl") != 0))
+			continue;
+		snprintf(path, sizeof path, "%s/%s", s->dir, e->d_name);
+		if (!(f = fopen(path, "r"))) {
+			rc = cli_fail("cannot read '%s': %s", path, cli_errno_str(errno));
+			break;
+		}
+		while (!rc && (len = getline(&line, &cap, f)) > 0 && line[len - 1] == '\n') {
+			json_t *j = json_loads(line, 0, NULL);
+			const char *id = json_string_value(json_object_get(j, "id"));
+			config *c = NULL;
+			lineno++;
+			for (size_t i = 0; id && i < s->n_cfg && !c; i++)
+				if (strcmp(s->cfg[i].id, id) == 0)
+					c = &s->cfg[i];
+			if (!j || !c || !json_equal(json_object_get(j, "config"), c->run.cfgj)) {
+				rc = cli_fail("'%s' line %zu is not a result of this sweep", path, lineno);
+			} else if (!c->line) {
+				char why[FC_ERRLEN];
+				if (!c->done && fc_run_from_result(&c->res, j, why, sizeof why) != 0)
+					rc = cli_fail("cannot read '%s': line %zu: %s", path, lineno, why);
+				else if (!(c->line = strdup(line)))
+					rc = cli_fail("out of memory");
+				c->done = !rc;
+			}
+			json_decref(j);
+		}
+		free(line);
+		fclose(f);
+	}
+	closedir(d);
+	*done = 0;
+	for (size_t i = 0; i < s->n_cfg; i++)
+		*done += s->cfg[i].done;
+	return rc;
+}
+
+/* The combined results.jsonl, in configuration order. */
+static int write_combined(const sweep *s)
+{
+	char path[4200], *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	int rc;
+
+	if (!f)
+		return cli_fail("out of memory");
+	for (size_t i = 0; i < s->n_cfg; i++)
+		fputs(s->cfg[i].line, f);
+	if (fclose(f) != 0 || !buf) {
+		free(buf);
+		return cli_fail("out of memory");
+	}
+	snprintf(path, sizeof path, "%s/results.jsonl", s->dir);
+	rc = write_file(path, buf, len);
+	free(buf);
+	return rc;
+}
+
+/* --collect: the configurations as sweep.json lists them. */
+static int load_spec(sweep *s)
+{
+	char path[4200];
+	json_error_t jerr;
+	json_t *spec, *list, *first;
+	int rc = 0;
+
+	snprintf(path, sizeof path, "%s/sweep.json", s->dir);
+	if (!(spec = json_load_file(path, 0, &jerr)))
+		return cli_fail("cannot read '%s': %s (is '%s' a sweep directory?)", path, jerr.text, s->dir);
+	list = json_object_get(spec, "configs");
+	s->n_cfg = json_array_size(list);
+	if (!s->n_cfg || !(s->cfg = calloc(s->n_cfg, sizeof *s->cfg))) {
+		json_decref(spec);
+		return s->n_cfg ? cli_fail("out of memory") : cli_fail("'%s' lists no configurations", path);
+	}
+	for (size_t i = 0; i < s->n_cfg && !rc; i++) {
+		json_t *cj = json_array_get(list, i);
+		const char *id = json_string_value(json_object_get(cj, "id"));
+		config *c = &s->cfg[i];
+		fc_run_init(&c->res);
+		if (!id || strlen(id) >= sizeof c->id || !json_is_object(json_object_get(cj, "config")) ||
+		    !json_is_object(json_object_get(cj, "swept"))) {
+			rc = cli_fail("'%s': configuration %zu is not valid", path, i);
+			break;
+		}
+		snprintf(c->id, sizeof c->id, "%s", id);
+		snprintf(c->head, sizeof c->head, "%s/%s.safetensors", s->dir, c->id);
+		c->swept = json_incref(json_object_get(cj, "swept"));
+		c->run.cfgj = json_incref(json_object_get(cj, "config"));
+	}
+	/* The swept keys name the table's columns. */
+	first = s->n_cfg ? json_object_get(json_array_get(list, 0), "swept") : NULL;
+	const char *key;
+	json_t *v;
+	json_object_foreach(first, key, v) {
+		if (s->n_axes == MAX_AXES)
+			break;
+		snprintf(s->axes[s->n_axes++].name, sizeof s->axes[0].name, "%s", key);
+	}
+	json_decref(spec);
+	return rc;
+}
+
+/* Once every configuration is done, wherever: the combined results, the
+ * table and best.safetensors (and the HTML report when asked). Until then
+ * a worker says how many are done and leaves the rest to the others. */
+static int combine(sweep *s, int *complete)
+{
+	size_t done;
+	int rc = load_all_results(s, &done);
+
+	*complete = 0;
+	if (rc)
+		return rc;
+	if (done < s->n_cfg) {
+		printf("sweep: %zu of %zu configurations done in '%s'; the others are other workers' (when they have "
+		       "finished: featcache sweep --collect --out %s)\n",
+		       done, s->n_cfg, s->dir, s->dir);
+		return 0;
+	}
+	*complete = 1;
+	for (size_t i = 0; i < s->n_cfg && !s->in.evaluated; i++)
+		s->in.evaluated = !isnan(s->cfg[i].res.before[s->metric]);
+	return write_combined(s);
+}
+
 int cmd_sweep(int argc, char **argv)
 {
 	sweep s;
@@ -909,8 +1145,20 @@ int cmd_sweep(int argc, char **argv)
 	s.lg = cli_logger();
 	/* The leaderboard's metric, by the name train resolves too. */
 	s.metric = fc_metric_resolve(s.base.metric, NULL);
+	int complete = 1;
+	if (s.collect) {
+		if ((rc = load_spec(&s)) != 0 || (rc = combine(&s, &complete)) != 0)
+			goto out;
+		if (!complete) {
+			rc = cli_fail("not every configuration is done yet");
+			goto out;
+		}
+		goto results;
+	}
 	if ((rc = expand(&s)) != 0)
 		goto out;
+	for (size_t i = 0; i < s.n_cfg; i++)
+		s.cfg[i].mine = !s.shard.size || i % s.shard.size == s.shard.rank;
 	if ((rc = cli_train_inputs_load(&s.in, "sweep", &s.base)) != 0)
 		goto out;
 	/* Every configuration is checked (and its config JSON made) before any trains. */
@@ -925,11 +1173,16 @@ int cmd_sweep(int argc, char **argv)
 		fc_trainer_free(c->run.t);
 		c->run.t = NULL;
 	}
-	size_t done;
+	size_t done, n_todo = 0;
 	if ((rc = open_dir(&s)) != 0 || (rc = load_results(&s, &done)) != 0)
 		goto out;
-	if (done < s.n_cfg && (rc = train_all(&s, s.n_cfg - done)) != 0)
+	for (size_t i = 0; i < s.n_cfg; i++)
+		n_todo += todo(&s.cfg[i]);
+	if (n_todo && (rc = train_all(&s, n_todo)) != 0)
 		goto out;
+	if (s.shard.size && ((rc = combine(&s, &complete)) != 0 || !complete))
+		goto out;
+results:
 	rc = report(&s);
 	if (!rc && s.base.report) {
 		char html[4200];
@@ -942,6 +1195,7 @@ out:
 		cli_train_run_free(&s.cfg[i].run);
 		json_decref(s.cfg[i].swept);
 		json_decref(s.cfg[i].epochs);
+		free(s.cfg[i].line);
 		fc_run_free(&s.cfg[i].res);
 	}
 	free(s.cfg);

@@ -888,7 +888,8 @@ static int write_bookkeeping(struct run *r, const struct old_table *old, struct 
 	int rc;
 
 	for (size_t i = 0; i < old->cap; i++)
-		if (old->slots[i].key && !old->slots[i].seen)
+		if (old->slots[i].key && !old->slots[i].seen &&
+		    (!ro->scope || ro->scope(ro->scope_ctx, old->slots[i].key)))
 			bk->dels[nd++] = old->slots[i].key;
 	for (size_t i = 0; i < r->ds->n; i++) {
 		struct plan_item *p = &r->pl[i];

@@ -17,15 +17,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
 #include "store/store_impl.h"
 
 #define MAX_DBS 512
+#define WRITER_LOCK "writer.lock" /* see take_writer_lock */
 #define FULL_DISK_SLACK (16u << 20) /* an EIO with less free space than this is a full disk */
 #define LMDB_MAGIC 0xBEEFC0DEu /* first word of an LMDB meta page, after the page header */
 
@@ -200,13 +204,61 @@ static int dir_is_empty(const char *path)
 	struct dirent *e;
 	int empty = 1;
 	while ((e = readdir(d))) {
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, WRITER_LOCK)) {
 			empty = 0;
 			break;
 		}
 	}
 	closedir(d);
 	return empty;
+}
+
+/*
+ * The one-writer lock: flock on `writer.lock` in the store directory, held
+ * until fc_store_free. The holder writes who it is into the file, which a
+ * refused writer quotes. LMDB would serialise two writers' transactions
+ * safely, but two extracts would each do all the work (and gc or merge
+ * under an extract would fight it), so the commands that write take this.
+ */
+static int take_writer_lock(fc_store *s, const char *path, const fc_store_opts *opts)
+{
+	char lock[4200], who[512], since[64];
+	time_t t = time(NULL);
+	struct tm tm;
+	int fd, n;
+
+	if (snprintf(lock, sizeof lock, "%s/%s", path, WRITER_LOCK) >= (int)sizeof lock)
+		return FCI_FAIL(s, FC_ERR_INVALID, "path is too long");
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return FCI_FAIL(s, FC_ERR_IO, "cannot open '%s': %s", lock, os_error(errno));
+	while (flock(fd, LOCK_EX | (opts->wait ? 0 : LOCK_NB)) != 0) {
+		if (errno == EINTR && opts->wait)
+			continue;
+		int e = errno;
+		if (e == EWOULDBLOCK) {
+			ssize_t r = pread(fd, who, sizeof who - 1, 0);
+			who[r > 0 ? r : 0] = '\0';
+			who[strcspn(who, "\n")] = '\0';
+			close(fd);
+			return FCI_FAIL(s, FC_ERR_BUSY, "another process writes to it (%s): wait for it to finish, or pass --wait",
+					*who ? who : "it has not said who it is yet");
+		}
+		close(fd);
+		return FCI_FAIL(s, FC_ERR_IO, "cannot lock '%s': %s", lock, os_error(e));
+	}
+	gmtime_r(&t, &tm);
+	strftime(since, sizeof since, "%Y-%m-%d %H:%M:%S UTC", &tm);
+	char host[256] = "";
+	gethostname(host, sizeof host - 1);
+	n = snprintf(who, sizeof who, "%s, pid %ld on %s, since %s\n", opts->writer, (long)getpid(), host, since);
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, who, (size_t)n, 0) != n) {
+		int e = errno;
+		close(fd);
+		return FCI_FAIL(s, FC_ERR_IO, "cannot write '%s': %s", lock, os_error(e));
+	}
+	s->lock_fd = fd;
+	return 0;
 }
 
 /* Decide whether `path` holds a store to open (*fresh = 0) or is a place
@@ -371,6 +423,7 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 	if (!s)
 		return FC_ERR_NOMEM;
 	*out = s;
+	s->lock_fd = -1;
 	s->path = strdup(path);
 	s->dec.ctx = fci_chunk_ctx_new();
 	if (!s->path || !s->dec.ctx)
@@ -383,6 +436,9 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 		s->map_size = s->max_map_size;
 
 	int fresh, err = check_dir(s, path, opts, &fresh);
+	/* Locked, look again: the writer we waited for may have made the store. */
+	if (!err && opts->writer && !opts->readonly && !(err = take_writer_lock(s, path, opts)))
+		err = check_dir(s, path, opts, &fresh);
 	if (!err)
 		err = env_open(s, path, opts);
 	if (err)
@@ -398,6 +454,8 @@ void fc_store_free(fc_store *s)
 		return;
 	if (s->env)
 		mdb_env_close(s->env);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* releases the writer lock */
 	fci_chunk_ctx_free(s->dec.ctx);
 	free(s->dec.buf);
 	free(s->ex);

@@ -53,6 +53,7 @@ struct fc_store {
 	MDB_dbi meta, items, labels, extractors, errors;
 	char *path;
 	int readonly;
+	int lock_fd;      /* the writer lock (writer.lock), or -1 */
 	uint64_t map_size, max_map_size;
 	const fc_logger *logger;
 	fci_exdb *ex;

@@ -131,6 +131,12 @@ typedef struct fc_extract_run_opts {
 	 * labels and error records alone (for images that are not part of the
 	 * dataset, e.g. `featcache embed --data new/`): vectors only. */
 	int cache_only;
+	/* scope: when set, the run covers only the store items it returns
+	 * non-zero for (a shard's work units, shard.h): an item the dataset
+	 * lacks is deleted only when in scope, so one shard's run leaves the
+	 * other shards' items alone. ds should hold in-scope entries only. */
+	int (*scope)(void *ctx, const char *key);
+	void *scope_ctx;
 	/* Optional, ds->n entries each: every entry's content hash, and 1 where
 	 * the entry could not be hashed or decoded (0 where it has a vector). */
 	uint8_t (*hashes)[FC_HASH_LEN];

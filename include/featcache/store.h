@@ -102,6 +102,13 @@ typedef struct fc_store_opts {
 	int nosync;            /* 1: no fsync on commit (LMDB's MDB_NOSYNC): faster, but a system
 				* crash can undo the last commits. 0 (a zero-initialised
 				* struct, or opts NULL): each commit is on disk when it returns */
+	/* writer: when set (and not readonly), hold the store's one-writer lock
+	 * until fc_store_free, under this name ("extract", "merge", "gc"): a
+	 * second writer gets FC_ERR_BUSY with a message naming the first
+	 * (command, pid, host, since when), or with `wait` waits for it.
+	 * Readers never take it and are never blocked. */
+	const char *writer;
+	int wait;
 	const fc_logger *logger;
 } fc_store_opts;
 

@@ -21,7 +21,7 @@ module_of() {
 	featcache/featcache.h | util/*) echo util ;;
 	featcache/store.h | store/*) echo store ;;
 	featcache/io.h | io/* | onnx.pb-c.h) echo io ;;
-	featcache/model.h | featcache/engine.h | featcache/image.h | featcache/extract.h | extract/*) echo extract ;;
+	featcache/model.h | featcache/engine.h | featcache/image.h | featcache/extract.h | featcache/shard.h | extract/*) echo extract ;;
 	featcache/head.h | featcache/loss.h | featcache/optim.h | featcache/sampler.h | featcache/metrics.h | \
 		featcache/trainer.h | featcache/train.h | featcache/sweep.h | train/*) echo train ;;
 	featcache/export.h | export/*) echo export ;;
