@@ -101,7 +101,9 @@ int cli_open_store_mode(fc_store **out, const char *path, int readonly, int crea
 
 /* cli_store_fail - print "featcache: cannot WHAT store 'PATH': REASON" for a
  * failed call on an open store (REASON is fc_store_errmsg, or fc_strerror
- * of err when the store left no message) and return CLI_EXIT_FAIL. */
+ * of err when the store left no message) and return CLI_EXIT_FAIL. When err
+ * is FC_ERR_CORRUPT the line ends with the way out: "; run 'featcache
+ * verify --store PATH --repair'". */
 int cli_store_fail(fc_store *s, int err, const char *what);
 
 /* cli_close_stdout - flush stdout and check that every write to it worked.
