@@ -8,12 +8,12 @@
  * what the last verify recorded in the store (meta/damage). A chunk
  * damaged since then shows only when verify runs again.
  */
-#include <time.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
 
