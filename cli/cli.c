@@ -258,7 +258,14 @@ int cli_open_store_writer(fc_store **out, const char *path, int readonly, int cr
 
 int cli_store_fail(fc_store *s, int err, const char *what)
 {
-	return cli_fail("cannot %s store '%s': %s", what, fc_store_path(s), store_reason(s, err));
+	const char *path = fc_store_path(s);
+
+	/* Damage met on the way (a chunk that does not decode, an index entry
+	 * that points nowhere): repair drops it and extract redoes it. */
+	if (err == FC_ERR_CORRUPT)
+		return cli_fail("cannot %s store '%s': %s; run 'featcache verify --store %s --repair'", what, path,
+				store_reason(s, err), path);
+	return cli_fail("cannot %s store '%s': %s", what, path, store_reason(s, err));
 }
 
 int cli_close_stdout(int status)

@@ -109,7 +109,9 @@ int cli_open_store_writer(fc_store **out, const char *path, int readonly, int cr
 
 /* cli_store_fail - print "featcache: cannot WHAT store 'PATH': REASON" for a
  * failed call on an open store (REASON is fc_store_errmsg, or fc_strerror
- * of err when the store left no message) and return CLI_EXIT_FAIL. */
+ * of err when the store left no message) and return CLI_EXIT_FAIL. When err
+ * is FC_ERR_CORRUPT the line ends with the way out: "; run 'featcache
+ * verify --store PATH --repair'". */
 int cli_store_fail(fc_store *s, int err, const char *what);
 
 /* cli_close_stdout - flush stdout and check that every write to it worked.

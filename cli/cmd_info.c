@@ -3,13 +3,17 @@
  * errors, file size) and, per extractor, how its features are stored and
  * what they cost on disk. Text for people, --json for scripts; both carry
  * the same figures. It reads the store's statistics only: checking the
- * records themselves is `featcache verify`.
+ * records themselves is `featcache verify`. What it can tell of damage is
+ * what costs nothing extra: records it cannot parse while counting, and
+ * what the last verify recorded in the store (meta/damage). A chunk
+ * damaged since then shows only when verify runs again.
  */
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
 
@@ -21,6 +25,11 @@ static const char usage_text[] =
 	"dim, storage dtype and codec, vectors, chunks, bytes on disk per vector\n"
 	"and the compression ratio (f32 bytes of the live vectors / encoded chunk\n"
 	"bytes).\n"
+	"\n"
+	"Damage shows when info meets it while counting (malformed records) or\n"
+	"when the last 'featcache verify' found and recorded it; info does not\n"
+	"decode chunks itself. Either way it exits 1 and points at\n"
+	"'featcache verify --repair'.\n"
 	"\n"
 	"  -s, --store DIR   the store (default: $FEATCACHE_STORE)\n"
 	"      --json        print one JSON object instead of text\n"
@@ -78,6 +87,27 @@ static json_t *json_ratio(double num, double den)
 	return den > 0 ? json_real(num / den) : json_null();
 }
 
+/* The damage the last verify recorded, or null. */
+static json_t *damage_json(const fc_damage *d)
+{
+	if (!d->problems)
+		return json_null();
+	return json_pack("{s:I, s:I, s:I, s:I}", "problems", (json_int_t)d->problems, "chunks",
+			 (json_int_t)d->chunks, "vectors", (json_int_t)d->vectors, "verified",
+			 (json_int_t)d->when);
+}
+
+/* "2024-05-01 12:00 UTC" */
+static const char *utc_time(char *buf, size_t cap, int64_t t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) || !strftime(buf, cap, "%Y-%m-%d %H:%M UTC", &tm))
+		snprintf(buf, cap, "%lld", (long long)t);
+	return buf;
+}
+
 static int print_json(const char *path, const fc_store_stats *st, const struct ex_extra *extra,
 		      const struct err_list *errs)
 {
@@ -133,6 +163,8 @@ static int print_json(const char *path, const fc_store_stats *st, const struct e
 			 "vectors", (json_int_t)vectors, "file_bytes_per_vector",
 			 json_ratio((double)st->file_bytes, (double)vectors), "extractors", exs);
 	if (root && json_object_set_new(root, "damaged_records", json_integer((json_int_t)st->bad_records)))
+		goto nomem;
+	if (root && json_object_set_new(root, "damage", damage_json(&st->damage)))
 		goto nomem;
 	if (!root)
 		goto nomem;
@@ -194,6 +226,15 @@ static void print_text(const char *path, const fc_store_stats *st, const struct 
 	printf("file size    %llu bytes (%s), %s in use\n", (unsigned long long)st->file_bytes,
 	       cli_human_bytes(b1, sizeof b1, st->file_bytes),
 	       cli_human_bytes(b2, sizeof b2, st->used_bytes));
+	if (st->damage.problems) {
+		const fc_damage *d = &st->damage;
+
+		printf("damage       %llu problem%s (%llu damaged chunk%s, %llu vector%s to re-extract), found by verify %s\n",
+		       (unsigned long long)d->problems, d->problems == 1 ? "" : "s",
+		       (unsigned long long)d->chunks, d->chunks == 1 ? "" : "s",
+		       (unsigned long long)d->vectors, d->vectors == 1 ? "" : "s",
+		       utc_time(b1, sizeof b1, d->when));
+	}
 	printf("extractors   %zu\n", st->n_extractors);
 	if (vectors)
 		printf("vectors      %llu, %.1f bytes each on disk (file size / vectors)\n",
@@ -370,6 +411,11 @@ int cmd_info(int argc, char **argv)
 	if (st.bad_records) {
 		cli_err("store '%s' has %llu damaged records: run 'featcache verify --store %s'", path,
 		       (unsigned long long)st.bad_records, path);
+		rc = CLI_EXIT_FAIL;
+	}
+	if (st.damage.problems) {
+		cli_err("store '%s' has damage that verify found: run 'featcache verify --store %s --repair'",
+			path, path);
 		rc = CLI_EXIT_FAIL;
 	}
 out:

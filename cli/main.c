@@ -28,7 +28,7 @@ static const struct cli_command commands[] = {
 	{ "search", cmd_search, "the nearest items to an image or an item" },
 	{ "report", cmd_report, "an HTML report with charts of a train run or a sweep" },
 	{ "export", cmd_export, "backbone + head as one ONNX model" },
-	{ "verify", cmd_verify, "check every record of a store" },
+	{ "verify", cmd_verify, "check every record of a store; --repair drops the damage" },
 	{ "gc", cmd_gc, "drop features no item references any more" },
 	{ "help", cmd_help, "show help for featcache or one command" },
 };

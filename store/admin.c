@@ -1,13 +1,16 @@
 /*
  * admin.c - whole-store work, what `featcache info`, `verify` and `gc` run:
  * counting (fc_store_stats_get), checking every record and decoding every
- * chunk (fc_store_verify), and dropping what nothing references any more
- * (fc_store_gc).
+ * chunk (fc_store_verify), keeping what verify found in meta/damage
+ * (fc_store_verify_note), dropping damaged chunks and broken records so
+ * that extract can redo them (fc_store_repair), and dropping what nothing
+ * references any more (fc_store_gc).
  *
  * Stats and verify must get through a damaged store: a bad record is a
  * finding to count or report, not a reason to stop. Verify decodes chunks
- * with load.c's parallel chunk loop; gc rewrites chunks in bounded write
- * transactions so that an interrupted gc leaves a sound store.
+ * with load.c's parallel chunk loop; repair re-checks verify's findings
+ * and drops them in one write transaction; gc rewrites chunks in bounded
+ * write transactions so that an interrupted gc leaves a sound store.
  *
  * Not here: the everyday reads and writes (load.c, write.c).
  */
@@ -15,10 +18,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
 
 #include "store/store_impl.h"
 
 #define GC_CHUNKS_PER_TXN 128
+
+static int damage_read(fc_store *s, MDB_txn *txn, fc_damage *d);
 
 /* ---- stats ---- */
 
@@ -109,6 +117,8 @@ static int stats_txn(fc_store *s, MDB_txn *txn, fc_store_stats *out)
 	MDB_val fk = { 6, "format" }, fv;
 	if (mdb_get(txn, s->meta, &fk, &fv) == 0 && fv.mv_size == 4)
 		out->format = fci_load_le32(fv.mv_data);
+	if (damage_read(s, txn, &out->damage) != 0)
+		out->bad_records++; /* verify writes it anew */
 	MDB_stat est;
 	mdb_env_stat(s->env, &est);
 	MDB_stat st;
@@ -179,12 +189,85 @@ static int vchunk_find(const vchunk *v, size_t n, uint64_t id)
 	return lo < n && v[lo].id == id ? (int)lo : -1;
 }
 
+/* Keys of records that a repair looks at again, copied out of the read
+ * snapshot: a 2-byte big-endian length, then the key, one after another. */
+struct keylist {
+	uint8_t *buf;
+	size_t len, cap, n;
+};
+
+static int keylist_add(struct keylist *l, const void *key, size_t klen)
+{
+	if (klen > UINT16_MAX)
+		return FC_ERR_INVALID; /* LMDB keys are far shorter */
+	if (l->len + 2 + klen > l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 1024;
+		while (cap < l->len + 2 + klen)
+			cap *= 2;
+		uint8_t *p = realloc(l->buf, cap);
+		if (!p)
+			return FC_ERR_NOMEM;
+		l->buf = p;
+		l->cap = cap;
+	}
+	l->buf[l->len] = (uint8_t)(klen >> 8);
+	l->buf[l->len + 1] = (uint8_t)klen;
+	memcpy(l->buf + l->len + 2, key, klen);
+	l->len += 2 + klen;
+	l->n++;
+	return 0;
+}
+
+/* The key at *at into k, advancing *at; 0 past the last one. */
+static int keylist_next(const struct keylist *l, size_t *at, MDB_val *k)
+{
+	if (*at >= l->len)
+		return 0;
+	k->mv_size = (size_t)l->buf[*at] << 8 | l->buf[*at + 1];
+	k->mv_data = l->buf + *at + 2;
+	*at += 2 + k->mv_size;
+	return 1;
+}
+
+/* What a repair may drop of one extractor, as verify found it. */
+struct fix_ex {
+	fci_exdb e;
+	uint64_t *chunks;       /* damaged chunk ids, ascending */
+	size_t n_chunks;
+	struct keylist entries; /* keys of broken index entries */
+	struct keylist junk;    /* feat keys that are not chunk ids */
+};
+
 struct verify_ctx {
 	fc_report_fn report;
 	void *ctx;
 	uint64_t bad, checked;
 	MDB_txn *txn;
+	/* for the damage record and fc_store_repair */
+	uint64_t unfixable;   /* findings that repair leaves alone */
+	fc_damage dmg;        /* damaged chunks and the index entries repair would drop */
+	struct fix_ex *fx;    /* one per extractor walked */
+	size_t n_fx;
+	struct keylist items; /* keys of malformed item records */
+	int nomem;            /* a list could not grow: the walk fails at its end */
 };
+
+static void verify_ctx_free(struct verify_ctx *vc)
+{
+	for (size_t i = 0; i < vc->n_fx; i++) {
+		free(vc->fx[i].chunks);
+		free(vc->fx[i].entries.buf);
+		free(vc->fx[i].junk.buf);
+	}
+	free(vc->fx);
+	free(vc->items.buf);
+}
+
+static void fix_add(struct verify_ctx *vc, struct keylist *l, const void *key, size_t klen)
+{
+	if (keylist_add(l, key, klen) != 0)
+		vc->nomem = 1;
+}
 
 static void report_msg(struct verify_ctx *vc, const char *key, const char *msg)
 {
@@ -203,8 +286,9 @@ static void report_msg(struct verify_ctx *vc, const char *key, const char *msg)
 
 /* Every chunk of e (keys that are not chunk ids are reported) into *out,
  * *n of them, in id order. */
-static int verify_collect(fc_store *s, struct verify_ctx *vc, const fci_exdb *e, vchunk **out, size_t *n)
+static int verify_collect(fc_store *s, struct verify_ctx *vc, struct fix_ex *fx, vchunk **out, size_t *n)
 {
+	const fci_exdb *e = &fx->e;
 	char hex[2 * FC_HASH_LEN + 1], name[128];
 	fc_hex(hex, e->id, FC_HASH_LEN);
 	MDB_stat st;
@@ -226,6 +310,7 @@ static int verify_collect(fc_store *s, struct verify_ctx *vc, const fci_exdb *e,
 		if (k.mv_size != 8) {
 			snprintf(name, sizeof name, "feat.%s/<%zu-byte key>", hex, k.mv_size);
 			REPORT(vc, name, "chunk key is not 8 bytes");
+			fix_add(vc, &fx->junk, k.mv_data, k.mv_size);
 			continue;
 		}
 		ch[(*n)++] = (vchunk){ .id = fci_be_load(k.mv_data, 8), .data = v.mv_data, .len = v.mv_size };
@@ -233,6 +318,25 @@ static int verify_collect(fc_store *s, struct verify_ctx *vc, const fci_exdb *e,
 	mdb_cursor_close(cur);
 	*out = ch;
 	return 0;
+}
+
+/* Decode a chunk as one of e's: 0; FC_ERR_INVALID when its dim, dtype or
+ * codec differ from e's; or why it does not decode. */
+static int chunk_check(const fci_exdb *e, fci_decoder *dec, const void *data, size_t len, fci_chunk_info *ci)
+{
+	int err = fci_chunk_parse(data, len, ci);
+	if (!err && (ci->dim != e->dim || ci->dtype != e->dtype || ci->codec != e->codec))
+		err = FC_ERR_INVALID;
+	if (!err)
+		err = fci_decode_grow(dec, data, len, ci);
+	return err;
+}
+
+/* Repair drops a damaged chunk, not one that a newer featcache wrote
+ * (FC_ERR_VERSION) or that holds what this build cannot decode. */
+static int chunk_droppable(int err)
+{
+	return err == FC_ERR_CORRUPT || err == FC_ERR_INVALID;
 }
 
 struct verify_arg {
@@ -248,11 +352,7 @@ static int verify_job(void *varg, size_t q, fci_decoder *dec)
 	const struct verify_arg *a = varg;
 	vchunk *c = &a->ch[q];
 	fci_chunk_info ci;
-	int err = fci_chunk_parse(c->data, c->len, &ci);
-	if (!err && (ci.dim != a->e->dim || ci.dtype != a->e->dtype || ci.codec != a->e->codec))
-		err = FC_ERR_INVALID; /* reported as a mismatch */
-	if (!err)
-		err = fci_decode_grow(dec, c->data, c->len, &ci);
+	int err = chunk_check(a->e, dec, c->data, c->len, &ci);
 	c->err = err;
 	if (!err) {
 		c->count = ci.count;
@@ -262,8 +362,9 @@ static int verify_job(void *varg, size_t q, fci_decoder *dec)
 }
 
 /* Every index entry must name a sound chunk whose slot holds its hash. */
-static int verify_index(fc_store *s, struct verify_ctx *vc, const fci_exdb *e, vchunk *ch, size_t n)
+static int verify_index(fc_store *s, struct verify_ctx *vc, struct fix_ex *fx, vchunk *ch, size_t n)
 {
+	const fci_exdb *e = &fx->e;
 	char hex[2 * FC_HASH_LEN + 1], name[128];
 	fc_hex(hex, e->id, FC_HASH_LEN);
 	MDB_cursor *cur;
@@ -278,34 +379,56 @@ static int verify_index(fc_store *s, struct verify_ctx *vc, const fci_exdb *e, v
 		if (k.mv_size == FC_HASH_LEN)
 			fc_hex(h, k.mv_data, FC_HASH_LEN);
 		snprintf(name, sizeof name, "index.%s/%s", hex, h);
+		uint64_t bad = vc->bad;
 		if (k.mv_size != FC_HASH_LEN || v.mv_size != FCI_INDEX_REC) {
 			REPORT(vc, name, "malformed entry (key %zu bytes, value %zu)", k.mv_size, v.mv_size);
-			continue;
+		} else {
+			uint64_t id;
+			uint32_t slot;
+			fci_index_decode(&v, &id, &slot);
+			int at = vchunk_find(ch, n, id);
+			if (at < 0)
+				REPORT(vc, name, "points at chunk %llu, which does not exist", (unsigned long long)id);
+			else if (ch[at].err)
+				ch[at].refs++; /* reported once, with the chunk */
+			else if (slot >= ch[at].count)
+				REPORT(vc, name, "points past chunk %llu (slot %u of %u)", (unsigned long long)id,
+				       slot, ch[at].count);
+			else if (memcmp(ch[at].hashes[slot], k.mv_data, FC_HASH_LEN) != 0)
+				REPORT(vc, name, "chunk %llu slot %u holds another content hash",
+				       (unsigned long long)id, slot);
 		}
-		uint64_t id;
-		uint32_t slot;
-		fci_index_decode(&v, &id, &slot);
-		int at = vchunk_find(ch, n, id);
-		if (at < 0)
-			REPORT(vc, name, "points at chunk %llu, which does not exist", (unsigned long long)id);
-		else if (ch[at].err)
-			ch[at].refs++; /* reported once, with the chunk */
-		else if (slot >= ch[at].count)
-			REPORT(vc, name, "points past chunk %llu (slot %u of %u)", (unsigned long long)id, slot,
-			       ch[at].count);
-		else if (memcmp(ch[at].hashes[slot], k.mv_data, FC_HASH_LEN) != 0)
-			REPORT(vc, name, "chunk %llu slot %u holds another content hash", (unsigned long long)id,
-			       slot);
+		if (vc->bad != bad) {
+			vc->dmg.vectors++;
+			fix_add(vc, &fx->entries, k.mv_data, k.mv_size);
+		}
 	}
 	mdb_cursor_close(cur);
 	return 0;
+}
+
+/* A new fix_ex for e at the end of vc->fx. */
+static struct fix_ex *fix_ex_new(fc_store *s, struct verify_ctx *vc, const fci_exdb *e)
+{
+	struct fix_ex *p = realloc(vc->fx, (vc->n_fx + 1) * sizeof *p);
+	if (!p) {
+		FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	vc->fx = p;
+	p += vc->n_fx++;
+	*p = (struct fix_ex){ .e = *e };
+	return p;
 }
 
 static int verify_extractor(fc_store *s, struct verify_ctx *vc, const fci_exdb *e)
 {
 	vchunk *ch = NULL;
 	size_t n = 0, bad;
-	int err = verify_collect(s, vc, e, &ch, &n);
+	struct fix_ex *fx = fix_ex_new(s, vc, e);
+	if (!fx)
+		return FC_ERR_NOMEM;
+	int err = verify_collect(s, vc, fx, &ch, &n);
 	if (err)
 		return err;
 	struct verify_arg a = { ch, e };
@@ -313,7 +436,7 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const fci_exdb *
 	if (err && bad != SIZE_MAX)
 		err = FCI_FAIL(s, err, "out of memory");
 	if (!err)
-		err = verify_index(s, vc, e, ch, n);
+		err = verify_index(s, vc, fx, ch, n);
 	for (size_t i = 0; i < n && !err; i++) {
 		vc->checked++;
 		if (!ch[i].err)
@@ -326,6 +449,21 @@ static int verify_extractor(fc_store *s, struct verify_ctx *vc, const fci_exdb *
 		else
 			REPORT(vc, name, "%s; %llu index entries point at it", fc_strerror(ch[i].err),
 			       (unsigned long long)ch[i].refs);
+		if (!chunk_droppable(ch[i].err)) {
+			vc->unfixable++;
+			continue;
+		}
+		vc->dmg.chunks++;
+		vc->dmg.vectors += ch[i].refs;
+		if (fx->n_chunks % 64 == 0) {
+			uint64_t *p = realloc(fx->chunks, (fx->n_chunks + 64) * sizeof *p);
+			if (!p) {
+				vc->nomem = 1;
+				continue;
+			}
+			fx->chunks = p;
+		}
+		fx->chunks[fx->n_chunks++] = ch[i].id;
 	}
 	free(ch);
 	return err;
@@ -359,52 +497,70 @@ static int verify_records(fc_store *s, struct verify_ctx *vc, MDB_dbi dbi, const
 	return 0;
 }
 
-static int label_exists(fc_store *s, struct verify_ctx *vc, uint32_t id, MDB_val *name)
+static int label_exists(fc_store *s, MDB_txn *txn, uint32_t id, MDB_val *name)
 {
 	uint8_t ik[5];
 	fci_label_id_key(ik, id);
 	MDB_val lk = { 5, ik };
-	return mdb_get(vc->txn, s->labels, &lk, name) == 0;
+	return mdb_get(txn, s->labels, &lk, name) == 0;
 }
 
-static void check_item(fc_store *s, struct verify_ctx *vc, const char *name, const MDB_val *k,
-		       const MDB_val *v)
+/* What is wrong with items record v, as "problem; problem" in msg (cap
+ * bytes); 0 when nothing is. */
+static int item_problem(fc_store *s, MDB_txn *txn, const MDB_val *v, char *msg, size_t cap)
 {
-	(void)k;
 	if (v->mv_size != FCI_ITEM_REC) {
-		REPORT(vc, name, "record has %zu bytes, not %d", v->mv_size, FCI_ITEM_REC);
-		return;
+		snprintf(msg, cap, "record has %zu bytes, not %d", v->mv_size, FCI_ITEM_REC);
+		return 1;
 	}
 	fc_item it;
 	MDB_val lv;
+	size_t len = 0;
 	fci_item_decode(&it, v);
+	msg[0] = '\0';
 	if (it.split > FC_SPLIT_TEST && it.split != FC_SPLIT_NONE)
-		REPORT(vc, name, "unknown split %u", it.split);
-	if (it.status > FC_ITEM_FAILED)
-		REPORT(vc, name, "unknown status %u", it.status);
-	if (it.label != FC_NO_LABEL && !label_exists(s, vc, it.label, &lv))
-		REPORT(vc, name, "label id %u does not exist", it.label);
+		len += (size_t)snprintf(msg + len, cap - len, "unknown split %u", it.split);
+	if (it.status > FC_ITEM_FAILED && len < cap)
+		len += (size_t)snprintf(msg + len, cap - len, "%sunknown status %u", len ? "; " : "", it.status);
+	if (it.label != FC_NO_LABEL && !label_exists(s, txn, it.label, &lv) && len < cap)
+		len += (size_t)snprintf(msg + len, cap - len, "%slabel id %u does not exist", len ? "; " : "",
+					it.label);
+	return len > 0;
 }
 
-/* Labels come in pairs: 'n'+name -> id and 'i'+id -> name. */
+/* A bad item record goes: the next extract adds the file again. */
+static void check_item(fc_store *s, struct verify_ctx *vc, const char *name, const MDB_val *k,
+		       const MDB_val *v)
+{
+	char msg[256];
+	if (!item_problem(s, vc->txn, v, msg, sizeof msg))
+		return;
+	report_msg(vc, name, msg);
+	fix_add(vc, &vc->items, k->mv_data, k->mv_size);
+}
+
+/* Labels come in pairs: 'n'+name -> id and 'i'+id -> name. Repair leaves
+ * them alone: items refer to the ids. */
 static void check_label(fc_store *s, struct verify_ctx *vc, const char *name, const MDB_val *k,
 			const MDB_val *v)
 {
 	const char *kp = k->mv_data;
 	MDB_val lv;
+	uint64_t bad = vc->bad;
 	if (k->mv_size >= 2 && kp[0] == 'n' && v->mv_size == 4) {
 		uint32_t id = fci_load_le32(v->mv_data);
-		if (!label_exists(s, vc, id, &lv) || lv.mv_size != k->mv_size - 1 ||
+		if (!label_exists(s, vc->txn, id, &lv) || lv.mv_size != k->mv_size - 1 ||
 		    memcmp(lv.mv_data, kp + 1, lv.mv_size) != 0)
 			REPORT(vc, name, "id %u does not map back to this name", id);
 	} else if (!(k->mv_size == 5 && kp[0] == 'i')) {
 		REPORT(vc, name, "malformed label record");
 	}
+	vc->unfixable += vc->bad - bad;
 }
 
-int fc_store_verify(fc_store *s, fc_report_fn report_fn, void *ctx, uint64_t *checked)
+/* The whole walk, its findings left in *vc (verify_ctx_free it). */
+static int verify_run(fc_store *s, struct verify_ctx *vc)
 {
-	struct verify_ctx vc = { .report = report_fn, .ctx = ctx };
 	uint8_t (*ids)[FC_HASH_LEN] = NULL;
 	size_t n = 0;
 	int err = fc_store_list_extractors(s, &ids, &n);
@@ -417,29 +573,120 @@ int fc_store_verify(fc_store *s, fc_report_fn report_fn, void *ctx, uint64_t *ch
 			char hex[2 * FC_HASH_LEN + 1], name[64];
 			fc_hex(hex, ids[i], FC_HASH_LEN);
 			snprintf(name, sizeof name, "extractors/%s", hex);
-			report_msg(&vc, name, fc_store_errmsg(s));
+			report_msg(vc, name, fc_store_errmsg(s));
+			vc->unfixable++;
 			memset(ids[i], 0, FC_HASH_LEN);
 		}
 	}
-	if ((err = fci_txn_begin(s, MDB_RDONLY, &vc.txn)) != 0)
+	if ((err = fci_txn_begin(s, MDB_RDONLY, &vc->txn)) != 0)
 		goto out;
-	err = verify_records(s, &vc, s->items, "items", check_item);
+	err = verify_records(s, vc, s->items, "items", check_item);
 	if (!err)
-		err = verify_records(s, &vc, s->labels, "labels", check_label);
+		err = verify_records(s, vc, s->labels, "labels", check_label);
 	for (size_t i = 0; i < n && !err; i++) {
 		static const uint8_t zero[FC_HASH_LEN];
 		fci_exdb *e;
 		if (memcmp(ids[i], zero, FC_HASH_LEN) == 0 || fci_ex_open(s, ids[i], &e) != 0)
 			continue;
-		err = verify_extractor(s, &vc, e);
+		err = verify_extractor(s, vc, e);
 	}
-	mdb_txn_abort(vc.txn);
+	mdb_txn_abort(vc->txn);
+	vc->txn = NULL;
+	if (!err && vc->nomem)
+		err = FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
 out:
 	free(ids);
+	vc->dmg.problems = vc->bad;
+	if (!err && vc->bad)
+		err = FCI_FAIL(s, FC_ERR_CORRUPT, "%llu problems found", (unsigned long long)vc->bad);
+	return err;
+}
+
+int fc_store_verify(fc_store *s, fc_report_fn report_fn, void *ctx, uint64_t *checked)
+{
+	struct verify_ctx vc = { .report = report_fn, .ctx = ctx };
+	int err = verify_run(s, &vc);
 	if (checked)
 		*checked = vc.checked;
-	if (!err && vc.bad)
-		err = FCI_FAIL(s, FC_ERR_CORRUPT, "%llu problems found", (unsigned long long)vc.bad);
+	verify_ctx_free(&vc);
+	return err;
+}
+
+/* ---- the damage record ---- */
+
+#define DAMAGE_KEY "damage"
+
+/* meta/damage into *d: zeros when there is none, FC_ERR_CORRUPT when it
+ * cannot be read. */
+static int damage_read(fc_store *s, MDB_txn *txn, fc_damage *d)
+{
+	memset(d, 0, sizeof *d);
+	MDB_val k = { sizeof DAMAGE_KEY - 1, DAMAGE_KEY }, v;
+	int rc = mdb_get(txn, s->meta, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return fci_mdb_fail(s, rc, "cannot read meta/damage");
+	json_error_t jerr;
+	json_t *j = json_loadb(v.mv_data, v.mv_size, 0, &jerr);
+	json_int_t p = -1, c = -1, n = -1, t = 0;
+	int bad = !j || json_unpack(j, "{s:I, s:I, s:I, s:I}", "problems", &p, "chunks", &c, "vectors", &n,
+				    "verified", &t) != 0 || p < 1 || c < 0 || n < 0;
+	json_decref(j);
+	if (bad)
+		return FCI_FAIL(s, FC_ERR_CORRUPT, "meta/damage is not a valid record");
+	*d = (fc_damage){ (uint64_t)p, (uint64_t)c, (uint64_t)n, (int64_t)t };
+	return 0;
+}
+
+/* Write d as meta/damage, or delete the record when d has no problems. */
+static int damage_write(fc_store *s, MDB_txn *txn, const fc_damage *d)
+{
+	MDB_val k = { sizeof DAMAGE_KEY - 1, DAMAGE_KEY };
+	if (d->problems == 0)
+		return fci_del(s, txn, s->meta, &k);
+	char text[200];
+	int len = snprintf(text, sizeof text, "{\"problems\":%llu,\"chunks\":%llu,\"vectors\":%llu,\"verified\":%lld}",
+			   (unsigned long long)d->problems, (unsigned long long)d->chunks,
+			   (unsigned long long)d->vectors, (long long)d->when);
+	MDB_val v = { (size_t)len, text };
+	return fci_put(s, txn, s->meta, &k, &v, 0);
+}
+
+/* 1 when the store's record says d already (a missing or unreadable
+ * record says "no problems" and "rewrite me" respectively). */
+static int damage_recorded(fc_store *s, const fc_damage *d)
+{
+	MDB_txn *txn;
+	fc_damage old;
+	if (fci_txn_begin(s, MDB_RDONLY, &txn) != 0)
+		return 0;
+	int err = damage_read(s, txn, &old);
+	mdb_txn_abort(txn);
+	return !err && old.problems == d->problems && old.chunks == d->chunks && old.vectors == d->vectors;
+}
+
+static int damage_txn(fc_store *s, MDB_txn *txn, void *ctx)
+{
+	return damage_write(s, txn, ctx);
+}
+
+int fc_store_verify_note(fc_store *s, fc_report_fn report_fn, void *ctx, uint64_t *checked, fc_damage *found)
+{
+	struct verify_ctx vc = { .report = report_fn, .ctx = ctx };
+	int err = verify_run(s, &vc);
+	if (checked)
+		*checked = vc.checked;
+	vc.dmg.when = (int64_t)time(NULL);
+	if (found)
+		*found = vc.dmg;
+	/* A walk that failed found nothing worth recording. */
+	if ((!err || err == FC_ERR_CORRUPT) && !damage_recorded(s, &vc.dmg)) {
+		int werr = fci_store_write(s, damage_txn, &vc.dmg);
+		if (werr)
+			err = werr;
+	}
+	verify_ctx_free(&vc);
 	return err;
 }
 
@@ -635,7 +882,7 @@ static int gc_chunk(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id)
 	fci_chunk_info ci;
 	int err = fci_chunk_parse(v.mv_data, v.mv_size, &ci);
 	if (err)
-		return FCI_FAIL(s, err, "%s: %s (run 'featcache verify')", name, fc_strerror(err));
+		return FCI_FAIL(s, err, "%s: %s", name, fc_strerror(err));
 	uint32_t live;
 	uint8_t *is_live = calloc(ci.count, 1);
 	if (!is_live)
@@ -654,7 +901,7 @@ static int gc_chunk(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id)
 		goto out;
 	}
 	if ((err = fci_decode_grow(&s->dec, v.mv_data, v.mv_size, &ci)) != 0) {
-		err = FCI_FAIL(s, err, "%s: %s (run 'featcache verify')", name, fc_strerror(err));
+		err = FCI_FAIL(s, err, "%s: %s", name, fc_strerror(err));
 		goto out;
 	}
 	size_t len;
@@ -767,5 +1014,267 @@ out:
 	free(c.buf);
 	if (out)
 		*out = total;
+	return err;
+}
+
+/* ---- repair ---- */
+
+/* One record repair dropped, passed on after the commit. */
+struct dropped {
+	char name[FC_KEY_MAX + 64];
+	uint64_t vectors;
+};
+
+struct repair_ctx {
+	struct verify_ctx *vc;
+	fc_damage left; /* the damage record to write */
+	/* what one attempt of the transaction dropped (it may run again after
+	 * the map grows, so everything here is reset at its start) */
+	uint64_t chunks, vectors, items;
+	struct dropped *drops;
+	size_t n_drops, cap_drops;
+	uint8_t *gone;    /* gone[i]: chunk i of the current fix_ex was dropped */
+	uint64_t *counts; /* counts[i]: index entries dropped with it */
+};
+
+static int drop_note(fc_store *s, struct repair_ctx *c, const char *name, uint64_t vectors)
+{
+	if (c->n_drops == c->cap_drops) {
+		size_t cap = c->cap_drops ? 2 * c->cap_drops : 16;
+		struct dropped *p = realloc(c->drops, cap * sizeof *p);
+		if (!p)
+			return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
+		c->drops = p;
+		c->cap_drops = cap;
+	}
+	struct dropped *d = &c->drops[c->n_drops++];
+	snprintf(d->name, sizeof d->name, "%s", name);
+	d->vectors = vectors;
+	return 0;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Drop those of fx's damaged chunks that are still damaged (gone[i] set). */
+static int repair_chunks(fc_store *s, MDB_txn *txn, struct repair_ctx *c, const struct fix_ex *fx)
+{
+	for (size_t i = 0; i < fx->n_chunks; i++) {
+		uint8_t key[8];
+		fci_chunk_key(key, fx->chunks[i]);
+		MDB_val k = { 8, key }, v;
+		int rc = mdb_get(txn, fx->e.feat, &k, &v);
+		if (rc == MDB_NOTFOUND)
+			continue;
+		if (rc)
+			return fci_mdb_fail(s, rc, "cannot read chunk");
+		fci_chunk_info ci;
+		int err = chunk_check(&fx->e, &s->dec, v.mv_data, v.mv_size, &ci);
+		if (err == FC_ERR_NOMEM)
+			return FCI_FAIL(s, err, "out of memory");
+		if (!chunk_droppable(err))
+			continue;
+		if ((err = fci_del(s, txn, fx->e.feat, &k)) != 0)
+			return err;
+		c->gone[i] = 1;
+		c->chunks++;
+	}
+	return 0;
+}
+
+/* Drop every index entry that points into a chunk repair_chunks dropped,
+ * and name those chunks. */
+static int repair_index(fc_store *s, MDB_txn *txn, struct repair_ctx *c, const struct fix_ex *fx)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, fx->e.index, &cur), err = 0;
+	if (rc)
+		return fci_mdb_fail(s, rc, "cannot read index");
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !err;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (v.mv_size != FCI_INDEX_REC)
+			continue; /* a broken entry: repair_entries' */
+		uint64_t id;
+		uint32_t slot;
+		fci_index_decode(&v, &id, &slot);
+		const uint64_t *at = bsearch(&id, fx->chunks, fx->n_chunks, sizeof id, u64_cmp);
+		if (at && c->gone[at - fx->chunks])
+			err = gc_cursor_del(s, cur, "cannot delete index entry", &c->counts[at - fx->chunks]);
+	}
+	mdb_cursor_close(cur);
+	for (size_t i = 0; i < fx->n_chunks && !err; i++) {
+		if (!c->gone[i])
+			continue;
+		char name[128];
+		fci_chunk_name(name, sizeof name, &fx->e, fx->chunks[i]);
+		c->vectors += c->counts[i];
+		err = drop_note(s, c, name, c->counts[i]);
+	}
+	return err;
+}
+
+/* 1 if index entry (k, v) is still broken in txn, as verify_index judges. */
+static int entry_broken(MDB_txn *txn, const fci_exdb *e, const MDB_val *k, const MDB_val *v)
+{
+	if (k->mv_size != FC_HASH_LEN || v->mv_size != FCI_INDEX_REC)
+		return 1;
+	uint64_t id;
+	uint32_t slot;
+	fci_index_decode(v, &id, &slot);
+	uint8_t key[8];
+	fci_chunk_key(key, id);
+	MDB_val ck = { 8, key }, cv;
+	fci_chunk_info ci;
+	if (mdb_get(txn, e->feat, &ck, &cv) != 0)
+		return 1;
+	/* A chunk that does not parse is one repair_chunks left alone (a
+	 * newer version, say): its entries stay with it. */
+	if (fci_chunk_parse(cv.mv_data, cv.mv_size, &ci) != 0)
+		return 0;
+	return slot >= ci.count || memcmp(ci.hashes[slot], k->mv_data, FC_HASH_LEN) != 0;
+}
+
+/* Drop fx's broken index entries that are still broken. */
+static int repair_entries(fc_store *s, MDB_txn *txn, struct repair_ctx *c, const struct fix_ex *fx)
+{
+	char hex[2 * FC_HASH_LEN + 1], name[128];
+	fc_hex(hex, fx->e.id, FC_HASH_LEN);
+	size_t at = 0;
+	MDB_val k, v;
+	while (keylist_next(&fx->entries, &at, &k)) {
+		if (mdb_get(txn, fx->e.index, &k, &v) != 0 || !entry_broken(txn, &fx->e, &k, &v))
+			continue;
+		int err = fci_del(s, txn, fx->e.index, &k);
+		char h[2 * FC_HASH_LEN + 1] = "?";
+		if (k.mv_size == FC_HASH_LEN)
+			fc_hex(h, k.mv_data, FC_HASH_LEN);
+		snprintf(name, sizeof name, "index.%s/%s", hex, h);
+		if (err || (err = drop_note(s, c, name, 1)) != 0)
+			return err;
+		c->vectors++;
+	}
+	return 0;
+}
+
+/* Drop fx's feat records whose keys are not chunk ids. */
+static int repair_junk(fc_store *s, MDB_txn *txn, struct repair_ctx *c, const struct fix_ex *fx)
+{
+	char hex[2 * FC_HASH_LEN + 1], name[128];
+	fc_hex(hex, fx->e.id, FC_HASH_LEN);
+	size_t at = 0;
+	MDB_val k, v;
+	while (keylist_next(&fx->junk, &at, &k)) {
+		if (mdb_get(txn, fx->e.feat, &k, &v) != 0)
+			continue;
+		int err = fci_del(s, txn, fx->e.feat, &k);
+		snprintf(name, sizeof name, "feat.%s/<%zu-byte key>", hex, k.mv_size);
+		if (err || (err = drop_note(s, c, name, 0)) != 0)
+			return err;
+	}
+	return 0;
+}
+
+/* Drop the malformed item records that are still malformed, with their
+ * error records: the next extract scans the files and adds them again. */
+static int repair_items(fc_store *s, MDB_txn *txn, struct repair_ctx *c)
+{
+	char msg[256], name[FC_KEY_MAX + 16];
+	size_t at = 0;
+	MDB_val k, v;
+	while (keylist_next(&c->vc->items, &at, &k)) {
+		if (mdb_get(txn, s->items, &k, &v) != 0 || !item_problem(s, txn, &v, msg, sizeof msg))
+			continue;
+		int err = fci_del(s, txn, s->items, &k);
+		if (!err)
+			err = fci_del(s, txn, s->errors, &k);
+		snprintf(name, sizeof name, "items/%.*s", (int)(k.mv_size < FC_KEY_MAX ? k.mv_size : FC_KEY_MAX),
+			 (const char *)k.mv_data);
+		if (err || (err = drop_note(s, c, name, 0)) != 0)
+			return err;
+		c->items++;
+	}
+	return 0;
+}
+
+/* Everything repair drops, and the damage record, in one transaction. */
+static int repair_txn(fc_store *s, MDB_txn *txn, void *vctx)
+{
+	struct repair_ctx *c = vctx;
+	const struct verify_ctx *vc = c->vc;
+	int err = 0;
+	c->chunks = c->vectors = c->items = 0;
+	c->n_drops = 0;
+	for (size_t x = 0; x < vc->n_fx && !err; x++) {
+		const struct fix_ex *fx = &vc->fx[x];
+		uint64_t before = c->chunks;
+		memset(c->gone, 0, fx->n_chunks);
+		memset(c->counts, 0, fx->n_chunks * sizeof *c->counts);
+		err = repair_chunks(s, txn, c, fx);
+		if (!err && c->chunks > before)
+			err = repair_index(s, txn, c, fx);
+		if (!err)
+			err = repair_entries(s, txn, c, fx);
+		if (!err)
+			err = repair_junk(s, txn, c, fx);
+	}
+	if (!err)
+		err = repair_items(s, txn, c);
+	if (!err)
+		err = damage_write(s, txn, &c->left);
+	return err;
+}
+
+int fc_store_repair(fc_store *s, fc_report_fn report_fn, fc_drop_fn dropped, void *ctx, fc_repair_stats *out)
+{
+	struct verify_ctx vc = { .report = report_fn, .ctx = ctx };
+	struct repair_ctx c = { .vc = &vc };
+	fc_repair_stats st = { 0 };
+	int64_t now = (int64_t)time(NULL);
+	int err = verify_run(s, &vc);
+	st.checked = vc.checked;
+	st.found = vc.dmg;
+	st.found.when = now;
+	if (err && err != FC_ERR_CORRUPT)
+		goto out;
+	err = 0;
+	c.left = (fc_damage){ .problems = vc.unfixable, .when = vc.unfixable ? now : 0 };
+	size_t fixes = vc.items.n, most = 1;
+	for (size_t x = 0; x < vc.n_fx; x++) {
+		fixes += vc.fx[x].n_chunks + vc.fx[x].entries.n + vc.fx[x].junk.n;
+		if (vc.fx[x].n_chunks > most)
+			most = vc.fx[x].n_chunks;
+	}
+	/* A sound store, or one only with what repair cannot fix and says so
+	 * already, is not written to. */
+	if (fixes || !damage_recorded(s, &c.left)) {
+		c.gone = calloc(most, 1);
+		c.counts = calloc(most, sizeof *c.counts);
+		if (!c.gone || !c.counts) {
+			err = FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		if ((err = fci_store_write(s, repair_txn, &c)) != 0)
+			goto out;
+		st.chunks_dropped = c.chunks;
+		st.vectors_dropped = c.vectors;
+		st.items_dropped = c.items;
+		for (size_t i = 0; dropped && i < c.n_drops; i++)
+			dropped(ctx, c.drops[i].name, c.drops[i].vectors);
+	}
+	st.left = vc.unfixable;
+	if (st.left)
+		err = FCI_FAIL(s, FC_ERR_CORRUPT, "%llu problem%s that repair cannot fix", (unsigned long long)st.left,
+			       st.left == 1 ? "" : "s");
+out:
+	if (out)
+		*out = st;
+	verify_ctx_free(&vc);
+	free(c.drops);
+	free(c.gone);
+	free(c.counts);
 	return err;
 }

@@ -7,7 +7,7 @@
  *   write.c  appending chunks; items, labels and error records; one batch
  *   load.c   reading features: single lookups, the parallel chunk loop,
  *            loading matrices, walking chunks
- *   admin.c  whole-store work: stats, verify, gc
+ *   admin.c  whole-store work: stats, verify (and its damage record), repair, gc
  *
  * The record layouts (items, index entries, label keys) are defined here
  * once, so that the reader and the writer of a record cannot disagree.

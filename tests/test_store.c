@@ -3,7 +3,7 @@
  * versioning, durability by default, refusals, items/labels/extractors,
  * append and load, one-transaction batches, snapshots across processes, a
  * writer killed mid-batch, map growth and full disks, corrupted records,
- * verify and gc.
+ * verify and gc, repair (also killed mid-way) and the damage record.
  */
 #include <errno.h>
 #include <math.h>
@@ -1065,8 +1065,254 @@ static void test_stats(void **state)
 	fc_store_free(s);
 }
 
-int main(void)
+/* ---- repair ---- */
+
+/* What fc_store_repair reported (findings) and dropped. */
+struct drops {
+	struct reports r;
+	int n;
+	char first[256];
+	uint64_t first_vectors, vectors;
+};
+
+static void collect_finding(void *ctx, const char *key, const char *problem)
 {
+	struct drops *d = ctx;
+	collect(&d->r, key, problem);
+}
+
+static void collect_drop(void *ctx, const char *key, uint64_t vectors)
+{
+	struct drops *d = ctx;
+	if (d->n++ == 0) {
+		snprintf(d->first, sizeof d->first, "%s", key);
+		d->first_vectors = vectors;
+	}
+	d->vectors += vectors;
+}
+
+/* A store of 64 items with f32 vectors in 4 chunks of 16 (lossless, so
+ * rows compare exactly), with chunk 1 damaged, the index entry of item 50
+ * pointing past its chunk and a truncated item record. */
+static void make_damaged(const char *name, char *path, size_t cap)
+{
+	fc_store *s = open_with(name, NULL, 32, FC_DTYPE_F32, FC_CODEC_ZSTD);
+	put_items(s, 0, 64, 4);
+	for (int b = 0; b < 4; b++)
+		assert_int_equal(append_batch(s, 1, 32, (uint64_t)b * 16, 16), 0);
+	fc_store_free(s);
+	tmpdir(path, cap, name);
+	char feat[64], index[64];
+	db_name(feat, "feat", 1);
+	db_name(index, "index", 1);
+	uint8_t key[8], h[FC_HASH_LEN];
+	size_t len;
+	chunk_key(key, 1);
+	uint8_t *c = raw_get(path, feat, key, 8, &len);
+	c[len - 3] ^= 0x40;
+	raw_put(path, feat, key, 8, c, len);
+	free(c);
+	hash_of(h, 50);
+	uint8_t rec[12] = { 3, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0 };
+	raw_put(path, index, h, FC_HASH_LEN, rec, 12);
+	raw_put(path, "items", "img/000007.png", 14, "short", 5);
+}
+
+static void test_repair(void **state)
+{
+	(void)state;
+	char path[512], data[600];
+	uint8_t id[FC_HASH_LEN], h[FC_HASH_LEN];
+	struct reports r;
+	struct drops d = { 0 };
+	fc_repair_stats rs;
+	fc_store_stats st;
+	fc_damage found;
+	fc_matrix m;
+	fc_store *s;
+	size_t len0, len1;
+	uint64_t checked;
+	ex_id(id, 1);
+
+	/* A sound store: nothing dropped, nothing written. */
+	s = open_with("repair-sound", NULL, 32, FC_DTYPE_F32, FC_CODEC_ZSTD);
+	put_items(s, 0, 32, 2);
+	assert_int_equal(append_batch(s, 1, 32, 0, 32), 0);
+	tmpdir(path, sizeof path, "repair-sound");
+	snprintf(data, sizeof data, "%s/data.mdb", path);
+	uint8_t *before = testlib_read_file(data, &len0);
+	assert_int_equal(fc_store_repair(s, collect_finding, collect_drop, &d, &rs), 0);
+	assert_int_equal(d.n + d.r.n, 0);
+	assert_int_equal(rs.found.problems + rs.chunks_dropped + rs.vectors_dropped + rs.items_dropped + rs.left, 0);
+	assert_true(rs.checked > 0);
+	assert_int_equal(fc_store_verify_note(s, collect, &r, &checked, &found), 0);
+	assert_int_equal(found.problems, 0);
+	fc_store_free(s);
+	uint8_t *after = testlib_read_file(data, &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(before, after, len0);
+	free(before);
+	free(after);
+
+	/* Verify finds and records the damage; stats show it. */
+	make_damaged("repair", path, sizeof path);
+	assert_int_equal(fc_store_open(&s, path, NULL), 0);
+	assert_int_equal(fc_store_stats_get(s, &st), 0);
+	assert_int_equal(st.damage.problems, 0); /* nothing on record yet */
+	free(st.extractors);
+	memset(&r, 0, sizeof r);
+	assert_int_equal(fc_store_verify_note(s, collect, &r, &checked, &found), FC_ERR_CORRUPT);
+	assert_int_equal(found.problems, 3);
+	assert_int_equal(found.chunks, 1);
+	assert_int_equal(found.vectors, 16 + 1);
+	assert_int_equal(fc_store_stats_get(s, &st), 0);
+	assert_int_equal(st.damage.problems, 3);
+	assert_int_equal(st.damage.chunks, 1);
+	assert_int_equal(st.damage.vectors, 17);
+	assert_true(st.damage.when > 0);
+	free(st.extractors);
+	assert_int_equal(fc_store_load_all(s, id, &m), FC_ERR_CORRUPT);
+
+	/* Repair drops the chunk with its 16 entries, the broken entry and the item. */
+	memset(&d, 0, sizeof d);
+	assert_int_equal(fc_store_repair(s, collect_finding, collect_drop, &d, &rs), 0);
+	assert_int_equal(d.r.n, 3);
+	assert_int_equal(rs.found.chunks, 1);
+	assert_int_equal(rs.chunks_dropped, 1);
+	assert_int_equal(rs.vectors_dropped, 17);
+	assert_int_equal(rs.items_dropped, 1);
+	assert_int_equal(rs.left, 0);
+	assert_int_equal(d.n, 3);
+	assert_non_null(strstr(d.first, "/chunk 1"));
+	assert_int_equal(d.first_vectors, 16);
+	assert_int_equal(d.vectors, 17);
+	assert_int_equal(verify_count(s, &r), 0);
+	assert_int_equal(fc_store_stats_get(s, &st), 0);
+	assert_int_equal(st.damage.problems, 0);
+	assert_int_equal(st.extractors[0].vectors, 64 - 17);
+	assert_int_equal(st.extractors[0].chunks, 3);
+	assert_int_equal(st.items, 63);
+	free(st.extractors);
+
+	/* What extract asks: exactly the dropped hashes are missing; the items stay. */
+	for (uint64_t i = 0; i < 64; i++) {
+		hash_of(h, i);
+		assert_int_equal(fc_store_has(s, id, h), !((i >= 16 && i < 32) || i == 50));
+	}
+	fc_item it;
+	assert_int_equal(fc_store_get_item(s, "img/000020.png", &it), 0);
+	hash_of(h, 20);
+	assert_memory_equal(it.hash, h, FC_HASH_LEN);
+	assert_int_equal(fc_store_get_item(s, "img/000007.png", &it), FC_ERR_NOT_FOUND);
+
+	/* Extracting them again gives the store back, every row exact. */
+	assert_int_equal(append_batch(s, 1, 32, 16, 16), 0);
+	assert_int_equal(append_batch(s, 1, 32, 50, 1), 0);
+	load_verified(s, &m);
+	assert_int_equal(m.rows, 64);
+	for (size_t i = 0; i < m.rows; i++) {
+		uint64_t item = 0; /* rows come in chunk order: the hash says which item */
+		for (int b = 0; b < 8; b++)
+			item = item << 8 | m.hashes[i][b];
+		expect_row(&m, i, item);
+	}
+	fc_matrix_free(&m);
+	fc_store_free(s);
+
+	/* A second repair has nothing to do and writes nothing. */
+	snprintf(data, sizeof data, "%s/data.mdb", path);
+	before = testlib_read_file(data, &len0);
+	assert_int_equal(fc_store_open(&s, path, NULL), 0);
+	memset(&d, 0, sizeof d);
+	assert_int_equal(fc_store_repair(s, collect_finding, collect_drop, &d, &rs), 0);
+	assert_int_equal(d.n + d.r.n, 0);
+	fc_store_free(s);
+	after = testlib_read_file(data, &len1);
+	assert_int_equal(len0, len1);
+	assert_memory_equal(before, after, len0);
+	free(before);
+	free(after);
+
+	/* What repair cannot fix (a label record) is left, recorded and said. */
+	raw_put(path, "labels", "x", 1, "??", 2);
+	assert_int_equal(fc_store_open(&s, path, NULL), 0);
+	assert_int_equal(fc_store_repair(s, collect, NULL, &r, &rs), FC_ERR_CORRUPT); /* no drops: ctx is r */
+	assert_int_equal(rs.left, 1);
+	assert_int_equal(rs.chunks_dropped + rs.vectors_dropped + rs.items_dropped, 0);
+	assert_non_null(strstr(fc_store_errmsg(s), "cannot fix"));
+	assert_int_equal(fc_store_stats_get(s, &st), 0);
+	assert_int_equal(st.damage.problems, 1);
+	assert_int_equal(st.damage.chunks, 0);
+	free(st.extractors);
+	fc_store_free(s);
+
+	/* A read-only handle verifies but cannot record or repair. */
+	fc_store_opts ro = { .readonly = 1 };
+	assert_int_equal(fc_store_open(&s, path, &ro), 0);
+	assert_int_equal(verify_count(s, &r), FC_ERR_CORRUPT);
+	assert_int_equal(fc_store_repair(s, NULL, NULL, NULL, &rs), FC_ERR_CORRUPT); /* nothing to drop, left 1 */
+	fc_store_free(s);
+}
+
+/* A repair killed at any point leaves the store as it was or repaired,
+ * never in between; a second repair finishes the job. */
+static void test_repair_killed(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 4; round++) {
+		char name[32], path[512];
+		snprintf(name, sizeof name, "repair-kill%d", round);
+		make_damaged(name, path, sizeof path);
+		/* A fresh process (this program, see main): libgomp does not
+		 * survive a fork after the parent used OpenMP, and repair does. */
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			execl("/proc/self/exe", "test_store", "--repair", path, (char *)NULL);
+			_exit(5);
+		}
+		/* The repair takes some 10-50 ms here: kill before, during or after. */
+		struct timespec ts = { 0, (long)testlib_below(80000000) };
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		int status;
+		waitpid(pid, &status, 0);
+		if (!WIFSIGNALED(status))
+			assert_int_equal(WEXITSTATUS(status), 0);
+
+		fc_store *s;
+		struct reports r;
+		assert_int_equal(fc_store_open(&s, path, NULL), 0);
+		int err = verify_count(s, &r);
+		print_message("# round %d: %s, verify finds %d problems\n", round,
+			      WIFSIGNALED(status) ? "killed" : "finished", r.n);
+		assert_true(err == 0 || err == FC_ERR_CORRUPT);
+		assert_true(r.n == 0 || r.n == 3); /* all or nothing */
+		fc_repair_stats rs;
+		assert_int_equal(fc_store_repair(s, NULL, NULL, NULL, &rs), 0);
+		assert_int_equal(rs.chunks_dropped, r.n ? 1 : 0);
+		assert_int_equal(verify_count(s, &r), 0);
+		uint8_t id[FC_HASH_LEN];
+		fc_matrix m;
+		ex_id(id, 1);
+		assert_int_equal(fc_store_load_all(s, id, &m), 0);
+		assert_int_equal(m.rows, 64 - 17);
+		fc_matrix_free(&m);
+		fc_store_free(s);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && strcmp(argv[1], "--repair") == 0) {
+		/* test_repair_killed's child: repair the store at argv[2]. */
+		fc_store *s;
+		int err = fc_store_open(&s, argv[2], NULL);
+		if (!err)
+			err = fc_store_repair(s, NULL, NULL, NULL, NULL);
+		fc_store_free(s);
+		return err ? 4 : 0;
+	}
 	testlib_seed("test_store");
 	tmproot = testlib_tmpdir("test-store");
 	printf("# dir %s\n", tmproot);
@@ -1088,6 +1334,8 @@ int main(void)
 		cmocka_unit_test(test_snapshot_two_processes),
 		cmocka_unit_test(test_gc),
 		cmocka_unit_test(test_stats),
+		cmocka_unit_test(test_repair),
+		cmocka_unit_test(test_repair_killed),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!failed)

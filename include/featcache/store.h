@@ -4,7 +4,7 @@
  * the extracted features in compressed chunks addressed by content hash.
  *
  * Named databases (docs/design.md, "Store"):
- *   meta                format version, creation info
+ *   meta                format version, creation info, what the last verify found
  *   items               item key -> fc_item record
  *   labels              label name <-> label id
  *   extractors          extractor id (16 B) -> JSON descriptor
@@ -281,12 +281,24 @@ typedef struct fc_store_ex_stats {
 	int broken;           /* its descriptor or databases cannot be read (verify says why) */
 } fc_store_ex_stats;
 
+/* What a verify found, as the store keeps it (meta "damage", written by
+ * fc_store_verify_note and fc_store_repair) so that fc_store_stats_get can
+ * tell without decoding anything. All zero: no damage on record, which
+ * says only that no verify since the last repair found any. */
+typedef struct fc_damage {
+	uint64_t problems; /* findings reported */
+	uint64_t chunks;   /* damaged chunks among them */
+	uint64_t vectors;  /* index entries a repair drops: into damaged chunks, or broken */
+	int64_t when;      /* unix time of the verify that found them (0 without a record) */
+} fc_damage;
+
 typedef struct fc_store_stats {
 	uint64_t items, items_failed, labels, errors;
 	uint64_t splits[4];   /* train, val, test, none */
 	uint64_t file_bytes;  /* size of data.mdb */
 	uint64_t used_bytes;  /* pages in use (all dbs + meta) */
 	uint64_t bad_records; /* malformed items and unreadable extractors (verify names them) */
+	fc_damage damage;     /* as the last verify or repair recorded it */
 	uint32_t format;
 	size_t n_extractors;
 	fc_store_ex_stats *extractors; /* malloc'd, free() it */
@@ -301,6 +313,47 @@ int fc_store_stats_get(fc_store *s, fc_store_stats *out);
  * called, or another error if the walk itself failed. */
 typedef void (*fc_report_fn)(void *ctx, const char *key, const char *problem);
 int fc_store_verify(fc_store *s, fc_report_fn report, void *ctx, uint64_t *checked);
+
+/* fc_store_verify_note - fc_store_verify, then record what it found in the
+ * store (see fc_damage): a damaged store gets a record, a sound one loses
+ * its record. Nothing is written when the record already says the same,
+ * so verifying a sound store leaves its files as they were. Needs a
+ * writable handle. *found (may be NULL) receives the counts (when: now).
+ * Returns as fc_store_verify. */
+int fc_store_verify_note(fc_store *s, fc_report_fn report, void *ctx, uint64_t *checked, fc_damage *found);
+
+/* dropped(ctx, key, vectors): fc_store_repair removed `key`
+ * ("feat.<id>/chunk 12", "index.<id>/<hash>", "items/<key>") and with it
+ * `vectors` index entries (1 for a broken entry, 0 for an item record). */
+typedef void (*fc_drop_fn)(void *ctx, const char *key, uint64_t vectors);
+
+typedef struct fc_repair_stats {
+	uint64_t checked;         /* as fc_store_verify */
+	fc_damage found;          /* what the verify pass found */
+	uint64_t chunks_dropped;  /* damaged chunks deleted */
+	uint64_t vectors_dropped; /* index entries deleted: those into the dropped chunks, and broken ones */
+	uint64_t items_dropped;   /* malformed item records deleted (the next extract adds them again) */
+	uint64_t left;            /* problems repair does not fix (label records, descriptors) */
+} fc_repair_stats;
+
+/* fc_store_repair - verify the store (findings go to report, as
+ * fc_store_verify), then drop what cannot be read back: every damaged
+ * chunk (it does not decode, or its dim, dtype or codec differ from the
+ * extractor's) with every index entry that points into it, every broken
+ * index entry (malformed, dangling, or naming a slot that holds another
+ * hash) and every malformed item record. Items keep their content hashes,
+ * so the next extract over the same data finds exactly those vectors
+ * missing and extracts them again. dropped (may be NULL) is called once
+ * per removed record, after the commit.
+ *
+ * Everything is dropped in ONE write transaction, together with the new
+ * damage record (what is left, or none): an interrupted repair changes
+ * nothing and can simply be run again. Each candidate is checked again
+ * inside that transaction, so a concurrent writer cannot lose a vector.
+ * Returns 0 when nothing is left to fix (including a sound store, which
+ * is not written to), FC_ERR_CORRUPT when problems repair cannot fix
+ * remain (out->left), or another error, with nothing changed. */
+int fc_store_repair(fc_store *s, fc_report_fn report, fc_drop_fn dropped, void *ctx, fc_repair_stats *out);
 
 typedef struct fc_gc_stats {
 	uint64_t index_dropped;    /* index entries no item references */

@@ -183,9 +183,12 @@ t "verify counts the index entries of the damaged chunk with it" 1 \
 run "$F" verify --store dc --quiet
 t "verify --quiet still reports damage" 1 err "feat\.$ex/chunk 2: " out 'problems?$'
 run "$F" info --store dc
-t "info does not decode chunks: fine on a damaged one" 0 out '^items +103 '
+t "info shows the damage the last verify recorded, and the rest" 1 out '^items +103 ' \
+	out '^damage +1 problem \(1 damaged chunk, 16 vectors to re-extract\), found by verify ' \
+	err "^featcache: store 'dc' has damage that verify found: run 'featcache verify --store dc --repair'$"
 run "$F" gc --store dc
-t "gc refuses a damaged chunk and names it" 1 err "^featcache: cannot collect garbage in store 'dc': .*chunk 2"
+t "gc refuses a damaged chunk, names it and points at the repair" 1 \
+	err "^featcache: cannot collect garbage in store 'dc': .*chunk 2: .*; run 'featcache verify --store dc --repair'$"
 
 cp -R s1 dl
 run "$MK" --store dl --corrupt-chunk last
