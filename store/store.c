@@ -280,8 +280,15 @@ static int check_dir(fc_store *s, const char *path, const fc_store_opts *opts, i
 	char data[4096];
 	if (snprintf(data, sizeof data, "%s/data.mdb", path) >= (int)sizeof data)
 		return FCI_FAIL(s, FC_ERR_INVALID, "path is too long");
-	if (stat(data, &st) == 0)
+	if (stat(data, &st) == 0) {
+		/* Shorter than LMDB's header: a creation killed before LMDB wrote
+		 * its first page; LMDB starts such a file afresh. */
+		if (st.st_size < 4096 && opts->create && !opts->readonly) {
+			*fresh = 1;
+			return 0;
+		}
 		return check_lmdb_file(s, data);
+	}
 	if (errno != ENOENT)
 		return FCI_FAIL(s, FC_ERR_IO, "%s", os_error(errno));
 	if (!opts->create || opts->readonly)
@@ -384,6 +391,23 @@ static int check_format(fc_store *s, MDB_txn *txn)
 	return 0;
 }
 
+/* An environment with nothing in it at all (no named database, not even
+ * meta): a creation killed before its first commit, safe to finish. */
+static int interrupted_create(fc_store *s)
+{
+	MDB_txn *txn;
+	MDB_dbi main;
+	MDB_stat st;
+	int empty = 0;
+
+	if (fci_txn_begin(s, MDB_RDONLY, &txn) != 0)
+		return 0;
+	if (mdb_dbi_open(txn, NULL, 0, &main) == 0 && mdb_stat(txn, main, &st) == 0)
+		empty = st.ms_entries == 0;
+	mdb_txn_abort(txn);
+	return empty;
+}
+
 static int open_dbs(fc_store *s)
 {
 	MDB_txn *txn;
@@ -443,7 +467,7 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 		err = env_open(s, path, opts);
 	if (err)
 		return err;
-	if (fresh)
+	if (fresh || (opts->create && !opts->readonly && interrupted_create(s)))
 		return fci_store_write(s, create_meta, NULL);
 	return open_dbs(s);
 }

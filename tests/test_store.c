@@ -1302,6 +1302,43 @@ static void test_repair_killed(void **state)
 	}
 }
 
+/* A creation killed before its first commit (data.mdb empty, or an LMDB
+ * environment with nothing in it) is finished by the next creating open,
+ * and is no store for an open that may not create. */
+static void test_interrupted_create(void **state)
+{
+	(void)state;
+	char dir[1024], data[1100];
+	fc_store *s = NULL;
+	fc_store_opts create = { .create = 1 }, plain = { 0 };
+	MDB_env *env;
+	FILE *f;
+
+	snprintf(dir, sizeof dir, "%s/interrupted-empty", tmproot);
+	assert_int_equal(mkdir(dir, 0777), 0);
+	snprintf(data, sizeof data, "%s/data.mdb", dir);
+	assert_non_null(f = fopen(data, "wb"));
+	fclose(f);
+	assert_int_equal(fc_store_open(&s, dir, &plain), FC_ERR_NOT_STORE);
+	fc_store_free(s);
+	assert_int_equal(fc_store_open(&s, dir, &create), 0);
+	fc_store_free(s);
+	assert_int_equal(fc_store_open(&s, dir, &plain), 0);
+	fc_store_free(s);
+
+	snprintf(dir, sizeof dir, "%s/interrupted-env", tmproot);
+	assert_int_equal(mkdir(dir, 0777), 0);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+	mdb_env_close(env);
+	assert_int_equal(fc_store_open(&s, dir, &plain), FC_ERR_NOT_STORE);
+	fc_store_free(s);
+	assert_int_equal(fc_store_open(&s, dir, &create), 0);
+	fc_store_free(s);
+	assert_int_equal(fc_store_open(&s, dir, &plain), 0);
+	fc_store_free(s);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "--repair") == 0) {
@@ -1335,6 +1372,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_gc),
 		cmocka_unit_test(test_stats),
 		cmocka_unit_test(test_repair),
+		cmocka_unit_test(test_interrupted_create),
 		cmocka_unit_test(test_repair_killed),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
