@@ -3,7 +3,7 @@
 #   make            libfeatcache.a and the featcache binary in build/
 #   make deps       install the missing Debian packages (tools/deps.sh, as root)
 #   make check      build and run the whole suite; installs nothing (any user)
-#   make test       make deps, then make check with warnings as errors (build/test/)
+#   make test       make deps (and PyTorch), then make check with warnings as errors (build/test/)
 #   make lint       the layout rules alone (include order, file sizes)
 #   make asan       the whole suite under ASan+UBSan (build/asan/)
 #   make fuzz       libFuzzer targets with clang (build/fuzz/), FUZZ_SECONDS each
@@ -116,7 +116,9 @@ slurm-test: deps $(BIN) $(TOOLS)
 lint:
 	@FEATCACHE=/bin/false FC_TOOLS=/nonexistent FC_TOP=$(CURDIR) sh tests/cli/layout.sh
 
+# tests/cli/backbones.sh exports PyTorch models (it skips without them).
 test: deps
+	@FC_DEPS_EXTRA="python3-torch python3-torchvision python3-onnx python3-pil" sh tools/deps.sh
 	@$(MAKE) --no-print-directory BUILD=build/test WERROR=-Werror check
 
 asan: deps

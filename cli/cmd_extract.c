@@ -40,6 +40,8 @@ static const char usage_text[] =
 	"                           bicubic); default torchvision\n"
 	"      --size N             model input size (default 224)\n"
 	"      --resize N           resize the shorter side to N, then centre-crop\n"
+	"      --interpolation I    bilinear or bicubic (PIL's filters; default: the\n"
+	"                           preset's)\n"
 	"      --mean R,G,B         normalisation mean (default ImageNet's)\n"
 	"      --std R,G,B          normalisation std (default ImageNet's)\n"
 	"      --precision P        f32 or bf16 (bf16 needs a CPU with native bf16)\n"
@@ -77,7 +79,7 @@ static const char usage_text[] =
 
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
-	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH, O_WAIT, O_SHARD, O_UNITS, O_CLAIMS,
+	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH, O_INTERP, O_WAIT, O_SHARD, O_UNITS, O_CLAIMS,
 	O_CLAIM_TIMEOUT
 };
 
@@ -91,6 +93,7 @@ static const struct option opts[] = {
 	{ "preprocess", required_argument, NULL, O_PRE },
 	{ "size", required_argument, NULL, O_SIZE },
 	{ "resize", required_argument, NULL, O_RESIZE },
+	{ "interpolation", required_argument, NULL, O_INTERP },
 	{ "mean", required_argument, NULL, O_MEAN },
 	{ "std", required_argument, NULL, O_STD },
 	{ "precision", required_argument, NULL, O_PREC },
@@ -274,7 +277,7 @@ int cmd_extract(int argc, char **argv)
 	const char *shard_spec = NULL, *claims = NULL;
 	uint64_t units = 0;
 	float claim_timeout = 600;
-	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, wait = 0, c, rc;
+	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, wait = 0, interp = -1, c, rc;
 	fc_dtype dtype = FC_DTYPE_F16;
 	float valf = 0.1f;
 	optind = 1;
@@ -296,6 +299,15 @@ int cmd_extract(int argc, char **argv)
 		case O_PRE: pre_name = optarg; break;
 		case O_SIZE: rc = cli_parse_u64("extract", "--size", optarg, 1, 4096, &size); break;
 		case O_RESIZE: rc = cli_parse_u64("extract", "--resize", optarg, 1, 4096, &resize); break;
+		case O_INTERP:
+			if (strcmp(optarg, "bilinear") == 0)
+				interp = FC_RESAMPLE_BILINEAR;
+			else if (strcmp(optarg, "bicubic") == 0)
+				interp = FC_RESAMPLE_BICUBIC;
+			else
+				rc = cli_usage_error("extract", "bad value '%s' for --interpolation: bilinear or bicubic",
+						    optarg);
+			break;
 		case O_MEAN: mean = optarg; break;
 		case O_STD: std = optarg; break;
 		case O_PREC:
@@ -344,6 +356,8 @@ int cmd_extract(int argc, char **argv)
 		xo.pre.resize_short = (int)resize;
 		xo.pre.resize_w = xo.pre.resize_h = 0;
 	}
+	if (interp >= 0)
+		xo.pre.filter = interp;
 	if ((mean && (rc = parse3("--mean", mean, 0, xo.pre.mean))) || (std && (rc = parse3("--std", std, 1, xo.pre.std))))
 		return rc;
 	cli_logger_flags(quiet ? CLI_QUIET : 0);

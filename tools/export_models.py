@@ -626,19 +626,11 @@ def full_model(name):
 
 
 def export_model(model, path, opset=13, dynamic=True):
-    """torch.onnx.export of `model` at 224 x 224 into path (written to a
-    temporary name first), batch dynamic or fixed at 1; checked by
-    onnx.checker."""
-    tmp = path + ".tmp"
-    x = torch.randn(1, 3, 224, 224)
-    kw = {"dynamic_axes": {"input": {0: "batch"}, "output": {0: "batch"}}} if dynamic else {}
-    with warnings.catch_warnings():  # the tracer's notes on ViT's size assert
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, x, tmp, opset_version=opset, input_names=["input"],
-                          output_names=["output"], do_constant_folding=True, **kw)
-    onnx.checker.check_model(tmp)
-    os.replace(tmp, path)
-    return path
+    """torch.onnx.export of `model` at 224 x 224 into path, batch dynamic or
+    fixed at 1: tools/export_onnx.py's export (the one users run), here at
+    opset 13 unless told."""
+    import export_onnx
+    return export_onnx.export(model, path, 224, opset, dynamic)
 
 
 def export_full(name, out, opset=13, dynamic=True, path=None):

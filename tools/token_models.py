@@ -104,12 +104,16 @@ class DinoBlock(nn.Module):
 class DinoV2S14(nn.Module):
     PATCH, DIM, DEPTH, HEADS, REGISTERS = 14, 384, 12, 6, 4
 
-    def __init__(self, dim=DIM, depth=DEPTH, heads=HEADS):
+    def __init__(self, dim=DIM, depth=DEPTH, heads=HEADS, native=IMAGE):
         """dim, depth and heads default to ViT-S/14's; the narrow fixture
-        of tools/export_models.py (dinov2_narrow) passes smaller ones."""
+        of tools/export_models.py (dinov2_narrow) passes smaller ones.
+        native is the image size the position embedding is made for (the
+        released DINOv2 models: 518, a 37 x 37 grid); another input size
+        interpolates it (interpolate_pos_encoding)."""
         super().__init__()
         self.DIM, self.DEPTH, self.HEADS = dim, depth, heads
-        d, g = self.DIM, IMAGE // self.PATCH
+        self.patch_size, self.num_register_tokens = self.PATCH, self.REGISTERS  # DINOv2's attribute names
+        d, g = self.DIM, native // self.PATCH
         self.patch_embed = nn.Conv2d(3, d, self.PATCH, stride=self.PATCH)
         self.cls_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.register_tokens = nn.Parameter(torch.randn(1, self.REGISTERS, d) * 0.02)
@@ -120,9 +124,10 @@ class DinoV2S14(nn.Module):
     def tokens(self, x):
         """The token tensor after the last block, before the final norm:
         [N, 1 + 4 + 256, 384] (CLS, registers, patches)."""
-        n = x.shape[0]
+        n, _, w, h = x.shape
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1) + self.pos_embed
+        x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1)
+        x = x + self.interpolate_pos_encoding(x, w, h)
         x = torch.cat([x[:, :1], self.register_tokens.expand(n, -1, -1), x[:, 1:]], dim=1)
         for b in self.blocks:
             x = b(x)
@@ -130,6 +135,18 @@ class DinoV2S14(nn.Module):
 
     def forward(self, x):
         return self.norm(self.tokens(x))[:, 0]
+
+    def interpolate_pos_encoding(self, x, w, h):
+        """DINOv2's: the position embedding for x (CLS and patch tokens) of
+        a w x h image: as it is when the grids match, else its patch part
+        resized bicubic (no antialiasing) to the image's grid."""
+        n = self.pos_embed.shape[1] - 1
+        if x.shape[1] - 1 == n and w == h:
+            return self.pos_embed
+        m, d = int(math.sqrt(n)), self.pos_embed.shape[2]
+        grid = self.pos_embed[:, 1:].reshape(1, m, m, d).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, size=(w // self.PATCH, h // self.PATCH), mode="bicubic", align_corners=False)
+        return torch.cat([self.pos_embed[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, d)], dim=1)
 
 
 class QuickGELU(nn.Module):
