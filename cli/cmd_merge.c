@@ -134,7 +134,9 @@ static int merge_one(fc_store *dst, const char *dest, struct shard *sh, int quie
 		cli_err("refused shard '%s' (nothing of it was written): %s", sh->path, sh->msg);
 	else
 		cli_err("cannot merge '%s' into '%s': %s%s", sh->path, dest, sh->msg,
-			wrote_something(&sh->st) ? " (what was copied stays: run the merge again to finish)" : "");
+			wrote_something(&sh->st) && err != FC_ERR_INTERRUPTED
+				? " (what was copied stays: run the merge again to finish)"
+				: "");
 	return is_refusal(err) && !wrote_something(&sh->st) ? err : FC_ERR_INTERRUPTED;
 }
 
