@@ -30,6 +30,7 @@ static const struct cli_command commands[] = {
 	{ "export", cmd_export, "backbone + head as one ONNX model" },
 	{ "verify", cmd_verify, "check every record of a store; --repair drops the damage" },
 	{ "gc", cmd_gc, "drop features no item references any more" },
+	{ "merge", cmd_merge, "copy shard stores (one per worker) into one store" },
 	{ "help", cmd_help, "show help for featcache or one command" },
 };
 

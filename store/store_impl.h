@@ -8,6 +8,8 @@
  *   load.c   reading features: single lookups, the parallel chunk loop,
  *            loading matrices, walking chunks
  *   admin.c  whole-store work: stats, verify (and its damage record), repair, gc
+ *   merge.c  copying one store's items, labels, errors, extractors and
+ *            chunks into another (fc_store_merge)
  *
  * The record layouts (items, index entries, label keys) are defined here
  * once, so that the reader and the writer of a record cannot disagree.
@@ -101,8 +103,15 @@ void fci_chunk_name(char *buf, size_t cap, const fci_exdb *e, uint64_t id);
 /* ---- write.c ---- */
 
 /* fci_item_decode - an items record (FCI_ITEM_REC bytes; the caller checks
- * the size) into *it; it->key is left alone. */
+ * the size) into *it; it->key is left alone. fci_item_encode - the record
+ * of *it (its key is not part of it). */
 void fci_item_decode(fc_item *it, const MDB_val *v);
+void fci_item_encode(uint8_t rec[FCI_ITEM_REC], const fc_item *it);
+
+/* fci_chunk_id_next - take the store's next chunk id (meta/chunk_seq, one
+ * sequence for every extractor) inside txn: *id gets it and the sequence
+ * moves past it. */
+int fci_chunk_id_next(fc_store *s, MDB_txn *txn, uint64_t *id);
 
 /* ---- load.c ---- */
 

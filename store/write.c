@@ -27,35 +27,35 @@ struct append_ctx {
 	uint64_t id;
 };
 
-static int next_chunk_id(fc_store *s, MDB_txn *txn, uint64_t *id)
+int fci_chunk_id_next(fc_store *s, MDB_txn *txn, uint64_t *id)
 {
 	MDB_val k = { 9, "chunk_seq" }, v;
 	int rc = mdb_get(txn, s->meta, &k, &v);
 	if (rc == MDB_NOTFOUND) {
 		*id = 0;
-		return 0;
-	}
-	if (rc)
+	} else if (rc) {
 		return fci_mdb_fail(s, rc, "cannot read chunk sequence");
-	if (v.mv_size != 8)
+	} else if (v.mv_size != 8) {
 		return FCI_FAIL(s, FC_ERR_CORRUPT, "meta/chunk_seq has %zu bytes, not 8", v.mv_size);
-	*id = fci_load_le64(v.mv_data);
-	return 0;
+	} else {
+		*id = fci_load_le64(v.mv_data);
+	}
+	uint8_t seq[8];
+	fci_store_le64(seq, *id + 1);
+	MDB_val sv = { 8, seq };
+	return fci_put(s, txn, s->meta, &k, &sv, 0);
 }
 
 static int append_txn(fc_store *s, MDB_txn *txn, void *vctx)
 {
 	struct append_ctx *c = vctx;
-	int err = next_chunk_id(s, txn, &c->id);
+	int err = fci_chunk_id_next(s, txn, &c->id);
 	if (err)
 		return err;
-	uint8_t key[8], seq[8];
+	uint8_t key[8];
 	fci_chunk_key(key, c->id);
-	fci_store_le64(seq, c->id + 1);
 	MDB_val k = { 8, key }, v = { c->len, (void *)c->chunk };
-	MDB_val sk = { 9, "chunk_seq" }, sv = { 8, seq };
-	if ((err = fci_put(s, txn, c->e->feat, &k, &v, MDB_NOOVERWRITE)) != 0 ||
-	    (err = fci_put(s, txn, s->meta, &sk, &sv, 0)) != 0)
+	if ((err = fci_put(s, txn, c->e->feat, &k, &v, MDB_NOOVERWRITE)) != 0)
 		return err;
 	for (size_t i = 0; i < c->n; i++) {
 		uint8_t rec[FCI_INDEX_REC];
@@ -227,7 +227,7 @@ void fci_item_decode(fc_item *it, const MDB_val *v)
 	it->status = p[37];
 }
 
-static void item_encode(uint8_t p[FCI_ITEM_REC], const fc_item *it)
+void fci_item_encode(uint8_t p[FCI_ITEM_REC], const fc_item *it)
 {
 	memcpy(p, it->hash, FC_HASH_LEN);
 	fci_store_le64(p + 16, it->size);
@@ -260,7 +260,7 @@ static int put_items_txn(fc_store *s, MDB_txn *txn, void *vctx)
 	for (size_t i = 0; i < c->n; i++) {
 		const fc_item *it = &c->items[i];
 		uint8_t rec[FCI_ITEM_REC];
-		item_encode(rec, it);
+		fci_item_encode(rec, it);
 		MDB_val k = { strlen(it->key), (void *)it->key }, v = { FCI_ITEM_REC, rec };
 		int err = fci_put(s, txn, s->items, &k, &v, 0);
 		if (!err && it->status == FC_ITEM_OK)

@@ -9,7 +9,9 @@
  * items "bad/<i>.jpg" that failed to decode, with error records (no label,
  * split none). Vectors are class centres plus noise, all from --seed, so the
  * same options always give the same store. Rerunning on a store adds only
- * what is missing, as extract would.
+ * what is missing, as extract would. --first K numbers the items (keys,
+ * contents, splits) from K, so that stores of items [0, N) and [N, 2N)
+ * are two disjoint parts of the store of [0, 2N), as shards would be.
  *
  * Damaging goes around the library on purpose, with raw LMDB calls, since
  * the library never writes a bad record. The layout is store.h's and
@@ -36,7 +38,7 @@ static const char usage_text[] =
 	"usage: tool_mkstore --store DIR [--dim D] [--items N] [--classes C]\n"
 	"                    [--dtype f32|f16|bf16|u8] [--codec raw|zstd|shuffle-zstd]\n"
 	"                    [--level L] [--batch B] [--seed S] [--dup K] [--failed F]\n"
-	"                    [--extractors E] [--noise PCT] [--mixed-splits]\n"
+	"                    [--extractors E] [--noise PCT] [--mixed-splits] [--first K]\n"
 	"                    [--poison N]  (item content N-1 gets a NaN; f32 only)\n"
 	"       tool_mkstore --store DIR --remove-items K\n"
 	"       tool_mkstore --store DIR [--extractor HEX] --corrupt-chunk ID|first|last\n"
@@ -124,6 +126,7 @@ static void hash128(uint8_t out[FC_HASH_LEN], const char *text)
 struct spec {
 	const char *store;
 	uint64_t dim, items, classes, level, batch, seed, dup, failed, extractors;
+	uint64_t first;     /* the number of the first item (--first) */
 	uint64_t noise_pct; /* noise scale in percent of the centres' (default 50) */
 	int mixed_splits;   /* splits independent of classes (by i / classes) */
 	uint64_t poison;    /* content poison-1 gets a NaN (f32 stores only); 0 = none */
@@ -222,30 +225,32 @@ static int make_store(const struct spec *sp)
 			rc = fail("out of memory");
 			goto out;
 		}
+		uint64_t g = sp->first + i; /* the item's number */
+
 		if (i < sp->items) {
-			uint64_t content = content_of(sp, i), c = content % sp->classes;
+			uint64_t content = sp->first + content_of(sp, i), c = content % sp->classes;
 			static const uint8_t split_of[10] = { 0, 0, 0, 0, 0, 0, 0, 1, 2, 255 };
 
 			snprintf(keys[i], 64, "class%llu/%05llu.jpg", (unsigned long long)c,
-				 (unsigned long long)i);
+				 (unsigned long long)g);
 			content_hash(sp, content, it->hash);
 			it->label = label_ids[c];
-			it->split = split_of[(sp->mixed_splits ? i / sp->classes : i) % 10];
+			it->split = split_of[(sp->mixed_splits ? g / sp->classes : g) % 10];
 			it->status = FC_ITEM_OK;
 		} else {
 			char text[96];
 
-			snprintf(keys[i], 64, "bad/%05llu.jpg", (unsigned long long)(i - sp->items));
+			snprintf(keys[i], 64, "bad/%05llu.jpg", (unsigned long long)(g - sp->items));
 			snprintf(text, sizeof text, "mkstore failed %llu %llu",
-				 (unsigned long long)sp->seed, (unsigned long long)i);
+				 (unsigned long long)sp->seed, (unsigned long long)g);
 			hash128(it->hash, text);
 			it->label = FC_NO_LABEL;
 			it->split = FC_SPLIT_NONE;
 			it->status = FC_ITEM_FAILED;
 		}
 		it->key = keys[i];
-		it->size = 1000 + i;
-		it->mtime_ns = (int64_t)1700000000 * 1000000000 + (int64_t)i;
+		it->size = 1000 + g;
+		it->mtime_ns = (int64_t)1700000000 * 1000000000 + (int64_t)g;
 	}
 	if ((r = fc_store_put_items(s, items, total)) < 0) {
 		rc = store_err(s, r, "write items to");
@@ -283,7 +288,7 @@ static int make_store(const struct spec *sp)
 			goto out;
 		}
 		for (uint64_t content = 0; content < distinct; content++) {
-			content_hash(sp, content, hashes[n]);
+			content_hash(sp, sp->first + content, hashes[n]);
 			r = fc_store_has(s, ex.id, hashes[n]);
 			if (r < 0) {
 				rc = store_err(s, r, "read");
@@ -291,7 +296,7 @@ static int make_store(const struct spec *sp)
 			}
 			if (r == 1)
 				continue;
-			make_vector(sp, e, content, vecs + n * sp->dim);
+			make_vector(sp, e, sp->first + content, vecs + n * sp->dim);
 			n++;
 			if (n == sp->batch || content + 1 == distinct) {
 				if ((r = fc_store_append(s, ex.id, vecs,
@@ -642,6 +647,7 @@ int main(int argc, char **argv)
 		{ "mixed-splits", no_argument, NULL, 'M' },
 		{ "poison", required_argument, NULL, 'Q' },
 		{ "items", required_argument, NULL, 'n' },
+		{ "first", required_argument, NULL, 'f' },
 		{ "classes", required_argument, NULL, 'c' },
 		{ "dtype", required_argument, NULL, 't' },
 		{ "codec", required_argument, NULL, 'k' },
@@ -678,6 +684,7 @@ int main(int argc, char **argv)
 		case 'M': sp.mixed_splits = 1; break;
 		case 'Q': rc = parse_u64("--poison", optarg, 1, UINT64_MAX, &sp.poison); break;
 		case 'n': rc = parse_u64("--items", optarg, 0, 10000000, &sp.items); break;
+		case 'f': rc = parse_u64("--first", optarg, 0, 10000000, &sp.first); break;
 		case 'c': rc = parse_u64("--classes", optarg, 1, 100000, &sp.classes); break;
 		case 'l': rc = parse_u64("--level", optarg, 1, 19, &sp.level); break;
 		case 'b': rc = parse_u64("--batch", optarg, 1, 65535, &sp.batch); break;

@@ -373,6 +373,56 @@ typedef struct fc_gc_stats {
  * transactions leaves a sound store. */
 int fc_store_gc(fc_store *s, fc_gc_stats *out);
 
+/* ---- merging stores ---- */
+
+typedef struct fc_merge_opts {
+	/* A write transaction holds at most this many chunks (0: 64) and, past
+	 * its first chunk, at most this many encoded bytes (0: 64 MiB). */
+	size_t batch_chunks;
+	uint64_t batch_bytes;
+	/* Descriptor members (top level) that may differ between the two
+	 * stores for the same extractor id, such as where the model file was
+	 * read from; NULL-terminated, or NULL for none. The destination keeps
+	 * its own descriptor. */
+	const char *const *descriptor_ignore;
+} fc_merge_opts;
+
+typedef struct fc_merge_stats {
+	uint64_t items, items_present;     /* items copied / the destination had already */
+	uint64_t errors, errors_present;   /* error records copied / already there */
+	uint64_t labels;                   /* labels new to the destination */
+	uint64_t extractors;               /* extractors new to the destination */
+	uint64_t vectors, vectors_present; /* index entries written / content already indexed */
+	uint64_t chunks, chunks_present;   /* chunks copied / left out: every live slot indexed */
+	uint64_t bytes;                    /* encoded chunk bytes copied */
+} fc_merge_stats;
+
+/* fc_store_merge - copy what src holds into dst: extractors, labels (by
+ * name: src's label ids become dst's ids of the same names), items (as
+ * they are but for the label id), error records, and each extractor's
+ * chunks as their encoded bytes under dst's next chunk ids, with the index
+ * entries of their live slots. src is only read (it may be open read-only).
+ *
+ * First a read-only pass checks src against dst and writes nothing if it
+ * fails: an extractor id whose descriptor or storage (dim, dtype, codec,
+ * level) differs, an item key whose content hash, label name, split or
+ * status differs (FC_ERR_EXISTS), a damaged src record or chunk, or src
+ * index entries that do not point at a chunk slot holding their content
+ * (FC_ERR_CORRUPT). The message names both stores and the key or id.
+ * Then the writes, each a bounded transaction: extractors, labels, items
+ * and error records (what dst has already is left as it is), then chunks
+ * in batches (opts). A chunk whose live slots dst has all indexed is not
+ * copied; one that dst has in part is copied whole, its other slots dead
+ * until gc. So merging twice changes nothing, and rerunning a merge that
+ * was stopped (killed, or FC_ERR_INTERRUPTED when dst's logger asks to
+ * stop between batches) finishes it with the same result.
+ *
+ * Progress goes to dst's logger ("merge items", "merge chunks"). *stats
+ * (may be NULL) has what was done, also on failure. opts may be NULL.
+ * Errors are dst's (fc_store_errmsg(dst)). Refuses src and dst being the
+ * same store (FC_ERR_INVALID). */
+int fc_store_merge(fc_store *dst, fc_store *src, const fc_merge_opts *opts, fc_merge_stats *stats);
+
 /* fc_hex - write 2*n lowercase hex digits and a NUL into out. */
 void fc_hex(char *out, const uint8_t *bytes, size_t n);
 
