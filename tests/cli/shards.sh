@@ -73,6 +73,36 @@ EOF
 	rm -f part*.npy part*.keys
 }
 
+# merged_equals WHAT WHOLE STORE...: `featcache merge` of the stores equals
+# the one-process store WHOLE: the same embed output byte for byte (all
+# splits, keys file too) and the same info figures but for chunk layout.
+mn=0
+merged_equals() {
+	what=$1
+	whole=$2
+	shift 2
+	mn=$((mn + 1))
+	"$F" merge --store "merged$mn" -q "$@" >/dev/null 2>"$tmp/err" || { fail "$what (merge: $(cat "$tmp/err"))"; return; }
+	"$F" embed --store "$whole" --out w.npy --keys w.keys -q >/dev/null 2>&1
+	"$F" embed --store "merged$mn" --out m.npy --keys m.keys -q >/dev/null 2>&1
+	"$F" info --store "$whole" --json >w.json 2>/dev/null
+	"$F" info --store "merged$mn" --json >m.json 2>/dev/null
+	if ! cmp -s w.npy m.npy || ! cmp -s w.keys m.keys; then
+		fail "$what (embed differs)"
+	elif [ -n "$PY" ] && ! "$PY" -c '
+import json, sys
+a, b = json.load(open("w.json")), json.load(open("m.json"))
+for k in ("items", "failed_items", "labels", "errors", "splits"):
+    assert a.get(k) == b.get(k), (k, a.get(k), b.get(k))
+assert [(e["id"], e["vectors"], e["dim"]) for e in a["extractors"]] == \
+       [(e["id"], e["vectors"], e["dim"]) for e in b["extractors"]]
+' 2>"$tmp/pyerr"; then
+		fail "$what (info differs: $(tail -1 "$tmp/pyerr"))"
+	else
+		pass "$what"
+	fi
+}
+
 # ---- who am I ----
 for bad in 3/3 -1/2 1/0 x 2 1/2/3 ""; do
 	run "$F" extract --store b.st --data ds $X --shard "$bad"
@@ -118,6 +148,7 @@ ok_if "each worker wrote st-<rank>" test -d st-0 -a -d st-1 -a -d st-2
 n0=$("$F" info --store st-0 --json | grep -o '"items": [0-9]*' | grep -o '[0-9]*$')
 ok_if "a share is a part, not the whole (st-0 has $n0 of 50 items)" test "${n0:-0}" -gt 0 -a "${n0:-50}" -lt 50
 same_as_whole "three shares hold the whole dataset once, same vectors" whole st-0 st-1 st-2
+merged_equals "merged, the three shares equal the one-process store (info, embed)" whole st-0 st-1 st-2
 run "$F" extract --store st-1 --data ds $X --shard 1/3
 t "a shard's rerun has nothing to do" 0
 run "$F" extract --store st-1 --data ds --model "$MODEL" --size 64 --batch 4 --shard 1/3
@@ -147,6 +178,7 @@ t "two workers take units through claims" 0
 ok_if "every unit has one done marker, no claim is left" \
 	test "$(ls claims | grep -c '\.done$')" -eq 16 -a "$(ls claims | grep -c '\.claim')" -eq 0
 same_as_whole "the claimed units hold the whole dataset once" whole cl-0 cl-1
+merged_equals "merged, the claimed units equal the one-process store" whole cl-0 cl-1
 run "$F" extract --store "cl-{rank}" --data ds --model "$MODEL" --size 64 --batch 4 --shard 0/2 --units 16 \
 	--claims claims
 t "a rerun skips finished units" 0 out "^units: 0 done by this worker"
@@ -205,6 +237,7 @@ if kill -9 $victim 2>/dev/null; then
 	run "$F" verify --store k-0
 	t "the killed worker's store verifies" 0
 	same_as_whole "killed and taken over: the stores hold the whole dataset" bigwhole k-0 k-1
+	merged_equals "merged, a killed worker's and its heir's stores equal the one-process store" bigwhole k-0 k-1
 else
 	wait $victim
 	echo "ok - a worker killed mid-run # SKIP it finished before the kill"
@@ -235,6 +268,8 @@ if kill -0 $first 2>/dev/null; then
 	t "so is gc" 1 err "pid $first"
 	rc=$r_info
 	t "a reader is unaffected" 0
+	run "$F" merge --store lk whole
+	t "so is merge into it" 1 err "pid $first"
 	run "$F" extract --store lk --data big --model "$MODEL" --size 192 --batch 1 --shard none --wait
 	t "--wait waits for the first, then finds nothing to do" 0 out "^images: 0 extracted"
 	wait $first
@@ -293,6 +328,7 @@ if command -v mpirun >/dev/null 2>&1; then
 	t "mpirun -np 4 runs four workers" 0
 	ok_if "each wrote its store" test -d mpi-0 -a -d mpi-1 -a -d mpi-2 -a -d mpi-3
 	same_as_whole "mpirun's four stores hold the whole dataset once" whole mpi-0 mpi-1 mpi-2 mpi-3
+	merged_equals "mpirun -np 4 then merge equals a one-process extract (info, embed)" whole mpi-0 mpi-1 mpi-2 mpi-3
 	run mpirun $root --oversubscribe -np 2 "$F" sweep --store ts --out sw-mpi $spec
 	t "mpirun -np 2 sweeps" 0 out "^best: "
 	same_sweep "mpirun's sweep equals the one-process sweep" sw-mpi

@@ -129,6 +129,10 @@ for a in range(4):
 '
 fi
 
+"$F" merge --store merged -q st-0 st-1 st-2 st-3 >/dev/null
+"$F" embed --store merged --out m.npy --keys m.keys -q >/dev/null 2>&1
+ok_if "merged, the array's stores embed byte for byte as one extract" cmp -s m.npy whole.npy && cmp -s m.keys whole.keys
+
 # srun's tasks are workers; a batch script's own process is not, though
 # Slurm gives it SLURM_PROCID=0 and SLURM_NTASKS=2.
 run srun -n 2 -c 1 --output="$tmp/sr-%t.out" --chdir="$tmp" "$F" extract --store 'sr-{rank}' --data ds $X
