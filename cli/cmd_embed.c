@@ -44,12 +44,14 @@ static const char usage_text[] =
 	"      --split S        train, val, test, all or a comma list (default all)\n"
 	"  -m, --model FILE     with --data: the ONNX model the extractor was made with\n"
 	"  -d, --data PATH      embed these images instead of a split\n"
+	"      --follow-outside with --data: follow symbolic links (and CSV '..') that\n"
+	"                       lead outside PATH (see 'featcache extract')\n"
 	"      --batch N        images per engine run (default 32)\n"
 	"      --threads N      engine threads (default: OMP_NUM_THREADS or all cores)\n"
 	"  -q, --quiet          no progress\n"
 	"  -h, --help           show this help\n";
 
-enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS };
+enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS, O_FOLLOW };
 
 static const struct option opts[] = {
 	{ "store", required_argument, NULL, 's' },	 { "out", required_argument, NULL, 'o' },
@@ -58,7 +60,7 @@ static const struct option opts[] = {
 	{ "split", required_argument, NULL, O_SPLIT },	 { "help", no_argument, NULL, 'h' },
 	{ "model", required_argument, NULL, 'm' },	 { "data", required_argument, NULL, 'd' },
 	{ "batch", required_argument, NULL, O_BATCH },	 { "threads", required_argument, NULL, O_THREADS },
-	{ "quiet", no_argument, NULL, 'q' },
+	{ "quiet", no_argument, NULL, 'q' },		 { "follow-outside", no_argument, NULL, O_FOLLOW },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -94,8 +96,8 @@ struct rows {
 
 /* The images of `data` through the store's extractor `id`, extracting what
  * the store lacks; rows of the images that worked, in key order. */
-static int embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const char *data, int batch,
-			int threads, fc_dataset *ds, struct rows *out)
+static int embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const char *data,
+			unsigned dsflags, int batch, int threads, fc_dataset *ds, struct rows *out)
 {
 	fc_extractor ex;
 	int rc = fc_store_get_extractor(s, id, &ex);
@@ -114,7 +116,7 @@ static int embed_images(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *
 			     want, fc_store_path(s));
 		goto out;
 	}
-	if ((rc = fc_dataset_scan(ds, data, err, sizeof err)) != 0) {
+	if ((rc = fc_dataset_scan(ds, data, dsflags, err, sizeof err)) != 0) {
 		rc = cli_fail("cannot read dataset '%s': %s", data, err);
 		goto out;
 	}
@@ -166,6 +168,7 @@ int cmd_embed(int argc, char **argv)
 	const char *model = NULL, *data = NULL;
 	uint64_t batch = 32, threads = 0;
 	int normalize = 1, quiet = 0, c, rc;
+	unsigned dsflags = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":s:o:m:d:qh", opts, NULL)) != -1) {
 		rc = 0;
@@ -183,6 +186,7 @@ int cmd_embed(int argc, char **argv)
 		case O_SPLIT: split = optarg; break;
 		case O_BATCH: rc = cli_parse_u64("embed", "--batch", optarg, 1, 4096, &batch); break;
 		case O_THREADS: rc = cli_parse_u64("embed", "--threads", optarg, 1, 1024, &threads); break;
+		case O_FOLLOW: dsflags |= FC_DATASET_FOLLOW_OUTSIDE; break;
 		default: return cli_getopt_error("embed", c, argv, opts);
 		}
 		if (rc)
@@ -194,6 +198,8 @@ int cmd_embed(int argc, char **argv)
 		return cli_usage_error("embed", "--out is required (the .npy to write)");
 	if (!model != !data)
 		return cli_usage_error("embed", "--model and --data go together (embed the images of --data)");
+	if (dsflags && !data)
+		return cli_usage_error("embed", "--follow-outside is for the images of --data");
 	if (data && split)
 		return cli_usage_error("embed", "--split is for cached items; with --data every image of PATH is embedded");
 	unsigned mask = 0;
@@ -223,7 +229,7 @@ int cmd_embed(int argc, char **argv)
 	    (rc = cli_pick_head_extractor("embed", s, extractor, head_path, &origin, id)))
 		goto out;
 	if (data) {
-		if ((rc = embed_images(s, id, model, data, (int)batch, (int)threads, &ds, &rows)) != 0)
+		if ((rc = embed_images(s, id, model, data, dsflags, (int)batch, (int)threads, &ds, &rows)) != 0)
 			goto out;
 	} else {
 		if ((rc = cli_load_split(s, id, mask, 1, &d)) != 0)

@@ -48,6 +48,9 @@ static const char usage_text[] =
 	"      --decode-threads N   image decoding threads (default: half the cores, >= 1)\n"
 	"      --val-fraction F     for images the dataset gives no split: the share\n"
 	"                           put in val by a stable hash of the key (default 0.1)\n"
+	"      --follow-outside     follow symbolic links (and CSV '..') that lead\n"
+	"                           outside the dataset; without it each is a failed\n"
+	"                           item, like a broken link or a directory loop\n"
 	"      --strict             stop at the first image that fails\n"
 	"      --rehash             read and hash every file, even one whose size and\n"
 	"                           mtime are unchanged\n"
@@ -56,7 +59,7 @@ static const char usage_text[] =
 
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
-	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH
+	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH, O_FOLLOW
 };
 
 static const struct option opts[] = {
@@ -79,6 +82,7 @@ static const struct option opts[] = {
 	{ "val-fraction", required_argument, NULL, O_VALF },
 	{ "strict", no_argument, NULL, O_STRICT },
 	{ "rehash", no_argument, NULL, O_REHASH },
+	{ "follow-outside", no_argument, NULL, O_FOLLOW },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -126,6 +130,7 @@ int cmd_extract(int argc, char **argv)
 	const char *mean = NULL, *std = NULL;
 	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0, prefix = 1;
 	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, c, rc;
+	unsigned dsflags = 0;
 	fc_dtype dtype = FC_DTYPE_F16;
 	float valf = 0.1f;
 	optind = 1;
@@ -168,6 +173,7 @@ int cmd_extract(int argc, char **argv)
 		case O_VALF: rc = cli_parse_float("extract", "--val-fraction", optarg, 0, 0.99, &valf); break;
 		case O_STRICT: strict = 1; break;
 		case O_REHASH: rehash = 1; break;
+		case O_FOLLOW: dsflags |= FC_DATASET_FOLLOW_OUTSIDE; break;
 		default: return cli_getopt_error("extract", c, argv, opts);
 		}
 		if (rc)
@@ -199,7 +205,7 @@ int cmd_extract(int argc, char **argv)
 	fc_store *s = NULL;
 	if ((rc = fc_extract_open(&x, &xo, err, sizeof err)) != 0)
 		return cli_fail("%s", err);
-	if ((rc = fc_dataset_scan(&ds, data, err, sizeof err)) != 0) {
+	if ((rc = fc_dataset_scan(&ds, data, dsflags, err, sizeof err)) != 0) {
 		rc = cli_fail("cannot read dataset '%s': %s", data, err);
 		goto out;
 	}
