@@ -41,7 +41,10 @@ static const char usage_text[] =
 	"      --no-normalize   with --head, keep the embeddings unnormalised\n"
 	"      --extractor ID   which feature set (hex prefix; default: the head's, or the\n"
 	"                       store's only one); a head is refused on another's\n"
-	"      --split S        train, val, test, all or a comma list (default all)\n"
+	"      --split S        train, val, test, all or a comma list (default all); a\n"
+	"                       split with no items is an error naming those there are\n"
+	"      --val-from-train F  the share of the train split taken as val, as\n"
+	"                       'featcache train --val-from-train F' carves it\n"
 	"  -m, --model FILE     with --data: the ONNX model the extractor was made with\n"
 	"  -d, --data PATH      embed these images instead of a split\n"
 	"      --follow-outside with --data: follow symbolic links (and CSV '..') that\n"
@@ -51,7 +54,7 @@ static const char usage_text[] =
 	"  -q, --quiet          no progress\n"
 	"  -h, --help           show this help\n";
 
-enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS, O_FOLLOW };
+enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS, O_FOLLOW, O_VALFT };
 
 static const struct option opts[] = {
 	{ "store", required_argument, NULL, 's' },	 { "out", required_argument, NULL, 'o' },
@@ -61,6 +64,7 @@ static const struct option opts[] = {
 	{ "model", required_argument, NULL, 'm' },	 { "data", required_argument, NULL, 'd' },
 	{ "batch", required_argument, NULL, O_BATCH },	 { "threads", required_argument, NULL, O_THREADS },
 	{ "quiet", no_argument, NULL, 'q' },		 { "follow-outside", no_argument, NULL, O_FOLLOW },
+	{ "val-from-train", required_argument, NULL, O_VALFT },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -169,6 +173,7 @@ int cmd_embed(int argc, char **argv)
 	uint64_t batch = 32, threads = 0;
 	int normalize = 1, quiet = 0, c, rc;
 	unsigned dsflags = 0;
+	float vf = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":s:o:m:d:qh", opts, NULL)) != -1) {
 		rc = 0;
@@ -187,6 +192,7 @@ int cmd_embed(int argc, char **argv)
 		case O_BATCH: rc = cli_parse_u64("embed", "--batch", optarg, 1, 4096, &batch); break;
 		case O_THREADS: rc = cli_parse_u64("embed", "--threads", optarg, 1, 1024, &threads); break;
 		case O_FOLLOW: dsflags |= FC_DATASET_FOLLOW_OUTSIDE; break;
+		case O_VALFT: rc = cli_parse_float("embed", "--val-from-train", optarg, 0, 0.99, &vf); break;
 		default: return cli_getopt_error("embed", c, argv, opts);
 		}
 		if (rc)
@@ -200,6 +206,8 @@ int cmd_embed(int argc, char **argv)
 		return cli_usage_error("embed", "--model and --data go together (embed the images of --data)");
 	if (dsflags && !data)
 		return cli_usage_error("embed", "--follow-outside is for the images of --data");
+	if (data && vf > 0)
+		return cli_usage_error("embed", "--val-from-train is for cached items' splits, not --data");
 	if (data && split)
 		return cli_usage_error("embed", "--split is for cached items; with --data every image of PATH is embedded");
 	unsigned mask = 0;
@@ -232,8 +240,16 @@ int cmd_embed(int argc, char **argv)
 		if ((rc = embed_images(s, id, model, data, dsflags, (int)batch, (int)threads, &ds, &rows)) != 0)
 			goto out;
 	} else {
-		if ((rc = cli_load_split(s, id, mask, 1, &d)) != 0)
+		if ((rc = cli_load_split(s, id, mask, 1, vf, &d)) != 0)
 			goto out;
+		/* An empty split is a mistake (a name the dataset does not use),
+		 * not a 0-row file. */
+		char what[FC_ERRLEN], advice[FC_ERRLEN];
+		if (d.m.rows == 0 && cli_split_empty(s, mask, vf, "--split", split ? split : "all", what, advice,
+						     sizeof what)) {
+			rc = cli_fail("%s: %s", what, advice);
+			goto out;
+		}
 		if (d.missing)
 			cli_warn("%zu items have no features yet (run 'featcache extract'); they are not in the output",
 				d.missing);

@@ -903,11 +903,15 @@ void fc_dataset_free(fc_dataset *d)
 	memset(d, 0, sizeof *d);
 }
 
-int fc_hash_split(const char *key, double val_fraction)
+double fc_hash_fraction(const char *key, uint64_t seed)
 {
 	/* the top 53 bits as a fraction in [0, 1) */
-	double u = (double)(XXH3_64bits(key, strlen(key)) >> 11) * (1.0 / 9007199254740992.0);
-	return u < val_fraction ? FC_SPLIT_VAL : FC_SPLIT_TRAIN;
+	return (double)(XXH3_64bits_withSeed(key, strlen(key), seed) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+int fc_hash_split(const char *key, double val_fraction)
+{
+	return fc_hash_fraction(key, 0) < val_fraction ? FC_SPLIT_VAL : FC_SPLIT_TRAIN;
 }
 
 int fc_hash_file(const char *path, uint8_t hash[16], uint64_t *size, int64_t *mtime_ns, char *err,

@@ -495,6 +495,30 @@ static void test_hash_split(void **state)
 	assert_int_equal(fc_hash_split("anything", 0.0), FC_SPLIT_TRAIN);
 }
 
+/* The draw behind the split: seed 0 is plain XXH3-64 (fc_hash_split's, so
+ * stores keep their splits); another seed draws independently of it, so a
+ * fraction carved from keys that seed 0 put in train is still that fraction. */
+static void test_hash_fraction(void **state)
+{
+	(void)state;
+	size_t n = 20000, train = 0, carved = 0;
+	char key[64];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(key, sizeof key, "class%zu/img%06zu.jpg", i % 7, i);
+		double u = fc_hash_fraction(key, 0);
+		assert_true(u >= 0 && u < 1);
+		assert_true(u == (double)(XXH3_64bits(key, strlen(key)) >> 11) / 9007199254740992.0);
+		assert_int_equal(fc_hash_split(key, 0.1), u < 0.1 ? FC_SPLIT_VAL : FC_SPLIT_TRAIN);
+		if (u < 0.1)
+			continue;
+		train++;
+		carved += fc_hash_fraction(key, 12345) < 0.1;
+		assert_true(fc_hash_fraction(key, 12345) == fc_hash_fraction(key, 12345));
+	}
+	/* 10 % of train within 4 standard deviations of binomial(train, 0.1) */
+	assert_true(carved > train / 10 - 170 && carved < train / 10 + 170);
+}
+
 static void test_hash_file(void **state)
 {
 	(void)state;
@@ -535,6 +559,7 @@ int main(void)
 		cmocka_unit_test(test_empty_dataset), cmocka_unit_test(test_hash_split),
 		cmocka_unit_test(test_hash_file),     cmocka_unit_test(test_control_names),
 		cmocka_unit_test(test_links_folders), cmocka_unit_test(test_links_csv),
+		cmocka_unit_test(test_hash_fraction),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!failed && testlib_rmtree(tmproot) != 0)

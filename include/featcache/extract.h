@@ -85,6 +85,13 @@ void fc_dataset_free(fc_dataset *d);
  * never moves an existing one. */
 int fc_hash_split(const char *key, double val_fraction);
 
+/* fc_hash_fraction - XXH3-64(key) with seed, top 53 bits as a fraction in
+ * [0, 1): a draw per key, stable across runs and independent of item
+ * order. fc_hash_split is fc_hash_fraction(key, 0) < val_fraction (seed 0
+ * is plain XXH3-64); another seed draws independently of it (train's
+ * --val-from-train carves val out of a train split made that way). */
+double fc_hash_fraction(const char *key, uint64_t seed);
+
 /* fc_hash_file - XXH3-128 of the whole file at path (big-endian bytes), its
  * size and mtime. Returns 0, FC_ERR_NOT_FOUND or FC_ERR_IO (err says why). */
 int fc_hash_file(const char *path, uint8_t hash[16], uint64_t *size, int64_t *mtime_ns, char *err,
