@@ -41,15 +41,20 @@ static const char usage_text[] =
 	"      --no-normalize   with --head, keep the embeddings unnormalised\n"
 	"      --extractor ID   which feature set (hex prefix; default: the head's, or the\n"
 	"                       store's only one); a head is refused on another's\n"
-	"      --split S        train, val, test, all or a comma list (default all)\n"
+	"      --split S        train, val, test, all or a comma list (default all); a\n"
+	"                       split with no items is an error naming those there are\n"
+	"      --val-from-train F  the share of the train split taken as val, as\n"
+	"                       'featcache train --val-from-train F' carves it\n"
 	"  -m, --model FILE     with --data: the ONNX model the extractor was made with\n"
 	"  -d, --data PATH      embed these images instead of a split\n"
+	"      --follow-outside with --data: follow symbolic links (and CSV '..') that\n"
+	"                       lead outside PATH (see 'featcache extract')\n"
 	"      --batch N        images per engine run (default 32)\n"
 	"      --threads N      engine threads (default: OMP_NUM_THREADS or all cores)\n"
 	"  -q, --quiet          no progress\n"
 	"  -h, --help           show this help\n";
 
-enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS };
+enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS, O_FOLLOW, O_VALFT };
 
 static const struct option opts[] = {
 	{ "store", required_argument, NULL, 's' },	 { "out", required_argument, NULL, 'o' },
@@ -58,7 +63,8 @@ static const struct option opts[] = {
 	{ "split", required_argument, NULL, O_SPLIT },	 { "help", no_argument, NULL, 'h' },
 	{ "model", required_argument, NULL, 'm' },	 { "data", required_argument, NULL, 'd' },
 	{ "batch", required_argument, NULL, O_BATCH },	 { "threads", required_argument, NULL, O_THREADS },
-	{ "quiet", no_argument, NULL, 'q' },
+	{ "quiet", no_argument, NULL, 'q' },		 { "follow-outside", no_argument, NULL, O_FOLLOW },
+	{ "val-from-train", required_argument, NULL, O_VALFT },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -91,10 +97,10 @@ struct rows {
  * `id`, extracting what the store lacks; rows of the images that worked,
  * in key order. */
 static int embed_dataset(fc_store *s, const uint8_t id[FC_HASH_LEN], const char *model, const char *data,
-			 int batch, int threads, fc_dataset *ds, cli_image_vectors *out)
+			 unsigned dsflags, int batch, int threads, fc_dataset *ds, cli_image_vectors *out)
 {
 	char err[FC_ERRLEN];
-	if (fc_dataset_scan(ds, data, err, sizeof err) != 0)
+	if (fc_dataset_scan(ds, data, dsflags, err, sizeof err) != 0)
 		return cli_fail("cannot read dataset '%s': %s", data, err);
 	if (ds->n == 0)
 		return cli_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
@@ -107,6 +113,8 @@ int cmd_embed(int argc, char **argv)
 	const char *model = NULL, *data = NULL;
 	uint64_t batch = 32, threads = 0;
 	int normalize = 1, quiet = 0, c, rc;
+	unsigned dsflags = 0;
+	float vf = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":s:o:m:d:qh", opts, NULL)) != -1) {
 		rc = 0;
@@ -124,6 +132,8 @@ int cmd_embed(int argc, char **argv)
 		case O_SPLIT: split = optarg; break;
 		case O_BATCH: rc = cli_parse_u64("embed", "--batch", optarg, 1, 4096, &batch); break;
 		case O_THREADS: rc = cli_parse_u64("embed", "--threads", optarg, 1, 1024, &threads); break;
+		case O_FOLLOW: dsflags |= FC_DATASET_FOLLOW_OUTSIDE; break;
+		case O_VALFT: rc = cli_parse_float("embed", "--val-from-train", optarg, 0, 0.99, &vf); break;
 		default: return cli_getopt_error("embed", c, argv, opts);
 		}
 		if (rc)
@@ -135,6 +145,10 @@ int cmd_embed(int argc, char **argv)
 		return cli_usage_error("embed", "--out is required (the .npy to write)");
 	if (!model != !data)
 		return cli_usage_error("embed", "--model and --data go together (embed the images of --data)");
+	if (dsflags && !data)
+		return cli_usage_error("embed", "--follow-outside is for the images of --data");
+	if (data && vf > 0)
+		return cli_usage_error("embed", "--val-from-train is for cached items' splits, not --data");
 	if (data && split)
 		return cli_usage_error("embed", "--split is for cached items; with --data every image of PATH is embedded");
 	unsigned mask = 0;
@@ -165,12 +179,20 @@ int cmd_embed(int argc, char **argv)
 	    (rc = cli_pick_head_extractor("embed", s, extractor, head_path, &origin, id)))
 		goto out;
 	if (data) {
-		if ((rc = embed_dataset(s, id, model, data, (int)batch, (int)threads, &ds, &iv)) != 0)
+		if ((rc = embed_dataset(s, id, model, data, dsflags, (int)batch, (int)threads, &ds, &iv)) != 0)
 			goto out;
 		rows = (struct rows){ .data = iv.data, .n = iv.n, .dim = iv.dim, .keys = iv.keys };
 	} else {
-		if ((rc = cli_load_split(s, id, mask, 1, &d)) != 0)
+		if ((rc = cli_load_split(s, id, mask, 1, vf, &d)) != 0)
 			goto out;
+		/* An empty split is a mistake (a name the dataset does not use),
+		 * not a 0-row file. */
+		char what[FC_ERRLEN], advice[FC_ERRLEN];
+		if (d.m.rows == 0 && cli_split_empty(s, mask, vf, "--split", split ? split : "all", what, advice,
+						     sizeof what)) {
+			rc = cli_fail("%s: %s", what, advice);
+			goto out;
+		}
 		if (d.missing)
 			cli_warn("%zu items have no features yet (run 'featcache extract'); they are not in the output",
 				d.missing);

@@ -28,17 +28,20 @@ static const char usage_text[] =
 	"      --split S          the queries (default val)\n"
 	"      --index-split S    where to search them (default: the query split itself,\n"
 	"                         each query excluded from its own results)\n"
+	"      --val-from-train F the share of the train split taken as val, as\n"
+	"                         'featcache train --val-from-train F' carves it\n"
 	"  -k, --k K              metrics at k (default 20)\n"
 	"      --json             print the metrics as JSON\n"
 	"  -h, --help             show this help\n";
 
-enum { O_HEAD = 256, O_EXTRACTOR, O_SPLIT, O_INDEX_SPLIT, O_JSON };
+enum { O_HEAD = 256, O_EXTRACTOR, O_SPLIT, O_INDEX_SPLIT, O_JSON, O_VALFT };
 
 static const struct option opts[] = {
 	{ "store", required_argument, NULL, 's' },   { "head", required_argument, NULL, O_HEAD },
 	{ "extractor", required_argument, NULL, O_EXTRACTOR },
 	{ "split", required_argument, NULL, O_SPLIT }, { "index-split", required_argument, NULL, O_INDEX_SPLIT },
 	{ "k", required_argument, NULL, 'k' },       { "json", no_argument, NULL, O_JSON },
+	{ "val-from-train", required_argument, NULL, O_VALFT },
 	{ "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
 };
 
@@ -62,6 +65,7 @@ int cmd_eval(int argc, char **argv)
 {
 	const char *store = NULL, *head_path = NULL, *extractor = NULL, *split = "val", *index_split = NULL;
 	uint64_t k = 20;
+	float vf = 0;
 	int json = 0, c, rc;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":s:k:h", opts, NULL)) != -1) {
@@ -75,6 +79,7 @@ int cmd_eval(int argc, char **argv)
 		case O_SPLIT: split = optarg; break;
 		case O_INDEX_SPLIT: index_split = optarg; break;
 		case O_JSON: json = 1; break;
+		case O_VALFT: rc = cli_parse_float("eval", "--val-from-train", optarg, 0, 0.99, &vf); break;
 		default: return cli_getopt_error("eval", c, argv, opts);
 		}
 		if (rc)
@@ -100,11 +105,21 @@ int cmd_eval(int argc, char **argv)
 		goto out;
 	uint8_t id[FC_HASH_LEN];
 	if ((rc = cli_pick_head_extractor("eval", s, extractor, head_path, &origin, id)) ||
-	    (rc = cli_load_split(s, id, qmask, 0, &q)) ||
-	    (index_split && (rc = cli_load_split(s, id, imask, 0, &ix))))
+	    (rc = cli_load_split(s, id, qmask, 0, vf, &q)) ||
+	    (index_split && (rc = cli_load_split(s, id, imask, 0, vf, &ix))))
 		goto out;
+	char what[FC_ERRLEN], advice[FC_ERRLEN];
+	if (q.m.rows == 0 && cli_split_empty(s, qmask, vf, "--split", split, what, advice, sizeof what)) {
+		rc = cli_fail("%s: %s", what, advice);
+		goto out;
+	}
 	if (q.m.rows == 0) {
 		rc = cli_fail("the %s split of store '%s' has no labelled features", split, store);
+		goto out;
+	}
+	if (index_split && ix.m.rows == 0 &&
+	    cli_split_empty(s, imask, vf, "--index-split", index_split, what, advice, sizeof what)) {
+		rc = cli_fail("%s: %s", what, advice);
 		goto out;
 	}
 	if (head && fc_head_get_config(head).in_dim != q.m.dim) {

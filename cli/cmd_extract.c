@@ -51,6 +51,9 @@ static const char usage_text[] =
 	"      --decode-threads N   image decoding threads (default: half the cores, >= 1)\n"
 	"      --val-fraction F     for images the dataset gives no split: the share\n"
 	"                           put in val by a stable hash of the key (default 0.1)\n"
+	"      --follow-outside     follow symbolic links (and CSV '..') that lead\n"
+	"                           outside the dataset; without it each is a failed\n"
+	"                           item, like a broken link or a directory loop\n"
 	"      --strict             stop at the first image that fails\n"
 	"      --rehash             read and hash every file, even one whose size and\n"
 	"                           mtime are unchanged\n"
@@ -80,7 +83,7 @@ static const char usage_text[] =
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
 	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH, O_INTERP, O_WAIT, O_SHARD, O_UNITS, O_CLAIMS,
-	O_CLAIM_TIMEOUT
+	O_CLAIM_TIMEOUT, O_FOLLOW
 };
 
 static const struct option opts[] = {
@@ -109,6 +112,7 @@ static const struct option opts[] = {
 	{ "units", required_argument, NULL, O_UNITS },
 	{ "claims", required_argument, NULL, O_CLAIMS },
 	{ "claim-timeout", required_argument, NULL, O_CLAIM_TIMEOUT },
+	{ "follow-outside", no_argument, NULL, O_FOLLOW },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -278,6 +282,7 @@ int cmd_extract(int argc, char **argv)
 	uint64_t units = 0;
 	float claim_timeout = 600;
 	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, wait = 0, interp = -1, c, rc;
+	unsigned dsflags = 0;
 	fc_dtype dtype = FC_DTYPE_F16;
 	float valf = 0.1f;
 	optind = 1;
@@ -336,6 +341,7 @@ int cmd_extract(int argc, char **argv)
 		case O_CLAIM_TIMEOUT:
 			rc = cli_parse_float("extract", "--claim-timeout", optarg, 0.1f, 1e7f, &claim_timeout);
 			break;
+		case O_FOLLOW: dsflags |= FC_DATASET_FOLLOW_OUTSIDE; break;
 		default: return cli_getopt_error("extract", c, argv, opts);
 		}
 		if (rc)
@@ -389,7 +395,7 @@ int cmd_extract(int argc, char **argv)
 	fc_store *s = NULL;
 	if ((rc = fc_extract_open(&x, &xo, err, sizeof err)) != 0)
 		return cli_fail("%s", err);
-	if ((rc = fc_dataset_scan(&ds, data, err, sizeof err)) != 0) {
+	if ((rc = fc_dataset_scan(&ds, data, dsflags, err, sizeof err)) != 0) {
 		rc = cli_fail("cannot read dataset '%s': %s", data, err);
 		goto out;
 	}

@@ -358,7 +358,7 @@ int cmd_search(int argc, char **argv)
 		if (q[i].is_key && (rc = key_vector(s, id, &q[i], qvec + i * dim, dim)) != 0)
 			goto out;
 	if ((rc = image_vectors(s, id, model, (int)threads, q, nq, qvec, dim)) != 0 ||
-	    (rc = cli_load_split(s, id, mask, 1, &d)) != 0)
+	    (rc = cli_load_split(s, id, mask, 1, 0, &d)) != 0)
 		goto out;
 	if (d.missing)
 		cli_warn("%zu items have no features yet (run 'featcache extract'); they are not searched", d.missing);

@@ -163,7 +163,7 @@ static int find_key(const char *key, size_t len, axis *a)
 			continue;
 		switch (op->val) {
 		case 's': case 'o': case 'q': case 'h': case 'k': case CLI_TOPT_REPORT: case CLI_TOPT_EXTRACTOR:
-		case CLI_TOPT_TRAIN_SPLIT:
+		case CLI_TOPT_TRAIN_SPLIT: case CLI_TOPT_VAL_FROM_TRAIN:
 		case CLI_TOPT_EVAL_SPLIT: case CLI_TOPT_INDEX_SPLIT: case CLI_TOPT_METRIC: case CLI_TOPT_RESUME:
 			return cli_usage_error("sweep", "--%s cannot be swept: every configuration trains on the same "
 					      "data and is evaluated the same way", name);

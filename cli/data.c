@@ -126,19 +126,33 @@ void cli_split_data_free(cli_split_data *d)
 	fc_matrix_free(&d->m);
 }
 
+int cli_split_of(const char *key, int split, double val_from_train)
+{
+	/* FC_SPLIT_NONE counts as train, as the store loads it */
+	if ((split == FC_SPLIT_TRAIN || split == FC_SPLIT_NONE) && val_from_train > 0 &&
+	    fc_hash_fraction(key, CLI_VAL_FROM_TRAIN_SEED) < val_from_train)
+		return FC_SPLIT_VAL;
+	return split;
+}
+
 int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
-		  cli_split_data *out)
+		  double val_from_train, cli_split_data *out)
 {
 	memset(out, 0, sizeof *out);
-	int err = fc_store_load_items(s, id, mask, &out->m, &out->missing);
+	/* val carved from train: train's items are read for either */
+	unsigned load = mask;
+	if (val_from_train > 0 && (mask & (1u << FC_SPLIT_VAL)))
+		load |= 1u << FC_SPLIT_TRAIN;
+	int err = fc_store_load_items(s, id, load, &out->m, &out->missing);
 	if (err)
 		return cli_store_fail(s, err, "load features from");
-	if (keep_unlabeled)
-		return 0;
 	fc_matrix *m = &out->m;
 	size_t w = 0;
 	for (size_t r = 0; r < m->rows; r++) {
-		if (m->labels[r] == FC_NO_LABEL) {
+		m->splits[r] = (uint8_t)cli_split_of(m->keys[r], m->splits[r], val_from_train);
+		if (!(mask & (1u << (m->splits[r] <= FC_SPLIT_TEST ? m->splits[r] : FC_SPLIT_TRAIN))))
+			continue;
+		if (m->labels[r] == FC_NO_LABEL && !keep_unlabeled) {
 			out->unlabeled++;
 			continue;
 		}
@@ -153,6 +167,50 @@ int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, in
 	}
 	m->rows = w;
 	return 0;
+}
+
+int cli_split_empty(fc_store *s, unsigned mask, double val_from_train, const char *opt, const char *name,
+		    char *what, char *advice, size_t cap)
+{
+	static const char *const names[] = { "train", "val", "test" };
+	fc_store_stats st;
+	if (fc_store_stats_get(s, &st) < 0)
+		return 0; /* no counts: the caller's plainer message stands */
+	free(st.extractors);
+	st.splits[FC_SPLIT_TRAIN] += st.splits[3]; /* items with no split count as train */
+	uint64_t in_mask = 0;
+	for (int i = 0; i < 3; i++)
+		if (mask & (1u << i))
+			in_mask += st.splits[i];
+	int carve = val_from_train > 0 && (mask & (1u << FC_SPLIT_VAL)) && st.splits[FC_SPLIT_TRAIN];
+	if (in_mask || carve)
+		return 0;
+	size_t n = (size_t)snprintf(what, cap, "no items in split '%s' of store '%s' (", name, fc_store_path(s));
+	const char *sep = "splits: ";
+	for (int i = 0; i < 3 && n < cap; i++)
+		if (st.splits[i]) {
+			n += (size_t)snprintf(what + n, cap - n, "%s%s %llu", sep, names[i],
+					      (unsigned long long)st.splits[i]);
+			sep = ", ";
+		}
+	if (n < cap)
+		snprintf(what + n, cap - n, "%s)", sep[0] == 's' ? "the store has no items" : "");
+	/* Another split that has items: test, then val, then train. */
+	static const int order[] = { FC_SPLIT_TEST, FC_SPLIT_VAL, FC_SPLIT_TRAIN };
+	const char *other = NULL;
+	for (int i = 0; i < 3 && !other; i++)
+		if (!(mask & (1u << order[i])) && st.splits[order[i]])
+			other = names[order[i]];
+	int suggest_carve = (mask & (1u << FC_SPLIT_VAL)) && st.splits[FC_SPLIT_TRAIN];
+	if (other && suggest_carve)
+		snprintf(advice, cap, "use %s %s, or --val-from-train 0.1", opt, other);
+	else if (other)
+		snprintf(advice, cap, "use %s %s", opt, other);
+	else if (suggest_carve)
+		snprintf(advice, cap, "use --val-from-train 0.1");
+	else
+		snprintf(advice, cap, "run 'featcache extract' first");
+	return 1;
 }
 
 static int cmp_u32(const void *a, const void *b)

@@ -44,6 +44,18 @@ int cli_pick_head_extractor(const char *cmd, fc_store *s, const char *prefix, co
  * mask of (1 << FC_SPLIT_*). Usage error (2) on a bad name. */
 int cli_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *mask);
 
+/* The seed of --val-from-train's draw (fc_hash_fraction): not extract's
+ * --val-fraction one (seed 0), whose train items all drew at least the
+ * val fraction and would give a carve of no more than what they lack. */
+#define CLI_VAL_FROM_TRAIN_SEED 0x76616c2d66726f6dull /* "val-from" */
+
+/* cli_split_of - the split of an item with key `key` stored in `split` for
+ * a run with --val-from-train val_from_train (0: none): a train item (or
+ * one of no split, which counts as train) whose fc_hash_fraction(key,
+ * CLI_VAL_FROM_TRAIN_SEED) < val_from_train is val, everything else keeps
+ * its split. */
+int cli_split_of(const char *key, int split, double val_from_train);
+
 /* A split's features with usable labels: rows of m whose label is
  * FC_NO_LABEL are removed (counted in unlabeled). */
 typedef struct cli_split_data {
@@ -51,10 +63,23 @@ typedef struct cli_split_data {
 	size_t unlabeled, missing;
 } cli_split_data;
 
-/* cli_load_split - load and print a failure (returns an exit code). When
- * keep_unlabeled is set, rows without a label stay (embed wants them). */
+/* cli_load_split - load the items whose split (as cli_split_of gives it
+ * with val_from_train) is in mask; print a failure and return an exit
+ * code. When keep_unlabeled is set, rows without a label stay (embed wants
+ * them). m.splits holds the splits as carved. */
 int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
-		  cli_split_data *out);
+		  double val_from_train, cli_split_data *out);
+
+/* cli_split_empty - whether the store has no items in the splits of mask
+ * (with val_from_train's carve): then what into what[cap], "no items in
+ * split 'val' of store 'st' (splits: train 1200, test 300)", and what to
+ * do into advice[cap], "use OPT test, or --val-from-train 0.1" (another
+ * split that has items, as option opt takes it; the carve when val is
+ * asked for and train has items). Returns 1 when empty, 0 when not (or
+ * when the store's counts cannot be read: the caller's plainer message
+ * stands). Prints nothing. */
+int cli_split_empty(fc_store *s, unsigned mask, double val_from_train, const char *opt, const char *name,
+		    char *what, char *advice, size_t cap);
 void cli_split_data_free(cli_split_data *d);
 
 /* cli_dense_classes - classes[i] = index of labels[i] among the distinct

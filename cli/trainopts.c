@@ -44,6 +44,7 @@ const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1] = {
 	{ "train-split", required_argument, NULL, CLI_TOPT_TRAIN_SPLIT },
 	{ "eval-split", required_argument, NULL, CLI_TOPT_EVAL_SPLIT },
 	{ "index-split", required_argument, NULL, CLI_TOPT_INDEX_SPLIT },
+	{ "val-from-train", required_argument, NULL, CLI_TOPT_VAL_FROM_TRAIN },
 	{ "k", required_argument, NULL, 'k' },
 	{ "metric", required_argument, NULL, CLI_TOPT_METRIC },
 	{ "early-stop", required_argument, NULL, CLI_TOPT_EARLY },
@@ -64,6 +65,7 @@ int cli_train_opt_kind(int code)
 		return CLI_TOPT_INT;
 	case CLI_TOPT_MARGIN: case CLI_TOPT_POS_MARGIN: case CLI_TOPT_NEG_MARGIN: case CLI_TOPT_TEMPERATURE:
 	case CLI_TOPT_SCALE: case CLI_TOPT_LR: case CLI_TOPT_WD: case CLI_TOPT_MOMENTUM: case CLI_TOPT_GAMMA:
+	case CLI_TOPT_VAL_FROM_TRAIN:
 		return CLI_TOPT_FLOAT;
 	default:
 		return CLI_TOPT_TEXT;
@@ -140,6 +142,8 @@ int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char 
 	case CLI_TOPT_TRAIN_SPLIT: o->train_split = arg; return 0;
 	case CLI_TOPT_EVAL_SPLIT: o->eval_split = arg; return 0;
 	case CLI_TOPT_INDEX_SPLIT: o->index_split = arg; return 0;
+	case CLI_TOPT_VAL_FROM_TRAIN:
+		return cli_parse_float(cmd, "--val-from-train", arg, 0, 0.99, &o->val_from_train);
 	case CLI_TOPT_METRIC: o->metric = arg; return 0;
 	case CLI_TOPT_RESUME: o->resume = arg; return 0;
 	case CLI_TOPT_EARLY: {
@@ -205,10 +209,12 @@ static void build_config(const cli_train_opts *o, fc_train_config *c, uint32_t i
 	c->sched.gamma = o->gamma;
 }
 
-/* The run's options as JSON, for the head's metadata and the log. */
+/* The run's options as JSON, for the head's metadata and the log. A val
+ * carved from train is recorded when there is one (a resume must carve the
+ * same, and the report says so); configs without it read as before. */
 static json_t *config_json(const cli_train_opts *o, const fc_train_config *c, const char *exid)
 {
-	return json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:s, s:f, s:f, "
+	json_t *j = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:s, s:s, s:s, s:f, s:f, s:f, s:f, s:f, s:s, s:f, s:f, "
 			 "s:f, s:b, s:s, s:I, s:f, s:i, s:i, s:i, s:I, s:s, s:s, s:s?, s:I, s:s, s:s}",
 			 "featcache", FC_VERSION_STRING, "extractor", exid, "input_dim", (int)c->head.in_dim,
 			 "hidden", (int)(c->head.hidden ? c->head.hidden : c->head.in_dim), "output_dim",
@@ -223,6 +229,11 @@ static json_t *config_json(const cli_train_opts *o, const fc_train_config *c, co
 			 "batch_size", (int)c->batch, "items_per_class", (int)c->per_class, "seed",
 			 (json_int_t)c->seed, "train_split", o->train_split, "eval_split", o->eval_split,
 			 "index_split", o->index_split, "k", (json_int_t)o->k, "metric", o->metric, "format", "pt");
+	if (j && o->val_from_train > 0 && json_object_set_new(j, "val_from_train", json_real(o->val_from_train)) != 0) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
 }
 
 void cli_print_metrics(const char *what, const fc_metrics *m, size_t k)
@@ -260,18 +271,29 @@ int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train
 		rc = cli_fail("out of memory");
 		goto out;
 	}
-	if ((rc = cli_load_split(s, exid, train_mask, 0, &in->train)) != 0)
+	double vf = o->val_from_train;
+	char what[FC_ERRLEN], advice[FC_ERRLEN];
+	if ((rc = cli_load_split(s, exid, train_mask, 0, vf, &in->train)) != 0)
 		goto out;
+	if (in->train.m.rows == 0 &&
+	    cli_split_empty(s, train_mask, 0, "--train-split", o->train_split, what, advice, sizeof what)) {
+		rc = cli_fail("%s: %s", what, advice);
+		goto out;
+	}
 	if (in->train.missing)
 		cli_warn("%zu items of the train split have no features yet (run 'featcache extract')", in->train.missing);
 	if (in->train.unlabeled)
 		cli_warn("%zu unlabelled items of the train split are left out", in->train.unlabeled);
 	if (in->evaluated) {
-		if ((rc = cli_load_split(s, exid, eval_mask, 0, &in->q)) != 0 ||
-		    (o->index_split && (rc = cli_load_split(s, exid, index_mask, 0, &in->ix)) != 0))
+		if ((rc = cli_load_split(s, exid, eval_mask, 0, vf, &in->q)) != 0 ||
+		    (o->index_split && (rc = cli_load_split(s, exid, index_mask, 0, vf, &in->ix)) != 0))
 			goto out;
 		if (in->q.m.rows == 0) {
-			cli_warn("the %s split has no labelled features: no evaluation (use --eval-split)", o->eval_split);
+			if (cli_split_empty(s, eval_mask, vf, "--eval-split", o->eval_split, what, advice, sizeof what))
+				cli_warn("%s: no evaluation; %s", what, advice);
+			else
+				cli_warn("the %s split has no labelled features: no evaluation (use --eval-split)",
+					 o->eval_split);
 			in->evaluated = 0;
 		}
 	}

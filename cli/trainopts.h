@@ -24,6 +24,7 @@ typedef struct cli_train_opts {
 	uint64_t output_dim, layers, hidden, epochs, batch, per_class, seed, k, warmup, step_size, patience;
 	int per_class_set, step_size_set, wd_set, quiet, report;
 	float margin, pos_margin, neg_margin, temperature, scale, lr, wd, momentum, gamma;
+	float val_from_train; /* --val-from-train: the share of train carved as val (0: none) */
 	int margin_set, pos_set, neg_set, temp_set, scale_set, momentum_set, nesterov, distance_set;
 	fc_loss_kind loss;
 	fc_miner_kind miner;
@@ -42,12 +43,12 @@ enum {
 	CLI_TOPT_SCALE, CLI_TOPT_OPTIMIZER, CLI_TOPT_LR, CLI_TOPT_WD, CLI_TOPT_MOMENTUM, CLI_TOPT_NESTEROV,
 	CLI_TOPT_SCHEDULER, CLI_TOPT_WARMUP, CLI_TOPT_STEP_SIZE, CLI_TOPT_GAMMA, CLI_TOPT_EPOCHS, CLI_TOPT_BATCH,
 	CLI_TOPT_PER_CLASS, CLI_TOPT_SEED, CLI_TOPT_TRAIN_SPLIT, CLI_TOPT_EVAL_SPLIT, CLI_TOPT_INDEX_SPLIT,
-	CLI_TOPT_METRIC, CLI_TOPT_EARLY, CLI_TOPT_RESUME, CLI_TOPT_REPORT, CLI_TOPT_END
+	CLI_TOPT_METRIC, CLI_TOPT_EARLY, CLI_TOPT_RESUME, CLI_TOPT_REPORT, CLI_TOPT_VAL_FROM_TRAIN, CLI_TOPT_END
 };
 
 /* train's getopt_long table (NULL-terminated, CLI_TRAIN_NOPTS entries
  * before the terminator) and its short options. */
-#define CLI_TRAIN_NOPTS 37
+#define CLI_TRAIN_NOPTS 38
 extern const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1];
 #define CLI_TRAIN_SHORTOPTS "s:o:k:qh"
 
@@ -89,9 +90,11 @@ typedef struct cli_train_inputs {
 	char *exdesc;                /* the extractor's descriptor (JSON), for the head */
 } cli_train_inputs;
 
-/* cli_train_inputs_load - the splits named by o from its store (warnings
- * for missing features and unlabelled items; evaluation off when the eval
- * split is empty). Returns 0 or an exit code after printing why;
+/* cli_train_inputs_load - the splits named by o from its store, val
+ * carved from train with o->val_from_train (cli_split_of); warnings for
+ * missing features and unlabelled items; evaluation off, with a warning
+ * listing the splits there are, when the eval split is empty; an empty
+ * train split is an error listing them. Returns 0 or an exit code after printing why;
  * cli_train_inputs_free frees it either way. */
 int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train_opts *o);
 void cli_train_inputs_free(cli_train_inputs *in);

@@ -39,6 +39,7 @@ static const char usage_text[] =
 	"                    [--dtype f32|f16|bf16|u8] [--codec raw|zstd|shuffle-zstd]\n"
 	"                    [--level L] [--batch B] [--seed S] [--dup K] [--failed F]\n"
 	"                    [--extractors E] [--noise PCT] [--mixed-splits] [--first K]\n"
+	"                    [--no-val]\n"
 	"                    [--poison N]  (item content N-1 gets a NaN; f32 only)\n"
 	"       tool_mkstore --store DIR --remove-items K\n"
 	"       tool_mkstore --store DIR [--extractor HEX] --corrupt-chunk ID|first|last\n"
@@ -52,6 +53,8 @@ static const char usage_text[] =
 	"class centres' scale: higher makes raw features harder to search).\n"
 	"Splits go by item number (i %% 10), which ties them to classes; with\n"
 	"--mixed-splits by (i / classes) %% 10, so every split has every class.\n"
+	"--no-val: no val split, as a dataset of train/ and test/ (val's share is\n"
+	"train, the share of no split is test).\n"
 	"--remove-items deletes the first K items in key order (\"bad/...\" sorts\n"
 	"before \"class...\"). The damage modes name what they broke on stdout as\n"
 	"verify would: feat.HEX/chunk ID, index.HEX/HASH, items/KEY, extractors/HEX.\n";
@@ -129,6 +132,7 @@ struct spec {
 	uint64_t first;     /* the number of the first item (--first) */
 	uint64_t noise_pct; /* noise scale in percent of the centres' (default 50) */
 	int mixed_splits;   /* splits independent of classes (by i / classes) */
+	int no_val;         /* train and test only */
 	uint64_t poison;    /* content poison-1 gets a NaN (f32 stores only); 0 = none */
 	fc_dtype dtype;
 	fc_codec codec;
@@ -229,13 +233,14 @@ static int make_store(const struct spec *sp)
 
 		if (i < sp->items) {
 			uint64_t content = sp->first + content_of(sp, i), c = content % sp->classes;
-			static const uint8_t split_of[10] = { 0, 0, 0, 0, 0, 0, 0, 1, 2, 255 };
+			static const uint8_t split_of[2][10] = { { 0, 0, 0, 0, 0, 0, 0, 1, 2, 255 },
+								  { 0, 0, 0, 0, 0, 0, 0, 0, 2, 2 } };
 
 			snprintf(keys[i], 64, "class%llu/%05llu.jpg", (unsigned long long)c,
 				 (unsigned long long)g);
 			content_hash(sp, content, it->hash);
 			it->label = label_ids[c];
-			it->split = split_of[(sp->mixed_splits ? g / sp->classes : g) % 10];
+			it->split = split_of[sp->no_val][(sp->mixed_splits ? g / sp->classes : g) % 10];
 			it->status = FC_ITEM_OK;
 		} else {
 			char text[96];
@@ -645,6 +650,7 @@ int main(int argc, char **argv)
 		{ "dim", required_argument, NULL, 'd' },
 		{ "noise", required_argument, NULL, 'N' },
 		{ "mixed-splits", no_argument, NULL, 'M' },
+		{ "no-val", no_argument, NULL, 'W' },
 		{ "poison", required_argument, NULL, 'Q' },
 		{ "items", required_argument, NULL, 'n' },
 		{ "first", required_argument, NULL, 'f' },
@@ -682,6 +688,7 @@ int main(int argc, char **argv)
 		case 'd': rc = parse_u64("--dim", optarg, 1, 1u << 20, &sp.dim); break;
 		case 'N': rc = parse_u64("--noise", optarg, 0, 100000, &sp.noise_pct); break;
 		case 'M': sp.mixed_splits = 1; break;
+		case 'W': sp.no_val = 1; break;
 		case 'Q': rc = parse_u64("--poison", optarg, 1, UINT64_MAX, &sp.poison); break;
 		case 'n': rc = parse_u64("--items", optarg, 0, 10000000, &sp.items); break;
 		case 'f': rc = parse_u64("--first", optarg, 0, 10000000, &sp.first); break;

@@ -10,6 +10,17 @@
  * a Finetuner-style labeled CSV (path,label[,split]; paths relative to the
  * CSV's directory; a header row is optional; RFC 4180 quoting). The item
  * key is the dataset-relative path with '/' separators.
+ *
+ * Symbolic links, in both layouts: a path is resolved and followed when it
+ * stays inside the dataset root (the directory, or the CSV's directory),
+ * or anywhere with FC_DATASET_FOLLOW_OUTSIDE. A link that leads outside,
+ * a broken link (in a folder: one named like an image or a folder, without
+ * another extension) and a link making a directory loop are entries with
+ * `bad` set under the link's own key. A CSV path with ".." is accepted
+ * when it stays inside; its key is the folder its last ".." resolves to,
+ * relative to the root, then the rest of the path as written (the key a
+ * path written without ".." would have), and it keeps its text as the key
+ * when FC_DATASET_FOLLOW_OUTSIDE lets it leave.
  */
 #ifndef FEATCACHE_EXTRACT_H
 #define FEATCACHE_EXTRACT_H
@@ -33,11 +44,12 @@ typedef struct fc_entry {
 	const char *label; /* label name, or NULL for none */
 	int split;         /* FC_SPLIT_TRAIN/VAL/TEST, or FC_SPLIT_NONE when the dataset names none */
 	int line;          /* CSV line number (0 for directories), for messages */
-	/* Why the entry cannot be an item, or NULL. A path with a control
-	 * character (a newline would split the key over two lines of every
-	 * key list) is kept under a printable key, '\n', '\r', '\t', '\\'
-	 * and '\xHH' escaped, and extract records it as failed with this
-	 * reason instead of reading it. */
+	/* Why the entry cannot be an item, or NULL; extract records it as
+	 * failed with this reason instead of reading it. A path with a
+	 * control character (a newline would split the key over two lines of
+	 * every key list) is kept under a printable key, '\n', '\r', '\t',
+	 * '\\' and '\xHH' escaped; a broken link, a link leading outside the
+	 * dataset and a directory loop are kept under the link's key. */
 	const char *bad;
 } fc_entry;
 
@@ -49,25 +61,36 @@ typedef struct fc_dataset {
 	char *arena;    /* owns the strings */
 } fc_dataset;
 
+/* Flags of fc_dataset_scan. */
+#define FC_DATASET_FOLLOW_OUTSIDE 1u /* follow links and ".." that leave the dataset root */
+
 /* fc_dataset_scan - read the dataset at path (a directory or a .csv file).
  * Returns 0 and fills *out (free with fc_dataset_free), or an error with a
  * reason in err: FC_ERR_NOT_FOUND (no such path), FC_ERR_IO, FC_ERR_CORRUPT
  * (a CSV that does not parse: bad quoting, too few fields, names the line),
  * FC_ERR_EXISTS (a key listed twice, naming both lines), FC_ERR_INVALID (an
- * unknown split name, an absolute or '..' path in a CSV, a key too long),
+ * unknown split name, an absolute path in a CSV, a key too long),
  * FC_ERR_NOMEM; FC_ERR_INVALID also for a file that is not a CSV (an
  * image, or binary). err holds the reason only: the caller names path.
  * A dataset with no images is not an error here (n == 0). A path with a
- * control character is an entry with `bad` set, not an error.
+ * control character, a broken link, a link or ".." leading outside the
+ * root and a directory loop are entries with `bad` set, not errors.
  * CSV rows whose file does not exist are kept: extract records them as
- * failed items. */
-int fc_dataset_scan(fc_dataset *out, const char *path, char *err, size_t errcap);
+ * failed items. flags: 0 or FC_DATASET_FOLLOW_OUTSIDE. */
+int fc_dataset_scan(fc_dataset *out, const char *path, unsigned flags, char *err, size_t errcap);
 void fc_dataset_free(fc_dataset *d);
 
 /* fc_hash_split - the stable split of an item key when the dataset names
  * none: val if XXH3-64(key) / 2^64 < val_fraction, else train. Adding items
  * never moves an existing one. */
 int fc_hash_split(const char *key, double val_fraction);
+
+/* fc_hash_fraction - XXH3-64(key) with seed, top 53 bits as a fraction in
+ * [0, 1): a draw per key, stable across runs and independent of item
+ * order. fc_hash_split is fc_hash_fraction(key, 0) < val_fraction (seed 0
+ * is plain XXH3-64); another seed draws independently of it (train's
+ * --val-from-train carves val out of a train split made that way). */
+double fc_hash_fraction(const char *key, uint64_t seed);
 
 /* fc_hash_file - XXH3-128 of the whole file at path (big-endian bytes), its
  * size and mtime. Returns 0, FC_ERR_NOT_FOUND or FC_ERR_IO (err says why). */

@@ -3,7 +3,8 @@
 # JPEG of several sizes and modes, made by tests/tool_mkimage) with a real
 # ONNX model: incremental runs (nothing new, added, modified, deleted,
 # renamed, duplicated files), labels and splits from folders and CSV, bad
-# images and bad datasets, another model in the same store, a token model
+# images and bad datasets, symbolic links (loops, broken, leading outside,
+# CSV '..'), another model in the same store, a token model
 # (vit_narrow) at a token layer with each --pool, one extractor per pooling,
 # embed of the raw features, and SIGKILL mid-run followed by a resume that
 # ends with the same store as a clean run.
@@ -265,6 +266,56 @@ run "$F" embed --store nl.st --model "$MODEL" --data nl --out nl2.npy --keys nl2
 t "embed --data: the name is left out with a printable warning" 0 out 'wrote 2 x 64' \
 	err "^featcache: warning: cannot embed 'a/two\\\\nlines\.png': its name holds a newline"
 ok_if "embed --data: one key a line, 2 lines" [ "$(tr '\n' ' ' <nl2.keys)" = "a/1.png b/3.png " ]
+
+# ---- symbolic links: one rule for folders and CSV paths ----
+# A loop, a broken link and a link leading outside the dataset are failed
+# items naming the link, and the scan goes on; --follow-outside follows the
+# last; a CSV path with '..' that stays inside is the item it resolves to.
+mkdir -p ln/cat/sub lnout
+mk ln/cat/a.png 40 40 101
+mk ln/cat/sub/b.png 40 40 102
+mk lnout/o.png 40 40 103
+ln -s .. ln/cat/sub/up
+ln -s nothing.png ln/cat/gone.png
+ln -s ../../lnout/o.png ln/cat/out.png
+run "$F" extract --store ln.st --data ln $X
+t "links: the loop, the broken and the outside link are 3 failed items" 0 out "$(items_re 5 0 0)" \
+	out "$(images_re 2 0 3)"
+run "$F" info --store ln.st
+t "links: info names each link and where it points" 0 out '^errors +3$' \
+	out "^  cat/sub/up: symbolic link to '\.\.' makes a loop: back to 'cat'$" \
+	out "^  cat/gone.png: broken symbolic link to 'nothing.png'$" \
+	out "^  cat/out.png: symbolic link to '\.\./\.\./lnout/o.png' leads outside the dataset, to '.*/lnout/o.png'"
+run "$F" embed --store ln.st --model "$MODEL" --data ln --out ln.npy --keys ln.keys
+t "links: embed --data leaves the outside link out, naming it" 0 out 'wrote 2 x 64' \
+	err "^featcache: warning: cannot embed 'cat/out.png': symbolic link to '\.\./\.\./lnout/o.png' leads outside"
+run "$F" embed --store ln.st --model "$MODEL" --data ln --out ln.npy --keys ln.keys --follow-outside
+t "links: embed --data --follow-outside follows it" 0 out 'wrote 3 x 64'
+run "$F" extract --store ln.st --data ln $X --follow-outside
+t "links: --follow-outside reads the outside file (embed cached its vector)" 0 out "$(items_re 0 1 0)" \
+	out '^images: 0 extracted, 1 deduplicated, 0 failed \(and 2 that failed before, unchanged\)$'
+run "$F" info --store ln.st
+t "links: 2 failures left" 0 out '^errors +2$' '!out' 'cat/out.png'
+# the CSV's directory is the root
+printf 'path,label\ncat/sub/../a.png,cat\ncat/sub/b.png,cat\ncat/out.png,cat\n../lnout/o.png,cat\n' >ln/list.csv
+run "$F" extract --store lncsv.st --data ln/list.csv $X
+t "links in a CSV: '..' inside is accepted, the outside link and '..' are failed items" 0 \
+	out "$(items_re 4 0 0)" out "$(images_re 2 0 2)"
+run "$F" info --store lncsv.st
+t "links in a CSV: the failures name the link and the '..'" 0 \
+	out "^  cat/out.png: symbolic link to '\.\./\.\./lnout/o.png' leads outside the dataset, to '.*/lnout/o.png'" \
+	out "^  \.\./lnout/o.png: '\.\.' leads outside the dataset, to '.*/lnout/o.png'"
+run "$F" embed --store lncsv.st --out lncsv.npy --keys lncsv.keys
+ok_if "links in a CSV: '..' is keyed by where it resolves" \
+	[ "$(tr '\n' ' ' <lncsv.keys)" = "cat/a.png cat/sub/b.png " ]
+printf 'path,label\ncat/a.png,cat\ncat/sub/../a.png,cat\n' >ln/dup.csv
+run "$F" extract --store never.st --data ln/dup.csv $X
+t "links in a CSV: the same file through '..' is listed again" 1 \
+	err "line 3: 'cat/a.png' is listed again \(first on line 2\)"
+run "$F" extract --store lncsv2.st --data ln/list.csv $X --follow-outside
+t "links in a CSV: --follow-outside follows the link and the '..'" 0 \
+	out "$(items_re 4 0 0)" out "$(images_re 3 1 0)"
+ok_if "links: refusals never created a store" [ ! -e never.st ]
 
 # ---- --rehash: a file rewritten with its mtime put back ----
 mkdir -p rh/a

@@ -2,7 +2,9 @@
 # tests/cli/train.sh - train, eval and embed end to end on small synthetic
 # stores: the head beats the raw features, the loss falls, a seed gives
 # bit-identical heads, a killed run resumes to the same head, the outputs
-# load in numpy/PyTorch, and bad options are usage errors with a reason.
+# load in numpy/PyTorch, bad options are usage errors with a reason, and a
+# store of train and test only: --val-from-train, and messages naming the
+# splits there are.
 NAME=train
 . "$(dirname "$0")/lib.inc"
 
@@ -266,6 +268,62 @@ t "eval with a missing head fails clearly" 1 err "cannot load head 'nothere.safe
 printf 'garbage' >junk.safetensors
 run "$F" eval --store s --head junk.safetensors
 t "eval with a corrupt head fails clearly" 1 err "cannot load head 'junk.safetensors'"
+
+# ---- a train/test dataset without val: --val-from-train, and messages
+# that list the splits there are and say what to use ----
+run "$MK" --store tt --dim 32 --items 600 --classes 6 --noise 100 --mixed-splits --no-val --dtype f32
+t "tool_mkstore makes a train/test store" 0
+splits_re="of store 'tt' \(splits: train 480, test 120\)"
+run "$F" train --store tt --out tt.safetensors --output-dim 8 --batch-size 32 --epochs 1 -q
+t "train without val warns, listing the splits and what to use" 0 \
+	err "^featcache: warning: no items in split 'val' $splits_re: no evaluation; use --eval-split test, or --val-from-train 0\.1$"
+run "$F" eval --store tt --head tt.safetensors
+t "eval of the empty val split lists the splits and what to use" 1 \
+	err "^featcache: no items in split 'val' $splits_re: use --split test, or --val-from-train 0\.1$"
+run "$F" eval --store tt --split test --head tt.safetensors
+t "eval --split test" 0 out '^queries 120, k 20$'
+run "$F" embed --store tt --split val --out ttval.npy
+t "embed of an empty split is an error, not a 0-row file" 1 \
+	err "^featcache: no items in split 'val' $splits_re: use --split test, or --val-from-train 0\.1$"
+ok_if "embed of an empty split writes nothing" [ ! -e ttval.npy ] && [ ! -e ttval.npy.keys ]
+run "$F" train --store tt --out tt.safetensors --output-dim 8 --batch-size 32 --epochs 1 --train-split val
+t "an empty train split is an error with the same advice" 1 \
+	err "^featcache: no items in split 'val' $splits_re: use --train-split test, or --val-from-train 0\.1$"
+
+run "$F" train --store tt --out vt.safetensors --output-dim 8 --batch-size 32 --epochs 2 --seed 1 \
+	--val-from-train 0.2
+t "train --val-from-train 0.2 evaluates on val carved from train" 0 \
+	out '^train: [0-9]+ items, 6 classes, .*; eval: val \([0-9]+ queries\)$' out '^after \(head, epoch [0-9]+\): '
+ntr=$(sed -n 's/^train: \([0-9]*\) items.*/\1/p' out)
+nval=$(sed -n 's/^train: .*eval: val (\([0-9]*\) queries)$/\1/p' out)
+ok_if "the carve splits the 480 train items, about a fifth as val ($ntr + $nval)" \
+	awk -v a="$ntr" -v b="$nval" 'BEGIN { exit !(a + b == 480 && b > 60 && b < 135) }'
+py "the carve is recorded in the log's configuration" vt.safetensors.jsonl '
+import json, sys
+c = json.loads(open(sys.argv[1]).readline())["config"]
+assert abs(c["val_from_train"] - 0.2) < 1e-6 and c["eval_split"] == "val", c'
+run "$F" train --store tt --out vt2.safetensors --output-dim 8 --batch-size 32 --epochs 2 --seed 1 \
+	--val-from-train 0.2 -q
+ok_if "the carve is the same every run: a bit-identical head" cmp -s vt.safetensors vt2.safetensors
+run "$F" embed --store tt --split val --val-from-train 0.2 --out vtval.npy --keys vtval.keys
+t "embed --split val --val-from-train: the carved rows" 0 out "^wrote $nval x 32 float32"
+run "$F" embed --store tt --split train --val-from-train 0.2 --out vttr.npy --keys vttr.keys
+t "embed --split train --val-from-train: the rest" 0 out "^wrote $ntr x 32 float32"
+run "$F" embed --store tt --split train --out all.npy --keys all.keys
+ok_if "carved val and the rest of train: disjoint, together the train split" \
+	sh -c 'cat vtval.keys vttr.keys | LC_ALL=C sort | cmp -s - all.keys'
+run "$F" eval --store tt --head vt.safetensors --val-from-train 0.2
+t "eval --val-from-train: the run's val" 0 out "^queries $nval, k 20$"
+run "$F" train --store tt --out vt.safetensors --output-dim 8 --batch-size 32 --epochs 3 --seed 1 \
+	--val-from-train 0.2 --resume vt.safetensors.ckpt -q
+t "resume with the same carve extends the run" 0
+run "$F" train --store tt --out vt.safetensors --output-dim 8 --batch-size 32 --epochs 4 --seed 1 \
+	--val-from-train 0.3 --resume vt.safetensors.ckpt -q
+t "resume with another carve is refused" 2 err "cannot resume from 'vt.safetensors.ckpt'"
+run "$F" train --store tt --out bad.safetensors --val-from-train 1
+t "--val-from-train 1 is a usage error" 2 err "^featcache: bad value '1' for --val-from-train: must be from 0 to 0\.99$"
+run "$F" sweep --store tt --out sw --grid val_from_train=0.1,0.2
+t "--val-from-train cannot be swept" 2 err "--val-from-train cannot be swept"
 
 # Early stopping stops before the last epoch and keeps the best head.
 run "$F" train --store s --out es.safetensors --output-dim 16 --batch-size 64 --epochs 50 --lr 0.05 \
