@@ -15,7 +15,9 @@
  *
  * METRICS is fc_metrics_to_json's object (metrics.h). The report is one
  * self-contained page (inline CSS, inline SVG charts drawn by featcache, no
- * network, no charting library) of any number of such logs.
+ * network, no charting library) of any number of such logs, and of the
+ * views of a head the caller computed (fc_views: galleries with thumbnails
+ * as data URIs, a per-class table, an embedding map).
  *
  * Nothing here prints: failures come back as FC_ERR_* with a message in the
  * caller's err[errcap] (err may be NULL), in the house format.
