@@ -3,7 +3,9 @@
  * into a store, extracting only what the store lacks for this extractor.
  * The model is opened (and refused) before the store is created or touched.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,28 @@
 #include "featcache/engine.h"
 #include "featcache/extract.h"
 #include "featcache/shard.h"
+
+/* The absolute directory the dataset's keys are relative to: the dataset
+ * directory, or the CSV's own directory (its paths start there). */
+static int data_root(const fc_dataset *ds, const char *data, char out[PATH_MAX])
+{
+	char dir[PATH_MAX];
+	const char *d = data;
+	if (ds->from_csv) {
+		const char *slash = strrchr(data, '/');
+		if (!slash)
+			d = ".";
+		else if (slash == data)
+			d = "/";
+		else {
+			snprintf(dir, sizeof dir, "%.*s", (int)(slash - data), data);
+			d = dir;
+		}
+	}
+	if (!realpath(d, out))
+		return cli_fail("cannot resolve dataset directory '%s': %s", d, strerror(errno));
+	return 0;
+}
 
 static const char usage_text[] =
 	"usage: featcache extract --store DIR --model FILE.onnx --data PATH [options]\n"
@@ -405,6 +429,14 @@ int cmd_extract(int argc, char **argv)
 	}
 	if ((rc = cli_open_store_writer(&s, store, 0, 1, "extract", wait)) != 0)
 		goto out;
+	/* Where the images are, for the report's thumbnails (docs/design.md). */
+	char root[PATH_MAX];
+	if ((rc = data_root(&ds, data, root)) != 0)
+		goto out;
+	if ((rc = fc_store_set_data_root(s, root)) != 0) {
+		rc = cli_store_fail(s, rc, "write");
+		goto out;
+	}
 	cli_catch_interrupt();
 	fc_extract_run_opts ro = { .decode_threads = (int)decode, .val_fraction = valf, .strict = strict,
 				   .rehash = rehash, .logger = cli_logger() };

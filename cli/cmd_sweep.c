@@ -162,7 +162,7 @@ static int find_key(const char *key, size_t len, axis *a)
 		if (strcmp(op->name, name) != 0)
 			continue;
 		switch (op->val) {
-		case 's': case 'o': case 'q': case 'h': case 'k': case CLI_TOPT_REPORT: case CLI_TOPT_EXTRACTOR:
+		case 's': case 'o': case 'q': case 'h': case 'k': case CLI_TOPT_REPORT: case CLI_TOPT_DATA: case CLI_TOPT_EXTRACTOR:
 		case CLI_TOPT_TRAIN_SPLIT: case CLI_TOPT_VAL_FROM_TRAIN:
 		case CLI_TOPT_EVAL_SPLIT: case CLI_TOPT_INDEX_SPLIT: case CLI_TOPT_METRIC: case CLI_TOPT_RESUME:
 			return cli_usage_error("sweep", "--%s cannot be swept: every configuration trains on the same "
@@ -1185,9 +1185,10 @@ int cmd_sweep(int argc, char **argv)
 results:
 	rc = report(&s);
 	if (!rc && s.base.report) {
-		char html[4200];
+		char html[4200], best[4200];
 		snprintf(html, sizeof html, "%s/report.html", s.dir);
-		rc = cli_train_write_report(html, s.dir, s.base.metric);
+		snprintf(best, sizeof best, "%s/best.safetensors", s.dir);
+		rc = cli_train_write_report(html, s.dir, &s.base, access(best, R_OK) == 0 ? best : NULL);
 	}
 out:
 	cli_progress_end();

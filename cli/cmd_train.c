@@ -64,7 +64,10 @@ static const char usage_text[] =
 	"      --early-stop M:P     stop when metric M has not improved for P epochs\n"
 	"      --resume CKPT        continue a run from its checkpoint (same options; more\n"
 	"                           --epochs extend it, the schedule following the new count)\n"
-	"      --report             also write an HTML report with charts to OUT.html (--out plus .html)\n"
+	"      --report             also write an HTML report to OUT.html (--out plus .html): charts,\n"
+	"                           and of the eval split neighbour galleries with thumbnails, a\n"
+	"                           per-class table and an embedding map (see 'featcache report')\n"
+	"      --data DIR           where the report finds the images (default: where extract read them)\n"
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n";
 
@@ -171,7 +174,7 @@ int cmd_train(int argc, char **argv)
 	if (o.report) {
 		char html[4200];
 		snprintf(html, sizeof html, "%s.html", o.out);
-		rc = cli_train_write_report(html, run.log, o.metric);
+		rc = cli_train_write_report(html, run.log, &o, in.evaluated ? o.out : NULL);
 	}
 out:
 	cli_progress_end();

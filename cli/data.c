@@ -64,6 +64,15 @@ void cli_head_origin_read(cli_head_origin *o, const char *path)
 		memcpy(o->extractor, v, sizeof o->extractor);
 	if (desc && desc[0])
 		o->descriptor = strdup(desc);
+	const char *ev = json_string_value(json_object_get(j, "eval_split"));
+	const char *ix = json_string_value(json_object_get(j, "index_split"));
+	json_t *k = json_object_get(j, "k");
+	if (ev && strlen(ev) < sizeof o->eval_split)
+		strcpy(o->eval_split, ev);
+	if (ix && strlen(ix) < sizeof o->index_split)
+		strcpy(o->index_split, ix);
+	if (json_is_integer(k) && json_integer_value(k) > 0)
+		o->k = (uint64_t)json_integer_value(k);
 	json_decref(j);
 	fc_st_free(f);
 }

@@ -24,6 +24,9 @@ int cli_pick_extractor(const char *cmd, fc_store *s, const char *prefix, uint8_t
 typedef struct cli_head_origin {
 	char extractor[2 * FC_HASH_LEN + 1]; /* lowercase hex, "" when the head does not say */
 	char *descriptor;                    /* JSON text (malloc'd), NULL when not recorded */
+	/* How the run that made it evaluated ("" and 0 when it does not say). */
+	char eval_split[32], index_split[32];
+	uint64_t k;
 } cli_head_origin;
 
 /* cli_head_origin_read - fill *o from the head at path; an unreadable file

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/gallery.h"
 #include "cli/trainopts.h"
 #include "featcache/report.h"
 
@@ -50,6 +51,7 @@ const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1] = {
 	{ "early-stop", required_argument, NULL, CLI_TOPT_EARLY },
 	{ "resume", required_argument, NULL, CLI_TOPT_RESUME },
 	{ "report", no_argument, NULL, CLI_TOPT_REPORT },
+	{ "data", required_argument, NULL, CLI_TOPT_DATA },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -72,11 +74,24 @@ int cli_train_opt_kind(int code)
 	}
 }
 
-int cli_train_write_report(const char *html, const char *src, const char *metric)
+int cli_train_write_report(const char *html, const char *src, const cli_train_opts *o, const char *head)
 {
 	char err[1024];
 	size_t charts = 0;
-	if (fc_report_write(html, &src, 1, metric, NULL, &charts, err, sizeof err) != 0)
+	if (head && strcmp(o->eval_split, "none") != 0) {
+		cli_views_opts vo;
+		cli_views_opts_init(&vo);
+		vo.store = o->store;
+		vo.head = head;
+		vo.extractor = o->extractor;
+		vo.split = o->eval_split;
+		vo.index_split = o->index_split;
+		vo.data = o->data;
+		vo.k = o->k;
+		vo.seed = o->seed;
+		return cli_views_report(html, &src, 1, o->metric, NULL, &vo, 0);
+	}
+	if (fc_report_write(html, &src, 1, o->metric, NULL, &charts, err, sizeof err) != 0)
 		return cli_fail("%s", err);
 	printf("report written to '%s' (%zu charts)\n", html, charts);
 	return 0;
@@ -105,6 +120,7 @@ int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char 
 	case 'o': o->out = arg; return 0;
 	case 'q': o->quiet = 1; return 0;
 	case CLI_TOPT_REPORT: o->report = 1; return 0;
+	case CLI_TOPT_DATA: o->data = arg; return 0;
 	case 'k': return cli_parse_u64(cmd, "--k", arg, 1, 100000, &o->k);
 	case CLI_TOPT_EXTRACTOR: o->extractor = arg; return 0;
 	case CLI_TOPT_OUTPUT_DIM: return cli_parse_u64(cmd, "--output-dim", arg, 1, 1 << 16, &o->output_dim);

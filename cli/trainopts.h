@@ -21,6 +21,7 @@
 typedef struct cli_train_opts {
 	const char *store, *out, *extractor, *metric, *early_metric, *resume;
 	const char *train_split, *eval_split, *index_split;
+	const char *data; /* --report's images: the directory the item keys are relative to */
 	uint64_t output_dim, layers, hidden, epochs, batch, per_class, seed, k, warmup, step_size, patience;
 	int per_class_set, step_size_set, wd_set, quiet, report;
 	float margin, pos_margin, neg_margin, temperature, scale, lr, wd, momentum, gamma;
@@ -43,12 +44,13 @@ enum {
 	CLI_TOPT_SCALE, CLI_TOPT_OPTIMIZER, CLI_TOPT_LR, CLI_TOPT_WD, CLI_TOPT_MOMENTUM, CLI_TOPT_NESTEROV,
 	CLI_TOPT_SCHEDULER, CLI_TOPT_WARMUP, CLI_TOPT_STEP_SIZE, CLI_TOPT_GAMMA, CLI_TOPT_EPOCHS, CLI_TOPT_BATCH,
 	CLI_TOPT_PER_CLASS, CLI_TOPT_SEED, CLI_TOPT_TRAIN_SPLIT, CLI_TOPT_EVAL_SPLIT, CLI_TOPT_INDEX_SPLIT,
-	CLI_TOPT_METRIC, CLI_TOPT_EARLY, CLI_TOPT_RESUME, CLI_TOPT_REPORT, CLI_TOPT_VAL_FROM_TRAIN, CLI_TOPT_END
+	CLI_TOPT_METRIC, CLI_TOPT_EARLY, CLI_TOPT_RESUME, CLI_TOPT_REPORT, CLI_TOPT_VAL_FROM_TRAIN, CLI_TOPT_DATA,
+	CLI_TOPT_END
 };
 
 /* train's getopt_long table (NULL-terminated, CLI_TRAIN_NOPTS entries
  * before the terminator) and its short options. */
-#define CLI_TRAIN_NOPTS 38
+#define CLI_TRAIN_NOPTS 39
 extern const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1];
 #define CLI_TRAIN_SHORTOPTS "s:o:k:qh"
 
@@ -59,8 +61,10 @@ int cli_train_opt_kind(int code);
 
 /* cli_train_write_report - with --report: the HTML report of `src` (a
  * training log or a sweep directory) into `html` (featcache/report.h), and a line
- * saying where. Returns 0 or an exit code. */
-int cli_train_write_report(const char *html, const char *src, const char *metric);
+ * saying where. With head (not NULL) and an evaluated run, the pictures of
+ * what that head learned on o's store come with it (cli/gallery.h).
+ * Returns 0 or an exit code. */
+int cli_train_write_report(const char *html, const char *src, const cli_train_opts *o, const char *head);
 
 /* cli_train_opts_init - train's defaults. */
 void cli_train_opts_init(cli_train_opts *o);

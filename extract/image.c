@@ -8,6 +8,9 @@
  * side reproduces PIL's mode conversions by choosing libpng's transforms
  * (see decode_png_run).
  *
+ * Also the way back for the report's thumbnails: an image scaled down with
+ * preprocess.c's resampling and encoded as a small JPEG (fc_image_thumbnail).
+ *
  * Not here: resizing and normalising (preprocess.c), any other format,
  * colour management (PIL ignores ICC profiles and gAMA too).
  */
@@ -503,4 +506,70 @@ void fc_image_free(fc_image *img)
 		return;
 	free(img->px);
 	memset(img, 0, sizeof *img);
+}
+
+/* ------------------------------------------------------- thumbnails */
+
+int fc_image_thumbnail(const fc_image *img, int max_side, int quality, uint8_t **jpeg, size_t *len, int *tw,
+		       int *th, char *err, size_t errcap)
+{
+	tjhandle tj = NULL;
+	uint8_t *px = NULL, *buf = NULL;
+	unsigned long n = 0;
+	int rc;
+
+	if (jpeg)
+		*jpeg = NULL;
+	if (len)
+		*len = 0;
+	if (!img || !img->px || img->w < 1 || img->h < 1 || !jpeg || !len || max_side < 1 || max_side > 4096 ||
+	    quality < 1 || quality > 100)
+		return fci_errf(err, errcap, FC_ERR_INVALID, "bad thumbnail arguments");
+	/* Never up: a small image stays as it is; the long side becomes
+	 * max_side and the short one keeps the ratio, rounded, at least 1. */
+	int w = img->w, h = img->h;
+	if (w > max_side || h > max_side) {
+		int lw = w >= h;
+		double r = (double)(lw ? h : w) / (double)(lw ? w : h);
+		int s = (int)(r * max_side + 0.5);
+		s = s < 1 ? 1 : s;
+		w = lw ? max_side : s;
+		h = lw ? s : max_side;
+	}
+	fc_preproc p = { .resize_w = w, .resize_h = h, .crop_w = w, .crop_h = h, .filter = FC_RESAMPLE_BILINEAR,
+			 .std = { 1, 1, 1 } };
+	if (!(px = malloc((size_t)w * (size_t)h * 3))) {
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = fc_preprocess_u8(&p, img, px)) != 0) {
+		fci_errf(err, errcap, rc, "cannot scale a %d x %d image to %d x %d", img->w, img->h, w, h);
+		goto out;
+	}
+	if (!(tj = tjInitCompress())) {
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "jpeg: %s", tjGetErrorStr2(NULL));
+		goto out;
+	}
+	if (tjCompress2(tj, px, w, 0, h, TJPF_RGB, &buf, &n, TJSAMP_420, quality, TJFLAG_ACCURATEDCT) != 0) {
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "jpeg: %s", tjGetErrorStr2(tj));
+		goto out;
+	}
+	/* TurboJPEG's buffer is freed with tjFree; the caller frees with free(). */
+	if (!(*jpeg = malloc(n))) {
+		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(*jpeg, buf, n);
+	*len = n;
+	if (tw)
+		*tw = w;
+	if (th)
+		*th = h;
+	rc = 0;
+out:
+	tjFree(buf);
+	if (tj)
+		tjDestroy(tj);
+	free(px);
+	return rc;
 }

@@ -3,11 +3,12 @@
  * HTML page with inline CSS and the SVG charts of svg.c: loss and the
  * chosen metric per epoch, raw features against the head for all nine
  * metrics, the metric against every swept parameter, a leaderboard and the
- * configuration (report.h: fc_report_write).
+ * configuration (report.h: fc_report_write); then, when the caller hands
+ * them over, the pictures of what the head learned (gallery.c).
  *
  * The only script on the page is a few lines that check, after load, that
- * every chart has visible marks and say so in #render-check; the page reads
- * the same without it. Every string from a log (config values, ids, paths)
+ * every chart has visible marks and every thumbnail decoded, and say so in
+ * #render-check; the page reads the same without it. Every string from a log (config values, ids, paths)
  * is HTML-escaped on the way out.
  */
 #include <math.h>
@@ -190,15 +191,20 @@ static const char css[] =
 	"#render-check{color:#9ca3af;font-size:12px;text-align:center}\n";
 
 /* After load: every chart must have marks, each with a visible box inside
- * the chart; the verdict goes into #render-check for headless tests. */
+ * the chart, and every thumbnail must have decoded; the verdict goes into
+ * #render-check for headless tests, with script errors counted. */
 static const char check_js[] =
+	"var fcErr=0;addEventListener('error',function(){fcErr++},true);\n"
 	"addEventListener('load',function(){var c=document.querySelectorAll('svg.chart'),bad=[],n=0;"
 	"c.forEach(function(s){var v=s.viewBox.baseVal,m=s.querySelectorAll('.mark'),ok=m.length>0;"
 	"m.forEach(function(e){var r=e.getBBox();n++;if(!(r.width>0||r.height>0)||r.x<-1||r.y<-1||"
 	"r.x+r.width>v.width+1||r.y+r.height>v.height+1)ok=false});var b=s.getBBox();"
 	"if(!(ok&&b.width>0&&b.height>0))bad.push(s.id)});"
+	"var t=document.querySelectorAll('img.thumb'),tb=0;t.forEach(function(i){if(!(i.complete&&i.naturalWidth>0))tb++});"
 	"document.getElementById('render-check').textContent='charts='+c.length+(bad.length?' failed: '+"
-	"bad.join(' '):' ok')+' (marks='+n+')'});\n";
+	"bad.join(' '):' ok')+' (marks='+n+')'+(t.length?' thumbs='+t.length+(tb?' broken='+tb:' ok'):'')+"
+	"' queries='+document.querySelectorAll('.gallery .q').length+' placeholders='+"
+	"document.querySelectorAll('.ph').length+' errors='+fcErr});\n";
 
 static void fmt_metric(char *buf, size_t cap, double v)
 {
@@ -342,6 +348,22 @@ static void page_header(fci_sbuf *b, const fci_report *r, const char *title, con
 	config_summary(r, "featcache", t, sizeof t);
 	if (t[0])
 		fact(b, "featcache", t);
+	fmt_time(u, sizeof u, time(NULL));
+	fact(b, "report made", u);
+	fci_sb_puts(b, "</dl>\n</header>\n");
+}
+
+/* The header of a page of views alone (report --store --head). */
+static void views_header(fci_sbuf *b, const fc_views *v, const char *title)
+{
+	char t[128], u[64];
+	fci_sb_puts(b, "<header><h1>");
+	fci_sb_esc(b, title);
+	fci_sb_puts(b, "</h1>\n<p class=\"kind\">A head and its features</p>\n<dl>\n");
+	fact(b, "store", v->store ? v->store : "?");
+	fact(b, "head", v->head ? v->head : "?");
+	fci_clip(t, sizeof t, "'%s', k = %zu", v->split ? v->split : "?", v->k);
+	fact(b, "queries", t);
 	fmt_time(u, sizeof u, time(NULL));
 	fact(b, "report made", u);
 	fci_sb_puts(b, "</dl>\n</header>\n");
@@ -685,7 +707,7 @@ static void config_table(fci_sbuf *b, const fci_report *r)
 	fci_sb_puts(b, "</tbody></table></div></section>\n");
 }
 
-static size_t render(fci_sbuf *b, const fci_report *r, const char *title_opt)
+static size_t render(fci_sbuf *b, const fci_report *r, const char *title_opt, const fc_views *views)
 {
 	char mname[64], title[512];
 	size_t charts = 0;
@@ -694,8 +716,10 @@ static size_t render(fci_sbuf *b, const fci_report *r, const char *title_opt)
 		fci_clip(title, sizeof title, "%s", title_opt);
 	else if (r->sweep)
 		fci_clip(title, sizeof title, "featcache sweep report: %s", fci_base_name(r->src[0].path));
+	else if (r->n)
+		fci_clip(title, sizeof title, "featcache training report: %s", r->runs[0].id);
 	else
-		fci_clip(title, sizeof title, "featcache training report: %s", r->n ? r->runs[0].id : "");
+		fci_clip(title, sizeof title, "featcache report: %s", views && views->head ? views->head : "");
 	if (r->sweep && !title_opt && strcmp(fci_base_name(r->src[0].path), "results.jsonl") == 0) {
 		/* Name the sweep by its directory, not by its results file. */
 		const char *p = r->src[0].path;
@@ -709,13 +733,21 @@ static size_t render(fci_sbuf *b, const fci_report *r, const char *title_opt)
 		       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
 		       "<meta name=\"generator\" content=\"featcache report\">\n<title>");
 	fci_sb_esc(b, title);
-	fci_sb_printf(b, "</title>\n<style>\n%s</style>\n</head>\n<body>\n<main>\n", css);
-	page_header(b, r, title, mname);
+	fci_sb_printf(b, "</title>\n<style>\n%s%s</style>\n</head>\n<body>\n<main>\n", css,
+		      views ? fci_views_css : "");
+	if (r->n || !views)
+		page_header(b, r, title, mname);
+	else
+		views_header(b, views, title);
 	if (r->n) {
 		charts += epoch_charts(b, r, mname);
 		charts += (size_t)bars_section(b, r);
 		if (r->multi)
 			charts += sweep_charts(b, r, mname);
+	}
+	if (views)
+		charts += fci_views_render(b, views);
+	if (r->n) {
 		if (r->multi)
 			leaderboard(b, r, mname);
 		config_table(b, r);
@@ -739,6 +771,12 @@ static int write_page(fci_report *r, const char *out, const char *data, size_t l
 int fc_report_write(const char *out, const char *const *paths, size_t n, const char *metric, const char *title,
 		    size_t *charts, char *err, size_t errcap)
 {
+	return fc_report_write_views(out, paths, n, metric, title, NULL, charts, err, errcap);
+}
+
+int fc_report_write_views(const char *out, const char *const *paths, size_t n, const char *metric,
+			  const char *title, const fc_views *views, size_t *charts, char *err, size_t errcap)
+{
 	fci_report r = { 0 };
 	fci_sbuf b = { 0 };
 	int rc = 0;
@@ -755,7 +793,7 @@ int fc_report_write(const char *out, const char *const *paths, size_t n, const c
 		fc_metric_list(list, sizeof list);
 		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "unknown metric '%s': expected %s", metric, list);
 	}
-	if (!out || !paths || n == 0)
+	if (!out || ((!paths || n == 0) && !views))
 		return fci_errf(r.err, r.errcap, FC_ERR_INVALID, "nothing to report on: no logs given");
 	for (size_t i = 0; i < n; i++)
 		if ((rc = fci_runlog_load(&r, paths[i])) != 0)
@@ -770,7 +808,7 @@ int fc_report_write(const char *out, const char *const *paths, size_t n, const c
 		}
 	if ((rc = finish(&r)) != 0)
 		goto out;
-	size_t nc = render(&b, &r, title);
+	size_t nc = render(&b, &r, title, views);
 	if (b.oom) {
 		rc = fci_errf(r.err, r.errcap, FC_ERR_NOMEM, "out of memory");
 		goto out;

@@ -90,6 +90,14 @@ void fci_chart_scatter(fci_sbuf *b, const char *id, const char *title, const cha
 void fci_chart_bars(fci_sbuf *b, const char *id, const char *title, const double *before, const double *after,
 		    const char *after_name, long k);
 
+/* ---- pictures of what the head learned (gallery.c) ---- */
+
+/* The CSS the views need, and the views drawn after the charts: the
+ * galleries, the per-class table, the map. Returns the charts drawn (the
+ * map). */
+extern const char fci_views_css[];
+size_t fci_views_render(fci_sbuf *b, const fc_views *v);
+
 /* ---- runs read from logs (runlog.c) ---- */
 
 typedef struct fci_source {

@@ -2,7 +2,8 @@
  * write.c - what extraction writes into a store, and its small records read
  * back: appending a batch of vectors as one chunk plus its index entries;
  * items, labels and error records (put, delete, get, walk); and the one
- * transaction that writes all of a batch together (fc_store_write_batch).
+ * transaction that writes all of a batch together (fc_store_write_batch);
+ * the dataset root extract records in meta.
  *
  * Every write runs inside fci_store_write()'s transaction, so each *_txn
  * callback here can be combined with the others in one batch and redone
@@ -206,6 +207,55 @@ int fc_store_label_name(fc_store *s, uint32_t id, char *buf, size_t cap)
 		err = fci_mdb_fail(s, rc, "cannot read labels");
 	else if (v.mv_size + 1 > cap)
 		err = FCI_FAIL(s, FC_ERR_INVALID, "label %u needs %zu bytes", id, v.mv_size + 1);
+	else {
+		memcpy(buf, v.mv_data, v.mv_size);
+		buf[v.mv_size] = '\0';
+	}
+	mdb_txn_abort(txn);
+	return err;
+}
+
+/* ---- where the dataset is ---- */
+
+/* meta/data_root: the absolute directory item keys are relative to, as the
+ * last extract recorded it (stores made before it was recorded have none). */
+#define DATA_ROOT_KEY "data_root"
+#define DATA_ROOT_MAX 4096
+
+static int data_root_txn(fc_store *s, MDB_txn *txn, void *ctx)
+{
+	const char *root = ctx;
+	MDB_val k = { sizeof DATA_ROOT_KEY - 1, DATA_ROOT_KEY }, v = { strlen(root), (void *)root };
+	return fci_put(s, txn, s->meta, &k, &v, 0);
+}
+
+int fc_store_set_data_root(fc_store *s, const char *root)
+{
+	if (!root || root[0] != '/' || strlen(root) >= DATA_ROOT_MAX)
+		return FCI_FAIL(s, FC_ERR_INVALID, "dataset root '%s' is not an absolute path of at most %d bytes",
+				root ? root : "(null)", DATA_ROOT_MAX - 1);
+	char cur[DATA_ROOT_MAX];
+	if (fc_store_get_data_root(s, cur, sizeof cur) == 0 && strcmp(cur, root) == 0)
+		return 0;
+	return fci_store_write(s, data_root_txn, (void *)root);
+}
+
+int fc_store_get_data_root(fc_store *s, char *buf, size_t cap)
+{
+	MDB_txn *txn;
+	int err = fci_txn_begin(s, MDB_RDONLY, &txn);
+	if (err)
+		return err;
+	MDB_val k = { sizeof DATA_ROOT_KEY - 1, DATA_ROOT_KEY }, v;
+	int rc = mdb_get(txn, s->meta, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		err = FCI_FAIL(s, FC_ERR_NOT_FOUND, "store records no dataset root");
+	else if (rc)
+		err = fci_mdb_fail(s, rc, "cannot read meta");
+	else if (v.mv_size == 0 || v.mv_size >= DATA_ROOT_MAX || memchr(v.mv_data, '\0', v.mv_size))
+		err = FCI_FAIL(s, FC_ERR_CORRUPT, "meta/data_root is not a path");
+	else if (v.mv_size + 1 > cap)
+		err = FCI_FAIL(s, FC_ERR_INVALID, "dataset root needs %zu bytes", v.mv_size + 1);
 	else {
 		memcpy(buf, v.mv_data, v.mv_size);
 		buf[v.mv_size] = '\0';

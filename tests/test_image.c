@@ -800,6 +800,113 @@ static void test_flipped(void **state)
 	print_message("# flipped bits: %d decoded anyway, %d refused\n", ok, failed);
 }
 
+/* Mean of each channel over a w x h RGB image. */
+static void mean_rgb(const uint8_t *px, int w, int h, double m[3])
+{
+	m[0] = m[1] = m[2] = 0;
+	for (size_t i = 0; i < (size_t)w * (size_t)h; i++)
+		for (int c = 0; c < 3; c++)
+			m[c] += px[i * 3 + c];
+	for (int c = 0; c < 3; c++)
+		m[c] /= (double)w * h;
+}
+
+/* The thumbnail of a photo: long side 96, ratio kept, and decoded back it
+ * has the photo's colours, overall and in each cell of a 4 x 4 grid; a
+ * small image is not scaled up. */
+static void test_thumbnail_round_trip(void **state)
+{
+	(void)state;
+	size_t len, tlen;
+	uint8_t *data = read_file("photo_500x375.jpg", &len), *jpeg;
+	fc_image img, back;
+	int w, h;
+	char err[FC_ERRLEN];
+	assert_int_equal(fc_image_decode(&img, data, len, NULL, 0), 0);
+	assert_int_equal(fc_image_thumbnail(&img, 96, 85, &jpeg, &tlen, &w, &h, err, sizeof err), 0);
+	assert_int_equal(w, 96);
+	assert_int_equal(h, 72); /* 375 / 500 * 96 */
+	assert_true(tlen > 100 && tlen < 12000);
+	assert_int_equal(fc_image_decode(&back, jpeg, tlen, NULL, 0), 0);
+	assert_int_equal(back.w, 96);
+	assert_int_equal(back.h, 72);
+	double a[3], b[3];
+	mean_rgb(img.px, img.w, img.h, a);
+	mean_rgb(back.px, back.w, back.h, b);
+	for (int c = 0; c < 3; c++)
+		assert_true(fabs(a[c] - b[c]) < 3.0);
+	/* Each grid cell's mean, from the photo's own pixels. */
+	for (int gy = 0; gy < 4; gy++)
+		for (int gx = 0; gx < 4; gx++) {
+			double sa[3] = { 0 }, sb[3] = { 0 };
+			size_t na = 0, nb = 0;
+			for (int y = gy * img.h / 4; y < (gy + 1) * img.h / 4; y++)
+				for (int x = gx * img.w / 4; x < (gx + 1) * img.w / 4; x++, na++)
+					for (int c = 0; c < 3; c++)
+						sa[c] += img.px[((size_t)y * img.w + x) * 3 + c];
+			for (int y = gy * back.h / 4; y < (gy + 1) * back.h / 4; y++)
+				for (int x = gx * back.w / 4; x < (gx + 1) * back.w / 4; x++, nb++)
+					for (int c = 0; c < 3; c++)
+						sb[c] += back.px[((size_t)y * back.w + x) * 3 + c];
+			for (int c = 0; c < 3; c++)
+				assert_true(fabs(sa[c] / (double)na - sb[c] / (double)nb) < 12.0);
+		}
+	fc_image_free(&back);
+	free(jpeg);
+
+	/* Small stays small. */
+	fc_image tiny = { .w = 5, .h = 3 };
+	tiny.px = malloc(5 * 3 * 3);
+	assert_non_null(tiny.px);
+	memset(tiny.px, 200, 5 * 3 * 3);
+	assert_int_equal(fc_image_thumbnail(&tiny, 96, 90, &jpeg, &tlen, &w, &h, NULL, 0), 0);
+	assert_int_equal(w, 5);
+	assert_int_equal(h, 3);
+	free(jpeg);
+	assert_int_equal(fc_image_thumbnail(&tiny, 0, 90, &jpeg, &tlen, NULL, NULL, NULL, 0), FC_ERR_INVALID);
+	assert_int_equal(fc_image_thumbnail(&tiny, 96, 101, &jpeg, &tlen, NULL, NULL, NULL, 0), FC_ERR_INVALID);
+	assert_null(jpeg);
+	fc_image_free(&tiny);
+	fc_image_free(&img);
+	free(data);
+}
+
+/* A JPEG whose EXIF says "rotate 90 degrees clockwise" (orientation 6) gets
+ * a portrait thumbnail: exactly the thumbnail of the same JPEG without the
+ * tag (orientation 1) turned by hand. */
+static void test_thumbnail_exif(void **state)
+{
+	(void)state;
+	size_t l1, l6, t1, t6;
+	uint8_t *d1 = read_file("exif_o1_45x30.jpg", &l1), *d6 = read_file("exif_o6_45x30.jpg", &l6), *j1, *j6;
+	fc_image a, b, rot;
+	int w, h;
+	assert_int_equal(fc_image_decode(&a, d1, l1, NULL, 0), 0);
+	assert_int_equal(fc_image_decode(&b, d6, l6, NULL, 0), 0);
+	assert_int_equal(a.w, 45);
+	assert_int_equal(a.h, 30);
+	rot.w = a.h;
+	rot.h = a.w;
+	rot.px = malloc((size_t)a.w * a.h * 3);
+	assert_non_null(rot.px);
+	for (int y = 0; y < rot.h; y++)
+		for (int x = 0; x < rot.w; x++)
+			memcpy(rot.px + ((size_t)y * rot.w + x) * 3, a.px + ((size_t)(a.h - 1 - x) * a.w + y) * 3, 3);
+	assert_int_equal(fc_image_thumbnail(&b, 24, 90, &j6, &t6, &w, &h, NULL, 0), 0);
+	assert_int_equal(w, 16);
+	assert_int_equal(h, 24);
+	assert_int_equal(fc_image_thumbnail(&rot, 24, 90, &j1, &t1, NULL, NULL, NULL, 0), 0);
+	assert_int_equal(t1, t6);
+	assert_memory_equal(j1, j6, t1);
+	free(j1);
+	free(j6);
+	fc_image_free(&rot);
+	fc_image_free(&a);
+	fc_image_free(&b);
+	free(d1);
+	free(d6);
+}
+
 static int group_setup(void **state)
 {
 	const char *top = getenv("FC_TOP");
@@ -826,6 +933,8 @@ int main(void)
 		cmocka_unit_test(test_too_large),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_flipped),
+		cmocka_unit_test(test_thumbnail_round_trip),
+		cmocka_unit_test(test_thumbnail_exif),
 	};
 	return cmocka_run_group_tests(tests, group_setup, NULL);
 }

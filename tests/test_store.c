@@ -275,6 +275,33 @@ static void test_create_reopen(void **state)
 	fc_store_free(s);
 }
 
+/* The dataset root: none in a fresh store (as in stores made before it was
+ * recorded), set, replaced, kept over a reopen; relative paths refused. */
+static void test_data_root(void **state)
+{
+	(void)state;
+	fc_store *s = open_new("root", NULL);
+	char buf[64];
+	assert_int_equal(fc_store_get_data_root(s, buf, sizeof buf), FC_ERR_NOT_FOUND);
+	assert_int_equal(fc_store_set_data_root(s, "data/imgs"), FC_ERR_INVALID);
+	assert_int_equal(fc_store_set_data_root(s, ""), FC_ERR_INVALID);
+	assert_int_equal(fc_store_set_data_root(s, "/srv/a"), 0);
+	assert_int_equal(fc_store_set_data_root(s, "/srv/images/fmnist"), 0);
+	assert_int_equal(fc_store_get_data_root(s, buf, 5), FC_ERR_INVALID);
+	fc_store_free(s);
+
+	char path[512];
+	tmpdir(path, sizeof path, "root");
+	fc_store_opts ro = { .readonly = 1 };
+	assert_int_equal(fc_store_open(&s, path, &ro), 0);
+	assert_int_equal(fc_store_get_data_root(s, buf, sizeof buf), 0);
+	assert_string_equal(buf, "/srv/images/fmnist");
+	/* The same root again writes nothing, so a read-only handle takes it. */
+	assert_int_equal(fc_store_set_data_root(s, "/srv/images/fmnist"), 0);
+	assert_int_not_equal(fc_store_set_data_root(s, "/elsewhere"), 0);
+	fc_store_free(s);
+}
+
 /* Durability is the default: a zero-initialised fc_store_opts, like opts
  * NULL, opens a store that fsyncs every commit; skipping that is the
  * caller's explicit choice (nosync). */
@@ -1356,6 +1383,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_create_reopen),
 		cmocka_unit_test(test_durable_by_default),
+		cmocka_unit_test(test_data_root),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_newer_format),
 		cmocka_unit_test(test_extractors),

@@ -12,6 +12,9 @@
 #   4. featcache train: the default head (3 layers, 256-d), triplet loss with
 #      the semihard miner, best epoch picked on val.
 #   5. featcache eval on the test split: raw backbone features vs the head.
+#   6. featcache report: the run's charts and, on the test split, what the
+#      head learned: neighbour galleries with thumbnails, the per-class
+#      table, the embedding map; DEMO/report.html, one offline file.
 set -eu
 build=${1:-build}
 F=$build/featcache
@@ -35,3 +38,6 @@ echo "== featcache eval on the test split: raw backbone features vs the head"
 "$F" eval --store "$demo/store" --head "$demo/head.safetensors" --split test
 echo "== featcache embed: the test split through the head, for a search index"
 "$F" embed --store "$demo/store" --head "$demo/head.safetensors" --split test --out "$demo/test.npy"
+echo "== featcache report: the run, neighbour galleries, per-class table and map of the test split"
+"$F" report "$demo/head.safetensors.jsonl" --store "$demo/store" --split test --out "$demo/report.html"
+echo "demo report: $demo/report.html"

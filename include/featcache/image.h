@@ -97,6 +97,17 @@ int fc_preprocess_u8(const fc_preproc *p, const fc_image *img, uint8_t *dst);
  * normalised, into dst. Returns 0, FC_ERR_INVALID or FC_ERR_NOMEM. */
 int fc_preprocess(const fc_preproc *p, const fc_image *img, float *dst);
 
+/* fc_image_thumbnail - img (as fc_image_decode gives it: EXIF orientation
+ * applied) scaled down, never up, so that its longer side is at most
+ * max_side (1..4096) with the ratio kept (the short side rounded, at least
+ * 1), with the bilinear filter of fc_preprocess_u8 (antialiased like PIL's),
+ * then encoded as a baseline JPEG (4:2:0) of the given quality (1..100).
+ * On success *jpeg is malloc'd (free() it), *len its size, and *w, *h
+ * (each may be NULL) the thumbnail's size. Returns 0, FC_ERR_INVALID for
+ * bad arguments or FC_ERR_NOMEM, with the reason in err (may be NULL). */
+int fc_image_thumbnail(const fc_image *img, int max_side, int quality, uint8_t **jpeg, size_t *len, int *w,
+		       int *h, char *err, size_t errcap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -111,6 +111,37 @@ void fc_metrics_from_json(fc_metrics *m, const struct json_t *j);
  * takes) of m. FC_ERR_INVALID for an unknown name or a NULL argument. */
 int fc_metric_get(const fc_metrics *m, const char *name, double *value);
 
+/* ---- what the report shows besides the metrics (views.c) ---- */
+
+/* fc_metrics_by_class - the per-class means of per-query metric rows (as
+ * fc_eval_knn_queries writes them, (nq, 9)): out (n_classes, 9), row c the
+ * mean of the rows q with classes[q] == c, zeros for a class without
+ * queries; counts (may be NULL) [n_classes] how many queries each has.
+ * FC_ERR_INVALID for a class number >= n_classes or NULL arguments. */
+int fc_metrics_by_class(double *out, size_t *counts, const double *per_query, const uint32_t *classes, size_t nq,
+			size_t n_classes);
+
+/* fc_knn_confusion - counts (n_classes, n_classes), zeroed first:
+ * counts[a * n_classes + b] is how many neighbour slots of queries of class
+ * a hold an index row of class b, over fc_knn's lists idx (nq, k) with
+ * nn[q] slots used. qclasses[nq], iclasses[ni] are class numbers below
+ * n_classes. FC_ERR_INVALID for a row or class out of range. */
+int fc_knn_confusion(uint64_t *counts, const uint32_t *idx, const size_t *nn, size_t nq, size_t k,
+		     const uint32_t *qclasses, const uint32_t *iclasses, size_t ni, size_t n_classes);
+
+/* fc_pca2 - a 2-D map of n embeddings x (n, dim): the rows L2-normalised
+ * (zero rows stay zero), centred on their mean, and projected on the first
+ * two principal components of their covariance, into out (n, 2). The
+ * components come from orthogonal iteration from a fixed-seed start (at
+ * most 300 steps, until they move less than 1e-9), summed in a fixed order
+ * whatever the thread count, each signed so that its largest entry (the
+ * first of equal ones) is positive: the same input gives the same bytes.
+ * explained (may be NULL) [2]: each component's share of the total
+ * variance. When the rows span one direction the second coordinate is 0.
+ * Returns 0, FC_ERR_INVALID (n or dim 0, NULL, non-finite input),
+ * FC_ERR_OVERFLOW or FC_ERR_NOMEM. */
+int fc_pca2(float *out, double *explained, const float *x, size_t n, size_t dim);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,7 +15,9 @@
  *
  * METRICS is fc_metrics_to_json's object (metrics.h). The report is one
  * self-contained page (inline CSS, inline SVG charts drawn by featcache, no
- * network, no charting library) of any number of such logs.
+ * network, no charting library) of any number of such logs, and of the
+ * views of a head the caller computed (fc_views: galleries with thumbnails
+ * as data URIs, a per-class table, an embedding map).
  *
  * Nothing here prints: failures come back as FC_ERR_* with a message in the
  * caller's err[errcap] (err may be NULL), in the house format.
@@ -130,6 +132,83 @@ int fc_run_from_result(fc_run *run, const json_t *line, char *err, size_t errcap
  * is 0). If charts is not NULL it receives the number of charts drawn. */
 int fc_report_write(const char *out, const char *const *paths, size_t n, const char *metric, const char *title,
 		    size_t *charts, char *err, size_t errcap);
+
+/* ---- what the head learned, in pictures (report/gallery.c) ----
+ *
+ * Plain data made by the caller (featcache's cli/gallery.c: features from
+ * the store, the head applied, neighbours from fc_knn, per-query metrics
+ * from fc_eval_knn_queries, thumbnails from fc_image_thumbnail, the map
+ * from fc_pca2); the report only draws it. Index [0] is the raw features,
+ * [1] the head, everywhere. Nothing is copied: it must live until the page
+ * is written. */
+
+/* One item shown: a query, a neighbour or both. */
+typedef struct fc_view_item {
+	const char *key;      /* item key (dataset-relative path) */
+	const char *label;    /* its label name */
+	uint32_t cls;         /* its class: a neighbour is "same class" when equal to the query's */
+	const uint8_t *jpeg;  /* the thumbnail (JPEG bytes), or NULL: a placeholder with the key */
+	size_t jpeg_len;
+	int w, h;             /* the thumbnail's size in pixels */
+	const char *missing;  /* without a thumbnail: why (shown in the placeholder), or NULL */
+} fc_view_item;
+
+/* One query of the galleries with its neighbours, raw and head. */
+typedef struct fc_view_query {
+	uint32_t item;         /* index into fc_views.items */
+	const char *why;       /* why it is shown: "sample", "improved most", "hurt most" */
+	double ap[2];          /* its average precision at fc_views.k */
+	size_t n[2];           /* neighbours shown */
+	const uint32_t *nb[2]; /* indices into fc_views.items, best first */
+	const float *sim[2];   /* their cosine similarities */
+} fc_view_query;
+
+/* One class of the per-class table. */
+typedef struct fc_view_class {
+	const char *label;
+	size_t queries;
+	double precision[2], ap[2]; /* precision@k and mAP@k */
+} fc_view_class;
+
+/* Two classes the neighbours confuse: how many of all wrong neighbours
+ * (a neighbour of another class than its query's) fall between them,
+ * either way round, as a share. */
+typedef struct fc_view_pair {
+	const char *a, *b;
+	double share[2];
+} fc_view_pair;
+
+typedef struct fc_views {
+	const char *store, *head, *split; /* where it comes from, for the page's text */
+	size_t k;                         /* the k of the per-query and per-class metrics */
+	size_t neighbours;                /* the k of the galleries */
+	const fc_view_item *items;
+	size_t n_items;
+	const fc_view_query *queries;     /* none: no galleries (see note) */
+	size_t n_queries;
+	const char *note;                 /* shown above the galleries (why pictures are missing or
+	                                   * fewer), or NULL */
+	const fc_view_class *classes;     /* in the order shown (by gain) */
+	size_t n_classes;
+	const fc_view_pair *pairs;        /* the most confused first */
+	size_t n_pairs;
+	/* The map: n_points embeddings (a sample of map_total when more), their
+	 * 2-D coordinates xy[0], xy[1] (n_points, 2), class numbers into
+	 * class_names, keys; explained[i]: the share of variance of each axis. */
+	size_t n_points, map_total;
+	const float *xy[2];
+	const uint32_t *point_class;
+	const char *const *point_key;
+	const char *const *class_names;
+	size_t n_class_names;
+	double explained[2][2];
+} fc_views;
+
+/* fc_report_write_views - fc_report_write with views (NULL: none) drawn
+ * after the charts: the galleries, the per-class table and the map. With
+ * views, n may be 0: a page of the views alone. charts counts the map. */
+int fc_report_write_views(const char *out, const char *const *paths, size_t n, const char *metric,
+			  const char *title, const fc_views *views, size_t *charts, char *err, size_t errcap);
 
 #ifdef __cplusplus
 }

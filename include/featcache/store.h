@@ -4,7 +4,8 @@
  * the extracted features in compressed chunks addressed by content hash.
  *
  * Named databases (docs/design.md, "Store"):
- *   meta                format version, creation info, what the last verify found
+ *   meta                format version, creation info, what the last verify found,
+ *                       the dataset root
  *   items               item key -> fc_item record
  *   labels              label name <-> label id
  *   extractors          extractor id (16 B) -> JSON descriptor
@@ -242,6 +243,20 @@ int fc_store_put_error(fc_store *s, const char *key, const char *why);
 /* fc_store_foreach_error - every (key, message) pair in key order. */
 typedef int (*fc_error_fn)(void *ctx, const char *key, const char *why);
 int fc_store_foreach_error(fc_store *s, fc_error_fn fn, void *ctx);
+
+/* ---- where the images are ---- */
+
+/* fc_store_set_data_root - record root, the absolute directory the item
+ * keys are relative to (a dataset directory, or a CSV's directory), in
+ * meta; `featcache extract` does on every run. FC_ERR_INVALID for a path
+ * that is not absolute or 4096 bytes or longer. Nothing is written when it
+ * is already recorded. */
+int fc_store_set_data_root(fc_store *s, const char *root);
+
+/* fc_store_get_data_root - the recorded root, copied into buf (cap bytes).
+ * FC_ERR_NOT_FOUND when the store records none (stores extracted before
+ * featcache recorded it), FC_ERR_INVALID when cap is too small. */
+int fc_store_get_data_root(fc_store *s, char *buf, size_t cap);
 
 /* ---- one batch of everything ---- */
 

@@ -4,8 +4,14 @@
 # (a few configurations with a categorical key, NaN and missing metrics,
 # hostile strings; and 120 configurations), logs from resumed and
 # unevaluated runs, and bad input that must fail with file and line and
-# leave no half-written page. The pages are loaded in headless Chromium:
-# the page's own check says every chart drew visible marks, and a
+# leave no half-written page. Then the pictures of what a head learned, on
+# a store of real image files (tool_mkimage, extracted with a fixture
+# model): galleries with thumbnails, the per-class table, the map, from
+# train --report, report LOG --store and report --store --head; a deleted
+# image, a moved dataset (--data), a store that does not record its
+# images, and the same page twice from the same seed. The pages are
+# loaded in headless Chromium: the page's own check says every chart drew
+# visible marks and every thumbnail decoded, with no console message, and a
 # screenshot shows something. Without chromium the browser checks fail,
 # unless FC_NO_BROWSER=1 asks to skip them.
 NAME=report
@@ -20,10 +26,15 @@ t "train writes a log to report on" 0
 ok_if "the log has a header and 4 epochs" [ "$(grep -c '"epoch"' h.safetensors.jsonl)" -eq 4 ]
 
 run "$F" train --store st --out hr.safetensors --output-dim 8 --batch-size 32 --epochs 2 --seed 1 -q --report
-t "train --report writes the page beside the head" 0 out "^report written to 'hr.safetensors.html' \(3 charts\)$"
+t "train --report writes the page beside the head" 0 \
+	out "^report written to 'hr.safetensors.html' \(4 charts, 0 gallery queries\)$"
+ok_if "train --report: the per-class table and the map, without images" \
+	sh -c "grep -q 'id=\"chart-map\"' hr.safetensors.html && grep -q '<section id=\"classes\">' hr.safetensors.html"
+ok_if "a store that does not record its images says so" grep -q 'does not record where its images are' hr.safetensors.html
+cp hr.safetensors.html hr.html
 ok_if "train --report: a complete page" grep -q '</html>' hr.safetensors.html
 run "$F" sweep --store st --out swr --grid lr=1e-3,1e-4 --output-dim 8 --batch-size 32 --epochs 2 -q --report
-t "sweep --report writes DIR/report.html" 0 out "^report written to 'swr/report.html' \([0-9]+ charts\)$"
+t "sweep --report writes DIR/report.html" 0 out "^report written to 'swr/report.html' \([0-9]+ charts"
 ok_if "sweep --report: a complete page with the lr chart" grep -q '</html>' swr/report.html
 run "$F" sweep --store st --out swx --grid report=1,0 --epochs 1 -q
 t "--report cannot be swept" 2 err "report cannot be swept"
@@ -42,9 +53,10 @@ ok_if "train page has the config table (loss triplet)" grep -q '<code>loss</code
 # Self-contained: nothing fetched, one script (the render check), no JS library.
 # (Text from the logs is escaped, so a raw "<" always starts real markup.)
 selfcontained() {
-	! grep -Eiq '<(link|img|iframe|object|embed|audio|video)[[:space:]>]|<[^>]*[[:space:]](src|href)=|@import|url\(' "$1" &&
+	! grep -Eiq '<(link|iframe|object|embed|audio|video)[[:space:]>]|@import|url\(' "$1" &&
+		[ -z "$(grep -Eio '<[^>]*[[:space:]](src|href)="[^"]{0,24}' "$1" | grep -v 'src="data:image/jpeg;base64,')" ] &&
 		[ -z "$(grep -Eio 'https?://[^"< ]*' "$1" | grep -vx 'http://www.w3.org/2000/svg')" ] &&
-		[ "$(grep -o '<script' "$1" | wc -l)" -eq 1 ] && [ "$(sed -n '/<script>/,/<\/script>/p' "$1" | wc -c)" -lt 1200 ]
+		[ "$(grep -o '<script' "$1" | wc -l)" -eq 1 ] && [ "$(sed -n '/<script>/,/<\/script>/p' "$1" | wc -c)" -lt 2000 ]
 }
 ok_if "the train page fetches nothing and has one small script" selfcontained train.html
 
@@ -170,6 +182,80 @@ ok_if "the legends stay at 10 lines (+1 reference)" \
 	[ "$(sed -n '/id="chart-metric"/,/<\/svg>/p' big.html | grep -c 'class="lg"')" -eq 11 ]
 ok_if "the leaderboard has all 120" [ "$(grep -c '^<tr.*<td class="n">[0-9]*</td><td>' big.html)" -eq 120 ]
 
+
+# ---- pictures: a store of real images (4 classes x 12 per split) ----
+mkdir -p img
+for c in 0 1 2 3; do
+	for sp in train val; do
+		mkdir -p img/$sp/c$c
+		for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+			"$FC_TOOLS/tool_mkimage" img/$sp/c$c/$i.jpg $((60 + i * 7)) $((50 + c * 20)) $((c * 100 + i + ${#sp} * 1000)) ||
+				echo "# tool_mkimage failed"
+		done
+	done
+done
+run "$F" extract --store ist --data img --model "$FC_TOP/tests/fixtures/models/resnet18_narrow.onnx" --size 32 --batch 16 --quiet
+t "extract a store of image files" 0
+run "$F" train --store ist --out ih.safetensors --output-dim 8 --batch-size 16 --epochs 3 --seed 2 -q --report
+t "train --report on it: galleries of 12 + 4 + 4 queries" 0 out "^report written to 'ih.safetensors.html' \(4 charts, 20 gallery queries\)$"
+ok_if "thumbnails are inline JPEGs" grep -q '<img class="thumb[^"]*" width="[0-9]*" height="[0-9]*" alt="val/c[0-3]/[0-9]*.jpg" title="[^"]*" src="data:image/jpeg;base64,/9j/' ih.safetensors.html
+ok_if "the train page with galleries is self-contained" selfcontained ih.safetensors.html
+ok_if "the galleries mark same- and other-class neighbours" sh -c "grep -q 'figure class=\"it same\"' ih.safetensors.html && grep -q 'figure class=\"it other\"' ih.safetensors.html"
+ok_if "queries: a seeded sample, improved most, hurt most" sh -c "grep -q '<b>sample</b>' ih.safetensors.html && grep -q '<b>improved most</b>' ih.safetensors.html && grep -q '<b>hurt most</b>' ih.safetensors.html"
+ok_if "the per-class table has the 4 classes, the confused pairs table is there" \
+	sh -c "[ \$(sed -n '/<section id=\"classes\">/,/<\/tbody>/p' ih.safetensors.html | grep -c '^<tr><td>c[0-3]</td>') -eq 4 ] && grep -q '<table id=\"pairs\">' ih.safetensors.html"
+ok_if "the map has 48 points a side with hover titles" \
+	[ "$(grep -o '<circle class="mark k[0-3]"[^>]*><title>val/c[0-3]/[0-9]*.jpg: c[0-3]</title>' ih.safetensors.html | wc -l)" -eq 96 ]
+
+run "$F" report --store ist --head ih.safetensors --out sh.html
+t "report --store --head: the views alone" 0 out "^report written to 'sh.html' \(1 chart, 20 gallery queries\)$"
+ok_if "it names the head and the split" sh -c "grep -q '<h1>featcache report: ih.safetensors</h1>' sh.html && grep -q '<dd>&#39;val&#39;, k = 20</dd>' sh.html"
+run "$F" report --store ist --head ih.safetensors --out sh2.html -q
+ok_if "the same seed gives the same page (but for its time)" sh -c "strip_time() { grep -v '<dt>report made</dt>' \"\$1\"; }; strip_time sh.html >a.txt; strip_time sh2.html >b.txt; cmp -s a.txt b.txt"
+run "$F" report --store ist --head ih.safetensors --out sh3.html -q --seed 7
+ok_if "another seed, other sample queries" sh -c "! cmp -s sh.html sh3.html"
+run "$F" report ih.safetensors.jsonl --store ist --out lg.html --neighbours 5 --queries 3
+t "report LOG --store: charts and views, the head from the log's name" 0 out "\(4 charts, (7|8|9|10|11) gallery queries\)$"
+ok_if "5 neighbours a row" [ "$(sed -n '/<div class="row">/p' lg.html | head -n 1 | grep -o '<figure' | wc -l)" -eq 5 ]
+run "$F" report --store ist --out x.html --split val
+t "report --store without a head or a log is a usage error" 2 err 'no PATH given'
+run "$F" report --head ih.safetensors --out x.html
+t "--head without --store is a usage error" 2 err 'need --store'
+
+# A deleted image: a placeholder with its key, the page still whole.
+gone=$(grep -o '<div class="q" data-key="[^"]*"' sh.html | head -n 1 | sed 's/.*data-key="//; s/"$//')
+rm -f "img/$gone"
+run "$F" report --store ist --head ih.safetensors --out gone.html
+t "a report with a deleted image" 0
+ok_if "the deleted image ($gone) is a placeholder with its key" \
+	grep -q "<div class=\"ph\" data-key=\"$gone\" title=\"$gone\">image missing<br><code>$gone</code></div>" gone.html
+ok_if "and the note counts it" grep -q 'images could not be read under' gone.html
+# A moved dataset: --data says where it is now.
+mv img img2
+run "$F" report --store ist --head ih.safetensors --out moved.html
+t "a moved dataset: every picture a placeholder" 0
+ok_if "every picture a placeholder" sh -c "! grep -q 'img class=\"thumb' moved.html && grep -q 'class=\"ph\"' moved.html"
+run "$F" report --store ist --head ih.safetensors --data img2 --out data.html
+t "--data finds the moved images" 0
+ok_if "--data gives thumbnails again (all but the deleted one)" sh -c "grep -q 'img class=\"thumb' data.html && [ \$(grep -o 'class=\"ph\"' data.html | wc -l) -eq \$(grep -o 'class=\"ph\"' gone.html | wc -l) ]"
+mv img2 img
+# A CSV dataset: keys relative to the CSV's directory, where the thumbnails are read.
+mkdir -p csvds/pics
+i=0
+for f in img/train/c0/1.jpg img/train/c0/2.jpg img/train/c1/1.jpg img/train/c1/2.jpg img/val/c0/3.jpg img/val/c0/4.jpg img/val/c1/3.jpg img/val/c1/4.jpg; do
+	i=$((i + 1))
+	cp "$f" csvds/pics/$i.jpg
+	sp=${f#img/}; sp=${sp%%/*}; c=${f#img/*/}; c=${c%%/*}
+	echo "pics/$i.jpg,$c,$sp"
+done >csvds/list.csv
+run "$F" extract --store cst --data csvds/list.csv --model "$FC_TOP/tests/fixtures/models/resnet18_narrow.onnx" --size 32 --batch 8 --quiet
+t "extract a CSV dataset" 0
+run "$F" train --store cst --out ch.safetensors --output-dim 4 --batch-size 4 --items-per-class 2 --epochs 1 -q --report --data csvds
+t "train --report --data on the CSV's store" 0 out "\(4 charts, [0-9]+ gallery queries\)$"
+ok_if "the CSV's thumbnails decode from its directory" sh -c "grep -q 'img class=\"thumb' ch.safetensors.html && ! grep -q 'class=\"ph\"' ch.safetensors.html"
+run "$F" report --store cst --head ch.safetensors --out csv.html -q
+ok_if "and without --data, from the recorded root" sh -c "grep -q 'img class=\"thumb' csv.html && ! grep -q 'class=\"ph\"' csv.html"
+
 # Bad input: a clear error naming file and line, exit 1, nothing written.
 echo 'previous page' >keep.html
 cp keep.html keep.orig
@@ -229,9 +315,9 @@ elif [ -z "$browser" ]; then
 else
 	chrome() {
 		timeout 120 "$browser" --headless=new --no-sandbox --disable-gpu --no-first-run \
-			--user-data-dir="$tmp/chrome" --hide-scrollbars "$@" 2>>"$tmp/chrome.log"
+			--user-data-dir="$tmp/chrome" --hide-scrollbars --enable-logging=stderr --v=0 "$@" 2>"$tmp/chrome.log"
 	}
-	for page in train:3 sweep:6 single:6 big:5 noeval:1 one:3 two:4; do
+	for page in train:3 sweep:6 single:6 big:5 noeval:1 one:3 two:4 hr:4; do
 		p=${page%:*}
 		n=${page#*:}
 		chrome --virtual-time-budget=2000 --dump-dom "file://$tmp/$p.html" >"$p.dom"
@@ -239,7 +325,21 @@ else
 		t "chromium loads $p.html" 0
 		got=$(grep -o '<p id="render-check">[^<]*' "$p.dom" | sed 's/.*>//')
 		ok_if "$p.html: every chart draws (render check: ${got:-none})" \
-			sh -c "echo '$got' | grep -q '^charts=$n ok'"
+			sh -c "echo '$got' | grep -q '^charts=$n ok.* errors=0$'"
+		ok_if "$p.html: no console message" sh -c "! grep -q ':CONSOLE' '$tmp/chrome.log'"
+	done
+	# Pages with pictures: every thumbnail decodes, the page within its budget.
+	cp ih.safetensors.html ih.html
+	for page in ih:4:20:0 sh:1:20:0 lg:4:[0-9]*:0 gone:1:20:[1-9][0-9]* data:1:20:[1-9][0-9]* moved:1:20:[1-9][0-9]*; do
+		p=${page%%:*}; rest=${page#*:}; n=${rest%%:*}; rest=${rest#*:}; nq=${rest%%:*}; ph=${rest#*:}
+		chrome --virtual-time-budget=4000 --dump-dom "file://$tmp/$p.html" >"$p.dom"
+		got=$(grep -o '<p id="render-check">[^<]*' "$p.dom" | sed 's/.*>//')
+		case $p in moved) thumbs='' ;; *) thumbs=' thumbs=[0-9]* ok' ;; esac
+		ok_if "$p.html: charts draw, thumbnails decode ($got)" \
+			sh -c "echo '$got' | grep -Eq '^charts=$n ok \(marks=[0-9]*\)$thumbs queries=$nq placeholders=$ph errors=0$'"
+		ok_if "$p.html: no console message" sh -c "! grep -q ':CONSOLE' '$tmp/chrome.log'"
+		size=$(wc -c <"$p.html")
+		ok_if "$p.html: $size bytes, within the 4 MB budget" [ "$size" -le 4000000 ]
 	done
 	chrome --window-size=1100,2400 --screenshot="$tmp/sweep.png" "file://$tmp/sweep.html" >/dev/null
 	size=$(wc -c <sweep.png 2>/dev/null || echo 0)
