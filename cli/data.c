@@ -73,6 +73,9 @@ void cli_head_origin_read(cli_head_origin *o, const char *path)
 		strcpy(o->index_split, ix);
 	if (json_is_integer(k) && json_integer_value(k) > 0)
 		o->k = (uint64_t)json_integer_value(k);
+	json_t *vf = json_object_get(j, "val_from_train");
+	if (json_is_number(vf) && json_number_value(vf) > 0 && json_number_value(vf) < 1)
+		o->val_from_train = json_number_value(vf);
 	json_decref(j);
 	fc_st_free(f);
 }

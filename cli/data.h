@@ -27,6 +27,7 @@ typedef struct cli_head_origin {
 	/* How the run that made it evaluated ("" and 0 when it does not say). */
 	char eval_split[32], index_split[32];
 	uint64_t k;
+	double val_from_train; /* --val-from-train of that run, 0 when none */
 } cli_head_origin;
 
 /* cli_head_origin_read - fill *o from the head at path; an unreadable file

@@ -518,8 +518,8 @@ int cli_views_build(cli_views **out, const char *cmd, const cli_views_opts *o)
 		goto out;
 	uint8_t id[FC_HASH_LEN];
 	if ((rc = cli_pick_head_extractor(cmd, s, o->extractor, o->head, &origin, id)) != 0 ||
-	    (rc = cli_load_split(s, id, qmask, 0, &v->q)) != 0 ||
-	    (isplit && (rc = cli_load_split(s, id, imask, 0, &v->ix)) != 0))
+	    (rc = cli_load_split(s, id, qmask, 0, origin.val_from_train, &v->q)) != 0 ||
+	    (isplit && (rc = cli_load_split(s, id, imask, 0, origin.val_from_train, &v->ix)) != 0))
 		goto out;
 	if (v->q.m.rows < 2 || (isplit && v->ix.m.rows == 0)) {
 		rc = cli_fail("the %s split of store '%s' has too few labelled features to show neighbours", split,
