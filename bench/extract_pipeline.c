@@ -84,7 +84,8 @@ static int extract(fc_extract_ctx *x, const char *store_path, const char *photos
 	fc_store_opts so = { .create = 1 };
 	fc_dataset ds;
 	char err[FC_ERRLEN];
-	int rc = fc_dataset_scan(&ds, photos, 0, err, sizeof err);
+	/* the dataset links to the photo folders, which lie outside it */
+	int rc = fc_dataset_scan(&ds, photos, FC_DATASET_FOLLOW_OUTSIDE, err, sizeof err);
 	if (rc) {
 		fprintf(stderr, "extract_pipeline: cannot read dataset '%s': %s\n", photos, err);
 		return rc;

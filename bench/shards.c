@@ -109,7 +109,7 @@ int main(int argc, char **argv)
 
 	double t0 = bench_now();
 	snprintf(cmd, sizeof cmd,
-		 "'%s' extract --store '%s/one' --data '%s/ds' --model '%s' --threads %d --shard none -q >/dev/null", bin,
+		 "'%s' extract --store '%s/one' --data '%s/ds' --model '%s' --threads %d --shard none --follow-outside -q >/dev/null", bin,
 		 dir, dir, po.model, cores);
 	if (bench_sh("shards", cmd))
 		return 1;
@@ -119,7 +119,7 @@ int main(int argc, char **argv)
 	for (int w = 0; w < workers; w++)
 		len += (size_t)snprintf(cmd + len, sizeof cmd - len,
 					"OMP_NUM_THREADS=%d '%s' extract --store '%s/w-{rank}' --data '%s/ds' --model '%s' "
-					"--threads %d --decode-threads 1 --shard %d/%d -q >/dev/null & p%d=$!; ",
+					"--threads %d --decode-threads 1 --shard %d/%d --follow-outside -q >/dev/null & p%d=$!; ",
 					per, bin, dir, dir, po.model, per, w, workers, w);
 	for (int w = 0; w < workers; w++)
 		len += (size_t)snprintf(cmd + len, sizeof cmd - len, "wait $p%d; ", w);
