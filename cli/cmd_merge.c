@@ -61,21 +61,6 @@ static double now_sec(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void add(fc_merge_stats *to, const fc_merge_stats *from)
-{
-	to->items += from->items;
-	to->items_present += from->items_present;
-	to->errors += from->errors;
-	to->errors_present += from->errors_present;
-	to->labels += from->labels;
-	to->extractors += from->extractors;
-	to->vectors += from->vectors;
-	to->vectors_present += from->vectors_present;
-	to->chunks += from->chunks;
-	to->chunks_present += from->chunks_present;
-	to->bytes += from->bytes;
-}
-
 /* Whether a failed merge wrote anything of the shard. */
 static int wrote_something(const fc_merge_stats *s)
 {
@@ -258,7 +243,7 @@ int cmd_merge(int argc, char **argv)
 
 		sh[i].path = argv[optind + i];
 		err = merge_one(dst, dest, &sh[i], quiet);
-		add(&total, &sh[i].st);
+		fc_merge_stats_add(&total, &sh[i].st);
 		if (err == 0) {
 			merged++;
 		} else if (is_refusal(err)) {

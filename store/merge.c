@@ -455,7 +455,7 @@ static int progress(struct merge *m, const char *what, uint64_t done, uint64_t t
 	return 0;
 }
 
-static void stats_add(fc_merge_stats *to, const fc_merge_stats *from)
+void fc_merge_stats_add(fc_merge_stats *to, const fc_merge_stats *from)
 {
 	to->items += from->items;
 	to->items_present += from->items_present;
@@ -668,7 +668,7 @@ static int copy_records(struct merge *m, MDB_dbi dbi, fci_write_fn fn, const cha
 			break;
 		if ((err = fci_store_write(m->dst, fn, b)) != 0)
 			break;
-		stats_add(m->st, &b->pass);
+		fc_merge_stats_add(m->st, &b->pass);
 		done += b->n;
 		b->n = 0;
 		if (total)
@@ -780,7 +780,7 @@ static int batch_flush(struct merge *m, struct chunk_batch *b)
 	int err = fci_store_write(m->dst, chunks_txn, b);
 	if (err)
 		return err;
-	stats_add(m->st, &b->pass);
+	fc_merge_stats_add(m->st, &b->pass);
 	b->done += b->n;
 	b->n = b->n_live = 0;
 	b->bytes = 0;

@@ -438,6 +438,9 @@ typedef struct fc_merge_stats {
  * same store (FC_ERR_INVALID). */
 int fc_store_merge(fc_store *dst, fc_store *src, const fc_merge_opts *opts, fc_merge_stats *stats);
 
+/* fc_merge_stats_add - to += from, field by field (totals over shards). */
+void fc_merge_stats_add(fc_merge_stats *to, const fc_merge_stats *from);
+
 /* fc_hex - write 2*n lowercase hex digits and a NUL into out. */
 void fc_hex(char *out, const uint8_t *bytes, size_t n);
 
