@@ -264,11 +264,13 @@ static int run_claims(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, cons
 			goto out;
 		}
 		units_done++;
+		/* Counting every worker's done markers is a pass over the directory:
+		 * once at the end, not per unit (a shared filesystem, many units). */
 		if (!quiet)
-			printf("unit %u%s: %llu items, %llu extracted (%u of %u units done by all workers)\n", unit,
+			printf("unit %u%s: %llu items, %llu extracted (%u units done by this worker)\n", unit,
 			       took ? " (taken over from a stale claim)" : "",
 			       (unsigned long long)(sum->seen - before.seen),
-			       (unsigned long long)(sum->extracted - before.extracted), fc_claims_count_done(c), nunits);
+			       (unsigned long long)(sum->extracted - before.extracted), units_done);
 		start = unit + 1;
 	}
 	if (rc != FC_ERR_NOT_FOUND) {
@@ -276,7 +278,8 @@ static int run_claims(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, cons
 		goto out;
 	}
 	if (!quiet)
-		printf("units: %u done by this worker; none left to claim\n", units_done);
+		printf("units: %u done by this worker, %u of %u by all; none left to claim\n", units_done,
+		       fc_claims_count_done(c), nunits);
 	rc = 0;
 out:
 	fc_claims_free(c);

@@ -181,7 +181,7 @@ same_as_whole "the claimed units hold the whole dataset once" whole cl-0 cl-1
 merged_equals "merged, the claimed units equal the one-process store" whole cl-0 cl-1
 run "$F" extract --store "cl-{rank}" --data ds --model "$MODEL" --size 64 --batch 4 --shard 0/2 --units 16 \
 	--claims claims
-t "a rerun skips finished units" 0 out "^units: 0 done by this worker"
+t "a rerun skips finished units" 0 out "^units: 0 done by this worker, 16 of 16 by all"
 run "$F" extract --store "cl-{rank}" --data ds $X --shard 0/2 --units 32 --claims claims
 t "another unit count is refused" 1 err "made for another split"
 
