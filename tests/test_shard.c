@@ -163,7 +163,7 @@ static void test_select(void **state)
 {
 	(void)state;
 	fc_entry e[40];
-	char keys[40][16];
+	char keys[40][24];
 	fc_dataset ds = { .entries = e, .n = 40 }, part[3];
 	uint8_t mask[3][2] = { { 0 } };
 	size_t total = 0;
