@@ -649,7 +649,9 @@ static int csv_dotdot(struct builder *b, const char *dir, char *key, size_t cap,
 	free(prefix);
 	int rc = 0, follow = (b->flags & FC_DATASET_FOLLOW_OUTSIDE) != 0;
 	if (real && inside_root(b, real)) {
-		const char *rel = real + b->root_len + (b->root_len > 1);
+		/* the root itself has no slash after it: rel is "" */
+		const char *rel = real + b->root_len;
+		rel += *rel == '/' && b->root_len > 1;
 		size_t rl = strlen(rel), tl = strlen(rest);
 		if (rl + 1 + tl >= cap) {
 			rc = say(b, FC_ERR_INVALID, "path '%s' too long", key);
