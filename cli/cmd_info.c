@@ -108,7 +108,7 @@ static const char *utc_time(char *buf, size_t cap, int64_t t)
 	return buf;
 }
 
-static int print_json(const char *path, const fc_store_stats *st, const struct ex_extra *extra,
+static int print_json(const char *path, const char *data_root, const fc_store_stats *st, const struct ex_extra *extra,
 		      const struct err_list *errs)
 {
 	json_t *root = NULL, *exs, *recs;
@@ -162,6 +162,8 @@ static int print_json(const char *path, const fc_store_stats *st, const struct e
 			 (json_int_t)st->file_bytes, "used_bytes", (json_int_t)st->used_bytes,
 			 "vectors", (json_int_t)vectors, "file_bytes_per_vector",
 			 json_ratio((double)st->file_bytes, (double)vectors), "extractors", exs);
+	if (root && json_object_set_new(root, "data_root", data_root ? json_string(data_root) : json_null()))
+		goto nomem;
 	if (root && json_object_set_new(root, "damaged_records", json_integer((json_int_t)st->bad_records)))
 		goto nomem;
 	if (root && json_object_set_new(root, "damage", damage_json(&st->damage)))
@@ -206,7 +208,7 @@ static void print_descriptor(const json_t *d)
 	}
 }
 
-static void print_text(const char *path, const fc_store_stats *st, const struct ex_extra *extra,
+static void print_text(const char *path, const char *data_root, const fc_store_stats *st, const struct ex_extra *extra,
 		       const struct err_list *errs)
 {
 	char b1[32], b2[32];
@@ -215,6 +217,7 @@ static void print_text(const char *path, const fc_store_stats *st, const struct 
 	for (size_t i = 0; i < st->n_extractors; i++)
 		vectors += st->extractors[i].vectors;
 	printf("store        %s\n", path);
+	printf("dataset      %s\n", data_root ? data_root : "(not recorded: extracted before featcache kept it)");
 	printf("format       %u\n", (unsigned)st->format);
 	printf("items        %llu (%llu failed)\n", (unsigned long long)st->items,
 	       (unsigned long long)st->items_failed);
@@ -400,13 +403,16 @@ int cmd_info(int argc, char **argv)
 		}
 	}
 
+	/* Where the items' images are (extract records it; the report reads it). */
+	char root[4200];
+	const char *data_root = fc_store_get_data_root(s, root, sizeof root) == 0 ? root : NULL;
 	if (json) {
-		int r = print_json(path, &st, extra, &errs);
+		int r = print_json(path, data_root, &st, extra, &errs);
 
 		if (r)
 			rc = r;
 	} else {
-		print_text(path, &st, extra, &errs);
+		print_text(path, data_root, &st, extra, &errs);
 	}
 	if (st.bad_records) {
 		cli_err("store '%s' has %llu damaged records: run 'featcache verify --store %s'", path,

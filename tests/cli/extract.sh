@@ -51,8 +51,11 @@ assert len(ex) == 1 and ex[0]["vectors"] == 8 and ex[0]["dim"] == 64, ex
 d = ex[0]["descriptor"]
 assert d["preprocess"]["preset"] == "torchvision" and d["input"] == [3, 64, 64], d
 assert d["precision"] == "f32", d
+assert j["data_root"].endswith("/ds"), j["data_root"]
 '
 
+run "$F" info --store st
+t "info names the dataset the items come from" 0 out "^dataset +/.*/ds$"
 run "$F" extract --store st --data ds $X
 t "second run extracts nothing" 0 out "$(items_re 0 0 0)" out "$(images_re 0 0 0)"
 
