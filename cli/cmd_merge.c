@@ -11,6 +11,7 @@
  */
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,28 @@ static int same_dir(const char *a, const char *b)
 	return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* The dataset directory item keys are relative to (what `search` and the
+ * report's thumbnails read): DEST takes the first shard's, and a shard
+ * whose dataset sits elsewhere (another mount of the same data, say) is
+ * named, since DEST keeps only one. */
+static int carry_data_root(fc_store *dst, const char *dest, fc_store *src, const char *shard)
+{
+	char have[PATH_MAX], root[PATH_MAX];
+	int err;
+
+	if (fc_store_get_data_root(src, root, sizeof root) != 0)
+		return 0; /* none recorded: nothing to carry */
+	err = fc_store_get_data_root(dst, have, sizeof have);
+	if (err == FC_ERR_NOT_FOUND)
+		err = fc_store_set_data_root(dst, root);
+	else if (err == 0 && strcmp(have, root) != 0)
+		cli_warn("shard '%s' was extracted from '%s'; '%s' keeps '%s' as its dataset", shard, root, dest,
+			 have);
+	if (err)
+		cli_err("cannot record the dataset directory in '%s': %s", dest, fc_store_errmsg(dst));
+	return err;
+}
+
 /* Merge one shard into dst; 0, a refusal (the shard is left out), or
  * another error, which stops the command. Messages are printed here. */
 static int merge_one(fc_store *dst, const char *dest, struct shard *sh, int quiet)
@@ -104,6 +127,8 @@ static int merge_one(fc_store *dst, const char *dest, struct shard *sh, int quie
 	}
 	err = fc_store_merge(dst, src, &opts, &sh->st);
 	cli_progress_end();
+	if (err == 0)
+		err = carry_data_root(dst, dest, src, sh->path);
 	fc_store_free(src);
 	if (err == 0) {
 		if (!quiet)

@@ -22,7 +22,8 @@ mk() { "$IMG" "$@" || echo "# tool_mkimage $* failed"; }
 info_same='
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1].split(","))
-for k in ("items", "items_failed", "labels", "splits", "errors", "error_records", "vectors", "damaged_records"):
+for k in ("items", "items_failed", "labels", "splits", "errors", "error_records", "vectors", "damaged_records",
+          "data_root"):
     assert a[k] == b[k], (k, a[k], b[k])
 assert len(a["extractors"]) == len(b["extractors"]) == 1
 for k in ("id", "dim", "dtype", "codec", "level", "vectors", "descriptor"):
@@ -93,6 +94,19 @@ for s in train val all; do
 	ok_if "embed --split $s: the same vectors, bit for bit" cmp -s whole-$s.npy merged-$s.npy
 	ok_if "embed --split $s: the same keys" cmp -s whole-$s.npy.keys merged-$s.npy.keys
 done
+
+# ---- the dataset directory ----
+# A shard extracted from another copy of the data (another mount, say):
+# merged, and named, while the store keeps the first shard's directory.
+cp -r ds ds-elsewhere
+run "$F" extract --store elsewhere.st --data ds-elsewhere/a.csv $X
+t "extract a part from another copy of the dataset" 0
+cp -r merged.st merged-copy.st
+run "$F" merge --store merged-copy.st elsewhere.st
+t "merging a shard of another directory warns and names both" 0 \
+	err "^featcache: warning: shard 'elsewhere.st' was extracted from '.*/ds-elsewhere'; 'merged-copy.st' keeps '.*/ds' as its dataset$"
+run "$F" info --store merged-copy.st
+t "... the store keeps the first shard's directory" 0 out "^dataset +/.*/ds$"
 
 # ---- merging again ----
 run "$F" merge --store merged.st c.st a.st b.st

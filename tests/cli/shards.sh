@@ -40,6 +40,8 @@ same_as_whole() {
 	shift 2
 	n=0
 	for st in "$@"; do
+		# A worker that found every unit taken has an empty store.
+		"$F" info --store "$st" --json 2>/dev/null | grep -q '"items": 0,' && continue
 		"$F" embed --store "$st" --out "part$n.npy" --keys "part$n.keys" -q >/dev/null 2>"$tmp/err" ||
 			{ fail "$what (embed $st: $(cat "$tmp/err"))"; return; }
 		n=$((n + 1))
@@ -92,7 +94,7 @@ merged_equals() {
 	elif [ -n "$PY" ] && ! "$PY" -c '
 import json, sys
 a, b = json.load(open("w.json")), json.load(open("m.json"))
-for k in ("items", "failed_items", "labels", "errors", "splits"):
+for k in ("items", "items_failed", "labels", "errors", "splits", "data_root"):
     assert a.get(k) == b.get(k), (k, a.get(k), b.get(k))
 assert [(e["id"], e["vectors"], e["dim"]) for e in a["extractors"]] == \
        [(e["id"], e["vectors"], e["dim"]) for e in b["extractors"]]
