@@ -22,7 +22,7 @@ FUZZ_SECONDS ?= 60
 
 WARN = -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
        -Wformat=2 -Wvla -Wpointer-arith -Wundef
-PKGS = lmdb libzstd jansson libxxhash libprotobuf-c libturbojpeg libpng
+PKGS = lmdb libzstd jansson libxxhash libprotobuf-c libturbojpeg libpng libarchive
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)

@@ -22,7 +22,9 @@ static int data_root(const fc_dataset *ds, const char *data, char out[PATH_MAX])
 {
 	char dir[PATH_MAX];
 	const char *d = data;
-	if (ds->from_csv) {
+	if (ds->n_shards)
+		d = ds->root;
+	else if (ds->from_csv) {
 		const char *slash = strrchr(data, '/');
 		if (!slash)
 			d = ".";
@@ -44,13 +46,18 @@ static const char usage_text[] =
 	"Run the model, cut at its embedding layer, over every image of the dataset\n"
 	"the store has no features for, and store the features. PATH is a directory\n"
 	"(PATH/<label>/<image>, optionally PATH/{train,val,test}/<label>/<image>) or\n"
-	"a CSV of path,label[,split] rows (paths relative to the CSV). Files whose\n"
+	"a CSV of path,label[,split] rows (paths relative to the CSV), or WebDataset\n"
+	"tar shards: a .tar (.tar.gz, .tar.zst, ...), a directory of them, a quoted\n"
+	"brace pattern ('shards/{00000..00099}.tar') or @LIST (a shard path a line).\n"
+	"A shard whose size and mtime are unchanged is not opened again. Files whose\n"
 	"size and mtime are unchanged are not read again; identical images are\n"
 	"extracted once. Images that cannot be decoded are recorded and skipped.\n"
 	"\n"
 	"  -s, --store DIR          the store, created if missing (default: $FEATCACHE_STORE)\n"
 	"  -m, --model FILE         the ONNX model\n"
-	"  -d, --data PATH          the dataset directory or CSV\n"
+	"  -d, --data PATH          the dataset directory, CSV, or tar shards\n"
+	"      --label-field NAME   tar shards: the .json field holding the label when\n"
+	"                           a sample has no .cls or .txt (default label)\n"
 	"      --layer NAME[,NAME]  cut at this layer, or concatenate several (default:\n"
 	"                           the input of the final classifier; see 'featcache\n"
 	"                           layers')\n"
@@ -107,7 +114,7 @@ static const char usage_text[] =
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
 	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH, O_INTERP, O_WAIT, O_SHARD, O_UNITS, O_CLAIMS,
-	O_CLAIM_TIMEOUT, O_FOLLOW
+	O_CLAIM_TIMEOUT, O_FOLLOW, O_LABEL_FIELD
 };
 
 static const struct option opts[] = {
@@ -137,6 +144,7 @@ static const struct option opts[] = {
 	{ "claims", required_argument, NULL, O_CLAIMS },
 	{ "claim-timeout", required_argument, NULL, O_CLAIM_TIMEOUT },
 	{ "follow-outside", no_argument, NULL, O_FOLLOW },
+	{ "label-field", required_argument, NULL, O_LABEL_FIELD },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -175,6 +183,9 @@ static void print_summary(const fc_extract_stats *st, const fc_extract_ctx *x, f
 	printf("\n");
 	double rate = st->seconds > 0 ? (double)st->extracted / st->seconds : 0;
 	printf("time: %.1f s, %.1f images/s (engine %.1f s)\n", st->seconds, rate, st->engine_seconds);
+	if (st->shards_read || st->shards_kept)
+		printf("shards: %llu read, %llu unchanged\n", (unsigned long long)st->shards_read,
+		       (unsigned long long)st->shards_kept);
 	printf("extractor %.12s: %u-d, stored as %s\n", hex, fc_extract_dim(x), fc_dtype_name(dtype));
 }
 
@@ -189,20 +200,26 @@ static void stats_add(fc_extract_stats *sum, const fc_extract_stats *st)
 	sum->failed += st->failed;
 	sum->failed_before += st->failed_before;
 	sum->hashed += st->hashed;
+	sum->shards_read += st->shards_read;
+	sum->shards_kept += st->shards_kept;
 	sum->seconds += st->seconds;
 	sum->engine_seconds += st->engine_seconds;
 }
 
-/* The units a run covers: a bitmap, and the scope test of fc_extract_run. */
+/* The units a run covers: a bitmap, and the scope test of fc_extract_run;
+ * for tar shards, the store's view of them and how many to read at once. */
 struct units {
 	uint8_t *mask;
 	uint32_t n;
+	const fc_dataset *ds;
+	fc_shard_memo *memo;
+	int threads;
 };
 
 static int unit_in_scope(void *ctx, const char *key)
 {
 	const struct units *u = ctx;
-	uint32_t k = fc_work_unit(key, u->n);
+	uint32_t k = fc_dataset_unit(u->ds, key, u->n);
 	return (u->mask[k / 8] >> (k % 8)) & 1;
 }
 
@@ -220,7 +237,9 @@ static int run_units(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, struc
 		return FC_ERR_NOMEM;
 	ro.scope = unit_in_scope;
 	ro.scope_ctx = u;
-	rc = fc_extract_run(x, s, &part, &ro, &st, err, errcap);
+	rc = fc_dataset_read_shards(&part, fc_shard_memo_unchanged, u->memo, u->threads, err, errcap);
+	if (!rc)
+		rc = fc_extract_run(x, s, &part, &ro, &st, err, errcap);
 	cli_progress_end();
 	fc_dataset_free(&part);
 	stats_add(sum, &st);
@@ -232,11 +251,11 @@ static int run_units(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, struc
  * begin apart. */
 static int run_claims(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const fc_shard *sh, uint32_t nunits,
 		      const char *dir, double timeout, const fc_extract_run_opts *ro, fc_extract_stats *sum,
-		      int quiet)
+		      int quiet, fc_shard_memo *memo)
 {
 	char err[FC_ERRLEN] = "", note[160];
 	fc_claims *c = NULL;
-	struct units u = { calloc((nunits + 7) / 8, 1), nunits };
+	struct units u = { calloc((nunits + 7) / 8, 1), nunits, ds, memo, ro->decode_threads };
 	uint32_t start, unit, units_done = 0;
 	int took, rc;
 
@@ -305,7 +324,7 @@ int cmd_extract(int argc, char **argv)
 	const char *store = NULL, *model = NULL, *data = NULL, *layer = NULL, *pre_name = "torchvision";
 	const char *mean = NULL, *std = NULL;
 	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0, prefix = 1;
-	const char *shard_spec = NULL, *claims = NULL;
+	const char *shard_spec = NULL, *claims = NULL, *label_field = NULL;
 	uint64_t units = 0;
 	float claim_timeout = 600;
 	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, wait = 0, interp = -1, c, rc;
@@ -369,6 +388,7 @@ int cmd_extract(int argc, char **argv)
 			rc = cli_parse_float("extract", "--claim-timeout", optarg, 0.1f, 1e7f, &claim_timeout);
 			break;
 		case O_FOLLOW: dsflags |= FC_DATASET_FOLLOW_OUTSIDE; break;
+		case O_LABEL_FIELD: label_field = optarg; break;
 		default: return cli_getopt_error("extract", c, argv, opts);
 		}
 		if (rc)
@@ -420,13 +440,17 @@ int cmd_extract(int argc, char **argv)
 	fc_extract_ctx *x = NULL;
 	fc_dataset ds = { 0 };
 	fc_store *s = NULL;
+	fc_shard_memo *memo = NULL;
 	if ((rc = fc_extract_open(&x, &xo, err, sizeof err)) != 0)
 		return cli_fail("%s", err);
-	if ((rc = fc_dataset_scan(&ds, data, dsflags, err, sizeof err)) != 0) {
+	/* Tar shards are listed now and read per run, after the store says
+	 * which are unchanged (and, with --shard/--claims, only a worker's). */
+	fc_scan_opts so = { .flags = dsflags, .label_field = label_field, .threads = (int)decode, .lazy = 1 };
+	if ((rc = fc_dataset_scan_with(&ds, data, &so, err, sizeof err)) != 0) {
 		rc = cli_fail("cannot read dataset '%s': %s", data, err);
 		goto out;
 	}
-	if (ds.n == 0) {
+	if (ds.n == 0 && ds.n_shards == 0) {
 		rc = cli_fail("dataset '%s' has no images (.jpg, .jpeg or .png)", data);
 		goto out;
 	}
@@ -443,15 +467,19 @@ int cmd_extract(int argc, char **argv)
 	cli_catch_interrupt();
 	fc_extract_run_opts ro = { .decode_threads = (int)decode, .val_fraction = valf, .strict = strict,
 				   .rehash = rehash, .logger = cli_logger() };
+	if (ds.n_shards && (rc = fc_shard_memo_open(&memo, s, fc_extract_id(x), err, sizeof err)) != 0) {
+		rc = cli_fail("cannot read store '%s': %s", store, err);
+		goto out;
+	}
 	fc_extract_stats st = { 0 };
 	if (!quiet && (sh.size || claims))
 		printf("worker %u of %u (%s): %s\n", sh.rank, sh.size ? sh.size : 1,
 		       sh.size ? sh.source : "not sharded", claims ? "units taken through claims" : "a fixed share");
 	if (claims) {
-		if ((rc = run_claims(x, s, &ds, &sh, nunits, claims, claim_timeout, &ro, &st, quiet)) != 0)
+		if ((rc = run_claims(x, s, &ds, &sh, nunits, claims, claim_timeout, &ro, &st, quiet, memo)) != 0)
 			goto out;
 	} else if (sh.size) {
-		struct units u = { calloc((nunits + 7) / 8, 1), nunits };
+		struct units u = { calloc((nunits + 7) / 8, 1), nunits, &ds, memo, (int)decode };
 		if (!u.mask) {
 			rc = cli_fail("out of memory");
 			goto out;
@@ -461,7 +489,9 @@ int cmd_extract(int argc, char **argv)
 		rc = run_units(x, s, &ds, &u, &ro, &st, err, sizeof err);
 		free(u.mask);
 	} else {
-		rc = fc_extract_run(x, s, &ds, &ro, &st, err, sizeof err);
+		rc = fc_dataset_read_shards(&ds, fc_shard_memo_unchanged, memo, (int)decode, err, sizeof err);
+		if (!rc)
+			rc = fc_extract_run(x, s, &ds, &ro, &st, err, sizeof err);
 		cli_progress_end();
 	}
 	if (rc) {
@@ -471,6 +501,7 @@ int cmd_extract(int argc, char **argv)
 	print_summary(&st, x, dtype);
 	rc = CLI_EXIT_OK;
 out:
+	fc_shard_memo_free(memo);
 	fc_store_free(s);
 	fc_dataset_free(&ds);
 	fc_extract_free(x);

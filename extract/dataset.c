@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "extract/wds.h"
 #include "featcache/extract.h"
 #include "util/util.h"
 
@@ -38,8 +39,9 @@ struct block {
 	char data[];
 };
 
-/* Copy len bytes of s and a NUL into the arena whose head is *head. */
-static char *arena_strndup(char **head, const char *s, size_t len)
+/* Copy len bytes of s and a NUL into the arena whose head is *head
+ * (wds.c builds its entries in the same arena). */
+char *fci_arena_strndup(char **head, const char *s, size_t len)
 {
 	struct block *b = (struct block *)*head;
 	if (!b || b->cap - b->used < len + 1) {
@@ -153,10 +155,11 @@ static int add_entry(struct builder *b, const char *key, const char *path, const
 		b->cap = cap;
 	}
 	fc_entry *e = &d->entries[d->n];
-	e->key = arena_strndup(&d->arena, key, strlen(key));
-	e->path = arena_strndup(&d->arena, path, strlen(path));
-	e->label = label ? arena_strndup(&d->arena, label, strlen(label)) : NULL;
-	e->bad = bad ? arena_strndup(&d->arena, bad, strlen(bad)) : NULL;
+	memset(e, 0, sizeof *e);
+	e->key = fci_arena_strndup(&d->arena, key, strlen(key));
+	e->path = fci_arena_strndup(&d->arena, path, strlen(path));
+	e->label = label ? fci_arena_strndup(&d->arena, label, strlen(label)) : NULL;
+	e->bad = bad ? fci_arena_strndup(&d->arena, bad, strlen(bad)) : NULL;
 	if (!e->key || !e->path || (label && !e->label) || (bad && !e->bad))
 		return say(b, FC_ERR_NOMEM, "out of memory");
 	e->split = split;
@@ -850,10 +853,22 @@ static int by_key(const void *a, const void *b)
 
 int fc_dataset_scan(fc_dataset *out, const char *path, unsigned flags, char *err, size_t errcap)
 {
+	fc_scan_opts o = { .flags = flags };
+	return fc_dataset_scan_with(out, path, &o, err, errcap);
+}
+
+int fc_dataset_scan_with(fc_dataset *out, const char *path, const fc_scan_opts *o, char *err, size_t errcap)
+{
 	memset(out, 0, sizeof *out);
-	struct builder b = { .d = out, .err = err, .errcap = errcap, .flags = flags };
+	struct builder b = { .d = out, .err = err, .errcap = errcap, .flags = o->flags };
 	if (err && errcap)
 		err[0] = '\0';
+	if (fci_wds_is_source(path)) {
+		int rc = fci_wds_scan(out, path, o, err, errcap);
+		if (rc)
+			fc_dataset_free(out);
+		return rc;
+	}
 	struct stat st;
 	char why[128];
 	/* The caller names the dataset: the reason alone. */
@@ -901,6 +916,7 @@ void fc_dataset_free(fc_dataset *d)
 	if (!d)
 		return;
 	free(d->entries);
+	free(d->shards);
 	arena_free(d->arena);
 	memset(d, 0, sizeof *d);
 }

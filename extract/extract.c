@@ -35,6 +35,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "extract/wds.h"
 #include "featcache/engine.h"
 #include "featcache/extract.h"
 #include "featcache/model.h"
@@ -422,18 +423,24 @@ static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint
 		it->status = FC_ITEM_OK;
 		p->work = -1;
 		struct stat st;
-		int have = !e->bad && stat(e->path, &st) == 0;
+		int have = !e->bad && !e->hash && stat(e->path, &st) == 0;
 		int64_t mt = have ? (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec : 0;
 		if (e->bad) {
-			/* Never read; recorded once, then failed before. */
+			/* Never read; recorded once, then failed before. A tar
+			 * sample keeps its shard's size and mtime (wds.c). */
 			memset(it->hash, 0, FC_HASH_LEN);
-			it->size = 0;
-			it->mtime_ns = 0;
+			it->size = e->size;
+			it->mtime_ns = e->mtime_ns;
 			it->status = FC_ITEM_FAILED;
 			if (!o || o->status != FC_ITEM_FAILED) {
 				snprintf(p->why, sizeof p->why, "%s", e->bad);
 				p->failed_now = 1;
 			}
+		} else if (e->hash) {
+			/* A tar sample, hashed when its shard was read. */
+			memcpy(it->hash, e->hash, FC_HASH_LEN);
+			it->size = e->size;
+			it->mtime_ns = e->mtime_ns;
 		} else if (!rehash && o && have && o->size == (uint64_t)st.st_size && o->mtime_ns == mt) {
 			memcpy(it->hash, o->hash, FC_HASH_LEN);
 			it->size = o->size;
@@ -471,11 +478,14 @@ static void plan_entries(const fc_dataset *ds, struct old_table *old, const uint
 
 /* ---- the decode/engine pipeline ---- */
 
-/* A unit of work: one content hash to extract, read from one file. */
+/* A unit of work: one content hash to extract, read from one file or
+ * one member of a tar shard. */
 struct work {
 	const char *path;
 	const uint8_t *hash;
+	const fc_entry *tar; /* the tar sample it is read from, or NULL */
 	size_t rank;       /* plan index of the first user: extraction follows key order */
+	uint32_t minor;    /* tar: the member number (a shard is read in its order) */
 	size_t first_user; /* users[first_user .. first_user + n_users) in the plan order */
 	size_t n_users;
 };
@@ -508,30 +518,108 @@ static size_t batch_size(const struct pipe *p, size_t b)
 /* Decode and preprocess work item i into its row; the bytes are hashed
  * again, so a file rewritten since it was hashed is not stored under the
  * old content's hash. */
+static void decode_bytes(struct pipe *p, size_t i, struct slot *sl, const uint8_t *bytes, size_t len, int rc);
+
 static void decode_one(struct pipe *p, size_t i, struct slot *sl, uint8_t **buf, size_t *cap)
 {
 	const struct work *w = &p->work[i];
-	size_t row = i % p->B, len;
+	size_t len;
+	char *why = sl->why[i % p->B];
+	char reason[WHYLEN - 16];
+	int rc = fci_read_file(w->path, MAX_FILE, buf, cap, &len, reason, sizeof reason);
+	if (rc)
+		fci_errf(why, WHYLEN, rc, "cannot read: %s", reason);
+	decode_bytes(p, i, sl, *buf, len, rc);
+}
+
+/* Hash-check, decode and preprocess the bytes of work item i into its row
+ * (rc: whether reading them failed, with the reason in the row already). */
+static void decode_bytes(struct pipe *p, size_t i, struct slot *sl, const uint8_t *bytes, size_t len, int rc)
+{
+	const struct work *w = &p->work[i];
+	size_t row = i % p->B;
 	char *why = sl->why[row];
 	float *dst = sl->in + row * p->x->in_len;
 	uint8_t h[FC_HASH_LEN];
 	fc_image img = { 0 };
 	char ierr[FC_ERRLEN];
-	char reason[WHYLEN - 16];
-	int rc = fci_read_file(w->path, MAX_FILE, buf, cap, &len, reason, sizeof reason);
-	if (rc)
-		fci_errf(why, WHYLEN, rc, "cannot read: %s", reason);
 	if (!rc) {
-		hash_bytes(h, *buf, len);
+		hash_bytes(h, bytes, len);
 		if (memcmp(h, w->hash, FC_HASH_LEN) != 0)
 			rc = fci_errf(why, WHYLEN, FC_ERR_CORRUPT, "file changed while being extracted; run again");
 	}
-	if (!rc && (rc = fc_image_decode(&img, *buf, len, ierr, sizeof ierr)) != 0)
+	if (!rc && (rc = fc_image_decode(&img, bytes, len, ierr, sizeof ierr)) != 0)
 		fci_errf(why, WHYLEN, rc, "%s", ierr);
 	if (!rc && (rc = fc_preprocess(&p->x->pre, &img, dst)) != 0)
 		fci_errf(why, WHYLEN, rc, "cannot preprocess: %s", fc_strerror(rc));
 	fc_image_free(&img);
 	sl->ok[row] = rc == 0;
+}
+
+/* With p->mu held: wait until row i's batch has its buffer; NULL when
+ * the pipeline stops. */
+static struct slot *row_slot(struct pipe *p, size_t i)
+{
+	size_t b = i / p->B;
+	struct slot *sl = &p->slots[b % p->K];
+	while (!p->stop && sl->batch_no != b)
+		pthread_cond_wait(&p->can_fill, &p->mu);
+	return p->stop ? NULL : sl;
+}
+
+/* With p->mu held: row i is done (decoded or failed). */
+static void row_done(struct pipe *p, size_t i, struct slot *sl)
+{
+	if (++sl->filled == batch_size(p, i / p->B))
+		pthread_cond_broadcast(&p->can_run);
+}
+
+/* Work items [i, j) come from one tar shard, in member order: read it
+ * once, from the start, each wanted member into its row. */
+static void decode_tar(struct pipe *p, size_t i, size_t j, uint8_t **buf, size_t *cap)
+{
+	fci_tar *t = NULL;
+	char why[WHYLEN - 32];
+	int rc = fci_tar_open_file(&t, p->work[i].tar->path, why, sizeof why), lost = 0;
+	for (size_t k = i; k < j; k++) {
+		const char *name;
+		int64_t size = 0;
+		int regular, r = 0;
+		uint32_t num = 0;
+		size_t len = 0;
+		while (!rc && !lost && (r = fci_tar_next(t, &name, &size, &regular, &num)) == 1 &&
+		       num < p->work[k].minor)
+			;
+		if (lost)
+			r = lost;
+		else if (!rc && r == 1 && num == p->work[k].minor && size <= FCI_WDS_MEMBER_MAX)
+			r = fci_tar_read(t, buf, cap, &len);
+		else if (!rc && r == 1)
+			r = FC_ERR_CORRUPT;
+		else if (!rc && r == 0)
+			r = FC_ERR_NOT_FOUND;
+		pthread_mutex_lock(&p->mu);
+		struct slot *sl = row_slot(p, k);
+		pthread_mutex_unlock(&p->mu);
+		if (!sl)
+			break;
+		char *row_why = sl->why[k % p->B];
+		if (rc)
+			fci_errf(row_why, WHYLEN, rc, "cannot read shard: %s", why);
+		else if (r)
+			fci_errf(row_why, WHYLEN, FC_ERR_CORRUPT, "shard changed while being extracted%s%s; run again",
+				 t && fci_tar_errmsg(t)[0] ? ": " : "", t ? fci_tar_errmsg(t) : "");
+		decode_bytes(p, k, sl, *buf, len, rc ? rc : r);
+		pthread_mutex_lock(&p->mu);
+		row_done(p, k, sl);
+		pthread_mutex_unlock(&p->mu);
+		if (r && !rc && !lost) {
+			lost = r; /* the rest of the shard cannot be trusted */
+			fci_tar_free(t);
+			t = NULL;
+		}
+	}
+	fci_tar_free(t);
 }
 
 static void *decoder(void *arg)
@@ -543,17 +631,25 @@ static void *decoder(void *arg)
 	for (;;) {
 		if (p->stop || p->next >= p->n_work)
 			break;
-		size_t i = p->next++, b = i / p->B;
-		struct slot *sl = &p->slots[b % p->K];
-		while (!p->stop && sl->batch_no != b)
-			pthread_cond_wait(&p->can_fill, &p->mu);
-		if (p->stop)
+		size_t i = p->next++;
+		if (p->work[i].tar) {
+			/* One shard per thread: take all its work items. */
+			size_t j = i + 1;
+			while (j < p->n_work && p->work[j].tar && p->work[j].tar->shard == p->work[i].tar->shard)
+				j++;
+			p->next = j;
+			pthread_mutex_unlock(&p->mu);
+			decode_tar(p, i, j, &buf, &cap);
+			pthread_mutex_lock(&p->mu);
+			continue;
+		}
+		struct slot *sl = row_slot(p, i);
+		if (!sl)
 			break;
 		pthread_mutex_unlock(&p->mu);
 		decode_one(p, i, sl, &buf, &cap);
 		pthread_mutex_lock(&p->mu);
-		if (++sl->filled == batch_size(p, b))
-			pthread_cond_broadcast(&p->can_run);
+		row_done(p, i, sl);
 	}
 	pthread_mutex_unlock(&p->mu);
 	free(buf);
@@ -783,8 +879,10 @@ static int by_hash(const void *a, const void *b)
 
 static int by_rank(const void *a, const void *b)
 {
-	size_t x = ((const struct work *)a)->rank, y = ((const struct work *)b)->rank;
-	return (x > y) - (x < y);
+	const struct work *x = a, *y = b;
+	if (x->rank != y->rank)
+		return (x->rank > y->rank) - (x->rank < y->rank);
+	return (x->minor > y->minor) - (x->minor < y->minor);
 }
 
 static int ensure_extractor(struct run *r)
@@ -938,9 +1036,13 @@ static size_t plan_work(struct run *r, struct hkey *order, struct work *work)
 			r->users[j] = order[j].i;
 			j++;
 		}
-		work[n_work++] = (struct work){ .path = r->ds->entries[order[k].i].path,
-						.hash = r->pl[order[k].i].item.hash, .rank = order[k].i,
-						.first_user = k, .n_users = j - k };
+		const fc_entry *e = &r->ds->entries[order[k].i];
+		/* A shard's samples go together, in member order: the shard
+		 * is read once, front to back. */
+		work[n_work++] = (struct work){ .path = e->path, .hash = r->pl[order[k].i].item.hash,
+						.tar = e->hash ? e : NULL,
+						.rank = e->hash ? r->ds->shards[e->shard].first : order[k].i,
+						.minor = e->hash ? e->member : 0, .first_user = k, .n_users = j - k };
 		r->st->dedup += j - k - 1; /* copies within the dataset */
 		k = j;
 	}
@@ -971,6 +1073,14 @@ int fc_extract_run(fc_extract_ctx *x, fc_store *s, const fc_dataset *ds, const f
 	if (!ro->cache_only && (rc = fc_store_foreach_item(s, old_add, &old)) != 0) {
 		rc = rc == FC_ERR_NOMEM ? fci_errf(err, errcap, rc, "out of memory") : store_say(&r, rc, "read items");
 		goto out;
+	}
+	/* The items of a tar shard left unopened stay as they are. */
+	for (size_t i = 0; ds->n_shards && i < old.cap; i++)
+		if (old.slots[i].key && fc_dataset_kept(ds, old.slots[i].key))
+			old.slots[i].seen = 1;
+	for (size_t k = 0; k < ds->n_shards; k++) {
+		st->shards_read += ds->shards[k].state == FC_SHARD_READ;
+		st->shards_kept += ds->shards[k].state == FC_SHARD_KEPT;
 	}
 	r.pl = calloc(n1, sizeof *r.pl);
 	label_ids = malloc(n1 * sizeof *label_ids);

@@ -202,21 +202,72 @@ uint32_t fc_work_unit(const char *key, uint32_t units)
 	return units ? (uint32_t)(XXH3_64bits_withSeed(key, strlen(key), UNIT_SEED) % units) : 0;
 }
 
+uint32_t fc_dataset_unit(const fc_dataset *ds, const char *key, uint32_t units)
+{
+	if (!ds->n_shards)
+		return fc_work_unit(key, units);
+	long k = fc_dataset_shard_of(ds, key);
+	if (k >= 0)
+		return fc_work_unit(ds->shards[k].name, units);
+	/* a shard no longer in the dataset: its name up to the last '/' */
+	const char *slash = strrchr(key, '/');
+	size_t n = slash ? (size_t)(slash - key) : strlen(key);
+	return units ? (uint32_t)(XXH3_64bits_withSeed(key, n, UNIT_SEED) % units) : 0;
+}
+
 int fc_dataset_select(fc_dataset *dst, const fc_dataset *src, const uint8_t *units_mask, uint32_t nunits)
 {
 	size_t n = 0;
+	uint32_t *remap = NULL;
 
 	memset(dst, 0, sizeof *dst);
 	dst->entries = malloc((src->n ? src->n : 1) * sizeof *dst->entries);
-	if (!dst->entries)
-		return FC_ERR_NOMEM;
-	for (size_t i = 0; i < src->n; i++) {
-		uint32_t u = fc_work_unit(src->entries[i].key, nunits);
-		if (units_mask[u / 8] & (1u << (u % 8)))
-			dst->entries[n++] = src->entries[i];
+	if (src->n_shards) {
+		/* Tar shards are units whole: a worker opens only its own. */
+		dst->shards = malloc(src->n_shards * sizeof *dst->shards);
+		remap = malloc(src->n_shards * sizeof *remap);
+		if (!dst->shards || !remap) {
+			free(remap);
+			fc_dataset_free(dst);
+			return FC_ERR_NOMEM;
+		}
+		for (size_t k = 0; k < src->n_shards; k++) {
+			uint32_t u = fc_work_unit(src->shards[k].name, nunits);
+			remap[k] = UINT32_MAX;
+			if (units_mask[u / 8] & (1u << (u % 8))) {
+				remap[k] = (uint32_t)dst->n_shards;
+				dst->shards[dst->n_shards++] = src->shards[k];
+			}
+		}
+		dst->root = src->root;
+		dst->label_field = src->label_field;
 	}
+	if (!dst->entries) {
+		free(remap);
+		fc_dataset_free(dst);
+		return FC_ERR_NOMEM;
+	}
+	for (size_t i = 0; i < src->n; i++) {
+		const fc_entry *e = &src->entries[i];
+		if (e->hash) {
+			if (remap[e->shard] != UINT32_MAX) {
+				dst->entries[n] = *e;
+				dst->entries[n++].shard = remap[e->shard];
+			}
+			continue;
+		}
+		uint32_t u = fc_work_unit(e->key, nunits);
+		if (units_mask[u / 8] & (1u << (u % 8)))
+			dst->entries[n++] = *e;
+	}
+	free(remap);
 	dst->n = n;
 	dst->from_csv = src->from_csv;
+	for (size_t k = 0; k < dst->n_shards; k++)
+		dst->shards[k].first = SIZE_MAX;
+	for (size_t i = n; i-- > 0;)
+		if (dst->entries[i].hash)
+			dst->shards[dst->entries[i].shard].first = i;
 	return 0;
 }
 

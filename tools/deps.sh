@@ -4,7 +4,7 @@
 # Set FC_DEPS_EXTRA to add packages (the fuzz and bench targets do).
 pkgs="build-essential pkg-config liblmdb-dev libzstd-dev libdnnl-dev libjansson-dev
 libxxhash-dev libcmocka-dev lmdb-utils python3 python3-numpy clang libclang-rt-14-dev
-libprotobuf-c-dev protobuf-c-compiler libturbojpeg0-dev libpng-dev dataset-fashion-mnist zlib1g-dev chromium
+libprotobuf-c-dev protobuf-c-compiler libturbojpeg0-dev libpng-dev libarchive-dev dataset-fashion-mnist zlib1g-dev chromium
 openmpi-bin slurm-wlm munge
 $FC_DEPS_EXTRA"
 missing=""

@@ -11,6 +11,19 @@
  * CSV's directory; a header row is optional; RFC 4180 quoting). The item
  * key is the dataset-relative path with '/' separators.
  *
+ * Or WebDataset tar shards (extract/wds.c): a .tar (also .tar.gz, .tgz,
+ * .tar.zst, .tar.xz, .tar.bz2), a directory holding shards (at its top
+ * level or in its train/val/test folders; listed recursively), a brace
+ * pattern ('shards/{00000..00099}.tar', zero-padded ranges and comma
+ * lists, several braces) or @LIST (one shard path a line, relative to the
+ * list's directory). A shard's name is its path under the dataset root
+ * without the .tar suffix; members sharing a key (the name up to the first
+ * dot of its last component), consecutive in the tar, are one sample: its
+ * image is the first of .jpg, .jpeg, .png, its label the .cls integer, else
+ * the .txt text, else the .json's label field. The item key is
+ * "<shard name>/<sample key>"; the split comes from a train/val/test
+ * folder in the shard's path.
+ *
  * Symbolic links, in both layouts: a path is resolved and followed when it
  * stays inside the dataset root (the directory, or the CSV's directory),
  * or anywhere with FC_DATASET_FOLLOW_OUTSIDE. A link that leads outside,
@@ -51,14 +64,41 @@ typedef struct fc_entry {
 	 * '\\' and '\xHH' escaped; a broken link, a link leading outside the
 	 * dataset and a directory loop are kept under the link's key. */
 	const char *bad;
+	/* A sample of a tar shard: hash is its image's content hash (computed
+	 * while the shard was read), size and mtime_ns are the shard's, member
+	 * the image member's number in the tar (from 0), shard the index into
+	 * fc_dataset.shards; path is the shard. NULL, 0 for a file. */
+	const uint8_t *hash;
+	uint64_t size;
+	int64_t mtime_ns;
+	uint32_t shard, member;
 } fc_entry;
+
+/* A tar shard's state in a dataset. */
+enum { FC_SHARD_PENDING, FC_SHARD_READ, FC_SHARD_KEPT };
+
+typedef struct fc_tar_shard {
+	const char *name; /* key prefix: path under the dataset root, no .tar suffix */
+	const char *path; /* path to open */
+	uint64_t size;    /* at the scan (0 when missing) */
+	int64_t mtime_ns;
+	int split;        /* from a train/val/test folder in path, or FC_SPLIT_NONE */
+	int state;        /* FC_SHARD_* */
+	size_t first;     /* lowest index of its entries (extract's work order) */
+} fc_tar_shard;
 
 typedef struct fc_dataset {
 	fc_entry *entries; /* sorted by key, keys unique */
 	size_t n;
 	int from_csv;
-	size_t skipped; /* directory files that are not .jpg/.jpeg/.png (ignored) */
+	size_t skipped; /* directory files that are not .jpg/.jpeg/.png (ignored); tar members of no sample */
 	char *arena;    /* owns the strings */
+	/* Tar shards (n_shards > 0 for a WebDataset source), sorted by name;
+	 * root is the directory their names are relative to. */
+	fc_tar_shard *shards;
+	size_t n_shards;
+	const char *root;
+	const char *label_field;
 } fc_dataset;
 
 /* Flags of fc_dataset_scan. */
@@ -79,6 +119,56 @@ typedef struct fc_dataset {
  * failed items. flags: 0 or FC_DATASET_FOLLOW_OUTSIDE. */
 int fc_dataset_scan(fc_dataset *out, const char *path, unsigned flags, char *err, size_t errcap);
 void fc_dataset_free(fc_dataset *d);
+
+/* Options of fc_dataset_scan_with. */
+typedef struct fc_scan_opts {
+	unsigned flags;          /* FC_DATASET_* */
+	const char *label_field; /* the .json field a tar sample's label is in; NULL = "label" */
+	int threads;             /* shards read at once; 0 = OpenMP's default */
+	int lazy;                /* tar shards: list them only (fc_dataset_read_shards reads them) */
+} fc_scan_opts;
+
+/* fc_dataset_scan_with - fc_dataset_scan with options; fc_dataset_scan is
+ * this with flags only (tar shards read at once). A tar shard that is
+ * missing, unreadable or damaged is not an error here: entries record it
+ * (see fc_dataset_read_shards). */
+int fc_dataset_scan_with(fc_dataset *out, const char *path, const fc_scan_opts *o, char *err, size_t errcap);
+
+/* fc_dataset_read_shards - read the shards of ds still FC_SHARD_PENDING,
+ * `threads` at a time (one shard per thread; 0 = OpenMP's default), into
+ * entries (sorted again; the result does not depend on thread timing). A
+ * shard for which keep(keep_ctx, shard) returns non-zero is not opened and
+ * becomes FC_SHARD_KEPT: extract keeps the store's items under it. Each
+ * sample's image is hashed, its label read; a sample without an image, with
+ * a label that does not parse or a member over 256 MiB, and the damage of a
+ * truncated or corrupt shard (every sample before it is kept) are entries
+ * with `bad` set. Returns 0, FC_ERR_NOMEM, or FC_ERR_EXISTS (a key twice
+ * across shards) with err set. */
+int fc_dataset_read_shards(fc_dataset *ds, int (*keep)(void *ctx, const fc_tar_shard *sh), void *keep_ctx,
+			   int threads, char *err, size_t errcap);
+
+/* fc_dataset_shard_of - the index of the shard of ds whose items key is
+ * under (the longest shard name that is a prefix of it up to a '/'), or -1. */
+long fc_dataset_shard_of(const fc_dataset *ds, const char *key);
+
+/* fc_dataset_kept - 1 when key is under a shard of ds that was kept
+ * unopened (FC_SHARD_KEPT), else 0. */
+int fc_dataset_kept(const fc_dataset *ds, const char *key);
+
+/* A store's items grouped by shard name, to tell which tar shards are
+ * unchanged: every item under the name records the shard's size and mtime,
+ * and each that is not a failure has a vector for the extractor. */
+typedef struct fc_shard_memo fc_shard_memo;
+
+/* fc_shard_memo_open - read the store's items (one pass) for extractor
+ * exid. FC_ERR_NOMEM or the store's error, with err set. */
+int fc_shard_memo_open(fc_shard_memo **out, fc_store *s, const uint8_t exid[FC_HASH_LEN], char *err, size_t errcap);
+
+/* fc_shard_memo_unchanged - the keep callback of fc_dataset_read_shards:
+ * 1 when the store holds items under sh's name, all stamped with its size
+ * and mtime, and none lacks a vector. */
+int fc_shard_memo_unchanged(void *memo, const fc_tar_shard *sh);
+void fc_shard_memo_free(fc_shard_memo *m);
 
 /* fc_hash_split - the stable split of an item key when the dataset names
  * none: val if XXH3-64(key) / 2^64 < val_fraction, else train. Adding items
@@ -180,6 +270,8 @@ typedef struct fc_extract_stats {
 	uint64_t failed;       /* images that failed in this run (unreadable, undecodable, missing) */
 	uint64_t failed_before; /* unchanged items that had failed before (not retried) */
 	uint64_t hashed;       /* files read to hash (new, or size or mtime changed) */
+	uint64_t shards_read;  /* tar shards read (new or changed) */
+	uint64_t shards_kept;  /* tar shards unchanged, not opened */
 	double seconds;        /* wall time of fc_extract_run */
 	double engine_seconds; /* of which inside the engine */
 } fc_extract_stats;

@@ -61,8 +61,14 @@ uint32_t fc_shard_units(uint32_t workers);
  * Under a static assignment unit u belongs to worker u % size. */
 uint32_t fc_work_unit(const char *key, uint32_t units);
 
+/* fc_dataset_unit - the unit of an item key of dataset ds: fc_work_unit of
+ * the key, or for a tar shard's item that of its shard's name (a shard is
+ * one unit; a key under no shard of ds: its text up to the last '/'). */
+uint32_t fc_dataset_unit(const fc_dataset *ds, const char *key, uint32_t units);
+
 /* fc_dataset_select - dst lists the entries of src whose key's unit has its
- * bit set in `units_mask` (a bitmap of nunits bits). dst borrows src's
+ * bit set in `units_mask` (a bitmap of nunits bits), and the tar shards
+ * whose unit has (their entries, when read, with them). dst borrows src's
  * strings: free dst with fc_dataset_free before src. FC_ERR_NOMEM. */
 int fc_dataset_select(fc_dataset *dst, const fc_dataset *src, const uint8_t *units_mask, uint32_t nunits);
 
