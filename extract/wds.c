@@ -389,35 +389,37 @@ static int drop_repeats(fci_wds_samples *out)
 		ord[i] = &out->v[i];
 	qsort(ord, out->n, sizeof *ord, by_sample_key);
 	int rc = 0, any = 0;
-	for (size_t i = 1; i < out->n; i++) {
-		if (strcmp(ord[i - 1]->key, ord[i]->key) != 0)
+	for (size_t f = 0, e; f < out->n; f = e) {
+		for (e = f + 1; e < out->n && strcmp(ord[e]->key, ord[f]->key) == 0; e++)
+			;
+		if (e - f == 1)
 			continue;
-		size_t f = i - 1;
-		while (f > 0 && strcmp(ord[f - 1]->key, ord[i]->key) == 0)
-			f--;
-		fci_wds_sample *first = ord[f];
-		if (!first->bad || strstr(first->bad, "appears again") == NULL) {
-			free(first->bad);
-			free(first->label);
-			first->label = NULL;
-			first->bad = dupf("sample key '%s' appears again later in the shard (a sample's members must "
-					  "be consecutive)",
-					  first->key);
-			if (!first->bad)
-				rc = FC_ERR_NOMEM;
+		fci_wds_sample *first = ord[f]; /* ties sort in tar order */
+		free(first->bad);
+		free(first->label);
+		first->label = NULL;
+		first->bad = dupf("sample key '%s' appears again later in the shard (a sample's members must be "
+				  "consecutive)",
+				  first->key);
+		if (!first->bad)
+			rc = FC_ERR_NOMEM;
+		for (size_t i = f + 1; i < e; i++) {
+			free(ord[i]->label);
+			free(ord[i]->bad);
+			ord[i]->label = ord[i]->bad = NULL;
+			ord[i]->member = UINT32_MAX; /* dropped below */
 		}
-		free(ord[i]->key);
-		free(ord[i]->label);
-		free(ord[i]->bad);
-		ord[i]->key = NULL;
 		any = 1;
 	}
 	free(ord);
 	if (any) {
 		size_t o = 0;
-		for (size_t i = 0; i < out->n; i++)
-			if (out->v[i].key)
+		for (size_t i = 0; i < out->n; i++) {
+			if (out->v[i].member != UINT32_MAX)
 				out->v[o++] = out->v[i];
+			else
+				free(out->v[i].key);
+		}
 		out->n = o;
 	}
 	return rc;
