@@ -86,8 +86,8 @@ static const char usage_text[] =
 	"                           outside the dataset; without it each is a failed\n"
 	"                           item, like a broken link or a directory loop\n"
 	"      --strict             stop at the first image that fails\n"
-	"      --rehash             read and hash every file, even one whose size and\n"
-	"                           mtime are unchanged\n"
+	"      --rehash             read and hash every file (and tar shard), even one\n"
+	"                           whose size and mtime are unchanged\n"
 	"      --wait               when another process writes to the store, wait for\n"
 	"                           it (default: refuse, naming it)\n"
 	"\n"
@@ -467,7 +467,7 @@ int cmd_extract(int argc, char **argv)
 	cli_catch_interrupt();
 	fc_extract_run_opts ro = { .decode_threads = (int)decode, .val_fraction = valf, .strict = strict,
 				   .rehash = rehash, .logger = cli_logger() };
-	if (ds.n_shards && (rc = fc_shard_memo_open(&memo, s, fc_extract_id(x), err, sizeof err)) != 0) {
+	if (ds.n_shards && !rehash && (rc = fc_shard_memo_open(&memo, s, fc_extract_id(x), err, sizeof err)) != 0) {
 		rc = cli_fail("cannot read store '%s': %s", store, err);
 		goto out;
 	}

@@ -1200,6 +1200,8 @@ int fc_shard_memo_open(fc_shard_memo **out, fc_store *s, const uint8_t exid[FC_H
 int fc_shard_memo_unchanged(void *memo, const fc_tar_shard *sh)
 {
 	const fc_shard_memo *m = memo;
+	if (!m)
+		return 0; /* no memo (--rehash): every shard is read */
 	const struct prefix *p = memo_find(m, sh->name, strlen(sh->name));
 	return p && p->name && p->ok && p->size == sh->size && p->mtime_ns == sh->mtime_ns;
 }

@@ -166,7 +166,7 @@ int fc_shard_memo_open(fc_shard_memo **out, fc_store *s, const uint8_t exid[FC_H
 
 /* fc_shard_memo_unchanged - the keep callback of fc_dataset_read_shards:
  * 1 when the store holds items under sh's name, all stamped with its size
- * and mtime, and none lacks a vector. */
+ * and mtime, and none lacks a vector. 0 for every shard when memo is NULL. */
 int fc_shard_memo_unchanged(void *memo, const fc_tar_shard *sh);
 void fc_shard_memo_free(fc_shard_memo *m);
 
