@@ -20,11 +20,11 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "extract/wds.h"
@@ -1015,7 +1015,12 @@ int fc_dataset_read_shards(fc_dataset *ds, int (*keep)(void *ctx, const fc_tar_s
 		free(idx);
 		return fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 	}
-	int nt = threads > 0 ? threads : omp_get_max_threads();
+	int nt = threads;
+	if (nt <= 0) {
+		/* extract's default for its decode threads */
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		nt = ncpu > 2 ? (int)(ncpu / 2) : 1;
+	}
 	/* One shard per thread at a time; results land by index, so the
 	 * entries do not depend on which thread read what when. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)

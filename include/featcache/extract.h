@@ -124,7 +124,7 @@ void fc_dataset_free(fc_dataset *d);
 typedef struct fc_scan_opts {
 	unsigned flags;          /* FC_DATASET_* */
 	const char *label_field; /* the .json field a tar sample's label is in; NULL = "label" */
-	int threads;             /* shards read at once; 0 = OpenMP's default */
+	int threads;             /* shards read at once; 0 = half the cores (extract's decode threads) */
 	int lazy;                /* tar shards: list them only (fc_dataset_read_shards reads them) */
 } fc_scan_opts;
 
@@ -135,7 +135,7 @@ typedef struct fc_scan_opts {
 int fc_dataset_scan_with(fc_dataset *out, const char *path, const fc_scan_opts *o, char *err, size_t errcap);
 
 /* fc_dataset_read_shards - read the shards of ds still FC_SHARD_PENDING,
- * `threads` at a time (one shard per thread; 0 = OpenMP's default), into
+ * `threads` at a time (one shard per thread; 0 = half the cores), into
  * entries (sorted again; the result does not depend on thread timing). A
  * shard for which keep(keep_ctx, shard) returns non-zero is not opened and
  * becomes FC_SHARD_KEPT: extract keeps the store's items under it. Each

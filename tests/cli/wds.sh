@@ -213,4 +213,16 @@ sed 's|/.*||' w0.npy.keys | sort -u >w0.shards
 sed 's|/.*||' w1.npy.keys | sort -u >w1.shards
 ok_if "a shard's samples all go to one worker" test -s w0.shards -a -s w1.shards -a -z "$(comm -12 w0.shards w1.shards)"
 
+# ---- the same however many threads read the shards ----
+run "$F" extract --store t1.st --data sh1 --decode-threads 1 $X
+run "$F" extract --store t3.st --data sh1 --decode-threads 3 $X
+t "three decode threads over four shards" 0 out "$(shards_re 4 0)"
+run "$F" embed --store t1.st --out t1.npy
+run "$F" embed --store t3.st --out t3.npy
+ok_if "features and keys do not depend on the number of threads" cmp -s t1.npy t3.npy
+ok_if "... nor the keys" cmp -s t1.npy.keys t3.npy.keys
+"$F" info --store t1.st --json | grep -v '"store"' >t1.info
+"$F" info --store t3.st --json | grep -v '"store"' >t3.info
+ok_if "... nor what info says (items, labels, splits, vectors)" cmp -s t1.info t3.info
+
 exit $((failures > 0))
