@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -721,6 +722,39 @@ static int has_shards(const char *dir)
 	return found;
 }
 
+static int is_image_file(const char *name)
+{
+	const char *dot = strrchr(name, '.');
+	return dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0 || strcasecmp(dot, ".png") == 0);
+}
+
+/* Whether a folder of dir (or of its split folders) holds images at its
+ * top level: a class-folder dataset, even with a stray .tar in it. */
+static int has_class_folders(const char *dir, int depth)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	int found = 0;
+	struct dirent *de;
+	while (!found && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[4200];
+		struct stat st;
+		snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+		if (stat(p, &st) != 0)
+			continue;
+		if (depth > 0 && S_ISREG(st.st_mode))
+			found = is_image_file(de->d_name);
+		else if (depth == 0 && S_ISDIR(st.st_mode))
+			found = has_class_folders(p, 1) ||
+				(split_of(de->d_name, strlen(de->d_name)) >= 0 && has_class_folders(p, 0));
+	}
+	closedir(d);
+	return found;
+}
+
 int fci_wds_is_source(const char *path)
 {
 	struct stat st;
@@ -732,16 +766,14 @@ int fci_wds_is_source(const char *path)
 		return tar_suffix(path) != 0;
 	if (!S_ISDIR(st.st_mode))
 		return 0;
-	if (has_shards(path))
-		return 1;
+	int shards = has_shards(path);
 	static const char *const splits[] = { "train", "val", "valid", "validation", "test" };
-	for (size_t k = 0; k < sizeof splits / sizeof *splits; k++) {
+	for (size_t k = 0; !shards && k < sizeof splits / sizeof *splits; k++) {
 		char p[4200];
 		snprintf(p, sizeof p, "%s/%s", path, splits[k]);
-		if (has_shards(p))
-			return 1;
+		shards = has_shards(p);
 	}
-	return 0;
+	return shards && !has_class_folders(path, 0);
 }
 
 struct lister {

@@ -452,6 +452,23 @@ static void test_scan(void **state)
 	assert_non_null(strstr(err, "two shards are named 'train/00001'"));
 	snprintf(p, sizeof p, "@%s/nope.txt", tmproot);
 	assert_int_equal(fc_dataset_scan(&d, p, 0, err, sizeof err), FC_ERR_NOT_FOUND);
+
+	/* a class-folder dataset with a stray .tar stays a class-folder dataset */
+	static const char *const dirs[] = { "loose", "loose/train", "loose/train/cat" };
+	for (int k = 0; k < 3; k++) {
+		snprintf(p, sizeof p, "%s/%s", tmproot, dirs[k]);
+		assert_int_equal(mkdir(p, 0777), 0);
+	}
+	snprintf(p, sizeof p, "%s/loose/train/cat/x.png", tmproot);
+	write_tar(p, "not really a png");
+	snprintf(p, sizeof p, "%s/loose/backup.tar", tmproot);
+	write_tar(p, "k");
+	snprintf(p, sizeof p, "%s/loose", tmproot);
+	assert_int_equal(fc_dataset_scan(&d, p, 0, err, sizeof err), 0);
+	assert_int_equal(d.n_shards, 0);
+	assert_int_equal(d.n, 1);
+	assert_string_equal(d.entries[0].key, "train/cat/x.png");
+	fc_dataset_free(&d);
 }
 
 int main(void)

@@ -13,7 +13,8 @@
  *
  * Or WebDataset tar shards (extract/wds.c): a .tar (also .tar.gz, .tgz,
  * .tar.zst, .tar.xz, .tar.bz2), a directory holding shards (at its top
- * level or in its train/val/test folders; listed recursively), a brace
+ * level or in its train/val/test folders, and no class folder of images;
+ * listed recursively), a brace
  * pattern ('shards/{00000..00099}.tar', zero-padded ranges and comma
  * lists, several braces) or @LIST (one shard path a line, relative to the
  * list's directory). A shard's name is its path under the dataset root
