@@ -351,38 +351,103 @@ static uint32_t item_of(cli_views *v, uint32_t *map, const fc_matrix *m, const u
 
 /* Thumbnails of every item at `side`; how many base64 bytes the page
  * gets (an item shown twice counts twice) in *bytes. */
+struct thumbs {
+	cli_views *v;
+	int side;
+	const size_t *uses;
+	size_t bytes;
+	char **shard; /* per item: the tar shard it is in, or NULL */
+	const char **sample;
+};
+
+/* Item i's thumbnail from its image's bytes. */
+static int thumb_of(void *ctx, size_t i, const uint8_t *data, size_t len)
+{
+	struct thumbs *t = ctx;
+	fc_view_item *it = &t->v->items[i];
+	fc_image img = { 0 };
+	if (fc_image_decode(&img, data, len, NULL, 0) != 0 ||
+	    fc_image_thumbnail(&img, t->side, t->side > 64 ? 80 : 70, &t->v->jpeg[i], &it->jpeg_len, &it->w, &it->h,
+			       NULL, 0) != 0) {
+		it->missing = "image undecodable";
+		fc_image_free(&img);
+		return 0;
+	}
+	fc_image_free(&img);
+	it->jpeg = t->v->jpeg[i];
+	it->missing = NULL;
+	t->bytes += t->uses[i] * ((it->jpeg_len + 2) / 3 * 4);
+	return 0;
+}
+
+struct shard_ctx {
+	struct thumbs *t;
+	const size_t *idx; /* the shard's j-th key is item idx[j] */
+};
+
+static int shard_thumb(void *ctx, size_t j, const uint8_t *data, size_t len)
+{
+	struct shard_ctx *c = ctx;
+	return thumb_of(c->t, c->idx[j], data, len);
+}
+
+/* The items' images under root: files, or samples of tar shards there,
+ * each shard read once for all its items. */
 static void thumbnails(cli_views *v, const char *root, int side, const size_t *uses, size_t *bytes)
 {
+	size_t n = v->v.n_items;
+	struct thumbs t = { .v = v, .side = side, .uses = uses };
 	uint8_t *buf = NULL;
 	size_t cap = 0;
-	*bytes = 0;
-	for (size_t i = 0; i < v->v.n_items; i++) {
+	t.shard = calloc(n + 1, sizeof *t.shard);
+	t.sample = calloc(n + 1, sizeof *t.sample);
+	for (size_t i = 0; i < n; i++) {
 		fc_view_item *it = &v->items[i];
 		char path[PATH_MAX * 2], why[FC_ERRLEN];
 		size_t len = 0;
-		fc_image img = { 0 };
 		free(v->jpeg[i]);
 		v->jpeg[i] = NULL;
 		it->jpeg = NULL;
 		snprintf(path, sizeof path, "%s/%s", root, it->key);
 		int rc = fci_read_file(path, (uint64_t)1 << 28, &buf, &cap, &len, why, sizeof why);
-		if (rc) {
-			it->missing = rc == FC_ERR_NOT_FOUND ? "image missing" : "image unreadable";
+		if (rc == 0) {
+			thumb_of(&t, i, buf, len);
 			continue;
 		}
-		if (fc_image_decode(&img, buf, len, NULL, 0) != 0 ||
-		    fc_image_thumbnail(&img, side, side > 64 ? 80 : 70, &v->jpeg[i], &it->jpeg_len, &it->w, &it->h,
-				       NULL, 0) != 0) {
-			it->missing = "image undecodable";
-			fc_image_free(&img);
-			continue;
-		}
-		fc_image_free(&img);
-		it->jpeg = v->jpeg[i];
-		it->missing = NULL;
-		*bytes += uses[i] * ((it->jpeg_len + 2) / 3 * 4);
+		it->missing = rc == FC_ERR_NOT_FOUND ? "image missing" : "image unreadable";
+		int at = rc == FC_ERR_NOT_FOUND && t.shard ? fc_wds_locate(root, it->key, path, sizeof path) : -1;
+		if (at >= 0 && (t.shard[i] = strdup(path)) != NULL)
+			t.sample[i] = it->key + at;
 	}
 	free(buf);
+	/* A shard's items together, each shard read once. */
+	for (size_t i = 0; t.shard && i < n; i++) {
+		if (!t.shard[i])
+			continue;
+		const char **keys = malloc(n * sizeof *keys);
+		size_t *idx = malloc(n * sizeof *idx), m = 0;
+		for (size_t j = i; keys && idx && j < n; j++)
+			if (t.shard[j] && strcmp(t.shard[j], t.shard[i]) == 0) {
+				keys[m] = t.sample[j];
+				idx[m++] = j;
+			}
+		struct shard_ctx c = { &t, idx };
+		if (keys && idx)
+			fc_wds_images(t.shard[i], keys, m, shard_thumb, &c, NULL, 0);
+		for (size_t j = m; j-- > 0;) {
+			if (idx[j] != i) {
+				free(t.shard[idx[j]]);
+				t.shard[idx[j]] = NULL;
+			}
+		}
+		free(keys);
+		free(idx);
+		free(t.shard[i]);
+		t.shard[i] = NULL;
+	}
+	free(t.shard);
+	free(t.sample);
+	*bytes = t.bytes;
 }
 
 /* The galleries: queries, their neighbours as items, thumbnails within the

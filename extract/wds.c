@@ -1253,3 +1253,100 @@ void fc_shard_memo_free(fc_shard_memo *m)
 	free(m->checks);
 	free(m);
 }
+
+/* ---- one sample's image, for pictures of items ---- */
+
+int fc_wds_locate(const char *root, const char *key, char *path, size_t cap)
+{
+	/* The shard name may hold '/', and so may the sample key: every
+	 * split is tried, the shortest shard name first. */
+	for (const char *slash = strchr(key, '/'); slash; slash = strchr(slash + 1, '/')) {
+		for (size_t k = 0; k < sizeof suffixes / sizeof *suffixes; k++) {
+			struct stat st;
+			int n = snprintf(path, cap, "%s/%.*s%s", root, (int)(slash - key), key, suffixes[k]);
+			if (n > 0 && (size_t)n < cap && stat(path, &st) == 0 && S_ISREG(st.st_mode))
+				return (int)(slash + 1 - key);
+		}
+	}
+	return -1;
+}
+
+struct want {
+	const char *key;
+	size_t i;
+	int kind; /* the best image kind read so far, K_N for none */
+	uint8_t *data;
+	size_t len;
+};
+
+static int by_want_key(const void *a, const void *b)
+{
+	return strcmp(((const struct want *)a)->key, ((const struct want *)b)->key);
+}
+
+int fc_wds_images(const char *path, const char *const *keys, size_t n,
+		  int (*fn)(void *ctx, size_t i, const uint8_t *data, size_t len), void *ctx, char *err, size_t errcap)
+{
+	struct want *w = calloc(n + 1, sizeof *w);
+	fci_tar *t = NULL;
+	int rc;
+	if (!w)
+		return fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		w[i] = (struct want){ .key = keys[i], .i = i, .kind = K_N };
+	qsort(w, n, sizeof *w, by_want_key);
+	if ((rc = fci_tar_open_file(&t, path, err, errcap)) != 0)
+		goto out;
+	for (;;) {
+		const char *name;
+		int64_t size;
+		int regular;
+		uint32_t num;
+		int r = fci_tar_next(t, &name, &size, &regular, &num);
+		if (r == 0)
+			break;
+		if (r < 0) { /* what came before the damage is given */
+			rc = fci_errf(err, errcap, r, "shard '%s' is damaged: %s", path, fci_tar_errmsg(t));
+			break;
+		}
+		while (name[0] == '.' && name[1] == '/')
+			name += 2;
+		while (name[0] == '/')
+			name++;
+		const char *slash = strrchr(name, '/'), *base = slash ? slash + 1 : name;
+		const char *dot = strchr(base, '.');
+		int k = dot && dot != base && regular ? ext_kind(dot + 1) : -1;
+		if (k < 0 || k >= 3 || size > FCI_WDS_MEMBER_MAX)
+			continue;
+		char key[4096];
+		if ((size_t)(dot - name) >= sizeof key)
+			continue;
+		memcpy(key, name, (size_t)(dot - name));
+		key[dot - name] = '\0';
+		struct want probe = { .key = key }, *hit = bsearch(&probe, w, n, sizeof *w, by_want_key);
+		if (!hit || hit->kind <= k) /* .jpg before .jpeg before .png, the grouping's order */
+			continue;
+		size_t cap = 0;
+		free(hit->data);
+		hit->data = NULL;
+		if ((r = fci_tar_read(t, &hit->data, &cap, &hit->len)) != 0) {
+			rc = fci_errf(err, errcap, r, "shard '%s' is damaged in member '%s': %s", path, name,
+				      fci_tar_errmsg(t));
+			free(hit->data);
+			hit->data = NULL;
+			break;
+		}
+		hit->kind = k;
+	}
+	for (size_t j = 0; j < n; j++) {
+		int r = w[j].data ? fn(ctx, w[j].i, w[j].data, w[j].len) : 0;
+		if (r && !rc)
+			rc = r; /* fn's own error */
+	}
+out:
+	fci_tar_free(t);
+	for (size_t j = 0; j < n; j++)
+		free(w[j].data);
+	free(w);
+	return rc;
+}

@@ -156,6 +156,20 @@ long fc_dataset_shard_of(const fc_dataset *ds, const char *key);
  * unopened (FC_SHARD_KEPT), else 0. */
 int fc_dataset_kept(const fc_dataset *ds, const char *key);
 
+/* fc_wds_locate - the tar shard under root that holds the item key
+ * ("<shard name>/<sample key>"): its path into path (cap bytes) and the
+ * offset of the sample key in key; -1 when no shard file is there. */
+int fc_wds_locate(const char *root, const char *key, char *path, size_t cap);
+
+/* fc_wds_images - the images of samples of the tar shard at path, in one
+ * reading: for each keys[i] (a sample key, without the shard name) found,
+ * fn(ctx, i, data, len) with the image the grouping takes (.jpg, else
+ * .jpeg, else .png). A key not in the shard gets no call. Returns 0,
+ * FC_ERR_NOT_FOUND, FC_ERR_IO or FC_ERR_CORRUPT with err set (the images
+ * read before damage are still given), FC_ERR_NOMEM, or fn's non-zero. */
+int fc_wds_images(const char *path, const char *const *keys, size_t n,
+		  int (*fn)(void *ctx, size_t i, const uint8_t *data, size_t len), void *ctx, char *err, size_t errcap);
+
 /* A store's items grouped by shard name, to tell which tar shards are
  * unchanged: every item under the name records the shard's size and mtime,
  * and each that is not a failure has a vector for the extractor. */

@@ -225,4 +225,17 @@ ok_if "... nor the keys" cmp -s t1.npy.keys t3.npy.keys
 "$F" info --store t3.st --json | grep -v '"store"' >t3.info
 ok_if "... nor what info says (items, labels, splits, vectors)" cmp -s t1.info t3.info
 
+# ---- pictures of tar samples in the report ----
+run "$F" train --store tar.st --epochs 1 --out h.safetensors -q
+t "a head trained on the tar store" 0
+run "$F" report --store tar.st --head h.safetensors --split train --out pics.html -q
+t "report --store --head on the tar store" 0
+ok_if "every thumbnail is read from its shard (none missing)" \
+	sh -c '[ "$(grep -c "src=\"data:image/jpeg" pics.html)" -gt 0 ] && ! grep -q "image missing" pics.html'
+mv sh/00001.tar gone.tar
+run "$F" report --store tar.st --head h.safetensors --split train --out gone.html -q
+t "a shard gone: the report is still written" 0
+ok_if "... its samples are placeholders" grep -q "image missing" gone.html
+mv gone.tar sh/00001.tar
+
 exit $((failures > 0))
