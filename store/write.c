@@ -59,9 +59,9 @@ static int append_txn(fc_store *s, MDB_txn *txn, void *vctx)
 	if ((err = fci_put(s, txn, c->e->feat, &k, &v, MDB_NOOVERWRITE)) != 0)
 		return err;
 	for (size_t i = 0; i < c->n; i++) {
-		uint8_t rec[FCI_INDEX_REC];
-		fci_index_encode(rec, c->id, (uint32_t)i);
-		MDB_val ik = { FC_HASH_LEN, (void *)c->hashes[i] }, iv = { FCI_INDEX_REC, rec };
+		uint8_t rec[FCI_INDEX_MAX];
+		MDB_val ik = { FC_HASH_LEN, (void *)c->hashes[i] },
+			iv = { fci_index_encode(s->format, rec, c->id, (uint32_t)i), rec };
 		/* A hash already indexed keeps its vector; this slot is dead until gc. */
 		int rc = mdb_put(txn, c->e->index, &ik, &iv, MDB_NOOVERWRITE);
 		if (rc == MDB_MAP_FULL)
@@ -266,28 +266,6 @@ int fc_store_get_data_root(fc_store *s, char *buf, size_t cap)
 
 /* ---- items and errors ---- */
 
-void fci_item_decode(fc_item *it, const MDB_val *v)
-{
-	const uint8_t *p = v->mv_data;
-	memcpy(it->hash, p, FC_HASH_LEN);
-	it->size = fci_load_le64(p + 16);
-	it->mtime_ns = (int64_t)fci_load_le64(p + 24);
-	it->label = fci_load_le32(p + 32);
-	it->split = p[36];
-	it->status = p[37];
-}
-
-void fci_item_encode(uint8_t p[FCI_ITEM_REC], const fc_item *it)
-{
-	memcpy(p, it->hash, FC_HASH_LEN);
-	fci_store_le64(p + 16, it->size);
-	fci_store_le64(p + 24, (uint64_t)it->mtime_ns);
-	fci_store_le32(p + 32, it->label);
-	p[36] = it->split;
-	p[37] = it->status;
-	p[38] = p[39] = 0;
-}
-
 struct items_ctx {
 	const fc_item *items;
 	const char *const *keys;
@@ -309,9 +287,8 @@ static int put_items_txn(fc_store *s, MDB_txn *txn, void *vctx)
 	struct items_ctx *c = vctx;
 	for (size_t i = 0; i < c->n; i++) {
 		const fc_item *it = &c->items[i];
-		uint8_t rec[FCI_ITEM_REC];
-		fci_item_encode(rec, it);
-		MDB_val k = { strlen(it->key), (void *)it->key }, v = { FCI_ITEM_REC, rec };
+		uint8_t rec[FCI_ITEM_MAX];
+		MDB_val k = { strlen(it->key), (void *)it->key }, v = { fci_item_encode(s->format, rec, it), rec };
 		int err = fci_put(s, txn, s->items, &k, &v, 0);
 		if (!err && it->status == FC_ITEM_OK)
 			err = fci_del(s, txn, s->errors, &k); /* it decodes now: the old reason is stale */
@@ -382,10 +359,10 @@ int fc_store_get_item(fc_store *s, const char *key, fc_item *out)
 		err = FCI_FAIL(s, FC_ERR_NOT_FOUND, "no item '%s'", key);
 	else if (rc)
 		err = fci_mdb_fail(s, rc, "cannot read items");
-	else if (v.mv_size != FCI_ITEM_REC)
-		err = FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s has %zu bytes, not %d", key, v.mv_size, FCI_ITEM_REC);
 	else {
-		fci_item_decode(out, &v);
+		const char *why;
+		if (fci_item_decode(s->format, &v, out, &why) != 0)
+			err = FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s: %s", key, why);
 		out->key = key;
 	}
 	mdb_txn_abort(txn);
@@ -430,11 +407,10 @@ struct item_walk {
 static int item_visit(fc_store *s, void *vctx, const char *key, const MDB_val *v)
 {
 	struct item_walk *w = vctx;
-	if (v->mv_size != FCI_ITEM_REC)
-		return FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s has %zu bytes, not %d", key, v->mv_size,
-				FCI_ITEM_REC);
 	fc_item it;
-	fci_item_decode(&it, v);
+	const char *why;
+	if (fci_item_decode(s->format, v, &it, &why) != 0)
+		return FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s: %s", key, why);
 	it.key = key;
 	return w->fn(w->ctx, &it);
 }

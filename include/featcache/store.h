@@ -27,7 +27,11 @@
 extern "C" {
 #endif
 
-#define FC_STORE_FORMAT 1 /* the store layout this build writes and reads */
+/* The store layout this build creates. Format 2 (featcache 0.x, 2026-12)
+ * writes item and index records as varints; format 1 stores are still
+ * read and written, each in its own format (fc_store_format). */
+#define FC_STORE_FORMAT 2
+#define FC_STORE_FORMAT_MIN 1 /* the oldest format this build reads and writes */
 
 /* How one feature vector is kept on disk. */
 typedef enum fc_dtype {
@@ -111,6 +115,10 @@ typedef struct fc_store_opts {
 	const char *writer;
 	int wait;
 	const fc_logger *logger;
+	/* format: with create, the format of a new store (0: FC_STORE_FORMAT;
+	 * 1 makes a store older featcache can open). Ignored for an existing
+	 * store, which keeps its own. */
+	unsigned format;
 } fc_store_opts;
 
 /* fc_store_open - open (or with opts->create, create) the store at `path`.
@@ -120,6 +128,10 @@ typedef struct fc_store_opts {
  * (FC_ERR_NOT_STORE) and a store format this build does not know
  * (FC_ERR_VERSION). opts may be NULL (open existing, read-write, durable). */
 int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts);
+
+/* fc_store_format - the format of the open store (FC_STORE_FORMAT_MIN ..
+ * FC_STORE_FORMAT). */
+unsigned fc_store_format(const fc_store *s);
 
 /* fc_store_free - close the store. Accepts NULL. */
 void fc_store_free(fc_store *s);
