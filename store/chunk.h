@@ -27,7 +27,9 @@
  * The codec then stores it as is (raw), as one zstd frame with its content
  * size and checksum (zstd), or byte-shuffled by element size (4 for f32, 2
  * for f16/bf16, 4 for the floats of the u8 pairs; the u8 codes stay as they
- * are) and then as one zstd frame (shuffle-zstd).
+ * are) and then as one zstd frame (shuffle-zstd) in which, since December
+ * 2026, each byte plane (u8: the pairs, then the codes) ends a block, so
+ * that it gets Huffman tables of its own; a reader needs no change for it.
  *
  * The whole-record checksum catches a flipped bit whatever the codec; the
  * zstd checksum is a second line for the decompressed bytes.
