@@ -664,6 +664,19 @@ int fci_chunk_encode(fci_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 	return 0;
 }
 
+int fci_chunk_check(fci_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dtype)
+{
+	size_t raw_len = fci_chunk_raw_len(dtype, dim, count);
+	if (!raw_len || !ctx || !vecs)
+		return FC_ERR_INVALID;
+	if (dtype == FC_DTYPE_F32)
+		return 0; /* every bit pattern is kept */
+	uint8_t *raw = scratch(ctx, raw_len);
+	if (!raw)
+		return FC_ERR_NOMEM;
+	return raw_encode(raw, vecs, dim, count, dtype, 0);
+}
+
 /* ---- parse and decode ---- */
 
 int fci_chunk_parse(const void *src, size_t len, fci_chunk_info *info)

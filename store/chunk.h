@@ -81,6 +81,12 @@ int fci_chunk_encode(fci_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 		    const float *vecs, const uint8_t (*hashes)[FC_HASH_LEN],
 		    uint32_t dim, uint32_t count, fc_dtype dtype, fc_codec codec, int level);
 
+/* fci_chunk_check - FC_ERR_INVALID when fci_chunk_encode would refuse these
+ * vectors for this dtype (the values it cannot hold, as listed there), else
+ * 0; FC_ERR_NOMEM if the scratch buffer cannot grow. Costs the dtype
+ * conversion, not the codec. */
+int fci_chunk_check(fci_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dtype);
+
 /* fci_chunk_parse - check the header, the lengths and the checksum, and fill
  * *info. FC_ERR_CORRUPT (bad magic, lengths, checksum), FC_ERR_VERSION (a
  * newer chunk version) or FC_ERR_UNSUPPORTED (unknown dtype/codec). */

@@ -667,6 +667,14 @@ int fc_store_writer_add(fc_store_writer *w, const fc_store_batch *b)
 		err = check_key(s, b->error_keys[i], strlen(b->error_keys[i]));
 	if (err)
 		return err;
+	/* A value the dtype cannot hold would make every later encoding of the
+	 * pending chunk fail: refuse its batch now, before it joins the others
+	 * (which the caller may still flush). */
+	fci_exdb *e;
+	if (b->n_vecs && (err = fci_ex_open(s, w->exid, &e)) != 0)
+		return err;
+	if (b->n_vecs && (err = fci_chunk_check(s->dec.ctx, b->vecs, w->dim, (uint32_t)b->n_vecs, e->dtype)) != 0)
+		return FCI_FAIL(s, err, "cannot encode batch: %s", fc_strerror(err));
 	/* A chunk holds at most FC_CHUNK_MAX_COUNT vectors: write what is
 	 * pending first when this batch would not fit beside it. */
 	if (w->n + b->n_vecs > FC_CHUNK_MAX_COUNT && (err = writer_try(w, 1)) != 0)

@@ -347,6 +347,7 @@ static void test_lossy_refuses(void **state)
 				assert_int_equal(encode_one(ctx, v, 4, 1, all_dtypes[di], all_codecs[ci], buf,
 							    sizeof(buf), &len),
 						 FC_ERR_INVALID);
+				assert_int_equal(fci_chunk_check(ctx, v, 4, 1, all_dtypes[di]), FC_ERR_INVALID);
 			}
 
 	/* f16: 65504 is the largest half; below 65520 rounds down to it */
@@ -360,6 +361,9 @@ static void test_lossy_refuses(void **state)
 		for (size_t ci = 0; ci < 3; ci++)
 			assert_int_equal(encode_one(ctx, w, 4, 1, FC_DTYPE_F16, all_codecs[ci], buf, sizeof(buf), &len),
 					 f16_cases[i].rc);
+		/* the check without the codec says the same */
+		assert_int_equal(fci_chunk_check(ctx, w, 4, 1, FC_DTYPE_F16), f16_cases[i].rc);
+		assert_int_equal(fci_chunk_check(ctx, w, 4, 1, FC_DTYPE_F32), 0);
 	}
 
 	/* bf16: FLT_MAX rounds up to inf; the largest bf16 is fine */

@@ -420,10 +420,20 @@ static void test_writer_edges(void **state)
 	fc_store_batch bv = { .exid = id, .vecs = v, .hashes = (const uint8_t(*)[FC_HASH_LEN])h, .n_vecs = 1,
 			      .items = &one, .n_items = 1 };
 	assert_int_equal(fc_store_writer_add(w, &bv), FC_ERR_INVALID);
-	assert_int_equal(fc_store_writer_pending(w), 1);
-	fc_store_writer_free(w); /* drops it all */
+	assert_non_null(strstr(fc_store_errmsg(s), "cannot encode batch"));
+	assert_int_equal(fc_store_writer_pending(w), 0); /* refused before it joined the chunk */
+	fc_store_writer_free(w); /* drops what is pending */
 	assert_int_equal(fc_store_get_item(s, "bad.png", &got), FC_ERR_NOT_FOUND);
 	assert_int_equal(fc_store_get_item(s, "one.png", &got), FC_ERR_NOT_FOUND);
+
+	/* what was pending before a refused batch can still be written */
+	assert_int_equal(fc_store_writer_new(&w, s, id, 4096), 0);
+	assert_int_equal(fc_store_writer_add(w, &b), 0);
+	assert_int_equal(fc_store_writer_add(w, &bv), FC_ERR_INVALID);
+	assert_int_equal(fc_store_writer_flush(w), 0);
+	assert_int_equal(fc_store_get_item(s, "bad.png", &got), 0);
+	assert_int_equal(fc_store_get_item(s, "one.png", &got), FC_ERR_NOT_FOUND);
+	fc_store_writer_free(w);
 
 	assert_int_equal(fc_store_writer_new(&w, s, id, 4096), 0);
 	assert_int_equal(fc_store_writer_add(w, &b), 0);

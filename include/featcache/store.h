@@ -311,7 +311,8 @@ int fc_store_writer_new(fc_store_writer **out, fc_store *s, const uint8_t exid[F
 
 /* fc_store_writer_add - copy one batch (n_del must be 0; exid the
  * writer's) and write what is pending if it is now large enough. A batch
- * with bad items or keys is refused whole, and what was pending stays. */
+ * with bad items or keys, or a value the storage dtype cannot hold (as
+ * fc_store_append), is refused whole, and what was pending stays pending. */
 int fc_store_writer_add(fc_store_writer *w, const fc_store_batch *b);
 
 /* fc_store_writer_flush - write whatever is pending, however small. */
