@@ -6,8 +6,12 @@
  * load >= 1 GB/s f32-equivalent).
  *
  * For each configuration it writes N vectors into a fresh store the way
- * extract does (one fc_store_append per batch, synced commits), measures
- * data.mdb, reopens the store read-only and times fc_store_load_all (best of
+ * extract does: batches of --batch vectors, each with its items (a key
+ * like "class-3/00012345.jpg", size, mtime, label, split), through an
+ * fc_store_writer that gathers them into chunks of >= 64 KiB, one synced
+ * commit each (--legacy: a format-1 store and one chunk and commit per
+ * batch, as featcache wrote before store format 2). It measures data.mdb
+ * (everything: chunks, index, items, labels, LMDB's pages), reopens the store read-only and times fc_store_load_all (best of
  * a few runs, default OpenMP threads and one thread), then checks the loaded
  * matrix against the originals (bit-exact for f32, max relative error for
  * the lossy dtypes). Each store is deleted as soon as it is measured.
@@ -681,8 +685,54 @@ typedef struct bench {
 	const uint8_t (*hashes)[FC_HASH_LEN];
 	size_t n, dim, batch;
 	int level, runs, threads;
+	int legacy; /* format 1, one chunk per batch */
 	const char *tmpdir;
 } bench;
+
+#define BENCH_CLASSES 10
+
+static void store_fail(result *r, fc_store *s, const char *what, int err);
+
+/* Write the vectors with their items as extract does (see the top). */
+static int write_items(fc_store *s, const bench *b, const uint8_t *id, result *r)
+{
+	static const char *const names[BENCH_CLASSES] = { "class-0", "class-1", "class-2", "class-3", "class-4",
+							  "class-5", "class-6", "class-7", "class-8", "class-9" };
+	uint32_t labels[BENCH_CLASSES];
+	fc_store_writer *w = NULL;
+	fc_item *items = xcalloc(b->batch, sizeof *items);
+	char (*keys)[32] = xcalloc(b->batch, 32);
+	int err = fc_store_label_ids(s, names, BENCH_CLASSES, labels);
+	if (err)
+		store_fail(r, s, "labels", err);
+	else if (!b->legacy && (err = fc_store_writer_new(&w, s, id, 0)) != 0)
+		store_fail(r, s, "writer", err);
+	for (size_t i = 0; !err && i < b->n; i += b->batch) {
+		size_t m = b->n - i < b->batch ? b->n - i : b->batch;
+		for (size_t k = 0; k < m; k++) {
+			/* extract writes in key order: the classes one after the other */
+			uint64_t h = hash_row(b->hashes[i + k]);
+			size_t c = (i + k) * BENCH_CLASSES / b->n;
+			snprintf(keys[k], sizeof keys[k], "class-%zu/%08zu.jpg", c, i + k);
+			items[k] = (fc_item){ .key = keys[k], .size = 60000 + h % 100000,
+					      .mtime_ns = 1764806400000000000ll + (int64_t)(h % 1000000000000ull),
+					      .label = labels[c],
+					      .split = h % 10 == 0 ? FC_SPLIT_VAL : FC_SPLIT_TRAIN };
+			memcpy(items[k].hash, b->hashes[i + k], FC_HASH_LEN);
+		}
+		fc_store_batch bt = { .exid = id, .vecs = b->x + i * b->dim, .hashes = b->hashes + i, .n_vecs = m,
+				      .items = items, .n_items = m };
+		err = b->legacy ? fc_store_write_batch(s, &bt, NULL) : fc_store_writer_add(w, &bt);
+		if (err)
+			store_fail(r, s, "write", err);
+	}
+	if (!err && w && (err = fc_store_writer_flush(w)) != 0)
+		store_fail(r, s, "write", err);
+	fc_store_writer_free(w);
+	free(items);
+	free(keys);
+	return err;
+}
 
 /* Compare the loaded matrix with the originals, row by row via the hashes. */
 static int check_matrix(const bench *b, const fc_matrix *m, result *r)
@@ -779,7 +829,7 @@ static void run_config(const bench *b, result *r)
 	memcpy(ex.id, id, sizeof id);
 
 	/* Write as extract does: defaults (1 GiB map, growing) and synced commits. */
-	fc_store_opts wo = { .create = 1 };
+	fc_store_opts wo = { .create = 1, .format = b->legacy ? 1 : 0 };
 	fc_store *s = NULL;
 	int err = fc_store_open(&s, store, &wo);
 	if (err) {
@@ -791,13 +841,8 @@ static void run_config(const bench *b, result *r)
 		goto out;
 	}
 	double t0 = bench_now();
-	for (size_t i = 0; i < b->n; i += b->batch) {
-		size_t m = b->n - i < b->batch ? b->n - i : b->batch;
-		if ((err = fc_store_append(s, id, b->x + i * b->dim, b->hashes + i, m, NULL)) != 0) {
-			store_fail(r, s, "append", err);
-			goto out;
-		}
-	}
+	if ((err = write_items(s, b, id, r)) != 0)
+		goto out;
 	r->write_s = bench_now() - t0;
 	fc_store_stats st;
 	if ((err = fc_store_stats_get(s, &st)) != 0) {
@@ -904,7 +949,8 @@ static void print_summary(const bench *b, const result *r, const npy_peer *p32, 
 		printf("store %s: FAILED: %s\n", name, r->err);
 		return;
 	}
-	printf("store %s: %.0f B/vector on disk", name, r->disk_bpv);
+	printf("store %s: %.0f B/vector on disk = %.3f× raw f16 (all of data.mdb: items, index, chunks)", name,
+	       r->disk_bpv, r->disk_bpv / (2.0 * (double)b->dim));
 	int sized = b->dim == TARGET_DIM; /* the size targets are for 2048-d vectors only */
 	if (sized && r->dtype == FC_DTYPE_F16)
 		printf(" (target ≤ %.0f %s)", TARGET_F16_BYTES, verdict(r->disk_bpv <= TARGET_F16_BYTES));
@@ -934,14 +980,14 @@ static void print_summary(const bench *b, const result *r, const npy_peer *p32, 
 static void print_table(const bench *b, const result *res, size_t nres, const npy_peer *p32,
 			const npy_peer *p16)
 {
-	printf("\n| storage | B/vector on disk | chunk B/vector | vs .npy bytes | write vec/s | write MB/s "
+	printf("\n| storage | B/vector on disk | × raw f16 | chunk B/vector | vs .npy bytes | write vec/s | write MB/s "
 	       "| load GB/s (%d thr) | load GB/s (1 thr) | load vs numpy | max rel err |\n",
 	       b->threads);
-	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+	printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
 	for (size_t i = 0; i < nres; i++) {
 		const result *r = &res[i];
 		if (!r->ok) {
-			printf("| %s/%s | failed: %s | | | | | | | | |\n", fc_dtype_name(r->dtype),
+			printf("| %s/%s | failed: %s | | | | | | | | | |\n", fc_dtype_name(r->dtype),
 			       fc_codec_name(r->codec), r->err);
 			continue;
 		}
@@ -956,8 +1002,9 @@ static void print_table(const bench *b, const result *res, size_t nres, const np
 				 r->dtype == FC_DTYPE_F32 ? "f32" : "f16");
 		else
 			snprintf(vs, sizeof vs, "n/a");
-		printf("| %s/%s | %.0f | %.0f | %.2f× %s | %.0f | %.0f | %.2f | %.2f | %s | %s |\n",
-		       fc_dtype_name(r->dtype), fc_codec_name(r->codec), r->disk_bpv, r->chunk_bpv,
+		printf("| %s/%s | %.0f | %.3f | %.0f | %.2f× %s | %.0f | %.0f | %.2f | %.2f | %s | %s |\n",
+		       fc_dtype_name(r->dtype), fc_codec_name(r->codec), r->disk_bpv,
+		       r->disk_bpv / (2.0 * (double)b->dim), r->chunk_bpv,
 		       r->disk_bpv / p->bpv, r->dtype == FC_DTYPE_F32 ? "f32" : "f16",
 		       (double)b->n / r->write_s, (double)b->n * (double)b->dim * 4.0 / r->write_s / 1e6,
 		       gbs(b, r->load_s), gbs(b, r->load1_s), vs, err);
@@ -970,8 +1017,8 @@ static void print_table(const bench *b, const result *res, size_t nres, const np
 			snprintf(load, sizeof load, "%.2f", gbs(b, ps[i]->load_s));
 		else
 			snprintf(load, sizeof load, "n/a");
-		printf("| peer: %s, numpy | %.0f | | 1.00× | | | %s | %s | 1.00× | %s |\n", ps[i]->name,
-		       ps[i]->bpv, load, load, i == 0 ? "0 (bit-exact)" : "f16 rounding");
+		printf("| peer: %s, numpy | %.0f | %.3f | | 1.00× | | | %s | %s | 1.00× | %s |\n", ps[i]->name,
+		       ps[i]->bpv, ps[i]->bpv / (2.0 * (double)b->dim), load, load, i == 0 ? "0 (bit-exact)" : "f16 rounding");
 	}
 }
 
@@ -1046,7 +1093,7 @@ static void help(void)
 	       "Store size, write and load rates per dtype x codec, against numpy .npy peers.\n"
 	       "  --n N             vectors (default 100000; with --real: at most N rows of the file)\n"
 	       "  --dim D           dimension of the synthetic vectors (default 2048)\n"
-	       "  --batch B         vectors per chunk, one append per batch (default 64)\n"
+	       "  --batch B         vectors per batch, as extract's --batch (default 64)\n"
 	       "  --seed S          generator seed (default 1)\n"
 	       "  --level L         zstd level (default 3)\n"
 	       "  --runs R          load runs, best taken (default 3)\n"
@@ -1054,7 +1101,9 @@ static void help(void)
 	       "  --only LIST       comma-separated dtype/codec pairs, e.g. f16/shuffle-zstd,f32/raw\n"
 	       "  --real FILE.npy   real features (f32, C order, 2-D) instead of synthetic ones\n"
 	       "  --python PATH     the peer's interpreter (default /usr/bin/python3)\n"
-	       "  --peer-script P   bench/peer_npy.py (default: found from the cwd or the binary)\n",
+	       "  --peer-script P   bench/peer_npy.py (default: found from the cwd or the binary)\n"
+	       "  --legacy          write as featcache did before store format 2: a format-1 store,\n"
+	       "                    one chunk and one commit per batch\n",
 	       PROG);
 }
 
@@ -1105,13 +1154,13 @@ static void only_check(const char *only)
 int main(int argc, char **argv)
 {
 	size_t n = 100000, dim = 2048, batch = 64;
-	int level = 3, runs = 3, n_given = 0, dim_given = 0;
+	int level = 3, runs = 3, n_given = 0, dim_given = 0, legacy = 0;
 	uint64_t seed = 1;
 	const char *dir = "/var/tmp", *only = NULL, *real = NULL;
 	char script_buf[MAX_PATH];
 	peer py = { .python = "/usr/bin/python3" };
 
-	enum { O_N = 256, O_DIM, O_BATCH, O_SEED, O_LEVEL, O_RUNS, O_DIR, O_ONLY, O_REAL, O_PY, O_SCRIPT };
+	enum { O_N = 256, O_DIM, O_BATCH, O_SEED, O_LEVEL, O_RUNS, O_DIR, O_ONLY, O_REAL, O_PY, O_SCRIPT, O_LEGACY };
 	static const struct option opts[] = {
 		{ "n", required_argument, NULL, O_N },
 		{ "dim", required_argument, NULL, O_DIM },
@@ -1124,6 +1173,7 @@ int main(int argc, char **argv)
 		{ "real", required_argument, NULL, O_REAL },
 		{ "python", required_argument, NULL, O_PY },
 		{ "peer-script", required_argument, NULL, O_SCRIPT },
+		{ "legacy", no_argument, NULL, O_LEGACY },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1141,6 +1191,7 @@ int main(int argc, char **argv)
 		case O_REAL: real = optarg; break;
 		case O_PY: py.python = optarg; break;
 		case O_SCRIPT: py.script = optarg; break;
+		case O_LEGACY: legacy = 1; break;
 		case 'h': help(); return 0;
 		default: usage_error("unknown option");
 		}
@@ -1179,7 +1230,7 @@ int main(int argc, char **argv)
 
 	bench b = { .x = x, .hashes = (const uint8_t (*)[FC_HASH_LEN])hashes, .n = n, .dim = dim,
 		    .batch = batch, .level = level, .runs = runs, .threads = omp_get_max_threads(),
-		    .tmpdir = tmpl };
+		    .legacy = legacy, .tmpdir = tmpl };
 
 	printf("featcache %s store benchmark\n", fc_version());
 	if (real)
@@ -1188,9 +1239,15 @@ int main(int argc, char **argv)
 		printf("vectors: %zu x %zu synthetic (per-dim scale lognormal sigma %.1f mean %.2f, value "
 		       "scale*Exp(1), %.0f %% zeros), seed %llu\n",
 		       n, dim, GEN_SIGMA, GEN_MEAN, GEN_ZEROS * 100, (unsigned long long)seed);
-	printf("chunks of %zu vectors, one synced append each; zstd level %d; load best of %d, "
-	       "OpenMP threads %d (omp_get_max_threads)\n",
-	       batch, level, runs, b.threads);
+	if (legacy)
+		printf("store format 1, batches of %zu vectors with their items, one chunk and one synced commit each",
+		       batch);
+	else
+		printf("store format %d, batches of %zu vectors with their items, gathered into chunks of >= 64 KiB, "
+		       "one synced commit each",
+		       FC_STORE_FORMAT, batch);
+	printf("; zstd level %d; load best of %d, OpenMP threads %d (omp_get_max_threads)\n", level, runs,
+	       b.threads);
 	printf("ran in %s (%s%s); loads read data.mdb from the page cache (hot)\n", tmpl, fs,
 	       is_ram ? ": RAM, not disk" : "");
 

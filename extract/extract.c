@@ -1,7 +1,7 @@
 /*
  * extract.c - the extract pipeline: dataset -> items -> what is missing ->
  * decode + preprocess on worker threads -> engine on the calling thread ->
- * one store transaction per batch.
+ * one store transaction per chunk of several batches.
  *
  * The plan of a run:
  *   1. Match the dataset's entries against the store's items: an entry
@@ -11,10 +11,11 @@
  *      item whose content already has a vector is written, in one
  *      transaction: renames and duplicates cost no extraction.
  *   3. Every content hash still without a vector is extracted once, in
- *      batches. A batch's transaction holds its chunk, index entries, the
- *      items its hashes serve and the error records of its failures, so
- *      an item never appears before its vector, and a killed run leaves
- *      whole batches only: the next run sees the rest still missing.
+ *      batches. Batches are gathered into chunks of at least 64 KiB
+ *      (fc_store_writer); a chunk's transaction holds its index entries,
+ *      the items its hashes serve and the error records of its failures,
+ *      so an item never appears before its vector, and a killed run
+ *      leaves whole chunks only: the next run sees the rest missing.
  *
  * Threads: oneDNN runs single-threaded inside an OpenMP parallel region
  * and its primitives stay on the thread that created them (docs/measured.md),
@@ -666,6 +667,8 @@ struct run {
 	fc_extract_stats *st;
 	struct plan_item *pl;
 	size_t *users; /* plan indices grouped by work item */
+	fc_store_writer *wr; /* batches gathered into chunks of >= 64 KiB */
+	uint64_t extracted0; /* st->extracted before the pipeline */
 	char *err;
 	size_t errcap;
 };
@@ -686,7 +689,8 @@ static int store_say(struct run *r, int rc, const char *what)
 		   fc_store_errmsg(r->s)[0] ? fc_store_errmsg(r->s) : fc_strerror(rc));
 }
 
-/* Items and errors of a finished batch, and its vectors, in one transaction. */
+/* Items and errors of a finished batch, and its vectors, to the writer:
+ * they reach the store together, in the transaction of their chunk. */
 static int write_batch(struct run *r, const struct work *work, size_t first, size_t n, struct slot *sl,
 		       float *out, uint8_t (*hashes)[FC_HASH_LEN], fc_item *items, const char **ekeys,
 		       const char **ewhys)
@@ -714,10 +718,10 @@ static int write_batch(struct run *r, const struct work *work, size_t first, siz
 	fc_store_batch b = { .exid = r->x->id, .vecs = out, .hashes = (const uint8_t(*)[FC_HASH_LEN])hashes,
 			     .n_vecs = nv, .items = items, .n_items = ni, .error_keys = ekeys,
 			     .error_whys = ewhys, .n_errors = ne };
-	int rc = fc_store_write_batch(r->s, &b, NULL);
+	int rc = fc_store_writer_add(r->wr, &b);
+	r->st->extracted = r->extracted0 + fc_store_writer_written(r->wr);
 	if (rc)
 		return store_say(r, rc, "write a batch");
-	r->st->extracted += nv;
 	return 0;
 }
 
@@ -755,6 +759,9 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 	fc_item *items = malloc((max_users ? max_users : 1) * sizeof *items);
 	const char **ekeys = malloc((max_users ? max_users : 1) * sizeof *ekeys);
 	const char **ewhys = malloc((max_users ? max_users : 1) * sizeof *ewhys);
+	r->extracted0 = r->st->extracted;
+	if (!rc && (rc = fc_store_writer_new(&r->wr, r->s, x->id, 0)) != 0)
+		rc = store_say(r, rc, "write");
 	int ok = p.slots && out && packed && hashes && items && ekeys && ewhys;
 	for (size_t k = 0; ok && k < p.K; k++) {
 		struct slot *sl = &p.slots[k];
@@ -764,8 +771,8 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 		sl->why = malloc(B * sizeof *sl->why);
 		ok = sl->in && sl->ok && sl->why;
 	}
-	if (!ok) {
-		rc = fci_errf(r->err, r->errcap, FC_ERR_NOMEM, "out of memory for %zu batches of %zu images", p.K, B);
+	if (!ok || rc) {
+		rc = rc ? rc : fci_errf(r->err, r->errcap, FC_ERR_NOMEM, "out of memory for %zu batches of %zu images", p.K, B);
 		goto done;
 	}
 	pthread_mutex_init(&p.mu, NULL);
@@ -847,7 +854,14 @@ join:
 	pthread_cond_destroy(&p.can_run);
 	pthread_cond_destroy(&p.can_fill);
 	pthread_mutex_destroy(&p.mu);
+	/* Whatever stopped the run, the batches finished before it are kept. */
+	int wrc = fc_store_writer_flush(r->wr);
+	r->st->extracted = r->extracted0 + fc_store_writer_written(r->wr);
+	if (wrc && !rc)
+		rc = store_say(r, wrc, "write a batch");
 done:
+	fc_store_writer_free(r->wr);
+	r->wr = NULL;
 	for (size_t k = 0; p.slots && k < p.K; k++) {
 		free(p.slots[k].in);
 		free(p.slots[k].ok);

@@ -49,12 +49,11 @@ static int count_items(fc_store *s, MDB_txn *txn, fc_store_stats *st)
 		return fci_mdb_fail(s, rc, "cannot read items");
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (v.mv_size != FCI_ITEM_REC) {
+		fc_item it;
+		if (fci_item_decode(s->format, &v, &it, NULL) != 0) {
 			st->bad_records++;
 			continue;
 		}
-		fc_item it;
-		fci_item_decode(&it, &v);
 		st->items++;
 		st->items_failed += it.status == FC_ITEM_FAILED;
 		st->splits[it.split <= FC_SPLIT_TEST ? it.split : 3]++;
@@ -380,12 +379,11 @@ static int verify_index(fc_store *s, struct verify_ctx *vc, struct fix_ex *fx, v
 			fc_hex(h, k.mv_data, FC_HASH_LEN);
 		snprintf(name, sizeof name, "index.%s/%s", hex, h);
 		uint64_t bad = vc->bad;
-		if (k.mv_size != FC_HASH_LEN || v.mv_size != FCI_INDEX_REC) {
+		uint64_t id;
+		uint32_t slot;
+		if (k.mv_size != FC_HASH_LEN || fci_index_decode(s->format, &v, &id, &slot) != 0) {
 			REPORT(vc, name, "malformed entry (key %zu bytes, value %zu)", k.mv_size, v.mv_size);
 		} else {
-			uint64_t id;
-			uint32_t slot;
-			fci_index_decode(&v, &id, &slot);
 			int at = vchunk_find(ch, n, id);
 			if (at < 0)
 				REPORT(vc, name, "points at chunk %llu, which does not exist", (unsigned long long)id);
@@ -509,14 +507,14 @@ static int label_exists(fc_store *s, MDB_txn *txn, uint32_t id, MDB_val *name)
  * bytes); 0 when nothing is. */
 static int item_problem(fc_store *s, MDB_txn *txn, const MDB_val *v, char *msg, size_t cap)
 {
-	if (v->mv_size != FCI_ITEM_REC) {
-		snprintf(msg, cap, "record has %zu bytes, not %d", v->mv_size, FCI_ITEM_REC);
+	fc_item it;
+	const char *why;
+	if (fci_item_decode(s->format, v, &it, &why) != 0) {
+		snprintf(msg, cap, "%s (%zu bytes)", why, v->mv_size);
 		return 1;
 	}
-	fc_item it;
 	MDB_val lv;
 	size_t len = 0;
-	fci_item_decode(&it, v);
 	msg[0] = '\0';
 	if (it.split > FC_SPLIT_TEST && it.split != FC_SPLIT_NONE)
 		len += (size_t)snprintf(msg + len, cap - len, "unknown split %u", it.split);
@@ -720,6 +718,7 @@ static int gc_live_hashes(fc_store *s, MDB_txn *txn, uint8_t (**live)[FC_HASH_LE
 		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
 	MDB_cursor *cur;
 	MDB_val k, v;
+	fc_item it;
 	int rc = mdb_cursor_open(txn, s->items, &cur);
 	if (rc) {
 		free(h);
@@ -728,8 +727,8 @@ static int gc_live_hashes(fc_store *s, MDB_txn *txn, uint8_t (**live)[FC_HASH_LE
 	*n = 0;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < st.ms_entries;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-		if (v.mv_size == FCI_ITEM_REC)
-			memcpy(h[(*n)++], v.mv_data, FC_HASH_LEN);
+		if (fci_item_decode(s->format, &v, &it, NULL) == 0)
+			memcpy(h[(*n)++], it.hash, FC_HASH_LEN);
 	mdb_cursor_close(cur);
 	qsort(h, *n, FC_HASH_LEN, hash_cmp);
 	*live = h;
@@ -855,9 +854,8 @@ static int gc_rewrite(fc_store *s, MDB_txn *txn, struct gc_ctx *c, uint64_t id, 
 	MDB_val nv = { *len, c->buf };
 	err = fci_put(s, txn, c->e->feat, k, &nv, 0);
 	for (j = 0; j < live && !err; j++) {
-		uint8_t rec[FCI_INDEX_REC];
-		fci_index_encode(rec, id, j);
-		MDB_val ik = { FC_HASH_LEN, hashes[j] }, iv = { FCI_INDEX_REC, rec };
+		uint8_t rec[FCI_INDEX_MAX];
+		MDB_val ik = { FC_HASH_LEN, hashes[j] }, iv = { fci_index_encode(s->format, rec, id, j), rec };
 		err = fci_put(s, txn, c->e->index, &ik, &iv, 0);
 	}
 out:
@@ -1096,11 +1094,10 @@ static int repair_index(fc_store *s, MDB_txn *txn, struct repair_ctx *c, const s
 		return fci_mdb_fail(s, rc, "cannot read index");
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !err;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (v.mv_size != FCI_INDEX_REC)
-			continue; /* a broken entry: repair_entries' */
 		uint64_t id;
 		uint32_t slot;
-		fci_index_decode(&v, &id, &slot);
+		if (fci_index_decode(s->format, &v, &id, &slot) != 0)
+			continue; /* a broken entry: repair_entries' */
 		const uint64_t *at = bsearch(&id, fx->chunks, fx->n_chunks, sizeof id, u64_cmp);
 		if (at && c->gone[at - fx->chunks])
 			err = gc_cursor_del(s, cur, "cannot delete index entry", &c->counts[at - fx->chunks]);
@@ -1118,13 +1115,12 @@ static int repair_index(fc_store *s, MDB_txn *txn, struct repair_ctx *c, const s
 }
 
 /* 1 if index entry (k, v) is still broken in txn, as verify_index judges. */
-static int entry_broken(MDB_txn *txn, const fci_exdb *e, const MDB_val *k, const MDB_val *v)
+static int entry_broken(unsigned format, MDB_txn *txn, const fci_exdb *e, const MDB_val *k, const MDB_val *v)
 {
-	if (k->mv_size != FC_HASH_LEN || v->mv_size != FCI_INDEX_REC)
-		return 1;
 	uint64_t id;
 	uint32_t slot;
-	fci_index_decode(v, &id, &slot);
+	if (k->mv_size != FC_HASH_LEN || fci_index_decode(format, v, &id, &slot) != 0)
+		return 1;
 	uint8_t key[8];
 	fci_chunk_key(key, id);
 	MDB_val ck = { 8, key }, cv;
@@ -1146,7 +1142,7 @@ static int repair_entries(fc_store *s, MDB_txn *txn, struct repair_ctx *c, const
 	size_t at = 0;
 	MDB_val k, v;
 	while (keylist_next(&fx->entries, &at, &k)) {
-		if (mdb_get(txn, fx->e.index, &k, &v) != 0 || !entry_broken(txn, &fx->e, &k, &v))
+		if (mdb_get(txn, fx->e.index, &k, &v) != 0 || !entry_broken(s->format, txn, &fx->e, &k, &v))
 			continue;
 		int err = fci_del(s, txn, fx->e.index, &k);
 		char h[2 * FC_HASH_LEN + 1] = "?";

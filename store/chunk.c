@@ -480,10 +480,26 @@ static int zstd_err(size_t r)
 	return ZSTD_getErrorCode(r) == ZSTD_error_memory_allocation ? FC_ERR_NOMEM : FC_ERR_INTERNAL;
 }
 
+/* At most this many planes (f32's four byte planes), each of which ends
+ * a zstd block of its own. */
+#define MAX_PLANES 4
+#define PLANE_SLACK (MAX_PLANES * 8) /* a block header per plane and then some */
+
+/* One zstd frame (content size and checksum in its header) of the raw
+ * payload, which is n_planes consecutive planes of plane[i] bytes. Each
+ * plane ends a block: zstd codes a block's literals with one Huffman table,
+ * and the high bytes of halves or floats (sign, exponent) have a very
+ * different distribution from the low bytes. Measured on real 512-d f16
+ * resnet features, a chunk of 96 vectors takes 753 bytes a vector this way
+ * and 897 with both planes in one block; the frame stays one ordinary
+ * frame, which any zstd decoder reads. */
 static int zstd_pack(fci_chunk_ctx *ctx, uint8_t *out, size_t cap, size_t *out_len, const void *raw,
-		     size_t raw_len, int level)
+		     const size_t *plane, int n_planes, int level)
 {
 	ZSTD_CCtx *c = ctx->cctx;
+	size_t raw_len = 0;
+	for (int i = 0; i < n_planes; i++)
+		raw_len += plane[i];
 	size_t r = ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
@@ -492,11 +508,50 @@ static int zstd_pack(fci_chunk_ctx *ctx, uint8_t *out, size_t cap, size_t *out_l
 	if (!ZSTD_isError(r))
 		r = ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1);
 	if (!ZSTD_isError(r))
-		r = ZSTD_compress2(c, out, cap, raw, raw_len);
+		r = ZSTD_CCtx_setPledgedSrcSize(c, raw_len);
+	ZSTD_outBuffer ob = { out, cap, 0 };
+	const uint8_t *p = raw;
+	for (int i = 0; i < n_planes && !ZSTD_isError(r); i++) {
+		ZSTD_inBuffer ib = { p, plane[i], 0 };
+		ZSTD_EndDirective end = i + 1 < n_planes ? ZSTD_e_flush : ZSTD_e_end;
+		do {
+			r = ZSTD_compressStream2(c, &ob, &ib, end);
+			if (!ZSTD_isError(r) && r != 0 && ob.pos == ob.size)
+				return FC_ERR_INTERNAL; /* fci_chunk_bound is wrong */
+		} while (!ZSTD_isError(r) && r != 0);
+		p += plane[i];
+	}
 	if (ZSTD_isError(r))
 		return zstd_err(r);
-	*out_len = r;
+	*out_len = ob.pos;
 	return 0;
+}
+
+/* The planes of a raw payload of count vectors of dim (see raw_encode):
+ * the byte planes of a shuffled one, or one plane. */
+static int planes_of(size_t plane[MAX_PLANES], fc_dtype dtype, uint32_t dim, uint32_t count, size_t raw_len,
+		     int shuffle)
+{
+	size_t n = (size_t)dim * count;
+	if (!shuffle) {
+		plane[0] = raw_len;
+		return 1;
+	}
+	switch (dtype) {
+	case FC_DTYPE_F32:
+		plane[0] = plane[1] = plane[2] = plane[3] = n;
+		return 4;
+	case FC_DTYPE_F16:
+	case FC_DTYPE_BF16:
+		plane[0] = plane[1] = n;
+		return 2;
+	case FC_DTYPE_U8: /* the (lo, step) pairs are too few to gain from a block per byte plane */
+		plane[0] = 8 * (size_t)count;
+		plane[1] = n;
+		return 2;
+	}
+	plane[0] = raw_len;
+	return 1;
 }
 
 /* Exactly one frame that fills the payload, declares raw_len bytes and
@@ -543,7 +598,7 @@ size_t fci_chunk_bound(fc_dtype dtype, fc_codec codec, uint32_t dim, uint32_t co
 	size_t raw = fci_chunk_raw_len(dtype, dim, count);
 	if (!raw || (unsigned)codec > FC_CODEC_SHUFFLE_ZSTD)
 		return 0;
-	uint64_t payload = codec == FC_CODEC_RAW ? raw : ZSTD_compressBound(raw);
+	uint64_t payload = codec == FC_CODEC_RAW ? raw : ZSTD_compressBound(raw) + PLANE_SLACK;
 	uint64_t total = FC_CHUNK_HEADER + (uint64_t)FC_HASH_LEN * count + payload;
 	return total <= SIZE_MAX ? (size_t)total : 0;
 }
@@ -580,14 +635,17 @@ int fci_chunk_encode(fci_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 		rc = raw_encode(p + off, vecs, dim, count, dtype, 0);
 	} else if (dtype == FC_DTYPE_F32 && codec == FC_CODEC_ZSTD) {
 		/* the raw payload is the caller's floats: no copy */
-		rc = zstd_pack(ctx, p + off, dst_cap - off, &plen, vecs, raw_len, level);
+		rc = zstd_pack(ctx, p + off, dst_cap - off, &plen, vecs, &raw_len, 1, level);
 	} else {
 		uint8_t *raw = scratch(ctx, raw_len);
 		if (!raw)
 			return FC_ERR_NOMEM;
-		rc = raw_encode(raw, vecs, dim, count, dtype, codec == FC_CODEC_SHUFFLE_ZSTD);
+		int shuffle = codec == FC_CODEC_SHUFFLE_ZSTD;
+		size_t plane[MAX_PLANES];
+		int n_planes = planes_of(plane, dtype, dim, count, raw_len, shuffle);
+		rc = raw_encode(raw, vecs, dim, count, dtype, shuffle);
 		if (rc == 0)
-			rc = zstd_pack(ctx, p + off, dst_cap - off, &plen, raw, raw_len, level);
+			rc = zstd_pack(ctx, p + off, dst_cap - off, &plen, raw, plane, n_planes, level);
 	}
 	if (rc)
 		return rc;
@@ -604,6 +662,19 @@ int fci_chunk_encode(fci_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 	fci_store_le64(p + 24, chunk_checksum(p, off + plen));
 	*len = off + plen;
 	return 0;
+}
+
+int fci_chunk_check(fci_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dtype)
+{
+	size_t raw_len = fci_chunk_raw_len(dtype, dim, count);
+	if (!raw_len || !ctx || !vecs)
+		return FC_ERR_INVALID;
+	if (dtype == FC_DTYPE_F32)
+		return 0; /* every bit pattern is kept */
+	uint8_t *raw = scratch(ctx, raw_len);
+	if (!raw)
+		return FC_ERR_NOMEM;
+	return raw_encode(raw, vecs, dim, count, dtype, 0);
 }
 
 /* ---- parse and decode ---- */

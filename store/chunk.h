@@ -27,7 +27,9 @@
  * The codec then stores it as is (raw), as one zstd frame with its content
  * size and checksum (zstd), or byte-shuffled by element size (4 for f32, 2
  * for f16/bf16, 4 for the floats of the u8 pairs; the u8 codes stay as they
- * are) and then as one zstd frame (shuffle-zstd).
+ * are) and then as one zstd frame (shuffle-zstd) in which, since December
+ * 2026, each byte plane (u8: the pairs, then the codes) ends a block, so
+ * that it gets Huffman tables of its own; a reader needs no change for it.
  *
  * The whole-record checksum catches a flipped bit whatever the codec; the
  * zstd checksum is a second line for the decompressed bytes.
@@ -78,6 +80,12 @@ size_t fci_chunk_bound(fc_dtype dtype, fc_codec codec, uint32_t dim, uint32_t co
 int fci_chunk_encode(fci_chunk_ctx *ctx, void *dst, size_t dst_cap, size_t *len,
 		    const float *vecs, const uint8_t (*hashes)[FC_HASH_LEN],
 		    uint32_t dim, uint32_t count, fc_dtype dtype, fc_codec codec, int level);
+
+/* fci_chunk_check - FC_ERR_INVALID when fci_chunk_encode would refuse these
+ * vectors for this dtype (the values it cannot hold, as listed there), else
+ * 0; FC_ERR_NOMEM if the scratch buffer cannot grow. Costs the dtype
+ * conversion, not the codec. */
+int fci_chunk_check(fci_chunk_ctx *ctx, const float *vecs, uint32_t dim, uint32_t count, fc_dtype dtype);
 
 /* fci_chunk_parse - check the header, the lengths and the checksum, and fill
  * *info. FC_ERR_CORRUPT (bad magic, lengths, checksum), FC_ERR_VERSION (a

@@ -102,13 +102,11 @@ int fci_index_lookup(fc_store *s, MDB_txn *txn, const fci_exdb *e, const uint8_t
 		return FC_ERR_NOT_FOUND;
 	if (rc)
 		return fci_mdb_fail(s, rc, "cannot read index");
-	if (v.mv_size != FCI_INDEX_REC) {
+	if (fci_index_decode(s->format, &v, chunk, slot) != 0) {
 		char hex[2 * FC_HASH_LEN + 1];
 		fc_hex(hex, hash, FC_HASH_LEN);
-		return FCI_FAIL(s, FC_ERR_CORRUPT, "index entry %s has %zu bytes, not %d", hex, v.mv_size,
-				FCI_INDEX_REC);
+		return FCI_FAIL(s, FC_ERR_CORRUPT, "index entry %s is malformed (%zu bytes)", hex, v.mv_size);
 	}
-	fci_index_decode(&v, chunk, slot);
 	return 0;
 }
 
@@ -372,14 +370,13 @@ static int read_index(fc_store *s, MDB_txn *txn, const fci_exdb *e, ref *refs,
 	MDB_val k, v;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && i < *n;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), i++) {
-		if (k.mv_size != FC_HASH_LEN || v.mv_size != FCI_INDEX_REC) {
+		if (k.mv_size != FC_HASH_LEN || fci_index_decode(s->format, &v, &refs[i].chunk, &refs[i].slot)) {
 			err = FCI_FAIL(s, FC_ERR_CORRUPT, "index has a malformed entry (key %zu bytes, value %zu)",
 				       k.mv_size, v.mv_size);
 			break;
 		}
 		memcpy(hashes[i], k.mv_data, FC_HASH_LEN);
 		refs[i].row = i;
-		fci_index_decode(&v, &refs[i].chunk, &refs[i].slot);
 	}
 	mdb_cursor_close(cur);
 	*n = i;
@@ -465,11 +462,11 @@ static int item_rows_collect(fc_store *s, MDB_txn *txn, MDB_cursor *cur, const f
 	int rc;
 	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && r->n < r->cap;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (v.mv_size != FCI_ITEM_REC)
-			return FCI_FAIL(s, FC_ERR_CORRUPT, "items/%.*s has %zu bytes, not %d", (int)k.mv_size,
-					(const char *)k.mv_data, v.mv_size, FCI_ITEM_REC);
 		fc_item it;
-		fci_item_decode(&it, &v);
+		const char *why;
+		if (fci_item_decode(s->format, &v, &it, &why) != 0)
+			return FCI_FAIL(s, FC_ERR_CORRUPT, "items/%.*s: %s", (int)k.mv_size,
+					(const char *)k.mv_data, why);
 		if (!item_selected(r, &it))
 			continue;
 		uint64_t chunk;
@@ -503,8 +500,7 @@ static int item_rows_keys(fc_store *s, MDB_cursor *cur, struct item_rows *r)
 	for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && i < r->n;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		fc_item it;
-		fci_item_decode(&it, &v);
-		if (!item_selected(r, &it) || memcmp(it.hash, r->hashes[i], FC_HASH_LEN) != 0 ||
+		if (fci_item_decode(s->format, &v, &it, NULL) != 0 || !item_selected(r, &it) || memcmp(it.hash, r->hashes[i], FC_HASH_LEN) != 0 ||
 		    r->keyoff[i] + k.mv_size + 1 != (i + 1 < r->n ? r->keyoff[i + 1] : r->keybytes))
 			continue;
 		memcpy(r->keybuf + r->keyoff[i], k.mv_data, k.mv_size);

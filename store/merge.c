@@ -292,14 +292,14 @@ static int check_item(struct merge *m, MDB_txn *dtxn, const MDB_val *k, const MD
 {
 	char what[FC_KEY_MAX + 96];
 	int kl = (int)(k->mv_size < 300 ? k->mv_size : 300);
-	if (k->mv_size == 0 || k->mv_size > fc_store_max_key(m->dst) || v->mv_size != FCI_ITEM_REC) {
-		snprintf(what, sizeof what, "items/%.*s has a %zu-byte key and a %zu-byte record", kl,
+	fc_item si, di;
+	MDB_val sname, dname, dv;
+	if (k->mv_size == 0 || k->mv_size > fc_store_max_key(m->dst) ||
+	    fci_item_decode(m->src->format, v, &si, NULL) != 0) {
+		snprintf(what, sizeof what, "items/%.*s has a %zu-byte key and a malformed %zu-byte record", kl,
 			 (const char *)k->mv_data, k->mv_size, v->mv_size);
 		return src_damaged(m, FC_ERR_CORRUPT, what);
 	}
-	fc_item si, di;
-	MDB_val sname, dname, dv;
-	fci_item_decode(&si, v);
 	int err = si.label == FC_NO_LABEL ? 0 : label_get(m->src, m->stxn, si.label, &sname);
 	if ((si.split > FC_SPLIT_TEST && si.split != FC_SPLIT_NONE) || si.status > FC_ITEM_FAILED ||
 	    err == FC_ERR_NOT_FOUND) {
@@ -315,10 +315,10 @@ static int check_item(struct merge *m, MDB_txn *dtxn, const MDB_val *k, const MD
 		return 0;
 	if (rc)
 		return dst_fail(m, rc, "cannot read items");
-	if (dv.mv_size != FCI_ITEM_REC)
-		return FCI_FAIL(m->dst, FC_ERR_CORRUPT, "store '%s': items/%.*s has %zu bytes, not %d (run 'featcache verify')",
-				m->dst->path, kl, (const char *)k->mv_data, dv.mv_size, FCI_ITEM_REC);
-	fci_item_decode(&di, &dv);
+	const char *why;
+	if (fci_item_decode(m->dst->format, &dv, &di, &why) != 0)
+		return FCI_FAIL(m->dst, FC_ERR_CORRUPT, "store '%s': items/%.*s: %s (run 'featcache verify')",
+				m->dst->path, kl, (const char *)k->mv_data, why);
 	err = di.label == FC_NO_LABEL ? 0 : label_get(m->dst, dtxn, di.label, &dname);
 	if (err)
 		return err == FC_ERR_NOT_FOUND ? FCI_FAIL(m->dst, FC_ERR_CORRUPT,
@@ -586,15 +586,16 @@ static int items_txn(fc_store *dst, MDB_txn *txn, void *vctx)
 	for (size_t i = 0; i < b->n; i++) {
 		fc_item si, di;
 		MDB_val dv, sname, dname;
-		fci_item_decode(&si, &b->v[i]);
+		if (fci_item_decode(m->src->format, &b->v[i], &si, NULL) != 0)
+			return FCI_FAIL(dst, FC_ERR_CORRUPT, "store '%s': an item record changed since it was checked",
+					m->src->path);
 		uint32_t label;
 		if (label_map(m, si.label, &label) != 0)
 			return FCI_FAIL(dst, FC_ERR_INTERNAL, "label id %u of '%s' was not merged", si.label, m->src->path);
 		int rc = mdb_get(txn, dst->items, &b->k[i], &dv), err;
-		if (rc == 0 && dv.mv_size == FCI_ITEM_REC) {
+		if (rc == 0 && fci_item_decode(dst->format, &dv, &di, NULL) == 0) {
 			/* dst had it before this transaction: the check pass saw it
 			 * agree, or another writer added it since; look again. */
-			fci_item_decode(&di, &dv);
 			if ((si.label != FC_NO_LABEL && (err = label_get(m->src, m->stxn, si.label, &sname)) != 0) ||
 			    (di.label != FC_NO_LABEL && (err = label_get(dst, txn, di.label, &dname)) != 0))
 				return err == FC_ERR_NOT_FOUND ? FCI_FAIL(dst, FC_ERR_CORRUPT, "a label of an item vanished") : err;
@@ -606,10 +607,9 @@ static int items_txn(fc_store *dst, MDB_txn *txn, void *vctx)
 		}
 		if (rc && rc != MDB_NOTFOUND)
 			return dst_fail(m, rc, "cannot read items");
-		uint8_t rec[FCI_ITEM_REC];
+		uint8_t rec[FCI_ITEM_MAX];
 		si.label = label;
-		fci_item_encode(rec, &si);
-		MDB_val v = { FCI_ITEM_REC, rec };
+		MDB_val v = { fci_item_encode(dst->format, rec, &si), rec };
 		if ((err = fci_put(dst, txn, dst->items, &b->k[i], &v, 0)) != 0)
 			return err;
 		b->pass.items++;
@@ -737,9 +737,9 @@ static int chunks_txn(fc_store *dst, MDB_txn *txn, void *vctx)
 		for (size_t j = r->first; j < r->first + r->n && !err; j++) {
 			if (!b->missing[j])
 				continue;
-			uint8_t rec[FCI_INDEX_REC];
-			fci_index_encode(rec, id, b->live[j]);
-			MDB_val ik = { FC_HASH_LEN, (void *)r->hashes[b->live[j]] }, iv = { FCI_INDEX_REC, rec };
+			uint8_t rec[FCI_INDEX_MAX];
+			MDB_val ik = { FC_HASH_LEN, (void *)r->hashes[b->live[j]] },
+				iv = { fci_index_encode(dst->format, rec, id, b->live[j]), rec };
 			err = fci_put(dst, txn, d->index, &ik, &iv, MDB_NOOVERWRITE);
 		}
 		if (err)

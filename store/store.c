@@ -362,7 +362,7 @@ static int create_meta(fc_store *s, MDB_txn *txn, void *ctx)
 			return fci_mdb_fail(s, rc, "cannot create database");
 	}
 	uint8_t v[4];
-	fci_store_le32(v, FC_STORE_FORMAT);
+	fci_store_le32(v, s->format);
 	MDB_val k = { 6, "format" }, val = { 4, v };
 	int err = fci_put(s, txn, s->meta, &k, &val, 0);
 	if (err)
@@ -386,8 +386,9 @@ static int check_format(fc_store *s, MDB_txn *txn)
 		return FCI_FAIL(s, FC_ERR_VERSION,
 				"store format %u is newer than this featcache (%d): upgrade featcache", format,
 				FC_STORE_FORMAT);
-	if (format == 0)
-		return FCI_FAIL(s, FC_ERR_CORRUPT, "store format record is 0");
+	if (format < FC_STORE_FORMAT_MIN)
+		return FCI_FAIL(s, FC_ERR_CORRUPT, "store format record is %u", format);
+	s->format = format;
 	return 0;
 }
 
@@ -455,6 +456,10 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 	s->readonly = opts->readonly;
 	s->logger = opts->logger;
 	s->max_map_size = opts->max_map_size;
+	s->format = opts->format ? opts->format : FC_STORE_FORMAT;
+	if (s->format < FC_STORE_FORMAT_MIN || s->format > FC_STORE_FORMAT)
+		return FCI_FAIL(s, FC_ERR_INVALID, "store format %u is not one this featcache writes (%d to %d)",
+				s->format, FC_STORE_FORMAT_MIN, FC_STORE_FORMAT);
 	s->map_size = opts->map_size ? opts->map_size : (uint64_t)1 << 30;
 	if (s->max_map_size && s->map_size > s->max_map_size)
 		s->map_size = s->max_map_size;
@@ -470,6 +475,11 @@ int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts)
 	if (fresh || (opts->create && !opts->readonly && interrupted_create(s)))
 		return fci_store_write(s, create_meta, NULL);
 	return open_dbs(s);
+}
+
+unsigned fc_store_format(const fc_store *s)
+{
+	return s->format;
 }
 
 void fc_store_free(fc_store *s)

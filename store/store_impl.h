@@ -10,6 +10,7 @@
  *   admin.c  whole-store work: stats, verify (and its damage record), repair, gc
  *   merge.c  copying one store's items, labels, errors, extractors and
  *            chunks into another (fc_store_merge)
+ *   record.c the item and index records of both store formats
  *
  * The record layouts (items, index entries, label keys) are defined here
  * once, so that the reader and the writer of a record cannot disagree.
@@ -27,8 +28,17 @@
 #include "store/chunk.h"
 #include "util/util.h"
 
-#define FCI_ITEM_REC 40  /* hash 16, size 8, mtime 8, label 4, split 1, status 1, pad 2 */
-#define FCI_INDEX_REC 12 /* chunk id 8, slot 4 */
+/* The items record. Format 1: hash 16, size 8, mtime 8, label 4, split 1,
+ * status 1, pad 2 (little-endian). Format 2: hash 16, flags 1 (bits 0-1
+ * split: train, val, test, none; bit 2 failed; bit 3 labelled), then
+ * LEB128 varints: size, zigzag(mtime_ns), and the label id if labelled.
+ * Both start with the content hash. */
+#define FCI_ITEM_REC1 40
+#define FCI_ITEM_MAX (FC_HASH_LEN + 1 + 3 * 10)
+/* The index entry: content hash -> where its vector is. Format 1: chunk id
+ * u64, slot u32 (little-endian); format 2: LEB128 chunk id, LEB128 slot. */
+#define FCI_INDEX_REC1 12
+#define FCI_INDEX_MAX 20
 #define FCI_RETRY_GROW 1 /* a write callback hit MDB_MAP_FULL: grow the map and redo */
 
 /* An extractor's storage settings and its two databases, opened once per
@@ -55,6 +65,7 @@ struct fc_store {
 	MDB_dbi meta, items, labels, extractors, errors;
 	char *path;
 	int readonly;
+	unsigned format;  /* FC_STORE_FORMAT_1 or the current one: how records are written */
 	int lock_fd;      /* the writer lock (writer.lock), or -1 */
 	uint64_t map_size, max_map_size;
 	const fc_logger *logger;
@@ -100,13 +111,23 @@ int fci_ex_open(fc_store *s, const uint8_t id[FC_HASH_LEN], fci_exdb **out);
 /* fci_chunk_name - name a chunk in messages: "feat.<hex>/chunk <id>". */
 void fci_chunk_name(char *buf, size_t cap, const fci_exdb *e, uint64_t id);
 
-/* ---- write.c ---- */
+/* ---- record.c ---- */
 
-/* fci_item_decode - an items record (FCI_ITEM_REC bytes; the caller checks
- * the size) into *it; it->key is left alone. fci_item_encode - the record
- * of *it (its key is not part of it). */
-void fci_item_decode(fc_item *it, const MDB_val *v);
-void fci_item_encode(uint8_t rec[FCI_ITEM_REC], const fc_item *it);
+/* fci_item_encode - the items record of *it in store format `format` (its
+ * key is not part of it) into rec; returns its length. fci_item_decode -
+ * the inverse; it->key is left alone. FC_ERR_CORRUPT (nothing else) for a
+ * record that is not exactly one valid encoding, with *why (may be NULL)
+ * pointing at a static reason ("record is too short"). Format 1 records
+ * decode whatever their split and status bytes hold (verify judges them). */
+size_t fci_item_encode(unsigned format, uint8_t rec[FCI_ITEM_MAX], const fc_item *it);
+int fci_item_decode(unsigned format, const MDB_val *v, fc_item *it, const char **why);
+
+/* fci_index_encode, fci_index_decode - an index entry's value, as above;
+ * decode returns 0 or FC_ERR_CORRUPT. */
+size_t fci_index_encode(unsigned format, uint8_t rec[FCI_INDEX_MAX], uint64_t chunk, uint32_t slot);
+int fci_index_decode(unsigned format, const MDB_val *v, uint64_t *chunk, uint32_t *slot);
+
+/* ---- write.c ---- */
 
 /* fci_chunk_id_next - take the store's next chunk id (meta/chunk_seq, one
  * sequence for every extractor) inside txn: *id gets it and the sequence
@@ -168,20 +189,6 @@ static inline void fci_label_id_key(uint8_t k[5], uint32_t id)
 {
 	k[0] = 'i';
 	fci_be_store(k + 1, id, 4);
-}
-
-/* An index entry: content hash -> (chunk id, slot), little-endian. */
-static inline void fci_index_encode(uint8_t rec[FCI_INDEX_REC], uint64_t chunk, uint32_t slot)
-{
-	fci_store_le64(rec, chunk);
-	fci_store_le32(rec + 8, slot);
-}
-
-static inline void fci_index_decode(const MDB_val *v, uint64_t *chunk, uint32_t *slot)
-{
-	const uint8_t *p = v->mv_data;
-	*chunk = fci_load_le64(p);
-	*slot = fci_load_le32(p + 8);
 }
 
 #endif /* FC_STORE_IMPL_H */

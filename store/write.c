@@ -59,9 +59,9 @@ static int append_txn(fc_store *s, MDB_txn *txn, void *vctx)
 	if ((err = fci_put(s, txn, c->e->feat, &k, &v, MDB_NOOVERWRITE)) != 0)
 		return err;
 	for (size_t i = 0; i < c->n; i++) {
-		uint8_t rec[FCI_INDEX_REC];
-		fci_index_encode(rec, c->id, (uint32_t)i);
-		MDB_val ik = { FC_HASH_LEN, (void *)c->hashes[i] }, iv = { FCI_INDEX_REC, rec };
+		uint8_t rec[FCI_INDEX_MAX];
+		MDB_val ik = { FC_HASH_LEN, (void *)c->hashes[i] },
+			iv = { fci_index_encode(s->format, rec, c->id, (uint32_t)i), rec };
 		/* A hash already indexed keeps its vector; this slot is dead until gc. */
 		int rc = mdb_put(txn, c->e->index, &ik, &iv, MDB_NOOVERWRITE);
 		if (rc == MDB_MAP_FULL)
@@ -266,28 +266,6 @@ int fc_store_get_data_root(fc_store *s, char *buf, size_t cap)
 
 /* ---- items and errors ---- */
 
-void fci_item_decode(fc_item *it, const MDB_val *v)
-{
-	const uint8_t *p = v->mv_data;
-	memcpy(it->hash, p, FC_HASH_LEN);
-	it->size = fci_load_le64(p + 16);
-	it->mtime_ns = (int64_t)fci_load_le64(p + 24);
-	it->label = fci_load_le32(p + 32);
-	it->split = p[36];
-	it->status = p[37];
-}
-
-void fci_item_encode(uint8_t p[FCI_ITEM_REC], const fc_item *it)
-{
-	memcpy(p, it->hash, FC_HASH_LEN);
-	fci_store_le64(p + 16, it->size);
-	fci_store_le64(p + 24, (uint64_t)it->mtime_ns);
-	fci_store_le32(p + 32, it->label);
-	p[36] = it->split;
-	p[37] = it->status;
-	p[38] = p[39] = 0;
-}
-
 struct items_ctx {
 	const fc_item *items;
 	const char *const *keys;
@@ -309,9 +287,8 @@ static int put_items_txn(fc_store *s, MDB_txn *txn, void *vctx)
 	struct items_ctx *c = vctx;
 	for (size_t i = 0; i < c->n; i++) {
 		const fc_item *it = &c->items[i];
-		uint8_t rec[FCI_ITEM_REC];
-		fci_item_encode(rec, it);
-		MDB_val k = { strlen(it->key), (void *)it->key }, v = { FCI_ITEM_REC, rec };
+		uint8_t rec[FCI_ITEM_MAX];
+		MDB_val k = { strlen(it->key), (void *)it->key }, v = { fci_item_encode(s->format, rec, it), rec };
 		int err = fci_put(s, txn, s->items, &k, &v, 0);
 		if (!err && it->status == FC_ITEM_OK)
 			err = fci_del(s, txn, s->errors, &k); /* it decodes now: the old reason is stale */
@@ -382,10 +359,10 @@ int fc_store_get_item(fc_store *s, const char *key, fc_item *out)
 		err = FCI_FAIL(s, FC_ERR_NOT_FOUND, "no item '%s'", key);
 	else if (rc)
 		err = fci_mdb_fail(s, rc, "cannot read items");
-	else if (v.mv_size != FCI_ITEM_REC)
-		err = FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s has %zu bytes, not %d", key, v.mv_size, FCI_ITEM_REC);
 	else {
-		fci_item_decode(out, &v);
+		const char *why;
+		if (fci_item_decode(s->format, &v, out, &why) != 0)
+			err = FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s: %s", key, why);
 		out->key = key;
 	}
 	mdb_txn_abort(txn);
@@ -430,11 +407,10 @@ struct item_walk {
 static int item_visit(fc_store *s, void *vctx, const char *key, const MDB_val *v)
 {
 	struct item_walk *w = vctx;
-	if (v->mv_size != FCI_ITEM_REC)
-		return FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s has %zu bytes, not %d", key, v->mv_size,
-				FCI_ITEM_REC);
 	fc_item it;
-	fci_item_decode(&it, v);
+	const char *why;
+	if (fci_item_decode(s->format, v, &it, &why) != 0)
+		return FCI_FAIL(s, FC_ERR_CORRUPT, "items/%s: %s", key, why);
 	it.key = key;
 	return w->fn(w->ctx, &it);
 }
@@ -524,4 +500,237 @@ int fc_store_write_batch(fc_store *s, const fc_store_batch *b, uint64_t *chunk_i
 	if (!err && chunk_id)
 		*chunk_id = b->n_vecs ? c.chunk.id : 0;
 	return err;
+}
+
+/* ---- extraction's writer: batches gathered into chunks ---- */
+
+#define WRITER_CHUNK_BYTES ((size_t)64 << 10)
+#define WRITER_MAX_RAW ((size_t)16 << 20) /* f32 bytes pending at most, whatever they encode to */
+#define WRITER_MAX_ITEMS 65536            /* item and error records pending at most */
+
+struct fc_store_writer {
+	fc_store *s;
+	uint8_t exid[FC_HASH_LEN];
+	uint32_t dim;
+	size_t target;   /* encoded chunk bytes to reach before writing */
+	size_t per_vec;  /* encoded bytes per vector of the last encoding; 0 before one */
+	uint64_t written;
+	/* what is pending: vectors, items, error records; strings in one arena
+	 * (by offset: it moves as it grows) */
+	float *vecs;
+	uint8_t (*hashes)[FC_HASH_LEN];
+	size_t n, cap;
+	fc_item *items;
+	size_t *item_key;
+	size_t n_items, cap_items;
+	size_t *err_key, *err_why;
+	const char **ekeys, **ewhys;
+	size_t n_errs, cap_errs;
+	char *strs;
+	size_t strs_len, strs_cap;
+};
+
+int fc_store_writer_new(fc_store_writer **out, fc_store *s, const uint8_t exid[FC_HASH_LEN], size_t chunk_bytes)
+{
+	*out = NULL;
+	fci_exdb *e;
+	int err = fci_ex_open(s, exid, &e);
+	if (err)
+		return err;
+	fc_store_writer *w = calloc(1, sizeof *w);
+	if (!w)
+		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
+	w->s = s;
+	memcpy(w->exid, exid, FC_HASH_LEN);
+	w->dim = e->dim;
+	w->target = chunk_bytes ? chunk_bytes : WRITER_CHUNK_BYTES;
+	*out = w;
+	return 0;
+}
+
+void fc_store_writer_free(fc_store_writer *w)
+{
+	if (!w)
+		return;
+	free(w->vecs);
+	free(w->hashes);
+	free(w->items);
+	free(w->item_key);
+	free(w->err_key);
+	free(w->err_why);
+	free(w->ekeys);
+	free(w->ewhys);
+	free(w->strs);
+	free(w);
+}
+
+uint64_t fc_store_writer_written(const fc_store_writer *w)
+{
+	return w->written;
+}
+
+size_t fc_store_writer_pending(const fc_store_writer *w)
+{
+	return w->n;
+}
+
+/* Grow *p (of *cap elements of `size` bytes) to hold `need`, doubling. */
+static int grow(fc_store *s, void **p, size_t *cap, size_t need, size_t size)
+{
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap ? *cap : 64;
+	while (c < need)
+		c *= 2;
+	if (c > SIZE_MAX / size)
+		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory for pending records");
+	void *q = realloc(*p, c * size);
+	if (!q)
+		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory for pending records");
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+/* Copy a string into the arena; *off gets where. */
+static int arena_put(fc_store_writer *w, const char *str, size_t *off)
+{
+	size_t len = strlen(str) + 1;
+	int err = grow(w->s, (void **)&w->strs, &w->strs_cap, w->strs_len + len, 1);
+	if (err)
+		return err;
+	memcpy(w->strs + w->strs_len, str, len);
+	*off = w->strs_len;
+	w->strs_len += len;
+	return 0;
+}
+
+/* Write everything pending in one transaction; c holds the encoded chunk
+ * when there are vectors. */
+static int writer_commit(fc_store_writer *w, struct append_ctx *c)
+{
+	fc_store *s = w->s;
+	for (size_t i = 0; i < w->n_items; i++)
+		w->items[i].key = w->strs + w->item_key[i];
+	for (size_t i = 0; i < w->n_errs; i++) {
+		w->ekeys[i] = w->strs + w->err_key[i];
+		w->ewhys[i] = w->strs + w->err_why[i];
+	}
+	fc_store_batch b = { .exid = w->exid, .vecs = w->vecs, .hashes = (const uint8_t(*)[FC_HASH_LEN])w->hashes,
+			     .n_vecs = w->n, .items = w->items, .n_items = w->n_items, .error_keys = w->ekeys,
+			     .error_whys = w->ewhys, .n_errors = w->n_errs };
+	struct batch_ctx bc = { .b = &b };
+	if (w->n)
+		bc.chunk = *c;
+	int err = fci_store_write(s, batch_txn, &bc);
+	if (err)
+		return err;
+	w->written += w->n;
+	w->n = w->n_items = w->n_errs = w->strs_len = 0;
+	return 0;
+}
+
+/* Encode what is pending and write it if it is large enough (or `force`). */
+static int writer_try(fc_store_writer *w, int force)
+{
+	struct append_ctx c = { 0 };
+	if (w->n) {
+		int err = encode_batch(w->s, w->exid, w->vecs, (const uint8_t(*)[FC_HASH_LEN])w->hashes, w->n, &c);
+		if (err)
+			return err;
+		w->per_vec = (c.len + w->n - 1) / w->n;
+		if (c.len < w->target && !force)
+			return 0;
+	} else if (!w->n_items && !w->n_errs) {
+		return 0;
+	}
+	return writer_commit(w, &c);
+}
+
+int fc_store_writer_flush(fc_store_writer *w)
+{
+	return writer_try(w, 1);
+}
+
+int fc_store_writer_add(fc_store_writer *w, const fc_store_batch *b)
+{
+	fc_store *s = w->s;
+	if (b->n_del)
+		return FCI_FAIL(s, FC_ERR_INVALID, "a store writer does not delete items");
+	if (b->n_vecs && memcmp(b->exid, w->exid, FC_HASH_LEN) != 0)
+		return FCI_FAIL(s, FC_ERR_INVALID, "a batch for another extractor than the writer's");
+	if (b->n_vecs > FC_CHUNK_MAX_COUNT)
+		return FCI_FAIL(s, FC_ERR_INVALID, "a batch holds 1 to %u vectors, not %zu", FC_CHUNK_MAX_COUNT,
+				b->n_vecs);
+	int err = check_items(s, b->items, b->n_items);
+	for (size_t i = 0; !err && i < b->n_errors; i++)
+		err = check_key(s, b->error_keys[i], strlen(b->error_keys[i]));
+	if (err)
+		return err;
+	/* A value the dtype cannot hold would make every later encoding of the
+	 * pending chunk fail: refuse its batch now, before it joins the others
+	 * (which the caller may still flush). */
+	fci_exdb *e;
+	if (b->n_vecs && (err = fci_ex_open(s, w->exid, &e)) != 0)
+		return err;
+	if (b->n_vecs && (err = fci_chunk_check(s->dec.ctx, b->vecs, w->dim, (uint32_t)b->n_vecs, e->dtype)) != 0)
+		return FCI_FAIL(s, err, "cannot encode batch: %s", fc_strerror(err));
+	/* A chunk holds at most FC_CHUNK_MAX_COUNT vectors: write what is
+	 * pending first when this batch would not fit beside it. */
+	if (w->n + b->n_vecs > FC_CHUNK_MAX_COUNT && (err = writer_try(w, 1)) != 0)
+		return err;
+
+	size_t dim = w->dim, n = w->n + b->n_vecs;
+	size_t cap = w->cap, cap_h = w->cap;
+	if ((err = grow(s, (void **)&w->vecs, &cap, n, dim * sizeof *w->vecs)) != 0 ||
+	    (err = grow(s, (void **)&w->hashes, &cap_h, n, FC_HASH_LEN)) != 0)
+		return err;
+	w->cap = cap < cap_h ? cap : cap_h;
+	size_t ni = w->n_items + b->n_items, ci = w->cap_items, ck = w->cap_items;
+	if ((err = grow(s, (void **)&w->items, &ci, ni, sizeof *w->items)) != 0 ||
+	    (err = grow(s, (void **)&w->item_key, &ck, ni, sizeof *w->item_key)) != 0)
+		return err;
+	w->cap_items = ci < ck ? ci : ck;
+	size_t ne = w->n_errs + b->n_errors, c1 = w->cap_errs, c2 = w->cap_errs, c3 = w->cap_errs,
+	       c4 = w->cap_errs;
+	if ((err = grow(s, (void **)&w->err_key, &c1, ne, sizeof *w->err_key)) != 0 ||
+	    (err = grow(s, (void **)&w->err_why, &c2, ne, sizeof *w->err_why)) != 0 ||
+	    (err = grow(s, (void **)&w->ekeys, &c3, ne, sizeof *w->ekeys)) != 0 ||
+	    (err = grow(s, (void **)&w->ewhys, &c4, ne, sizeof *w->ewhys)) != 0)
+		return err;
+	w->cap_errs = c1 < c2 ? c1 : c2;
+	w->cap_errs = w->cap_errs < c3 ? w->cap_errs : c3;
+	w->cap_errs = w->cap_errs < c4 ? w->cap_errs : c4;
+
+	/* Strings first: a failure there leaves nothing half-added. */
+	size_t strs_len = w->strs_len;
+	for (size_t i = 0; !err && i < b->n_items; i++)
+		err = arena_put(w, b->items[i].key, &w->item_key[w->n_items + i]);
+	for (size_t i = 0; !err && i < b->n_errors; i++) {
+		err = arena_put(w, b->error_keys[i], &w->err_key[w->n_errs + i]);
+		if (!err)
+			err = arena_put(w, b->error_whys[i], &w->err_why[w->n_errs + i]);
+	}
+	if (err) {
+		w->strs_len = strs_len;
+		return err;
+	}
+	if (b->n_vecs) {
+		memcpy(w->vecs + w->n * dim, b->vecs, b->n_vecs * dim * sizeof *w->vecs);
+		memcpy(w->hashes + w->n, b->hashes, b->n_vecs * (size_t)FC_HASH_LEN);
+	}
+	if (b->n_items)
+		memcpy(w->items + w->n_items, b->items, b->n_items * sizeof *w->items);
+	w->n = n;
+	w->n_items = ni;
+	w->n_errs = ne;
+
+	/* Encoding is cheap next to the model that made the vectors, but not
+	 * free: encode again only when the last ratio says it may be enough. */
+	int full = w->n * dim * sizeof(float) >= WRITER_MAX_RAW || w->n_items + w->n_errs >= WRITER_MAX_ITEMS;
+	if (!full && w->n && w->per_vec && w->n * w->per_vec < w->target)
+		return 0;
+	if (!full && !w->n)
+		return 0;
+	return writer_try(w, full);
 }

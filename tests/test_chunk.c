@@ -347,6 +347,7 @@ static void test_lossy_refuses(void **state)
 				assert_int_equal(encode_one(ctx, v, 4, 1, all_dtypes[di], all_codecs[ci], buf,
 							    sizeof(buf), &len),
 						 FC_ERR_INVALID);
+				assert_int_equal(fci_chunk_check(ctx, v, 4, 1, all_dtypes[di]), FC_ERR_INVALID);
 			}
 
 	/* f16: 65504 is the largest half; below 65520 rounds down to it */
@@ -360,6 +361,9 @@ static void test_lossy_refuses(void **state)
 		for (size_t ci = 0; ci < 3; ci++)
 			assert_int_equal(encode_one(ctx, w, 4, 1, FC_DTYPE_F16, all_codecs[ci], buf, sizeof(buf), &len),
 					 f16_cases[i].rc);
+		/* the check without the codec says the same */
+		assert_int_equal(fci_chunk_check(ctx, w, 4, 1, FC_DTYPE_F16), f16_cases[i].rc);
+		assert_int_equal(fci_chunk_check(ctx, w, 4, 1, FC_DTYPE_F32), 0);
 	}
 
 	/* bf16: FLT_MAX rounds up to inf; the largest bf16 is fine */
@@ -848,6 +852,77 @@ static void test_impossible_values(void **state)
 	fci_chunk_ctx_free(ctx);
 }
 
+/* Count the blocks of the one zstd frame at p (RFC 8878 3.1.1.2: 3-byte
+ * block headers, bit 0 last, bits 1-2 type, bits 3-23 size; an RLE block
+ * stores one byte). */
+static int zstd_blocks(const uint8_t *p, size_t n)
+{
+	/* magic, descriptor, window byte unless single-segment, dictionary id, content size (3.1.1.1) */
+	assert_true(n >= 6);
+	uint8_t fhd = p[4];
+	int single = (fhd >> 5) & 1;
+	static const size_t did[4] = { 0, 1, 2, 4 }, fcs[4] = { 0, 2, 4, 8 };
+	size_t at = 5 + (size_t)!single + did[fhd & 3] + ((fhd >> 6) == 0 ? (size_t)single : fcs[fhd >> 6]);
+	for (int blocks = 1;; blocks++) {
+		assert_true(at + 3 <= n);
+		uint32_t h = (uint32_t)p[at] | (uint32_t)p[at + 1] << 8 | (uint32_t)p[at + 2] << 16;
+		uint32_t type = (h >> 1) & 3, size = h >> 3;
+		at += 3 + (type == 1 ? 1 : size);
+		if (h & 1)
+			return blocks;
+	}
+}
+
+/* A shuffled chunk codes each byte plane in blocks of its own (one
+ * Huffman table each), and still decodes as the chunks written before
+ * that, whose planes shared one block. */
+static void test_planes_own_blocks(void **state)
+{
+	(void)state;
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
+	const uint32_t dim = 4096, count = 4;
+	const int planes[] = { 4, 2, 2, 2 };
+	float *v = malloc(sizeof(float) * dim * count), *out = malloc(sizeof(float) * dim * count),
+	      *ref = malloc(sizeof(float) * dim * count);
+	size_t cap = fci_chunk_bound(FC_DTYPE_F32, FC_CODEC_SHUFFLE_ZSTD, dim, count);
+	uint8_t *buf = malloc(cap), *raw = malloc(4 * (size_t)dim * count + 8 * count);
+	size_t len;
+
+	assert_non_null(ctx);
+	gen_vectors(v, dim, count, 0);
+	for (size_t t = 0; t < 4; t++) {
+		fc_dtype dt = all_dtypes[t];
+		assert_int_equal(encode_one(ctx, v, dim, count, dt, FC_CODEC_SHUFFLE_ZSTD, buf, cap, &len), 0);
+		size_t off = 32 + 16 * count;
+		assert_int_equal(zstd_blocks(buf + off, len - off), planes[t]);
+		assert_int_equal(fci_chunk_decode(ctx, buf, len, ref, (size_t)dim * count), 0);
+		/* the same raw payload as one frame of one block, as before */
+		size_t raw_len = fci_chunk_raw_len(dt, dim, count);
+		assert_int_equal(ZSTD_decompress(raw, raw_len, buf + off, len - off), raw_len);
+		ZSTD_CCtx *c = ZSTD_createCCtx();
+		ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+		size_t z = ZSTD_compress2(c, buf + off, cap - off, raw, raw_len);
+		ZSTD_freeCCtx(c);
+		assert_false(ZSTD_isError(z));
+		assert_int_equal(zstd_blocks(buf + off, z), 1);
+		put32le(buf + 16, (uint32_t)z);
+		reseal(buf, off + z);
+		assert_int_equal(fci_chunk_decode(ctx, buf, off + z, out, (size_t)dim * count), 0);
+		assert_memory_equal(out, ref, sizeof(float) * dim * count);
+		print_message("# %s: %zu bytes with a block a plane, %zu with one block\n", fc_dtype_name(dt),
+			      len - off, z);
+	}
+	/* no shuffle: one plane */
+	assert_int_equal(encode_one(ctx, v, dim, count, FC_DTYPE_F16, FC_CODEC_ZSTD, buf, cap, &len), 0);
+	assert_int_equal(zstd_blocks(buf + 32 + 16 * count, len - 32 - 16 * count), 1);
+	free(v);
+	free(out);
+	free(ref);
+	free(buf);
+	free(raw);
+	fci_chunk_ctx_free(ctx);
+}
+
 int main(void)
 {
 	testlib_seed("test_chunk");
@@ -868,6 +943,7 @@ int main(void)
 		cmocka_unit_test(test_zstd_damage),
 		cmocka_unit_test(test_zstd_frame_without_checksum),
 		cmocka_unit_test(test_impossible_values),
+		cmocka_unit_test(test_planes_own_blocks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

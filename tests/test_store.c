@@ -398,11 +398,11 @@ static void test_newer_format(void **state)
 	fc_store_free(s);
 	char path[512];
 	tmpdir(path, sizeof path, "newer");
-	uint8_t v[4] = { 2, 0, 0, 0 };
+	uint8_t v[4] = { FC_STORE_FORMAT + 1, 0, 0, 0 };
 	raw_put(path, "meta", "format", 6, v, 4);
 	assert_int_equal(fc_store_open(&s, path, NULL), FC_ERR_VERSION);
 	assert_string_equal(fc_store_errmsg(s),
-			    "store format 2 is newer than this featcache (1): upgrade featcache");
+			    "store format 3 is newer than this featcache (2): upgrade featcache");
 	fc_store_free(s);
 }
 
@@ -825,8 +825,8 @@ static void test_corrupt_chunks(void **state)
 
 	/* 4. An index entry that points past its chunk, and one at a missing chunk. */
 	hash_of(h, 5);
-	uint8_t rec[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0 };
-	raw_put(path, index, h, FC_HASH_LEN, rec, 12);
+	uint8_t rec[2] = { 0, 40 }; /* format 2: varint chunk id, varint slot */
+	raw_put(path, index, h, FC_HASH_LEN, rec, 2);
 	assert_int_equal(fc_store_open(&s, path, NULL), 0);
 	assert_int_equal(fc_store_get(s, id, h, v, 64), FC_ERR_CORRUPT);
 	assert_non_null(strstr(fc_store_errmsg(s), "slot 40 of 16"));
@@ -837,8 +837,8 @@ static void test_corrupt_chunks(void **state)
 	assert_non_null(strstr(r.first, "points past chunk 0 (slot 40 of 16)"));
 	fc_store_free(s);
 	rec[0] = 77;
-	rec[8] = 0;
-	raw_put(path, index, h, FC_HASH_LEN, rec, 12);
+	rec[1] = 0;
+	raw_put(path, index, h, FC_HASH_LEN, rec, 2);
 	assert_int_equal(fc_store_open(&s, path, NULL), 0);
 	assert_int_equal(verify_count(s, &r), FC_ERR_CORRUPT);
 	assert_non_null(strstr(r.first, "does not exist"));
@@ -847,8 +847,8 @@ static void test_corrupt_chunks(void **state)
 
 	/* 5. An index entry that points at the wrong slot of a sound chunk. */
 	rec[0] = 0;
-	rec[8] = 6;
-	raw_put(path, index, h, FC_HASH_LEN, rec, 12);
+	rec[1] = 6;
+	raw_put(path, index, h, FC_HASH_LEN, rec, 2);
 	assert_int_equal(fc_store_open(&s, path, NULL), 0);
 	assert_int_equal(fc_store_get(s, id, h, v, 64), FC_ERR_CORRUPT);
 	assert_int_equal(verify_count(s, &r), FC_ERR_CORRUPT);
@@ -856,8 +856,8 @@ static void test_corrupt_chunks(void **state)
 	fc_store_free(s);
 
 	/* 6. A malformed item record. */
-	rec[8] = 5;
-	raw_put(path, index, h, FC_HASH_LEN, rec, 12);
+	rec[1] = 5;
+	raw_put(path, index, h, FC_HASH_LEN, rec, 2);
 	raw_put(path, "items", "broken.png", 10, "short", 5);
 	assert_int_equal(fc_store_open(&s, path, NULL), 0);
 	assert_int_equal(verify_count(s, &r), FC_ERR_CORRUPT);

@@ -27,7 +27,11 @@
 extern "C" {
 #endif
 
-#define FC_STORE_FORMAT 1 /* the store layout this build writes and reads */
+/* The store layout this build creates. Format 2 (featcache 0.x, 2026-12)
+ * writes item and index records as varints; format 1 stores are still
+ * read and written, each in its own format (fc_store_format). */
+#define FC_STORE_FORMAT 2
+#define FC_STORE_FORMAT_MIN 1 /* the oldest format this build reads and writes */
 
 /* How one feature vector is kept on disk. */
 typedef enum fc_dtype {
@@ -111,6 +115,10 @@ typedef struct fc_store_opts {
 	const char *writer;
 	int wait;
 	const fc_logger *logger;
+	/* format: with create, the format of a new store (0: FC_STORE_FORMAT;
+	 * 1 makes a store older featcache can open). Ignored for an existing
+	 * store, which keeps its own. */
+	unsigned format;
 } fc_store_opts;
 
 /* fc_store_open - open (or with opts->create, create) the store at `path`.
@@ -120,6 +128,10 @@ typedef struct fc_store_opts {
  * (FC_ERR_NOT_STORE) and a store format this build does not know
  * (FC_ERR_VERSION). opts may be NULL (open existing, read-write, durable). */
 int fc_store_open(fc_store **out, const char *path, const fc_store_opts *opts);
+
+/* fc_store_format - the format of the open store (FC_STORE_FORMAT_MIN ..
+ * FC_STORE_FORMAT). */
+unsigned fc_store_format(const fc_store *s);
 
 /* fc_store_free - close the store. Accepts NULL. */
 void fc_store_free(fc_store *s);
@@ -280,6 +292,40 @@ typedef struct fc_store_batch {
 /* fc_store_write_batch - write *b; *chunk_id (may be NULL) receives the new
  * chunk's id (0 when n_vecs is 0). Errors as the single-purpose calls. */
 int fc_store_write_batch(fc_store *s, const fc_store_batch *b, uint64_t *chunk_id);
+
+/* ---- extraction's writer: batches gathered into chunks ---- */
+
+/* A chunk of one engine batch (32 vectors) is small enough that LMDB's
+ * whole-page rounding and per-chunk records cost a tenth of its size. A
+ * writer gathers batches and writes them as ONE chunk, with every item and
+ * error record of those batches, in ONE transaction (as
+ * fc_store_write_batch) once their vectors encode to at least chunk_bytes
+ * (0: 64 KiB), or hold 65535 vectors or 16 MiB of f32. A crash loses only
+ * the batches not yet written: since an item is written with its vector,
+ * the next extract finds exactly those missing. Errors are the store's
+ * (fc_store_errmsg). */
+typedef struct fc_store_writer fc_store_writer;
+
+/* fc_store_writer_new - a writer of the extractor exid (which must exist). */
+int fc_store_writer_new(fc_store_writer **out, fc_store *s, const uint8_t exid[FC_HASH_LEN], size_t chunk_bytes);
+
+/* fc_store_writer_add - copy one batch (n_del must be 0; exid the
+ * writer's) and write what is pending if it is now large enough. A batch
+ * with bad items or keys, or a value the storage dtype cannot hold (as
+ * fc_store_append), is refused whole, and what was pending stays pending. */
+int fc_store_writer_add(fc_store_writer *w, const fc_store_batch *b);
+
+/* fc_store_writer_flush - write whatever is pending, however small. */
+int fc_store_writer_flush(fc_store_writer *w);
+
+/* fc_store_writer_written - vectors written (committed) so far;
+ * fc_store_writer_pending - vectors added but not yet written. */
+uint64_t fc_store_writer_written(const fc_store_writer *w);
+size_t fc_store_writer_pending(const fc_store_writer *w);
+
+/* fc_store_writer_free - free the writer, dropping what is pending (call
+ * fc_store_writer_flush first to keep it). Accepts NULL. */
+void fc_store_writer_free(fc_store_writer *w);
 
 /* ---- whole-store operations ---- */
 

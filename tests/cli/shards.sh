@@ -270,8 +270,12 @@ if kill -0 $first 2>/dev/null; then
 	t "so is gc" 1 err "pid $first"
 	rc=$r_info
 	t "a reader is unaffected" 0
-	run "$F" merge --store lk whole
-	t "so is merge into it" 1 err "pid $first"
+	if kill -0 $first 2>/dev/null; then
+		run "$F" merge --store lk whole
+		t "so is merge into it" 1 err "pid $first"
+	else
+		echo "ok - so is merge into it # SKIP the first finished meanwhile"
+	fi
 	run "$F" extract --store lk --data big --model "$MODEL" --size 192 --batch 1 --shard none --wait
 	t "--wait waits for the first, then finds nothing to do" 0 out "^images: 0 extracted"
 	wait $first
