@@ -38,6 +38,7 @@
 #include "featcache/engine.h"
 #include "featcache/extract.h"
 #include "featcache/model.h"
+#include "extract/model_impl.h"
 #include "util/util.h"
 
 #define WHYLEN 256 /* one image's failure reason */
@@ -125,18 +126,10 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 		return fci_errf(err, errcap, FC_ERR_INVALID, "batch must be 1 to 4096, not %d", o->batch);
 	if (fc_preproc_check(&o->pre) != 0)
 		return fci_errf(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
-	uint8_t *bytes = NULL;
-	size_t cap = 0, len = 0;
-	int rc = fci_read_file(o->model, MAX_FILE, &bytes, &cap, &len, why, sizeof why);
-	if (rc) {
-		free(bytes);
-		return fci_errf(err, errcap, rc, "cannot read model '%s': %s", o->model, why);
-	}
+	/* the identity hashes the bytes the model was built from */
 	uint8_t model_hash[FC_HASH_LEN];
-	hash_bytes(model_hash, bytes, len);
 	fc_model *m = NULL;
-	rc = fc_model_open_mem(&m, bytes, len, why, sizeof why);
-	free(bytes);
+	int rc = fci_model_open_file(&m, o->model, model_hash, why, sizeof why);
 	if (rc)
 		return fci_errf(err, errcap, rc, "cannot load model '%s': %s", o->model, why);
 	fc_extract_ctx *x = calloc(1, sizeof *x);
