@@ -25,9 +25,6 @@
 #include "extract/model_impl.h"
 #include "util/util.h"
 
-/* protobuf's own limit; larger models keep their weights as external data */
-#define MODEL_MAX_BYTES ((uint64_t)2 << 30)
-
 /* ---- ops ---- */
 
 enum { CLS_RUN = 0, CLS_ALIAS, CLS_FOLD };
@@ -1156,19 +1153,6 @@ static int build_alloc(fc_model *m, const Onnx__GraphProto *g)
 	return 0;
 }
 
-/* The FLOAT initializers' bytes, copied on every thread: the one pass over
- * the weights that loading makes (fresh pages are most of its cost). */
-static void copy_weights(const struct fci_copy *c, size_t n)
-{
-	size_t bytes = 0;
-
-	for (size_t i = 0; i < n; i++)
-		bytes += c[i].dst ? c[i].n : 0;
-#pragma omp parallel for schedule(dynamic, 1) if (bytes > ((size_t)1 << 20))
-	for (size_t i = 0; i < n; i++)
-		fci_onnx_copy(&c[i]);
-}
-
 /* The initializers (constant tensors) and the one image input. */
 static int build_tensors(fc_model *m, const Onnx__GraphProto *g)
 {
@@ -1195,7 +1179,7 @@ static int build_tensors(fc_model *m, const Onnx__GraphProto *g)
 		m->fixed[id] = 1;
 	}
 	if (!rc)
-		copy_weights(later, g->n_initializer);
+		fci_onnx_copy_all(later, g->n_initializer);
 	free(later);
 	if (rc)
 		return rc;
@@ -1403,38 +1387,6 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 	m->err[0] = 0;
 	*out = m;
 	return 0;
-}
-
-/* The file is mapped only while it is read: nothing keeps a pointer into
- * it (the weights are copied into the model), so after this returns the
- * file may be replaced, rewritten or deleted without the model noticing. */
-int fci_model_open_file(fc_model **out, const char *path, uint8_t hash[16], char *errbuf, size_t errcap)
-{
-	struct stat st;
-	const uint8_t *data = NULL;
-	size_t len = 0;
-	int rc;
-
-	*out = NULL;
-	/* A directory or a device would read as something other than a model. */
-	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-		return fci_errf(errbuf, errcap, FC_ERR_IO, "%s",
-				S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
-	rc = fci_map_file(path, MODEL_MAX_BYTES, &data, &len, errbuf, errcap);
-	if (rc == FC_ERR_OVERFLOW)
-		rc = fci_errf(errbuf, errcap, FC_ERR_UNSUPPORTED,
-			      "file is larger than 2 GiB, the protobuf limit (models that big use external "
-			      "data, not supported yet)");
-	if (!rc && hash) {
-		XXH128_canonical_t c;
-
-		XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
-		memcpy(hash, c.digest, 16);
-	}
-	if (!rc)
-		rc = fc_model_open_mem(out, data, len, errbuf, errcap);
-	fci_unmap_file(data, len);
-	return rc;
 }
 
 int fc_model_open(fc_model **out, const char *path, char *errbuf, size_t errcap)

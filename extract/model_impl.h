@@ -125,11 +125,11 @@ void *fci_model_alloc(fc_model *m, size_t n, int fold);
  * for negative entries. Returns 0 or -1. */
 int fci_mul_dims(int ndim, const int64_t *dims, int64_t *out);
 
+/* ---- the file (onnx_read.c) ---- */
+
 /* fci_model_open_file - fc_model_open, and when hash is not NULL the
  * XXH3-128 (canonical bytes) of the file as read. */
 int fci_model_open_file(fc_model **out, const char *path, uint8_t hash[16], char *errbuf, size_t errcap);
-
-/* ---- the file (onnx_read.c) ---- */
 
 /* A protobuf-c allocator that refuses to go past a budget, and the
  * skeleton the model was unpacked from (onnx_read.c's top comment). */
@@ -164,6 +164,8 @@ struct fci_copy {
 	size_t n;
 };
 void fci_onnx_copy(const struct fci_copy *c);
+/* fci_onnx_copy_all - the n copies of c, on every thread when they are big. */
+void fci_onnx_copy_all(const struct fci_copy *c, size_t n);
 
 /* fci_onnx_tensor - decode a TensorProto into t (kind CONST, elem, dims,
  * numel and f32 or i64 on the load list). `what` names it for messages
