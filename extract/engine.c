@@ -48,6 +48,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "extract/engine_impl.h"
 
 int fci_build_fail(build *b, int code, const char *fmt, ...)
@@ -469,9 +471,44 @@ int fci_view(build *b, int node, int v, int ndim, const int64_t *dims)
 	return fci_alias_value(b, v, &md);
 }
 
+/* A constant fci_const_mem made: from which bytes, in which layouts. */
+struct fci_cst_entry {
+	XXH128_hash_t h;
+	dnnl_memory_desc_t user, want;
+	void *buf;
+};
+
+/* The parent's buffer holding user bytes data (hash h) in layout want_md,
+ * NULL if it has none. */
+static void *parent_cst(const fc_engine *e, XXH128_hash_t h, const dnnl_memory_desc_t *user_md,
+			const dnnl_memory_desc_t *want_md)
+{
+	const fc_engine *p = e->parent;
+	for (int i = 0; p && i < p->n_csts; i++) {
+		const struct fci_cst_entry *c = &p->csts[i];
+		if (XXH128_isEqual(c->h, h) && dnnl_memory_desc_equal(&c->user, user_md) &&
+		    dnnl_memory_desc_equal(&c->want, want_md))
+			return c->buf;
+	}
+	return NULL;
+}
+
+/* Remember buf as data's (hash h) constant, for tails; 0 or FC_ERR_NOMEM. */
+static int note_cst(fc_engine *e, XXH128_hash_t h, const dnnl_memory_desc_t *user_md,
+		    const dnnl_memory_desc_t *want_md, void *buf)
+{
+	struct fci_cst_entry *v = grow(e->csts, &e->cap_csts, e->n_csts, sizeof *v);
+	if (!v)
+		return FC_ERR_NOMEM;
+	e->csts = v;
+	e->csts[e->n_csts++] = (struct fci_cst_entry){ h, *user_md, *want_md, buf };
+	return 0;
+}
+
 /* A constant in layout want_md from data (malloc'd, in layout user_md;
  * this function owns it): data itself when the layouts agree, else a copy
- * reordered once, now, and data is freed. */
+ * reordered once, now, and data is freed. A tail engine takes its
+ * parent's when that holds the same bytes in the same layouts. */
 int fci_const_mem(build *b, dnnl_memory_t *out, const dnnl_memory_desc_t *user_md, void *data,
 		     const dnnl_memory_desc_t *want_md)
 {
@@ -480,10 +517,21 @@ int fci_const_mem(build *b, dnnl_memory_t *out, const dnnl_memory_desc_t *user_m
 	dnnl_primitive_desc_t pd = NULL;
 	dnnl_primitive_t prim = NULL;
 	int rc = FC_ERR_NOMEM;
-	if (dnnl_memory_desc_equal(user_md, want_md))
-		return keep(e, data) ? fci_mem(b, out, user_md, data) : FC_ERR_NOMEM;
+	XXH128_hash_t h = XXH3_128bits(data, dnnl_memory_desc_get_size(user_md));
+	void *shared = parent_cst(e, h, user_md, want_md);
+	if (shared) {
+		free(data);
+		return fci_mem(b, out, want_md, shared);
+	}
+	if (dnnl_memory_desc_equal(user_md, want_md)) {
+		if (!keep(e, data))
+			return FC_ERR_NOMEM;
+		if ((rc = fci_mem(b, out, user_md, data)))
+			return rc;
+		return e->parent ? 0 : note_cst(e, h, user_md, want_md, data);
+	}
 	void *buf = fci_balloc(e, dnnl_memory_desc_get_size(want_md));
-	if (!buf || (rc = fci_mem(b, out, want_md, buf)))
+	if (!buf || (rc = fci_mem(b, out, want_md, buf)) || (!e->parent && (rc = note_cst(e, h, user_md, want_md, buf))))
 		goto out;
 	rc = FC_ERR_INTERNAL;
 	if (dnnl_memory_create(&mu, user_md, e->eng, data))
@@ -674,7 +722,8 @@ static int build_all(build *b, const fc_engine_opts *opts)
 	return 0;
 }
 
-int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts, char *err, size_t errcap)
+static int open_engine(fc_engine **out, fc_model *model, const fc_engine_opts *opts, const fc_engine *parent,
+		       char *err, size_t errcap)
 {
 	build bb = { .err = err, .errcap = errcap };
 	build *b = &bb;
@@ -711,6 +760,7 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
 	if (!(e = calloc(1, sizeof *e)))
 		return fci_build_fail(b, FC_ERR_NOMEM, "out of memory");
 	e->threads = opts->threads;
+	e->parent = parent;
 	b->e = e;
 	rc = build_all(b, opts);
 	if (rc == FC_ERR_NOMEM)
@@ -727,6 +777,42 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
 		return rc;
 	}
 	*out = e;
+	return 0;
+}
+
+int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts, char *err, size_t errcap)
+{
+	return open_engine(out, model, opts, NULL, err, errcap);
+}
+
+int fc_engine_add_batch(fc_engine *e, fc_model *model, int n, char *err, size_t errcap)
+{
+	build bb = { .err = err, .errcap = errcap };
+	fc_engine *t = NULL;
+	int rc;
+
+	if (err && errcap)
+		err[0] = '\0';
+	if (!e || !model || e->parent || n < 1 || n > e->batch)
+		return fci_build_fail(&bb, FC_ERR_INVALID, "missing engine or model, a tail's tail, or n not 1 to %lld",
+				      e ? (long long)e->batch : 0LL);
+	if (n == e->batch || (e->tails && e->tails[n]))
+		return 0;
+	if (!e->tails && !(e->tails = calloc((size_t)e->batch, sizeof *e->tails)))
+		return fci_build_fail(&bb, FC_ERR_NOMEM, "out of memory");
+	fc_engine_opts o = { .batch = n, .precision = e->dt == dnnl_bf16 ? FC_PREC_BF16 : FC_PREC_F32,
+			     .threads = e->threads };
+	rc = open_engine(&t, model, &o, e, err, errcap);
+	/* the model goes back to the batch e was built for */
+	int back = fc_model_set_input(model, e->batch, 0, 0, 0);
+	if (rc)
+		return rc;
+	if (back || t->dim != e->dim || t->c != e->c || t->h != e->h || t->w != e->w) {
+		fc_engine_free(t);
+		return fci_build_fail(&bb, FC_ERR_INVALID, "the model is not the one the engine was built from (or "
+				      "its cut or input size changed since)");
+	}
+	e->tails[n] = t;
 	return 0;
 }
 
@@ -865,6 +951,12 @@ int fc_engine_run(fc_engine *e, float *out, const float *in, size_t n)
 		return FC_ERR_INVALID;
 	}
 	e->errmsg[0] = '\0';
+	if (n < (size_t)e->batch && e->tails && e->tails[n]) {
+		int rc = fc_engine_run(e->tails[n], out, in, n);
+		if (rc)
+			memcpy(e->errmsg, e->tails[n]->errmsg, sizeof e->errmsg);
+		return rc;
+	}
 	if (e->threads > 0 && omp_get_max_threads() != e->threads)
 		omp_set_num_threads(e->threads);
 	size_t img = (size_t)(e->c * e->h * e->w);
@@ -927,6 +1019,11 @@ void fc_engine_free(fc_engine *e)
 {
 	if (!e)
 		return;
+	/* the tails first: they use this engine's constants */
+	for (int64_t n = 0; e->tails && n < e->batch; n++)
+		fc_engine_free(e->tails[n]);
+	free(e->tails);
+	free(e->csts);
 	for (int i = 0; i < e->n_steps; i++)
 		if (e->steps[i].prim)
 			dnnl_primitive_destroy(e->steps[i].prim);

@@ -84,6 +84,14 @@ struct fc_engine {
 	int64_t batch, c, h, w;
 	size_t dim;
 	char errmsg[FC_ERRLEN];
+	/* Partial batches (fc_engine_add_batch): tails[n] runs n images at
+	 * their own size; it is built with parent set and takes the parent's
+	 * constants wherever fci_const_mem would make the same bytes (csts:
+	 * the parent's, by content hash and layouts). */
+	struct fci_cst_entry *csts;
+	int n_csts, cap_csts;
+	const struct fc_engine *parent;
+	struct fc_engine **tails; /* batch entries; NULL: none built */
 };
 
 typedef struct build {

@@ -40,12 +40,23 @@
 #include "featcache/engine.h"
 #include "featcache/extract.h"
 #include "featcache/model.h"
+#include "extract/model_impl.h"
 #include "util/util.h"
 
 #define WHYLEN 256 /* one image's failure reason */
 
+/* Partial batches of at most this many different sizes run at their own
+ * size (fc_engine_add_batch: an activation arena each); others padded. */
+#define MAX_TAILS 4
+
 struct fc_extract_ctx {
 	fc_engine *engine;
+	/* what a partial batch needs to open the model again (it is not kept:
+	 * its weights would double the memory for the run's length) */
+	char *model_path, *layer;
+	int pool, prefix_tokens;
+	uint8_t model_hash[FC_HASH_LEN];
+	int tails[MAX_TAILS], n_tails; /* the sizes asked for */
 	fc_preproc pre;
 	int batch, threads;
 	fc_dtype dtype;
@@ -119,6 +130,51 @@ static json_t *identity(const uint8_t model_hash[FC_HASH_LEN], const fc_model_gr
 	return id;
 }
 
+/* The model of o opened (hash: its file's), sized for o's images and cut
+ * as o says; the message names the model. */
+static int load_model(const fc_extractor_opts *o, fc_model **out, uint8_t hash[FC_HASH_LEN], char *err,
+		      size_t errcap)
+{
+	char why[FC_ERRLEN];
+	fc_model *m = NULL;
+	int rc = fci_model_open_file(&m, o->model, hash, why, sizeof why);
+	*out = NULL;
+	if (rc)
+		return fci_errf(err, errcap, rc, "cannot load model '%s': %s", o->model, why);
+	if ((rc = fc_model_set_input(m, 1, 3, o->pre.crop_h, o->pre.crop_w)) != 0)
+		rc = fci_errf(err, errcap, rc, "model '%s' does not take 3 x %d x %d images: %s", o->model,
+			      o->pre.crop_h, o->pre.crop_w, fc_model_errmsg(m));
+	else if ((rc = fc_model_cut_tokens(m, o->layer, o->pool, o->pool ? o->prefix_tokens : 1)) != 0)
+		rc = fci_errf(err, errcap, rc, "cannot cut model '%s' at %s%s%s: %s", o->model, o->layer ? "'" : "",
+			      o->layer ? o->layer : "its default layer", o->layer ? "'" : "", fc_model_errmsg(m));
+	else if ((rc = fc_model_check_pooling(m)) != 0)
+		rc = fci_errf(err, errcap, rc, "model '%s': %s", o->model, fc_model_errmsg(m));
+	if (rc)
+		fc_model_free(m);
+	else
+		*out = m;
+	return rc;
+}
+
+/* Let partial batches of n images run at their own size: the model opened
+ * again (a file that changed since gives another hash: then the batch
+ * runs padded, from the weights the run started with). Failures (memory)
+ * leave the padded run too: the same values either way. */
+static void add_tail(fc_extract_ctx *x, int n)
+{
+	fc_extractor_opts o = { .model = x->model_path, .layer = x->layer, .pool = x->pool,
+				.prefix_tokens = x->prefix_tokens, .pre = x->pre };
+	uint8_t hash[FC_HASH_LEN];
+	char why[FC_ERRLEN];
+	fc_model *m = NULL;
+	if (x->n_tails == MAX_TAILS)
+		return;
+	x->tails[x->n_tails++] = n;
+	if (load_model(&o, &m, hash, why, sizeof why) == 0 && memcmp(hash, x->model_hash, sizeof hash) == 0)
+		fc_engine_add_batch(x->engine, m, n, why, sizeof why);
+	fc_model_free(m);
+}
+
 int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err, size_t errcap)
 {
 	*out = NULL;
@@ -127,40 +183,21 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 		return fci_errf(err, errcap, FC_ERR_INVALID, "batch must be 1 to 4096, not %d", o->batch);
 	if (fc_preproc_check(&o->pre) != 0)
 		return fci_errf(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
-	uint8_t *bytes = NULL;
-	size_t cap = 0, len = 0;
-	int rc = fci_read_file(o->model, MAX_FILE, &bytes, &cap, &len, why, sizeof why);
-	if (rc) {
-		free(bytes);
-		return fci_errf(err, errcap, rc, "cannot read model '%s': %s", o->model, why);
-	}
+	/* the identity hashes the bytes the model was built from */
 	uint8_t model_hash[FC_HASH_LEN];
-	hash_bytes(model_hash, bytes, len);
 	fc_model *m = NULL;
-	rc = fc_model_open_mem(&m, bytes, len, why, sizeof why);
-	free(bytes);
-	if (rc)
-		return fci_errf(err, errcap, rc, "cannot load model '%s': %s", o->model, why);
-	fc_extract_ctx *x = calloc(1, sizeof *x);
 	json_t *id = NULL;
-	if (!x) {
+	int rc = load_model(o, &m, model_hash, err, errcap);
+	if (rc)
+		return rc;
+	fc_extract_ctx *x = calloc(1, sizeof *x);
+	if (!x || !(x->model_path = strdup(o->model)) || (o->layer && !(x->layer = strdup(o->layer)))) {
 		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = fc_model_set_input(m, 1, 3, o->pre.crop_h, o->pre.crop_w)) != 0) {
-		rc = fci_errf(err, errcap, rc, "model '%s' does not take 3 x %d x %d images: %s", o->model, o->pre.crop_h,
-			 o->pre.crop_w, fc_model_errmsg(m));
-		goto fail;
-	}
-	if ((rc = fc_model_cut_tokens(m, o->layer, o->pool, o->pool ? o->prefix_tokens : 1)) != 0) {
-		rc = fci_errf(err, errcap, rc, "cannot cut model '%s' at %s%s%s: %s", o->model, o->layer ? "'" : "",
-			 o->layer ? o->layer : "its default layer", o->layer ? "'" : "", fc_model_errmsg(m));
-		goto fail;
-	}
-	if ((rc = fc_model_check_pooling(m)) != 0) {
-		rc = fci_errf(err, errcap, rc, "model '%s': %s", o->model, fc_model_errmsg(m));
-		goto fail;
-	}
+	x->pool = o->pool;
+	x->prefix_tokens = o->prefix_tokens;
+	memcpy(x->model_hash, model_hash, sizeof model_hash);
 	const fc_model_graph *g = fc_model_get_graph(m);
 	if (!(id = identity(model_hash, g, m, o))) {
 		rc = fci_errf(err, errcap, FC_ERR_NOMEM, "out of memory");
@@ -297,6 +334,8 @@ void fc_extract_free(fc_extract_ctx *x)
 	if (!x)
 		return;
 	fc_engine_free(x->engine);
+	free(x->model_path);
+	free(x->layer);
 	free(x->descriptor);
 	free(x);
 }
@@ -818,6 +857,13 @@ static int run_pipeline(struct run *r, const struct work *work, size_t n_work)
 		}
 		if (m) {
 			double t0 = now();
+			/* a partial batch (the last, or one with images that failed)
+			 * runs at its own size: same values, less work */
+			int known = 0;
+			for (int k = 0; k < x->n_tails; k++)
+				known |= x->tails[k] == (int)m;
+			if (m < B && !known)
+				add_tail(x, (int)m);
 			rc = fc_engine_run(x->engine, out, in, m);
 			r->st->engine_seconds += now() - t0;
 			if (rc) {

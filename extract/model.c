@@ -25,9 +25,6 @@
 #include "extract/model_impl.h"
 #include "util/util.h"
 
-/* protobuf's own limit; larger models keep their weights as external data */
-#define MODEL_MAX_BYTES ((uint64_t)2 << 30)
-
 /* ---- ops ---- */
 
 enum { CLS_RUN = 0, CLS_ALIAS, CLS_FOLD };
@@ -482,7 +479,7 @@ static int scalar_tensor_attr(struct nctx *c, const Onnx__AttributeProto *at, st
 	memset(&t, 0, sizeof t);
 	snprintf(what, sizeof what, "node '%s' (%s): value", fci_model_q(c->m, 0, c->m->nodes[c->node].name),
 		 c->m->nodes[c->node].op_type);
-	if ((rc = fci_onnx_tensor(c->m, at->t, what, &t)))
+	if ((rc = fci_onnx_tensor(c->m, at->t, what, &t, NULL)))
 		return rc;
 	if (t.numel != 1)
 		return fci_model_node_fail(c->m, FC_ERR_CORRUPT, c->node,
@@ -529,7 +526,7 @@ static int parse_constant(struct nctx *c, int out)
 			return fci_model_node_fail(m, FC_ERR_CORRUPT, c->node, "value is not a tensor");
 		snprintf(what, sizeof what, "node '%s' (Constant): value",
 			 fci_model_q(m, 0, m->nodes[c->node].name));
-		if ((rc = fci_onnx_tensor(m, at->t, what, t)))
+		if ((rc = fci_onnx_tensor(m, at->t, what, t, NULL)))
 			return rc;
 	} else {
 		int is_float = !strncmp(at->name, "value_float", 11);
@@ -1159,22 +1156,33 @@ static int build_alloc(fc_model *m, const Onnx__GraphProto *g)
 /* The initializers (constant tensors) and the one image input. */
 static int build_tensors(fc_model *m, const Onnx__GraphProto *g)
 {
-	int rc, input = -1;
+	int rc = 0, input = -1;
+	struct fci_copy *later = calloc(g->n_initializer + 1, sizeof *later);
 
-	for (size_t i = 0; i < g->n_initializer; i++) {
+	if (!later)
+		return fci_model_fail(m, FC_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < g->n_initializer && !rc; i++) {
 		const Onnx__TensorProto *tp = g->initializer[i];
 		char what[128];
 		int id;
 
-		if (!tp->name || !tp->name[0])
-			return fci_model_fail(m, FC_ERR_CORRUPT, "initializer %zu has no name", i);
-		if ((id = add_tensor(m, tp->name, "initializer")) < 0)
-			return FC_ERR_CORRUPT;
+		if (!tp->name || !tp->name[0]) {
+			rc = fci_model_fail(m, FC_ERR_CORRUPT, "initializer %zu has no name", i);
+			break;
+		}
+		if ((id = add_tensor(m, tp->name, "initializer")) < 0) {
+			rc = FC_ERR_CORRUPT;
+			break;
+		}
 		snprintf(what, sizeof what, "initializer '%s'", fci_model_q(m, 0, tp->name));
-		if ((rc = fci_onnx_tensor(m, tp, what, &m->tensors[id])))
-			return rc;
+		rc = fci_onnx_tensor(m, tp, what, &m->tensors[id], &later[i]);
 		m->fixed[id] = 1;
 	}
+	if (!rc)
+		fci_onnx_copy_all(later, g->n_initializer);
+	free(later);
+	if (rc)
+		return rc;
 	for (size_t i = 0; i < g->n_input; i++) {
 		const Onnx__ValueInfoProto *vi = g->input[i];
 
@@ -1363,8 +1371,7 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 	rc = fci_onnx_unpack(m, &b, data, len, &mp);
 	if (!rc)
 		rc = build(m, mp);
-	if (mp)
-		protobuf_c_message_free_unpacked(&mp->base, &b.pa);
+	fci_onnx_unpacked_free(&b, mp);
 	if (!rc)
 		rc = fci_model_infer(m);
 	if (!rc) {
@@ -1384,25 +1391,7 @@ int fc_model_open_mem(fc_model **out, const void *data, size_t len, char *errbuf
 
 int fc_model_open(fc_model **out, const char *path, char *errbuf, size_t errcap)
 {
-	struct stat st;
-	uint8_t *buf = NULL;
-	size_t cap = 0, len = 0;
-	int rc;
-
-	*out = NULL;
-	/* A directory or a device would read as something other than a model. */
-	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
-		return fci_errf(errbuf, errcap, FC_ERR_IO, "%s",
-				S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
-	rc = fci_read_file(path, MODEL_MAX_BYTES, &buf, &cap, &len, errbuf, errcap);
-	if (rc == FC_ERR_OVERFLOW)
-		rc = fci_errf(errbuf, errcap, FC_ERR_UNSUPPORTED,
-			      "file is larger than 2 GiB, the protobuf limit (models that big use external "
-			      "data, not supported yet)");
-	if (!rc)
-		rc = fc_model_open_mem(out, buf, len, errbuf, errcap);
-	free(buf);
-	return rc;
+	return fci_model_open_file(out, path, NULL, errbuf, errcap);
 }
 
 void fc_model_free(fc_model *m)

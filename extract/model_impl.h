@@ -127,27 +127,54 @@ int fci_mul_dims(int ndim, const int64_t *dims, int64_t *out);
 
 /* ---- the file (onnx_read.c) ---- */
 
-/* A protobuf-c allocator that refuses to go past a budget. */
+/* fci_model_open_file - fc_model_open, and when hash is not NULL the
+ * XXH3-128 (canonical bytes) of the file as read. */
+int fci_model_open_file(fc_model **out, const char *path, uint8_t hash[16], char *errbuf, size_t errcap);
+
+/* A protobuf-c allocator that refuses to go past a budget, and the
+ * skeleton the model was unpacked from (onnx_read.c's top comment). */
 struct fci_budget {
 	ProtobufCAllocator pa;
 	size_t left;
 	int exhausted;
+	/* private: the skeleton and where each initializer's raw_data is */
+	uint8_t *skel;
+	size_t skel_len, n_refs;
+	struct fci_init_ref *refs;
+	int patched;
 };
 
 /* fci_onnx_unpack - check the wire format of data (every length, varint and
  * wire type of the fields the schema knows, so the message can say where a
  * file breaks), then unpack it with a budget proportional to len. Returns
- * 0 and *out, or a negative FC_ERR_* with the reason in m->err. Free *out
- * with protobuf_c_message_free_unpacked(&(*out)->base, &b->pa). */
+ * 0 and *out, or a negative FC_ERR_* with the reason in m->err. The graph
+ * initializers' raw_data point into data, which must outlive *out. Free
+ * *out (and what b holds, also after a failure) with
+ * fci_onnx_unpacked_free(b, *out). */
 int fci_onnx_unpack(fc_model *m, struct fci_budget *b, const uint8_t *data, size_t len,
 		   Onnx__ModelProto **out);
+void fci_onnx_unpacked_free(struct fci_budget *b, Onnx__ModelProto *mp);
+
+/* A FLOAT tensor's raw_data left for fci_onnx_copy (models copy their
+ * initializers in parallel): n values from src (little-endian, any
+ * alignment) into dst. dst NULL: nothing left. */
+struct fci_copy {
+	float *dst;
+	const uint8_t *src;
+	size_t n;
+};
+void fci_onnx_copy(const struct fci_copy *c);
+/* fci_onnx_copy_all - the n copies of c, on every thread when they are big. */
+void fci_onnx_copy_all(const struct fci_copy *c, size_t n);
 
 /* fci_onnx_tensor - decode a TensorProto into t (kind CONST, elem, dims,
  * numel and f32 or i64 on the load list). `what` names it for messages
  * ("initializer 'w'"). Checks dims, data type, external data, and that
- * the data holds exactly numel values before allocating. */
+ * the data holds exactly numel values before allocating. later NULL: the
+ * values are there on return; else FLOAT raw_data is only allocated, and
+ * *later says what fci_onnx_copy must copy into it. */
 int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
-		   fc_model_tensor *t);
+		   fc_model_tensor *t, struct fci_copy *later);
 
 /* fci_onnx_type_name - "FLOAT16" for an ONNX TensorProto.DataType. */
 const char *fci_onnx_type_name(int32_t type);

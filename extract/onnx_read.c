@@ -11,13 +11,30 @@
  * file size: a small hostile file cannot make it allocate gigabytes (every
  * element of a repeated field becomes a struct much larger than its bytes).
  *
+ * protobuf-c copies every bytes field it unpacks, and the initializers'
+ * raw_data is nearly the whole file. So what it unpacks is a skeleton: the
+ * file re-encoded without the graph initializers' raw_data fields (the
+ * lengths of the graph and of each initializer shrink to match), and each
+ * unpacked initializer's raw_data is then pointed at its bytes in the file.
+ * The weights are copied once, by fci_onnx_tensor into the model's own f32
+ * arrays. Files whose skeleton would differ from protobuf-c's reading (a
+ * ModelProto with other than one graph field) are unpacked whole.
+ *
+ * The file itself is mapped only while it is read (fci_model_open_file).
+ *
  * This file does not interpret the graph; model.c does.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
 
 #include "extract/model_impl.h"
+#include "util/util.h"
+
+/* protobuf's own limit; larger models keep their weights as external data */
+#define MODEL_MAX_BYTES ((uint64_t)2 << 30)
 
 /* ---- wire format ---- */
 
@@ -192,6 +209,197 @@ static int scan_message(struct scan *s, const uint8_t *p, size_t pos, size_t end
 	return 0;
 }
 
+/* ---- the skeleton ---- */
+
+enum { MODEL_GRAPH = 7, GRAPH_INITIALIZER = 5, TENSOR_RAW_DATA = 9 };
+
+/* One field of bytes that scan_message accepted: the key at start, the
+ * payload from body (for WT_LEN after its length) to end. */
+struct field {
+	uint32_t num;
+	int wt;
+	size_t start, body, end;
+};
+
+/* The next field at *pos; -1 on anything scan_message would have refused
+ * (it cannot happen after it: the skeleton then falls back to plain). */
+static int next_field(const uint8_t *p, size_t *pos, size_t end, struct field *f)
+{
+	uint64_t key, v;
+
+	f->start = *pos;
+	if (get_varint(p, pos, end, &key))
+		return -1;
+	f->num = (uint32_t)(key >> 3);
+	f->wt = (int)(key & 7);
+	switch (f->wt) {
+	case WT_VARINT:
+		if (get_varint(p, pos, end, &v))
+			return -1;
+		f->body = f->start;
+		break;
+	case WT_I64:
+	case WT_I32:
+		if (end - *pos < (f->wt == WT_I64 ? 8u : 4u))
+			return -1;
+		f->body = f->start;
+		*pos += f->wt == WT_I64 ? 8 : 4;
+		break;
+	case WT_LEN:
+		if (get_varint(p, pos, end, &v) || v > end - *pos)
+			return -1;
+		f->body = *pos;
+		*pos += (size_t)v;
+		break;
+	default:
+		return -1;
+	}
+	f->end = *pos;
+	return 0;
+}
+
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80)
+		v >>= 7, n++;
+	return n;
+}
+
+static uint8_t *put_varint(uint8_t *o, uint64_t v)
+{
+	while (v >= 0x80) {
+		*o++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*o++ = (uint8_t)v;
+	return o;
+}
+
+/* The key bytes of f and a new length prefix n, then nothing: the caller
+ * appends the n bytes. */
+static uint8_t *put_len_key(uint8_t *o, const uint8_t *p, const struct field *f, uint64_t n)
+{
+	size_t key_end = f->start;
+	uint64_t key;
+
+	get_varint(p, &key_end, f->end, &key);
+	memcpy(o, p + f->start, key_end - f->start);
+	return put_varint(o + (key_end - f->start), n);
+}
+
+/* The initializers of the one graph, in file order: their size without
+ * raw_data, and where the raw_data (the last one, as protobuf reads it) is. */
+struct fci_init_ref {
+	size_t len, raw_off, raw_len;
+	int has_raw;
+};
+
+/* Walks the graph body: fills refs (when not NULL) and returns the graph
+ * body's length without raw_data, or (size_t)-1. *n counts initializers. */
+static size_t graph_refs(const uint8_t *p, size_t pos, size_t end, struct fci_init_ref *refs, size_t *n)
+{
+	size_t out = 0;
+	struct field f, t;
+
+	*n = 0;
+	while (pos < end) {
+		if (next_field(p, &pos, end, &f))
+			return (size_t)-1;
+		if (f.num != GRAPH_INITIALIZER || f.wt != WT_LEN) {
+			out += f.end - f.start;
+			continue;
+		}
+		struct fci_init_ref r = { f.end - f.body, 0, 0, 0 };
+		size_t tp = f.body;
+
+		while (tp < f.end) {
+			if (next_field(p, &tp, f.end, &t))
+				return (size_t)-1;
+			if (t.num == TENSOR_RAW_DATA && t.wt == WT_LEN) {
+				r.len -= t.end - t.start;
+				r.raw_off = t.body;
+				r.raw_len = t.end - t.body;
+				r.has_raw = 1;
+			}
+		}
+		if (refs)
+			refs[*n] = r;
+		(*n)++;
+		out += (f.body - f.start) - varint_len(f.end - f.body) + varint_len(r.len) + r.len;
+	}
+	return out;
+}
+
+/* The initializers' fields but raw_data, into o. */
+static uint8_t *put_graph(uint8_t *o, const uint8_t *p, size_t pos, size_t end, const struct fci_init_ref *refs)
+{
+	struct field f, t;
+	size_t k = 0;
+
+	while (pos < end) {
+		next_field(p, &pos, end, &f);
+		if (f.num != GRAPH_INITIALIZER || f.wt != WT_LEN) {
+			memcpy(o, p + f.start, f.end - f.start);
+			o += f.end - f.start;
+			continue;
+		}
+		o = put_len_key(o, p, &f, refs[k++].len);
+		for (size_t tp = f.body; tp < f.end;) {
+			next_field(p, &tp, f.end, &t);
+			if (t.num == TENSOR_RAW_DATA && t.wt == WT_LEN)
+				continue;
+			memcpy(o, p + t.start, t.end - t.start);
+			o += t.end - t.start;
+		}
+	}
+	return o;
+}
+
+/* The skeleton of data into b->skel (b->skel_len bytes) and the raw_data
+ * places into b->refs; 1 when the file must be unpacked whole, 0, or
+ * FC_ERR_NOMEM. */
+static int skeleton(struct fci_budget *b, const uint8_t *p, size_t len)
+{
+	struct field f, graph = { 0 };
+	size_t pos = 0, n_graph = 0, n, glen, total = 0;
+
+	while (pos < len) {
+		if (next_field(p, &pos, len, &f))
+			return 1;
+		if (f.num == MODEL_GRAPH) {
+			if (f.wt != WT_LEN)
+				return 1;
+			graph = f;
+			n_graph++;
+		} else {
+			total += f.end - f.start;
+		}
+	}
+	if (n_graph != 1 || (glen = graph_refs(p, graph.body, graph.end, NULL, &n)) == (size_t)-1)
+		return 1;
+	if (!(b->refs = malloc((n ? n : 1) * sizeof *b->refs)))
+		return FC_ERR_NOMEM;
+	graph_refs(p, graph.body, graph.end, b->refs, &b->n_refs);
+	total += (graph.body - graph.start) - varint_len(graph.end - graph.body) + varint_len(glen) + glen;
+	if (!(b->skel = malloc(total ? total : 1)))
+		return FC_ERR_NOMEM;
+	uint8_t *o = b->skel;
+
+	for (pos = 0; pos < len;) {
+		next_field(p, &pos, len, &f);
+		if (f.num != MODEL_GRAPH) {
+			memcpy(o, p + f.start, f.end - f.start);
+			o += f.end - f.start;
+			continue;
+		}
+		o = put_graph(put_len_key(o, p, &f, glen), p, f.body, f.end, b->refs);
+	}
+	b->skel_len = (size_t)(o - b->skel);
+	return b->skel_len == total ? 0 : 1;
+}
+
 /* ---- unpacking under a budget ---- */
 
 static void *budget_alloc(void *ctx, size_t n)
@@ -212,6 +420,31 @@ static void budget_free(void *ctx, void *ptr)
 	free(ptr);
 }
 
+/* Drop the skeleton's bookkeeping; the pointers into the file are taken
+ * out of *mp first (protobuf-c would free them). */
+static void unskeleton(struct fci_budget *b, Onnx__ModelProto *mp)
+{
+	if (mp && b->patched)
+		for (size_t i = 0; i < mp->graph->n_initializer; i++) {
+			mp->graph->initializer[i]->has_raw_data = 0;
+			mp->graph->initializer[i]->raw_data.data = NULL;
+			mp->graph->initializer[i]->raw_data.len = 0;
+		}
+	b->patched = 0;
+	free(b->skel);
+	free(b->refs);
+	b->skel = NULL;
+	b->refs = NULL;
+	b->skel_len = b->n_refs = 0;
+}
+
+void fci_onnx_unpacked_free(struct fci_budget *b, Onnx__ModelProto *mp)
+{
+	unskeleton(b, mp);
+	if (mp)
+		protobuf_c_message_free_unpacked(&mp->base, &b->pa);
+}
+
 int fci_onnx_unpack(fc_model *m, struct fci_budget *b, const uint8_t *data, size_t len,
 		   Onnx__ModelProto **out)
 {
@@ -225,7 +458,8 @@ int fci_onnx_unpack(fc_model *m, struct fci_budget *b, const uint8_t *data, size
 		return rc;
 	/* A real model unpacks into 1.0-1.5x its size (the weights dominate);
 	 * tiny graphs into up to ~7x (structs bigger than their bytes). A
-	 * hostile file of empty repeated messages would reach 50x. */
+	 * hostile file of empty repeated messages would reach 50x. The
+	 * skeleton needs less; the budget is the whole file's all the same. */
 	budget = (size_t)4 << 20;
 	budget += len > (SIZE_MAX - budget) / 16 ? SIZE_MAX - budget : 16 * len;
 	b->pa.alloc = budget_alloc;
@@ -233,7 +467,40 @@ int fci_onnx_unpack(fc_model *m, struct fci_budget *b, const uint8_t *data, size
 	b->pa.allocator_data = b;
 	b->left = budget;
 	b->exhausted = 0;
-	*out = onnx__model_proto__unpack(&b->pa, len, data);
+	b->skel = NULL;
+	b->refs = NULL;
+	b->skel_len = b->n_refs = 0;
+	b->patched = 0;
+	rc = skeleton(b, data, len);
+	if (rc < 0) {
+		unskeleton(b, NULL);
+		return fci_model_fail(m, rc, "out of memory");
+	}
+	if (rc == 0) {
+		*out = onnx__model_proto__unpack(&b->pa, b->skel_len, b->skel);
+		if (*out && (!(*out)->graph || (*out)->graph->n_initializer != b->n_refs)) {
+			/* cannot happen: the skeleton has one graph and these initializers */
+			protobuf_c_message_free_unpacked(&(*out)->base, &b->pa);
+			*out = NULL;
+		}
+		if (*out) {
+			for (size_t i = 0; i < b->n_refs; i++) {
+				Onnx__TensorProto *tp = (*out)->graph->initializer[i];
+
+				if (b->refs[i].has_raw) {
+					tp->has_raw_data = 1;
+					tp->raw_data.data = (uint8_t *)(uintptr_t)(data + b->refs[i].raw_off);
+					tp->raw_data.len = b->refs[i].raw_len;
+				}
+			}
+			b->patched = 1;
+			return 0;
+		}
+		unskeleton(b, NULL);
+		b->left = budget;
+	}
+	if (!b->exhausted)
+		*out = onnx__model_proto__unpack(&b->pa, len, data);
 	if (!*out) {
 		if (b->exhausted)
 			return fci_model_fail(m, FC_ERR_OVERFLOW,
@@ -298,12 +565,30 @@ static uint64_t le(const uint8_t *p, int n)
 	return v;
 }
 
+void fci_onnx_copy(const struct fci_copy *c)
+{
+	if (!c->dst)
+		return;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	memcpy(c->dst, c->src, c->n * sizeof *c->dst);
+#else
+	for (size_t i = 0; i < c->n; i++) {
+		uint32_t bits = (uint32_t)le(c->src + 4 * i, 4);
+
+		memcpy(&c->dst[i], &bits, 4);
+	}
+#endif
+}
+
 int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
-		   fc_model_tensor *t)
+		   fc_model_tensor *t, struct fci_copy *later)
 {
 	int64_t numel;
 	size_t esize, n_typed;
 	int elem;
+
+	if (later)
+		later->dst = NULL;
 
 	if ((tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) ||
 	    tp->n_external_data)
@@ -377,6 +662,16 @@ int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 
 		if (!v)
 			return fci_model_fail(m, FC_ERR_NOMEM, "out of memory for %s", what);
+		t->f32 = v;
+		if (raw && tp->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
+			struct fci_copy c = { v, raw, (size_t)numel };
+
+			if (later)
+				*later = c;
+			else
+				fci_onnx_copy(&c);
+			return 0;
+		}
 		for (int64_t i = 0; i < numel; i++) {
 			switch (tp->data_type) {
 			case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: {
@@ -409,7 +704,6 @@ int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 			}
 			}
 		}
-		t->f32 = v;
 	} else {
 		int64_t *v = fci_model_alloc(m, (size_t)numel * sizeof *v, 0);
 		const uint8_t *raw = tp->has_raw_data && tp->raw_data.len ? tp->raw_data.data : NULL;
@@ -428,4 +722,51 @@ int fci_onnx_tensor(fc_model *m, const Onnx__TensorProto *tp, const char *what,
 		t->i64 = v;
 	}
 	return 0;
+}
+
+/* The FLOAT initializers' bytes, copied on every thread: the one pass over
+ * the weights that loading makes (fresh pages are most of its cost). */
+void fci_onnx_copy_all(const struct fci_copy *c, size_t n)
+{
+	size_t bytes = 0;
+
+	for (size_t i = 0; i < n; i++)
+		bytes += c[i].dst ? c[i].n : 0;
+#pragma omp parallel for schedule(dynamic, 1) if (bytes > ((size_t)1 << 20))
+	for (size_t i = 0; i < n; i++)
+		fci_onnx_copy(&c[i]);
+}
+
+/* ---- the file ---- */
+
+/* The file is mapped only while it is read: nothing keeps a pointer into
+ * it (the weights are copied into the model), so after this returns the
+ * file may be replaced, rewritten or deleted without the model noticing. */
+int fci_model_open_file(fc_model **out, const char *path, uint8_t hash[16], char *errbuf, size_t errcap)
+{
+	struct stat st;
+	const uint8_t *data = NULL;
+	size_t len = 0;
+	int rc;
+
+	*out = NULL;
+	/* A directory or a device would read as something other than a model. */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		return fci_errf(errbuf, errcap, FC_ERR_IO, "%s",
+				S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+	rc = fci_map_file(path, MODEL_MAX_BYTES, &data, &len, errbuf, errcap);
+	if (rc == FC_ERR_OVERFLOW)
+		rc = fci_errf(errbuf, errcap, FC_ERR_UNSUPPORTED,
+			      "file is larger than 2 GiB, the protobuf limit (models that big use external "
+			      "data, not supported yet)");
+	if (!rc && hash) {
+		XXH128_canonical_t c;
+
+		XXH128_canonicalFromHash(&c, XXH3_128bits(data, len));
+		memcpy(hash, c.digest, 16);
+	}
+	if (!rc)
+		rc = fc_model_open_mem(out, data, len, errbuf, errcap);
+	fci_unmap_file(data, len);
+	return rc;
 }

@@ -1,5 +1,5 @@
 /*
- * file.c - reading a whole file, and the atomic output file every writer of
+ * file.c - reading or mapping a whole file, and the atomic output file every writer of
  * featcache goes through (safetensors, .npy, ONNX, reports, key lists).
  */
 #include <errno.h>
@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,6 +66,52 @@ int fci_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *cap, si
 	close(fd);
 	*len = n;
 	return rc;
+}
+
+static const uint8_t empty_file[1];
+
+int fci_map_file(const char *path, uint64_t max, const uint8_t **data, size_t *len, char *why, size_t whycap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+	struct stat st;
+
+	*data = NULL;
+	*len = 0;
+	if (fd < 0) {
+		rc = errno == ENOENT ? FC_ERR_NOT_FOUND : FC_ERR_IO;
+		fci_os_error(why, whycap, errno);
+		return rc;
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = FC_ERR_IO;
+		fci_os_error(why, whycap, errno);
+	} else if (st.st_size < 0 || (uint64_t)st.st_size > max || (uint64_t)st.st_size > SIZE_MAX) {
+		rc = FC_ERR_OVERFLOW;
+		snprintf(why, whycap, "file of %lld bytes is larger than %llu", (long long)st.st_size,
+			 (unsigned long long)max);
+	} else if (st.st_size == 0) {
+		*data = empty_file;
+	} else {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+
+		if (p == MAP_FAILED) {
+			rc = fci_errno_code(errno);
+			fci_os_error(why, whycap, errno);
+		} else {
+			/* read ahead: every byte is wanted, in order */
+			madvise(p, (size_t)st.st_size, MADV_SEQUENTIAL);
+			*data = p;
+			*len = (size_t)st.st_size;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+void fci_unmap_file(const uint8_t *data, size_t len)
+{
+	if (data && data != empty_file && len)
+		munmap((void *)(uintptr_t)data, len);
 }
 
 /* ---- atomic output file ---- */

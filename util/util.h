@@ -61,6 +61,17 @@ int fci_errno_code(int e);
 int fci_read_file(const char *path, uint64_t max, uint8_t **buf, size_t *cap, size_t *len, char *why,
 		  size_t whycap);
 
+/* fci_map_file - map the whole file at path read-only and private
+ * (MAP_PRIVATE: featcache never writes through it). *data is the bytes
+ * (a non-NULL address even for an empty file), *len their count; release
+ * with fci_unmap_file. Pages are read on first touch. Rewriting the file
+ * in place while it is mapped changes what is read from pages not yet
+ * touched, and truncating it makes reads past the new end fault (SIGBUS):
+ * callers keep the mapping for as short a time as they can. Same errors
+ * and `why` as fci_read_file (path not included). */
+int fci_map_file(const char *path, uint64_t max, const uint8_t **data, size_t *len, char *why, size_t whycap);
+void fci_unmap_file(const uint8_t *data, size_t len);
+
 /* The atomic output file. The bytes go to a temporary file in the target's
  * directory (".<name>.<pid>-<n>.tmp"), which is fsync'd and renamed over the
  * target, and then the directory is fsync'd. On any failure the temporary is

@@ -76,10 +76,24 @@ typedef struct fc_engine_opts {
 int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts, char *err,
 		   size_t errcap);
 
+/* fc_engine_add_batch - let runs of n < batch images compute n images, not
+ * a batch padded with zeros: builds primitives for batch n (kept with e,
+ * freed with it) that share e's weights wherever oneDNN wants them in the
+ * same layout. model must be the one e was built from, with the same cut
+ * and input size; its batch is set to n and back to e's. 0 at once when n
+ * is e's batch or was added before; else as fc_engine_open (FC_ERR_INVALID
+ * also for n out of 1..batch or another model). Memory: one activation
+ * arena for n images per size added. On this CPU (AVX-512, oneDNN 2.6)
+ * the embeddings are bit-identical to those of the same images in a full
+ * batch; test_engine checks it for its fixtures. */
+int fc_engine_add_batch(fc_engine *e, fc_model *model, int n, char *err, size_t errcap);
+
 /* fc_engine_run - out (n, D) = embeddings of in (n, C, H, W), row-major f32,
  * with 1 <= n <= batch and C, H, W those of the model at open (see
- * fc_engine_input_dims). Returns 0, FC_ERR_INVALID (NULL, n out of range)
- * or FC_ERR_INTERNAL (oneDNN failed; fc_engine_errmsg says how). */
+ * fc_engine_input_dims). n < batch runs at its own size when
+ * fc_engine_add_batch added n, else as a batch padded with zeros. Returns
+ * 0, FC_ERR_INVALID (NULL, n out of range) or FC_ERR_INTERNAL (oneDNN
+ * failed; fc_engine_errmsg says how). */
 int fc_engine_run(fc_engine *e, float *out, const float *in, size_t n);
 
 /* fc_engine_dim - D, the embedding length; 0 for NULL. */

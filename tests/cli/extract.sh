@@ -7,7 +7,8 @@
 # CSV '..'), another model in the same store, a token model
 # (vit_narrow) at a token layer with each --pool, one extractor per pooling,
 # embed of the raw features, and SIGKILL mid-run followed by a resume that
-# ends with the same store as a clean run.
+# ends with the same store as a clean run; partial batches at their own
+# size against one full batch.
 NAME=extract
 . "$(dirname "$0")/lib.inc"
 
@@ -530,6 +531,26 @@ assert e["chunks"] >= 3 and 0 <= lost <= cap, (e, cap)
 else
 	echo "ok - pending: at most one chunk's worth is lost # SKIP no /usr/bin/python3"
 fi
+# ---- partial batches at their own size ----
+# 10 images in batches of 4 (the last of 2), then 3 more (a batch of 3):
+# the partial batches run at their own size, and the store ends with the
+# same vectors, bit for bit, as one run where all 13 fill one batch.
+mkdir -p tail/a tail13/a
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13; do mk tail13/a/t$i.png 48 40 $((200 + i)); done
+for i in 1 2 3 4 5 6 7 8 9 10; do cp tail13/a/t$i.png tail/a/; done
+run "$F" extract --store tail.st --data tail --model "$MODEL" --size 64 --batch 4 --quiet
+t "tails: 10 images in batches of 4, 4 and 2" 0 out "$(images_re 10 0 0)"
+cp tail13/a/t11.png tail13/a/t12.png tail13/a/t13.png tail/a/
+# oneDNN's verbose lines name the minibatch of every primitive it runs
+run env ONEDNN_VERBOSE=1 "$F" extract --store tail.st --data tail --model "$MODEL" --size 64 --batch 4 --quiet
+t "tails: the 3 new images as a batch of 3, not a padded 4" 0 out "$(items_re 3 0 0)" \
+	out "$(images_re 3 0 0)" out "^onednn_verbose,exec,.*mb3" !out "^onednn_verbose,exec,.*mb4"
+run "$F" extract --store tail13.st --data tail13 --model "$MODEL" --size 64 --batch 13 --quiet
+t "tails: the 13 in one batch of 13" 0 out "$(images_re 13 0 0)"
+run "$F" embed --store tail.st --out tail.npy --keys tail.keys
+run "$F" embed --store tail13.st --out tail13.npy --keys tail13.keys
+ok_if "tails: the same keys" cmp -s tail.keys tail13.keys
+ok_if "tails: the same vectors, bit for bit" cmp -s tail.npy tail13.npy
 
 # The keys file goes through the atomic output file: a leftover of another
 # run's temporary name (once a fixed "KEYS.tmp") gets in nobody's way.
