@@ -49,7 +49,31 @@ extern "C" {
 typedef struct fc_engine fc_engine;
 
 
-enum fc_precision { FC_PREC_F32 = 0, FC_PREC_BF16 };
+enum fc_precision { FC_PREC_F32 = 0, FC_PREC_BF16, FC_PREC_INT8 };
+
+/* A calibration table: the range [lo, hi] of each tensor that an int8
+ * convolution or Gemm/MatMul reads, by tensor name (extract/calibrate.c
+ * measures it on the f32 model). hi is the clipping bound the int8 engine
+ * maps to the largest code: a tensor with lo >= 0 becomes u8 with scale
+ * hi / 255, any other s8 symmetric with scale max(-lo, hi) / 127 (no zero
+ * points). */
+typedef struct fc_calib_range {
+	char *tensor;
+	float lo, hi;
+} fc_calib_range;
+
+typedef struct fc_calib {
+	size_t n;
+	fc_calib_range *r;
+	char *method; /* how the ranges were chosen ("max", "percentile:99.99"), for the descriptor */
+	size_t images; /* images the ranges were measured on */
+} fc_calib;
+
+/* Called by fc_engine_run (opts.observe) with the f32 values of tensor k
+ * (name) that an int8 engine would quantise, just before the step that reads
+ * them runs: n values of the batch's real images, in the engine's layout
+ * (blocked layouts may hold a few zeros of padding). */
+typedef void (*fc_engine_observe_fn)(void *ctx, int k, const char *tensor, const float *x, size_t n);
 
 typedef struct fc_engine_opts {
 	int batch;     /* largest n a run takes, >= 1 */
@@ -59,6 +83,19 @@ typedef struct fc_engine_opts {
 	                * refused with FC_ERR_UNSUPPORTED, since emulated bf16 is slower than
 	                * f32 */
 	int threads;   /* OpenMP threads; 0: OpenMP's default (see above) */
+	/* FC_PREC_INT8 (CNNs only; needs AVX512_VNNI, AVX_VNNI or AMX, else
+	 * FC_ERR_UNSUPPORTED): convolutions and Gemm/MatMul with constant
+	 * weights run in int8 (s8 weights with a scale per output channel,
+	 * activations u8/s8 as the calibration says, f32 out, post-ops in f32)
+	 * wherever oneDNN has a fast kernel for them; the rest stays f32.
+	 * calib gives the ranges; a tensor it lacks stays f32. calib NULL is for
+	 * inspecting the plan (`featcache layers`): every range is taken as
+	 * [-1, 1], so the numbers are meaningless. Token models are refused. */
+	const fc_calib *calib;
+	/* f32 only: call observe(observe_ctx, ...) on each run for every tensor
+	 * an int8 engine would quantise (calibration). */
+	fc_engine_observe_fn observe;
+	void *observe_ctx;
 } fc_engine_opts;
 
 /* fc_engine_open - build the engine for model's current cut and input
@@ -98,6 +135,20 @@ void fc_engine_input_dims(const fc_engine *e, int64_t *batch, int64_t *c, int64_
  * it is still needed later); <node name> is then the consumer's. */
 int fc_engine_n_prims(const fc_engine *e);
 const char *fc_engine_prim_info(const fc_engine *e, int i);
+
+/* fc_engine_prim_precision - what primitive i computes in: "int8" (u8/s8
+ * source), "bf16" or "f32"; a reorder that quantises is "int8". NULL when i
+ * is out of range. */
+const char *fc_engine_prim_precision(const fc_engine *e, int i);
+
+/* fc_engine_n_observed - tensors observe is called for (f32 engines opened
+ * with opts.observe; else 0); fc_engine_observed_name(e, k) names tensor k. */
+int fc_engine_n_observed(const fc_engine *e);
+const char *fc_engine_observed_name(const fc_engine *e, int k);
+
+/* fc_calib_free - release a table made by fc_calibrate or read from a
+ * descriptor; NULL is fine. */
+void fc_calib_free(fc_calib *c);
 
 /* fc_engine_peak_bytes - bytes of the activation arena: the most that
  * activations alive at the same time need under the engine's plan (the
