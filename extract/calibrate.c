@@ -224,6 +224,14 @@ int fc_calibrate(fc_calib **out, const fc_extractor_opts *o, const fc_dataset *d
 			      fc_model_errmsg(m));
 		goto out;
 	}
+	/* refuse what int8 cannot run (no VNNI, a transformer) before the long part */
+	fc_engine_opts po = { .batch = 1, .precision = FC_PREC_INT8, .threads = o->threads };
+	if ((rc = fc_engine_open(&e, m, &po, why, sizeof why))) {
+		rc = fci_errf(err, errcap, rc, "cannot run model '%s' in int8: %s", o->model, why);
+		goto out;
+	}
+	fc_engine_free(e);
+	e = NULL;
 	int batch = npick < CALIB_BATCH ? (int)npick : CALIB_BATCH;
 	fc_engine_opts eo = { .batch = batch, .precision = FC_PREC_F32, .threads = o->threads, .observe = observe,
 			      .observe_ctx = &r };
