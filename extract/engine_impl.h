@@ -40,6 +40,7 @@ typedef struct value {
 	void *fixed;      /* a buffer outside the arena (input, output, constants) */
 	int root;         /* the value whose buffer it uses: itself unless an alias */
 	int alt;          /* the same data in another layout, -1 if none */
+	float qscale;     /* int8: u8/s8 codes of real value code x qscale; 0: real values */
 	int until;        /* root: last node reading a tensor in this buffer (INT_MAX: the cut) */
 	int first, last;  /* root: steps from the first write to the last read */
 	size_t size, off; /* root: bytes (the largest alias) and arena offset */
@@ -173,6 +174,9 @@ int fci_int8_check(build *b);
  * reference kernel for it), nothing built then; < 0 on error. */
 int fci_build_conv_int8(build *b, int i);
 int fci_build_matmul_int8(build *b, int i);
+/* Value v in real (f32 or bf16) values: v itself, or a dequantised copy
+ * of int8 codes (a conv that stays f32 after an int8 producer). */
+int fci_real_value(build *b, int node, int v);
 /* With opts.observe: the last step reads tensor t (an int8 candidate's
  * input) from value v; register it. 0 or FC_ERR_NOMEM. */
 int fci_observe(build *b, int t);

@@ -92,9 +92,10 @@ static int quant_of(const build *b, int t, float *scale, dnnl_data_type_t *dt)
 	return *scale > 0 && isfinite(*scale);
 }
 
-/* Value v's data (f32) as codes of layout md (u8/s8): round(x / scale),
- * saturated. Made once per tensor and layout, then shared. */
-static int quantized(build *b, int node, int v, const dnnl_memory_desc_t *md, float scale)
+/* Value v's data in layout md: codes at scale `scale` (md u8/s8), or real
+ * values (scale 0, md f32). A scaled reorder converts (v's own codes
+ * dequantised by its qscale); made once per layout, then shared. */
+static int converted(build *b, int node, int v, const dnnl_memory_desc_t *md, float scale)
 {
 	fc_engine *e = b->e;
 	int last = v;
@@ -103,24 +104,63 @@ static int quantized(build *b, int node, int v, const dnnl_memory_desc_t *md, fl
 			return w;
 		last = w;
 	}
+	float from = fci_val(b, v)->qscale, k = (from > 0 ? from : 1.0f) / (scale > 0 ? scale : 1.0f);
 	int w = fci_new_value(b, md, NULL);
 	if (w < 0)
 		return w;
 	fci_val(b, last)->alt = w;
 	fci_val(b, w)->until = fci_val(b, fci_val(b, v)->root)->until;
+	fci_val(b, w)->qscale = scale;
 	dnnl_primitive_attr_t attr = NULL;
 	dnnl_primitive_desc_t pd = NULL;
-	float inv = 1.0f / scale;
 	if (dnnl_primitive_attr_create(&attr) != dnnl_success)
 		return FC_ERR_NOMEM;
-	dnnl_status_t st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &inv);
+	dnnl_status_t st = k != 1.0f ? dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k) : dnnl_success;
 	st = fci_first_failure(st, dnnl_reorder_primitive_desc_create(&pd, &fci_val(b, v)->md, e->eng, md, e->eng, attr));
 	dnnl_primitive_attr_destroy(attr);
 	if (st != dnnl_success)
-		return fci_build_fail(b, FC_ERR_INTERNAL, "node '%s': onednn cannot quantise its input (%s)",
+		return fci_build_fail(b, FC_ERR_INTERNAL, "node '%s': onednn cannot convert its input (%s)",
 				      b->g->nodes[node].name, fci_dnnl_status_name(st));
-	int rc = fci_unary_step(b, node, pd, v, w, "Quantize");
+	int rc = fci_unary_step(b, node, pd, v, w, scale > 0 ? (from > 0 ? "Requantize" : "Quantize") : "Dequantize");
 	return rc ? rc : w;
+}
+
+int fci_real_value(build *b, int node, int v)
+{
+	const value *x = fci_val(b, v);
+	dnnl_memory_desc_t md;
+	if (x->qscale <= 0)
+		return v;
+	/* NHWC, the layout the convs after it take in f32 (docs/measured.md) */
+	if (dnnl_memory_desc_init_by_tag(&md, x->md.ndims, x->md.dims, b->e->dt,
+					 x->md.ndims == 4 ? dnnl_acdb : dnnl_ab) != dnnl_success)
+		return FC_ERR_INTERNAL;
+	return converted(b, node, v, &md, 0);
+}
+
+/* 1 when conv node i's output tensor t can stay int8 codes: every reader
+ * is a Conv taking it as its input (the only builder that reads codes),
+ * it is not a cut, and the table has its range. */
+static int codes_out(const build *b, int t, float *scale, dnnl_data_type_t *dt)
+{
+	const fc_model_graph *g = b->g;
+	int readers = 0;
+	float s;
+	dnnl_data_type_t d;
+	if (fci_is_cut(g, t) || !quant_of(b, t, &s, &d))
+		return 0;
+	for (int j = 0; j < g->n_nodes; j++) {
+		if (!fci_runs(b, j) || !fci_reads(&g->nodes[j], t))
+			continue;
+		const fc_model_node *c = &g->nodes[j];
+		if (c->op != FC_OP_CONV || c->in[0] != t || c->n_in < 2 || c->in[1] == t)
+			return 0;
+		readers++;
+	}
+	if (readers != b->uses[t])
+		return 0;
+	*scale = s, *dt = d;
+	return 1;
 }
 
 /* s8 codes of n weights per output channel (oc of them, channel o's weight k
@@ -221,10 +261,20 @@ int fci_build_conv_int8(build *b, int i)
 		p.os[o] *= sx;
 		p.bias[o] /= p.os[o];
 	}
+	/* Codes out when only convs read the output (not a residual's sum):
+	 * the post-ops run on real values, then a linear post-op divides by
+	 * the output's scale and oneDNN rounds and saturates into u8/s8. */
+	float sy = 0;
+	dnnl_data_type_t ydt = dnnl_f32;
+	if (res < 0 && codes_out(b, cur, &sy, &ydt) &&
+	    dnnl_post_ops_append_eltwise(p.po, 1.0f, dnnl_eltwise_linear, 1.0f / sy, 0.0f) != dnnl_success) {
+		parts_free(&p);
+		return FC_ERR_INTERNAL;
+	}
 	const fc_model_tensor *Y = &g->tensors[cur];
 	dnnl_memory_desc_t src_md, w_md, uw_md, b_md, dst_md;
 	dnnl_status_t st = fci_md_any(&src_md, 4, X->dims, xdt);
-	st = fci_first_failure(st, fci_md_any(&dst_md, 4, Y->dims, dnnl_f32));
+	st = fci_first_failure(st, fci_md_any(&dst_md, 4, Y->dims, ydt));
 	st = fci_first_failure(st, fci_md_plain(&b_md, 1, &oc, dnnl_f32));
 	if (grp > 1) {
 		dnnl_dims_t wd = { grp, oc / grp, W->dims[1], W->dims[2], W->dims[3] };
@@ -253,7 +303,7 @@ int fci_build_conv_int8(build *b, int i)
 	dnnl_memory_desc_t src_q = fci_query_md(p.pd, dnnl_query_src_md), w_q = fci_query_md(p.pd, dnnl_query_weights_md);
 	dnnl_memory_desc_t dst_q = fci_query_md(p.pd, dnnl_query_dst_md);
 	dnnl_memory_t mw, mb;
-	int src = quantized(b, i, b->tv[x], &src_q, sx), dst = -1;
+	int src = converted(b, i, b->tv[x], &src_q, sx), dst = -1;
 	if (src < 0) {
 		parts_free(&p);
 		return src;
@@ -275,8 +325,8 @@ int fci_build_conv_int8(build *b, int i)
 			dst = fci_alias_value(b, r, &dst_q);
 		else if ((dst = fci_new_value(b, &dst_q, NULL)) >= 0)
 			rc = fci_reorder_step(b, i, r, dst, "Copy");
-	} else if (!rc) {
-		dst = fci_new_value(b, &dst_q, NULL);
+	} else if (!rc && (dst = fci_new_value(b, &dst_q, NULL)) >= 0) {
+		fci_val(b, dst)->qscale = sy;
 	}
 	if (!rc && dst < 0)
 		rc = dst;
@@ -361,7 +411,7 @@ int fci_build_matmul_int8(build *b, int i)
 		return stay_f32(b, &p);
 	dnnl_memory_desc_t w_q = fci_query_md(p.pd, dnnl_query_weights_md), y_q = fci_query_md(p.pd, dnnl_query_dst_md);
 	dnnl_memory_t m1, m2;
-	int src = quantized(b, i, b->tv[a], &ma, sx), out = -1;
+	int src = converted(b, i, b->tv[a], &ma, sx), out = -1;
 	if (src < 0) {
 		parts_free(&p);
 		return src;

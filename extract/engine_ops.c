@@ -286,7 +286,12 @@ static int build_conv(build *b, int i)
 	 * them. Where the choices differ, the producer's layout has only a
 	 * weaker kernel (NHWC grouped convs are ref:any in oneDNN 2.6.3, blocked
 	 * 1x1 convs avx2) and a reorder is cheaper than running it. */
-	const value *vx = fci_val(b, b->tv[x]);
+	int xv = fci_real_value(b, i, b->tv[x]);
+	if (xv < 0) {
+		rc = xv;
+		goto out;
+	}
+	const value *vx = fci_val(b, xv);
 	dnnl_primitive_desc_t mine = NULL;
 	dnnl_convolution_desc_t desc;
 	st = fci_first_failure(st, dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference,
@@ -314,7 +319,7 @@ static int build_conv(build *b, int i)
 	dnnl_memory_desc_t src_q = fci_query_md(pd, dnnl_query_src_md), w_q = fci_query_md(pd, dnnl_query_weights_md);
 	dnnl_memory_desc_t dst_q = fci_query_md(pd, dnnl_query_dst_md);
 	dnnl_memory_t mw, mb;
-	int src = fci_want(b, i, b->tv[x], &src_q), dst;
+	int src = fci_want(b, i, xv, &src_q), dst;
 	if (src < 0) {
 		rc = src;
 		goto out;
