@@ -57,7 +57,8 @@ int fci_int8_check(build *b)
 		const fc_model_node *nd = &g->nodes[i];
 		if (nd->state != FC_NODE_RUN || !nd->needed)
 			continue;
-		if (nd->op == FC_OP_LAYERNORM || nd->op == FC_OP_SOFTMAX ||
+		/* attention; a LayerNorm alone (ConvNeXt's) stays f32 */
+		if (nd->op == FC_OP_SOFTMAX ||
 		    (nd->op == FC_OP_MATMUL && nd->n_in > 1 && fci_is_act(b, nd->in[0]) && fci_is_act(b, nd->in[1])))
 			return fci_build_fail(b, FC_ERR_UNSUPPORTED,
 					      "int8 is for cnns; node '%s' (%s) belongs to a transformer: use f32 or bf16",
