@@ -861,13 +861,16 @@ static void out_c(const fc_engine *e, const step *s)
 
 static int run_step(fc_engine *e, const step *s, size_t n)
 {
-	if (s->obs && e->observe) {
+	for (int k = 0; k < 2 && e->observe; k++) {
 		/* the batch's real images: the first n of a layout whose outermost dim is N */
-		const value *v = &e->vals[s->val[0]];
+		int o = k ? s->obs2 : s->obs;
+		if (!o)
+			continue;
+		const value *v = &e->vals[s->val[k ? s->obs2_arg : s->obs_arg]];
 		if (dnnl_stream_wait(e->stream) != dnnl_success)
 			return 1;
 		size_t all = dnnl_memory_desc_get_size(&v->md) / sizeof(float);
-		e->observe(e->observe_ctx, s->obs - 1, e->obs_names[s->obs - 1], v->ptr, all / (size_t)e->batch * n);
+		e->observe(e->observe_ctx, o - 1, e->obs_names[o - 1], v->ptr, all / (size_t)e->batch * n);
 	}
 	switch (s->kind) {
 	case ST_PRIM:

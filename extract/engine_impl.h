@@ -61,7 +61,8 @@ typedef struct step {
 	int64_t dims[FC_MODEL_MAX_DIMS];     /* output dims */
 	int64_t sdims[2][FC_MODEL_MAX_DIMS]; /* binary: inputs padded to ndim; pad: input, begin */
 	float alpha;
-	int obs;                 /* 1 + the observed tensor read before it runs, or 0 */
+	int obs, obs2;           /* 1 + a tensor observed before it runs (in val[obs_arg]), or 0 */
+	int obs_arg, obs2_arg;
 	/* ST_OUT: one cut's share of the embedding, from plain f32 N x T x D
 	 * (dims[0..2]) into columns col.. of out_buf; op is its enum fc_pool
 	 * (FC_POOL_AUTO: copy all T x D), prefix the tokens before the patches */
@@ -180,6 +181,12 @@ int fci_real_value(build *b, int node, int v);
 /* With opts.observe: the last step reads tensor t (an int8 candidate's
  * input) from value v; register it. 0 or FC_ERR_NOMEM. */
 int fci_observe(build *b, int t);
+/* The same for tensor t held in the step's value val[arg] before it runs
+ * (a residual, in the destination of its `sum` conv). */
+int fci_observe_arg(build *b, int t, int arg);
+/* Int8 engines: node i's inputs that are codes, other than a Conv's
+ * source, replaced by real values (a dequantised copy) before it is built. */
+int fci_int8_inputs(build *b, int i);
 
 /* ---- engine_patterns.c ---- */
 

@@ -139,9 +139,37 @@ int fci_real_value(build *b, int node, int v)
 	return converted(b, node, v, &md, 0);
 }
 
-/* 1 when conv node i's output tensor t can stay int8 codes: every reader
- * is a Conv taking it as its input (the only builder that reads codes),
- * it is not a cut, and the table has its range. */
+/* *po again, its `sum` now adding the destination's previous content read
+ * as codes of type dt times scale. */
+static int repost(dnnl_post_ops_t *po, float scale, dnnl_data_type_t dt)
+{
+	dnnl_post_ops_t q;
+	dnnl_status_t st = dnnl_success;
+	if (dnnl_post_ops_create(&q) != dnnl_success)
+		return FC_ERR_NOMEM;
+	for (int k = 0; k < dnnl_post_ops_len(*po) && st == dnnl_success; k++) {
+		float sc, al, be;
+		dnnl_alg_kind_t alg;
+		if (dnnl_post_ops_get_kind(*po, k) == dnnl_sum) {
+			st = dnnl_post_ops_append_sum_v2(q, scale, dt);
+		} else {
+			st = dnnl_post_ops_get_params_eltwise(*po, k, &sc, &alg, &al, &be);
+			st = fci_first_failure(st, dnnl_post_ops_append_eltwise(q, sc, alg, al, be));
+		}
+	}
+	if (st != dnnl_success) {
+		dnnl_post_ops_destroy(q);
+		return FC_ERR_INTERNAL;
+	}
+	dnnl_post_ops_destroy(*po);
+	*po = q;
+	return 0;
+}
+
+/* 1 when conv node i's output tensor t can be int8 codes: every reader is
+ * a Conv taking it as its input or an Add (a residual, which a later conv
+ * takes as its `sum`; an Add built on its own gets a dequantised copy,
+ * fci_int8_inputs), it is not a cut, and the table has its range. */
 static int codes_out(const build *b, int t, float *scale, dnnl_data_type_t *dt)
 {
 	const fc_model_graph *g = b->g;
@@ -154,7 +182,7 @@ static int codes_out(const build *b, int t, float *scale, dnnl_data_type_t *dt)
 		if (!fci_runs(b, j) || !fci_reads(&g->nodes[j], t))
 			continue;
 		const fc_model_node *c = &g->nodes[j];
-		if (c->op != FC_OP_CONV || c->in[0] != t || c->n_in < 2 || c->in[1] == t)
+		if (c->op != FC_OP_ADD && (c->op != FC_OP_CONV || c->in[0] != t || c->n_in < 2 || c->in[1] == t))
 			return 0;
 		readers++;
 	}
@@ -262,13 +290,34 @@ int fci_build_conv_int8(build *b, int i)
 		p.os[o] *= sx;
 		p.bias[o] /= p.os[o];
 	}
-	/* Codes out when only convs read the output (not a residual's sum):
-	 * the post-ops run on real values, then a linear post-op divides by
-	 * the output's scale and oneDNN rounds and saturates into u8/s8. */
-	float sy = 0;
-	dnnl_data_type_t ydt = dnnl_f32;
-	if (res < 0 && codes_out(b, cur, &sy, &ydt) &&
-	    dnnl_post_ops_append_eltwise(p.po, 1.0f, dnnl_eltwise_linear, 1.0f / sy, 0.0f) != dnnl_success) {
+	/* Codes out when only convs and residual Adds read the output: the
+	 * post-ops run on real values, then a linear post-op divides by the
+	 * output's scale and oneDNN rounds and saturates into u8/s8. A residual
+	 * `sum` then reads codes too (its scale and type in the post-op), so
+	 * the residual must be codes: already (a block's input), or quantised
+	 * by its calibrated range; without one the output stays f32. With an
+	 * f32 output the residual is dequantised into it. */
+	float sy = 0, sres = 0;
+	dnnl_data_type_t ydt = dnnl_f32, rdt = dnnl_f32;
+	int codes = codes_out(b, cur, &sy, &ydt);
+	if (res >= 0) {
+		const value *R = fci_val(b, b->tv[res]);
+		if (R->qscale > 0)
+			sres = R->qscale, rdt = R->md.data_type;
+		else if (!codes || !quant_of(b, res, &sres, &rdt))
+			sres = 0;
+		if (!sres)
+			codes = 0;
+		if (!codes)
+			sres = 0;
+		if (sres > 0 && (rc = repost(&p.po, sres, rdt))) {
+			parts_free(&p);
+			return rc;
+		}
+	}
+	if (!codes)
+		sy = 0, ydt = dnnl_f32;
+	else if (dnnl_post_ops_append_eltwise(p.po, 1.0f, dnnl_eltwise_linear, 1.0f / sy, 0.0f) != dnnl_success) {
 		parts_free(&p);
 		return FC_ERR_INTERNAL;
 	}
@@ -319,13 +368,21 @@ int fci_build_conv_int8(build *b, int i)
 		rc = fci_mem(b, &mb, &b_md, bias);
 	}
 	if (!rc && res >= 0) {
-		int r = fci_want(b, i, b->tv[res], &dst_q);
+		/* dst must hold the residual (codes at sres, or real values) in
+		 * dst's layout before the conv runs: in place, or copied there */
+		dnnl_memory_desc_t rmd = dst_q;
+		rmd.data_type = sres > 0 ? rdt : dnnl_f32;
+		int r = converted(b, i, b->tv[res], &rmd, sres), da;
 		if (r < 0)
 			rc = r;
 		else if (fci_residual_in_place(b, i, add, r, src))
 			dst = fci_alias_value(b, r, &dst_q);
-		else if ((dst = fci_new_value(b, &dst_q, NULL)) >= 0)
-			rc = fci_reorder_step(b, i, r, dst, "Copy");
+		else if ((dst = fci_new_value(b, &dst_q, NULL)) >= 0 && (da = fci_alias_value(b, dst, &rmd)) >= 0)
+			rc = fci_reorder_step(b, i, r, da, "Copy");
+		else
+			rc = dst < 0 ? dst : FC_ERR_NOMEM;
+		if (!rc)
+			fci_val(b, dst)->qscale = sy;
 	} else if (!rc && (dst = fci_new_value(b, &dst_q, NULL)) >= 0) {
 		fci_val(b, dst)->qscale = sy;
 	}
@@ -445,7 +502,28 @@ int fci_build_matmul_int8(build *b, int i)
 	return rc ? rc : 1;
 }
 
+int fci_int8_inputs(build *b, int i)
+{
+	const fc_model_node *nd = &b->g->nodes[i];
+	for (int k = 0; k < nd->n_in; k++) {
+		int t = nd->in[k];
+		if (!fci_is_act(b, t) || b->tv[t] < 0 || fci_val(b, b->tv[t])->qscale <= 0 ||
+		    (nd->op == FC_OP_CONV && k == 0))
+			continue;
+		int v = fci_real_value(b, i, b->tv[t]);
+		if (v < 0)
+			return v;
+		b->tv[t] = v;
+	}
+	return 0;
+}
+
 int fci_observe(build *b, int t)
+{
+	return fci_observe_arg(b, t, 0);
+}
+
+int fci_observe_arg(build *b, int t, int arg)
 {
 	fc_engine *e = b->e;
 	if (!e->observe)
@@ -462,7 +540,12 @@ int fci_observe(build *b, int t)
 		if (!(e->obs_names[k] = strdup(name)))
 			return FC_ERR_NOMEM;
 		e->n_obs++;
-		fci_last_step(b)->obs = k + 1; /* its first reader: once per run is enough */
+		/* its first reader: once per run is enough */
+		step *sp = fci_last_step(b);
+		if (!sp->obs)
+			sp->obs = k + 1, sp->obs_arg = arg;
+		else
+			sp->obs2 = k + 1, sp->obs2_arg = arg;
 	}
 	return 0;
 }

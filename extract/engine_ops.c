@@ -330,7 +330,9 @@ static int build_conv(build *b, int i)
 		goto out;
 	if (res >= 0) {
 		/* dst must hold the residual, in dst's own layout, before the conv runs */
-		int r = fci_want(b, i, b->tv[res], &dst_q);
+		int r = fci_real_value(b, i, b->tv[res]);
+		if (r >= 0)
+			r = fci_want(b, i, r, &dst_q);
 		if (r < 0) {
 			rc = r;
 			goto out;
@@ -348,7 +350,8 @@ static int build_conv(build *b, int i)
 		goto out;
 	}
 	fci_bind_tensor(b, cur, dst);
-	if ((rc = fci_new_step(b, i, ST_PRIM, 4)) || (rc = fci_observe(b, x)))
+	if ((rc = fci_new_step(b, i, ST_PRIM, 4)) || (rc = fci_observe(b, x)) ||
+	    (res >= 0 && (rc = fci_observe_arg(b, res, 3))))
 		goto out;
 	fci_arg(b, DNNL_ARG_SRC, src, NULL);
 	fci_arg(b, DNNL_ARG_WEIGHTS, -1, mw);
@@ -1125,6 +1128,8 @@ int fci_build_node(build *b, int i)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
 	int rc;
+	if (b->e->int8 && (rc = fci_int8_inputs(b, i)))
+		return rc;
 	if ((rc = fci_build_pattern(b, i)))
 		return rc < 0 ? rc : 0;
 	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && fci_build_matmul_scale(b, i))

@@ -347,28 +347,35 @@ static void test_gemm(void **state)
 
 /* ---- a residual block ---- */
 
-/* x -> conv1 + relu (r1) -> conv2 (c2); y = relu(c2 + r1): conv2 carries
- * the Add as a sum post-op and the Relu after it, on f32. */
-static void test_residual(void **state)
+/* x -> conv1 + relu (r1) -> conv2 (c2); t = relu(c2 + r1): conv2 carries
+ * the Add as a sum post-op and the Relu after it. r1 is read by conv2 and
+ * the Add only, so conv1 writes u8 codes; conv2's sum reads them. With
+ * tail, a conv3 (+ relu) reads t alone, so conv2 writes codes as well (its
+ * sum then adds u8 codes into a u8 destination); without, t is the cut
+ * and conv2 writes f32, the residual dequantised into it. Requantisation
+ * ties may round differently from the reference's, hence RES_TOL. */
+static void residual_case(int tail)
 {
-	(void)state;
 	enum { C = 16, H = 6, W = 5, DIM = C * H * W };
+	const double RES_TOL = 2e-3;
 	fci_onnx b;
 	fci_onnx_init(&b);
 	struct conv_case cc = { .c = C, .oc = C, .k = 3, .stride = 1, .pad = 1, .group = 1, .h = H, .w = W,
 				.relu = 1, .bias = 1, .xlo = -2, .xhi = 2 };
 	int64_t xd[4] = { N_IMG, C, H, W }, wd[4] = { C, C, 3, 3 }, bd[1] = { C };
-	float *x = testlib_rand_vec(&b, N_IMG * DIM, -2, 2), *w1 = testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f);
-	float *w2 = testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f), *b1 = testlib_rand_vec(&b, C, -0.5f, 0.5f);
-	float *b2 = testlib_rand_vec(&b, C, -0.5f, 0.5f);
+	float *x = testlib_rand_vec(&b, N_IMG * DIM, -2, 2), *w[3], *bs[3];
+	for (int k = 0; k < 3; k++) {
+		w[k] = testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f);
+		bs[k] = testlib_rand_vec(&b, C, -0.5f, 0.5f);
+	}
 	testlib_model_init(&b, 13);
 	testlib_input(&b, "x", 4, xd);
-	testlib_add_f32(&b, "w1", 4, wd, w1);
-	testlib_add_f32(&b, "w2", 4, wd, w2);
-	testlib_add_f32(&b, "b1", 1, bd, b1);
-	testlib_add_f32(&b, "b2", 1, bd, b2);
-	const char *convs[2][3] = { { "conv1", "x,w1,b1", "c1" }, { "conv2", "r1,w2,b2", "c2" } };
-	for (int k = 0; k < 2; k++) {
+	const char *convs[3][5] = { { "conv1", "x,w1,b1", "c1", "w1", "b1" },
+				    { "conv2", "r1,w2,b2", "c2", "w2", "b2" },
+				    { "conv3", "t,w3,b3", "c3", "w3", "b3" } };
+	for (int k = 0; k < 2 + tail; k++) {
+		testlib_add_f32(&b, convs[k][3], 4, wd, w[k]);
+		testlib_add_f32(&b, convs[k][4], 1, bd, bs[k]);
 		Onnx__NodeProto *n = testlib_node(&b, "Conv", convs[k][0], convs[k][1], convs[k][2]);
 		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
 		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
@@ -376,42 +383,78 @@ static void test_residual(void **state)
 	testlib_node(&b, "Relu", "relu1", "c1", "r1");
 	testlib_node(&b, "Add", "add", "c2,r1", "s");
 	testlib_node(&b, "Relu", "relu2", "s", "t");
-	testlib_node(&b, "Flatten", "flat", "t", "y");
+	if (tail)
+		testlib_node(&b, "Relu", "relu3", "c3", "r3");
+	testlib_node(&b, "Flatten", "flat", tail ? "r3" : "t", "y");
 	testlib_output(&b, "y");
 
-	/* the reference, in int8: r1 from the quantised conv1, its range the table's */
-	float r1[N_IMG * DIM], c2[N_IMG * DIM], ref[N_IMG * DIM], got[N_IMG * DIM], r1f[N_IMG * DIM], yf[N_IMG * DIM];
+	/* the reference, in int8 (each tensor's codes as the engine keeps them) and in f32 */
+	float r1[N_IMG * DIM], c2[N_IMG * DIM], t[N_IMG * DIM], ref[N_IMG * DIM], got[N_IMG * DIM];
+	float r1f[N_IMG * DIM], tf[N_IMG * DIM], yf[N_IMG * DIM];
 	int u8x, u8r;
-	float sx = scale_of(-2, 2, &u8x);
-	ref_conv(&cc, x, w1, b1, r1, sx, u8x);
-	float r1max = 0;
+	float sx = scale_of(-2, 2, &u8x), r1max = 0, tmax = 0;
+	ref_conv(&cc, x, w[0], bs[0], r1, sx, u8x);
 	for (int i = 0; i < N_IMG * DIM; i++)
 		r1max = fmaxf(r1max, r1[i]);
 	float sr = scale_of(0, r1max, &u8r);
 	cc.relu = 0;
-	ref_conv(&cc, r1, w2, b2, c2, sr, u8r);
-	for (int i = 0; i < N_IMG * DIM; i++)
-		ref[i] = fmaxf(0, c2[i] + r1[i]);
-	/* ... and in f32 */
+	ref_conv(&cc, r1, w[1], bs[1], c2, sr, u8r);
+	for (int i = 0; i < N_IMG * DIM; i++) {
+		t[i] = fmaxf(0, c2[i] + code(r1[i], sr, 1) * sr);
+		tmax = fmaxf(tmax, t[i]);
+	}
+	float st = scale_of(0, tmax, &u8r);
 	cc.relu = 1;
-	ref_conv(&cc, x, w1, b1, r1f, 0, 0);
+	if (tail)
+		ref_conv(&cc, t, w[2], bs[2], ref, st, 1);
+	else
+		memcpy(ref, t, sizeof ref);
+	ref_conv(&cc, x, w[0], bs[0], r1f, 0, 0);
 	cc.relu = 0;
-	ref_conv(&cc, r1f, w2, b2, yf, 0, 0);
+	ref_conv(&cc, r1f, w[1], bs[1], tf, 0, 0);
 	for (int i = 0; i < N_IMG * DIM; i++)
-		yf[i] = fmaxf(0, yf[i] + r1f[i]);
+		tf[i] = fmaxf(0, tf[i] + r1f[i]);
+	cc.relu = 1;
+	if (tail)
+		ref_conv(&cc, tf, w[2], bs[2], yf, 0, 0);
+	else
+		memcpy(yf, tf, sizeof yf);
 
-	const char *names[2] = { "x", "r1" };
-	float lo[2] = { -2, 0 }, hi[2] = { 2, r1max };
-	fc_calib *c = table(2, names, lo, hi);
-	int n_int8;
-	run_engine(&b, FC_PREC_INT8, c, x, got, DIM, "Conv", &n_int8);
-	assert_int_equal(n_int8, 2);
+	const char *names[3] = { "x", "r1", "t" };
+	float lo[3] = { -2, 0, 0 }, hi[3] = { 2, r1max, tmax };
+	fc_calib *c = table(2 + tail, names, lo, hi);
+	fc_model *m;
+	fc_engine *e;
+	open_engine(&b, FC_PREC_INT8, c, &m, &e);
+	int n_quant = 0, n_deq = 0, n_int8 = 0;
+	for (int i = 0; i < fc_engine_n_prims(e); i++) {
+		const char *info = fc_engine_prim_info(e, i);
+		print_message("#   %-4s %s\n", fc_engine_prim_precision(e, i), info);
+		n_quant += strstr(info, " Quantize: ") != NULL;
+		n_deq += strstr(info, " Dequantize: ") != NULL;
+		n_int8 += strstr(info, " Conv: ") && !strcmp(fc_engine_prim_precision(e, i), "int8");
+		if (strstr(info, ": ref"))
+			fail_msg("a reference kernel runs: %s", info);
+	}
+	assert_int_equal(n_quant, 1);        /* x only */
+	assert_int_equal(n_deq, tail ? 0 : 1); /* r1 into conv2's f32 output */
+	assert_int_equal(n_int8, 2 + tail);
+	assert_int_equal(fc_engine_run(e, got, x, N_IMG), 0);
 	double e8 = testlib_rel_err(got, ref, N_IMG * DIM), ef = testlib_rel_err(got, yf, N_IMG * DIM);
-	print_message("# residual block: vs naive int8 %.2e, vs f32 %.2e\n", e8, ef);
-	assert_true(e8 <= INT8_TOL);
+	print_message("# residual block%s: vs naive int8 %.2e, vs f32 %.2e\n", tail ? " + conv" : "", e8, ef);
+	assert_true(e8 <= RES_TOL);
 	assert_true(ef <= F32_GAP);
+	fc_engine_free(e);
+	fc_model_free(m);
 	fc_calib_free(c);
 	fci_onnx_free(&b);
+}
+
+static void test_residual(void **state)
+{
+	(void)state;
+	residual_case(0);
+	residual_case(1);
 }
 
 /* x -> conv1 + relu (r1) -> conv2 (groups g2) + relu -> y: r1 is read by
