@@ -94,6 +94,9 @@ for e in ex:
     assert names[0] == "input" and "/layer1/layer1.0/relu/Relu_output_0" in names, names
     assert all(r[1] <= r[2] for r in c["ranges"]), c
 '
+run "$F" info --store st
+t "info sums the table up" 0 out '^  calibration  percentile:99.99 on 8 images, [0-9]+ tensor ranges$' \
+	out '^  calibration  max on 8 images, ' out '^  calibration  percentile:99.99 on 2 images, '
 run "$F" verify --store st
 t "the store verifies" 0
 
