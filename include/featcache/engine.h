@@ -105,8 +105,9 @@ typedef struct fc_engine_opts {
  * On success returns 0 and *out is the engine (free with fc_engine_free).
  * On failure returns FC_ERR_INVALID (NULL argument, batch < 1, threads < 0,
  * a model without a cut or whose input is not 4-D), FC_ERR_UNSUPPORTED
- * (bf16 on a CPU without native bf16, a node form the engine does not
- * handle, naming node and op), FC_ERR_NOMEM
+ * (bf16 on a CPU without native bf16, int8 on one without VNNI/AMX or for
+ * a transformer, a node form the engine does not handle, naming node and
+ * op), FC_ERR_NOMEM
  * or FC_ERR_INTERNAL (oneDNN refused, with its status), sets *out to NULL
  * and writes the reason into err (FC_ERRLEN bytes suffice; err may
  * be NULL). */
