@@ -75,7 +75,15 @@ static const char usage_text[] =
 	"                           preset's)\n"
 	"      --mean R,G,B         normalisation mean (default ImageNet's)\n"
 	"      --std R,G,B          normalisation std (default ImageNet's)\n"
-	"      --precision P        f32 or bf16 (bf16 needs a CPU with native bf16)\n"
+	"      --precision P        f32, bf16 or int8 (bf16 needs a CPU with native\n"
+	"                           bf16, int8 one with VNNI or AMX; int8 is for CNNs:\n"
+	"                           convs and matmuls quantised, the rest f32)\n"
+	"      --calibrate N        int8: measure activation ranges on N images of the\n"
+	"                           dataset, a fixed sample (default 256)\n"
+	"      --calibration-data PATH  int8: calibrate on this dataset (directory or\n"
+	"                           CSV) instead\n"
+	"      --calibration-method M  int8: percentile (default: clip at the 99.99th\n"
+	"                           percentile of |x|) or max\n"
 	"      --store-dtype T      f16 (default), f32, bf16 or u8\n"
 	"      --batch N            images per engine run (default 32); the store\n"
 	"                           writes chunks of >= 64 KiB, several batches each\n"
@@ -115,7 +123,7 @@ static const char usage_text[] =
 enum {
 	O_LAYER = 256, O_PRE, O_SIZE, O_RESIZE, O_MEAN, O_STD, O_PREC, O_DTYPE, O_BATCH, O_THREADS,
 	O_DECODE, O_VALF, O_STRICT, O_POOL, O_PREFIX, O_REHASH, O_INTERP, O_WAIT, O_SHARD, O_UNITS, O_CLAIMS,
-	O_CLAIM_TIMEOUT, O_FOLLOW, O_LABEL_FIELD
+	O_CLAIM_TIMEOUT, O_FOLLOW, O_LABEL_FIELD, O_CALIB, O_CALIB_DATA, O_CALIB_METHOD
 };
 
 static const struct option opts[] = {
@@ -132,6 +140,9 @@ static const struct option opts[] = {
 	{ "mean", required_argument, NULL, O_MEAN },
 	{ "std", required_argument, NULL, O_STD },
 	{ "precision", required_argument, NULL, O_PREC },
+	{ "calibrate", required_argument, NULL, O_CALIB },
+	{ "calibration-data", required_argument, NULL, O_CALIB_DATA },
+	{ "calibration-method", required_argument, NULL, O_CALIB_METHOD },
 	{ "store-dtype", required_argument, NULL, O_DTYPE },
 	{ "batch", required_argument, NULL, O_BATCH },
 	{ "threads", required_argument, NULL, O_THREADS },
@@ -320,13 +331,40 @@ static int store_for_rank(char *dst, size_t cap, const char *store, uint32_t ran
 	return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 
+/* The int8 calibration table, from a sample of the dataset at path. */
+static int calibrate(fc_calib **out, const fc_extractor_opts *xo, const char *path, unsigned dsflags, size_t n,
+		     int method, int quiet)
+{
+	char err[FC_ERRLEN] = "";
+	fc_dataset cds = { 0 };
+	size_t failed = 0;
+	int rc;
+	if ((rc = fc_dataset_scan(&cds, path, dsflags, err, sizeof err)) != 0)
+		return cli_fail("cannot read calibration data '%s': %s", path, err);
+	if (cds.n == 0) {
+		fc_dataset_free(&cds);
+		return cli_fail("calibration data '%s' has no images (.jpg, .jpeg or .png)", path);
+	}
+	if (!quiet)
+		printf("calibrating int8 (%s) on %zu images of '%s'\n", fc_calib_method_name(method), n < cds.n ? n : cds.n,
+		       path);
+	rc = fc_calibrate(out, xo, &cds, n, method, &failed, err, sizeof err);
+	fc_dataset_free(&cds);
+	if (rc)
+		return cli_fail("cannot calibrate on '%s': %s", path, err);
+	if (!quiet && failed)
+		printf("calibration: %zu sampled images could not be read and were left out\n", failed);
+	return 0;
+}
+
 int cmd_extract(int argc, char **argv)
 {
 	const char *store = NULL, *model = NULL, *data = NULL, *layer = NULL, *pre_name = "torchvision";
 	const char *mean = NULL, *std = NULL;
 	uint64_t size = 224, resize = 0, batch = 32, threads = 0, decode = 0, prefix = 1;
-	const char *shard_spec = NULL, *claims = NULL, *label_field = NULL;
-	uint64_t units = 0;
+	const char *shard_spec = NULL, *claims = NULL, *label_field = NULL, *calib_data = NULL;
+	uint64_t units = 0, ncalib = FC_CALIB_IMAGES;
+	int calib_set = 0, calib_method = FC_CALIB_DEFAULT;
 	float claim_timeout = 600;
 	int precision = FC_PREC_F32, strict = 0, rehash = 0, quiet = 0, pool = FC_POOL_AUTO, wait = 0, interp = -1, c, rc;
 	unsigned dsflags = 0;
@@ -367,8 +405,24 @@ int cmd_extract(int argc, char **argv)
 				precision = FC_PREC_F32;
 			else if (strcmp(optarg, "bf16") == 0)
 				precision = FC_PREC_BF16;
+			else if (strcmp(optarg, "int8") == 0)
+				precision = FC_PREC_INT8;
 			else
-				rc = cli_usage_error("extract", "bad value '%s' for --precision: f32 or bf16", optarg);
+				rc = cli_usage_error("extract", "bad value '%s' for --precision: f32, bf16 or int8", optarg);
+			break;
+		case O_CALIB:
+			rc = cli_parse_u64("extract", "--calibrate", optarg, 1, 1000000, &ncalib);
+			calib_set = 1;
+			break;
+		case O_CALIB_DATA:
+			calib_data = optarg;
+			calib_set = 1;
+			break;
+		case O_CALIB_METHOD:
+			if ((calib_method = fc_calib_method_parse(optarg)) < 0)
+				rc = cli_usage_error("extract", "bad value '%s' for --calibration-method: percentile or max",
+						    optarg);
+			calib_set = 1;
 			break;
 		case O_DTYPE:
 			if (fc_dtype_parse(optarg, &dtype) != 0)
@@ -401,6 +455,11 @@ int cmd_extract(int argc, char **argv)
 		return cli_usage_error("extract", "--model is required (the ONNX file)");
 	if (!data)
 		return cli_usage_error("extract", "--data is required (a dataset directory or CSV)");
+	if (calib_set && precision != FC_PREC_INT8)
+		return cli_usage_error("extract", "--calibrate, --calibration-data and --calibration-method are for "
+				       "--precision int8");
+	if (calib_data && !*calib_data)
+		return cli_usage_error("extract", "bad value '' for --calibration-data: empty path");
 	fc_extractor_opts xo = { .model = model, .layer = layer, .pool = pool, .prefix_tokens = (int)prefix,
 				 .pre_name = pre_name, .precision = precision, .store_dtype = dtype, .batch = (int)batch,
 				 .threads = (int)threads };
@@ -442,7 +501,16 @@ int cmd_extract(int argc, char **argv)
 	fc_dataset ds = { 0 };
 	fc_store *s = NULL;
 	fc_shard_memo *memo = NULL;
-	if ((rc = fc_extract_open(&x, &xo, err, sizeof err)) != 0)
+	fc_calib *calib = NULL;
+	if (precision == FC_PREC_INT8) {
+		if ((rc = calibrate(&calib, &xo, calib_data ? calib_data : data, dsflags, (size_t)ncalib, calib_method,
+				    quiet)))
+			return rc;
+		xo.calib = calib;
+	}
+	rc = fc_extract_open(&x, &xo, err, sizeof err);
+	fc_calib_free(calib); /* the extractor keeps its own copy in the descriptor */
+	if (rc != 0)
 		return cli_fail("%s", err);
 	/* Tar shards are listed now and read per run, after the store says
 	 * which are unchanged (and, with --shard/--claims, only a worker's). */

@@ -198,6 +198,12 @@ static void print_descriptor(const json_t *d)
 			continue;
 		if (json_is_string(v)) {
 			printf("  %-12s %s\n", k, json_string_value(v));
+		} else if (!strcmp(k, "calibration") && json_is_object(v)) {
+			/* int8's table: one range per quantised tensor (--json has them) */
+			const char *m = json_string_value(json_object_get(v, "method"));
+			printf("  %-12s %s on %lld images, %zu tensor ranges\n", k, m ? m : "?",
+			       (long long)json_integer_value(json_object_get(v, "images")),
+			       json_array_size(json_object_get(v, "ranges")));
 		} else {
 			char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER |
 							JSON_REAL_PRECISION(8));

@@ -15,11 +15,12 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "featcache/engine.h"
 #include "featcache/model.h"
 
 static const char usage_text[] =
 	"usage: featcache layers --model FILE [--size N|HxW] [--batch N] [--layer NAME[,NAME]]\n"
-	"                        [--pool P] [--prefix-tokens N] [--json]\n"
+	"                        [--pool P] [--prefix-tokens N] [--precision P] [--json]\n"
 	"\n"
 	"List the layers of an ONNX model in order: name, op, output shape and\n"
 	"parameter count (weights and biases of Conv, Gemm, MatMul and\n"
@@ -36,6 +37,11 @@ static const char usage_text[] =
 	"                     and show the embedding it gives; NAME,NAME concatenates\n"
 	"      --pool P       a token layer (N x T x D) as cls, mean, cls+mean or flatten\n"
 	"      --prefix-tokens N  tokens before the patches (default 1)\n"
+	"      --precision P  also build the engine for the cut in f32, bf16 or int8\n"
+	"                     and list what it runs: each primitive (node, op,\n"
+	"                     oneDNN kernel) and the precision it computes in\n"
+	"                     (int8: which convs and matmuls are quantised; ranges\n"
+	"                     are placeholders, nothing is calibrated)\n"
 	"      --json         print one JSON object instead of the table\n"
 	"  -h, --help         show this help\n";
 
@@ -212,8 +218,30 @@ static int is_block_output(const fc_model_graph *g, int i)
 	return r < 0 || g->nodes[r].op != FC_OP_RELU;
 }
 
+/* The primitives of an engine, as text or a JSON array. */
+static void print_prims(const fc_engine *e, const char *prec)
+{
+	int n = fc_engine_n_prims(e), count[3] = { 0, 0, 0 };
+	printf("\nengine (%s): %d primitives\n", prec, n);
+	for (int i = 0; i < n; i++) {
+		const char *p = fc_engine_prim_precision(e, i);
+		count[strcmp(p, "int8") == 0 ? 2 : strcmp(p, "bf16") == 0]++;
+		printf("  %-5s %s\n", p, fc_engine_prim_info(e, i));
+	}
+	printf("%d f32, %d bf16, %d int8\n", count[0], count[1], count[2]);
+}
+
+static json_t *prims_json(const fc_engine *e, const char *prec)
+{
+	json_t *a = json_array();
+	for (int i = 0; a && i < fc_engine_n_prims(e); i++)
+		json_array_append_new(a, json_pack("{s:s, s:s}", "step", fc_engine_prim_info(e, i), "precision",
+						   fc_engine_prim_precision(e, i)));
+	return json_pack("{s:s, s:o}", "precision", prec, "primitives", a);
+}
+
 static int print_json(const char *path, const fc_model *m, const struct cut_info *def,
-		      const struct cut_info *cut)
+		      const struct cut_info *cut, const fc_engine *e, const char *prec)
 {
 	const fc_model_graph *g = fc_model_get_graph(m);
 	const fc_model_tensor *in = &g->tensors[g->input];
@@ -254,6 +282,8 @@ static int print_json(const char *path, const fc_model *m, const struct cut_info
 			 "default", def ? cut_json(g, def, def_idx) : json_null());
 	if (root && cut)
 		json_object_set_new(root, "cut", cut_json(g, cut, cut_idx));
+	if (root && e)
+		json_object_set_new(root, "engine", prims_json(e, prec));
 	if (!root)
 		return cli_fail("cannot list model '%s': out of memory", path);
 	if (json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
@@ -347,16 +377,18 @@ int cmd_layers(int argc, char **argv)
 		{ "json", no_argument, NULL, 'j' },
 		{ "pool", required_argument, NULL, 'P' },
 		{ "prefix-tokens", required_argument, NULL, 'T' },
+		{ "precision", required_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *path = NULL, *layer = NULL;
+	const char *path = NULL, *layer = NULL, *prec = NULL;
 	uint64_t h = 0, w = 0, batch = 0, prefix = 1;
-	int json = 0, pool = FC_POOL_AUTO, c, rc;
+	int json = 0, pool = FC_POOL_AUTO, precision = -1, c, rc;
 	char err[FC_ERRLEN];
 	fc_model *m = NULL;
+	fc_engine *e = NULL;
 	const fc_model_graph *g;
-	struct cut_info def, cut;
+	struct cut_info def, cut = { 0 };
 
 	while ((c = getopt_long(argc, argv, ":m:s:b:l:h", opts, NULL)) != -1) {
 		switch (c) {
@@ -385,6 +417,18 @@ int cmd_layers(int argc, char **argv)
 		case 'T':
 			if ((rc = cli_parse_u64("layers", "--prefix-tokens", optarg, 0, 4096, &prefix)))
 				return rc;
+			break;
+		case 'p':
+			prec = optarg;
+			if (strcmp(optarg, "f32") == 0)
+				precision = FC_PREC_F32;
+			else if (strcmp(optarg, "bf16") == 0)
+				precision = FC_PREC_BF16;
+			else if (strcmp(optarg, "int8") == 0)
+				precision = FC_PREC_INT8;
+			else
+				return cli_usage_error("layers", "bad value '%s' for --precision: f32, bf16 or int8",
+						       optarg);
 			break;
 		default:
 			return cli_other_option("layers", c, argv, opts, usage_text);
@@ -420,13 +464,31 @@ int cmd_layers(int argc, char **argv)
 		}
 		cut_info_get(g, &cut);
 	}
+	if (precision >= 0) {
+		/* the listing shows the shapes at the batch asked for; the engine is
+		 * built last, since it sets the model's batch */
+		int64_t n0 = g->tensors[g->input].ndim ? g->tensors[g->input].dims[0] : 1;
+		fc_engine_opts eo = { .batch = n0 >= 1 && n0 <= MAX_SIDE ? (int)n0 : 1, .precision = precision };
+		if (g->cut_tensor < 0) {
+			rc = cli_fail("cannot build the engine for model '%s': no cut (name a layer with --layer)", path);
+			goto out;
+		}
+		if ((rc = fc_engine_open(&e, m, &eo, err, sizeof err))) {
+			rc = cli_fail("cannot build the %s engine for model '%s': %s", prec, path, err);
+			goto out;
+		}
+		g = fc_model_get_graph(m); /* opening set the batch: a new graph */
+	}
 	if (json)
-		rc = print_json(path, m, g->default_node >= 0 ? &def : NULL, layer || pool ? &cut : NULL);
+		rc = print_json(path, m, g->default_node >= 0 ? &def : NULL, layer || pool ? &cut : NULL, e, prec);
 	else {
 		print_text(path, m, g->default_node >= 0 ? &def : NULL, layer || pool ? &cut : NULL);
+		if (e)
+			print_prims(e, prec);
 		rc = CLI_EXIT_OK;
 	}
 out:
+	fc_engine_free(e);
 	fc_model_free(m);
 	return rc;
 }

@@ -356,6 +356,22 @@ const char *fci_impl_of(const_dnnl_primitive_desc_t pd)
 	return impl;
 }
 
+static int is_int8(dnnl_data_type_t t)
+{
+	return t == dnnl_u8 || t == dnnl_s8;
+}
+
+/* What a primitive computes in, from its source and destination types. */
+static const char *prim_precision(const_dnnl_primitive_desc_t pd)
+{
+	const dnnl_memory_desc_t *src = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+	const dnnl_memory_desc_t *dst = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+	dnnl_data_type_t a = src ? src->data_type : dnnl_f32, c = dst ? dst->data_type : dnnl_f32;
+	if (is_int8(a) || is_int8(c))
+		return "int8";
+	return a == dnnl_bf16 || c == dnnl_bf16 ? "bf16" : "f32";
+}
+
 /* Create the last step's primitive from pd, recording its implementation
  * as "<node> <op>: <impl>" (op defaults to the node's). */
 int fci_finish_prim(build *b, const_dnnl_primitive_desc_t pd, const char *op)
@@ -370,6 +386,11 @@ int fci_finish_prim(build *b, const_dnnl_primitive_desc_t pd, const char *op)
 	if (!v)
 		return FC_ERR_NOMEM;
 	e->infos = v;
+	const char **pv = realloc(e->precs, (size_t)(e->n_prims + 1) * sizeof *pv);
+	if (!pv)
+		return FC_ERR_NOMEM;
+	e->precs = pv;
+	e->precs[e->n_prims] = prim_precision(pd);
 	size_t len = strlen(nd->name) + strlen(op) + strlen(impl) + 8;
 	char *info = malloc(len);
 	if (!info)
@@ -646,7 +667,7 @@ out:
 
 /* ---- open ---- */
 
-static const char *isa_name(dnnl_cpu_isa_t isa)
+const char *fci_isa_name(dnnl_cpu_isa_t isa)
 {
 	switch (isa) {
 	case dnnl_cpu_isa_sse41: return "sse4.1";
@@ -683,6 +704,14 @@ static int build_all(build *b, const fc_engine_opts *opts)
 	    dnnl_stream_create(&e->stream, e->eng, dnnl_stream_default_flags) != dnnl_success)
 		return fci_build_fail(b, FC_ERR_INTERNAL, "cannot create the onednn cpu engine");
 	e->dt = opts->precision == FC_PREC_BF16 ? dnnl_bf16 : dnnl_f32;
+	e->int8 = opts->precision == FC_PREC_INT8;
+	b->calib = opts->calib;
+	if (opts->precision == FC_PREC_F32) {
+		e->observe = opts->observe;
+		e->observe_ctx = opts->observe_ctx;
+	}
+	if (e->int8 && (rc = fci_int8_check(b)))
+		return rc;
 	const fc_model_tensor *I = &g->tensors[g->input];
 	e->batch = I->dims[0], e->c = I->dims[1], e->h = I->dims[2], e->w = I->dims[3];
 	e->dim = (size_t)g->embed_dim;
@@ -737,13 +766,13 @@ static int open_engine(fc_engine **out, fc_model *model, const fc_engine_opts *o
 	*out = NULL;
 	if (!model || !opts || opts->batch < 1 || opts->threads < 0)
 		return fci_build_fail(b, FC_ERR_INVALID, "missing model or options, batch < 1 or threads < 0");
-	if (opts->precision != FC_PREC_F32 && opts->precision != FC_PREC_BF16)
+	if (opts->precision != FC_PREC_F32 && opts->precision != FC_PREC_BF16 && opts->precision != FC_PREC_INT8)
 		return fci_build_fail(b, FC_ERR_INVALID, "unknown precision %d", opts->precision);
 	if (opts->precision == FC_PREC_BF16 && !native_bf16(dnnl_get_effective_cpu_isa()))
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED,
 			    "bf16 needs a cpu with native bf16 (avx512_bf16 or amx); onednn reports %s, where bf16 "
 			    "would be slower than f32: use f32",
-			    isa_name(dnnl_get_effective_cpu_isa()));
+			    fci_isa_name(dnnl_get_effective_cpu_isa()));
 	const fc_model_graph *g = fc_model_get_graph(model);
 	if (g->cut_tensor < 0)
 		return fci_build_fail(b, FC_ERR_INVALID, "the model has no cut layer");
@@ -798,6 +827,10 @@ int fc_engine_add_batch(fc_engine *e, fc_model *model, int n, char *err, size_t 
 				      e ? (long long)e->batch : 0LL);
 	if (n == e->batch || (e->tails && e->tails[n]))
 		return 0;
+	/* Its quantisation plan was made from a calibration table the engine
+	 * does not keep: an int8 engine pads its partial batches. */
+	if (e->int8)
+		return fci_build_fail(&bb, FC_ERR_UNSUPPORTED, "an int8 engine runs its partial batches padded");
 	if (!e->tails && !(e->tails = calloc((size_t)e->batch, sizeof *e->tails)))
 		return fci_build_fail(&bb, FC_ERR_NOMEM, "out of memory");
 	fc_engine_opts o = { .batch = n, .precision = e->dt == dnnl_bf16 ? FC_PREC_BF16 : FC_PREC_F32,
@@ -916,8 +949,19 @@ static void out_c(const fc_engine *e, const step *s)
 	}
 }
 
-static int run_step(fc_engine *e, const step *s)
+static int run_step(fc_engine *e, const step *s, size_t n)
 {
+	for (int k = 0; k < 2 && e->observe; k++) {
+		/* the batch's real images: the first n of a layout whose outermost dim is N */
+		int o = k ? s->obs2 : s->obs;
+		if (!o)
+			continue;
+		const value *v = &e->vals[s->val[k ? s->obs2_arg : s->obs_arg]];
+		if (dnnl_stream_wait(e->stream) != dnnl_success)
+			return 1;
+		size_t all = dnnl_memory_desc_get_size(&v->md) / sizeof(float);
+		e->observe(e->observe_ctx, o - 1, e->obs_names[o - 1], v->ptr, all / (size_t)e->batch * n);
+	}
 	switch (s->kind) {
 	case ST_PRIM:
 		return dnnl_primitive_execute(s->prim, e->stream, s->nargs, s->cargs ? s->cargs : s->args) !=
@@ -964,7 +1008,7 @@ int fc_engine_run(fc_engine *e, float *out, const float *in, size_t n)
 	if (n < (size_t)e->batch)
 		memset(e->in_buf + n * img, 0, ((size_t)e->batch - n) * img * sizeof *in);
 	for (int i = 0; i < e->n_steps; i++)
-		if (run_step(e, &e->steps[i])) {
+		if (run_step(e, &e->steps[i], n)) {
 			snprintf(e->errmsg, sizeof e->errmsg, "onednn failed to execute step %d", i);
 			return FC_ERR_INTERNAL;
 		}
@@ -1003,6 +1047,21 @@ const char *fc_engine_prim_info(const fc_engine *e, int i)
 	return e && i >= 0 && i < e->n_prims ? e->infos[i] : NULL;
 }
 
+const char *fc_engine_prim_precision(const fc_engine *e, int i)
+{
+	return e && i >= 0 && i < e->n_prims ? e->precs[i] : NULL;
+}
+
+int fc_engine_n_observed(const fc_engine *e)
+{
+	return e ? e->n_obs : 0;
+}
+
+const char *fc_engine_observed_name(const fc_engine *e, int k)
+{
+	return e && k >= 0 && k < e->n_obs ? e->obs_names[k] : NULL;
+}
+
 size_t fc_engine_peak_bytes(const fc_engine *e, size_t *total)
 {
 	if (total)
@@ -1038,6 +1097,10 @@ void fc_engine_free(fc_engine *e)
 	for (int i = 0; i < e->n_prims; i++)
 		free(e->infos[i]);
 	free(e->infos);
+	free(e->precs);
+	for (int i = 0; i < e->n_obs; i++)
+		free(e->obs_names[i]);
+	free(e->obs_names);
 	for (int i = 0; i < e->n_blocks; i++)
 		free(e->blocks[i]);
 	free(e->blocks);

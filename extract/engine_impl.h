@@ -10,6 +10,9 @@
  *   engine_patterns.c  op patterns built as one primitive (GELU's Erf and
  *                 tanh forms, QuickGELU, decomposed LayerNorm); the
  *                 LayerNormalization step; ReduceMean off the spatial axes
+ *   engine_int8.c  int8 convolutions and Gemm/MatMul (weights quantised per
+ *                 output channel, sources quantised by a scaled reorder,
+ *                 f32 out); which tensors calibration observes
  *   engine_tokens.c  the transformer ops on token activations: MatMul of
  *                 two activations (with a folded scalar scale and
  *                 transposed operands read as views), Softmax,
@@ -37,6 +40,7 @@ typedef struct value {
 	void *fixed;      /* a buffer outside the arena (input, output, constants) */
 	int root;         /* the value whose buffer it uses: itself unless an alias */
 	int alt;          /* the same data in another layout, -1 if none */
+	float qscale;     /* int8: u8/s8 codes of real value code x qscale; 0: real values */
 	int until;        /* root: last node reading a tensor in this buffer (INT_MAX: the cut) */
 	int first, last;  /* root: steps from the first write to the last read */
 	size_t size, off; /* root: bytes (the largest alias) and arena offset */
@@ -57,6 +61,8 @@ typedef struct step {
 	int64_t dims[FC_MODEL_MAX_DIMS];     /* output dims */
 	int64_t sdims[2][FC_MODEL_MAX_DIMS]; /* binary: inputs padded to ndim; pad: input, begin */
 	float alpha;
+	int obs, obs2;           /* 1 + a tensor observed before it runs (in val[obs_arg]), or 0 */
+	int obs_arg, obs2_arg;
 	/* ST_OUT: one cut's share of the embedding, from plain f32 N x T x D
 	 * (dims[0..2]) into columns col.. of out_buf; op is its enum fc_pool
 	 * (FC_POOL_AUTO: copy all T x D), prefix the tokens before the patches */
@@ -67,6 +73,7 @@ struct fc_engine {
 	dnnl_engine_t eng;
 	dnnl_stream_t stream;
 	dnnl_data_type_t dt; /* activations: f32 or bf16 */
+	int int8;            /* FC_PREC_INT8: convs and matmuls in int8 where it pays */
 	int threads;
 	step *steps;
 	int n_steps, cap_steps;
@@ -77,7 +84,12 @@ struct fc_engine {
 	void **blocks;       /* malloc'd buffers to free */
 	int n_blocks, cap_blocks;
 	char **infos;
+	const char **precs; /* per primitive: "f32", "bf16" or "int8" */
 	int n_prims;
+	char **obs_names;   /* the observed tensors (calibration) */
+	int n_obs;
+	fc_engine_observe_fn observe;
+	void *observe_ctx;
 	void *arena;
 	size_t arena_bytes, total_bytes;
 	float *in_buf, *out_buf; /* batch x C x H x W and batch x D, f32 */
@@ -104,6 +116,7 @@ typedef struct build {
 	struct fci_pattern *pats; /* engine_patterns.c: the patterns found */
 	int n_pats;
 	int *pat_of;   /* per node: 1 + its pattern's index if built there, else 0 */
+	const fc_calib *calib; /* int8: the ranges (NULL: a plan with placeholder ranges) */
 	char *err;
 	size_t errcap;
 } build;
@@ -111,6 +124,7 @@ typedef struct build {
 /* ---- engine.c: errors, constants, values, steps, primitives ---- */
 
 int fci_build_fail(build *b, int code, const char *fmt, ...) FC_PRINTF(3, 4);
+const char *fci_isa_name(dnnl_cpu_isa_t isa);
 const char *fci_dnnl_status_name(dnnl_status_t st);
 dnnl_status_t fci_first_failure(dnnl_status_t so_far, dnnl_status_t next);
 void *fci_balloc(fc_engine *e, size_t bytes);
@@ -155,6 +169,32 @@ int fci_build_output(build *b);
 int fci_elementwise_dst(build *b, int i, int src, const dnnl_memory_desc_t *md);
 int fci_eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al, float be, const char *op);
 int fci_plain_input(build *b, int i, dnnl_data_type_t dt);
+int64_t fci_pad_r(int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, int64_t pl, int64_t pr);
+void fci_fold_bn(build *b, int *cur, float *w, float *bias, int64_t oc, int64_t per);
+int fci_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int *add);
+int fci_residual_in_place(build *b, int i, int add, int r, int src);
+
+/* ---- engine_int8.c ---- */
+
+/* Token models and CPUs without VNNI/AMX are refused (FC_ERR_UNSUPPORTED). */
+int fci_int8_check(build *b);
+/* Node i (Conv; Gemm or 2-D MatMul with constant weights) built in int8:
+ * 1; 0 when it stays f32 (no range for its input, or oneDNN has only a
+ * reference kernel for it), nothing built then; < 0 on error. */
+int fci_build_conv_int8(build *b, int i);
+int fci_build_matmul_int8(build *b, int i);
+/* Value v in real (f32 or bf16) values: v itself, or a dequantised copy
+ * of int8 codes (a conv that stays f32 after an int8 producer). */
+int fci_real_value(build *b, int node, int v);
+/* With opts.observe: the last step reads tensor t (an int8 candidate's
+ * input) from value v; register it. 0 or FC_ERR_NOMEM. */
+int fci_observe(build *b, int t);
+/* The same for tensor t held in the step's value val[arg] before it runs
+ * (a residual, in the destination of its `sum` conv). */
+int fci_observe_arg(build *b, int t, int arg);
+/* Int8 engines: node i's inputs that are codes, other than a Conv's
+ * source, replaced by real values (a dequantised copy) before it is built. */
+int fci_int8_inputs(build *b, int i);
 
 /* ---- engine_patterns.c ---- */
 

@@ -66,7 +66,7 @@ static int eltwise_of(const fc_model_node *nd, dnnl_alg_kind_t alg[2], float al[
 }
 
 /* Output padding so that oneDNN's floor formula gives exactly `out`. */
-static int64_t pad_r(int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, int64_t pl, int64_t pr)
+int64_t fci_pad_r(int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, int64_t pl, int64_t pr)
 {
 	int64_t ext = (k - 1) * d + 1;
 	if ((in + pl + pr - ext) / s + 1 == out)
@@ -131,7 +131,7 @@ static int gated_act(build *b, int i, int t, int *act, int *mul, dnnl_alg_kind_t
  * folded into po, the fused nodes marked skipped, *cur advanced to the
  * last fused output. *res is the residual tensor of a sum post-op (-1 if
  * none) and *add the Add node that carried it; res NULL takes no sum. */
-static int post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int *add)
+int fci_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int *add)
 {
 	const fc_model_graph *g = b->g;
 	if (res) {
@@ -185,7 +185,7 @@ static int post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int
 
 /* Fold a BatchNormalization that alone consumes conv output *cur into
  * w (oc x per) and bias. */
-static void fold_bn(build *b, int *cur, float *w, float *bias, int64_t oc, int64_t per)
+void fci_fold_bn(build *b, int *cur, float *w, float *bias, int64_t oc, int64_t per)
 {
 	const fc_model_graph *g = b->g;
 	if (b->uses[*cur] != 1)
@@ -210,7 +210,7 @@ static void fold_bn(build *b, int *cur, float *w, float *bias, int64_t oc, int64
 /* Does the Add node `add`, fused into conv node i, leave its residual
  * value r to be overwritten by the conv's output? Yes when nothing after i
  * but that Add reads the buffer and the conv does not read it either. */
-static int residual_in_place(build *b, int i, int add, int r, int src)
+int fci_residual_in_place(build *b, int i, int add, int r, int src)
 {
 	if (fci_same_buffer(b, r, src) || !fci_writable_after(b, r, add))
 		return 0;
@@ -239,6 +239,8 @@ static int build_conv(build *b, int i)
 	if (!fci_is_act(b, x) || X->ndim != 4 || !fci_is_const(b, wt) || W->ndim != 4 || (bt >= 0 && !fci_is_const(b, bt)))
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Conv): only 2-D convolutions with constant weights",
 			    nd->name);
+	if (e->int8 && (rc = fci_build_conv_int8(b, i)))
+		return rc < 0 ? rc : 0;
 	int64_t oc = W->dims[0];
 	float *w = fci_cst_copy(b, wt), *bias = fci_balloc(e, (size_t)oc * sizeof *bias);
 	if (!w || !bias) {
@@ -249,12 +251,12 @@ static int build_conv(build *b, int i)
 		memcpy(bias, g->tensors[bt].f32, (size_t)oc * sizeof *bias);
 
 	int cur = nd->out[0], res, add;
-	fold_bn(b, &cur, w, bias, oc, W->numel / oc);
+	fci_fold_bn(b, &cur, w, bias, oc, W->numel / oc);
 	if (dnnl_primitive_attr_create(&attr) || dnnl_post_ops_create(&po)) {
 		rc = FC_ERR_NOMEM;
 		goto out;
 	}
-	if ((rc = post_ops(b, i, po, &cur, &res, &add)))
+	if ((rc = fci_post_ops(b, i, po, &cur, &res, &add)))
 		goto out;
 	if (dnnl_primitive_attr_set_post_ops(attr, po)) {
 		rc = FC_ERR_INTERNAL;
@@ -277,14 +279,19 @@ static int build_conv(build *b, int i)
 	}
 	const int64_t *s = nd->attr.conv.stride, *d = nd->attr.conv.dilation, *p = nd->attr.conv.pad;
 	dnnl_dims_t strides = { s[0], s[1] }, dil = { d[0] - 1, d[1] - 1 }, pl = { p[0], p[1] };
-	dnnl_dims_t pr = { pad_r(X->dims[2], Y->dims[2], W->dims[2], s[0], d[0], p[0], p[2]),
-			   pad_r(X->dims[3], Y->dims[3], W->dims[3], s[1], d[1], p[1], p[3]) };
+	dnnl_dims_t pr = { fci_pad_r(X->dims[2], Y->dims[2], W->dims[2], s[0], d[0], p[0], p[2]),
+			   fci_pad_r(X->dims[3], Y->dims[3], W->dims[3], s[1], d[1], p[1], p[3]) };
 	/* oneDNN's own choice (src any) unless the producer's layout gets the
 	 * same implementation: then consecutive convs never reorder between
 	 * them. Where the choices differ, the producer's layout has only a
 	 * weaker kernel (NHWC grouped convs are ref:any in oneDNN 2.6.3, blocked
 	 * 1x1 convs avx2) and a reorder is cheaper than running it. */
-	const value *vx = fci_val(b, b->tv[x]);
+	int xv = fci_real_value(b, i, b->tv[x]);
+	if (xv < 0) {
+		rc = xv;
+		goto out;
+	}
+	const value *vx = fci_val(b, xv);
 	dnnl_primitive_desc_t mine = NULL;
 	dnnl_convolution_desc_t desc;
 	st = fci_first_failure(st, dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference,
@@ -312,7 +319,7 @@ static int build_conv(build *b, int i)
 	dnnl_memory_desc_t src_q = fci_query_md(pd, dnnl_query_src_md), w_q = fci_query_md(pd, dnnl_query_weights_md);
 	dnnl_memory_desc_t dst_q = fci_query_md(pd, dnnl_query_dst_md);
 	dnnl_memory_t mw, mb;
-	int src = fci_want(b, i, b->tv[x], &src_q), dst;
+	int src = fci_want(b, i, xv, &src_q), dst;
 	if (src < 0) {
 		rc = src;
 		goto out;
@@ -323,12 +330,14 @@ static int build_conv(build *b, int i)
 		goto out;
 	if (res >= 0) {
 		/* dst must hold the residual, in dst's own layout, before the conv runs */
-		int r = fci_want(b, i, b->tv[res], &dst_q);
+		int r = fci_real_value(b, i, b->tv[res]);
+		if (r >= 0)
+			r = fci_want(b, i, r, &dst_q);
 		if (r < 0) {
 			rc = r;
 			goto out;
 		}
-		if (residual_in_place(b, i, add, r, src)) {
+		if (fci_residual_in_place(b, i, add, r, src)) {
 			dst = fci_alias_value(b, r, &dst_q);
 		} else if ((dst = fci_new_value(b, &dst_q, NULL)) >= 0) {
 			rc = fci_reorder_step(b, i, r, dst, "Copy");
@@ -341,7 +350,8 @@ static int build_conv(build *b, int i)
 		goto out;
 	}
 	fci_bind_tensor(b, cur, dst);
-	if ((rc = fci_new_step(b, i, ST_PRIM, 4)))
+	if ((rc = fci_new_step(b, i, ST_PRIM, 4)) || (rc = fci_observe(b, x)) ||
+	    (res >= 0 && (rc = fci_observe_arg(b, res, 3))))
 		goto out;
 	fci_arg(b, DNNL_ARG_SRC, src, NULL);
 	fci_arg(b, DNNL_ARG_WEIGHTS, -1, mw);
@@ -444,8 +454,8 @@ static int build_pool(build *b, int i)
 		yd[2] = Y->dims[2], yd[3] = Y->dims[3];
 		k[0] = ka[0], k[1] = ka[1], s[0] = sa[0], s[1] = sa[1], d[0] = da[0] - 1, d[1] = da[1] - 1;
 		pl[0] = pa[0], pl[1] = pa[1];
-		pr[0] = pad_r(H, yd[2], ka[0], sa[0], da[0], pa[0], pa[2]);
-		pr[1] = pad_r(W, yd[3], ka[1], sa[1], da[1], pa[1], pa[3]);
+		pr[0] = fci_pad_r(H, yd[2], ka[0], sa[0], da[0], pa[0], pa[2]);
+		pr[1] = fci_pad_r(W, yd[3], ka[1], sa[1], da[1], pa[1], pa[3]);
 		if (nd->op == FC_OP_MAXPOOL)
 			alg = dnnl_pooling_max;
 		else if (nd->attr.pool.count_include_pad)
@@ -779,6 +789,9 @@ static int build_matmul(build *b, int i)
 	int gemm = nd->op == FC_OP_GEMM;
 	if (!gemm && fci_is_act(b, a) && fci_is_act(b, w))
 		return fci_build_matmul_act(b, i);
+	int rc;
+	if (e->int8 && (rc = fci_build_matmul_int8(b, i)))
+		return rc < 0 ? rc : 0;
 	if (!fci_is_act(b, a) || !fci_is_const(b, w) || g->tensors[w].ndim != 2 || (c >= 0 && !fci_is_const(b, c)) ||
 	    (gemm && nd->attr.gemm.trans_a) || g->tensors[a].ndim < 1)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): only activation x constant weights", nd->name,
@@ -821,12 +834,11 @@ static int build_matmul(build *b, int i)
 	dnnl_primitive_attr_t attr = NULL;
 	dnnl_post_ops_t po = NULL;
 	dnnl_primitive_desc_t pd = NULL;
-	int rc;
 	if (dnnl_primitive_attr_create(&attr) || dnnl_post_ops_create(&po)) {
 		rc = FC_ERR_NOMEM;
 		goto out;
 	}
-	if ((rc = post_ops(b, i, po, &y, NULL, NULL)))
+	if ((rc = fci_post_ops(b, i, po, &y, NULL, NULL)))
 		goto out;
 	/* ... and a residual Add after those as a sum post-op: the output
 	 * starts as the residual (in place when nothing reads it later). */
@@ -882,7 +894,7 @@ static int build_matmul(build *b, int i)
 			rc = r;
 			goto out;
 		}
-		if (residual_in_place(b, i, radd, r, src)) {
+		if (fci_residual_in_place(b, i, radd, r, src)) {
 			out = fci_alias_value(b, r, &y_q);
 		} else if ((out = fci_new_value(b, &y_q, NULL)) >= 0 && (rc = fci_reorder_step(b, i, r, out, "Copy"))) {
 			goto out;
@@ -903,7 +915,7 @@ static int build_matmul(build *b, int i)
 		for (int64_t k = 0; k < B->numel; k++)
 			wp[k] *= gm[(tb ? k / K : k % N) * gstep];
 	if ((rc = fci_const_mem(b, &m1, &uw, wp, &w_q)) || (bias && (rc = fci_mem(b, &m2, &mb, bias))) ||
-	    (rc = fci_new_step(b, i, ST_PRIM, 4)))
+	    (rc = fci_new_step(b, i, ST_PRIM, 4)) || (rc = fci_observe(b, a)))
 		goto out;
 	fci_arg(b, DNNL_ARG_SRC, src, NULL);
 	fci_arg(b, DNNL_ARG_WEIGHTS, -1, m1);
@@ -1116,6 +1128,8 @@ int fci_build_node(build *b, int i)
 {
 	const fc_model_node *nd = &b->g->nodes[i];
 	int rc;
+	if (b->e->int8 && (rc = fci_int8_inputs(b, i)))
+		return rc;
 	if ((rc = fci_build_pattern(b, i)))
 		return rc < 0 ? rc : 0;
 	if ((nd->op == FC_OP_DIV || nd->op == FC_OP_MUL) && fci_build_matmul_scale(b, i))

@@ -36,6 +36,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "extract/calibrate.h"
 #include "extract/wds.h"
 #include "featcache/engine.h"
 #include "featcache/extract.h"
@@ -93,8 +94,14 @@ static json_t *json_floats(const float *v, int n)
 	return a;
 }
 
+static const char *precision_name(int p)
+{
+	return p == FC_PREC_BF16 ? "bf16" : p == FC_PREC_INT8 ? "int8" : "f32";
+}
+
 /* The identity of a feature set, as canonical JSON (sorted keys, compact):
- * the model's bytes, the cut, the input, the preprocessing, the precision.
+ * the model's bytes, the cut, the input, the preprocessing, the precision
+ * (int8: with its calibration table).
  * The model's path is not part of it: moving the file changes nothing. */
 static json_t *identity(const uint8_t model_hash[FC_HASH_LEN], const fc_model_graph *g, const fc_model *m,
 			const fc_extractor_opts *o)
@@ -110,8 +117,9 @@ static json_t *identity(const uint8_t model_hash[FC_HASH_LEN], const fc_model_gr
 	(void)m;
 	json_t *id = json_pack("{s:s, s:s, s:s, s:b, s:[i,i,i], s:o, s:s}", "model_xxh3", hex, "layer",
 			       g->nodes[g->cut_node].name, "tensor", ct->name, "pool", g->pool, "input", 3,
-			       p->crop_h, p->crop_w, "preprocess", pre, "precision",
-			       o->precision == FC_PREC_BF16 ? "bf16" : "f32");
+			       p->crop_h, p->crop_w, "preprocess", pre, "precision", precision_name(o->precision));
+	if (id && o->precision == FC_PREC_INT8)
+		json_object_set_new(id, "calibration", fci_calib_json(o->calib));
 	/* Only what a cut of one layer without token pooling lacks, so the
 	 * ids of such extractors stay what they always were. */
 	if (id && g->n_cuts > 1) {
@@ -183,6 +191,8 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 		return fci_errf(err, errcap, FC_ERR_INVALID, "batch must be 1 to 4096, not %d", o->batch);
 	if (fc_preproc_check(&o->pre) != 0)
 		return fci_errf(err, errcap, FC_ERR_INVALID, "bad preprocessing parameters");
+	if (o->precision == FC_PREC_INT8 && !o->calib)
+		return fci_errf(err, errcap, FC_ERR_INVALID, "int8 needs a calibration table (fc_calibrate)");
 	/* the identity hashes the bytes the model was built from */
 	uint8_t model_hash[FC_HASH_LEN];
 	fc_model *m = NULL;
@@ -212,7 +222,7 @@ int fc_extract_open(fc_extract_ctx **out, const fc_extractor_opts *o, char *err,
 	free(canon);
 	if (o->threads > 0)
 		omp_set_num_threads(o->threads);
-	fc_engine_opts eo = { .batch = o->batch, .precision = o->precision, .threads = o->threads };
+	fc_engine_opts eo = { .batch = o->batch, .precision = o->precision, .threads = o->threads, .calib = o->calib };
 	if ((rc = fc_engine_open(&x->engine, m, &eo, why, sizeof why)) != 0) {
 		rc = fci_errf(err, errcap, rc, "cannot run model '%s': %s", o->model, why);
 		goto fail;
@@ -302,6 +312,7 @@ int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const cha
 	fc_extractor_opts o = { .model = model_path, .store_dtype = dtype, .batch = batch, .threads = threads };
 	const char *filter = NULL, *prec = NULL, *preset = NULL;
 	char *joined = NULL;
+	fc_calib *calib = NULL;
 	json_t *pre = NULL, *mean = NULL, *std = NULL;
 	int ok = d && json_unpack(d, "{s:s, s:s, s:o}", "tensor", &o.layer, "precision", &prec, "preprocess", &pre) == 0 &&
 		 json_unpack(pre, "{s:i, s:[ii], s:[ii], s:s, s:o, s:o, s?s}", "resize_short", &o.pre.resize_short,
@@ -314,13 +325,17 @@ int fc_extract_open_like(fc_extract_ctx **out, const char *model_path, const cha
 			 d ? "" : ": ", d ? "" : je.text);
 	} else {
 		o.pre.filter = strcmp(filter, "bicubic") == 0 ? FC_RESAMPLE_BICUBIC : FC_RESAMPLE_BILINEAR;
-		o.precision = strcmp(prec, "bf16") == 0 ? FC_PREC_BF16 : FC_PREC_F32;
+		o.precision = strcmp(prec, "bf16") == 0 ? FC_PREC_BF16 : strcmp(prec, "int8") == 0 ? FC_PREC_INT8 : FC_PREC_F32;
 		o.pre_name = preset;
 		rc = cut_like(d, &o, &joined, err, errcap);
+		if (!rc && o.precision == FC_PREC_INT8 &&
+		    !(rc = fci_calib_parse(&calib, json_object_get(d, "calibration"), err, errcap)))
+			o.calib = calib;
 		if (!rc)
 			rc = fc_extract_open(out, &o, err, errcap);
 	}
 	json_decref(d);
+	fc_calib_free(calib);
 	free(joined);
 	return rc;
 }

@@ -49,7 +49,31 @@ extern "C" {
 typedef struct fc_engine fc_engine;
 
 
-enum fc_precision { FC_PREC_F32 = 0, FC_PREC_BF16 };
+enum fc_precision { FC_PREC_F32 = 0, FC_PREC_BF16, FC_PREC_INT8 };
+
+/* A calibration table: the range [lo, hi] of each tensor that an int8
+ * convolution or Gemm/MatMul reads, by tensor name (extract/calibrate.c
+ * measures it on the f32 model). hi is the clipping bound the int8 engine
+ * maps to the largest code: a tensor with lo >= 0 becomes u8 with scale
+ * hi / 255, any other s8 symmetric with scale max(-lo, hi) / 127 (no zero
+ * points). */
+typedef struct fc_calib_range {
+	char *tensor;
+	float lo, hi;
+} fc_calib_range;
+
+typedef struct fc_calib {
+	size_t n;
+	fc_calib_range *r;
+	char *method; /* how the ranges were chosen ("max", "percentile:99.99"), for the descriptor */
+	size_t images; /* images the ranges were measured on */
+} fc_calib;
+
+/* Called by fc_engine_run (opts.observe) with the f32 values of tensor k
+ * (name) that an int8 engine would quantise, just before the step that reads
+ * them runs: n values of the batch's real images, in the engine's layout
+ * (blocked layouts may hold a few zeros of padding). */
+typedef void (*fc_engine_observe_fn)(void *ctx, int k, const char *tensor, const float *x, size_t n);
 
 typedef struct fc_engine_opts {
 	int batch;     /* largest n a run takes, >= 1 */
@@ -59,6 +83,19 @@ typedef struct fc_engine_opts {
 	                * refused with FC_ERR_UNSUPPORTED, since emulated bf16 is slower than
 	                * f32 */
 	int threads;   /* OpenMP threads; 0: OpenMP's default (see above) */
+	/* FC_PREC_INT8 (CNNs only; needs AVX512_VNNI, AVX_VNNI or AMX, else
+	 * FC_ERR_UNSUPPORTED): convolutions and Gemm/MatMul with constant
+	 * weights run in int8 (s8 weights with a scale per output channel,
+	 * activations u8/s8 as the calibration says, f32 out, post-ops in f32)
+	 * wherever oneDNN has a fast kernel for them; the rest stays f32.
+	 * calib gives the ranges; a tensor it lacks stays f32. calib NULL is for
+	 * inspecting the plan (`featcache layers`): every range is taken as
+	 * [-1, 1], so the numbers are meaningless. Token models are refused. */
+	const fc_calib *calib;
+	/* f32 only: call observe(observe_ctx, ...) on each run for every tensor
+	 * an int8 engine would quantise (calibration). */
+	fc_engine_observe_fn observe;
+	void *observe_ctx;
 } fc_engine_opts;
 
 /* fc_engine_open - build the engine for model's current cut and input
@@ -68,8 +105,9 @@ typedef struct fc_engine_opts {
  * On success returns 0 and *out is the engine (free with fc_engine_free).
  * On failure returns FC_ERR_INVALID (NULL argument, batch < 1, threads < 0,
  * a model without a cut or whose input is not 4-D), FC_ERR_UNSUPPORTED
- * (bf16 on a CPU without native bf16, a node form the engine does not
- * handle, naming node and op), FC_ERR_NOMEM
+ * (bf16 on a CPU without native bf16, int8 on one without VNNI/AMX or for
+ * a transformer, a node form the engine does not handle, naming node and
+ * op), FC_ERR_NOMEM
  * or FC_ERR_INTERNAL (oneDNN refused, with its status), sets *out to NULL
  * and writes the reason into err (FC_ERRLEN bytes suffice; err may
  * be NULL). */
@@ -82,7 +120,8 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
  * same layout. model must be the one e was built from, with the same cut
  * and input size; its batch is set to n and back to e's. 0 at once when n
  * is e's batch or was added before; else as fc_engine_open (FC_ERR_INVALID
- * also for n out of 1..batch or another model). Memory: one activation
+ * also for n out of 1..batch or another model; FC_ERR_UNSUPPORTED for an
+ * int8 engine, which runs its partial batches padded). Memory: one activation
  * arena for n images per size added. On this CPU (AVX-512, oneDNN 2.6)
  * the embeddings are bit-identical to those of the same images in a full
  * batch; test_engine checks it for its fixtures. */
@@ -112,6 +151,20 @@ void fc_engine_input_dims(const fc_engine *e, int64_t *batch, int64_t *c, int64_
  * it is still needed later); <node name> is then the consumer's. */
 int fc_engine_n_prims(const fc_engine *e);
 const char *fc_engine_prim_info(const fc_engine *e, int i);
+
+/* fc_engine_prim_precision - what primitive i computes in: "int8" (u8/s8
+ * source), "bf16" or "f32"; a reorder that quantises is "int8". NULL when i
+ * is out of range. */
+const char *fc_engine_prim_precision(const fc_engine *e, int i);
+
+/* fc_engine_n_observed - tensors observe is called for (f32 engines opened
+ * with opts.observe; else 0); fc_engine_observed_name(e, k) names tensor k. */
+int fc_engine_n_observed(const fc_engine *e);
+const char *fc_engine_observed_name(const fc_engine *e, int k);
+
+/* fc_calib_free - release a table made by fc_calibrate or read from a
+ * descriptor; NULL is fine. */
+void fc_calib_free(fc_calib *c);
 
 /* fc_engine_peak_bytes - bytes of the activation arena: the most that
  * activations alive at the same time need under the engine's plan (the

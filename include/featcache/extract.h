@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "featcache/engine.h"
 #include "featcache/featcache.h"
 #include "featcache/image.h"
 #include "featcache/store.h"
@@ -213,12 +214,41 @@ typedef struct fc_extractor_opts {
 	fc_preproc pre;       /* preprocessing, e.g. from fc_preproc_preset */
 	const char *pre_name; /* the preset's name, recorded in the descriptor (may be NULL) */
 	int precision;        /* enum fc_precision (engine.h) */
+	const fc_calib *calib; /* FC_PREC_INT8: the calibration table (fc_calibrate), required;
+	                        * it becomes part of the descriptor and of the id */
 	fc_dtype store_dtype; /* how vectors are kept on disk */
 	int batch;            /* images per engine run and per store write, 1..4096 */
 	int threads;          /* OpenMP threads for the engine, 0 = default */
 } fc_extractor_opts;
 
 typedef struct fc_extract_ctx fc_extract_ctx;
+
+/* How fc_calibrate turns the observed values into ranges. */
+enum fc_calib_method {
+	FC_CALIB_MAX = 0,       /* [min, max] of everything seen */
+	FC_CALIB_PERCENTILE = 1 /* both ends clipped at the 99.99th percentile of |x| */
+};
+#define FC_CALIB_DEFAULT FC_CALIB_PERCENTILE
+#define FC_CALIB_IMAGES 256 /* the default sample size */
+
+/* fc_calib_method_name - "max", "percentile:99.99"; NULL for another value.
+ * fc_calib_method_parse - the method of "max", "percentile" or
+ * "percentile:99.99"; -1 for anything else. */
+const char *fc_calib_method_name(int method);
+int fc_calib_method_parse(const char *s);
+
+/* fc_calibrate - the int8 calibration table of the extractor o describes
+ * (its model, cut and preprocessing; o->precision is ignored): the f32
+ * model is run over a fixed sample of n images of ds (the n entries with
+ * the smallest seeded hash of their key; all of them when ds has fewer)
+ * and every tensor an int8 convolution or matmul reads gets its range by
+ * method. The same dataset (keys and contents) gives the same table.
+ * Entries that cannot be read or decoded are skipped; *failed (may be
+ * NULL) counts them. Returns 0 and *out (free with fc_calib_free), or an
+ * error with err saying why: FC_ERR_INVALID for n < 1, an unknown method,
+ * a dataset with no usable image; the model's and engine's errors. */
+int fc_calibrate(fc_calib **out, const fc_extractor_opts *o, const fc_dataset *ds, size_t n, int method,
+		 size_t *failed, char *err, size_t errcap);
 
 /* fc_extract_open - open the model, cut it, build the engine for opts->batch
  * images of the preprocessed size, and compute the extractor id and JSON

@@ -225,6 +225,15 @@ ok_if "... nor the keys" cmp -s t1.npy.keys t3.npy.keys
 "$F" info --store t3.st --json | grep -v '"store"' >t3.info
 ok_if "... nor what info says (items, labels, splits, vectors)" cmp -s t1.info t3.info
 
+# ---- int8: calibrated on samples read from their shards ----
+run "$F" extract --store i8.st --data sh --model "$MODEL" --size 64 --batch 4 --precision int8 --calibrate 8
+if grep -q "needs a cpu with vnni" "$tmp/err"; then
+	echo "ok - int8 from tar shards # SKIP no vnni or amx on this cpu"
+else
+	t "int8 from tar shards: calibrated on 8 samples, every image extracted" 0 \
+		out "^calibrating int8 \(.*\) on 8 images of 'sh'$" out "$(images_re 9 0 0)" !out "could not be read"
+fi
+
 # ---- pictures of tar samples in the report ----
 run "$F" train --store tar.st --epochs 1 --out h.safetensors -q
 t "a head trained on the tar store" 0
