@@ -401,15 +401,13 @@ static void *rows_alloc(size_t bytes)
 	return p;
 }
 
-/* The matrix for `rows` rows of dim kept as `how` says, dtype being the
- * extractor's. */
-static int matrix_alloc(fc_store *s, fc_matrix *m, size_t rows, size_t dim, fc_load_how how, fc_dtype dtype)
+/* The feature storage of m (rows, dim set) kept as `how` says, dtype
+ * being the extractor's. */
+static int features_alloc(fc_store *s, fc_matrix *m, fc_load_how how, fc_dtype dtype)
 {
-	memset(m, 0, sizeof *m);
-	m->rows = rows;
-	m->dim = dim;
+	size_t rows = m->rows, dim = m->dim;
 	m->type = how == FC_LOAD_STORED ? (fc_row_type)dtype : FC_ROW_F32;
-	if (rows > SIZE_MAX / dim / sizeof(float) / 2)
+	if (dim && rows > SIZE_MAX / dim / sizeof(float) / 2)
 		return FCI_FAIL(s, FC_ERR_OVERFLOW, "%zu x %zu matrix is too large", rows, dim);
 	int ok = 1;
 	if (how == FC_LOAD_F32 || (how == FC_LOAD_STORED && dtype == FC_DTYPE_F32)) {
@@ -419,10 +417,23 @@ static int matrix_alloc(fc_store *s, fc_matrix *m, size_t rows, size_t dim, fc_l
 		if (ok && m->type == FC_ROW_U8)
 			ok = (m->scale = malloc((rows ? rows : 1) * 2 * sizeof(float))) != NULL;
 	}
-	m->hashes = malloc((rows ? rows : 1) * FC_HASH_LEN);
-	if (!ok || !m->hashes)
+	if (!ok)
 		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory for %zu x %zu features", rows, dim);
 	return 0;
+}
+
+/* The matrix for `rows` rows of dim kept as `how` says. */
+static int matrix_alloc(fc_store *s, fc_matrix *m, size_t rows, size_t dim, fc_load_how how, fc_dtype dtype)
+{
+	memset(m, 0, sizeof *m);
+	m->rows = rows;
+	m->dim = dim;
+	if (rows > SIZE_MAX / FC_HASH_LEN)
+		return FCI_FAIL(s, FC_ERR_OVERFLOW, "%zu rows are too many", rows);
+	m->hashes = malloc((rows ? rows : 1) * FC_HASH_LEN);
+	if (!m->hashes)
+		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory for %zu rows", rows);
+	return features_alloc(s, m, how, dtype);
 }
 
 /* Give back the pages of the map a load read: they are the store file's
@@ -694,5 +705,53 @@ int fc_store_foreach_chunk(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_chun
 		err = fci_mdb_fail(s, rc, "cannot read chunks");
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
+	return err;
+}
+
+int fc_store_fill_rows(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *m, fc_load_how how)
+{
+	fci_exdb *e;
+	MDB_txn *txn;
+	if (m->data || m->packed)
+		return FCI_FAIL(s, FC_ERR_INVALID, "the matrix holds features already");
+	int err = ex_read_begin(s, exid, &e, &txn);
+	if (err)
+		return err;
+	ref *refs = malloc((m->rows ? m->rows : 1) * sizeof *refs);
+	if (!refs) {
+		err = FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (m->dim != e->dim) {
+		err = FCI_FAIL(s, FC_ERR_INVALID, "the matrix has %zu-d rows, the extractor %u-d", m->dim, e->dim);
+		goto out;
+	}
+	for (size_t i = 0; i < m->rows && !err; i++) {
+		refs[i].row = i;
+		err = fci_index_lookup(s, txn, e, m->hashes[i], &refs[i].chunk, &refs[i].slot);
+		if (err == FC_ERR_NOT_FOUND) {
+			char hex[2 * FC_HASH_LEN + 1];
+			fc_hex(hex, m->hashes[i], FC_HASH_LEN);
+			err = FCI_FAIL(s, err, "no vector for content %s", hex);
+		}
+	}
+	if (err || (how != FC_LOAD_NONE && (err = features_alloc(s, m, how, e->dtype)) != 0))
+		goto out;
+	qsort(refs, m->rows, sizeof *refs, ref_cmp);
+	if (how != FC_LOAD_NONE)
+		err = load_refs(s, txn, e, refs, m->rows, m);
+out:
+	mdb_txn_abort(txn);
+	map_release(s);
+	free(refs);
+	if (err) {
+		if (m->packed != m->data)
+			free(m->packed);
+		free(m->data);
+		free(m->scale);
+		m->data = NULL;
+		m->packed = NULL;
+		m->scale = NULL;
+	}
 	return err;
 }

@@ -217,39 +217,56 @@ static void *alloc_aligned(size_t bytes)
 	return p;
 }
 
-/* dst (npanels, dim, R) = the rows of src (n, dim), each scaled to unit L2
+/* dst (npanels, dim, R) = the rows of x (n, dim), each scaled to unit L2
  * norm (zero rows stay zero), R rows to a panel, dimension-major; rows past
  * n are zero. Returns FC_ERR_INVALID when a row holds NaN or Inf. The norm
  * is summed in double, in order, so a row's scale depends on that row
- * alone, and power-of-two multiples of a row normalise to the same bits. */
-static int pack_normalized(float *dst, const float *src, size_t n, size_t dim, size_t R)
+ * alone, and power-of-two multiples of a row normalise to the same bits.
+ * Rows kept in another type than f32 (or streamed) are converted a block
+ * at a time, so no f32 copy of the whole matrix is made besides dst. */
+#define PACK_ROWS 2048
+static int pack_normalized(float *dst, const fc_rows *x, size_t R)
 {
-	size_t npanels = (n + R - 1) / R;
+	const size_t n = x->n, dim = x->dim, blk = PACK_ROWS / R * R;
+	const int direct = x->type == FC_ROW_F32 && !x->fetch;
+	float *tmp = direct ? NULL : malloc(blk * dim * sizeof(float));
 	int bad = 0;
 
+	if (!direct && !tmp)
+		return FC_ERR_NOMEM;
+	for (size_t b0 = 0; b0 < n && !bad; b0 += blk) {
+		size_t nb = n - b0 < blk ? n - b0 : blk, npanels = (nb + R - 1) / R;
+		const float *src = direct ? (const float *)x->data + b0 * dim : tmp;
+		int err = direct ? 0 : fc_rows_range(tmp, x, b0, nb);
+		if (err) {
+			free(tmp);
+			return err;
+		}
 #pragma omp parallel for schedule(static) reduction(| : bad)
-	for (size_t pn = 0; pn < npanels; pn++) {
-		float *panel = dst + pn * dim * R;
-		for (size_t r = 0; r < R; r++) {
-			size_t row = pn * R + r;
-			const float *x;
-			double ss = 0.0;
-			float inv;
+		for (size_t pn = 0; pn < npanels; pn++) {
+			float *panel = dst + (b0 / R + pn) * dim * R;
+			for (size_t r = 0; r < R; r++) {
+				size_t row = pn * R + r;
+				const float *xr;
+				double ss = 0.0;
+				float inv;
 
-			if (row >= n)
-				break; /* the allocation is zeroed */
-			x = src + row * dim;
-			for (size_t d = 0; d < dim; d++)
-				ss += (double)x[d] * x[d];
-			if (!isfinite(ss)) {
-				bad = 1;
-				continue;
+				if (row >= nb)
+					break; /* the allocation is zeroed */
+				xr = src + row * dim;
+				for (size_t d = 0; d < dim; d++)
+					ss += (double)xr[d] * xr[d];
+				if (!isfinite(ss)) {
+					bad = 1;
+					continue;
+				}
+				inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+				for (size_t d = 0; d < dim; d++)
+					panel[d * R + r] = xr[d] * inv;
 			}
-			inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-			for (size_t d = 0; d < dim; d++)
-				panel[d * R + r] = x[d] * inv;
 		}
 	}
+	free(tmp);
 	return bad ? FC_ERR_INVALID : 0;
 }
 
@@ -347,10 +364,10 @@ static void heap_sort_best_first(hitkey *h, size_t n)
 typedef int (*knn_each_fn)(void *ctx, size_t q0, size_t qn, const hitkey *top,
 			   const size_t *counts, size_t cap);
 
-static int knn_search(hitkey *top, size_t *counts, const float *queries, size_t nq, const float *index,
-		      size_t ni, size_t dim, size_t cap, int exclude_self, sim_kernel kern,
-		      knn_each_fn each, void *ctx)
+static int knn_search_rows(hitkey *top, size_t *counts, const fc_rows *queries, const fc_rows *index,
+			   size_t cap, int exclude_self, sim_kernel kern, knn_each_fn each, void *ctx)
 {
+	const size_t nq = queries->n, ni = index->n, dim = queries->dim;
 	size_t mr = kern.mr, nr = kern.nr;
 	size_t qpanels = (nq + mr - 1) / mr, ipanels = (ni + nr - 1) / nr;
 	size_t qbytes, ibytes, hbytes, nqb, qbr;
@@ -374,9 +391,9 @@ static int knn_search(hitkey *top, size_t *counts, const float *queries, size_t 
 		err = FC_ERR_NOMEM;
 		goto out;
 	}
-	err = pack_normalized(qpack, queries, nq, dim, mr);
+	err = pack_normalized(qpack, queries, mr);
 	if (!err && ni)
-		err = pack_normalized(ipack, index, ni, dim, nr);
+		err = pack_normalized(ipack, index, nr);
 	if (err)
 		goto out;
 
@@ -458,6 +475,15 @@ out:
 	free(ipack);
 	free(qpack);
 	return err;
+}
+
+/* knn_search_rows over f32 matrices (the tests call it with each kernel). */
+static int knn_search(hitkey *top, size_t *counts, const float *queries, size_t nq, const float *index,
+		      size_t ni, size_t dim, size_t cap, int exclude_self, sim_kernel kern,
+		      knn_each_fn each, void *ctx)
+{
+	fc_rows q = fc_rows_f32(queries, nq, dim), x = fc_rows_f32(index, ni, dim);
+	return knn_search_rows(top, counts, &q, &x, cap, exclude_self, kern, each, ctx);
 }
 
 /* The nine metrics of one query from its relevance list (see the top). */
@@ -566,6 +592,16 @@ int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queri
 			const uint32_t *qlabels, size_t nq, const float *index, const uint32_t *ilabels,
 			size_t ni, size_t dim, size_t k, int exclude_self)
 {
+	if ((nq && !queries) || (ni && !index))
+		return FC_ERR_INVALID;
+	fc_rows q = fc_rows_f32(queries, nq, dim), x = fc_rows_f32(index, ni, dim);
+	return fc_eval_knn_rows(out, queries_out, &q, qlabels, &x, ilabels, k, exclude_self);
+}
+
+int fc_eval_knn_rows(fc_metrics *out, double *queries_out, const fc_rows *qrows, const uint32_t *qlabels,
+		     const fc_rows *irows, const uint32_t *ilabels, size_t k, int exclude_self)
+{
+	const size_t nq = qrows->n, ni = irows->n, dim = qrows->dim;
 	eval_ctx ctx = {0};
 	uint32_t *sorted = NULL;
 	double *per_query = NULL;
@@ -573,8 +609,8 @@ int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queri
 	size_t cap, bytes;
 	int err = 0;
 
-	if (!out || k < 1 || dim == 0 || (nq && (!queries || !qlabels)) ||
-	    (ni && (!index || !ilabels)) || (exclude_self && nq != ni))
+	if (!out || k < 1 || dim == 0 || irows->dim != dim || (nq && !qlabels) || (ni && !ilabels) ||
+	    (exclude_self && nq != ni))
 		return FC_ERR_INVALID;
 	if (!mul_ok(&bytes, nq, dim) || !mul_ok(&bytes, ni, dim) ||
 	    !mul_ok(&bytes, nq, M_COUNT * sizeof(double)) || !mul_ok(&bytes, ni, sizeof(uint32_t)))
@@ -594,8 +630,8 @@ int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queri
 		memcpy(sorted, ilabels, ni * sizeof(uint32_t));
 		qsort(sorted, ni, sizeof(uint32_t), cmp_u32);
 		ctx = (eval_ctx){qlabels, ilabels, sorted, ni, exclude_self, per_query};
-		err = knn_search(NULL, NULL, queries, nq, index, ni, dim, cap, exclude_self,
-				 pick_kernel(), eval_block, &ctx);
+		err = knn_search_rows(NULL, NULL, qrows, irows, cap, exclude_self, pick_kernel(), eval_block,
+				      &ctx);
 		if (err)
 			goto out;
 		/* Summed in query order, so the result does not depend on threads. */

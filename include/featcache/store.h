@@ -232,6 +232,12 @@ typedef enum fc_load_how {
 int fc_store_load_items_as(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigned split_mask, fc_load_how how,
 			   fc_matrix *out, size_t *missing);
 
+/* fc_store_fill_rows - the features of a matrix loaded with FC_LOAD_NONE
+ * (rows may have been dropped or reordered since, hashes kept with them),
+ * kept as `how` says, from one snapshot. FC_ERR_NOT_FOUND names a hash
+ * that has no vector (any more); on failure m holds no features. */
+int fc_store_fill_rows(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *m, fc_load_how how);
+
 /* ---- streaming features that do not fit in memory ---- */
 
 /* A reader of one extractor's vectors by row of a row list (content
