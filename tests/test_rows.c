@@ -336,6 +336,43 @@ static void test_eval_over_rows(void **state)
 	free(vecs);
 }
 
+/* An index larger than the kNN's block is searched a block at a time when
+ * the lists are short: the top 5 are the first 5 of the top 600 (long
+ * lists make it pack the index whole), ties and all, for queries of their
+ * own and for the index searched among itself. */
+static void test_knn_blocks(void **state)
+{
+	(void)state;
+	const size_t ni = 17000, d = 64, kbig = 600;
+	float *x = malloc(ni * d * sizeof *x);
+	for (size_t i = 0; i < ni * d; i++)
+		x[i] = (float)testlib_int(-1, 1) * (i % 7 == 0 ? 2.0f : 1.0f); /* many exact ties */
+	uint32_t *small = malloc(ni * 5 * sizeof *small), *big = malloc(ni * kbig * sizeof *big);
+	float *ssim = malloc(ni * 5 * sizeof *ssim), *bsim = malloc(ni * kbig * sizeof *bsim);
+	size_t *cs = malloc(ni * sizeof *cs), *cb = malloc(ni * sizeof *cb);
+	for (int self = 0; self < 2; self++) {
+		size_t nq = self ? ni : 90;
+		const float *q = self ? x : x + 1000 * d;
+		assert_int_equal(fc_knn(small, ssim, cs, q, nq, x, ni, d, 5, self), 0);
+		assert_int_equal(fc_knn(big, bsim, cb, q, nq, x, ni, d, kbig, self), 0);
+		for (size_t i = 0; i < nq; i++) {
+			assert_int_equal(cs[i], 5);
+			assert_int_equal(cb[i], kbig);
+			assert_memory_equal(small + i * 5, big + i * kbig, 5 * sizeof *small);
+			assert_memory_equal(ssim + i * 5, bsim + i * kbig, 5 * sizeof *ssim);
+			for (size_t j = 0; self && j < 5; j++)
+				assert_int_not_equal(small[i * 5 + j], i);
+		}
+	}
+	free(x);
+	free(small);
+	free(big);
+	free(ssim);
+	free(bsim);
+	free(cs);
+	free(cb);
+}
+
 static void test_sizes(void **state)
 {
 	(void)state;
@@ -355,7 +392,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gather_every_dtype), cmocka_unit_test(test_fill_rows),
 		cmocka_unit_test(test_stream_equals_load), cmocka_unit_test(test_stream_lru),
-		cmocka_unit_test(test_eval_over_rows),     cmocka_unit_test(test_sizes),
+		cmocka_unit_test(test_eval_over_rows),     cmocka_unit_test(test_knn_blocks),
+		cmocka_unit_test(test_sizes),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!failed)
