@@ -146,7 +146,7 @@ int main(int argc, char **argv)
 			return 1;
 		made = bench_now() - t0;
 	}
-	snprintf(cmd, sizeof cmd, "du -sb '%s' | cut -f1", store);
+	snprintf(cmd, sizeof cmd, "du -sbL '%s' | cut -f1", store);
 	FILE *p = popen(cmd, "r");
 	double disk = 0;
 	if (p) {

@@ -152,7 +152,26 @@ int cli_split_of(const char *key, int split, double val_from_train)
 int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
 		  double val_from_train, cli_split_data *out)
 {
-	return cli_load_split_as(s, id, mask, keep_unlabeled, val_from_train, FC_LOAD_F32, out);
+	/* The item records first: a split whose f32 matrix would not fit in
+	 * the default share of the available memory is refused before it is
+	 * loaded, rather than killed part way (the commands that load f32,
+	 * embed, search and the report's views, do not stream). */
+	int rc = cli_load_split_as(s, id, mask, keep_unlabeled, val_from_train, FC_LOAD_NONE, out);
+	if (rc || out->m.rows == 0)
+		return rc;
+	cli_mem_opts mo = { 0 };
+	uint64_t limit = cli_mem_limit(&mo), need = CLI_MEM_BASE + (uint64_t)out->m.rows * out->m.dim * sizeof(float);
+	char a[32], b[32];
+	if (need > limit)
+		return cli_fail("cannot load %zu x %zu features of store '%s' as f32: that takes %s, more than the "
+				"limit of %s (3/4 of the available memory)",
+				out->m.rows, out->m.dim, fc_store_path(s), cli_size_text(a, sizeof a, need),
+				cli_size_text(b, sizeof b, limit));
+	int err = fc_store_fill_rows(s, id, &out->m, FC_LOAD_F32);
+	if (err)
+		return cli_store_fail(s, err, "load features from");
+	out->x = fc_matrix_rows(&out->m);
+	return 0;
 }
 
 int cli_load_split_as(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,

@@ -76,9 +76,9 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 	if (data->n < 2)
 		return fci_errf(err, errcap, FC_ERR_INVALID, "the training split has %zu items; at least 2 are needed",
 				data->n);
-	if (data->rows && data->rows->n != data->n)
-		return fci_errf(err, errcap, FC_ERR_INVALID, "the training rows hold %zu rows, not %zu",
-				data->rows->n, data->n);
+	if (data->rows && (data->rows->n != data->n || data->rows->dim != cfg->head.in_dim))
+		return fci_errf(err, errcap, FC_ERR_INVALID, "the training rows are %zu x %zu, not %zu x %u",
+				data->rows->n, data->rows->dim, data->n, cfg->head.in_dim);
 	if (data->n_classes < 2)
 		return fci_errf(err, errcap, FC_ERR_INVALID,
 				"the training split has only one class: nothing to contrast");
