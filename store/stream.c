@@ -3,8 +3,10 @@
  * by content hash through the index, their chunks decoded on demand and
  * kept in an LRU cache of a byte budget (fc_stream, store.h).
  *
- * Every row is decoded by fci_chunk_decode, as fc_store_load_items decodes
- * it, so a streamed batch is bit-identical to the same rows of a load.
+ * The cache keeps chunks in their stored dtype, decoded from the codec
+ * (fci_chunk_decode_raw: half the bytes of f32 for f16), and converts only
+ * the rows asked for, with fc_rows_gather: the conversion a load's decode
+ * makes, so a streamed batch is bit-identical to the same rows of a load.
  * The reader holds one read transaction for its life: the chunk bytes it
  * decodes later are those of the snapshot the index was read in (LMDB
  * keeps that snapshot's pages for an open reader).
@@ -30,7 +32,7 @@
 
 typedef struct centry {
 	uint64_t id;
-	float *v;      /* count x dim, decoded, then the count content hashes */
+	uint8_t *v;    /* the count content hashes, then the raw payload (chunk.h) */
 	size_t bytes;
 	uint32_t count;
 	uint32_t prev, next; /* LRU list, most recent first */
@@ -65,7 +67,7 @@ struct fc_stream {
 		uint64_t id;
 		const void *data;
 		size_t len;
-		float *v;
+		uint8_t *v;
 		uint32_t count;
 		int err;
 	} pend[GROUP];
@@ -158,14 +160,15 @@ static int cache_grow(fc_stream *r)
 	return 0;
 }
 
-/* The bytes of a cache entry of count vectors: the floats and the hashes. */
+/* The bytes of a cache entry of count vectors: the hashes and the raw
+ * payload (fci_chunk_raw_len is never 0 for a chunk that parsed). */
 static size_t entry_bytes(const fc_stream *r, uint32_t count)
 {
-	return (size_t)count * (r->dim * sizeof(float) + FC_HASH_LEN);
+	return (size_t)count * FC_HASH_LEN + fci_chunk_raw_len(r->e->dtype, (uint32_t)r->dim, count);
 }
 
-/* Keep chunk id's decoded vectors v (taken over), evicting to fit. */
-static int cache_put(fc_stream *r, uint64_t id, float *v, uint32_t count)
+/* Keep chunk id's decoded entry v (taken over), evicting to fit. */
+static int cache_put(fc_stream *r, uint64_t id, uint8_t *v, uint32_t count)
 {
 	size_t bytes = entry_bytes(r, count);
 	while (r->nent && r->used + bytes > r->cap_bytes)
@@ -264,20 +267,24 @@ static int miss_cmp(const void *a, const void *b)
 	return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* Copy row `row` out of a decoded chunk (v: count vectors, then their
- * hashes) into d, after checking that its slot exists and holds the row's
+/* Row `row` out of a cached chunk (v: count hashes, then the raw payload)
+ * into d as f32, after checking that its slot exists and holds the row's
  * content. */
-static int row_copy(fc_stream *r, float *d, const float *v, uint32_t count, uint64_t id, size_t row)
+static int row_copy(fc_stream *r, float *d, const uint8_t *v, uint32_t count, uint64_t id, size_t row)
 {
 	uint32_t slot = r->slot[row];
-	const uint8_t *hashes = (const uint8_t *)(v + (size_t)count * r->dim);
+	const uint8_t *hashes = v, *raw = v + (size_t)count * FC_HASH_LEN; /* 16-byte aligned in v */
 	if (slot >= count || memcmp(hashes + (size_t)slot * FC_HASH_LEN, r->hashes[row], FC_HASH_LEN) != 0) {
 		char name[96];
 		fci_chunk_name(name, sizeof name, r->e, id);
 		return FCI_FAIL(r->s, FC_ERR_CORRUPT, "an index entry points past %s (slot %u of %u)", name, slot, count);
 	}
-	memcpy(d, v + (size_t)slot * r->dim, r->dim * sizeof(float));
-	return 0;
+	fc_rows x = { .type = (fc_row_type)r->e->dtype, .n = count, .dim = r->dim, .data = raw };
+	if (x.type == FC_ROW_U8) { /* the (lo, step) pairs, then the codes */
+		x.scale = (const float *)raw;
+		x.data = raw + 8 * (size_t)count;
+	}
+	return fc_rows_gather(d, &x, &slot, 1);
 }
 
 /* Read and decode the chunks of misses [m0, m1) (at most GROUP distinct),
@@ -310,17 +317,18 @@ static int fetch_group(fc_stream *r, float *dst, const uint32_t *idx, size_t m0,
 		struct pending *p = &r->pend[j];
 		fci_chunk_info ci;
 		p->err = fci_chunk_parse(p->data, p->len, &ci);
-		if (!p->err && ci.dim != r->dim)
+		if (!p->err && (ci.dim != r->dim || ci.dtype != r->e->dtype))
 			p->err = FC_ERR_CORRUPT;
 		if (p->err)
 			continue;
 		p->count = ci.count;
-		p->v = malloc(entry_bytes(r, ci.count));
-		p->err = p->v ? fci_chunk_decode(r->ctx[omp_get_thread_num()], p->data, p->len, p->v,
-						 (size_t)ci.count * ci.dim)
+		size_t hb = (size_t)ci.count * FC_HASH_LEN;
+		p->v = malloc(hb + ci.raw_len);
+		p->err = p->v ? fci_chunk_decode_raw(r->ctx[omp_get_thread_num()], p->data, p->len, p->v + hb,
+						     ci.raw_len)
 			      : FC_ERR_NOMEM;
 		if (!p->err)
-			memcpy(p->v + (size_t)ci.count * ci.dim, ci.hashes, (size_t)ci.count * FC_HASH_LEN);
+			memcpy(p->v, ci.hashes, hb);
 	}
 	r->reads += np;
 	size_t j = 0;

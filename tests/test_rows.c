@@ -206,15 +206,24 @@ static void test_fill_rows(void **state)
 	free(vecs);
 }
 
-/* Streamed rows are the loaded rows, with any cache size. */
-static void test_stream_equals_load(void **state)
+/* The bytes the stream's cache takes for a chunk of BATCH vectors: their
+ * hashes and the chunk's raw payload in its dtype. */
+static size_t entry_of(fc_dtype dtype)
 {
-	(void)state;
+	size_t elem = dtype == FC_DTYPE_F32 ? 4 : dtype == FC_DTYPE_U8 ? 1 : 2;
+	return BATCH * (FC_HASH_LEN + DIM * elem + (dtype == FC_DTYPE_U8 ? 8 : 0));
+}
+
+/* Streamed rows are the loaded rows, in every dtype, with any cache size. */
+static void check_stream(fc_dtype dtype)
+{
+	char name[64];
+	snprintf(name, sizeof name, "stream-%s", fc_dtype_name(dtype));
 	float *vecs = malloc(N * DIM * sizeof *vecs);
-	fc_store *s = make_store("stream", FC_DTYPE_F16, FC_CODEC_SHUFFLE_ZSTD, vecs);
+	fc_store *s = make_store(name, dtype, FC_CODEC_SHUFFLE_ZSTD, vecs);
 	fc_matrix f;
 	assert_int_equal(fc_store_load_items(s, EX, FC_SPLIT_MASK_ALL, &f, NULL), 0);
-	const size_t caches[] = { 1, 3 * BATCH * (DIM * 4 + FC_HASH_LEN), (size_t)1 << 30 };
+	const size_t entry = entry_of(dtype), caches[] = { 1, 3 * entry, (size_t)1 << 30 };
 	float *got = malloc(N * DIM * sizeof *got);
 	uint32_t idx[2 * N];
 	for (size_t c = 0; c < 3; c++) {
@@ -238,7 +247,7 @@ static void test_stream_equals_load(void **state)
 		size_t bytes;
 		fc_stream_stats(r, NULL, NULL, &bytes);
 		/* never past the budget, but for the one chunk always kept */
-		assert_true(bytes <= (caches[c] > BATCH * (DIM * 4 + FC_HASH_LEN) ? caches[c] : BATCH * (DIM * 4 + FC_HASH_LEN)));
+		assert_true(bytes <= (caches[c] > entry ? caches[c] : entry));
 		uint32_t bad = N;
 		assert_int_equal(fc_stream_fetch(r, got, &bad, 1), FC_ERR_INVALID);
 		fc_stream_free(r);
@@ -255,6 +264,15 @@ static void test_stream_equals_load(void **state)
 	free(vecs);
 }
 
+static void test_stream_equals_load(void **state)
+{
+	(void)state;
+	check_stream(FC_DTYPE_F32);
+	check_stream(FC_DTYPE_F16);
+	check_stream(FC_DTYPE_BF16);
+	check_stream(FC_DTYPE_U8);
+}
+
 /* The cache evicts the least recently used chunk and holds what it says. */
 static void test_stream_lru(void **state)
 {
@@ -264,7 +282,7 @@ static void test_stream_lru(void **state)
 	uint8_t hashes[N][FC_HASH_LEN];
 	for (size_t i = 0; i < N; i++)
 		hash_of(hashes[i], i); /* row i is in chunk i / BATCH */
-	const size_t entry = BATCH * (DIM * 4 + FC_HASH_LEN);
+	const size_t entry = entry_of(FC_DTYPE_BF16);
 	fc_stream *r;
 	assert_int_equal(fc_stream_open(&r, s, EX, (const uint8_t(*)[FC_HASH_LEN])hashes, N, 2 * entry), 0);
 	float row[DIM];
