@@ -241,8 +241,9 @@ int fc_store_fill_rows(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *
 /* ---- streaming features that do not fit in memory ---- */
 
 /* A reader of one extractor's vectors by row of a row list (content
- * hashes), through the index, keeping decoded chunks in an LRU cache of
- * at most cache_bytes (at least one chunk is always kept). It holds a
+ * hashes), through the index, keeping chunks decoded from their codec (in
+ * the stored dtype: their hashes and raw payload) in an LRU cache of at
+ * most cache_bytes (at least one chunk is always kept). It holds a
  * read transaction: every row comes from the snapshot it was opened on. */
 typedef struct fc_stream fc_stream;
 
