@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <omp.h>
 
@@ -24,6 +25,14 @@
 #define HUGE_PAGE ((size_t)2 << 20)
 
 /* ---- decoding ---- */
+
+void fci_map_drop(const void *p, size_t len)
+{
+	const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)p & ~(page - 1), b = ((uintptr_t)p + len + page - 1) & ~(page - 1);
+	if (len)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}
 
 int fci_decode_grow(fci_decoder *d, const void *src, size_t len, const fci_chunk_info *ci)
 {
@@ -287,17 +296,24 @@ static int load_job(void *varg, size_t q, fci_decoder *dec)
 		err = job_check(a, jb, &ci, &slot);
 	if (err)
 		return err;
-	if (a->m->packed)
-		return load_job_packed(a, jb, &ci, dec);
-	/* A chunk whose rows are exactly the next rows of m decodes in place. */
-	int direct = jb->n == ci.count;
-	for (size_t r = 0; direct && r < jb->n; r++)
-		direct = rf[r].slot == r && rf[r].row == rf[0].row + r;
-	if (direct)
-		return fci_chunk_decode(dec->ctx, jb->data, jb->len, rows + rf[0].row * dim, ci.count * dim);
-	err = fci_decode_grow(dec, jb->data, jb->len, &ci);
-	for (size_t r = 0; !err && r < jb->n; r++)
-		memcpy(rows + rf[r].row * dim, dec->buf + (size_t)rf[r].slot * dim, dim * sizeof(float));
+	if (a->m->packed) {
+		err = load_job_packed(a, jb, &ci, dec);
+	} else {
+		/* A chunk whose rows are exactly the next rows of m decodes in place. */
+		int direct = jb->n == ci.count;
+		for (size_t r = 0; direct && r < jb->n; r++)
+			direct = rf[r].slot == r && rf[r].row == rf[0].row + r;
+		if (direct) {
+			err = fci_chunk_decode(dec->ctx, jb->data, jb->len, rows + rf[0].row * dim, ci.count * dim);
+		} else {
+			err = fci_decode_grow(dec, jb->data, jb->len, &ci);
+			for (size_t r = 0; !err && r < jb->n; r++)
+				memcpy(rows + rf[r].row * dim, dec->buf + (size_t)rf[r].slot * dim, dim * sizeof(float));
+		}
+	}
+	/* the failure message parses the chunk again: keep its pages then */
+	if (!err)
+		fci_map_drop(jb->data, jb->len);
 	return err;
 }
 

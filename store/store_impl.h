@@ -120,6 +120,13 @@ int fci_chunk_id_next(fc_store *s, MDB_txn *txn, uint64_t *id);
 int fci_index_lookup(fc_store *s, MDB_txn *txn, const fci_exdb *e, const uint8_t hash[FC_HASH_LEN],
 		     uint64_t *chunk, uint32_t *slot);
 
+/* fci_map_drop - give back the pages of the map that hold [p, p+len) (a
+ * chunk just decoded): LMDB maps the file read-only and shared, so they
+ * are faulted in again from the page cache if read later, and until then
+ * do not count in the process's resident memory. A load or a stream that
+ * reads every chunk once would otherwise end up holding the whole file. */
+void fci_map_drop(const void *p, size_t len);
+
 /* fci_decode_grow - decode a parsed chunk into d->buf, growing it to hold
  * every vector first. FC_ERR_NOMEM if it cannot grow. */
 int fci_decode_grow(fci_decoder *d, const void *src, size_t len, const fci_chunk_info *ci);

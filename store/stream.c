@@ -331,6 +331,9 @@ static int fetch_group(fc_stream *r, float *dst, const uint32_t *idx, size_t m0,
 			memcpy(p->v, ci.hashes, hb);
 	}
 	r->reads += np;
+	for (size_t q = 0; q < np; q++)
+		if (!r->pend[q].err)
+			fci_map_drop(r->pend[q].data, r->pend[q].len);
 	size_t j = 0;
 	for (size_t m = m0; m < m1 && !err; m++) {
 		if (m > m0 && r->miss[m].chunk != r->miss[m - 1].chunk)
