@@ -18,8 +18,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <xxhash.h>
 
 #include "featcache/store.h"
+#include "store/chunk.h"
 #include "featcache/train.h"
 #include "tests/testlib.h"
 
@@ -391,6 +393,50 @@ static void test_knn_blocks(void **state)
 	free(cb);
 }
 
+/* Recompute a chunk's checksum (chunk.h) after changing its bytes, so
+ * that only the value checks can catch the change. */
+static void reseal(uint8_t *p, size_t len)
+{
+	uint64_t h = XXH3_64bits_withSeed(p + FC_CHUNK_HEADER, len - FC_CHUNK_HEADER, XXH3_64bits(p, 24));
+	for (int b = 0; b < 8; b++)
+		p[24 + b] = (uint8_t)(h >> (8 * b));
+}
+
+/* fci_chunk_decode_raw refuses what fci_chunk_decode refuses: an infinite
+ * half, a u8 pair the encoder never writes, a buffer too small. */
+static void test_decode_raw_checks(void **state)
+{
+	(void)state;
+	fci_chunk_ctx *ctx = fci_chunk_ctx_new();
+	float v[4 * 8];
+	uint8_t hashes[4][FC_HASH_LEN] = { { 1 }, { 2 }, { 3 }, { 4 } };
+	for (size_t i = 0; i < 32; i++)
+		v[i] = (float)i - 7.5f;
+	uint8_t chunk[1024], raw[512];
+	float dec[32];
+	size_t len;
+	const size_t off = FC_CHUNK_HEADER + 4 * FC_HASH_LEN;
+	/* f16, raw codec: element 5 made +inf */
+	assert_int_equal(fci_chunk_encode(ctx, chunk, sizeof chunk, &len, v, (const uint8_t(*)[FC_HASH_LEN])hashes, 8, 4,
+					  FC_DTYPE_F16, FC_CODEC_RAW, 0), 0);
+	assert_int_equal(fci_chunk_decode_raw(ctx, chunk, len, raw, sizeof raw), 0);
+	assert_int_equal(fci_chunk_decode_raw(ctx, chunk, len, raw, 63), FC_ERR_INVALID);
+	chunk[off + 10] = 0x00;
+	chunk[off + 11] = 0x7c;
+	reseal(chunk, len);
+	assert_int_equal(fci_chunk_decode(ctx, chunk, len, dec, 32), FC_ERR_CORRUPT);
+	assert_int_equal(fci_chunk_decode_raw(ctx, chunk, len, raw, sizeof raw), FC_ERR_CORRUPT);
+	/* u8, raw codec: vector 2's step made negative */
+	assert_int_equal(fci_chunk_encode(ctx, chunk, sizeof chunk, &len, v, (const uint8_t(*)[FC_HASH_LEN])hashes, 8, 4,
+					  FC_DTYPE_U8, FC_CODEC_RAW, 0), 0);
+	assert_int_equal(fci_chunk_decode_raw(ctx, chunk, len, raw, sizeof raw), 0);
+	chunk[off + 8 * 2 + 7] |= 0x80; /* the sign of pair 2's step */
+	reseal(chunk, len);
+	assert_int_equal(fci_chunk_decode(ctx, chunk, len, dec, 32), FC_ERR_CORRUPT);
+	assert_int_equal(fci_chunk_decode_raw(ctx, chunk, len, raw, sizeof raw), FC_ERR_CORRUPT);
+	fci_chunk_ctx_free(ctx);
+}
+
 static void test_sizes(void **state)
 {
 	(void)state;
@@ -411,7 +457,7 @@ int main(void)
 		cmocka_unit_test(test_gather_every_dtype), cmocka_unit_test(test_fill_rows),
 		cmocka_unit_test(test_stream_equals_load), cmocka_unit_test(test_stream_lru),
 		cmocka_unit_test(test_eval_over_rows),     cmocka_unit_test(test_knn_blocks),
-		cmocka_unit_test(test_sizes),
+		cmocka_unit_test(test_decode_raw_checks), cmocka_unit_test(test_sizes),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!failed)
