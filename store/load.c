@@ -457,7 +457,7 @@ static int matrix_alloc(fc_store *s, fc_matrix *m, size_t rows, size_t dim, fc_l
  * from the page cache if they are read later; until then they do not
  * count in this process's resident memory, which the loaded matrix
  * already holds. */
-static void map_release(fc_store *s)
+void fci_map_release(fc_store *s)
 {
 	MDB_envinfo info;
 	if (mdb_env_info(s->env, &info) == 0 && info.me_mapaddr)
@@ -688,7 +688,7 @@ out:
 	if (cur)
 		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
-	map_release(s);
+	fci_map_release(s);
 	item_rows_free(&r);
 	if (err)
 		fc_matrix_free(out);
@@ -758,7 +758,7 @@ int fc_store_fill_rows(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *
 		err = load_refs(s, txn, e, refs, m->rows, m);
 out:
 	mdb_txn_abort(txn);
-	map_release(s);
+	fci_map_release(s);
 	free(refs);
 	if (err) {
 		if (m->packed != m->data)

@@ -127,6 +127,11 @@ int fci_index_lookup(fc_store *s, MDB_txn *txn, const fci_exdb *e, const uint8_t
  * reads every chunk once would otherwise end up holding the whole file. */
 void fci_map_drop(const void *p, size_t len);
 
+/* fci_map_release - fci_map_drop of the whole map: also the pages the
+ * kernel maps around a fault ("fault-around"), which a reader that drops
+ * only what it read would keep accumulating. */
+void fci_map_release(fc_store *s);
+
 /* fci_decode_grow - decode a parsed chunk into d->buf, growing it to hold
  * every vector first. FC_ERR_NOMEM if it cannot grow. */
 int fci_decode_grow(fci_decoder *d, const void *src, size_t len, const fci_chunk_info *ci);

@@ -29,6 +29,7 @@
 
 #define NIL UINT32_MAX
 #define GROUP 64 /* missing chunks decoded at once: bounds a fetch's transient memory */
+#define STREAM_RELEASE ((uint64_t)32 << 20)
 
 typedef struct centry {
 	uint64_t id;
@@ -54,6 +55,7 @@ struct fc_stream {
 	uint32_t *bucket;
 	uint32_t nbucket; /* a power of two */
 	uint64_t reads, hits;
+	uint64_t read_bytes; /* chunk bytes read since the map was last released */
 	/* per thread */
 	fci_chunk_ctx **ctx;
 	int nthreads;
@@ -252,6 +254,7 @@ int fc_stream_open(fc_stream **out, fc_store *s, const uint8_t exid[FC_HASH_LEN]
 		if (err)
 			goto fail;
 	}
+	fci_map_release(s); /* the index pages just read */
 	*out = r;
 	return 0;
 fail:
@@ -331,9 +334,17 @@ static int fetch_group(fc_stream *r, float *dst, const uint32_t *idx, size_t m0,
 			memcpy(p->v, ci.hashes, hb);
 	}
 	r->reads += np;
-	for (size_t q = 0; q < np; q++)
+	for (size_t q = 0; q < np; q++) {
+		r->read_bytes += r->pend[q].len;
 		if (!r->pend[q].err)
 			fci_map_drop(r->pend[q].data, r->pend[q].len);
+	}
+	/* The pages faulted in around the chunks read stay mapped: every
+	 * STREAM_RELEASE bytes read, the whole map is given back. */
+	if (r->read_bytes >= STREAM_RELEASE) {
+		fci_map_release(r->s);
+		r->read_bytes = 0;
+	}
 	size_t j = 0;
 	for (size_t m = m0; m < m1 && !err; m++) {
 		if (m > m0 && r->miss[m].chunk != r->miss[m - 1].chunk)
