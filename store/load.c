@@ -26,6 +26,13 @@
 
 /* ---- decoding ---- */
 
+void fci_span_drop(fci_span *sp)
+{
+	if (sp->hi > sp->lo)
+		fci_map_drop((const void *)sp->lo, sp->hi - sp->lo);
+	sp->lo = sp->hi = 0;
+}
+
 void fci_map_drop(const void *p, size_t len)
 {
 	const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -347,6 +354,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const fci_exdb *e, const ref *re
 		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
 	int err = 0;
 	size_t j = 0;
+	fci_span span = { 0, 0 };
 	for (size_t i = 0; i < n; i++) {
 		if (i > 0 && refs[i].chunk == refs[i - 1].chunk) {
 			jobs[j - 1].n++;
@@ -364,6 +372,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const fci_exdb *e, const ref *re
 			break;
 		}
 		jobs[j++] = (job){ v.mv_data, v.mv_size, i, 1 };
+		fci_span_add(&span, v.mv_data, v.mv_size);
 	}
 	if (!err) {
 		struct load_arg a = { jobs, refs, m };
@@ -372,6 +381,8 @@ static int load_refs(fc_store *s, MDB_txn *txn, const fci_exdb *e, const ref *re
 		if (err && bad != SIZE_MAX)
 			err = load_job_fail(s, e, &a, bad, err);
 	}
+	/* the pages read stay cached by the kernel; this process's matrix has them */
+	fci_span_drop(&span);
 	free(jobs);
 	return err;
 }
@@ -452,18 +463,6 @@ static int matrix_alloc(fc_store *s, fc_matrix *m, size_t rows, size_t dim, fc_l
 	return features_alloc(s, m, how, dtype);
 }
 
-/* Give back the pages of the map a load read: they are the store file's
- * (LMDB maps it read-only and shared), so the kernel faults them in again
- * from the page cache if they are read later; until then they do not
- * count in this process's resident memory, which the loaded matrix
- * already holds. */
-void fci_map_release(fc_store *s)
-{
-	MDB_envinfo info;
-	if (mdb_env_info(s->env, &info) == 0 && info.me_mapaddr)
-		madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
-}
-
 /* Read the whole index into refs (row = entry order) and hashes; *n is
  * the count read. */
 static int read_index(fc_store *s, MDB_txn *txn, const fci_exdb *e, ref *refs,
@@ -541,6 +540,7 @@ struct item_rows {
 	size_t *keyoff; /* where row i's key starts in keybuf */
 	size_t keybytes;
 	char *keybuf;
+	fci_span span; /* the item records read */
 };
 
 static void item_rows_free(struct item_rows *r)
@@ -576,6 +576,8 @@ static int item_rows_collect(fc_store *s, MDB_txn *txn, MDB_cursor *cur, const f
 					(const char *)k.mv_data, v.mv_size, FCI_ITEM_REC);
 		fc_item it;
 		fci_item_decode(&it, &v);
+		fci_span_add(&r->span, k.mv_data, k.mv_size);
+		fci_span_add(&r->span, v.mv_data, v.mv_size);
 		if (!item_selected(r, &it))
 			continue;
 		uint64_t chunk;
@@ -687,8 +689,8 @@ int fc_store_load_items_as(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigne
 out:
 	if (cur)
 		mdb_cursor_close(cur);
+	fci_span_drop(&r.span);
 	mdb_txn_abort(txn);
-	fci_map_release(s);
 	item_rows_free(&r);
 	if (err)
 		fc_matrix_free(out);
@@ -758,7 +760,6 @@ int fc_store_fill_rows(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *
 		err = load_refs(s, txn, e, refs, m->rows, m);
 out:
 	mdb_txn_abort(txn);
-	fci_map_release(s);
 	free(refs);
 	if (err) {
 		if (m->packed != m->data)

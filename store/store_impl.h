@@ -127,10 +127,29 @@ int fci_index_lookup(fc_store *s, MDB_txn *txn, const fci_exdb *e, const uint8_t
  * reads every chunk once would otherwise end up holding the whole file. */
 void fci_map_drop(const void *p, size_t len);
 
-/* fci_map_release - fci_map_drop of the whole map: also the pages the
- * kernel maps around a fault ("fault-around"), which a reader that drops
- * only what it read would keep accumulating. */
-void fci_map_release(fc_store *s);
+/* The extent of map pages a read-only reader has been handed (MDB_vals of
+ * a read transaction: they point into the map, which is one mapping).
+ * fci_span_drop gives back every page of it, also those the kernel maps
+ * around a fault ("fault-around"), which dropping only what was read would
+ * let accumulate, and empties it. Only pointers into the map may be added
+ * (a write transaction's dirty pages are not), and it must be dropped
+ * before the map can move (no resize while a read transaction is open). */
+typedef struct fci_span {
+	uintptr_t lo, hi;
+} fci_span;
+
+static inline void fci_span_add(fci_span *sp, const void *p, size_t len)
+{
+	uintptr_t a = (uintptr_t)p, b = a + len;
+	if (!len)
+		return;
+	if (sp->hi == 0 || a < sp->lo)
+		sp->lo = a;
+	if (b > sp->hi)
+		sp->hi = b;
+}
+
+void fci_span_drop(fci_span *sp);
 
 /* fci_decode_grow - decode a parsed chunk into d->buf, growing it to hold
  * every vector first. FC_ERR_NOMEM if it cannot grow. */

@@ -55,7 +55,8 @@ struct fc_stream {
 	uint32_t *bucket;
 	uint32_t nbucket; /* a power of two */
 	uint64_t reads, hits;
-	uint64_t read_bytes; /* chunk bytes read since the map was last released */
+	uint64_t read_bytes; /* chunk bytes read since span was last dropped */
+	fci_span span;       /* the map pages of the chunks read since */
 	/* per thread */
 	fci_chunk_ctx **ctx;
 	int nthreads;
@@ -196,6 +197,7 @@ void fc_stream_free(fc_stream *r)
 {
 	if (!r)
 		return;
+	fci_span_drop(&r->span);
 	if (r->txn)
 		mdb_txn_abort(r->txn);
 	for (uint32_t e = r->head; e != NIL; e = r->ent[e].next)
@@ -254,7 +256,6 @@ int fc_stream_open(fc_stream **out, fc_store *s, const uint8_t exid[FC_HASH_LEN]
 		if (err)
 			goto fail;
 	}
-	fci_map_release(s); /* the index pages just read */
 	*out = r;
 	return 0;
 fail:
@@ -336,13 +337,14 @@ static int fetch_group(fc_stream *r, float *dst, const uint32_t *idx, size_t m0,
 	r->reads += np;
 	for (size_t q = 0; q < np; q++) {
 		r->read_bytes += r->pend[q].len;
+		fci_span_add(&r->span, r->pend[q].data, r->pend[q].len);
 		if (!r->pend[q].err)
 			fci_map_drop(r->pend[q].data, r->pend[q].len);
 	}
 	/* The pages faulted in around the chunks read stay mapped: every
-	 * STREAM_RELEASE bytes read, the whole map is given back. */
+	 * STREAM_RELEASE bytes read, the whole extent read is given back. */
 	if (r->read_bytes >= STREAM_RELEASE) {
-		fci_map_release(r->s);
+		fci_span_drop(&r->span);
 		r->read_bytes = 0;
 	}
 	size_t j = 0;
