@@ -162,7 +162,7 @@ demo: deps
 # is the reference one, 10x slower than OpenBLAS here).
 bench:
 	@FC_DEPS_EXTRA="python3-torch python3-torchvision python3-onnx python3-pil libopenblas0-pthread mate-backgrounds" sh tools/deps.sh
-	@$(MAKE) --no-print-directory $(BIN) $(BENCHES) $(BUILD)/tests/tool_mkimage
+	@$(MAKE) --no-print-directory $(BIN) $(BENCHES) $(BUILD)/tests/tool_mkimage $(BUILD)/tests/tool_mkstore
 	@sh bench/peer_ort_setup.sh $(BUILD)/npm || echo "bench: onnx runtime peer unavailable" >&2
 	@sh bench/run.sh $(BUILD)
 

@@ -121,7 +121,7 @@ int main(int argc, char **argv)
 	fc_loss_config_default(&cfg.loss, FC_LOSS_TRIPLET);
 	cfg.loss.miner = FC_MINER_SEMIHARD;
 	fc_optim_config_default(&cfg.optim, FC_OPT_ADAM);
-	fc_train_data data = { x, cls, n, classes };
+	fc_train_data data = { x, cls, n, classes, NULL };
 	fc_trainer *t;
 	char why[FC_ERRLEN] = "";
 	if (fc_trainer_new(&t, &cfg, &data, why, sizeof why)) {

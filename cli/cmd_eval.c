@@ -32,9 +32,13 @@ static const char usage_text[] =
 	"                         'featcache train --val-from-train F' carves it\n"
 	"  -k, --k K              metrics at k (default 20)\n"
 	"      --json             print the metrics as JSON\n"
+	"      --max-memory SIZE  memory eval may use (default: 3/4 of MemAvailable): the\n"
+	"                         features stay in RAM in the stored dtype when they fit,\n"
+	"                         else they are streamed from the store (the same metrics)\n"
+	"      --cache SIZE       decoded chunks kept when streaming (default 256M)\n"
 	"  -h, --help             show this help\n";
 
-enum { O_HEAD = 256, O_EXTRACTOR, O_SPLIT, O_INDEX_SPLIT, O_JSON, O_VALFT };
+enum { O_HEAD = 256, O_EXTRACTOR, O_SPLIT, O_INDEX_SPLIT, O_JSON, O_VALFT, O_MAXMEM, O_CACHE };
 
 static const struct option opts[] = {
 	{ "store", required_argument, NULL, 's' },   { "head", required_argument, NULL, O_HEAD },
@@ -42,6 +46,7 @@ static const struct option opts[] = {
 	{ "split", required_argument, NULL, O_SPLIT }, { "index-split", required_argument, NULL, O_INDEX_SPLIT },
 	{ "k", required_argument, NULL, 'k' },       { "json", no_argument, NULL, O_JSON },
 	{ "val-from-train", required_argument, NULL, O_VALFT },
+	{ "max-memory", required_argument, NULL, O_MAXMEM }, { "cache", required_argument, NULL, O_CACHE },
 	{ "help", no_argument, NULL, 'h' },          { NULL, 0, NULL, 0 },
 };
 
@@ -66,6 +71,8 @@ int cmd_eval(int argc, char **argv)
 	const char *store = NULL, *head_path = NULL, *extractor = NULL, *split = "val", *index_split = NULL;
 	uint64_t k = 20;
 	float vf = 0;
+	cli_mem_opts mem = { 0 };
+	cli_feature_plan plan = { 0 };
 	int json = 0, c, rc;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":s:k:h", opts, NULL)) != -1) {
@@ -80,6 +87,8 @@ int cmd_eval(int argc, char **argv)
 		case O_INDEX_SPLIT: index_split = optarg; break;
 		case O_JSON: json = 1; break;
 		case O_VALFT: rc = cli_parse_float("eval", "--val-from-train", optarg, 0, 0.99, &vf); break;
+		case O_MAXMEM: rc = cli_parse_size("eval", "--max-memory", optarg, &mem.max_memory); break;
+		case O_CACHE: rc = cli_parse_size("eval", "--cache", optarg, &mem.cache); break;
 		default: return cli_getopt_error("eval", c, argv, opts);
 		}
 		if (rc)
@@ -105,8 +114,8 @@ int cmd_eval(int argc, char **argv)
 		goto out;
 	uint8_t id[FC_HASH_LEN];
 	if ((rc = cli_pick_head_extractor("eval", s, extractor, head_path, &origin, id)) ||
-	    (rc = cli_load_split(s, id, qmask, 0, vf, &q)) ||
-	    (index_split && (rc = cli_load_split(s, id, imask, 0, vf, &ix))))
+	    (rc = cli_load_split_as(s, id, qmask, 0, vf, FC_LOAD_NONE, &q)) ||
+	    (index_split && (rc = cli_load_split_as(s, id, imask, 0, vf, FC_LOAD_NONE, &ix))))
 		goto out;
 	char what[FC_ERRLEN], advice[FC_ERRLEN];
 	if (q.m.rows == 0 && cli_split_empty(s, qmask, vf, "--split", split, what, advice, sizeof what)) {
@@ -128,14 +137,25 @@ int cmd_eval(int argc, char **argv)
 		goto out;
 	}
 	const fc_matrix *im = index_split ? &ix.m : &q.m;
+	/* What evaluation adds to the features: the packed, normalised copies
+	 * of queries and index (raw, and through the head), a block of rows
+	 * converted at a time. */
+	uint64_t dim = q.m.dim, out_dim = head ? fc_head_get_config(head).out_dim : 0;
+	uint64_t extra = ((uint64_t)q.m.rows + im->rows) * (dim + 2 * out_dim) * sizeof(float) +
+			 4096 * dim * sizeof(float);
+	cli_split_data *sp[2] = { &q, &ix };
+	if ((rc = cli_plan_features(&plan, "eval", &s, id, sp, 2, extra, &mem, json)) != 0)
+		goto out;
+	const fc_rows *qx = &q.x, *ixx = index_split ? &ix.x : &q.x;
 	fc_metrics raw, tuned;
 	int self = !index_split;
 	size_t k_used = cli_k_used(k, self ? im->rows - 1 : im->rows, split);
-	if ((rc = fc_eval_features(&raw, NULL, q.m.data, q.m.labels, q.m.rows, im->data, im->labels, im->rows,
-				   q.m.dim, k, self)) ||
-	    (head && (rc = fc_eval_features(&tuned, head, q.m.data, q.m.labels, q.m.rows, im->data, im->labels,
-					    im->rows, q.m.dim, k, self)))) {
-		rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
+	if ((rc = fc_eval_rows(&raw, NULL, qx, q.m.labels, ixx, im->labels, k, self)) ||
+	    (head && (rc = fc_eval_rows(&tuned, head, qx, q.m.labels, ixx, im->labels, k, self)))) {
+		if (plan.store && fc_store_errmsg(plan.store)[0])
+			rc = cli_fail("cannot evaluate: %s", fc_store_errmsg(plan.store));
+		else
+			rc = cli_fail("cannot evaluate: %s", fc_strerror(rc));
 		goto out;
 	}
 	if (json) {
@@ -154,6 +174,7 @@ int cmd_eval(int argc, char **argv)
 out:
 	cli_split_data_free(&q);
 	cli_split_data_free(&ix);
+	cli_feature_plan_free(&plan);
 	cli_head_origin_free(&origin);
 	fc_head_free(head);
 	fc_store_free(s);

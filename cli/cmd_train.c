@@ -68,6 +68,10 @@ static const char usage_text[] =
 	"                           and of the eval split neighbour galleries with thumbnails, a\n"
 	"                           per-class table and an embedding map (see 'featcache report')\n"
 	"      --data DIR           where the report finds the images (default: where extract read them)\n"
+	"      --max-memory SIZE    memory the run may use (default: 3/4 of MemAvailable): the\n"
+	"                           features stay in RAM in the stored dtype when they fit,\n"
+	"                           else they are streamed from the store (the same result)\n"
+	"      --cache SIZE         decoded chunks kept when streaming (default 256M)\n"
 	"  -q, --quiet              no progress and no per-epoch lines\n"
 	"  -h, --help               show this help\n";
 
@@ -154,6 +158,10 @@ int cmd_train(int argc, char **argv)
 		}
 		if (rc == FC_ERR_INTERRUPTED) {
 			rc = cli_fail("train: interrupted; resume with --resume '%s'", run.ckpt);
+			goto out;
+		}
+		if (rc && fc_trainer_gather_error(t) && in.plan.store) {
+			rc = cli_fail("train: cannot read features: %s", fc_store_errmsg(in.plan.store));
 			goto out;
 		}
 		if (rc) {

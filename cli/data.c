@@ -136,6 +136,8 @@ int cli_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *
 void cli_split_data_free(cli_split_data *d)
 {
 	fc_matrix_free(&d->m);
+	free(d->view.idx);
+	memset(d, 0, sizeof *d);
 }
 
 int cli_split_of(const char *key, int split, double val_from_train)
@@ -150,15 +152,43 @@ int cli_split_of(const char *key, int split, double val_from_train)
 int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
 		  double val_from_train, cli_split_data *out)
 {
+	/* The item records first: a split whose f32 matrix would not fit in
+	 * the default share of the available memory is refused before it is
+	 * loaded, rather than killed part way (the commands that load f32,
+	 * embed, search and the report's views, do not stream). */
+	int rc = cli_load_split_as(s, id, mask, keep_unlabeled, val_from_train, FC_LOAD_NONE, out);
+	if (rc || out->m.rows == 0)
+		return rc;
+	cli_mem_opts mo = { 0 };
+	uint64_t limit = cli_mem_limit(&mo), need = CLI_MEM_BASE + (uint64_t)out->m.rows * out->m.dim * sizeof(float);
+	char a[32], b[32];
+	if (need > limit)
+		return cli_fail("cannot load %zu x %zu features of store '%s' as f32: that takes %s, more than the "
+				"limit of %s (3/4 of the available memory)",
+				out->m.rows, out->m.dim, fc_store_path(s), cli_size_text(a, sizeof a, need),
+				cli_size_text(b, sizeof b, limit));
+	int err = fc_store_fill_rows(s, id, &out->m, FC_LOAD_F32);
+	if (err)
+		return cli_store_fail(s, err, "load features from");
+	out->x = fc_matrix_rows(&out->m);
+	return 0;
+}
+
+int cli_load_split_as(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
+		     double val_from_train, fc_load_how how, cli_split_data *out)
+{
 	memset(out, 0, sizeof *out);
 	/* val carved from train: train's items are read for either */
 	unsigned load = mask;
 	if (val_from_train > 0 && (mask & (1u << FC_SPLIT_VAL)))
 		load |= 1u << FC_SPLIT_TRAIN;
-	int err = fc_store_load_items(s, id, load, &out->m, &out->missing);
+	int err = fc_store_load_items_as(s, id, load, how, &out->m, &out->missing);
 	if (err)
 		return cli_store_fail(s, err, "load features from");
 	fc_matrix *m = &out->m;
+	/* the features' bytes per row, wherever they are kept */
+	uint8_t *feat = m->data ? (uint8_t *)m->data : m->packed;
+	size_t rb = m->dim * fc_row_type_size(m->type);
 	size_t w = 0;
 	for (size_t r = 0; r < m->rows; r++) {
 		m->splits[r] = (uint8_t)cli_split_of(m->keys[r], m->splits[r], val_from_train);
@@ -169,7 +199,10 @@ int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, in
 			continue;
 		}
 		if (w != r) {
-			memmove(m->data + w * m->dim, m->data + r * m->dim, m->dim * sizeof(float));
+			if (feat)
+				memmove(feat + w * rb, feat + r * rb, rb);
+			if (m->scale)
+				memcpy(m->scale + 2 * w, m->scale + 2 * r, 2 * sizeof *m->scale);
 			memcpy(m->hashes[w], m->hashes[r], FC_HASH_LEN);
 			m->keys[w] = m->keys[r];
 			m->labels[w] = m->labels[r];
@@ -178,7 +211,104 @@ int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, in
 		w++;
 	}
 	m->rows = w;
+	out->x = fc_matrix_rows(m);
 	return 0;
+}
+
+/* fc_rows_fetch_fn of a split streamed from the run's stream: its rows are
+ * the stream's rows from view->first on. */
+static int view_fetch(void *ctx, float *dst, const uint32_t *rows, size_t n)
+{
+	cli_stream_view *v = ctx;
+	if (n > v->cap) {
+		uint32_t *p = realloc(v->idx, n * sizeof *p);
+		if (!p)
+			return FC_ERR_NOMEM;
+		v->idx = p;
+		v->cap = n;
+	}
+	for (size_t i = 0; i < n; i++)
+		v->idx[i] = (uint32_t)(v->first + rows[i]);
+	return fc_stream_fetch(v->stream, dst, v->idx, n);
+}
+
+/* Bytes per row of what a split keeps besides its features: hash, key
+ * pointer and (an average) key, label, split, class number. */
+#define META_PER_ROW 72
+
+int cli_plan_features(cli_feature_plan *p, const char *cmd, fc_store **s, const uint8_t id[FC_HASH_LEN],
+		      cli_split_data *const *sp, size_t n, uint64_t extra, const cli_mem_opts *mo, int quiet)
+{
+	memset(p, 0, sizeof *p);
+	fc_extractor ex;
+	int err = fc_store_get_extractor(*s, id, &ex);
+	if (err)
+		return cli_store_fail(*s, err, "read");
+	size_t rows = 0;
+	uint64_t feat = 0;
+	for (size_t i = 0; i < n; i++) {
+		rows += sp[i]->m.rows;
+		size_t b = fc_rows_bytes((fc_row_type)ex.dtype, sp[i]->m.rows, ex.dim);
+		feat = b == SIZE_MAX || feat + b < feat ? UINT64_MAX : feat + b;
+	}
+	uint64_t meta = (uint64_t)rows * META_PER_ROW, base = CLI_MEM_BASE + meta + extra;
+	p->limit = cli_mem_limit(mo);
+	p->cache = mo->cache ? mo->cache : CLI_CACHE_DEFAULT;
+	p->need = feat == UINT64_MAX ? UINT64_MAX : base + feat;
+	char a[32], b[32], c[32], d[32];
+	if (p->need <= p->limit) {
+		for (size_t i = 0; i < n; i++) {
+			if (sp[i]->m.rows == 0) { /* a split not asked for, or empty */
+				sp[i]->x = (fc_rows){ .type = (fc_row_type)ex.dtype, .dim = ex.dim };
+				continue;
+			}
+			if ((err = fc_store_fill_rows(*s, id, &sp[i]->m, FC_LOAD_STORED)) != 0)
+				return cli_store_fail(*s, err, "load features from");
+			sp[i]->x = fc_matrix_rows(&sp[i]->m);
+		}
+		return 0;
+	}
+	/* Streamed: the row list (12 bytes a row in the stream) and the cache. */
+	uint64_t in_ram = p->need;
+	p->need = base + (uint64_t)rows * (FC_HASH_LEN + 12) + p->cache;
+	if (p->need > p->limit)
+		return cli_fail("%s needs %s of memory with its features streamed (a %s cache, %s for evaluation and "
+				"the item records), more than the limit of %s: raise --max-memory or lower --cache",
+				cmd, cli_size_text(a, sizeof a, p->need), cli_size_text(b, sizeof b, p->cache),
+				cli_size_text(c, sizeof c, p->need - p->cache), cli_size_text(d, sizeof d, p->limit));
+	p->streamed = 1;
+	p->hashes = malloc((rows ? rows : 1) * FC_HASH_LEN);
+	if (!p->hashes)
+		return cli_fail("out of memory");
+	size_t first = 0;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(p->hashes + first, sp[i]->m.hashes, sp[i]->m.rows * FC_HASH_LEN);
+		sp[i]->view = (cli_stream_view){ .first = first };
+		first += sp[i]->m.rows;
+	}
+	if ((err = fc_stream_open(&p->stream, *s, id, (const uint8_t(*)[FC_HASH_LEN])p->hashes, rows, p->cache)) != 0)
+		return cli_store_fail(*s, err, "read features from");
+	p->store = *s;
+	*s = NULL;
+	for (size_t i = 0; i < n; i++) {
+		sp[i]->view.stream = p->stream;
+		sp[i]->x = (fc_rows){ .type = FC_ROW_F32, .n = sp[i]->m.rows, .dim = ex.dim, .fetch = view_fetch,
+				      .ctx = &sp[i]->view };
+	}
+	if (!quiet)
+		printf("features: streamed from the store through a %s cache (in memory they would need %s, the "
+		       "limit is %s)\n",
+		       cli_size_text(a, sizeof a, p->cache), cli_size_text(b, sizeof b, in_ram),
+		       cli_size_text(c, sizeof c, p->limit));
+	return 0;
+}
+
+void cli_feature_plan_free(cli_feature_plan *p)
+{
+	fc_stream_free(p->stream);
+	free(p->hashes);
+	fc_store_free(p->store);
+	memset(p, 0, sizeof *p);
 }
 
 int cli_split_empty(fc_store *s, unsigned mask, double val_from_train, const char *opt, const char *name,

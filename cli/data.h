@@ -8,6 +8,7 @@
 #ifndef CLI_DATA_H
 #define CLI_DATA_H
 
+#include "cli/memory.h"
 #include "featcache/extract.h"
 #include "featcache/store.h"
 
@@ -61,18 +62,40 @@ int cli_parse_splits(const char *cmd, const char *opt, const char *s, unsigned *
 int cli_split_of(const char *key, int split, double val_from_train);
 
 /* A split's features with usable labels: rows of m whose label is
- * FC_NO_LABEL are removed (counted in unlabeled). */
+ * FC_NO_LABEL are removed (counted in unlabeled). x is the features as
+ * rows once they are there (cli_load_split, cli_plan_features): m's, or
+ * streamed through view. */
 typedef struct cli_split_data {
 	fc_matrix m;
 	size_t unlabeled, missing;
+	fc_rows x;
+	cli_stream_view view;
 } cli_split_data;
 
 /* cli_load_split - load the items whose split (as cli_split_of gives it
- * with val_from_train) is in mask; print a failure and return an exit
- * code. When keep_unlabeled is set, rows without a label stay (embed wants
- * them). m.splits holds the splits as carved. */
+ * with val_from_train) is in mask, features as f32; print a failure and
+ * return an exit code. When keep_unlabeled is set, rows without a label
+ * stay (embed wants them). m.splits holds the splits as carved. */
 int cli_load_split(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
 		  double val_from_train, cli_split_data *out);
+
+/* cli_load_split_as - cli_load_split with the features kept as `how`
+ * says (FC_LOAD_NONE: none yet, for cli_plan_features). */
+int cli_load_split_as(fc_store *s, const uint8_t id[FC_HASH_LEN], unsigned mask, int keep_unlabeled,
+		     double val_from_train, fc_load_how how, cli_split_data *out);
+
+/* cli_plan_features - the features of splits sp[0..n) (loaded with
+ * FC_LOAD_NONE) within the memory limit of mo: in RAM in the stored dtype
+ * when they fit with `extra` bytes besides (what the command computes on
+ * them: evaluation's packed copies, ...), else streamed from s through one
+ * cache of mo's size; when even that does not fit, an error naming what is
+ * needed and the limit. Sets each split's x. p keeps s open while it
+ * streams (it takes s over then: *s is set NULL). Prints a line saying so
+ * when it streams, unless quiet. Returns 0 or an exit code after printing
+ * why; cli_feature_plan_free frees p (after the splits are freed). */
+int cli_plan_features(cli_feature_plan *p, const char *cmd, fc_store **s, const uint8_t id[FC_HASH_LEN],
+		      cli_split_data *const *sp, size_t n, uint64_t extra, const cli_mem_opts *mo, int quiet);
+void cli_feature_plan_free(cli_feature_plan *p);
 
 /* cli_split_empty - whether the store has no items in the splits of mask
  * (with val_from_train's carve): then what into what[cap], "no items in

@@ -52,6 +52,8 @@ const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1] = {
 	{ "resume", required_argument, NULL, CLI_TOPT_RESUME },
 	{ "report", no_argument, NULL, CLI_TOPT_REPORT },
 	{ "data", required_argument, NULL, CLI_TOPT_DATA },
+	{ "max-memory", required_argument, NULL, CLI_TOPT_MAX_MEMORY },
+	{ "cache", required_argument, NULL, CLI_TOPT_CACHE },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -121,6 +123,8 @@ int cli_train_opts_set(cli_train_opts *o, const char *cmd, int code, const char 
 	case 'q': o->quiet = 1; return 0;
 	case CLI_TOPT_REPORT: o->report = 1; return 0;
 	case CLI_TOPT_DATA: o->data = arg; return 0;
+	case CLI_TOPT_MAX_MEMORY: return cli_parse_size(cmd, "--max-memory", arg, &o->mem.max_memory);
+	case CLI_TOPT_CACHE: return cli_parse_size(cmd, "--cache", arg, &o->mem.cache);
 	case 'k': return cli_parse_u64(cmd, "--k", arg, 1, 100000, &o->k);
 	case CLI_TOPT_EXTRACTOR: o->extractor = arg; return 0;
 	case CLI_TOPT_OUTPUT_DIM: return cli_parse_u64(cmd, "--output-dim", arg, 1, 1 << 16, &o->output_dim);
@@ -289,7 +293,8 @@ int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train
 	}
 	double vf = o->val_from_train;
 	char what[FC_ERRLEN], advice[FC_ERRLEN];
-	if ((rc = cli_load_split(s, exid, train_mask, 0, vf, &in->train)) != 0)
+	/* The item records first; the features once the plan says how. */
+	if ((rc = cli_load_split_as(s, exid, train_mask, 0, vf, FC_LOAD_NONE, &in->train)) != 0)
 		goto out;
 	if (in->train.m.rows == 0 &&
 	    cli_split_empty(s, train_mask, 0, "--train-split", o->train_split, what, advice, sizeof what)) {
@@ -301,8 +306,9 @@ int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train
 	if (in->train.unlabeled)
 		cli_warn("%zu unlabelled items of the train split are left out", in->train.unlabeled);
 	if (in->evaluated) {
-		if ((rc = cli_load_split(s, exid, eval_mask, 0, vf, &in->q)) != 0 ||
-		    (o->index_split && (rc = cli_load_split(s, exid, index_mask, 0, vf, &in->ix)) != 0))
+		if ((rc = cli_load_split_as(s, exid, eval_mask, 0, vf, FC_LOAD_NONE, &in->q)) != 0 ||
+		    (o->index_split &&
+		     (rc = cli_load_split_as(s, exid, index_mask, 0, vf, FC_LOAD_NONE, &in->ix)) != 0))
 			goto out;
 		if (in->q.m.rows == 0) {
 			if (cli_split_empty(s, eval_mask, vf, "--eval-split", o->eval_split, what, advice, sizeof what))
@@ -314,19 +320,30 @@ int cli_train_inputs_load(cli_train_inputs *in, const char *cmd, const cli_train
 		}
 	}
 	const fc_matrix *q = &in->q.m, *ix = &in->ix.m;
+	/* What evaluation adds: the packed, normalised copies of queries and
+	 * index the kNN searches, raw and through the head, and a block of
+	 * rows converted at a time. */
+	uint64_t extra = 0;
+	if (in->evaluated) {
+		uint64_t ni = o->index_split ? ix->rows : q->rows, dim = ex.dim;
+		extra = ((uint64_t)q->rows + ni) * (dim + 2 * o->output_dim) * sizeof(float) + 4096 * dim * sizeof(float);
+	}
+	cli_split_data *sp[3] = { &in->train, &in->q, &in->ix };
+	if ((rc = cli_plan_features(&in->plan, cmd, &s, exid, sp, 3, extra, &o->mem, o->quiet)) != 0)
+		goto out;
 	in->k_used = (size_t)o->k;
 	if (in->evaluated)
 		in->k_used = cli_k_used(o->k, o->index_split ? ix->rows : q->rows - 1, o->eval_split);
-	in->eval = (fc_eval_set){ .queries = q->data, .query_labels = q->labels, .nq = q->rows, .index = ix->data,
-				  .index_labels = ix->labels, .ni = ix->rows, .dim = q->dim, .k = (size_t)o->k,
-				  .self = !o->index_split };
+	in->eval = (fc_eval_set){ .query_labels = q->labels, .nq = q->rows, .index_labels = ix->labels,
+				  .ni = ix->rows, .dim = q->dim, .k = (size_t)o->k, .self = !o->index_split,
+				  .qrows = &in->q.x, .irows = &in->ix.x };
 	uint32_t n_classes = 0;
 	in->classes = cli_dense_classes(in->train.m.labels, in->train.m.rows, &n_classes);
 	if (!in->classes) {
 		rc = cli_fail("out of memory");
 		goto out;
 	}
-	in->data = (fc_train_data){ in->train.m.data, in->classes, in->train.m.rows, n_classes };
+	in->data = (fc_train_data){ NULL, in->classes, in->train.m.rows, n_classes, &in->train.x };
 out:
 	fc_store_free(s);
 	return rc;
@@ -339,6 +356,7 @@ void cli_train_inputs_free(cli_train_inputs *in)
 	cli_split_data_free(&in->train);
 	cli_split_data_free(&in->q);
 	cli_split_data_free(&in->ix);
+	cli_feature_plan_free(&in->plan);
 	memset(in, 0, sizeof *in);
 }
 

@@ -26,6 +26,7 @@ typedef struct cli_train_opts {
 	int per_class_set, step_size_set, wd_set, quiet, report;
 	float margin, pos_margin, neg_margin, temperature, scale, lr, wd, momentum, gamma;
 	float val_from_train; /* --val-from-train: the share of train carved as val (0: none) */
+	cli_mem_opts mem;     /* --max-memory, --cache */
 	int margin_set, pos_set, neg_set, temp_set, scale_set, momentum_set, nesterov, distance_set;
 	fc_loss_kind loss;
 	fc_miner_kind miner;
@@ -45,12 +46,12 @@ enum {
 	CLI_TOPT_SCHEDULER, CLI_TOPT_WARMUP, CLI_TOPT_STEP_SIZE, CLI_TOPT_GAMMA, CLI_TOPT_EPOCHS, CLI_TOPT_BATCH,
 	CLI_TOPT_PER_CLASS, CLI_TOPT_SEED, CLI_TOPT_TRAIN_SPLIT, CLI_TOPT_EVAL_SPLIT, CLI_TOPT_INDEX_SPLIT,
 	CLI_TOPT_METRIC, CLI_TOPT_EARLY, CLI_TOPT_RESUME, CLI_TOPT_REPORT, CLI_TOPT_VAL_FROM_TRAIN, CLI_TOPT_DATA,
-	CLI_TOPT_END
+	CLI_TOPT_MAX_MEMORY, CLI_TOPT_CACHE, CLI_TOPT_END
 };
 
 /* train's getopt_long table (NULL-terminated, CLI_TRAIN_NOPTS entries
  * before the terminator) and its short options. */
-#define CLI_TRAIN_NOPTS 39
+#define CLI_TRAIN_NOPTS 41
 extern const struct option cli_train_longopts[CLI_TRAIN_NOPTS + 1];
 #define CLI_TRAIN_SHORTOPTS "s:o:k:qh"
 
@@ -92,9 +93,12 @@ typedef struct cli_train_inputs {
 	char exhex[2 * FC_HASH_LEN + 1];
 	size_t k_used;               /* what metrics are labelled with: cli_k_used */
 	char *exdesc;                /* the extractor's descriptor (JSON), for the head */
+	cli_feature_plan plan;       /* in RAM in the stored dtype, or streamed */
 } cli_train_inputs;
 
-/* cli_train_inputs_load - the splits named by o from its store, val
+/* cli_train_inputs_load - the splits named by o from its store (their
+ * features in RAM in the stored dtype, or streamed when they do not fit in
+ * o->mem's limit: cli_plan_features), val
  * carved from train with o->val_from_train (cli_split_of); warnings for
  * missing features and unlabelled items; evaluation off, with a warning
  * listing the splits there are, when the eval split is empty; an empty

@@ -743,3 +743,45 @@ int fci_chunk_decode(fci_chunk_ctx *ctx, const void *src, size_t len, float *dst
 		return rc;
 	return raw_decode(dst, raw, &ci, ci.codec == FC_CODEC_SHUFFLE_ZSTD);
 }
+
+int fci_chunk_decode_raw(fci_chunk_ctx *ctx, const void *src, size_t len, void *dst, size_t dst_cap)
+{
+	fci_chunk_info ci;
+	int rc = fci_chunk_parse(src, len, &ci);
+
+	if (rc)
+		return rc;
+	if (!ctx || !dst || dst_cap < ci.raw_len)
+		return FC_ERR_INVALID;
+	size_t n = (size_t)ci.dim * ci.count, npair = 2 * (size_t)ci.count;
+	if (ci.codec == FC_CODEC_RAW) {
+		memcpy(dst, ci.payload, ci.raw_len);
+	} else if (ci.codec == FC_CODEC_ZSTD) {
+		rc = zstd_unpack(ctx, dst, &ci);
+	} else {
+		uint8_t *raw = scratch(ctx, ci.raw_len);
+		if (!raw)
+			return FC_ERR_NOMEM;
+		if ((rc = zstd_unpack(ctx, raw, &ci)) != 0)
+			return rc;
+		switch (ci.dtype) {
+		case FC_DTYPE_F32: unshuffle4(dst, raw, n); break;
+		case FC_DTYPE_F16:
+		case FC_DTYPE_BF16: join2(dst, raw, raw + n, n); break;
+		case FC_DTYPE_U8:
+			unshuffle4(dst, raw, npair);
+			memcpy((uint8_t *)dst + 4 * npair, raw + 4 * npair, n);
+			break;
+		}
+	}
+	if (rc)
+		return rc;
+	/* The checks fci_chunk_decode makes on the values (raw_decode). */
+	if (ci.dtype == FC_DTYPE_F16 || ci.dtype == FC_DTYPE_BF16)
+		return halves_nonfinite(dst, n, ci.dtype == FC_DTYPE_F16 ? 0x0400 : 0x0080) ? FC_ERR_CORRUPT : 0;
+	if (ci.dtype == FC_DTYPE_U8)
+		for (size_t v = 0; v < ci.count; v++)
+			if (!u8_pair_ok(pair_get(dst, npair, 2 * v, 0), pair_get(dst, npair, 2 * v + 1, 0)))
+				return FC_ERR_CORRUPT;
+	return 0;
+}

@@ -97,4 +97,13 @@ int fci_chunk_parse(const void *src, size_t len, fci_chunk_info *info);
  * return is negative; a decoded chunk is never partially wrong. */
 int fci_chunk_decode(fci_chunk_ctx *ctx, const void *src, size_t len, float *dst, size_t dst_len);
 
+/* fci_chunk_decode_raw - parse and decode into the raw payload above in its
+ * plain layout (not byte-shuffled), for readers that keep the stored dtype:
+ * count*dim floats (f32) or halves (f16, bf16), or for u8 the count (lo,
+ * step) pairs as little-endian floats, then the count*dim codes. dst holds
+ * dst_cap bytes, at least the raw length (fci_chunk_raw_len), and is
+ * 2-byte aligned for halves. The values are checked as fci_chunk_decode
+ * checks them (FC_ERR_CORRUPT for inf/NaN halves or a bad u8 pair). */
+int fci_chunk_decode_raw(fci_chunk_ctx *ctx, const void *src, size_t len, void *dst, size_t dst_cap);
+
 #endif /* FC_CHUNK_H */

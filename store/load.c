@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <omp.h>
 
@@ -24,6 +25,21 @@
 #define HUGE_PAGE ((size_t)2 << 20)
 
 /* ---- decoding ---- */
+
+void fci_span_drop(fci_span *sp)
+{
+	if (sp->hi > sp->lo)
+		fci_map_drop((const void *)sp->lo, sp->hi - sp->lo);
+	sp->lo = sp->hi = 0;
+}
+
+void fci_map_drop(const void *p, size_t len)
+{
+	const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)p & ~(page - 1), b = ((uintptr_t)p + len + page - 1) & ~(page - 1);
+	if (len)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}
 
 int fci_decode_grow(fci_decoder *d, const void *src, size_t len, const fci_chunk_info *ci)
 {
@@ -215,6 +231,10 @@ struct load_arg {
 	fc_matrix *m;
 };
 
+_Static_assert((int)FC_ROW_F16 == (int)FC_DTYPE_F16 && (int)FC_ROW_BF16 == (int)FC_DTYPE_BF16 &&
+		       (int)FC_ROW_U8 == (int)FC_DTYPE_U8 && (int)FC_ROW_F32 == (int)FC_DTYPE_F32,
+	       "a store dtype is a row type");
+
 /* 0 when parsed chunk ci can fill the rows of jb: the matrix's dim, and
  * each ref's slot exists and holds its row's hash. Else FC_ERR_CORRUPT with
  * the failing ref's slot in *slot (0 for a dim mismatch). */
@@ -222,13 +242,47 @@ static int job_check(const struct load_arg *a, const job *jb, const fci_chunk_in
 {
 	const ref *rf = a->refs + jb->first;
 	*slot = 0;
-	if (ci->dim != a->m->dim)
+	if (ci->dim != a->m->dim || (a->m->packed && (int)ci->dtype != (int)a->m->type))
 		return FC_ERR_CORRUPT;
 	for (size_t r = 0; r < jb->n; r++) {
 		*slot = rf[r].slot;
 		if (*slot >= ci->count || memcmp(ci->hashes[*slot], a->m->hashes[rf[r].row], FC_HASH_LEN))
 			return FC_ERR_CORRUPT;
 	}
+	return 0;
+}
+
+/* Job jb's rows of the packed matrix: the chunk's raw payload (stored
+ * dtype, plain layout) into dec's buffer, then each row's bytes copied. */
+static int load_job_packed(const struct load_arg *a, const job *jb, const fci_chunk_info *ci, fci_decoder *dec)
+{
+	const ref *rf = a->refs + jb->first;
+	const size_t dim = a->m->dim, rb = dim * fc_row_type_size(a->m->type);
+	size_t need = (ci->raw_len + sizeof(float) - 1) / sizeof(float);
+	if (need > dec->buf_len) {
+		float *p = realloc(dec->buf, need * sizeof *p);
+		if (!p)
+			return FC_ERR_NOMEM;
+		dec->buf = p;
+		dec->buf_len = need;
+	}
+	int err = fci_chunk_decode_raw(dec->ctx, jb->data, jb->len, dec->buf, dec->buf_len * sizeof(float));
+	if (err)
+		return err;
+	const uint8_t *raw = (const uint8_t *)dec->buf;
+	uint8_t *rows = a->m->packed;
+	if (a->m->type == FC_ROW_U8) {
+		/* pairs, then codes (chunk.h); the pairs are little-endian floats,
+		 * as the host's (chunk.c refuses a big-endian build) */
+		const uint8_t *codes = raw + 8 * (size_t)ci->count;
+		for (size_t r = 0; r < jb->n; r++) {
+			memcpy(a->m->scale + 2 * rf[r].row, raw + 8 * (size_t)rf[r].slot, 2 * sizeof(float));
+			memcpy(rows + rf[r].row * rb, codes + (size_t)rf[r].slot * rb, rb);
+		}
+		return 0;
+	}
+	for (size_t r = 0; r < jb->n; r++)
+		memcpy(rows + rf[r].row * rb, raw + (size_t)rf[r].slot * rb, rb);
 	return 0;
 }
 
@@ -247,15 +301,24 @@ static int load_job(void *varg, size_t q, fci_decoder *dec)
 		err = job_check(a, jb, &ci, &slot);
 	if (err)
 		return err;
-	/* A chunk whose rows are exactly the next rows of m decodes in place. */
-	int direct = jb->n == ci.count;
-	for (size_t r = 0; direct && r < jb->n; r++)
-		direct = rf[r].slot == r && rf[r].row == rf[0].row + r;
-	if (direct)
-		return fci_chunk_decode(dec->ctx, jb->data, jb->len, rows + rf[0].row * dim, ci.count * dim);
-	err = fci_decode_grow(dec, jb->data, jb->len, &ci);
-	for (size_t r = 0; !err && r < jb->n; r++)
-		memcpy(rows + rf[r].row * dim, dec->buf + (size_t)rf[r].slot * dim, dim * sizeof(float));
+	if (a->m->packed) {
+		err = load_job_packed(a, jb, &ci, dec);
+	} else {
+		/* A chunk whose rows are exactly the next rows of m decodes in place. */
+		int direct = jb->n == ci.count;
+		for (size_t r = 0; direct && r < jb->n; r++)
+			direct = rf[r].slot == r && rf[r].row == rf[0].row + r;
+		if (direct) {
+			err = fci_chunk_decode(dec->ctx, jb->data, jb->len, rows + rf[0].row * dim, ci.count * dim);
+		} else {
+			err = fci_decode_grow(dec, jb->data, jb->len, &ci);
+			for (size_t r = 0; !err && r < jb->n; r++)
+				memcpy(rows + rf[r].row * dim, dec->buf + (size_t)rf[r].slot * dim, dim * sizeof(float));
+		}
+	}
+	/* the failure message parses the chunk again: keep its pages then */
+	if (!err)
+		fci_map_drop(jb->data, jb->len);
 	return err;
 }
 
@@ -289,6 +352,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const fci_exdb *e, const ref *re
 		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
 	int err = 0;
 	size_t j = 0;
+	fci_span span = { 0, 0 };
 	for (size_t i = 0; i < n; i++) {
 		if (i > 0 && refs[i].chunk == refs[i - 1].chunk) {
 			jobs[j - 1].n++;
@@ -306,6 +370,7 @@ static int load_refs(fc_store *s, MDB_txn *txn, const fci_exdb *e, const ref *re
 			break;
 		}
 		jobs[j++] = (job){ v.mv_data, v.mv_size, i, 1 };
+		fci_span_add(&span, v.mv_data, v.mv_size);
 	}
 	if (!err) {
 		struct load_arg a = { jobs, refs, m };
@@ -314,6 +379,8 @@ static int load_refs(fc_store *s, MDB_txn *txn, const fci_exdb *e, const ref *re
 		if (err && bad != SIZE_MAX)
 			err = load_job_fail(s, e, &a, bad, err);
 	}
+	/* the pages read stay cached by the kernel; this process's matrix has them */
+	fci_span_drop(&span);
 	free(jobs);
 	return err;
 }
@@ -328,32 +395,70 @@ void fc_matrix_free(fc_matrix *m)
 	free(m->labels);
 	free(m->splits);
 	free(m->keybuf);
+	if (m->packed != m->data)
+		free(m->packed);
+	free(m->scale);
 	memset(m, 0, sizeof *m);
 }
 
-static int matrix_alloc(fc_store *s, fc_matrix *m, size_t rows, size_t dim)
+fc_rows fc_matrix_rows(const fc_matrix *m)
+{
+	if (m->data)
+		return fc_rows_f32(m->data, m->rows, m->dim);
+	if (!m->packed)
+		return (fc_rows){ .type = m->type, .dim = m->dim };
+	return (fc_rows){ .type = m->type, .n = m->rows, .dim = m->dim, .data = m->packed, .scale = m->scale };
+}
+
+/* 64-byte aligned memory for a matrix of `bytes`; NULL when short. */
+static void *rows_alloc(size_t bytes)
+{
+	bytes = (bytes + 63) & ~(size_t)63;
+	if (bytes < HUGE_PAGE)
+		return aligned_alloc(64, bytes ? bytes : 64);
+	/* Faulting in a large matrix 4 KiB at a time costs about as much as
+	 * decoding it; transparent huge pages make that 512x fewer faults. */
+	bytes = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
+	void *p = NULL;
+	if (posix_memalign(&p, HUGE_PAGE, bytes) != 0)
+		return NULL;
+	madvise(p, bytes, MADV_HUGEPAGE);
+	return p;
+}
+
+/* The feature storage of m (rows, dim set) kept as `how` says, dtype
+ * being the extractor's. */
+static int features_alloc(fc_store *s, fc_matrix *m, fc_load_how how, fc_dtype dtype)
+{
+	size_t rows = m->rows, dim = m->dim;
+	m->type = how == FC_LOAD_STORED ? (fc_row_type)dtype : FC_ROW_F32;
+	if (dim && rows > SIZE_MAX / dim / sizeof(float) / 2)
+		return FCI_FAIL(s, FC_ERR_OVERFLOW, "%zu x %zu matrix is too large", rows, dim);
+	int ok = 1;
+	if (how == FC_LOAD_F32 || (how == FC_LOAD_STORED && dtype == FC_DTYPE_F32)) {
+		ok = (m->data = rows_alloc(rows * dim * sizeof(float))) != NULL;
+	} else if (how == FC_LOAD_STORED) {
+		ok = (m->packed = rows_alloc(rows * dim * fc_row_type_size(m->type))) != NULL;
+		if (ok && m->type == FC_ROW_U8)
+			ok = (m->scale = malloc((rows ? rows : 1) * 2 * sizeof(float))) != NULL;
+	}
+	if (!ok)
+		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory for %zu x %zu features", rows, dim);
+	return 0;
+}
+
+/* The matrix for `rows` rows of dim kept as `how` says. */
+static int matrix_alloc(fc_store *s, fc_matrix *m, size_t rows, size_t dim, fc_load_how how, fc_dtype dtype)
 {
 	memset(m, 0, sizeof *m);
 	m->rows = rows;
 	m->dim = dim;
-	if (rows > SIZE_MAX / dim / sizeof(float) / 2)
-		return FCI_FAIL(s, FC_ERR_OVERFLOW, "%zu x %zu matrix is too large", rows, dim);
-	size_t bytes = (rows * dim * sizeof(float) + 63) & ~(size_t)63;
-	if (bytes >= HUGE_PAGE) {
-		/* Faulting in a large matrix 4 KiB at a time costs about as much as
-		 * decoding it; transparent huge pages make that 512x fewer faults. */
-		bytes = (bytes + HUGE_PAGE - 1) & ~(size_t)(HUGE_PAGE - 1);
-		void *p = NULL;
-		m->data = posix_memalign(&p, HUGE_PAGE, bytes) == 0 ? p : NULL;
-		if (m->data)
-			madvise(m->data, bytes, MADV_HUGEPAGE);
-	} else {
-		m->data = aligned_alloc(64, bytes ? bytes : 64);
-	}
+	if (rows > SIZE_MAX / FC_HASH_LEN)
+		return FCI_FAIL(s, FC_ERR_OVERFLOW, "%zu rows are too many", rows);
 	m->hashes = malloc((rows ? rows : 1) * FC_HASH_LEN);
-	if (!m->data || !m->hashes)
-		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory for %zu x %zu features", rows, dim);
-	return 0;
+	if (!m->hashes)
+		return FCI_FAIL(s, FC_ERR_NOMEM, "out of memory for %zu rows", rows);
+	return features_alloc(s, m, how, dtype);
 }
 
 /* Read the whole index into refs (row = entry order) and hashes; *n is
@@ -404,7 +509,7 @@ int fc_store_load_all(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *o
 		goto out;
 	/* Rows in chunk order: sort refs, then renumber rows and reorder hashes to match. */
 	qsort(refs, n, sizeof *refs, ref_cmp);
-	if ((err = matrix_alloc(s, out, n, e->dim)) != 0)
+	if ((err = matrix_alloc(s, out, n, e->dim, FC_LOAD_F32, e->dtype)) != 0)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		memcpy(out->hashes[i], hashes[refs[i].row], FC_HASH_LEN);
@@ -432,6 +537,7 @@ struct item_rows {
 	size_t *keyoff; /* where row i's key starts in keybuf */
 	size_t keybytes;
 	char *keybuf;
+	fci_span span; /* the item records read */
 };
 
 static void item_rows_free(struct item_rows *r)
@@ -467,6 +573,8 @@ static int item_rows_collect(fc_store *s, MDB_txn *txn, MDB_cursor *cur, const f
 		if (fci_item_decode(s->format, &v, &it, &why) != 0)
 			return FCI_FAIL(s, FC_ERR_CORRUPT, "items/%.*s: %s", (int)k.mv_size,
 					(const char *)k.mv_data, why);
+		fci_span_add(&r->span, k.mv_data, k.mv_size);
+		fci_span_add(&r->span, v.mv_data, v.mv_size);
 		if (!item_selected(r, &it))
 			continue;
 		uint64_t chunk;
@@ -533,6 +641,12 @@ static int item_rows_give(fc_store *s, struct item_rows *r, fc_matrix *m)
 int fc_store_load_items(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigned split_mask,
 			fc_matrix *out, size_t *missing)
 {
+	return fc_store_load_items_as(s, exid, split_mask, FC_LOAD_F32, out, missing);
+}
+
+int fc_store_load_items_as(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigned split_mask, fc_load_how how,
+			   fc_matrix *out, size_t *missing)
+{
 	memset(out, 0, sizeof *out);
 	if (missing)
 		*missing = 0;
@@ -561,15 +675,17 @@ int fc_store_load_items(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigned s
 		goto out;
 	}
 	if ((err = item_rows_collect(s, txn, cur, e, &r)) != 0 || (err = item_rows_keys(s, cur, &r)) != 0 ||
-	    (err = matrix_alloc(s, out, r.n, e->dim)) != 0 || (err = item_rows_give(s, &r, out)) != 0)
+	    (err = matrix_alloc(s, out, r.n, e->dim, how, e->dtype)) != 0 || (err = item_rows_give(s, &r, out)) != 0)
 		goto out;
 	qsort(r.refs, r.n, sizeof *r.refs, ref_cmp);
-	err = load_refs(s, txn, e, r.refs, r.n, out);
+	if (how != FC_LOAD_NONE)
+		err = load_refs(s, txn, e, r.refs, r.n, out);
 	if (missing)
 		*missing = r.missing;
 out:
 	if (cur)
 		mdb_cursor_close(cur);
+	fci_span_drop(&r.span);
 	mdb_txn_abort(txn);
 	item_rows_free(&r);
 	if (err)
@@ -603,5 +719,52 @@ int fc_store_foreach_chunk(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_chun
 		err = fci_mdb_fail(s, rc, "cannot read chunks");
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
+	return err;
+}
+
+int fc_store_fill_rows(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *m, fc_load_how how)
+{
+	fci_exdb *e;
+	MDB_txn *txn;
+	if (m->data || m->packed)
+		return FCI_FAIL(s, FC_ERR_INVALID, "the matrix holds features already");
+	int err = ex_read_begin(s, exid, &e, &txn);
+	if (err)
+		return err;
+	ref *refs = malloc((m->rows ? m->rows : 1) * sizeof *refs);
+	if (!refs) {
+		err = FCI_FAIL(s, FC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if (m->dim != e->dim) {
+		err = FCI_FAIL(s, FC_ERR_INVALID, "the matrix has %zu-d rows, the extractor %u-d", m->dim, e->dim);
+		goto out;
+	}
+	for (size_t i = 0; i < m->rows && !err; i++) {
+		refs[i].row = i;
+		err = fci_index_lookup(s, txn, e, m->hashes[i], &refs[i].chunk, &refs[i].slot);
+		if (err == FC_ERR_NOT_FOUND) {
+			char hex[2 * FC_HASH_LEN + 1];
+			fc_hex(hex, m->hashes[i], FC_HASH_LEN);
+			err = FCI_FAIL(s, err, "no vector for content %s", hex);
+		}
+	}
+	if (err || (how != FC_LOAD_NONE && (err = features_alloc(s, m, how, e->dtype)) != 0))
+		goto out;
+	qsort(refs, m->rows, sizeof *refs, ref_cmp);
+	if (how != FC_LOAD_NONE)
+		err = load_refs(s, txn, e, refs, m->rows, m);
+out:
+	mdb_txn_abort(txn);
+	free(refs);
+	if (err) {
+		if (m->packed != m->data)
+			free(m->packed);
+		free(m->data);
+		free(m->scale);
+		m->data = NULL;
+		m->packed = NULL;
+		m->scale = NULL;
+	}
 	return err;
 }

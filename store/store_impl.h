@@ -141,6 +141,37 @@ int fci_chunk_id_next(fc_store *s, MDB_txn *txn, uint64_t *id);
 int fci_index_lookup(fc_store *s, MDB_txn *txn, const fci_exdb *e, const uint8_t hash[FC_HASH_LEN],
 		     uint64_t *chunk, uint32_t *slot);
 
+/* fci_map_drop - give back the pages of the map that hold [p, p+len) (a
+ * chunk just decoded): LMDB maps the file read-only and shared, so they
+ * are faulted in again from the page cache if read later, and until then
+ * do not count in the process's resident memory. A load or a stream that
+ * reads every chunk once would otherwise end up holding the whole file. */
+void fci_map_drop(const void *p, size_t len);
+
+/* The extent of map pages a read-only reader has been handed (MDB_vals of
+ * a read transaction: they point into the map, which is one mapping).
+ * fci_span_drop gives back every page of it, also those the kernel maps
+ * around a fault ("fault-around"), which dropping only what was read would
+ * let accumulate, and empties it. Only pointers into the map may be added
+ * (a write transaction's dirty pages are not), and it must be dropped
+ * before the map can move (no resize while a read transaction is open). */
+typedef struct fci_span {
+	uintptr_t lo, hi;
+} fci_span;
+
+static inline void fci_span_add(fci_span *sp, const void *p, size_t len)
+{
+	uintptr_t a = (uintptr_t)p, b = a + len;
+	if (!len)
+		return;
+	if (sp->hi == 0 || a < sp->lo)
+		sp->lo = a;
+	if (b > sp->hi)
+		sp->hi = b;
+}
+
+void fci_span_drop(fci_span *sp);
+
 /* fci_decode_grow - decode a parsed chunk into d->buf, growing it to hold
  * every vector first. FC_ERR_NOMEM if it cannot grow. */
 int fci_decode_grow(fci_decoder *d, const void *src, size_t len, const fci_chunk_info *ci);

@@ -136,7 +136,7 @@ static void run_group(int jobs)
 	float *x = malloc(N * DIM * sizeof *x);
 	uint32_t y[N];
 	make_data(x, y);
-	fc_train_data d = { x, y, N, CLASSES };
+	fc_train_data d = { x, y, N, CLASSES, NULL };
 	fc_train_config cfg[3] = { config(1e-3f, 8, FC_LOSS_TRIPLET), config(3e-3f, 16, FC_LOSS_SUPCON),
 				   config(1e-2f, 4, FC_LOSS_TRIPLET) };
 	fc_trainer *alone[3], *group[3];
@@ -189,7 +189,7 @@ static void two_trainers(fc_trainer *t[2], float **x, const fc_train_config *a, 
 	*x = malloc(N * DIM * sizeof **x);
 	assert_non_null(*x);
 	make_data(*x, y);
-	fc_train_data d = { *x, y, N, CLASSES };
+	fc_train_data d = { *x, y, N, CLASSES, NULL };
 	assert_int_equal(fc_trainer_new(&t[0], a, &d, NULL, 0), 0);
 	assert_int_equal(fc_trainer_new(&t[1], b, &d, NULL, 0), 0);
 }

@@ -217,39 +217,56 @@ static void *alloc_aligned(size_t bytes)
 	return p;
 }
 
-/* dst (npanels, dim, R) = the rows of src (n, dim), each scaled to unit L2
+/* dst (npanels, dim, R) = rows [first, first+n) of x, each scaled to unit L2
  * norm (zero rows stay zero), R rows to a panel, dimension-major; rows past
  * n are zero. Returns FC_ERR_INVALID when a row holds NaN or Inf. The norm
  * is summed in double, in order, so a row's scale depends on that row
- * alone, and power-of-two multiples of a row normalise to the same bits. */
-static int pack_normalized(float *dst, const float *src, size_t n, size_t dim, size_t R)
+ * alone, and power-of-two multiples of a row normalise to the same bits.
+ * Rows kept in another type than f32 (or streamed) are converted a block
+ * at a time, so no f32 copy of the whole matrix is made besides dst. */
+#define PACK_ROWS 2048
+static int pack_normalized(float *dst, const fc_rows *x, size_t first, size_t n, size_t R)
 {
-	size_t npanels = (n + R - 1) / R;
+	const size_t dim = x->dim, blk = PACK_ROWS / R * R;
+	const int direct = x->type == FC_ROW_F32 && !x->fetch;
+	float *tmp = direct ? NULL : malloc(blk * dim * sizeof(float));
 	int bad = 0;
 
+	if (!direct && !tmp)
+		return FC_ERR_NOMEM;
+	for (size_t b0 = 0; b0 < n && !bad; b0 += blk) {
+		size_t nb = n - b0 < blk ? n - b0 : blk, npanels = (nb + R - 1) / R;
+		const float *src = direct ? (const float *)x->data + (first + b0) * dim : tmp;
+		int err = direct ? 0 : fc_rows_range(tmp, x, first + b0, nb);
+		if (err) {
+			free(tmp);
+			return err;
+		}
 #pragma omp parallel for schedule(static) reduction(| : bad)
-	for (size_t pn = 0; pn < npanels; pn++) {
-		float *panel = dst + pn * dim * R;
-		for (size_t r = 0; r < R; r++) {
-			size_t row = pn * R + r;
-			const float *x;
-			double ss = 0.0;
-			float inv;
+		for (size_t pn = 0; pn < npanels; pn++) {
+			float *panel = dst + (b0 / R + pn) * dim * R;
+			for (size_t r = 0; r < R; r++) {
+				size_t row = pn * R + r;
+				const float *xr;
+				double ss = 0.0;
+				float inv;
 
-			if (row >= n)
-				break; /* the allocation is zeroed */
-			x = src + row * dim;
-			for (size_t d = 0; d < dim; d++)
-				ss += (double)x[d] * x[d];
-			if (!isfinite(ss)) {
-				bad = 1;
-				continue;
+				if (row >= nb)
+					break; /* the allocation is zeroed */
+				xr = src + row * dim;
+				for (size_t d = 0; d < dim; d++)
+					ss += (double)xr[d] * xr[d];
+				if (!isfinite(ss)) {
+					bad = 1;
+					continue;
+				}
+				inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+				for (size_t d = 0; d < dim; d++)
+					panel[d * R + r] = xr[d] * inv;
 			}
-			inv = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-			for (size_t d = 0; d < dim; d++)
-				panel[d * R + r] = x[d] * inv;
 		}
 	}
+	free(tmp);
 	return bad ? FC_ERR_INVALID : 0;
 }
 
@@ -347,14 +364,65 @@ static void heap_sort_best_first(hitkey *h, size_t n)
 typedef int (*knn_each_fn)(void *ctx, size_t q0, size_t qn, const hitkey *top,
 			   const size_t *counts, size_t cap);
 
-static int knn_search(hitkey *top, size_t *counts, const float *queries, size_t nq, const float *index,
-		      size_t ni, size_t dim, size_t cap, int exclude_self, sim_kernel kern,
-		      knn_each_fn each, void *ctx)
+/* Fold the similarities of queries [q0, q0+qn) (packed at qpack) with
+ * index rows [ibase, ibase+nib) (packed at ipack, panels from ibase) into
+ * the queries' heaps (cap each), their counts and worst kept similarity.
+ * cbuf holds SIM_QB x SIM_IB floats. */
+static void fold_block(const sim_kernel *kern, float *cbuf, const float *qpack, size_t q0, size_t qn,
+		       const float *ipack, size_t ibase, size_t nib, size_t dim, hitkey *heaps, size_t *cnt,
+		       float *worst, size_t cap, int exclude_self)
 {
+	const size_t mr = kern->mr, nr = kern->nr, qp = (qn + mr - 1) / mr;
+
+	for (size_t i0 = 0; i0 < nib; i0 += SIM_IB) {
+		size_t in = nib - i0 < SIM_IB ? nib - i0 : SIM_IB;
+		size_t ip = (in + nr - 1) / nr;
+
+		for (size_t p0 = 0; p0 < dim; p0 += SIM_KC) {
+			size_t kc = dim - p0 < SIM_KC ? dim - p0 : SIM_KC;
+			for (size_t jr = 0; jr < ip; jr++) {
+				const float *b = ipack + (i0 / nr + jr) * dim * nr + p0 * nr;
+				for (size_t ir = 0; ir < qp; ir++) {
+					const float *a = qpack + (q0 / mr + ir) * dim * mr + p0 * mr;
+					kern->tile(cbuf + ir * mr * SIM_IB + jr * nr, SIM_IB, a, b, kc, p0 == 0);
+				}
+			}
+		}
+		for (size_t r = 0; r < qn; r++) {
+			const float *row = cbuf + r * SIM_IB;
+			hitkey *h = heaps + r * cap;
+			size_t q = q0 + r;
+
+			for (size_t j = 0; j < in; j++) {
+				size_t i = ibase + i0 + j;
+				/* Rows arrive in ascending index, so once the heap is
+				 * full an equal similarity never displaces anything:
+				 * this float test is the whole filter. */
+				if (cnt[r] == cap && !(row[j] > worst[r]))
+					continue;
+				if (exclude_self && i == q)
+					continue;
+				if (heap_push(h, &cnt[r], cap, key_make(row[j], (uint32_t)i)) && cnt[r] == cap)
+					worst[r] = key_sim(h[0]);
+			}
+		}
+	}
+}
+
+/* Index rows packed at a time when the index is larger: a multiple of
+ * SIM_IB (so of every NR); 16384 x 768 floats are 48 MiB. */
+#define SIM_IX_BLOCK 16384
+
+static int knn_search_rows(hitkey *top, size_t *counts, const fc_rows *queries, const fc_rows *index,
+			   size_t cap, int exclude_self, sim_kernel kern, knn_each_fn each, void *ctx)
+{
+	const size_t nq = queries->n, ni = index->n, dim = queries->dim;
 	size_t mr = kern.mr, nr = kern.nr;
 	size_t qpanels = (nq + mr - 1) / mr, ipanels = (ni + nr - 1) / nr;
-	size_t qbytes, ibytes, hbytes, nqb, qbr;
-	float *qpack = NULL, *ipack = NULL;
+	size_t qbytes, ibytes, hbytes, allh, nqb, qbr, ibr;
+	float *qpack = NULL, *ipack = NULL, *allworst = NULL;
+	hitkey *heaps_all = NULL;
+	size_t *cnt_all = NULL;
 	int err = 0;
 
 	if (nq == 0)
@@ -366,98 +434,129 @@ static int knn_search(hitkey *top, size_t *counts, const float *queries, size_t 
 	nqb = (nq + qbr - 1) / qbr;
 	if (!mul_ok(&qbytes, qpanels * mr, dim) || !mul_ok(&qbytes, qbytes, sizeof(float)) ||
 	    !mul_ok(&ibytes, ipanels * nr, dim) || !mul_ok(&ibytes, ibytes, sizeof(float)) ||
-	    !mul_ok(&hbytes, qbr * sizeof(hitkey), cap))
+	    !mul_ok(&hbytes, qbr * sizeof(hitkey), cap) || !mul_ok(&allh, nq * sizeof(hitkey), cap))
 		return FC_ERR_OVERFLOW;
+	/* The index is packed whole, or (when every query's heap takes less
+	 * than half of that) a block at a time, the heaps kept across blocks:
+	 * then the memory is the queries' packed copy, one index block and the
+	 * heaps, never a whole f32 copy of the index. Either way each query
+	 * sees the index rows in ascending order, so the lists are the same. */
+	ibr = ni;
+	if (ni > SIM_IX_BLOCK && allh < ibytes / 2)
+		ibr = SIM_IX_BLOCK;
 	qpack = alloc_aligned(qbytes);
-	ipack = ni ? alloc_aligned(ibytes) : NULL;
+	ipack = ni ? alloc_aligned(ibr == ni ? ibytes : ibr * dim * sizeof(float)) : NULL;
 	if (!qpack || (ni && !ipack)) {
 		err = FC_ERR_NOMEM;
 		goto out;
 	}
-	err = pack_normalized(qpack, queries, nq, dim, mr);
-	if (!err && ni)
-		err = pack_normalized(ipack, index, ni, dim, nr);
+	if (ibr < ni) {
+		heaps_all = top ? top : alloc_aligned(allh);
+		cnt_all = counts ? counts : malloc(nq * sizeof *cnt_all);
+		allworst = malloc(nq * sizeof *allworst);
+		if (!heaps_all || !cnt_all || !allworst) {
+			err = FC_ERR_NOMEM;
+			goto out;
+		}
+		memset(cnt_all, 0, nq * sizeof *cnt_all);
+	}
+	err = pack_normalized(qpack, queries, 0, nq, mr);
 	if (err)
 		goto out;
 
-#pragma omp parallel
-	{
-		float *cbuf = alloc_aligned((size_t)SIM_QB * SIM_IB * sizeof(float));
-		hitkey *scratch = top ? NULL : alloc_aligned(hbytes);
-		size_t lcounts[SIM_QB];
-		float worst[SIM_QB];
+	for (size_t ib0 = 0; ib0 < ni || (ni == 0 && ib0 == 0); ib0 += ibr ? ibr : 1) {
+		size_t nib = ni - ib0 < ibr ? ni - ib0 : ibr;
+		int whole = ibr == ni; /* one pass: heaps per query block, lists out at once */
 
-		if (!cbuf || (!top && !scratch)) {
+		if (nib < ibr) /* the last block: its last panel's padding must be zeros */
+			memset(ipack, 0, round_up(ibr, nr) * dim * sizeof(float));
+		if (nib && (err = pack_normalized(ipack, index, ib0, nib, nr)) != 0)
+			goto out;
+#pragma omp parallel
+		{
+			float *cbuf = alloc_aligned((size_t)SIM_QB * SIM_IB * sizeof(float));
+			hitkey *scratch = !whole || top ? NULL : alloc_aligned(hbytes);
+			size_t lcounts[SIM_QB];
+			float worst[SIM_QB];
+
+			if (!cbuf || (whole && !top && !scratch)) {
 #pragma omp atomic write
-			err = FC_ERR_NOMEM;
-		}
+				err = FC_ERR_NOMEM;
+			}
 #pragma omp for schedule(dynamic, 1)
+			for (size_t qb = 0; qb < nqb; qb++) {
+				size_t q0 = qb * qbr, qn = nq - q0 < qbr ? nq - q0 : qbr;
+				hitkey *heaps = !whole ? heaps_all + q0 * cap : top ? top + q0 * cap : scratch;
+				size_t *cnt = !whole ? cnt_all + q0 : top ? counts + q0 : lcounts;
+				float *wst = !whole ? allworst + q0 : worst;
+				int failed;
+
+#pragma omp atomic read
+				failed = err;
+				if (failed)
+					continue;
+				if (whole)
+					for (size_t r = 0; r < qn; r++)
+						cnt[r] = 0;
+				fold_block(&kern, cbuf, qpack, q0, qn, ipack, ib0, nib, dim, heaps, cnt, wst, cap,
+					   exclude_self);
+				if (!whole)
+					continue;
+				for (size_t r = 0; r < qn; r++)
+					heap_sort_best_first(heaps + r * cap, cnt[r]);
+				if (each) {
+					int e = each(ctx, q0, qn, heaps, cnt, cap);
+					if (e) {
+#pragma omp atomic write
+						err = e;
+					}
+				}
+			}
+			free(scratch);
+			free(cbuf);
+		}
+		if (err)
+			goto out;
+	}
+	if (ibr < ni) {
+		/* the lists are final: sort them and hand them out, block by block */
+#pragma omp parallel for schedule(dynamic, 1)
 		for (size_t qb = 0; qb < nqb; qb++) {
 			size_t q0 = qb * qbr, qn = nq - q0 < qbr ? nq - q0 : qbr;
-			size_t qp = (qn + mr - 1) / mr;
-			hitkey *heaps = top ? top + q0 * cap : scratch;
-			size_t *cnt = top ? counts + q0 : lcounts;
 			int failed;
-
 #pragma omp atomic read
 			failed = err;
 			if (failed)
 				continue;
 			for (size_t r = 0; r < qn; r++)
-				cnt[r] = 0;
-			for (size_t i0 = 0; i0 < ni; i0 += SIM_IB) {
-				size_t in = ni - i0 < SIM_IB ? ni - i0 : SIM_IB;
-				size_t ip = (in + nr - 1) / nr;
-
-				for (size_t p0 = 0; p0 < dim; p0 += SIM_KC) {
-					size_t kc = dim - p0 < SIM_KC ? dim - p0 : SIM_KC;
-					for (size_t jr = 0; jr < ip; jr++) {
-						const float *b = ipack + (i0 / nr + jr) * dim * nr + p0 * nr;
-						for (size_t ir = 0; ir < qp; ir++) {
-							const float *a =
-								qpack + (q0 / mr + ir) * dim * mr + p0 * mr;
-							kern.tile(cbuf + ir * mr * SIM_IB + jr * nr, SIM_IB, a, b,
-								  kc, p0 == 0);
-						}
-					}
-				}
-				for (size_t r = 0; r < qn; r++) {
-					const float *row = cbuf + r * SIM_IB;
-					hitkey *h = heaps + r * cap;
-					size_t q = q0 + r;
-
-					for (size_t j = 0; j < in; j++) {
-						/* Rows arrive in ascending index, so once the heap is
-						 * full an equal similarity never displaces anything:
-						 * this float test is the whole filter. */
-						if (cnt[r] == cap && !(row[j] > worst[r]))
-							continue;
-						if (exclude_self && i0 + j == q)
-							continue;
-						if (heap_push(h, &cnt[r], cap,
-							      key_make(row[j], (uint32_t)(i0 + j))) &&
-						    cnt[r] == cap)
-							worst[r] = key_sim(h[0]);
-					}
-				}
-			}
-			for (size_t r = 0; r < qn; r++)
-				heap_sort_best_first(heaps + r * cap, cnt[r]);
+				heap_sort_best_first(heaps_all + (q0 + r) * cap, cnt_all[q0 + r]);
 			if (each) {
-				int e = each(ctx, q0, qn, heaps, cnt, cap);
+				int e = each(ctx, q0, qn, heaps_all + q0 * cap, cnt_all + q0, cap);
 				if (e) {
 #pragma omp atomic write
 					err = e;
 				}
 			}
 		}
-		free(scratch);
-		free(cbuf);
 	}
 out:
+	if (heaps_all != top)
+		free(heaps_all);
+	if (cnt_all != counts)
+		free(cnt_all);
+	free(allworst);
 	free(ipack);
 	free(qpack);
 	return err;
+}
+
+/* knn_search_rows over f32 matrices (the tests call it with each kernel). */
+static int knn_search(hitkey *top, size_t *counts, const float *queries, size_t nq, const float *index,
+		      size_t ni, size_t dim, size_t cap, int exclude_self, sim_kernel kern,
+		      knn_each_fn each, void *ctx)
+{
+	fc_rows q = fc_rows_f32(queries, nq, dim), x = fc_rows_f32(index, ni, dim);
+	return knn_search_rows(top, counts, &q, &x, cap, exclude_self, kern, each, ctx);
 }
 
 /* The nine metrics of one query from its relevance list (see the top). */
@@ -566,6 +665,16 @@ int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queri
 			const uint32_t *qlabels, size_t nq, const float *index, const uint32_t *ilabels,
 			size_t ni, size_t dim, size_t k, int exclude_self)
 {
+	if ((nq && !queries) || (ni && !index))
+		return FC_ERR_INVALID;
+	fc_rows q = fc_rows_f32(queries, nq, dim), x = fc_rows_f32(index, ni, dim);
+	return fc_eval_knn_rows(out, queries_out, &q, qlabels, &x, ilabels, k, exclude_self);
+}
+
+int fc_eval_knn_rows(fc_metrics *out, double *queries_out, const fc_rows *qrows, const uint32_t *qlabels,
+		     const fc_rows *irows, const uint32_t *ilabels, size_t k, int exclude_self)
+{
+	const size_t nq = qrows->n, ni = irows->n, dim = qrows->dim;
 	eval_ctx ctx = {0};
 	uint32_t *sorted = NULL;
 	double *per_query = NULL;
@@ -573,8 +682,8 @@ int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queri
 	size_t cap, bytes;
 	int err = 0;
 
-	if (!out || k < 1 || dim == 0 || (nq && (!queries || !qlabels)) ||
-	    (ni && (!index || !ilabels)) || (exclude_self && nq != ni))
+	if (!out || k < 1 || dim == 0 || irows->dim != dim || (nq && !qlabels) || (ni && !ilabels) ||
+	    (exclude_self && nq != ni))
 		return FC_ERR_INVALID;
 	if (!mul_ok(&bytes, nq, dim) || !mul_ok(&bytes, ni, dim) ||
 	    !mul_ok(&bytes, nq, M_COUNT * sizeof(double)) || !mul_ok(&bytes, ni, sizeof(uint32_t)))
@@ -594,8 +703,8 @@ int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queri
 		memcpy(sorted, ilabels, ni * sizeof(uint32_t));
 		qsort(sorted, ni, sizeof(uint32_t), cmp_u32);
 		ctx = (eval_ctx){qlabels, ilabels, sorted, ni, exclude_self, per_query};
-		err = knn_search(NULL, NULL, queries, nq, index, ni, dim, cap, exclude_self,
-				 pick_kernel(), eval_block, &ctx);
+		err = knn_search_rows(NULL, NULL, qrows, irows, cap, exclude_self, pick_kernel(), eval_block,
+				      &ctx);
 		if (err)
 			goto out;
 		/* Summed in query order, so the result does not depend on threads. */

@@ -23,6 +23,12 @@
 
 int fc_eval_set_run(fc_metrics *m, fc_head *head, const fc_eval_set *e)
 {
+	if (e->qrows || e->irows) {
+		fc_rows q = e->qrows ? *e->qrows : fc_rows_f32(e->queries, e->nq, e->dim);
+		fc_rows ix = e->self ? q : e->irows ? *e->irows : fc_rows_f32(e->index, e->ni, e->dim);
+		return fc_eval_rows(m, head, &q, e->query_labels, &ix, e->self ? e->query_labels : e->index_labels,
+				    e->k, e->self);
+	}
 	return fc_eval_features(m, head, e->queries, e->query_labels, e->nq, e->self ? e->queries : e->index,
 				e->self ? e->query_labels : e->index_labels, e->self ? e->nq : e->ni, e->dim, e->k,
 				e->self);

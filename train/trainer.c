@@ -24,6 +24,8 @@
 struct fc_trainer {
 	fc_train_config cfg;
 	fc_train_data data;
+	fc_rows x;        /* data's rows, whichever way they are kept */
+	int gather_err;
 	fc_head *head;
 	fc_loss *loss;
 	fc_optim *opt_head, *opt_loss;
@@ -74,6 +76,9 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 	if (data->n < 2)
 		return fci_errf(err, errcap, FC_ERR_INVALID, "the training split has %zu items; at least 2 are needed",
 				data->n);
+	if (data->rows && (data->rows->n != data->n || data->rows->dim != cfg->head.in_dim))
+		return fci_errf(err, errcap, FC_ERR_INVALID, "the training rows are %zu x %zu, not %zu x %u",
+				data->rows->n, data->rows->dim, data->n, cfg->head.in_dim);
 	if (data->n_classes < 2)
 		return fci_errf(err, errcap, FC_ERR_INVALID,
 				"the training split has only one class: nothing to contrast");
@@ -113,6 +118,7 @@ int fc_trainer_new(fc_trainer **out, const fc_train_config *cfg, const fc_train_
 		return rc;
 	t->cfg = *cfg;
 	t->data = *data;
+	t->x = data->rows ? *data->rows : fc_rows_f32(data->x, data->n, cfg->head.in_dim);
 	if (!pair_loss(c->loss.kind))
 		t->cfg.loss.n_classes = data->n_classes;
 	if ((rc = fc_head_new(&t->head, &cfg->head, cfg->batch, cfg->seed)) != 0) {
@@ -189,6 +195,11 @@ fc_head *fc_trainer_head(fc_trainer *t)
 	return t->head;
 }
 
+int fc_trainer_gather_error(const fc_trainer *t)
+{
+	return t->gather_err;
+}
+
 uint32_t fc_trainer_epochs_done(const fc_trainer *t)
 {
 	return t->epochs_done;
@@ -204,7 +215,7 @@ static int all_finite(const float *x, size_t n)
 
 int fc_trainer_shares_sampling(const fc_trainer *a, const fc_trainer *b)
 {
-	return a->data.x == b->data.x && a->data.classes == b->data.classes && a->data.n == b->data.n &&
+	return a->data.x == b->data.x && a->data.rows == b->data.rows && a->data.classes == b->data.classes && a->data.n == b->data.n &&
 	       a->data.n_classes == b->data.n_classes && a->in_dim == b->in_dim && a->cfg.batch == b->cfg.batch &&
 	       a->cfg.per_class == b->cfg.per_class && a->cfg.seed == b->cfg.seed &&
 	       a->epochs_done == b->epochs_done;
@@ -286,18 +297,18 @@ int fc_trainer_epoch_group(fc_trainer **t, size_t n, fc_epoch_stats *st, int *er
 	/* The batch is gathered once, into the first trainer's buffers. */
 	float *xb = t[0]->xb;
 	uint32_t *lb = t[0]->lb;
-	const size_t in_dim = t0->in_dim;
 	double shared = now() - t0_start;
 	size_t rows = 0;
 	for (size_t bi = 0; bi < b.n_batches; bi++) {
 		double g0 = now();
 		size_t s = bi ? b.ends[bi - 1] : 0, e = b.ends[bi];
 		uint32_t B = (uint32_t)(e - s);
-		for (uint32_t r = 0; r < B; r++) {
-			uint32_t row = b.rows[s + r];
-			memcpy(xb + (size_t)r * in_dim, t0->data.x + (size_t)row * in_dim, in_dim * sizeof(float));
-			lb[r] = t0->data.classes[row];
+		if ((err = fc_rows_gather(xb, &t0->x, b.rows + s, B)) != 0) {
+			t[0]->gather_err = err;
+			goto out;
 		}
+		for (uint32_t r = 0; r < B; r++)
+			lb[r] = t0->data.classes[b.rows[s + r]];
 		shared += now() - g0;
 		size_t nl = 0;
 		for (size_t i = 0; i < n; i++)
@@ -347,6 +358,52 @@ int fc_trainer_epoch(fc_trainer *t, fc_epoch_stats *st, uint64_t *bad_step, cons
 	int terr = 0;
 	int err = fc_trainer_epoch_group(&t, 1, st, &terr, bad_step, 1, lg);
 	return err ? err : terr;
+}
+
+#define EMBED_ROWS 4096 /* rows converted and embedded at a time */
+
+/* out (x->n, D) = the head's L2-normalised embeddings of x's rows. */
+static int embed_rows(fc_head *head, float *out, const fc_rows *x, size_t D)
+{
+	if (x->type == FC_ROW_F32 && !x->fetch)
+		return fc_head_embed(head, out, x->data, x->n, 1);
+	size_t blk = x->n < EMBED_ROWS ? x->n : EMBED_ROWS;
+	float *tmp = malloc((blk ? blk : 1) * x->dim * sizeof(float));
+	if (!tmp)
+		return FC_ERR_NOMEM;
+	int err = 0;
+	for (size_t i = 0; i < x->n && !err; i += blk) {
+		size_t nb = x->n - i < blk ? x->n - i : blk;
+		if ((err = fc_rows_range(tmp, x, i, nb)) == 0)
+			err = fc_head_embed(head, out + i * D, tmp, nb, 1);
+	}
+	free(tmp);
+	return err;
+}
+
+int fc_eval_rows(fc_metrics *m, fc_head *head, const fc_rows *q, const uint32_t *ql, const fc_rows *ix,
+		 const uint32_t *il, size_t k, int exclude_self)
+{
+	if (!head)
+		return fc_eval_knn_rows(m, NULL, q, ql, ix, il, k, exclude_self);
+	fc_head_config hc = fc_head_get_config(head);
+	if (hc.in_dim != q->dim || ix->dim != q->dim)
+		return FC_ERR_INVALID;
+	size_t D = hc.out_dim, nq = q->n, ni = ix->n;
+	int same = exclude_self || (q->data == ix->data && q->fetch == ix->fetch && q->ctx == ix->ctx && nq == ni);
+	float *eq = malloc((nq ? nq : 1) * D * sizeof(float));
+	float *ei = same ? eq : malloc((ni ? ni : 1) * D * sizeof(float));
+	int err = FC_ERR_NOMEM;
+	if (!eq || !ei)
+		goto out;
+	if ((err = embed_rows(head, eq, q, D)) != 0 || (!same && (err = embed_rows(head, ei, ix, D)) != 0))
+		goto out;
+	err = fc_eval_knn(m, eq, ql, nq, ei, il, ni, D, k, exclude_self);
+out:
+	if (ei != eq)
+		free(ei);
+	free(eq);
+	return err;
 }
 
 int fc_eval_features(fc_metrics *m, fc_head *head, const float *q, const uint32_t *ql, size_t nq,

@@ -10,6 +10,7 @@
 #define FEATCACHE_METRICS_H
 
 #include "featcache.h"
+#include "rows.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -59,6 +60,14 @@ int fc_eval_knn(fc_metrics *out, const float *queries, const uint32_t *qlabels, 
 int fc_eval_knn_queries(fc_metrics *out, double *queries_out, const float *queries,
 			const uint32_t *qlabels, size_t nq, const float *index, const uint32_t *ilabels,
 			size_t ni, size_t dim, size_t k, int exclude_self);
+
+/* fc_eval_knn_rows - fc_eval_knn_queries over rows kept in any type or
+ * streamed (featcache/rows.h): queries (nq = qrows->n) and index (ni =
+ * irows->n) of the same dim. They are converted to f32 a block at a time
+ * while being normalised and packed, so the memory beyond the packed
+ * copies is a block; the results are those of the f32 matrices. */
+int fc_eval_knn_rows(fc_metrics *out, double *queries_out, const fc_rows *qrows, const uint32_t *qlabels,
+		     const fc_rows *irows, const uint32_t *ilabels, size_t k, int exclude_self);
 
 /* fc_knn - the neighbours themselves: for every query the top k index rows
  * by cosine similarity (the ranking fc_eval_knn scores, ties to the lower

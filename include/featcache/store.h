@@ -22,6 +22,7 @@
 #define FEATCACHE_STORE_H
 
 #include "featcache.h"
+#include "rows.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -188,7 +189,11 @@ int fc_store_has(fc_store *s, const uint8_t exid[FC_HASH_LEN], const uint8_t has
 int fc_store_get(fc_store *s, const uint8_t exid[FC_HASH_LEN], const uint8_t hash[FC_HASH_LEN],
 		 float *dst, size_t dst_len);
 
-/* A loaded feature matrix: rows x dim f32, row-major, 64-byte aligned.
+/* A loaded feature matrix: rows x dim f32, row-major, 64-byte aligned, in
+ * `data`; or, loaded with FC_LOAD_STORED, in the extractor's dtype in
+ * `packed` (type, with the u8 (lo, step) pairs in `scale`) and data NULL
+ * unless that dtype is f32; or, with FC_LOAD_NONE, no features at all.
+ * fc_matrix_rows views the features, whichever way they are kept.
  * `hashes` has one content hash per row. For fc_store_load_items, `keys`
  * and `labels` have one entry per row too (keys point into `keybuf`); for
  * fc_store_load_all they are NULL. Free with fc_matrix_free. */
@@ -200,9 +205,17 @@ typedef struct fc_matrix {
 	uint32_t *labels;
 	uint8_t *splits;
 	char *keybuf;
+	fc_row_type type; /* how the features are kept (f32 with data) */
+	void *packed;     /* FC_LOAD_STORED of f16, bf16 or u8: rows x dim of type */
+	float *scale;     /* u8: (lo, step) per row */
 } fc_matrix;
 
 void fc_matrix_free(fc_matrix *m); /* frees the members; accepts NULL */
+
+/* fc_matrix_rows - the features of m as rows (featcache/rows.h): m->data
+ * as f32, or the packed rows; n 0 when m holds no features. Valid while m
+ * is and its rows are not moved. */
+fc_rows fc_matrix_rows(const fc_matrix *m);
 
 /* fc_store_load_all - every live vector of an extractor, in chunk order,
  * from one snapshot, decoded in parallel. */
@@ -212,9 +225,60 @@ int fc_store_load_all(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *o
  * split_mask (bits 1 << FC_SPLIT_*; FC_SPLIT_NONE items count as train),
  * status OK, and that has a vector for the extractor. Items sharing a
  * content hash get identical rows. *missing (may be NULL) counts OK items
- * of those splits that have no vector yet. */
+ * of those splits that have no vector yet. The rows are f32
+ * (fc_store_load_items_as with FC_LOAD_F32). */
 int fc_store_load_items(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigned split_mask,
 			fc_matrix *out, size_t *missing);
+
+/* How fc_store_load_items_as keeps the features. */
+typedef enum fc_load_how {
+	FC_LOAD_F32 = 0,    /* decoded to f32 in data */
+	FC_LOAD_STORED = 1, /* in the stored dtype (packed, scale): half of f32 for f16 */
+	FC_LOAD_NONE = 2    /* only hashes, keys, labels and splits (for fc_stream) */
+} fc_load_how;
+
+/* fc_store_load_items_as - fc_store_load_items keeping the features as
+ * `how` says. After any load the pages of the store's map that it read
+ * are given back (madvise), so they do not count in the process's memory
+ * beyond the load. */
+int fc_store_load_items_as(fc_store *s, const uint8_t exid[FC_HASH_LEN], unsigned split_mask, fc_load_how how,
+			   fc_matrix *out, size_t *missing);
+
+/* fc_store_fill_rows - the features of a matrix loaded with FC_LOAD_NONE
+ * (rows may have been dropped or reordered since, hashes kept with them),
+ * kept as `how` says, from one snapshot. FC_ERR_NOT_FOUND names a hash
+ * that has no vector (any more); on failure m holds no features. */
+int fc_store_fill_rows(fc_store *s, const uint8_t exid[FC_HASH_LEN], fc_matrix *m, fc_load_how how);
+
+/* ---- streaming features that do not fit in memory ---- */
+
+/* A reader of one extractor's vectors by row of a row list (content
+ * hashes), through the index, keeping chunks decoded from their codec (in
+ * the stored dtype: their hashes and raw payload) in an LRU cache of at
+ * most cache_bytes (at least one chunk is always kept). It holds a
+ * read transaction: every row comes from the snapshot it was opened on. */
+typedef struct fc_stream fc_stream;
+
+/* fc_stream_open - a reader of rows hashes[0..n) (the array must outlive
+ * it) of extractor exid. Every hash must have a vector (FC_ERR_NOT_FOUND
+ * naming it otherwise). Errors are s's (fc_store_errmsg); s must outlive
+ * the reader and is not used by the caller while it reads. */
+int fc_stream_open(fc_stream **out, fc_store *s, const uint8_t exid[FC_HASH_LEN],
+		   const uint8_t (*hashes)[FC_HASH_LEN], size_t n, size_t cache_bytes);
+void fc_stream_free(fc_stream *r); /* accepts NULL */
+
+/* fc_stream_fetch - fc_rows_fetch_fn: rows idx[0..n) as f32 into dst
+ * (n, dim), bit-identical to the rows fc_store_load_items gives. Chunks
+ * missing from the cache are read and decoded in parallel (OpenMP). */
+int fc_stream_fetch(void *r, float *dst, const uint32_t *idx, size_t n);
+
+/* fc_stream_rows - the reader as rows (featcache/rows.h): n rows of dim,
+ * fetched through fc_stream_fetch. */
+fc_rows fc_stream_rows(fc_stream *r);
+
+/* fc_stream_stats - chunk reads and cache hits so far, and the bytes the
+ * cache holds now (any pointer may be NULL). */
+void fc_stream_stats(const fc_stream *r, uint64_t *reads, uint64_t *hits, size_t *bytes);
 
 /* fc_store_foreach_chunk - call fn for every chunk of an extractor, in id
  * order, from one snapshot. `chunk` is the encoded chunk (store/chunk.h),

@@ -39,12 +39,16 @@ typedef struct fc_train_config {
 } fc_train_config;
 
 /* The training set: n rows of dim floats with dense class ids < n_classes.
- * The arrays must outlive the trainer. */
+ * The rows are x (f32), or, when `rows` is set (x then ignored), rows kept
+ * in a compact type or streamed from a store (featcache/rows.h), gathered
+ * to f32 a batch at a time; rows->n must be n. The arrays must outlive the
+ * trainer. */
 typedef struct fc_train_data {
 	const float *x;
 	const uint32_t *classes;
 	size_t n;
 	uint32_t n_classes;
+	const fc_rows *rows;
 } fc_train_data;
 
 typedef struct fc_epoch_stats {
@@ -92,6 +96,11 @@ int fc_trainer_shares_sampling(const fc_trainer *a, const fc_trainer *b);
 int fc_trainer_epoch_group(fc_trainer **t, size_t n, fc_epoch_stats *st, int *errs, uint64_t *bad_step, int jobs,
 			   const fc_logger *lg);
 
+/* fc_trainer_gather_error - what the last failed gather of rows returned
+ * (a streamed matrix's read error; its fetcher keeps the message), 0 if
+ * none failed. fc_trainer_epoch returns that code too. */
+int fc_trainer_gather_error(const fc_trainer *t);
+
 /* fc_trainer_head - the head being trained (owned by the trainer). */
 fc_head *fc_trainer_head(fc_trainer *t);
 
@@ -100,6 +109,14 @@ fc_head *fc_trainer_head(fc_trainer *t);
  * features. exclude_self: queries and index are the same rows. */
 int fc_eval_features(fc_metrics *m, fc_head *head, const float *q, const uint32_t *ql, size_t nq,
 		     const float *ix, const uint32_t *il, size_t ni, size_t dim, size_t k, int exclude_self);
+
+/* fc_eval_rows - fc_eval_features over rows of any type or streamed
+ * (featcache/rows.h): q (nq = q->n) against ix; the head (NULL: raw
+ * features) is applied a block of rows at a time, so no f32 copy of the
+ * input rows is made. Results are those of fc_eval_features on the same
+ * rows as f32. */
+int fc_eval_rows(fc_metrics *m, fc_head *head, const fc_rows *q, const uint32_t *ql, const fc_rows *ix,
+		 const uint32_t *il, size_t k, int exclude_self);
 
 /* Checkpoints: everything a killed run needs to continue exactly, in one
  * safetensors file written atomically: the head (state dict), the optimizer
@@ -122,8 +139,9 @@ uint32_t fc_trainer_epochs_done(const fc_trainer *t);
 
 /* An evaluation set: nq query rows searched among ni index rows, dim floats
  * each, metrics at k; with self set, the queries search among themselves
- * (index ignored), each one excluded from its own results. The arrays must
- * outlive every user. */
+ * (index ignored), each one excluded from its own results. qrows / irows,
+ * when set, hold the rows instead of queries / index (any type, or
+ * streamed: featcache/rows.h). The arrays must outlive every user. */
 typedef struct fc_eval_set {
 	const float *queries;
 	const uint32_t *query_labels;
@@ -133,6 +151,7 @@ typedef struct fc_eval_set {
 	size_t ni;
 	size_t dim, k;
 	int self;
+	const fc_rows *qrows, *irows;
 } fc_eval_set;
 
 /* fc_eval_set_run - the metrics of e through head (NULL: the raw features),

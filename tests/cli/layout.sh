@@ -18,7 +18,7 @@ top=${FC_TOP:?set FC_TOP to the source tree (tests/run.sh does)}
 # The module a header belongs to.
 module_of() {
 	case $1 in
-	featcache/featcache.h | util/*) echo util ;;
+	featcache/featcache.h | featcache/rows.h | util/*) echo util ;;
 	featcache/store.h | store/*) echo store ;;
 	featcache/io.h | io/* | onnx.pb-c.h) echo io ;;
 	featcache/model.h | featcache/engine.h | featcache/image.h | featcache/extract.h | featcache/shard.h | extract/*) echo extract ;;
@@ -56,7 +56,7 @@ for f in $files; do
 	ok=" $mine $(allowed "$mine") "
 	for inc in $(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$top/$f"); do
 		case $inc in
-		featcache.h | store.h | io.h | model.h | engine.h | image.h | extract.h | head.h | loss.h | optim.h | \
+		featcache.h | rows.h | store.h | io.h | model.h | engine.h | image.h | extract.h | head.h | loss.h | optim.h | \
 			sampler.h | metrics.h | trainer.h | train.h | sweep.h | export.h | report.h)
 			inc="featcache/$inc" ;; # a public header naming a sibling
 		esac
