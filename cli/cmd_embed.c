@@ -49,12 +49,17 @@ static const char usage_text[] =
 	"  -d, --data PATH      embed these images instead of a split\n"
 	"      --follow-outside with --data: follow symbolic links (and CSV '..') that\n"
 	"                       lead outside PATH (see 'featcache extract')\n"
+	"      --max-memory SIZE  memory embed may use (default: 3/4 of MemAvailable):\n"
+	"                       the features stay in RAM in the stored dtype when they\n"
+	"                       fit, else they are streamed from the store; the .npy is\n"
+	"                       written a block of rows at a time either way\n"
+	"      --cache SIZE     decoded chunks kept when streaming (default 256M)\n"
 	"      --batch N        images per engine run (default 32)\n"
 	"      --threads N      engine threads (default: OMP_NUM_THREADS or all cores)\n"
 	"  -q, --quiet          no progress\n"
 	"  -h, --help           show this help\n";
 
-enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS, O_FOLLOW, O_VALFT };
+enum { O_KEYS = 256, O_HEAD, O_NO_NORM, O_EXTRACTOR, O_SPLIT, O_BATCH, O_THREADS, O_FOLLOW, O_VALFT, O_MAXMEM, O_CACHE };
 
 static const struct option opts[] = {
 	{ "store", required_argument, NULL, 's' },	 { "out", required_argument, NULL, 'o' },
@@ -65,6 +70,7 @@ static const struct option opts[] = {
 	{ "batch", required_argument, NULL, O_BATCH },	 { "threads", required_argument, NULL, O_THREADS },
 	{ "quiet", no_argument, NULL, 'q' },		 { "follow-outside", no_argument, NULL, O_FOLLOW },
 	{ "val-from-train", required_argument, NULL, O_VALFT },
+	{ "max-memory", required_argument, NULL, O_MAXMEM }, { "cache", required_argument, NULL, O_CACHE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -88,10 +94,57 @@ static int write_keys(const char *path, const char *const *keys, size_t n)
 
 /* The rows to write: a split's, or the images'. */
 struct rows {
-	const float *data;
+	fc_rows x; /* f32, the stored dtype, or streamed */
 	size_t n, dim;
 	const char *const *keys;
 };
+
+/* Rows converted, put through the head and written at a time: a multiple
+ * of the head's own block (fc_head_load's 1024), so the embeddings are
+ * those of one call over every row. */
+#define EMBED_BLOCK 4096
+
+/* The rows, through head when given, into the .npy at out, a block at a
+ * time: memory is one block, whatever the split's size. */
+static int write_rows(const char *out, const struct rows *r, fc_head *head, int normalize, size_t dim)
+{
+	fc_npy_writer *w = NULL;
+	char err[FC_ERRLEN];
+	size_t blk = r->n < EMBED_BLOCK ? (r->n ? r->n : 1) : EMBED_BLOCK;
+	float *in = malloc(blk * r->dim * sizeof *in), *emb = head ? malloc(blk * dim * sizeof *emb) : NULL;
+	int rc = 0;
+	if (!in || (head && !emb)) {
+		rc = cli_fail("out of memory");
+		goto out;
+	}
+	if (fc_npy_writer_open(&w, out, r->n, dim, err, sizeof err) != 0) {
+		rc = cli_fail("cannot write '%s': %s", out, err);
+		goto out;
+	}
+	for (size_t first = 0; first < r->n; first += blk) {
+		size_t n = r->n - first < blk ? r->n - first : blk;
+		int e = fc_rows_range(in, &r->x, first, n);
+		if (e) {
+			rc = cli_fail("cannot read the features: %s", fc_strerror(e));
+			goto out;
+		}
+		if (head && (e = fc_head_embed(head, emb, in, n, normalize)) != 0) {
+			rc = cli_fail("cannot apply head: %s", fc_strerror(e));
+			goto out;
+		}
+		if (fc_npy_writer_append(w, head ? emb : in, n) != 0) {
+			rc = cli_fail("cannot write '%s': %s", out, fc_npy_writer_errmsg(w));
+			goto out;
+		}
+	}
+	if (fc_npy_writer_finish(w) != 0)
+		rc = cli_fail("cannot write '%s': %s", out, fc_npy_writer_errmsg(w));
+out:
+	fc_npy_writer_free(w);
+	free(in);
+	free(emb);
+	return rc;
+}
 
 /* The images of `data` (a directory or CSV) through the store's extractor
  * `id`, extracting what the store lacks; rows of the images that worked,
@@ -115,6 +168,7 @@ int cmd_embed(int argc, char **argv)
 	int normalize = 1, quiet = 0, c, rc;
 	unsigned dsflags = 0;
 	float vf = 0;
+	cli_mem_opts mem = { 0 };
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":s:o:m:d:qh", opts, NULL)) != -1) {
 		rc = 0;
@@ -134,6 +188,8 @@ int cmd_embed(int argc, char **argv)
 		case O_THREADS: rc = cli_parse_u64("embed", "--threads", optarg, 1, 1024, &threads); break;
 		case O_FOLLOW: dsflags |= FC_DATASET_FOLLOW_OUTSIDE; break;
 		case O_VALFT: rc = cli_parse_float("embed", "--val-from-train", optarg, 0, 0.99, &vf); break;
+		case O_MAXMEM: rc = cli_parse_size("embed", "--max-memory", optarg, &mem.max_memory); break;
+		case O_CACHE: rc = cli_parse_size("embed", "--cache", optarg, &mem.cache); break;
 		default: return cli_getopt_error("embed", c, argv, opts);
 		}
 		if (rc)
@@ -168,8 +224,8 @@ int cmd_embed(int argc, char **argv)
 	fc_dataset ds = { 0 };
 	cli_image_vectors iv = { 0 };
 	struct rows rows = { 0 };
-	float *emb = NULL;
-	char why[FC_ERRLEN] = "", err[FC_ERRLEN] = "";
+	cli_feature_plan plan = { 0 };
+	char why[FC_ERRLEN] = "";
 	if (head_path && (rc = fc_head_load(&head, head_path, 1024, why)) != 0)
 		return cli_fail("cannot load head '%s': %s", head_path, why);
 	if (head)
@@ -181,9 +237,9 @@ int cmd_embed(int argc, char **argv)
 	if (data) {
 		if ((rc = embed_dataset(s, id, model, data, dsflags, (int)batch, (int)threads, &ds, &iv)) != 0)
 			goto out;
-		rows = (struct rows){ .data = iv.data, .n = iv.n, .dim = iv.dim, .keys = iv.keys };
+		rows = (struct rows){ .x = fc_rows_f32(iv.data, iv.n, iv.dim), .n = iv.n, .dim = iv.dim, .keys = iv.keys };
 	} else {
-		if ((rc = cli_load_split(s, id, mask, 1, vf, &d)) != 0)
+		if ((rc = cli_load_split_as(s, id, mask, 1, vf, FC_LOAD_NONE, &d)) != 0)
 			goto out;
 		/* An empty split is a mistake (a name the dataset does not use),
 		 * not a 0-row file. */
@@ -196,9 +252,14 @@ int cmd_embed(int argc, char **argv)
 		if (d.missing)
 			cli_warn("%zu items have no features yet (run 'featcache extract'); they are not in the output",
 				d.missing);
-		rows = (struct rows){ .data = d.m.data, .n = d.m.rows, .dim = d.m.dim, .keys = d.m.keys };
+		/* Besides the features: a block of rows in f32 and through the head. */
+		uint64_t extra = (uint64_t)EMBED_BLOCK * (d.m.dim + (head ? 2 * fc_head_get_config(head).out_dim : 0)) *
+				 sizeof(float);
+		cli_split_data *sp[1] = { &d };
+		if ((rc = cli_plan_features(&plan, "embed", &s, id, sp, 1, extra, &mem, quiet)) != 0)
+			goto out;
+		rows = (struct rows){ .x = d.x, .n = d.m.rows, .dim = d.m.dim, .keys = d.m.keys };
 	}
-	const float *outrows = rows.data;
 	size_t dim = rows.dim;
 	if (head) {
 		fc_head_config hc = fc_head_get_config(head);
@@ -207,30 +268,18 @@ int cmd_embed(int argc, char **argv)
 			goto out;
 		}
 		dim = hc.out_dim;
-		emb = malloc((rows.n ? rows.n : 1) * dim * sizeof *emb);
-		if (!emb) {
-			rc = cli_fail("out of memory");
-			goto out;
-		}
-		if ((rc = fc_head_embed(head, emb, rows.data, rows.n, normalize)) != 0) {
-			rc = cli_fail("cannot apply head: %s", fc_strerror(rc));
-			goto out;
-		}
-		outrows = emb;
 	}
-	if ((rc = fc_npy_write_f32(out, outrows, rows.n, dim, err, sizeof err)) != 0) {
-		rc = cli_fail("cannot write '%s': %s", out, err);
+	if ((rc = write_rows(out, &rows, head, normalize, dim)) != 0)
 		goto out;
-	}
 	if ((rc = write_keys(keys, rows.keys, rows.n)) != 0)
 		goto out;
 	printf("wrote %zu x %zu float32 to '%s', keys to '%s'\n", rows.n, dim, out, keys);
 	rc = CLI_EXIT_OK;
 out:
 	cli_image_vectors_free(&iv);
-	free(emb);
 	fc_dataset_free(&ds);
 	cli_split_data_free(&d);
+	cli_feature_plan_free(&plan);
 	cli_head_origin_free(&origin);
 	fc_head_free(head);
 	fc_store_free(s);

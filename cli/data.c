@@ -272,10 +272,11 @@ int cli_plan_features(cli_feature_plan *p, const char *cmd, fc_store **s, const 
 	uint64_t in_ram = p->need;
 	p->need = base + (uint64_t)rows * (FC_HASH_LEN + 12) + p->cache;
 	if (p->need > p->limit)
-		return cli_fail("%s needs %s of memory with its features streamed (a %s cache, %s for evaluation and "
-				"the item records), more than the limit of %s: raise --max-memory or lower --cache",
+		return cli_fail("%s needs %s of memory with its features streamed (a %s cache, %s for the item "
+				"records and what %s computes), more than the limit of %s: raise --max-memory or "
+				"lower --cache",
 				cmd, cli_size_text(a, sizeof a, p->need), cli_size_text(b, sizeof b, p->cache),
-				cli_size_text(c, sizeof c, p->need - p->cache), cli_size_text(d, sizeof d, p->limit));
+				cli_size_text(c, sizeof c, p->need - p->cache), cmd, cli_size_text(d, sizeof d, p->limit));
 	p->streamed = 1;
 	p->hashes = malloc((rows ? rows : 1) * FC_HASH_LEN);
 	if (!p->hashes)

@@ -28,7 +28,7 @@ ok_if "the log has its epochs" [ "$(grep -c '"epoch"' a.log)" -eq 2 ]
 
 run "$F" train $common --out c.safetensors --max-memory 50M
 t "a limit streaming cannot keep is a clear error" 1 \
-	err "^featcache: train needs [0-9.]+ MiB of memory with its features streamed \(a 256 MiB cache, [0-9.]+ MiB for evaluation and the item records\), more than the limit of 50 MiB: raise --max-memory or lower --cache$"
+	err "^featcache: train needs [0-9.]+ MiB of memory with its features streamed \(a 256 MiB cache, [0-9.]+ MiB for the item records and what train computes\), more than the limit of 50 MiB: raise --max-memory or lower --cache$"
 ok_if "and writes no head" [ ! -e c.safetensors ]
 run "$F" train $common --out c.safetensors --max-memory 12Q
 t "a bad size is a usage error" 2 err "bad value '12Q' for --max-memory: expected a size"
@@ -55,5 +55,17 @@ t "sweep streamed" 0 out '^features: streamed'
 ok_if "streamed sweep heads are bit-identical" cmp -s g1/c0000.safetensors g2/c0000.safetensors &&
 	cmp -s g1/c0001.safetensors g2/c0001.safetensors
 ok_if "and the in-memory sweep's c0000 is train's head" cmp -s g1/c0000.safetensors a.safetensors
+
+# embed: the .npy written a block at a time from RAM or from the stream.
+run "$F" embed --store s --out m1.npy --head a.safetensors
+t "embed holds the features in RAM by default" 0 !out '^features: streamed'
+run "$F" embed --store s --out m2.npy --head a.safetensors --max-memory 108M --cache 64k
+t "embed streams under a small --max-memory" 0 out '^features: streamed'
+ok_if "the streamed embeddings and keys are the in-memory ones, bit for bit" \
+	sh -c 'cmp -s m1.npy m2.npy && cmp -s m1.npy.keys m2.npy.keys'
+run "$F" embed --store s --out m3.npy --max-memory 20M
+t "embed refuses a limit it cannot keep" 1 \
+	err '^featcache: embed needs [0-9.]+ MiB of memory with its features streamed \(a 256 MiB cache, [0-9.]+ MiB for the item records and what embed computes\)'
+ok_if "... and writes no file" test ! -e m3.npy
 
 [ "$failures" -eq 0 ]
