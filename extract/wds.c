@@ -701,7 +701,10 @@ static int split_of_path(const char *path)
 	return split;
 }
 
-static int has_shards(const char *dir)
+/* Whether fn says yes to an entry of dir (dot names left out); fn gets
+ * the entry's path, its name, its stat and depth. */
+static int dir_any(const char *dir, int depth, int (*fn)(const char *path, const char *name, const struct stat *st,
+							int depth))
 {
 	DIR *d = opendir(dir);
 	if (!d)
@@ -714,12 +717,22 @@ static int has_shards(const char *dir)
 		char p[4200];
 		struct stat st;
 		snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-		if (stat(p, &st) != 0)
-			continue;
-		found = S_ISREG(st.st_mode) && tar_suffix(de->d_name);
+		if (stat(p, &st) == 0)
+			found = fn(p, de->d_name, &st, depth);
 	}
 	closedir(d);
 	return found;
+}
+
+static int is_shard(const char *path, const char *name, const struct stat *st, int depth)
+{
+	(void)path, (void)depth;
+	return S_ISREG(st->st_mode) && tar_suffix(name);
+}
+
+static int has_shards(const char *dir)
+{
+	return dir_any(dir, 0, is_shard);
 }
 
 static int is_image_file(const char *name)
@@ -728,31 +741,21 @@ static int is_image_file(const char *name)
 	return dot && (strcasecmp(dot, ".jpg") == 0 || strcasecmp(dot, ".jpeg") == 0 || strcasecmp(dot, ".png") == 0);
 }
 
+/* An image in a class folder (depth 1), or a class folder, directly or in
+ * a split folder (depth 0). */
+static int class_entry(const char *path, const char *name, const struct stat *st, int depth)
+{
+	if (depth > 0)
+		return S_ISREG(st->st_mode) && is_image_file(name);
+	return S_ISDIR(st->st_mode) && (dir_any(path, 1, class_entry) ||
+					(split_of(name, strlen(name)) >= 0 && dir_any(path, 0, class_entry)));
+}
+
 /* Whether a folder of dir (or of its split folders) holds images at its
  * top level: a class-folder dataset, even with a stray .tar in it. */
 static int has_class_folders(const char *dir, int depth)
 {
-	DIR *d = opendir(dir);
-	if (!d)
-		return 0;
-	int found = 0;
-	struct dirent *de;
-	while (!found && (de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.')
-			continue;
-		char p[4200];
-		struct stat st;
-		snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-		if (stat(p, &st) != 0)
-			continue;
-		if (depth > 0 && S_ISREG(st.st_mode))
-			found = is_image_file(de->d_name);
-		else if (depth == 0 && S_ISDIR(st.st_mode))
-			found = has_class_folders(p, 1) ||
-				(split_of(de->d_name, strlen(de->d_name)) >= 0 && has_class_folders(p, 0));
-	}
-	closedir(d);
-	return found;
+	return dir_any(dir, depth, class_entry);
 }
 
 int fci_wds_is_source(const char *path)
