@@ -248,6 +248,20 @@ static int stay_f32(build *b, struct parts *p)
 	return 0;
 }
 
+/* p->pd from desc with p's output scales (one per output channel, nout)
+ * and post-ops: 1, or 0 when oneDNN has no int8 kernel for it or only a
+ * reference one (the node then stays f32). */
+static int parts_pd(const fc_engine *e, struct parts *p, const void *desc, int64_t nout, dnnl_status_t st)
+{
+	st = fci_first_failure(st, dnnl_primitive_attr_set_output_scales(p->attr, nout, 1 << 1, p->os));
+	st = fci_first_failure(st, dnnl_primitive_attr_set_post_ops(p->attr, p->po));
+	if (st != dnnl_success || dnnl_primitive_desc_create(&p->pd, desc, p->attr, e->eng, NULL) != dnnl_success) {
+		p->pd = NULL;
+		return 0;
+	}
+	return !is_ref(p->pd);
+}
+
 static int parts_start(build *b, struct parts *p, int64_t nw, int64_t nout)
 {
 	memset(p, 0, sizeof *p);
@@ -342,13 +356,7 @@ int fci_build_conv_int8(build *b, int i)
 	st = fci_first_failure(st, dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference,
 									  dnnl_convolution_direct, &src_md, &w_md,
 									  &b_md, &dst_md, strides, dil, pl, pr));
-	st = fci_first_failure(st, dnnl_primitive_attr_set_output_scales(p.attr, oc, 1 << 1, p.os));
-	st = fci_first_failure(st, dnnl_primitive_attr_set_post_ops(p.attr, p.po));
-	if (st != dnnl_success || dnnl_primitive_desc_create(&p.pd, &desc, p.attr, e->eng, NULL) != dnnl_success) {
-		p.pd = NULL;
-		return stay_f32(b, &p);
-	}
-	if (is_ref(p.pd))
+	if (!parts_pd(e, &p, &desc, oc, st))
 		return stay_f32(b, &p);
 	dnnl_memory_desc_t src_q = fci_query_md(p.pd, dnnl_query_src_md), w_q = fci_query_md(p.pd, dnnl_query_weights_md);
 	dnnl_memory_desc_t dst_q = fci_query_md(p.pd, dnnl_query_dst_md);
@@ -459,13 +467,7 @@ int fci_build_matmul_int8(build *b, int i)
 	st = fci_first_failure(st, fci_md_plain(&mb, 2, bd, dnnl_f32));
 	st = fci_first_failure(st, fci_md_any(&my, 2, yd, dnnl_f32));
 	st = fci_first_failure(st, dnnl_matmul_desc_init(&desc, &ma, &mw, &mb, &my));
-	st = fci_first_failure(st, dnnl_primitive_attr_set_output_scales(p.attr, N, 1 << 1, p.os));
-	st = fci_first_failure(st, dnnl_primitive_attr_set_post_ops(p.attr, p.po));
-	if (st != dnnl_success || dnnl_primitive_desc_create(&p.pd, &desc, p.attr, e->eng, NULL) != dnnl_success) {
-		p.pd = NULL;
-		return stay_f32(b, &p);
-	}
-	if (is_ref(p.pd))
+	if (!parts_pd(e, &p, &desc, N, st))
 		return stay_f32(b, &p);
 	dnnl_memory_desc_t w_q = fci_query_md(p.pd, dnnl_query_weights_md), y_q = fci_query_md(p.pd, dnnl_query_dst_md);
 	dnnl_memory_t m1, m2;
