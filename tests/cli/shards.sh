@@ -220,8 +220,11 @@ done
 	--units 32 --claims kc >/dev/null 2>&1 &
 victim=$!
 n=0
-while [ "$(ls kc 2>/dev/null | grep -c '\.done$')" -lt 2 ] && [ $n -lt 300 ] && kill -0 $victim 2>/dev/null; do
-	sleep 0.05
+# Two units done and a third claimed (not the moment between a unit's
+# done marker and the next claim).
+while { [ "$(ls kc 2>/dev/null | grep -c '\.done$')" -lt 2 ] || [ "$(ls kc | grep -c '\.claim$')" -ne 1 ]; } &&
+	[ $n -lt 3000 ] && kill -0 $victim 2>/dev/null; do
+	sleep 0.005
 	n=$((n + 1))
 done
 if kill -9 $victim 2>/dev/null; then
