@@ -210,18 +210,19 @@ rm -rf big
 mkdir -p big/a big/b
 i=0
 while [ $i -lt 100 ]; do
-	mk big/a/$i.png 128 128 $((1000 + i))
-	mk big/b/$i.png 128 128 $((2000 + i))
+	mk big/a/$i.png 384 384 $((1000 + i))
+	mk big/b/$i.png 384 384 $((2000 + i))
 	i=$((i + 1))
 done
 "$F" extract --store bigwhole --data big --model "$MODEL" --size 192 --batch 1 --threads 1 -q --shard none >/dev/null
 "$F" embed --store bigwhole --out bigwhole.npy --keys bigwhole.keys -q >/dev/null
 "$F" extract --store "k-{rank}" --data big --model "$MODEL" --size 192 --batch 1 --threads 1 -q --shard 0/2 \
-	--units 32 --claims kc >/dev/null 2>&1 &
+	--units 8 --claims kc >/dev/null 2>&1 &
 victim=$!
 n=0
 # Two units done and a third claimed (not the moment between a unit's
-# done marker and the next claim).
+# done marker and the next claim); 8 units of 25 images each, so a unit
+# takes a while even on a fast machine.
 while { [ "$(ls kc 2>/dev/null | grep -c '\.done$')" -lt 2 ] || [ "$(ls kc | grep -c '\.claim$')" -ne 1 ]; } &&
 	[ $n -lt 3000 ] && kill -0 $victim 2>/dev/null; do
 	sleep 0.005
@@ -232,13 +233,13 @@ if kill -9 $victim 2>/dev/null; then
 	held=$(ls kc | grep -c '\.claim$')
 	ok_if "the killed worker left its claim ($held)" test "$held" -eq 1
 	run "$F" extract --store "k-{rank}" --data big --model "$MODEL" --size 192 --batch 1 --threads 1 --shard 1/2 \
-		--units 32 --claims kc
+		--units 8 --claims kc
 	t "the other worker takes the dead worker's claim over at once, and the rest" 0 \
 		out "taken over from a stale claim"
-	run "$F" extract --store "k-{rank}" --data big --model "$MODEL" --size 192 --batch 1 --shard 0/2 --units 32 \
+	run "$F" extract --store "k-{rank}" --data big --model "$MODEL" --size 192 --batch 1 --shard 0/2 --units 8 \
 		--claims kc
 	t "the killed worker's rerun finds nothing left" 0 out "^units: 0 done by this worker"
-	ok_if "all 32 units are done" test "$(ls kc | grep -c '\.done$')" -eq 32
+	ok_if "all 8 units are done" test "$(ls kc | grep -c '\.done$')" -eq 8
 	run "$F" verify --store k-0
 	t "the killed worker's store verifies" 0
 	same_as_whole "killed and taken over: the stores hold the whole dataset" bigwhole k-0 k-1
