@@ -306,7 +306,7 @@ static size_t check_items(fc_store *s, uint64_t upto)
 	size_t have = 0;
 	float v[DIM], want[DIM];
 	for (uint64_t i = 0; i < upto; i++) {
-		char key[24];
+		char key[32];
 		snprintf(key, sizeof key, "k%06llu.png", (unsigned long long)i);
 		fc_item it;
 		int rc = fc_store_get_item(s, key, &it);
