@@ -283,7 +283,8 @@ int cli_plan_features(cli_feature_plan *p, const char *cmd, fc_store **s, const 
 		return cli_fail("out of memory");
 	size_t first = 0;
 	for (size_t i = 0; i < n; i++) {
-		memcpy(p->hashes + first, sp[i]->m.hashes, sp[i]->m.rows * FC_HASH_LEN);
+		if (sp[i]->m.rows) /* an empty split may have no hashes at all */
+			memcpy(p->hashes + first, sp[i]->m.hashes, sp[i]->m.rows * FC_HASH_LEN);
 		sp[i]->view = (cli_stream_view){ .first = first };
 		first += sp[i]->m.rows;
 	}

@@ -190,7 +190,6 @@ static void conv_model(fci_onnx *b, const struct conv_case *cc, const float *w, 
 {
 	int64_t xd[4] = { N_IMG, cc->c, cc->h, cc->w }, wd[4] = { cc->oc, cc->c / cc->group, cc->k, cc->k };
 	int64_t bd[1] = { cc->oc };
-	testlib_model_init(b, 13);
 	testlib_input(b, "x", 4, xd);
 	testlib_add_f32(b, "w", 4, wd, w);
 	if (bias)
@@ -210,7 +209,7 @@ static void conv_model(fci_onnx *b, const struct conv_case *cc, const float *w, 
 static void conv_case(const struct conv_case *cc, const char *what)
 {
 	fci_onnx b;
-	fci_onnx_init(&b);
+	testlib_model_init(&b, 13);
 	size_t nx = (size_t)N_IMG * cc->c * cc->h * cc->w, nw = (size_t)cc->oc * (cc->c / cc->group) * cc->k * cc->k;
 	int oh = out_side(cc->h, cc->k, cc->stride, cc->pad), ow = out_side(cc->w, cc->k, cc->stride, cc->pad);
 	size_t dim = (size_t)cc->oc * oh * ow;
@@ -278,7 +277,7 @@ static void test_no_range_stays_f32(void **state)
 	struct conv_case cc = { .c = 16, .oc = 16, .k = 3, .stride = 1, .pad = 1, .group = 1, .h = 6, .w = 6,
 				.relu = 1, .bias = 1, .xlo = -1, .xhi = 1 };
 	fci_onnx b;
-	fci_onnx_init(&b);
+	testlib_model_init(&b, 13);
 	size_t nx = (size_t)N_IMG * 16 * 36, dim = 16 * 36;
 	float *x = testlib_rand_vec(&b, nx, -1, 1), *w = testlib_rand_vec(&b, 16 * 16 * 9, -1, 1);
 	float *bias = testlib_rand_vec(&b, 16, -1, 1);
@@ -305,11 +304,10 @@ static void test_gemm(void **state)
 	(void)state;
 	enum { K = 40, NO = 24 };
 	fci_onnx b;
-	fci_onnx_init(&b);
+	testlib_model_init(&b, 13);
 	int64_t xd[4] = { N_IMG, K, 1, 1 }, wd[2] = { NO, K }, bd[1] = { NO };
 	float *x = testlib_rand_vec(&b, N_IMG * K, 0, 3), *w = testlib_rand_vec(&b, NO * K, -0.5f, 0.5f);
 	float *bias = testlib_rand_vec(&b, NO, -1, 1);
-	testlib_model_init(&b, 13);
 	testlib_input(&b, "x", 4, xd);
 	testlib_add_f32(&b, "w", 2, wd, w);
 	testlib_add_f32(&b, "bias", 1, bd, bias);
@@ -359,7 +357,7 @@ static void residual_case(int tail)
 	enum { C = 16, H = 6, W = 5, DIM = C * H * W };
 	const double RES_TOL = 2e-3;
 	fci_onnx b;
-	fci_onnx_init(&b);
+	testlib_model_init(&b, 13);
 	struct conv_case cc = { .c = C, .oc = C, .k = 3, .stride = 1, .pad = 1, .group = 1, .h = H, .w = W,
 				.relu = 1, .bias = 1, .xlo = -2, .xhi = 2 };
 	int64_t xd[4] = { N_IMG, C, H, W }, wd[4] = { C, C, 3, 3 }, bd[1] = { C };
@@ -368,7 +366,6 @@ static void residual_case(int tail)
 		w[k] = testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f);
 		bs[k] = testlib_rand_vec(&b, C, -0.5f, 0.5f);
 	}
-	testlib_model_init(&b, 13);
 	testlib_input(&b, "x", 4, xd);
 	const char *convs[3][5] = { { "conv1", "x,w1,b1", "c1", "w1", "b1" },
 				    { "conv2", "r1,w2,b2", "c2", "w2", "b2" },
@@ -467,7 +464,7 @@ static void chain_case(int g2)
 	enum { C = 16, H = 7, W = 6, DIM = C * H * W };
 	const double CHAIN_TOL = 2e-3;
 	fci_onnx b;
-	fci_onnx_init(&b);
+	testlib_model_init(&b, 13);
 	struct conv_case c1 = { .c = C, .oc = C, .k = 3, .stride = 1, .pad = 1, .group = 1, .h = H, .w = W,
 				.relu = 1, .bias = 1 };
 	struct conv_case c2 = c1;
@@ -476,7 +473,6 @@ static void chain_case(int g2)
 	float *x = testlib_rand_vec(&b, N_IMG * DIM, -2, 2), *w1 = testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f);
 	float *w2 = testlib_rand_vec(&b, C * (C / g2) * 9, -0.3f, 0.3f), *b1 = testlib_rand_vec(&b, C, -0.5f, 0.5f);
 	float *b2 = testlib_rand_vec(&b, C, -0.5f, 0.5f);
-	testlib_model_init(&b, 13);
 	testlib_input(&b, "x", 4, xd);
 	testlib_add_f32(&b, "w1", 4, w1d, w1);
 	testlib_add_f32(&b, "w2", 4, w2d, w2);
@@ -567,9 +563,8 @@ static fc_dataset ds;
 static void write_cnn(const char *path)
 {
 	fci_onnx b;
-	fci_onnx_init(&b);
-	int64_t xd[4] = { -1, 3, 32, 32 }, w1d[4] = { 8, 3, 3, 3 }, w2d[4] = { 8, 8, 3, 3 };
 	testlib_model_init(&b, 13);
+	int64_t xd[4] = { -1, 3, 32, 32 }, w1d[4] = { 8, 3, 3, 3 }, w2d[4] = { 8, 8, 3, 3 };
 	testlib_input(&b, "x", 4, xd);
 	testlib_add_f32(&b, "w1", 4, w1d, testlib_rand_vec(&b, 8 * 27, -0.5f, 0.5f));
 	testlib_add_f32(&b, "w2", 4, w2d, testlib_rand_vec(&b, 8 * 72, -0.5f, 0.5f));
