@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "featcache/engine.h"
 #include "featcache/metrics.h"
 
 /* ---- messages ---- */
@@ -153,6 +154,19 @@ int cli_no_operands(const char *cmd, int argc, char **argv)
 {
 	if (optind < argc)
 		return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
+int cli_parse_precision(const char *cmd, const char *val, int *out)
+{
+	if (strcmp(val, "f32") == 0)
+		*out = FC_PREC_F32;
+	else if (strcmp(val, "bf16") == 0)
+		*out = FC_PREC_BF16;
+	else if (strcmp(val, "int8") == 0)
+		*out = FC_PREC_INT8;
+	else
+		return cli_usage_error(cmd, "bad value '%s' for --precision: f32, bf16 or int8", val);
 	return 0;
 }
 

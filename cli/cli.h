@@ -79,6 +79,10 @@ int cli_no_operands(const char *cmd, int argc, char **argv);
 /* cli_parse_u64 - parse a decimal option value in [min, max]. On success
  * returns 0; otherwise prints a usage error that names the option and the
  * reason and returns CLI_EXIT_USAGE. */
+/* cli_parse_precision - --precision's value (f32, bf16 or int8) into *out
+ * as an enum fc_precision; 0, or a usage error naming cmd. */
+int cli_parse_precision(const char *cmd, const char *val, int *out);
+
 int cli_parse_u64(const char *cmd, const char *opt, const char *val, uint64_t min, uint64_t max,
 		 uint64_t *out);
 

@@ -400,16 +400,7 @@ int cmd_extract(int argc, char **argv)
 			break;
 		case O_MEAN: mean = optarg; break;
 		case O_STD: std = optarg; break;
-		case O_PREC:
-			if (strcmp(optarg, "f32") == 0)
-				precision = FC_PREC_F32;
-			else if (strcmp(optarg, "bf16") == 0)
-				precision = FC_PREC_BF16;
-			else if (strcmp(optarg, "int8") == 0)
-				precision = FC_PREC_INT8;
-			else
-				rc = cli_usage_error("extract", "bad value '%s' for --precision: f32, bf16 or int8", optarg);
-			break;
+		case O_PREC: rc = cli_parse_precision("extract", optarg, &precision); break;
 		case O_CALIB:
 			rc = cli_parse_u64("extract", "--calibrate", optarg, 1, 1000000, &ncalib);
 			calib_set = 1;

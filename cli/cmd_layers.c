@@ -420,15 +420,8 @@ int cmd_layers(int argc, char **argv)
 			break;
 		case 'p':
 			prec = optarg;
-			if (strcmp(optarg, "f32") == 0)
-				precision = FC_PREC_F32;
-			else if (strcmp(optarg, "bf16") == 0)
-				precision = FC_PREC_BF16;
-			else if (strcmp(optarg, "int8") == 0)
-				precision = FC_PREC_INT8;
-			else
-				return cli_usage_error("layers", "bad value '%s' for --precision: f32, bf16 or int8",
-						       optarg);
+			if ((rc = cli_parse_precision("layers", optarg, &precision)))
+				return rc;
 			break;
 		default:
 			return cli_other_option("layers", c, argv, opts, usage_text);

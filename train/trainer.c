@@ -411,24 +411,9 @@ int fc_eval_features(fc_metrics *m, fc_head *head, const float *q, const uint32_
 {
 	if (!head)
 		return fc_eval_knn(m, q, ql, nq, ix, il, ni, dim, k, exclude_self);
-	fc_head_config hc = fc_head_get_config(head);
-	if (hc.in_dim != dim)
-		return FC_ERR_INVALID;
-	size_t D = hc.out_dim;
-	int same = exclude_self || (q == ix && nq == ni);
-	float *eq = malloc((nq ? nq : 1) * D * sizeof(float));
-	float *ei = same ? eq : malloc((ni ? ni : 1) * D * sizeof(float));
-	int err = FC_ERR_NOMEM;
-	if (!eq || !ei)
-		goto out;
-	if ((err = fc_head_embed(head, eq, q, nq, 1)) != 0 || (!same && (err = fc_head_embed(head, ei, ix, ni, 1)) != 0))
-		goto out;
-	err = fc_eval_knn(m, eq, ql, nq, ei, il, ni, D, k, exclude_self);
-out:
-	if (ei != eq)
-		free(ei);
-	free(eq);
-	return err;
+	/* f32 rows are embedded in one call and searched as fc_eval_knn does */
+	fc_rows qr = fc_rows_f32(q, nq, dim), ir = fc_rows_f32(ix, ni, dim);
+	return fc_eval_rows(m, head, &qr, ql, &ir, il, k, exclude_self);
 }
 
 /* ---- files ---- */
