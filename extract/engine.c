@@ -712,6 +712,7 @@ static int build_all(build *b, const fc_engine_opts *opts)
 	}
 	if (e->int8 && (rc = fci_int8_check(b)))
 		return rc;
+	fci_plan_winograd(b);
 	const fc_model_tensor *I = &g->tensors[g->input];
 	e->batch = I->dims[0], e->c = I->dims[1], e->h = I->dims[2], e->w = I->dims[3];
 	e->dim = (size_t)g->embed_dim;

@@ -224,6 +224,92 @@ int fci_residual_in_place(build *b, int i, int add, int r, int src)
 	return 1;
 }
 
+/*
+ * Winograd. oneDNN's F(4x4, 3x3) kernel (jit_wino_4x3, AVX-512) computes a
+ * 3x3 stride-1 convolution with about half the multiplies of the direct
+ * one; on ResNet-50 f32 it is the difference between parity with ONNX
+ * Runtime and 1.2x, on VGG16-BN 2.4x the direct convs (README,
+ * bench/extract_engine). It pays on wide convs only: DenseNet-121's
+ * 128 -> 32 ones ran 1.3x slower in CPU time, so both sides must have 64
+ * channels or more. Its activations are
+ * nChw16c, so in an engine that has one every f32 convolution whose
+ * channels are multiples of 16 exchanges nChw16c (direct convs run
+ * jit:avx512_core on it, as fast as brgconv on NHWC) and no reorder sits
+ * between them. The error stays within conformance's f32 bound (6.5e-7
+ * max relative on ResNet-50 against 5.6e-7 direct).
+ */
+static int winograd_shape(const build *b, const fc_model_node *nd)
+{
+	const fc_model_graph *g = b->g;
+	if (strcmp(nd->op_type, "Conv") != 0 || nd->n_in < 2 || !fci_is_const(b, nd->in[1]))
+		return 0;
+	const fc_model_tensor *X = &g->tensors[nd->in[0]], *W = &g->tensors[nd->in[1]];
+	const fc_model_tensor *Y = &g->tensors[nd->out[0]];
+	const int64_t *s = nd->attr.conv.stride, *d = nd->attr.conv.dilation;
+	return X->ndim == 4 && W->ndim == 4 && Y->ndim == 4 && W->dims[2] == 3 && W->dims[3] == 3 &&
+	       nd->attr.conv.group == 1 && s[0] == 1 && s[1] == 1 && d[0] == 1 && d[1] == 1 &&
+	       X->dims[1] % 16 == 0 && Y->dims[1] % 16 == 0 && X->dims[1] >= 64 && Y->dims[1] >= 64;
+}
+
+static dnnl_status_t winograd_desc(dnnl_convolution_desc_t *desc, const fc_model_graph *g, const fc_model_node *nd,
+				   const dnnl_memory_desc_t *w_md, const dnnl_memory_desc_t *b_md)
+{
+	const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
+	dnnl_dims_t xd = { X->dims[0], X->dims[1], X->dims[2], X->dims[3] };
+	dnnl_dims_t yd = { Y->dims[0], Y->dims[1], Y->dims[2], Y->dims[3] };
+	const int64_t *p = nd->attr.conv.pad;
+	dnnl_dims_t strides = { 1, 1 }, pl = { p[0], p[1] };
+	dnnl_dims_t pr = { fci_pad_r(X->dims[2], Y->dims[2], 3, 1, 1, p[0], p[2]),
+			   fci_pad_r(X->dims[3], Y->dims[3], 3, 1, 1, p[1], p[3]) };
+	dnnl_memory_desc_t src, dst;
+	dnnl_status_t st = dnnl_memory_desc_init_by_tag(&src, 4, xd, dnnl_f32, dnnl_nChw16c);
+	st = fci_first_failure(st, dnnl_memory_desc_init_by_tag(&dst, 4, yd, dnnl_f32, dnnl_nChw16c));
+	return fci_first_failure(st, dnnl_convolution_forward_desc_init(desc, dnnl_forward_inference,
+									 dnnl_convolution_winograd, &src, w_md, b_md,
+									 &dst, strides, pl, pr));
+}
+
+/* An f32 engine uses Winograd when the model has a 3x3 stride-1 conv,
+ * oneDNN has the kernel for its shapes on this CPU (AVX-512), and every
+ * conv can trade nChw16c: none grouped (depthwise kernels want NHWC), every
+ * channel count a multiple of 16 but the image's. Elsewhere (MobileNets,
+ * RegNets, narrow test models) the layouts stay oneDNN's own choice. */
+void fci_plan_winograd(build *b)
+{
+	const fc_model_graph *g = b->g;
+	fc_engine *e = b->e;
+	int first = -1;
+	e->winograd = 0;
+	if (e->dt != dnnl_f32 || e->int8)
+		return;
+	for (int i = 0; i < g->n_nodes; i++) {
+		const fc_model_node *nd = &g->nodes[i];
+		if (nd->state != FC_NODE_RUN || !nd->needed || strcmp(nd->op_type, "Conv") != 0)
+			continue;
+		const fc_model_tensor *X = &g->tensors[nd->in[0]], *Y = &g->tensors[nd->out[0]];
+		if (X->ndim != 4 || Y->ndim != 4 || nd->attr.conv.group != 1 || Y->dims[1] % 16 != 0 ||
+		    (X->dims[1] % 16 != 0 && nd->in[0] != g->input))
+			return;
+		if (first < 0 && winograd_shape(b, nd))
+			first = i;
+	}
+	if (first >= 0) {
+		const fc_model_node *nd = &g->nodes[first];
+		const fc_model_tensor *W = &g->tensors[nd->in[1]];
+		int64_t oc = W->dims[0];
+		dnnl_memory_desc_t w_md, b_md;
+		dnnl_convolution_desc_t desc;
+		dnnl_primitive_desc_t pd = NULL;
+		if (fci_md_any(&w_md, 4, W->dims, dnnl_f32) == dnnl_success &&
+		    fci_md_plain(&b_md, 1, &oc, dnnl_f32) == dnnl_success &&
+		    winograd_desc(&desc, g, nd, &w_md, &b_md) == dnnl_success &&
+		    dnnl_primitive_desc_create(&pd, &desc, NULL, e->eng, NULL) == dnnl_success) {
+			e->winograd = 1;
+			dnnl_primitive_desc_destroy(pd);
+		}
+	}
+}
+
 static int build_conv(build *b, int i)
 {
 	const fc_model_graph *g = b->g;
@@ -268,6 +354,13 @@ static int build_conv(build *b, int i)
 	dnnl_memory_desc_t any_md, w_md, uw_md, b_md, dst_md;
 	dnnl_status_t st = fci_md_any(&any_md, 4, X->dims, e->dt);
 	st = fci_first_failure(st, fci_md_any(&dst_md, 4, Y->dims, e->dt));
+	if (e->winograd) { /* every conv's channels are multiples of 16 but the image's */
+		dnnl_dims_t xd = { X->dims[0], X->dims[1], X->dims[2], X->dims[3] };
+		dnnl_dims_t yd = { Y->dims[0], Y->dims[1], Y->dims[2], Y->dims[3] };
+		if (X->dims[1] % 16 == 0)
+			st = fci_first_failure(st, dnnl_memory_desc_init_by_tag(&any_md, 4, xd, e->dt, dnnl_nChw16c));
+		st = fci_first_failure(st, dnnl_memory_desc_init_by_tag(&dst_md, 4, yd, e->dt, dnnl_nChw16c));
+	}
 	st = fci_first_failure(st, fci_md_plain(&b_md, 1, &oc, dnnl_f32));
 	if (grp > 1) {
 		dnnl_dims_t wd = { grp, oc / grp, W->dims[1], W->dims[2], W->dims[3] };
@@ -294,6 +387,11 @@ static int build_conv(build *b, int i)
 	const value *vx = fci_val(b, xv);
 	dnnl_primitive_desc_t mine = NULL;
 	dnnl_convolution_desc_t desc;
+	if (e->winograd && winograd_shape(b, nd) && st == dnnl_success &&
+	    winograd_desc(&desc, g, nd, &w_md, &b_md) == dnnl_success &&
+	    dnnl_primitive_desc_create(&pd, &desc, attr, e->eng, NULL) == dnnl_success)
+		goto have_pd;
+	pd = NULL;
 	st = fci_first_failure(st, dnnl_dilated_convolution_forward_desc_init(&desc, dnnl_forward_inference,
 									  dnnl_convolution_direct, &any_md, &w_md,
 									  &b_md, &dst_md, strides, dil, pl, pr));
@@ -316,6 +414,7 @@ static int build_conv(build *b, int i)
 			dnnl_primitive_desc_destroy(mine);
 		}
 	}
+have_pd:;
 	dnnl_memory_desc_t src_q = fci_query_md(pd, dnnl_query_src_md), w_q = fci_query_md(pd, dnnl_query_weights_md);
 	dnnl_memory_desc_t dst_q = fci_query_md(pd, dnnl_query_dst_md);
 	dnnl_memory_t mw, mb;
@@ -995,6 +1094,32 @@ static int build_concat(build *b, int i)
 		pd = NULL;
 		rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Concat): onednn rejects it", nd->name);
 		goto out;
+	}
+	/* Sources in different layouts (a Winograd engine's nChw16c convs
+	 * beside a pooling's NHWC, DenseNet) leave oneDNN only its ref concat:
+	 * they join as nChw16c when their channels allow it. */
+	if (strncmp(fci_impl_of(pd), "ref", 3) == 0 && Y->ndim == 4 && nd->attr.axis.axis == 1) {
+		int blocked = 1;
+		for (int k = 0; k < n; k++)
+			blocked &= mds[k].dims[1] % 16 == 0;
+		for (int k = 0; blocked && k < n; k++) {
+			dnnl_memory_desc_t q;
+			if (dnnl_memory_desc_init_by_tag(&q, 4, mds[k].dims, mds[k].data_type, dnnl_nChw16c) ||
+			    (src[k] = fci_want(b, i, src[k], &q)) < 0) {
+				rc = src[k] < 0 ? src[k] : FC_ERR_INTERNAL;
+				goto out;
+			}
+			mds[k] = q;
+		}
+		if (blocked) {
+			dnnl_primitive_desc_destroy(pd);
+			if (dnnl_concat_primitive_desc_create(&pd, NULL, n, 1, mds, NULL, b->e->eng)) {
+				pd = NULL;
+				rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (Concat): onednn rejects it",
+						    nd->name);
+				goto out;
+			}
+		}
 	}
 	dnnl_memory_desc_t q = fci_query_md(pd, dnnl_query_dst_md);
 	if ((y = fci_new_value(b, &q, NULL)) < 0 || (rc = fci_new_step(b, i, ST_PRIM, n + 1))) {

@@ -418,12 +418,22 @@ static void test_bad_args(void **state)
 
 /* ---- partial batches at their own size ---- */
 
+/* Does e run a Winograd convolution (its tile size follows the batch)? */
+static int uses_winograd(const fc_engine *e)
+{
+	for (int i = 0; i < fc_engine_n_prims(e); i++)
+		if (strstr(fc_engine_prim_info(e, i), "wino"))
+			return 1;
+	return 0;
+}
+
 /* Fixture name at batch 4 (prec) against itself: the first n of the same
  * 4 images run as a batch of n (fc_engine_add_batch), n = 1 and 3.
  * Returns the largest difference from the full batch's rows relative to
  * the largest magnitude there; *differ counts values that are not
- * bit-identical. */
-static double tails_of(const char *name, const float *input, int prec, size_t *differ)
+ * bit-identical, *wino is whether the engine runs Winograd. */
+
+static double tails_of(const char *name, const float *input, int prec, size_t *differ, int *wino)
 {
 	char path[1200], err[FC_ERRLEN];
 	fc_model *m = NULL;
@@ -438,6 +448,7 @@ static double tails_of(const char *name, const float *input, int prec, size_t *d
 	if (fc_engine_open(&e, m, &o, err, sizeof err))
 		fail_msg("%s: %s", name, err);
 	size_t d = fc_engine_dim(e);
+	*wino = uses_winograd(e);
 	/* the two fixture images and two more: them mirrored, and noise */
 	float *in = malloc(4 * img * sizeof *in), *full = malloc(4 * d * sizeof *full);
 	float *own = malloc(4 * d * sizeof *own);
@@ -476,7 +487,9 @@ static double tails_of(const char *name, const float *input, int prec, size_t *d
 
 /* Every fixture: a partial batch run at its own size against the same
  * images in a full batch. f32: bit-identical (oneDNN 2.6 picks the same
- * kernels' arithmetic for every batch size on the cpus measured). bf16:
+ * kernels' arithmetic for every batch size on the cpus measured) except
+ * in an engine with Winograd convs, whose tile size oneDNN picks by the
+ * batch (squeezenet1_1_f16: up to 5.3e-7 of the largest value). bf16:
  * the CNNs bit-identical too; the transformers' bf16 matmuls are blocked
  * by the batch's row count, and a few values come out one bf16 step
  * apart (measured: up to 0.0156 on values up to ~4, 2^-8 of the largest
@@ -493,12 +506,18 @@ static void test_tail_batches(void **state)
 			break;
 		for (int i = 0; i < n; i++) {
 			size_t differ = 0;
-			double worst = tails_of(names[i], input, prec, &differ);
+			int wino = 0;
+			double worst = tails_of(names[i], input, prec, &differ, &wino);
 			if (differ)
-				print_message("# %s (%s): %zu values of batches of 1 and 3 differ from a batch of 4's, "
-					      "by up to %.3g of the largest\n", names[i], p ? "bf16" : "f32", differ, worst);
+				print_message("# %s (%s%s): %zu values of batches of 1 and 3 differ from a batch of 4's, "
+					      "by up to %.3g of the largest\n", names[i], p ? "bf16" : "f32",
+					      wino ? ", Winograd" : "", differ, worst);
 			n_differ += differ > 0;
-			if (differ && (prec == FC_PREC_F32 || !(worst <= 1.0 / 128)))
+			/* f32 is bit-identical but where oneDNN's Winograd picks
+			 * another tile size for the smaller batch (2x3 against
+			 * 4x3): then within 1e-5 of the largest value */
+			double bound = prec == FC_PREC_BF16 ? 1.0 / 128 : wino ? 1e-5 : 0;
+			if (differ && !(worst <= bound))
 				fail_msg("%s: partial batches differ from the full batch", names[i]);
 		}
 		print_message("# %d fixtures, %s: batches of 1 and 3 bit-identical to a batch of 4 in %d\n", n,
@@ -649,6 +668,8 @@ static void add_head(fci_onnx *b, const char *feat, int64_t D)
 
 /* The engine on model b, batch x of N, gives ref (N x D) to 1e-4 of ref's
  * largest magnitude; *worst keeps the largest relative error seen. */
+static int last_wino, last_ref; /* expect_engine's engine: Winograd convs, ref primitives */
+
 static void expect_engine(fci_onnx *b, const float *x, int N, const float *ref, size_t D, const char *what,
 			  double *worst)
 {
@@ -663,9 +684,11 @@ static void expect_engine(fci_onnx *b, const float *x, int N, const float *ref, 
 	if (rc)
 		fail_msg("%s: engine open failed: %s", what, err);
 	assert_int_equal(fc_engine_dim(e), D);
+	last_wino = uses_winograd(e);
+	last_ref = 0;
 	for (int i = 0; i < fc_engine_n_prims(e); i++) {
 		const char *s = strstr(fc_engine_prim_info(e, i), ": ");
-		if (s && strncmp(s + 2, "ref", 3) == 0)
+		if (s && strncmp(s + 2, "ref", 3) == 0 && ++last_ref)
 			print_message("#   %s: ref implementation: %s\n", what, fc_engine_prim_info(e, i));
 	}
 	float *out = calloc((size_t)N * D, sizeof *out);
@@ -738,6 +761,78 @@ static void test_conv_random(void **state)
 		fci_onnx_free(&b);
 	}
 	print_message("# conv: 40 random graphs, worst max rel err %.3g\n", worst);
+}
+
+/* Winograd (f32, AVX-512): a 3x3 stride-1 conv 64 or 80 -> 64 with ReLU, a
+ * second 64 -> 64 with its residual sum and ReLU, joined by a Concat with
+ * a MaxPool of the input (plain layout beside the convs' nChw16c), against
+ * naive loops. The engine must pick Winograd where oneDNN has it and no
+ * ref primitive (the Concat would be ref:any without the common layout). */
+static void test_winograd_random(void **state)
+{
+	(void)state;
+	double worst = 0;
+	int n_wino = 0;
+	for (int it = 0; it < 6; it++) {
+		fci_onnx b;
+		int N = testlib_int(1, 3), C = 16 * testlib_int(4, 5), K = 64, H = testlib_int(6, 13), W = testlib_int(6, 13);
+		int64_t xd[4] = { N, C, H, W }, w1d[4] = { K, C, 3, 3 }, w2d[4] = { K, K, 3, 3 }, kd[1] = { K };
+		size_t hw = (size_t)H * W;
+
+		testlib_model_init(&b, 13);
+		testlib_input(&b, "x", 4, xd);
+		float *x = testlib_rand_vec(&b, (size_t)N * C * hw, -1, 1);
+		float *w1 = testlib_rand_vec(&b, numel_of(4, w1d), -0.3f, 0.3f), *b1 = testlib_rand_vec(&b, (size_t)K, -0.2f, 0.2f);
+		float *w2 = testlib_rand_vec(&b, numel_of(4, w2d), -0.2f, 0.2f), *b2 = testlib_rand_vec(&b, (size_t)K, -0.2f, 0.2f);
+		testlib_add_f32(&b, "w1", 4, w1d, w1);
+		testlib_add_f32(&b, "b1", 1, kd, b1);
+		testlib_add_f32(&b, "w2", 4, w2d, w2);
+		testlib_add_f32(&b, "b2", 1, kd, b2);
+		const char *convs[2][4] = { { "c1", "x,w1,b1", "h1" }, { "c2", "a1,w2,b2", "h2" } };
+		for (int k = 0; k < 2; k++) {
+			Onnx__NodeProto *n = testlib_node(&b, "Conv", convs[k][0], convs[k][1], convs[k][2]);
+			testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+			testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+		}
+		testlib_node(&b, "Relu", "r1", "h1", "a1");
+		testlib_node(&b, "Add", "add", "h2,a1", "s");
+		testlib_node(&b, "Relu", "r2", "s", "a2");
+		Onnx__NodeProto *n = testlib_node(&b, "MaxPool", "pool", "x", "p");
+		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+		testlib_attr_ints(&b, n, "strides", 2, 1LL, 1LL);
+		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+		testlib_attr_i(&b, testlib_node(&b, "Concat", "cat", "a2,p", "y2"), "axis", 1);
+		size_t D = (size_t)(K + C) * hw;
+		add_head(&b, "y2", (int64_t)D);
+
+		float *a1 = testlib_alloc(&b, (size_t)N * K * hw * sizeof *a1);
+		float *h2 = testlib_alloc(&b, (size_t)N * K * hw * sizeof *h2);
+		float *p = testlib_alloc(&b, (size_t)N * C * hw * sizeof *p);
+		float *ref = testlib_alloc(&b, (size_t)N * D * sizeof *ref);
+		ref_conv(a1, x, w1, b1, N, C, H, W, K, 1, 3, 3, 1, 1, 1, 1, 1, 1, H, W);
+		for (size_t i = 0; i < (size_t)N * K * hw; i++)
+			a1[i] = a1[i] > 0 ? a1[i] : 0;
+		ref_conv(h2, a1, w2, b2, N, K, H, W, K, 1, 3, 3, 1, 1, 1, 1, 1, 1, H, W);
+		ref_pool(p, x, N, C, H, W, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, H, W, 1, 0);
+		for (int s = 0; s < N; s++) {
+			for (size_t i = 0; i < (size_t)K * hw; i++) {
+				float v = h2[s * K * hw + i] + a1[s * K * hw + i];
+				ref[s * D + i] = v > 0 ? v : 0;
+			}
+			memcpy(ref + s * D + (size_t)K * hw, p + s * C * hw, (size_t)C * hw * sizeof *ref);
+		}
+		char what[96];
+		snprintf(what, sizeof what, "winograd it %d N%d C%d %dx%d", it, N, C, H, W);
+		expect_engine(&b, x, N, ref, D, what, &worst);
+		n_wino += last_wino;
+		assert_int_equal(last_ref, 0);
+		fci_onnx_free(&b);
+	}
+	/* oneDNN 2.6 has Winograd for AVX-512 only */
+	int avx512 = (dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
+	print_message("# winograd: 6 random graphs, %d on Winograd, worst max rel err %.3g\n", n_wino, worst);
+	if (avx512)
+		assert_int_equal(n_wino, 6);
 }
 
 /* MaxPool (dilation, ceil_mode) and AveragePool (count_include_pad). */
@@ -914,6 +1009,7 @@ int main(void)
 		cmocka_unit_test(test_fixtures_bf16),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_conv_random),
+		cmocka_unit_test(test_winograd_random),
 		cmocka_unit_test(test_pool_random),
 		cmocka_unit_test(test_block_random),
 		cmocka_unit_test(test_bad_args),

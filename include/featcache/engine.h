@@ -124,7 +124,9 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
  * int8 engine, which runs its partial batches padded). Memory: one activation
  * arena for n images per size added. On this CPU (AVX-512, oneDNN 2.6)
  * the embeddings are bit-identical to those of the same images in a full
- * batch; test_engine checks it for its fixtures. */
+ * batch, but where the engine runs Winograd convolutions (f32 ResNets
+ * and VGG: oneDNN picks the tile size by the batch) they agree to ~1e-6
+ * of the largest value; test_engine checks both for its fixtures. */
 int fc_engine_add_batch(fc_engine *e, fc_model *model, int n, char *err, size_t errcap);
 
 /* fc_engine_run - out (n, D) = embeddings of in (n, C, H, W), row-major f32,
