@@ -74,6 +74,8 @@ struct fc_engine {
 	dnnl_stream_t stream;
 	dnnl_data_type_t dt; /* activations: f32 or bf16 */
 	int int8;            /* FC_PREC_INT8: convs and matmuls in int8 where it pays */
+	fc_calib *calib;     /* int8: a copy of the ranges the plan used (NULL: placeholders),
+	                      * so that partial batches get the same plan */
 	int threads;
 	step *steps;
 	int n_steps, cap_steps;
@@ -178,6 +180,8 @@ int fci_residual_in_place(build *b, int i, int add, int r, int src);
 
 /* Token models and CPUs without VNNI/AMX are refused (FC_ERR_UNSUPPORTED). */
 int fci_int8_check(build *b);
+/* *out = a copy of c's ranges (NULL for NULL): 0 or FC_ERR_NOMEM. */
+int fci_calib_copy(fc_calib **out, const fc_calib *c);
 /* Node i (Conv; Gemm or 2-D MatMul with constant weights) built in int8:
  * 1; 0 when it stays f32 (no range for its input, or oneDNN has only a
  * reference kernel for it), nothing built then; < 0 on error. */

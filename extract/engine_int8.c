@@ -67,6 +67,28 @@ int fci_int8_check(build *b)
 	return 0;
 }
 
+int fci_calib_copy(fc_calib **out, const fc_calib *c)
+{
+	*out = NULL;
+	if (!c)
+		return 0;
+	fc_calib *k = calloc(1, sizeof *k);
+	if (!k || (c->n && !(k->r = calloc(c->n, sizeof *k->r)))) {
+		free(k);
+		return FC_ERR_NOMEM;
+	}
+	k->images = c->images;
+	for (; k->n < c->n; k->n++) {
+		k->r[k->n] = c->r[k->n];
+		if (!(k->r[k->n].tensor = strdup(c->r[k->n].tensor))) {
+			fc_calib_free(k);
+			return FC_ERR_NOMEM;
+		}
+	}
+	*out = k;
+	return 0;
+}
+
 /* Tensor t's quantisation: 1 with its scale (real = code x scale) and code
  * type, or 0 when it stays f32 (no usable range). */
 static int quant_of(const build *b, int t, float *scale, dnnl_data_type_t *dt)

@@ -9,6 +9,8 @@
  *    dequantised) within INT8_TOL, and against the f32 result within
  *    F32_GAP (what 8 bits cost on these sizes);
  *  - a tensor without a range stays f32 (and gives the f32 numbers);
+ *  - partial batches (fc_engine_add_batch) of a residual CNN with every
+ *    int8 form give the rows of a full batch;
  *  - calibration: the same dataset gives the same table twice; percentile
  *    ranges lie within the max ranges; the table is in the descriptor and
  *    the id (same table, same id; another table, another id; f32 another);
@@ -535,6 +537,109 @@ static void test_conv_chain(void **state)
 	chain_case(2); /* grouped (ResNeXt's): int8 has a jit kernel for it */
 }
 
+/* ---- partial batches at their own size ---- */
+
+/* Model b (batch dim dynamic) at batch 4 in int8 (table c) against itself:
+ * the first n of the same 4 inputs (img floats each) run as a batch of n
+ * (fc_engine_add_batch), n = 1, 2, 3. Returns the largest difference from
+ * the full batch's rows relative to the largest magnitude there; *differ
+ * counts values that are not bit-identical; *n_int8 the int8 primitives. */
+static double int8_tails(const fci_onnx *b, const fc_calib *c, const float *x, size_t img, size_t *differ,
+			 int *n_int8)
+{
+	char err[FC_ERRLEN];
+	fc_model *m;
+	fc_engine *e;
+	double worst = 0, big = 0;
+	assert_int_equal(testlib_open(b, &m, err), 0);
+	assert_int_equal(fc_model_cut(m, "y"), 0);
+	fc_engine_opts o = { .batch = 4, .precision = FC_PREC_INT8, .calib = c };
+	if (fc_engine_open(&e, m, &o, err, sizeof err))
+		fail_msg("engine open failed: %s", err);
+	*n_int8 = 0;
+	for (int i = 0; i < fc_engine_n_prims(e); i++)
+		*n_int8 += strcmp(fc_engine_prim_precision(e, i), "int8") == 0;
+	size_t d = fc_engine_dim(e);
+	float *full = malloc(4 * d * sizeof *full), *own = malloc(4 * d * sizeof *own);
+	assert_true(full && own);
+	assert_int_equal(fc_engine_run(e, full, x, 4), 0);
+	for (size_t i = 0; i < 4 * d; i++)
+		big = fmax(big, fabs(full[i]));
+	for (int n = 1; n < 4; n++) {
+		if (fc_engine_add_batch(e, m, n, err, sizeof err))
+			fail_msg("add_batch %d: %s", n, err);
+		assert_int_equal(fc_engine_add_batch(e, m, n, err, sizeof err), 0); /* again: kept */
+		/* the inputs past n are garbage: a tail must not read them */
+		float *in = malloc(4 * img * sizeof *in);
+		assert_non_null(in);
+		memcpy(in, x, (size_t)n * img * sizeof *in);
+		for (size_t i = (size_t)n * img; i < 4 * img; i++)
+			in[i] = 1e30f;
+		assert_int_equal(fc_engine_run(e, own, in, (size_t)n), 0);
+		free(in);
+		for (size_t i = 0; i < (size_t)n * d; i++) {
+			*differ += own[i] != full[i];
+			worst = fmax(worst, fabs((double)own[i] - full[i]));
+		}
+	}
+	assert_int_equal(fc_engine_run(e, own, x, 4), 0);
+	assert_memory_equal(own, full, 4 * d * sizeof *own);
+	free(full);
+	free(own);
+	fc_engine_free(e);
+	fc_model_free(m);
+	return big > 0 ? worst / big : worst;
+}
+
+/* A residual CNN with every int8 form (a Quantize, convs writing u8 codes,
+ * a `sum` reading them, an int8 Gemm after pooling) at batch 4: partial
+ * batches of 1, 2 and 3 give the full batch's rows. Measured: bit-identical
+ * (the same kernels and scales at every batch size); allowed 1e-6 of the
+ * largest value, in case another CPU blocks rows differently. */
+static void test_tail_batches(void **state)
+{
+	(void)state;
+	enum { C = 16, H = 6, W = 5, NO = 10 };
+	fci_onnx b;
+	testlib_model_init(&b, 13);
+	int64_t xd[4] = { -1, C, H, W }, wd[4] = { C, C, 3, 3 }, bd[1] = { C }, gd[2] = { NO, C }, gb[1] = { NO };
+	float *x = testlib_rand_vec(&b, 4 * C * H * W, -2, 2);
+	testlib_input(&b, "x", 4, xd);
+	const char *convs[3][5] = { { "conv1", "x,w1,b1", "c1", "w1", "b1" },
+				    { "conv2", "r1,w2,b2", "c2", "w2", "b2" },
+				    { "conv3", "t,w3,b3", "c3", "w3", "b3" } };
+	for (int k = 0; k < 3; k++) {
+		testlib_add_f32(&b, convs[k][3], 4, wd, testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f));
+		testlib_add_f32(&b, convs[k][4], 1, bd, testlib_rand_vec(&b, C, -0.5f, 0.5f));
+		Onnx__NodeProto *n = testlib_node(&b, "Conv", convs[k][0], convs[k][1], convs[k][2]);
+		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+	}
+	testlib_add_f32(&b, "gw", 2, gd, testlib_rand_vec(&b, NO * C, -0.5f, 0.5f));
+	testlib_add_f32(&b, "gb", 1, gb, testlib_rand_vec(&b, NO, -0.5f, 0.5f));
+	testlib_node(&b, "Relu", "relu1", "c1", "r1");
+	testlib_node(&b, "Add", "add", "c2,r1", "s");
+	testlib_node(&b, "Relu", "relu2", "s", "t");
+	testlib_node(&b, "Relu", "relu3", "c3", "r3");
+	testlib_node(&b, "GlobalAveragePool", "gap", "r3", "p");
+	testlib_node(&b, "Flatten", "flat", "p", "f");
+	Onnx__NodeProto *n = testlib_node(&b, "Gemm", "fc", "f,gw,gb", "y");
+	testlib_attr_i(&b, n, "transB", 1);
+	testlib_output(&b, "y");
+	const char *names[4] = { "x", "r1", "t", "f" };
+	float lo[4] = { -2, 0, 0, 0 }, hi[4] = { 2, 5, 8, 3 };
+	fc_calib *c = table(4, names, lo, hi);
+	size_t differ = 0;
+	int n_int8;
+	double worst = int8_tails(&b, c, x, C * H * W, &differ, &n_int8);
+	print_message("# residual cnn, int8 (%d int8 primitives): batches of 1, 2, 3 against a batch of 4: %zu values "
+		      "differ, by up to %.3g of the largest\n", n_int8, differ, worst);
+	assert_true(n_int8 >= 5); /* Quantize, 3 convs, Gemm */
+	assert_true(worst <= 1e-6);
+	fc_calib_free(c);
+	fci_onnx_free(&b);
+}
+
 /* ---- refusals ---- */
 
 static void test_token_model_refused(void **state)
@@ -779,6 +884,7 @@ int main(void)
 		cmocka_unit_test(test_gemm),
 		cmocka_unit_test(test_residual),
 		cmocka_unit_test(test_conv_chain),
+		cmocka_unit_test(test_tail_batches),
 		cmocka_unit_test(test_token_model_refused),
 		cmocka_unit_test(test_calibrate),
 		cmocka_unit_test(test_calibrate_refusals),

@@ -120,8 +120,8 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
  * same layout. model must be the one e was built from, with the same cut
  * and input size; its batch is set to n and back to e's. 0 at once when n
  * is e's batch or was added before; else as fc_engine_open (FC_ERR_INVALID
- * also for n out of 1..batch or another model; FC_ERR_UNSUPPORTED for an
- * int8 engine, which runs its partial batches padded). Memory: one activation
+ * also for n out of 1..batch or another model). An int8 engine builds
+ * the tail from the calibration ranges it kept at open. Memory: one activation
  * arena for n images per size added. On this CPU (AVX-512, oneDNN 2.6)
  * the embeddings are bit-identical to those of the same images in a full
  * batch; test_engine checks it for its fixtures. */

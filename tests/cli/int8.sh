@@ -5,7 +5,7 @@
 # next to f32 in one store (two extractors), the same run twice giving the
 # same extractor id (nothing extracted the second time), the table in the
 # descriptor, --calibration-data, the cosine of int8 to f32 features
-# through `embed`, and the refusals (a token model, a CPU without VNNI as
+# through `embed`, a partial last batch against whole ones, and the refusals (a token model, a CPU without VNNI as
 # oneDNN's DNNL_MAX_CPU_ISA pretends, bad --calibrate values, calibration
 # data without images, calibration options without int8).
 NAME=int8
@@ -118,6 +118,40 @@ assert a.shape == b.shape and a.shape[0] > 0, (a.shape, b.shape)
 cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 print("# min cosine %.5f" % cos.min(), file=sys.stderr)
 assert cos.min() >= 0.99, cos.min()
+'
+
+# A partial last batch runs at its own size in int8 too (fc_engine_add_batch
+# builds it from the kept calibration ranges): 12 images in batches of 5
+# (5 + 5 + 2) give the embeddings of batches of 4 (the same table, from
+# --calibration-data, so both runs quantise alike)
+run "$F" extract --store tb5 --data ds --model "$MODEL" --size 64 --batch 5 --quiet --precision int8 \
+	--calibration-data cal --store-dtype f32
+t "int8 extract with a partial last batch" 0 out '^images: 12 extracted'
+run "$F" extract --store tb4 --data ds --model "$MODEL" --size 64 --batch 4 --quiet --precision int8 \
+	--calibration-data cal --store-dtype f32
+t "int8 extract in whole batches" 0 out '^images: 12 extracted'
+run "$F" embed --store tb5 --split all --no-normalize --out tb5.npy --keys tb5.keys
+run "$F" embed --store tb4 --split all --no-normalize --out tb4.npy --keys tb4.keys
+t "embed both" 0
+ok_if "the same items in the same order" cmp -s tb5.keys tb4.keys
+py "a partial int8 batch gives the whole batches' embeddings" tb5.npy '
+import ast, struct, sys
+def npy(path):
+    b = open(path, "rb").read()
+    assert b[:6] == b"\x93NUMPY", path
+    hl = struct.unpack("<H", b[8:10])[0]
+    h = ast.literal_eval(b[10:10 + hl].decode())
+    assert h["descr"] == "<f4" and not h["fortran_order"], h
+    n = h["shape"][0] * h["shape"][1]
+    return h["shape"], struct.unpack("<%df" % n, b[10 + hl:10 + hl + 4 * n])
+sa, a = npy("tb5.npy")
+sb, b = npy("tb4.npy")
+assert sa == sb == (12, 64), (sa, sb)
+big = max(abs(v) for v in b)
+d = max(abs(x - y) for x, y in zip(a, b)) / big
+print("# partial vs whole int8 batches: %d values differ, by up to %.3g of the largest"
+      % (sum(x != y for x, y in zip(a, b)), d), file=sys.stderr)
+assert big > 0 and d <= 1e-6, d
 '
 
 # ---- refusals ----
