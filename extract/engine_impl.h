@@ -182,11 +182,32 @@ int fci_residual_in_place(build *b, int i, int add, int r, int src);
 int fci_int8_check(build *b);
 /* *out = a copy of c's ranges (NULL for NULL): 0 or FC_ERR_NOMEM. */
 int fci_calib_copy(fc_calib **out, const fc_calib *c);
-/* Node i (Conv; Gemm or 2-D MatMul with constant weights) built in int8:
- * 1; 0 when it stays f32 (no range for its input, or oneDNN has only a
- * reference kernel for it), nothing built then; < 0 on error. */
+/* Conv node i built in int8: 1; 0 when it stays f32 (no range for its
+ * input, or oneDNN has only a reference kernel for it), nothing built
+ * then; < 0 on error. */
 int fci_build_conv_int8(build *b, int i);
-int fci_build_matmul_int8(build *b, int i);
+/* A MatMul or Gemm with constant weights in int8 (engine_ops.c's builder
+ * with its fusions: bias, LayerScale, GELU and residual post-ops): source
+ * codes sx of type xdt, s8 weights per output channel (to fci_const_mem),
+ * the bias over the output scales (NULL without one), and the primitive. */
+struct fci_qmm {
+	float sx;
+	dnnl_data_type_t xdt;
+	int8_t *wq;
+	float *bias;
+	dnnl_primitive_desc_t pd;
+};
+/* A node reading activation tensor a (viewed as ma, M x K), f32 weights w
+ * (wd K x N, strides ws), bias (N or NULL), post-ops in attr, destination
+ * my: 1 with q filled, 0 when it stays f32 (no range for a, no int8
+ * kernel, or only a reference one), < 0 on error. */
+int fci_matmul_int8(build *b, int a, const float *w, const int64_t *wd, const int64_t *ws, const float *bias,
+		    const_dnnl_primitive_attr_t attr, const dnnl_memory_desc_t *ma, const dnnl_memory_desc_t *my,
+		    struct fci_qmm *q);
+void fci_qmm_free(struct fci_qmm *q);
+/* The source for q: tensor a's codes (quantised once per tensor however
+ * many matmuls read it, Q, K and V), viewed as ad (M x K). */
+int fci_matmul_int8_src(build *b, int i, int a, const struct fci_qmm *q, const int64_t *ad);
 /* Value v in real (f32 or bf16) values: v itself, or a dequantised copy
  * of int8 codes (a conv that stays f32 after an int8 producer). */
 int fci_real_value(build *b, int node, int v);
