@@ -178,7 +178,7 @@ int fci_residual_in_place(build *b, int i, int add, int r, int src);
 
 /* ---- engine_int8.c ---- */
 
-/* Token models and CPUs without VNNI/AMX are refused (FC_ERR_UNSUPPORTED). */
+/* CPUs without VNNI/AMX are refused (FC_ERR_UNSUPPORTED). */
 int fci_int8_check(build *b);
 /* *out = a copy of c's ranges (NULL for NULL): 0 or FC_ERR_NOMEM. */
 int fci_calib_copy(fc_calib **out, const fc_calib *c);

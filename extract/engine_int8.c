@@ -16,6 +16,11 @@
  *    weight scale); the bias is divided by the same scales, since oneDNN
  *    2.6 adds it to the s32 accumulator before scaling. The post-ops (ReLU,
  *    swish, a residual `sum`) then run on f32 values as in the f32 engine.
+ * MatMul/Gemm are built by engine_ops.c's build_matmul, which asks
+ * fci_matmul_int8 for the int8 primitive and keeps its fusions (bias Add,
+ * LayerScale, GELU, residual `sum`); so a transformer's projections (QKV,
+ * attention output, MLP) are int8 and its attention (Softmax, MatMuls of
+ * two activations), LayerNorm and GELU stay f32.
  * Everything else (pooling, standalone adds, SE gates, concat) stays f32.
  * A node stays f32 when the table has no range for its input (or the
  * range is empty), or when oneDNN has only a reference kernel for its

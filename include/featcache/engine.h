@@ -83,14 +83,16 @@ typedef struct fc_engine_opts {
 	                * refused with FC_ERR_UNSUPPORTED, since emulated bf16 is slower than
 	                * f32 */
 	int threads;   /* OpenMP threads; 0: OpenMP's default (see above) */
-	/* FC_PREC_INT8 (CNNs only; needs AVX512_VNNI, AVX_VNNI or AMX, else
+	/* FC_PREC_INT8 (needs AVX512_VNNI, AVX_VNNI or AMX, else
 	 * FC_ERR_UNSUPPORTED): convolutions and Gemm/MatMul with constant
 	 * weights run in int8 (s8 weights with a scale per output channel,
 	 * activations u8/s8 as the calibration says, f32 out, post-ops in f32)
 	 * wherever oneDNN has a fast kernel for them; the rest stays f32.
 	 * calib gives the ranges; a tensor it lacks stays f32. calib NULL is for
 	 * inspecting the plan (`featcache layers`): every range is taken as
-	 * [-1, 1], so the numbers are meaningless. Token models are refused. */
+	 * [-1, 1], so the numbers are meaningless. In transformers the
+	 * projections are int8; attention (Softmax, the MatMuls of two
+	 * activations) and LayerNorm stay f32. */
 	const fc_calib *calib;
 	/* f32 only: call observe(observe_ctx, ...) on each run for every tensor
 	 * an int8 engine would quantise (calibration). */
@@ -105,9 +107,8 @@ typedef struct fc_engine_opts {
  * On success returns 0 and *out is the engine (free with fc_engine_free).
  * On failure returns FC_ERR_INVALID (NULL argument, batch < 1, threads < 0,
  * a model without a cut or whose input is not 4-D), FC_ERR_UNSUPPORTED
- * (bf16 on a CPU without native bf16, int8 on one without VNNI/AMX or for
- * a transformer, a node form the engine does not handle, naming node and
- * op), FC_ERR_NOMEM
+ * (bf16 on a CPU without native bf16, int8 on one without VNNI/AMX, a
+ * node form the engine does not handle, naming node and op), FC_ERR_NOMEM
  * or FC_ERR_INTERNAL (oneDNN refused, with its status), sets *out to NULL
  * and writes the reason into err (FC_ERRLEN bytes suffice; err may
  * be NULL). */
