@@ -801,6 +801,7 @@ static int build_matmul(build *b, int i)
 	if (A->dims[A->ndim - 1] != K || M * K != A->numel || Y->numel != M * N)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): shapes do not fit", nd->name, nd->op_type);
 	float *wp = NULL, *bias = NULL;
+	void *wdata = NULL; /* the weights fci_const_mem takes: wp's f32 or q's s8 */
 	struct fci_qmm q = { 0 };
 	int add = -1; /* an Add of a constant per output, fused as the bias */
 	if (c < 0 && !gemm && (c = fci_bias_add(b, i, N, &add)) >= 0) {
@@ -886,11 +887,11 @@ static int build_matmul(build *b, int i)
 			rc = src < 0 ? src : FC_ERR_INTERNAL;
 			goto out;
 		}
-		free(wp);
-		wp = (float *)(void *)q.wq, q.wq = NULL;
+		wdata = q.wq, q.wq = NULL;
 		bias = q.bias;
 	} else {
 		rc = 0;
+		wdata = wp, wp = NULL;
 		if (fci_val(b, src)->md.data_type != e->dt && (src = fci_want(b, i, src, &ma)) < 0) {
 			rc = src;
 			goto out;
@@ -930,8 +931,8 @@ static int build_matmul(build *b, int i)
 		rc = out;
 		goto out;
 	}
-	rc = fci_const_mem(b, &m1, &uw, wp, &w_q);
-	wp = NULL; /* fci_const_mem's now */
+	rc = fci_const_mem(b, &m1, &uw, wdata, &w_q);
+	wdata = NULL; /* fci_const_mem's now */
 	if (rc || (bias && (rc = fci_mem(b, &m2, &mb, bias))) || (rc = fci_new_step(b, i, ST_PRIM, 4)) ||
 	    (rc = fci_observe(b, a)))
 		goto out;
@@ -955,6 +956,7 @@ static int build_matmul(build *b, int i)
 	fci_bind_tensor(b, y, out);
 out:
 	free(wp);
+	free(wdata);
 	fci_qmm_free(&q);
 	if (pd)
 		dnnl_primitive_desc_destroy(pd);
