@@ -15,8 +15,8 @@
  * calibrated (max ranges) on the benchmark's own first batch of random
  * inputs through an f32 engine's observe hook: the speed does not depend on
  * the ranges, and the cosine is that of random images through random
- * weights, a smoke test only (README's quality figures use photos). A
- * transformer is refused in int8 ("refused" row). Each figure is one
+ * weights, a smoke test only (README's quality figures use photos).
+ * Transformers run their projections in int8, attention in f32. Each figure is one
  * summary line with PASS or MISS; a markdown table per model follows, with
  * the start-up (model load, engine build and the first batch), the GFLOP/s
  * reached and its fraction of the CPU's peak (--peak-gflops, f32; bf16

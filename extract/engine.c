@@ -705,7 +705,9 @@ static int build_all(build *b, const fc_engine_opts *opts)
 		return fci_build_fail(b, FC_ERR_INTERNAL, "cannot create the onednn cpu engine");
 	e->dt = opts->precision == FC_PREC_BF16 ? dnnl_bf16 : dnnl_f32;
 	e->int8 = opts->precision == FC_PREC_INT8;
-	b->calib = opts->calib;
+	if (e->int8 && (rc = fci_calib_copy(&e->calib, opts->calib)))
+		return rc;
+	b->calib = e->calib;
 	if (opts->precision == FC_PREC_F32) {
 		e->observe = opts->observe;
 		e->observe_ctx = opts->observe_ctx;
@@ -828,14 +830,11 @@ int fc_engine_add_batch(fc_engine *e, fc_model *model, int n, char *err, size_t 
 				      e ? (long long)e->batch : 0LL);
 	if (n == e->batch || (e->tails && e->tails[n]))
 		return 0;
-	/* Its quantisation plan was made from a calibration table the engine
-	 * does not keep: an int8 engine pads its partial batches. */
-	if (e->int8)
-		return fci_build_fail(&bb, FC_ERR_UNSUPPORTED, "an int8 engine runs its partial batches padded");
 	if (!e->tails && !(e->tails = calloc((size_t)e->batch, sizeof *e->tails)))
 		return fci_build_fail(&bb, FC_ERR_NOMEM, "out of memory");
-	fc_engine_opts o = { .batch = n, .precision = e->dt == dnnl_bf16 ? FC_PREC_BF16 : FC_PREC_F32,
-			     .threads = e->threads };
+	/* int8: the same plan from the ranges the engine kept */
+	int prec = e->int8 ? FC_PREC_INT8 : e->dt == dnnl_bf16 ? FC_PREC_BF16 : FC_PREC_F32;
+	fc_engine_opts o = { .batch = n, .precision = prec, .threads = e->threads, .calib = e->calib };
 	rc = open_engine(&t, model, &o, e, err, errcap);
 	/* the model goes back to the batch e was built for */
 	int back = fc_model_set_input(model, e->batch, 0, 0, 0);
@@ -1106,6 +1105,7 @@ void fc_engine_free(fc_engine *e)
 		free(e->blocks[i]);
 	free(e->blocks);
 	free(e->arena);
+	fc_calib_free(e->calib);
 	if (e->stream)
 		dnnl_stream_destroy(e->stream);
 	if (e->eng)

@@ -75,6 +75,8 @@ struct fc_engine {
 	dnnl_data_type_t dt; /* activations: f32 or bf16 */
 	int int8;            /* FC_PREC_INT8: convs and matmuls in int8 where it pays */
 	int winograd;        /* f32: 3x3 stride-1 convs run Winograd, convs trade nChw16c */
+	fc_calib *calib;     /* int8: a copy of the ranges the plan used (NULL: placeholders),
+	                      * so that partial batches get the same plan */
 	int threads;
 	step *steps;
 	int n_steps, cap_steps;
@@ -171,20 +173,45 @@ int fci_elementwise_dst(build *b, int i, int src, const dnnl_memory_desc_t *md);
 int fci_eltwise_step(build *b, int i, int src, dnnl_alg_kind_t alg, float al, float be, const char *op);
 int fci_plain_input(build *b, int i, dnnl_data_type_t dt);
 int64_t fci_pad_r(int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, int64_t pl, int64_t pr);
+/* e->winograd for an f32 engine whose convs can all run on nChw16c and
+ * that has a wide 3x3 stride-1 one oneDNN runs in Winograd form. */
+void fci_plan_winograd(build *b);
 void fci_fold_bn(build *b, int *cur, float *w, float *bias, int64_t oc, int64_t per);
 int fci_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int *add);
 int fci_residual_in_place(build *b, int i, int add, int r, int src);
 
 /* ---- engine_int8.c ---- */
 
-/* Token models and CPUs without VNNI/AMX are refused (FC_ERR_UNSUPPORTED). */
+/* CPUs without VNNI/AMX are refused (FC_ERR_UNSUPPORTED). */
 int fci_int8_check(build *b);
-void fci_plan_winograd(build *b);
-/* Node i (Conv; Gemm or 2-D MatMul with constant weights) built in int8:
- * 1; 0 when it stays f32 (no range for its input, or oneDNN has only a
- * reference kernel for it), nothing built then; < 0 on error. */
+/* *out = a copy of c's ranges (NULL for NULL): 0 or FC_ERR_NOMEM. */
+int fci_calib_copy(fc_calib **out, const fc_calib *c);
+/* Conv node i built in int8: 1; 0 when it stays f32 (no range for its
+ * input, or oneDNN has only a reference kernel for it), nothing built
+ * then; < 0 on error. */
 int fci_build_conv_int8(build *b, int i);
-int fci_build_matmul_int8(build *b, int i);
+/* A MatMul or Gemm with constant weights in int8 (engine_ops.c's builder
+ * with its fusions: bias, LayerScale, GELU and residual post-ops): source
+ * codes sx of type xdt, s8 weights per output channel (to fci_const_mem),
+ * the bias over the output scales (NULL without one), and the primitive. */
+struct fci_qmm {
+	float sx;
+	dnnl_data_type_t xdt;
+	int8_t *wq;
+	float *bias;
+	dnnl_primitive_desc_t pd;
+};
+/* A node reading activation tensor a (viewed as ma, M x K), f32 weights w
+ * (wd K x N, strides ws), bias (N or NULL), post-ops in attr, destination
+ * my: 1 with q filled, 0 when it stays f32 (no range for a, no int8
+ * kernel, or only a reference one), < 0 on error. */
+int fci_matmul_int8(build *b, int a, const float *w, const int64_t *wd, const int64_t *ws, const float *bias,
+		    const_dnnl_primitive_attr_t attr, const dnnl_memory_desc_t *ma, const dnnl_memory_desc_t *my,
+		    struct fci_qmm *q);
+void fci_qmm_free(struct fci_qmm *q);
+/* The source for q: tensor a's codes (quantised once per tensor however
+ * many matmuls read it, Q, K and V), viewed as ad (M x K). */
+int fci_matmul_int8_src(build *b, int i, int a, const struct fci_qmm *q, const int64_t *ad);
 /* Value v in real (f32 or bf16) values: v itself, or a dequantised copy
  * of int8 codes (a conv that stays f32 after an int8 producer). */
 int fci_real_value(build *b, int node, int v);

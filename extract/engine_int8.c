@@ -16,6 +16,11 @@
  *    weight scale); the bias is divided by the same scales, since oneDNN
  *    2.6 adds it to the s32 accumulator before scaling. The post-ops (ReLU,
  *    swish, a residual `sum`) then run on f32 values as in the f32 engine.
+ * MatMul/Gemm are built by engine_ops.c's build_matmul, which asks
+ * fci_matmul_int8 for the int8 primitive and keeps its fusions (bias Add,
+ * LayerScale, GELU, residual `sum`); so a transformer's projections (QKV,
+ * attention output, MLP) are int8 and its attention (Softmax, MatMuls of
+ * two activations), LayerNorm and GELU stay f32.
  * Everything else (pooling, standalone adds, SE gates, concat) stays f32.
  * A node stays f32 when the table has no range for its input (or the
  * range is empty), or when oneDNN has only a reference kernel for its
@@ -40,30 +45,34 @@ static int has_vnni(dnnl_cpu_isa_t isa)
 
 int fci_int8_check(build *b)
 {
-	const fc_model_graph *g = b->g;
 	dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
 	if (!has_vnni(isa))
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED,
 				      "int8 needs a cpu with vnni or amx (avx512_vnni, avx_vnni); onednn reports %s, "
 				      "where int8 would be no faster than f32: use f32",
 				      fci_isa_name(isa));
-	for (int k = 0; k < g->n_cuts; k++)
-		if (g->tensors[g->cut_tensors[k]].ndim == 3)
-			return fci_build_fail(b, FC_ERR_UNSUPPORTED,
-					      "int8 is for cnns; the cut '%s' is a token layer (a transformer's): use f32 "
-					      "or bf16",
-					      g->tensors[g->cut_tensors[k]].name);
-	for (int i = 0; i < g->n_nodes; i++) {
-		const fc_model_node *nd = &g->nodes[i];
-		if (nd->state != FC_NODE_RUN || !nd->needed)
-			continue;
-		/* attention; a LayerNorm alone (ConvNeXt's) stays f32 */
-		if (nd->op == FC_OP_SOFTMAX ||
-		    (nd->op == FC_OP_MATMUL && nd->n_in > 1 && fci_is_act(b, nd->in[0]) && fci_is_act(b, nd->in[1])))
-			return fci_build_fail(b, FC_ERR_UNSUPPORTED,
-					      "int8 is for cnns; node '%s' (%s) belongs to a transformer: use f32 or bf16",
-					      nd->name, nd->op_type);
+	return 0;
+}
+
+int fci_calib_copy(fc_calib **out, const fc_calib *c)
+{
+	*out = NULL;
+	if (!c)
+		return 0;
+	fc_calib *k = calloc(1, sizeof *k);
+	if (!k || (c->n && !(k->r = calloc(c->n, sizeof *k->r)))) {
+		free(k);
+		return FC_ERR_NOMEM;
 	}
+	k->images = c->images;
+	for (; k->n < c->n; k->n++) {
+		k->r[k->n] = c->r[k->n];
+		if (!(k->r[k->n].tensor = strdup(c->r[k->n].tensor))) {
+			fc_calib_free(k);
+			return FC_ERR_NOMEM;
+		}
+	}
+	*out = k;
 	return 0;
 }
 
@@ -411,97 +420,68 @@ int fci_build_conv_int8(build *b, int i)
 	return rc ? rc : 1;
 }
 
-/* Gemm, or MatMul of a 2-D activation, with constant weights (a CNN's
- * classifier layers); MatMuls of token activations never get here
- * (fci_int8_check refuses those models). */
-int fci_build_matmul_int8(build *b, int i)
+void fci_qmm_free(struct fci_qmm *q)
 {
-	const fc_model_graph *g = b->g;
-	const fc_model_node *nd = &g->nodes[i];
+	free(q->wq);
+	if (q->pd)
+		dnnl_primitive_desc_destroy(q->pd);
+	memset(q, 0, sizeof *q);
+}
+
+int fci_matmul_int8(build *b, int a, const float *w, const int64_t *wd, const int64_t *ws, const float *bias,
+		    const_dnnl_primitive_attr_t attr, const dnnl_memory_desc_t *ma, const dnnl_memory_desc_t *my,
+		    struct fci_qmm *q)
+{
 	fc_engine *e = b->e;
-	int a = nd->in[0], w = nd->n_in > 1 ? nd->in[1] : -1, c = nd->n_in > 2 ? nd->in[2] : -1, y = nd->out[0];
-	int gemm = nd->op == FC_OP_GEMM, add;
-	if (!fci_is_act(b, a) || !fci_is_const(b, w) || g->tensors[w].ndim != 2 || (c >= 0 && !fci_is_const(b, c)) ||
-	    (gemm && nd->attr.gemm.trans_a) || g->tensors[a].ndim != 2)
+	int64_t K = wd[0], N = wd[1];
+	memset(q, 0, sizeof *q);
+	if (!quant_of(b, a, &q->sx, &q->xdt))
 		return 0;
-	const fc_model_tensor *A = &g->tensors[a], *B = &g->tensors[w];
-	int tb = gemm && nd->attr.gemm.trans_b;
-	int64_t K = tb ? B->dims[1] : B->dims[0], N = tb ? B->dims[0] : B->dims[1], M = A->dims[0];
-	if (A->dims[1] != K || (c < 0 && !gemm && fci_bias_add(b, i, N, &add) >= 0))
-		return 0; /* a bias Add after a MatMul: the f32 builder fuses it */
-	if (c >= 0 && g->tensors[c].numel != N && g->tensors[c].numel != 1)
-		return 0;
-	float sx;
-	dnnl_data_type_t xdt;
-	struct parts p;
-	int rc;
-	if (!quant_of(b, a, &sx, &xdt))
-		return 0;
-	if ((rc = parts_start(b, &p, B->numel, N)) || !(p.w = fci_cst_copy(b, w))) {
-		parts_free(&p);
-		return rc ? rc : FC_ERR_NOMEM;
+	float *os = malloc((size_t)N * sizeof *os);
+	dnnl_primitive_attr_t qa = NULL;
+	if (!os || !(q->wq = malloc((size_t)(K * N))) || dnnl_primitive_attr_clone(&qa, attr) != dnnl_success) {
+		free(os);
+		fci_qmm_free(q);
+		return FC_ERR_NOMEM;
 	}
-	float alpha = gemm ? nd->attr.gemm.alpha : 1.0f, beta = gemm ? nd->attr.gemm.beta : 1.0f;
-	for (int64_t k = 0; k < B->numel; k++)
-		p.w[k] *= alpha;
-	if (c >= 0)
-		for (int64_t n = 0; n < N; n++)
-			p.bias[n] = g->tensors[c].f32[g->tensors[c].numel == 1 ? 0 : n] * beta;
-	if ((rc = fci_post_ops(b, i, p.po, &y, NULL, NULL))) {
-		parts_free(&p);
+	/* output n's K weights: column n of K x N, at strides ws */
+	quantize_weights(w, q->wq, os, N, K, ws[1], ws[0]);
+	for (int64_t n = 0; n < N; n++)
+		os[n] *= q->sx;
+	int rc = 0;
+	if (bias && !(q->bias = fci_balloc(e, (size_t)N * sizeof *q->bias)))
+		rc = FC_ERR_NOMEM;
+	for (int64_t n = 0; !rc && bias && n < N; n++)
+		q->bias[n] = bias[n] / os[n];
+	dnnl_memory_desc_t qa_md = *ma, mw, mb;
+	dnnl_dims_t bd = { 1, N };
+	qa_md.data_type = q->xdt;
+	dnnl_matmul_desc_t desc;
+	dnnl_status_t st = dnnl_primitive_attr_set_output_scales(qa, N, 1 << 1, os);
+	st = fci_first_failure(st, fci_md_any(&mw, 2, wd, dnnl_s8));
+	st = fci_first_failure(st, fci_md_plain(&mb, 2, bd, dnnl_f32));
+	st = fci_first_failure(st, dnnl_matmul_desc_init(&desc, &qa_md, &mw, bias ? &mb : NULL, my));
+	if (!rc && (st != dnnl_success || dnnl_primitive_desc_create(&q->pd, &desc, qa, e->eng, NULL) != dnnl_success))
+		q->pd = NULL;
+	free(os);
+	dnnl_primitive_attr_destroy(qa);
+	if (!rc && q->pd && is_ref(q->pd))
+		rc = 0, dnnl_primitive_desc_destroy(q->pd), q->pd = NULL;
+	if (rc || !q->pd) {
+		fci_qmm_free(q);
 		return rc;
 	}
-	/* output n's weights: row n of N x K (trans_b), else column n of K x N */
-	quantize_weights(p.w, p.wq, p.os, N, K, tb ? K : 1, tb ? 1 : N);
-	for (int64_t n = 0; n < N; n++) {
-		p.os[n] *= sx;
-		p.bias[n] /= p.os[n];
-	}
-	const fc_model_tensor *Y = &g->tensors[y];
-	dnnl_dims_t ad = { M, K }, wd = { K, N }, bd = { 1, N }, yd = { M, N }, ws = { tb ? 1 : N, tb ? K : 1 };
-	dnnl_memory_desc_t ma, mw, uw, mb, my;
-	dnnl_matmul_desc_t desc;
-	dnnl_status_t st = fci_md_plain(&ma, 2, ad, xdt);
-	st = fci_first_failure(st, fci_md_any(&mw, 2, wd, dnnl_s8));
-	st = fci_first_failure(st, dnnl_memory_desc_init_by_strides(&uw, 2, wd, dnnl_s8, ws));
-	st = fci_first_failure(st, fci_md_plain(&mb, 2, bd, dnnl_f32));
-	st = fci_first_failure(st, fci_md_any(&my, 2, yd, dnnl_f32));
-	st = fci_first_failure(st, dnnl_matmul_desc_init(&desc, &ma, &mw, &mb, &my));
-	if (!parts_pd(e, &p, &desc, N, st))
-		return stay_f32(b, &p);
-	dnnl_memory_desc_t w_q = fci_query_md(p.pd, dnnl_query_weights_md), y_q = fci_query_md(p.pd, dnnl_query_dst_md);
-	dnnl_memory_t m1, m2;
-	int src = converted(b, i, b->tv[a], &ma, sx), out = -1;
-	if (src < 0) {
-		parts_free(&p);
-		return src;
-	}
-	rc = fci_const_mem(b, &m1, &uw, p.wq, &w_q);
-	p.wq = NULL;
-	float *bias = fci_balloc(e, (size_t)N * sizeof *bias);
-	if (!rc && !bias)
-		rc = FC_ERR_NOMEM;
-	if (!rc) {
-		memcpy(bias, p.bias, (size_t)N * sizeof *bias);
-		rc = fci_mem(b, &m2, &mb, bias);
-	}
-	if (!rc && (out = fci_new_value(b, &y_q, NULL)) < 0)
-		rc = out;
-	if (!rc)
-		rc = fci_new_step(b, i, ST_PRIM, 4);
-	if (!rc) {
-		fci_arg(b, DNNL_ARG_SRC, src, NULL);
-		fci_arg(b, DNNL_ARG_WEIGHTS, -1, m1);
-		fci_arg(b, DNNL_ARG_BIAS, -1, m2);
-		fci_arg(b, DNNL_ARG_DST, out, NULL);
-		rc = fci_finish_prim(b, p.pd, NULL);
-	}
-	if (!rc && Y->ndim != 2 && (out = fci_view(b, i, out, Y->ndim, Y->dims)) < 0)
-		rc = out;
-	if (!rc)
-		fci_bind_tensor(b, y, out);
-	parts_free(&p);
-	return rc ? rc : 1;
+	return 1;
+}
+
+int fci_matmul_int8_src(build *b, int i, int a, const struct fci_qmm *q, const int64_t *ad)
+{
+	const value *x = fci_val(b, b->tv[a]);
+	dnnl_memory_desc_t md;
+	if (fci_md_plain(&md, x->md.ndims, x->md.dims, q->xdt) != dnnl_success)
+		return FC_ERR_INTERNAL;
+	int v = converted(b, i, b->tv[a], &md, q->sx);
+	return v < 0 ? v : fci_view(b, i, v, 2, ad);
 }
 
 int fci_int8_inputs(build *b, int i)

@@ -889,8 +889,6 @@ static int build_matmul(build *b, int i)
 	if (!gemm && fci_is_act(b, a) && fci_is_act(b, w))
 		return fci_build_matmul_act(b, i);
 	int rc;
-	if (e->int8 && (rc = fci_build_matmul_int8(b, i)))
-		return rc < 0 ? rc : 0;
 	if (!fci_is_act(b, a) || !fci_is_const(b, w) || g->tensors[w].ndim != 2 || (c >= 0 && !fci_is_const(b, c)) ||
 	    (gemm && nd->attr.gemm.trans_a) || g->tensors[a].ndim < 1)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): only activation x constant weights", nd->name,
@@ -901,7 +899,9 @@ static int build_matmul(build *b, int i)
 	int64_t M = A->numel / K;
 	if (A->dims[A->ndim - 1] != K || M * K != A->numel || Y->numel != M * N)
 		return fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): shapes do not fit", nd->name, nd->op_type);
-	float *wp, *bias = NULL;
+	float *wp = NULL, *bias = NULL;
+	void *wdata = NULL; /* the weights fci_const_mem takes: wp's f32 or q's s8 */
+	struct fci_qmm q = { 0 };
 	int add = -1; /* an Add of a constant per output, fused as the bias */
 	if (c < 0 && !gemm && (c = fci_bias_add(b, i, N, &add)) >= 0) {
 		y = g->nodes[add].out[0];
@@ -952,36 +952,59 @@ static int build_matmul(build *b, int i)
 	}
 	Y = &g->tensors[y];
 	dnnl_dims_t ad = { M, K }, wd = { K, N }, bd = { 1, N }, yd = { M, N };
+	dnnl_dims_t ws = { tb ? 1 : N, tb ? K : 1 };
 	int src = fci_view(b, i, b->tv[a], 2, ad);
 	if (src < 0) {
 		rc = src;
 		goto out;
 	}
+	if (!(wp = fci_cst_copy(b, w))) {
+		rc = FC_ERR_NOMEM;
+		goto out;
+	}
+	if (gemm && nd->attr.gemm.alpha != 1.0f)
+		for (int64_t k = 0; k < B->numel; k++)
+			wp[k] *= nd->attr.gemm.alpha;
+	if (gm) /* column n of K x N (row n of N x K) by gamma[n] */
+		for (int64_t k = 0; k < B->numel; k++)
+			wp[k] *= gm[(tb ? k / K : k % N) * gstep];
 	/* A source of another type (the f32 input, a C step's output) joins
 	 * in the engine's: oneDNN has no f32 x bf16 matmul. */
 	dnnl_memory_desc_t ma = fci_val(b, src)->md, mw, uw, mb, my;
-	if (ma.data_type != e->dt) {
-		if (fci_md_plain(&ma, 2, ad, e->dt)) {
-			rc = FC_ERR_INTERNAL;
+	if (fci_md_plain(&ma, 2, ad, e->dt) || fci_md_plain(&mb, 2, bd, dnnl_f32) ||
+	    (radd >= 0 ? fci_md_plain(&my, 2, yd, e->dt) : fci_md_any(&my, 2, yd, e->dt))) {
+		rc = FC_ERR_INTERNAL;
+		goto out;
+	}
+	/* int8 where the table has the source's range (engine_int8.c) */
+	if (e->int8 && (rc = fci_matmul_int8(b, a, wp, wd, ws, bias, attr, &ma, &my, &q)) < 0)
+		goto out;
+	if (rc == 1) {
+		pd = q.pd, q.pd = NULL;
+		if ((src = fci_matmul_int8_src(b, i, a, &q, ad)) < 0 ||
+		    dnnl_memory_desc_init_by_strides(&uw, 2, wd, dnnl_s8, ws)) {
+			rc = src < 0 ? src : FC_ERR_INTERNAL;
 			goto out;
 		}
-		if ((src = fci_want(b, i, src, &ma)) < 0) {
+		wdata = q.wq, q.wq = NULL;
+		bias = q.bias;
+	} else {
+		rc = 0;
+		wdata = wp, wp = NULL;
+		if (fci_val(b, src)->md.data_type != e->dt && (src = fci_want(b, i, src, &ma)) < 0) {
 			rc = src;
 			goto out;
 		}
+		dnnl_matmul_desc_t desc;
+		if (fci_md_any(&mw, 2, wd, e->dt) || dnnl_memory_desc_init_by_strides(&uw, 2, wd, dnnl_f32, ws) ||
+		    dnnl_matmul_desc_init(&desc, &fci_val(b, src)->md, &mw, bias ? &mb : NULL, &my)) {
+			rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects its shapes", nd->name,
+					    nd->op_type);
+			goto out;
+		}
+		if ((rc = fci_create_pd(b, i, &pd, &desc, attr)))
+			goto out;
 	}
-	dnnl_dims_t ws = { tb ? 1 : N, tb ? K : 1 };
-	dnnl_matmul_desc_t desc;
-	if (fci_md_any(&mw, 2, wd, e->dt) || dnnl_memory_desc_init_by_strides(&uw, 2, wd, dnnl_f32, ws) ||
-	    fci_md_plain(&mb, 2, bd, dnnl_f32) ||
-	    (radd >= 0 ? fci_md_plain(&my, 2, yd, e->dt) : fci_md_any(&my, 2, yd, e->dt)) ||
-	    dnnl_matmul_desc_init(&desc, &ma, &mw, bias ? &mb : NULL, &my)) {
-		rc = fci_build_fail(b, FC_ERR_UNSUPPORTED, "node '%s' (%s): onednn rejects its shapes", nd->name,
-				    nd->op_type);
-		goto out;
-	}
-	if ((rc = fci_create_pd(b, i, &pd, &desc, attr)))
-		goto out;
 	dnnl_memory_desc_t w_q = fci_query_md(pd, dnnl_query_weights_md), y_q = fci_query_md(pd, dnnl_query_dst_md);
 	dnnl_memory_t m1, m2 = NULL;
 	int out;
@@ -1003,18 +1026,14 @@ static int build_matmul(build *b, int i)
 	} else {
 		out = fci_new_value(b, &y_q, NULL);
 	}
-	if (out < 0 || !(wp = fci_cst_copy(b, w))) {
-		rc = out < 0 ? out : FC_ERR_NOMEM;
+	if (out < 0) {
+		rc = out;
 		goto out;
 	}
-	if (gemm && nd->attr.gemm.alpha != 1.0f)
-		for (int64_t k = 0; k < B->numel; k++)
-			wp[k] *= nd->attr.gemm.alpha;
-	if (gm) /* column n of K x N (row n of N x K) by gamma[n] */
-		for (int64_t k = 0; k < B->numel; k++)
-			wp[k] *= gm[(tb ? k / K : k % N) * gstep];
-	if ((rc = fci_const_mem(b, &m1, &uw, wp, &w_q)) || (bias && (rc = fci_mem(b, &m2, &mb, bias))) ||
-	    (rc = fci_new_step(b, i, ST_PRIM, 4)) || (rc = fci_observe(b, a)))
+	rc = fci_const_mem(b, &m1, &uw, wdata, &w_q);
+	wdata = NULL; /* fci_const_mem's now */
+	if (rc || (bias && (rc = fci_mem(b, &m2, &mb, bias))) || (rc = fci_new_step(b, i, ST_PRIM, 4)) ||
+	    (rc = fci_observe(b, a)))
 		goto out;
 	fci_arg(b, DNNL_ARG_SRC, src, NULL);
 	fci_arg(b, DNNL_ARG_WEIGHTS, -1, m1);
@@ -1035,6 +1054,9 @@ static int build_matmul(build *b, int i)
 		b->skip[ls] = 1;
 	fci_bind_tensor(b, y, out);
 out:
+	free(wp);
+	free(wdata);
+	fci_qmm_free(&q);
 	if (pd)
 		dnnl_primitive_desc_destroy(pd);
 	if (po)

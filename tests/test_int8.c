@@ -9,11 +9,16 @@
  *    dequantised) within INT8_TOL, and against the f32 result within
  *    F32_GAP (what 8 bits cost on these sizes);
  *  - a tensor without a range stays f32 (and gives the f32 numbers);
+ *  - partial batches (fc_engine_add_batch) of a residual CNN with every
+ *    int8 form give the rows of a full batch;
  *  - calibration: the same dataset gives the same table twice; percentile
  *    ranges lie within the max ranges; the table is in the descriptor and
  *    the id (same table, same id; another table, another id; f32 another);
  *    a descriptor reopens to the same id;
- *  - refusals: int8 without a table, a token model, --calibrate 0, a
+ *  - transformers: a token block (bias and residual fused) against naive
+ *    loops; the ViT, DINOv2 and CLIP fixtures calibrated on photos against
+ *    f32 (projections int8, attention f32);
+ *  - refusals: int8 without a table, --calibrate 0, a
  *    dataset whose images cannot be read.
  * Random data comes from one seed, printed at the start; FC_SEED replays.
  * The CPU must have VNNI or AMX: elsewhere the whole file is a skip.
@@ -33,6 +38,7 @@
 
 #include "featcache/engine.h"
 #include "featcache/extract.h"
+#include "featcache/image.h"
 #include "featcache/model.h"
 #include "tests/testlib.h"
 
@@ -535,24 +541,222 @@ static void test_conv_chain(void **state)
 	chain_case(2); /* grouped (ResNeXt's): int8 has a jit kernel for it */
 }
 
-/* ---- refusals ---- */
+/* ---- token models ---- */
 
-static void test_token_model_refused(void **state)
+/* x [N,1,T,K] -> tokens t [N,T,K]; y1 = t W1 + b1 (K -> H); y = y1 W2 + b2 + t
+ * (H -> K, a residual): a transformer block's projections, the bias Adds
+ * and the residual fused into the int8 matmuls (s8 sources, both signed).
+ * Against naive loops quantising the same way (t at its range, y1 at its
+ * range, s8 weights per output column, the residual added in f32). Ties
+ * in requantising y1 may round differently from the reference's, hence
+ * TOK_TOL. The batch dimension is dynamic (int8_tails uses it too). */
+enum { TT = 10, TK = 32, TH = 48 };
+
+static void token_block(fci_onnx *b, float **x, float *w1, float *b1, float *w2, float *b2)
+{
+	int64_t xd[4] = { -1, 1, TT, TK }, td[3] = { 0, TT, TK }, w1d[2] = { TK, TH }, w2d[2] = { TH, TK };
+	int64_t b1d[1] = { TH }, b2d[1] = { TK };
+	*x = testlib_rand_vec(b, 4 * TT * TK, -2, 2);
+	memcpy(w1, testlib_rand_vec(b, TK * TH, -0.3f, 0.3f), TK * TH * sizeof *w1);
+	memcpy(w2, testlib_rand_vec(b, TH * TK, -0.3f, 0.3f), TH * TK * sizeof *w2);
+	memcpy(b1, testlib_rand_vec(b, TH, -0.5f, 0.5f), TH * sizeof *b1);
+	memcpy(b2, testlib_rand_vec(b, TK, -0.5f, 0.5f), TK * sizeof *b2);
+	testlib_input(b, "x", 4, xd);
+	testlib_init_i64(b, "tshape", 3, td);
+	testlib_add_f32(b, "w1", 2, w1d, w1);
+	testlib_add_f32(b, "b1", 1, b1d, b1);
+	testlib_add_f32(b, "w2", 2, w2d, w2);
+	testlib_add_f32(b, "b2", 1, b2d, b2);
+	testlib_node(b, "Reshape", "to_tokens", "x,tshape", "t");
+	testlib_node(b, "MatMul", "fc1", "t,w1", "m1");
+	testlib_node(b, "Add", "fc1_bias", "m1,b1", "y1");
+	testlib_node(b, "MatMul", "fc2", "y1,w2", "m2");
+	testlib_node(b, "Add", "fc2_bias", "m2,b2", "a2");
+	testlib_node(b, "Add", "residual", "a2,t", "y");
+	testlib_output(b, "y");
+}
+
+/* y (rows x no) = src (rows x ni) W (ni x no) + bias, with src quantised at
+ * scale s (s > 0: s8 codes) and W per output column (s > 0), else in f32. */
+static void ref_matmul(const float *src, const float *w, const float *bias, float *y, int rows, int ni, int no,
+		       float s)
+{
+	float *wt = malloc((size_t)ni * no * sizeof *wt), *q = malloc((size_t)ni * no * sizeof *q);
+	float *ws = malloc((size_t)no * sizeof *ws);
+	assert_true(wt && q && ws);
+	for (int k = 0; k < ni; k++)
+		for (int o = 0; o < no; o++)
+			wt[o * ni + k] = w[k * no + o];
+	quant_w(wt, q, ws, no, ni);
+	for (int r = 0; r < rows; r++)
+		for (int o = 0; o < no; o++) {
+			double acc = 0;
+			for (int k = 0; k < ni; k++)
+				acc += s > 0 ? (double)code(src[r * ni + k], s, 0) * q[o * ni + k]
+					     : (double)src[r * ni + k] * wt[o * ni + k];
+			y[r * no + o] = (float)(s > 0 ? acc * s * ws[o] : acc) + bias[o];
+		}
+	free(wt);
+	free(q);
+	free(ws);
+}
+
+static void test_token_block(void **state)
 {
 	(void)state;
-	char path[4200], err[FC_ERRLEN];
-	fc_model *m;
-	fc_engine *e = NULL;
-	snprintf(path, sizeof path, "%s/clip_narrow.onnx", fixtures);
-	assert_int_equal(fc_model_open(&m, path, err, sizeof err), 0);
-	assert_int_equal(fc_model_cut(m, NULL), 0);
-	fc_engine_opts o = { .batch = 1, .precision = FC_PREC_INT8 };
-	assert_int_equal(fc_engine_open(&e, m, &o, err, sizeof err), FC_ERR_UNSUPPORTED);
-	assert_null(e);
-	print_message("#   refused: %s\n", err);
-	assert_non_null(strstr(err, "int8 is for cnns"));
-	fc_model_free(m);
+	const double TOK_TOL = 2e-3;
+	fci_onnx b;
+	testlib_model_init(&b, 17);
+	float *x, w1[TK * TH], b1[TH], w2[TH * TK], b2[TK];
+	token_block(&b, &x, w1, b1, w2, b2);
+	enum { R = N_IMG * TT };
+	float y1[R * TH], ref[R * TK], y1f[R * TH], yf[R * TK], got[R * TK];
+	int u8;
+	float st = scale_of(-2, 2, &u8), m1 = 0;
+	ref_matmul(x, w1, b1, y1, R, TK, TH, st);
+	for (int i = 0; i < R * TH; i++)
+		m1 = fmaxf(m1, fabsf(y1[i]));
+	float s1 = scale_of(-m1, m1, &u8);
+	ref_matmul(y1, w2, b2, ref, R, TH, TK, s1);
+	ref_matmul(x, w1, b1, y1f, R, TK, TH, 0);
+	ref_matmul(y1f, w2, b2, yf, R, TH, TK, 0);
+	for (int i = 0; i < R * TK; i++)
+		ref[i] += x[i], yf[i] += x[i];
+	const char *names[2] = { "t", "y1" };
+	float lo[2] = { -2, -m1 }, hi[2] = { 2, m1 };
+	fc_calib *c = table(2, names, lo, hi);
+	int n_int8;
+	run_engine(&b, FC_PREC_INT8, c, x, got, R / N_IMG * TK, "MatMul", &n_int8);
+	assert_int_equal(n_int8, 2);
+	double e8 = testlib_rel_err(got, ref, R * TK), ef = testlib_rel_err(got, yf, R * TK);
+	print_message("# token block (bias, residual; s8 sources): vs naive int8 %.2e, vs f32 %.2e\n", e8, ef);
+	assert_true(e8 <= TOK_TOL);
+	assert_true(ef <= F32_GAP);
+	assert_true(ef > 0);
+	fc_calib_free(c);
+	fci_onnx_free(&b);
 }
+
+/* ---- partial batches at their own size ---- */
+
+/* Model b (batch dim dynamic) at batch 4 in int8 (table c) against itself:
+ * the first n of the same 4 inputs (img floats each) run as a batch of n
+ * (fc_engine_add_batch), n = 1, 2, 3. Returns the largest difference from
+ * the full batch's rows relative to the largest magnitude there; *differ
+ * counts values that are not bit-identical; *n_int8 the int8 primitives. */
+static double int8_tails(const fci_onnx *b, const fc_calib *c, const float *x, size_t img, size_t *differ,
+			 int *n_int8)
+{
+	char err[FC_ERRLEN];
+	fc_model *m;
+	fc_engine *e;
+	double worst = 0, big = 0;
+	assert_int_equal(testlib_open(b, &m, err), 0);
+	assert_int_equal(fc_model_cut(m, "y"), 0);
+	fc_engine_opts o = { .batch = 4, .precision = FC_PREC_INT8, .calib = c };
+	if (fc_engine_open(&e, m, &o, err, sizeof err))
+		fail_msg("engine open failed: %s", err);
+	*n_int8 = 0;
+	for (int i = 0; i < fc_engine_n_prims(e); i++)
+		*n_int8 += strcmp(fc_engine_prim_precision(e, i), "int8") == 0;
+	size_t d = fc_engine_dim(e);
+	float *full = malloc(4 * d * sizeof *full), *own = malloc(4 * d * sizeof *own);
+	assert_true(full && own);
+	assert_int_equal(fc_engine_run(e, full, x, 4), 0);
+	for (size_t i = 0; i < 4 * d; i++)
+		big = fmax(big, fabs(full[i]));
+	for (int n = 1; n < 4; n++) {
+		if (fc_engine_add_batch(e, m, n, err, sizeof err))
+			fail_msg("add_batch %d: %s", n, err);
+		assert_int_equal(fc_engine_add_batch(e, m, n, err, sizeof err), 0); /* again: kept */
+		/* the inputs past n are garbage: a tail must not read them */
+		float *in = malloc(4 * img * sizeof *in);
+		assert_non_null(in);
+		memcpy(in, x, (size_t)n * img * sizeof *in);
+		for (size_t i = (size_t)n * img; i < 4 * img; i++)
+			in[i] = 1e30f;
+		assert_int_equal(fc_engine_run(e, own, in, (size_t)n), 0);
+		free(in);
+		for (size_t i = 0; i < (size_t)n * d; i++) {
+			*differ += own[i] != full[i];
+			worst = fmax(worst, fabs((double)own[i] - full[i]));
+		}
+	}
+	assert_int_equal(fc_engine_run(e, own, x, 4), 0);
+	assert_memory_equal(own, full, 4 * d * sizeof *own);
+	free(full);
+	free(own);
+	fc_engine_free(e);
+	fc_model_free(m);
+	return big > 0 ? worst / big : worst;
+}
+
+/* A residual CNN with every int8 form (a Quantize, convs writing u8 codes,
+ * a `sum` reading them, an int8 Gemm after pooling) at batch 4: partial
+ * batches of 1, 2 and 3 give the full batch's rows. Measured: bit-identical
+ * (the same kernels and scales at every batch size); allowed 1e-6 of the
+ * largest value, in case another CPU blocks rows differently. */
+static void test_tail_batches(void **state)
+{
+	(void)state;
+	enum { C = 16, H = 6, W = 5, NO = 10 };
+	fci_onnx b;
+	testlib_model_init(&b, 13);
+	int64_t xd[4] = { -1, C, H, W }, wd[4] = { C, C, 3, 3 }, bd[1] = { C }, gd[2] = { NO, C }, gb[1] = { NO };
+	float *x = testlib_rand_vec(&b, 4 * C * H * W, -2, 2);
+	testlib_input(&b, "x", 4, xd);
+	const char *convs[3][5] = { { "conv1", "x,w1,b1", "c1", "w1", "b1" },
+				    { "conv2", "r1,w2,b2", "c2", "w2", "b2" },
+				    { "conv3", "t,w3,b3", "c3", "w3", "b3" } };
+	for (int k = 0; k < 3; k++) {
+		testlib_add_f32(&b, convs[k][3], 4, wd, testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f));
+		testlib_add_f32(&b, convs[k][4], 1, bd, testlib_rand_vec(&b, C, -0.5f, 0.5f));
+		Onnx__NodeProto *n = testlib_node(&b, "Conv", convs[k][0], convs[k][1], convs[k][2]);
+		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
+		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+	}
+	testlib_add_f32(&b, "gw", 2, gd, testlib_rand_vec(&b, NO * C, -0.5f, 0.5f));
+	testlib_add_f32(&b, "gb", 1, gb, testlib_rand_vec(&b, NO, -0.5f, 0.5f));
+	testlib_node(&b, "Relu", "relu1", "c1", "r1");
+	testlib_node(&b, "Add", "add", "c2,r1", "s");
+	testlib_node(&b, "Relu", "relu2", "s", "t");
+	testlib_node(&b, "Relu", "relu3", "c3", "r3");
+	testlib_node(&b, "GlobalAveragePool", "gap", "r3", "p");
+	testlib_node(&b, "Flatten", "flat", "p", "f");
+	Onnx__NodeProto *n = testlib_node(&b, "Gemm", "fc", "f,gw,gb", "y");
+	testlib_attr_i(&b, n, "transB", 1);
+	testlib_output(&b, "y");
+	const char *names[4] = { "x", "r1", "t", "f" };
+	float lo[4] = { -2, 0, 0, 0 }, hi[4] = { 2, 5, 8, 3 };
+	fc_calib *c = table(4, names, lo, hi);
+	size_t differ = 0;
+	int n_int8;
+	double worst = int8_tails(&b, c, x, C * H * W, &differ, &n_int8);
+	print_message("# residual cnn, int8 (%d int8 primitives): batches of 1, 2, 3 against a batch of 4: %zu values "
+		      "differ, by up to %.3g of the largest\n", n_int8, differ, worst);
+	assert_true(n_int8 >= 5); /* Quantize, 3 convs, Gemm */
+	assert_true(worst <= 1e-6);
+	fc_calib_free(c);
+	fci_onnx_free(&b);
+
+	/* the token block: int8 matmuls on N x T rows */
+	testlib_model_init(&b, 17);
+	float *x2, w1[TK * TH], b1[TH], w2[TH * TK], b2[TK];
+	token_block(&b, &x2, w1, b1, w2, b2);
+	const char *tn[2] = { "t", "y1" };
+	float tlo[2] = { -2, -6 }, thi[2] = { 2, 6 };
+	c = table(2, tn, tlo, thi);
+	differ = 0;
+	worst = int8_tails(&b, c, x2, TT * TK, &differ, &n_int8);
+	print_message("# token block, int8 (%d int8 primitives): batches of 1, 2, 3 against a batch of 4: %zu values "
+		      "differ, by up to %.3g of the largest\n", n_int8, differ, worst);
+	assert_true(n_int8 >= 4); /* 2 Quantize, 2 MatMul */
+	assert_true(worst <= 1e-6);
+	fc_calib_free(c);
+	fci_onnx_free(&b);
+}
+
+/* ---- refusals ---- */
 
 /* ---- calibration ---- */
 
@@ -716,6 +920,104 @@ static void test_calibrate_refusals(void **state)
 	fc_dataset_free(&bds);
 }
 
+/* ---- transformers, calibrated on photos ---- */
+
+/* Decode and preprocess image path into dst (3 x 224 x 224): 0 or -1. */
+static int read_image(const char *path, const fc_preproc *p, float *dst)
+{
+	size_t len;
+	uint8_t *buf = testlib_read_file(path, &len);
+	fc_image im = { 0 };
+	int rc = buf && fc_image_decode(&im, buf, len, NULL, 0) == 0 && fc_preprocess(p, &im, dst) == 0 ? 0 : -1;
+	free(buf);
+	fc_image_free(&im);
+	return rc;
+}
+
+/* The ViT, DINOv2 and CLIP fixtures (two blocks each, random weights):
+ * calibrated on the four photos of data/a, then the four of data/b
+ * through the f32 and the int8 engine. The patch-embedding conv and
+ * every projection (QKV, attention output, MLP fc1 and fc2) run in int8;
+ * Softmax, LayerNorm and attention's MatMuls of two activations stay f32.
+ * Measured on these four: min cosine 0.9966 (ViT), 0.9985 (DINOv2),
+ * 0.99996 (CLIP); asserted >= 0.995 (no random numbers: the same every
+ * run). */
+static void test_transformers(void **state)
+{
+	(void)state;
+	static const char *const models[] = { "vit_narrow", "dinov2_narrow", "clip_narrow" };
+	char model[4200], dir[4200], err[FC_ERRLEN];
+	fc_dataset ca, cb;
+	snprintf(dir, sizeof dir, "%s/data/a", tmp);
+	assert_int_equal(fc_dataset_scan(&ca, dir, 0, err, sizeof err), 0);
+	snprintf(dir, sizeof dir, "%s/data/b", tmp);
+	assert_int_equal(fc_dataset_scan(&cb, dir, 0, err, sizeof err), 0);
+	assert_int_equal(cb.n, 4);
+	const size_t img = 3 * 224 * 224;
+	float *in = malloc(4 * img * sizeof *in);
+	assert_non_null(in);
+	for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
+		snprintf(model, sizeof model, "%s/%s.onnx", fixtures, models[m]);
+		fc_extractor_opts o = { .model = model, .precision = FC_PREC_INT8, .batch = 4 };
+		assert_int_equal(fc_preproc_preset(&o.pre, "torchvision", 224), 0);
+		fc_calib *c = NULL;
+		if (fc_calibrate(&c, &o, &ca, 64, FC_CALIB_PERCENTILE, NULL, err, sizeof err))
+			fail_msg("%s: calibrate: %s", models[m], err);
+		for (size_t k = 0; k < cb.n; k++)
+			assert_int_equal(read_image(cb.entries[k].path, &o.pre, in + k * img), 0);
+		fc_model *mo;
+		fc_engine *e32, *e8;
+		assert_int_equal(fc_model_open(&mo, model, err, sizeof err), 0);
+		assert_int_equal(fc_model_cut(mo, NULL), 0);
+		fc_engine_opts f = { .batch = 4 }, q = { .batch = 4, .precision = FC_PREC_INT8, .calib = c };
+		assert_int_equal(fc_engine_open(&e32, mo, &f, err, sizeof err), 0);
+		if (fc_engine_open(&e8, mo, &q, err, sizeof err))
+			fail_msg("%s: int8: %s", models[m], err);
+		int proj8 = 0, act_mm = 0, soft = 0;
+		for (int i = 0; i < fc_engine_n_prims(e8); i++) {
+			const char *info = fc_engine_prim_info(e8, i), *p = fc_engine_prim_precision(e8, i);
+			int mm = strstr(info, " MatMul: ") || strstr(info, " Gemm: ") || strstr(info, " Conv: ");
+			proj8 += mm && !strcmp(p, "int8");
+			act_mm += mm && strcmp(p, "int8") != 0;
+			if (strstr(info, " Softmax: ") || strstr(info, "LayerNorm"))
+				assert_string_equal(p, "f32"), soft++;
+			if (strstr(info, ": ref"))
+				fail_msg("%s: a reference kernel runs: %s", models[m], info);
+		}
+		size_t d = fc_engine_dim(e8);
+		float *y32 = malloc(4 * d * sizeof *y32), *y8 = malloc(4 * d * sizeof *y8);
+		assert_true(y32 && y8);
+		assert_int_equal(fc_engine_run(e32, y32, in, 4), 0);
+		assert_int_equal(fc_engine_run(e8, y8, in, 4), 0);
+		double lo = 1;
+		for (int r = 0; r < 4; r++) {
+			double dot = 0, na = 0, nb = 0;
+			for (size_t j = 0; j < d; j++) {
+				dot += (double)y32[r * d + j] * y8[r * d + j];
+				na += (double)y32[r * d + j] * y32[r * d + j];
+				nb += (double)y8[r * d + j] * y8[r * d + j];
+			}
+			lo = fmin(lo, dot / sqrt(na * nb));
+		}
+		print_message("# %s: %d int8 projections, %d f32 matmuls of activations, %d softmax/layernorm in f32; "
+			      "min cosine int8 vs f32 %.5f\n", models[m], proj8, act_mm, soft, lo);
+		assert_int_equal(proj8, 1 + 2 * 4); /* the patch conv; QKV, out, fc1, fc2 of two blocks */
+		assert_int_equal(act_mm, 2 * 2);    /* Q K^T and A V of two blocks */
+		assert_true(soft >= 2);
+		assert_true(lo >= 0.995);
+		assert_true(memcmp(y32, y8, 4 * d * sizeof *y8) != 0); /* it did quantise */
+		free(y32);
+		free(y8);
+		fc_engine_free(e32);
+		fc_engine_free(e8);
+		fc_model_free(mo);
+		fc_calib_free(c);
+	}
+	free(in);
+	fc_dataset_free(&ca);
+	fc_dataset_free(&cb);
+}
+
 static int has_vnni(void)
 {
 	unsigned v = (unsigned)dnnl_get_effective_cpu_isa();
@@ -779,7 +1081,9 @@ int main(void)
 		cmocka_unit_test(test_gemm),
 		cmocka_unit_test(test_residual),
 		cmocka_unit_test(test_conv_chain),
-		cmocka_unit_test(test_token_model_refused),
+		cmocka_unit_test(test_token_block),
+		cmocka_unit_test(test_tail_batches),
+		cmocka_unit_test(test_transformers),
 		cmocka_unit_test(test_calibrate),
 		cmocka_unit_test(test_calibrate_refusals),
 	};

@@ -83,14 +83,16 @@ typedef struct fc_engine_opts {
 	                * refused with FC_ERR_UNSUPPORTED, since emulated bf16 is slower than
 	                * f32 */
 	int threads;   /* OpenMP threads; 0: OpenMP's default (see above) */
-	/* FC_PREC_INT8 (CNNs only; needs AVX512_VNNI, AVX_VNNI or AMX, else
+	/* FC_PREC_INT8 (needs AVX512_VNNI, AVX_VNNI or AMX, else
 	 * FC_ERR_UNSUPPORTED): convolutions and Gemm/MatMul with constant
 	 * weights run in int8 (s8 weights with a scale per output channel,
 	 * activations u8/s8 as the calibration says, f32 out, post-ops in f32)
 	 * wherever oneDNN has a fast kernel for them; the rest stays f32.
 	 * calib gives the ranges; a tensor it lacks stays f32. calib NULL is for
 	 * inspecting the plan (`featcache layers`): every range is taken as
-	 * [-1, 1], so the numbers are meaningless. Token models are refused. */
+	 * [-1, 1], so the numbers are meaningless. In transformers the
+	 * projections are int8; attention (Softmax, the MatMuls of two
+	 * activations) and LayerNorm stay f32. */
 	const fc_calib *calib;
 	/* f32 only: call observe(observe_ctx, ...) on each run for every tensor
 	 * an int8 engine would quantise (calibration). */
@@ -105,9 +107,8 @@ typedef struct fc_engine_opts {
  * On success returns 0 and *out is the engine (free with fc_engine_free).
  * On failure returns FC_ERR_INVALID (NULL argument, batch < 1, threads < 0,
  * a model without a cut or whose input is not 4-D), FC_ERR_UNSUPPORTED
- * (bf16 on a CPU without native bf16, int8 on one without VNNI/AMX or for
- * a transformer, a node form the engine does not handle, naming node and
- * op), FC_ERR_NOMEM
+ * (bf16 on a CPU without native bf16, int8 on one without VNNI/AMX, a
+ * node form the engine does not handle, naming node and op), FC_ERR_NOMEM
  * or FC_ERR_INTERNAL (oneDNN refused, with its status), sets *out to NULL
  * and writes the reason into err (FC_ERRLEN bytes suffice; err may
  * be NULL). */
@@ -120,8 +121,8 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
  * same layout. model must be the one e was built from, with the same cut
  * and input size; its batch is set to n and back to e's. 0 at once when n
  * is e's batch or was added before; else as fc_engine_open (FC_ERR_INVALID
- * also for n out of 1..batch or another model; FC_ERR_UNSUPPORTED for an
- * int8 engine, which runs its partial batches padded). Memory: one activation
+ * also for n out of 1..batch or another model). An int8 engine builds
+ * the tail from the calibration ranges it kept at open. Memory: one activation
  * arena for n images per size added. On this CPU (AVX-512, oneDNN 2.6)
  * the embeddings are bit-identical to those of the same images in a full
  * batch, but where the engine runs Winograd convolutions (f32 ResNets
