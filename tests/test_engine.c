@@ -788,12 +788,8 @@ static void test_winograd_random(void **state)
 		testlib_add_f32(&b, "b1", 1, kd, b1);
 		testlib_add_f32(&b, "w2", 4, w2d, w2);
 		testlib_add_f32(&b, "b2", 1, kd, b2);
-		const char *convs[2][4] = { { "c1", "x,w1,b1", "h1" }, { "c2", "a1,w2,b2", "h2" } };
-		for (int k = 0; k < 2; k++) {
-			Onnx__NodeProto *n = testlib_node(&b, "Conv", convs[k][0], convs[k][1], convs[k][2]);
-			testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
-			testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
-		}
+		testlib_conv3x3(&b, "c1", "x,w1,b1", "h1", 1);
+		testlib_conv3x3(&b, "c2", "a1,w2,b2", "h2", 1);
 		testlib_node(&b, "Relu", "r1", "h1", "a1");
 		testlib_node(&b, "Add", "add", "h2,a1", "s");
 		testlib_node(&b, "Relu", "r2", "s", "a2");

@@ -484,13 +484,8 @@ static void chain_case(int g2)
 	testlib_add_f32(&b, "w2", 4, w2d, w2);
 	testlib_add_f32(&b, "b1", 1, bd, b1);
 	testlib_add_f32(&b, "b2", 1, bd, b2);
-	const char *convs[2][3] = { { "conv1", "x,w1,b1", "c1" }, { "conv2", "r1,w2,b2", "c2" } };
-	for (int k = 0; k < 2; k++) {
-		Onnx__NodeProto *n = testlib_node(&b, "Conv", convs[k][0], convs[k][1], convs[k][2]);
-		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
-		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
-		testlib_attr_i(&b, n, "group", k ? g2 : 1);
-	}
+	testlib_conv3x3(&b, "conv1", "x,w1,b1", "c1", 1);
+	testlib_conv3x3(&b, "conv2", "r1,w2,b2", "c2", g2);
 	testlib_node(&b, "Relu", "relu1", "c1", "r1");
 	testlib_node(&b, "Relu", "relu2", "c2", "r2");
 	testlib_node(&b, "Flatten", "flat", "r2", "y");

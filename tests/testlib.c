@@ -232,6 +232,15 @@ static size_t split(char *s, const char **v, size_t cap)
 	}
 }
 
+Onnx__NodeProto *testlib_conv3x3(fci_onnx *b, const char *name, const char *ins, const char *out, int group)
+{
+	Onnx__NodeProto *n = testlib_node(b, "Conv", name, ins, out);
+	testlib_attr_ints(b, n, "kernel_shape", 2, 3LL, 3LL);
+	testlib_attr_ints(b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+	testlib_attr_i(b, n, "group", group);
+	return n;
+}
+
 Onnx__NodeProto *testlib_node(fci_onnx *b, const char *op, const char *name, const char *ins, const char *outs)
 {
 	char *is = testlib_str(b, ins), *os = testlib_str(b, outs);

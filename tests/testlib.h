@@ -102,6 +102,9 @@ void testlib_init_i64(fci_onnx *b, const char *name, int n, const int64_t *v);
  * names ("x,,b" leaves the second input out; "" is none); name NULL
  * leaves it unnamed. */
 Onnx__NodeProto *testlib_node(fci_onnx *b, const char *op, const char *name, const char *ins, const char *outs);
+/* testlib_conv3x3 - a 3x3 Conv, stride 1, padded by 1 on every side, in
+ * group groups ("x,w,b" as testlib_node's ins). */
+Onnx__NodeProto *testlib_conv3x3(fci_onnx *b, const char *name, const char *ins, const char *out, int group);
 
 /* Attributes of n: testlib_attr (type set, value left to the caller),
  * INT, FLOAT, STRING, INTS (cnt values, passed as long long), TENSOR. */
