@@ -401,7 +401,7 @@ static int find_jpegs(const char *dir, int n, char **paths)
 	char cmd[1400], line[2048];
 	int k = 0;
 	snprintf(cmd, sizeof cmd,
-		 "find '%s' -type f \\( -name '*.jpg' -o -name '*.jpeg' \\) 2>/dev/null | LC_ALL=C sort | head -n %d", dir,
+		 "find -H '%s' -type f \\( -name '*.jpg' -o -name '*.jpeg' \\) 2>/dev/null | LC_ALL=C sort | head -n %d", dir,
 		 n);
 	FILE *p = popen(cmd, "r");
 	if (!p)
