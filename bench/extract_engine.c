@@ -4,7 +4,8 @@
  * ONNX Runtime f32 (npm onnxruntime-node, bench/peer_ort.js) and PyTorch
  * eager f32 (Debian's python3-torch, bench/peer_torch.py), at batch 16 and
  * batch 1, every engine on the same number of threads (2). The models:
- * torchvision's resnet50 (opset 13), vit_b_16 and convnext_tiny (opset 17).
+ * torchvision's resnet50, resnet18 and mobilenet_v3_large (opset 13),
+ * vit_b_16 and convnext_tiny (opset 17).
  *
  * Targets (docs/design.md): featcache f32 >= 1.0x ONNX Runtime f32; bf16 >=
  * 1.7x ONNX Runtime f32 with cosine(bf16, f32) >= 0.999 for every
@@ -36,8 +37,31 @@
  * on a CPU without it) gets a "refused" row with the engine's message, and
  * the peers are still measured.
  *
- * What it is not: a latency benchmark (only throughput), nor a measure of
- * decoding (bench/extract_pipeline does that).
+ * Whole process (--whole N, default 160, for the models of --whole-models,
+ * default resnet50; 0 turns it off): the wall time of a `featcache extract`
+ * process into a new store over N real photos (PNG copies, written here
+ * with libpng, of the first N JPEGs under --photos, default
+ * <build>/bench-data/photos, where <build>/tests/tool_mkimage --crops makes
+ * them when there are too few) at batch 16, f32, bf16 and int8 (int8 with
+ * --calibrate N on the same photos, inside the process; fc_calibrate alone
+ * is timed in this process and printed beside it), decoding included,
+ * against a node process of bench/peer_ort.js whole N: session, N random
+ * preprocessed images in batches of 16, exit (no decoding). Best of
+ * --whole-runs (2) rounds, the engines in turn within a round. Targets
+ * (issue 14): f32 >= 1.0x, bf16 >= 1.7x the ONNX Runtime process.
+ *
+ * --profile: each precision runs a few batches at the first batch size with
+ * oneDNN's profiling verbose output on (dnnl_set_verbose(2), stdout sent to
+ * a temporary file meanwhile); bench/profile.h reads every executed
+ * primitive back, with its FLOPs from the problem descriptor, and a table
+ * per precision gives each layer class's share of the time, GFLOP/s and
+ * fraction of peak (each primitive against --peak-gflops times 1, 2 or 4
+ * by the data type it reads: f32, bf16, u8/s8, as the tables above), the
+ * implementations seen, and the time outside oneDNN.
+ *
+ * What it is not: a latency benchmark (only throughput); decoding is
+ * measured only inside the whole-process figures (bench/extract_pipeline
+ * measures it on its own).
  *
  * Exit status: 0 when every figure was measured or refused by the engine (a
  * missed target is not a failure), 1 when one could not be, 2 on bad usage.
