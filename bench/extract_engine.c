@@ -516,8 +516,8 @@ typedef struct wfig {
 } wfig;
 
 /* Seconds of fc_calibrate on the PNGs, as `featcache extract --precision
- * int8 --calibrate N` runs it (torchvision preprocessing at 224, max or
- * percentile: the default method); 0 on failure. */
+ * int8 --calibrate N` runs it (torchvision preprocessing at 224, the
+ * default method: percentile); 0 on failure. */
 static double time_calibration(const opts *o, const bmodel *bm)
 {
 	char err[FC_ERRLEN] = "";
@@ -611,8 +611,8 @@ static int bench_whole(const opts *o, const bmodel *bm)
 				continue;
 			double x = ort / w[e].wall;
 			printf("%s whole process %d PNGs b%d %s %.2f s (CPU %.2f s) = %.2fx onnxruntime f32 (%.2f s, "
-			       "session %.2f s, no decoding)",
-			       n, o->whole, WHOLE_BATCH, what[e], w[e].wall, w[e].cpu, x, ort, w[3].extra);
+			       "CPU %.2f s, session %.2f s, no decoding)",
+			       n, o->whole, WHOLE_BATCH, what[e], w[e].wall, w[e].cpu, x, ort, w[3].cpu, w[3].extra);
 			if (e == 0)
 				printf("; target >= 1.0x: %s\n", verdict(x >= 1.0));
 			else if (e == 1)
