@@ -1,7 +1,8 @@
 /*
  * bench/benchlib.h - what the benchmark programs share: the monotonic clock
- * they time with, a shell step that names its own failure, where the real
- * photos come from, and the options of the benchmarks that use them.
+ * they time with, a shell step that names its own failure, a child process
+ * timed (wall and CPU), where the real photos come from, and the options of
+ * the benchmarks that use them.
  *
  * Header-only on purpose: every bench/<name>.c is built into a program of
  * its own and bench/run.sh runs each one, so a bench/benchlib.c would be
@@ -11,10 +12,14 @@
 #ifndef FC_BENCHLIB_H
 #define FC_BENCHLIB_H
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Debian's mate-backgrounds nature wallpapers: the real JPEGs the photo
  * benchmarks cut their images from (tests/tool_mkimage --crops). */
@@ -39,6 +44,31 @@ static inline int bench_sh(const char *prog, const char *cmd)
 	if (rc != 0)
 		fprintf(stderr, "%s: '%s' failed (%d)\n", prog, cmd, rc);
 	return rc;
+}
+
+/* bench_timed_process - run argv (argv[0] found on PATH when it has no
+ * '/'), its standard output into the file out (NULL: this one's); its wall
+ * and CPU (user + sys) seconds. Returns 0 if it exited 0, else -1. */
+static inline int bench_timed_process(char *const *argv, const char *out, double *wall, double *cpu)
+{
+	double t0 = bench_now();
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = out ? open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
+		if (out && (fd < 0 || dup2(fd, 1) < 0))
+			_exit(126);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	int status = 0;
+	struct rusage ru;
+	if (pid < 0 || wait4(pid, &status, 0, &ru) != pid)
+		return -1;
+	*wall = bench_now() - t0;
+	*cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+	       (double)ru.ru_stime.tv_usec * 1e-6;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
 /* The options the photo benchmarks share: --model FILE (the backbone),

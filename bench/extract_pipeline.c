@@ -211,25 +211,6 @@ static int write_resnet18(const char *path)
 
 /* ---- featcache extract as a process ---- */
 
-/* Run argv; its wall and CPU (user + sys) seconds. 0 if it exited 0. */
-static int timed_process(char *const *argv, double *wall, double *cpu)
-{
-	double t0 = bench_now();
-	pid_t pid = fork();
-	if (pid == 0) {
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	int status = 0;
-	struct rusage ru;
-	if (pid < 0 || wait4(pid, &status, 0, &ru) != pid)
-		return -1;
-	*wall = bench_now() - t0;
-	*cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-	       ru.ru_stime.tv_usec * 1e-6;
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
-}
-
 static int incremental_process(const char *featcache, const char *before, const char *tool, const char *photos, int n)
 {
 	char cmd[8192], base[1200], extra[1300], root[1300], store[1300], model[1300];
@@ -263,7 +244,7 @@ static int incremental_process(const char *featcache, const char *before, const 
 	char *argv[] = { (char *)featcache, "extract", "--store", store, "--data", root, "--model", model, "--follow-outside", "--quiet", NULL };
 	double w1, c1, w2, c2;
 	printf("ResNet-18 (seeded random weights), %d JPEGs of 500x375, `featcache extract` defaults (batch 32)\n", n);
-	if (timed_process(argv, &w1, &c1))
+	if (bench_timed_process(argv, NULL, &w1, &c1))
 		return fprintf(stderr, "extract_pipeline: the first extract failed\n"), 1;
 	snprintf(cmd, sizeof cmd, "ln -s \"$(cd '%s' && pwd)\" '%s/new'", extra, root);
 	if (bench_sh("extract_pipeline", cmd))
@@ -275,14 +256,14 @@ static int incremental_process(const char *featcache, const char *before, const 
 		double wb, cb;
 		snprintf(copy, sizeof copy, "%s-before", store);
 		snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", copy, store, copy);
-		if (bench_sh("extract_pipeline", cmd) || timed_process(bargv, &wb, &cb))
+		if (bench_sh("extract_pipeline", cmd) || bench_timed_process(bargv, NULL, &wb, &cb))
 			return fprintf(stderr, "extract_pipeline: the second extract by '%s' failed\n", before), 1;
 		printf("  second run by %s: %.2f s wall, %.2f s cpu (%.2f %% of the first run)\n", before, wb, cb,
 		       100 * wb / w1);
 		snprintf(cmd, sizeof cmd, "rm -rf '%s'", copy);
 		bench_sh("extract_pipeline", cmd);
 	}
-	if (timed_process(argv, &w2, &c2))
+	if (bench_timed_process(argv, NULL, &w2, &c2))
 		return fprintf(stderr, "extract_pipeline: the second extract failed\n"), 1;
 	printf("  first run        %d images: %.2f s wall, %.2f s cpu\n", n, w1, c1);
 	printf("  second run       +%d images: %.2f s wall, %.2f s cpu\n", n_new, w2, c2);
