@@ -714,7 +714,7 @@ static int build_all(build *b, const fc_engine_opts *opts)
 	}
 	if (e->int8 && (rc = fci_int8_check(b)))
 		return rc;
-	fci_plan_winograd(b);
+	fci_plan_winograd(b, opts->direct_convs);
 	const fc_model_tensor *I = &g->tensors[g->input];
 	e->batch = I->dims[0], e->c = I->dims[1], e->h = I->dims[2], e->w = I->dims[3];
 	e->dim = (size_t)g->embed_dim;
@@ -1018,6 +1018,11 @@ int fc_engine_run(fc_engine *e, float *out, const float *in, size_t n)
 	}
 	memcpy(out, e->out_buf, n * e->dim * sizeof *out);
 	return 0;
+}
+
+int fc_engine_winograd(const fc_engine *e)
+{
+	return e ? e->winograd : 0;
 }
 
 size_t fc_engine_dim(const fc_engine *e)

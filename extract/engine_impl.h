@@ -74,7 +74,8 @@ struct fc_engine {
 	dnnl_stream_t stream;
 	dnnl_data_type_t dt; /* activations: f32 or bf16 */
 	int int8;            /* FC_PREC_INT8: convs and matmuls in int8 where it pays */
-	int winograd;        /* f32: 3x3 stride-1 convs run Winograd, convs trade nChw16c */
+	int winograd;        /* f32: 3x3 stride-1 convs run Winograd, convs trade nChw16c;
+	                      * 2: they would, but opts.direct_convs */
 	fc_calib *calib;     /* int8: a copy of the ranges the plan used (NULL: placeholders),
 	                      * so that partial batches get the same plan */
 	int threads;
@@ -175,7 +176,7 @@ int fci_plain_input(build *b, int i, dnnl_data_type_t dt);
 int64_t fci_pad_r(int64_t in, int64_t out, int64_t k, int64_t s, int64_t d, int64_t pl, int64_t pr);
 /* e->winograd for an f32 engine whose convs can all run on nChw16c and
  * that has a wide 3x3 stride-1 one oneDNN runs in Winograd form. */
-void fci_plan_winograd(build *b);
+void fci_plan_winograd(build *b, int direct);
 void fci_fold_bn(build *b, int *cur, float *w, float *bias, int64_t oc, int64_t per);
 int fci_post_ops(build *b, int i, dnnl_post_ops_t po, int *cur, int *res, int *add);
 int fci_residual_in_place(build *b, int i, int add, int r, int src);

@@ -273,14 +273,17 @@ static dnnl_status_t winograd_desc(dnnl_convolution_desc_t *desc, const fc_model
  * oneDNN has the kernel for its shapes on this CPU (AVX-512), and every
  * conv can trade nChw16c: none grouped (depthwise kernels want NHWC), every
  * channel count a multiple of 16 but the image's. Elsewhere (MobileNets,
- * RegNets, narrow test models) the layouts stay oneDNN's own choice. */
-void fci_plan_winograd(build *b)
+ * RegNets, narrow test models) the layouts stay oneDNN's own choice. A
+ * partial batch's engine (parent set) computes direct convs: its weights
+ * would need a Winograd transform of their own (oneDNN's tile size follows
+ * the batch), 0.1-0.4 s for a ResNet, more than its few images gain. */
+void fci_plan_winograd(build *b, int direct)
 {
 	const fc_model_graph *g = b->g;
 	fc_engine *e = b->e;
 	int first = -1;
 	e->winograd = 0;
-	if (e->dt != dnnl_f32 || e->int8)
+	if (e->dt != dnnl_f32 || e->int8 || e->parent)
 		return;
 	for (int i = 0; i < g->n_nodes; i++) {
 		const fc_model_node *nd = &g->nodes[i];
@@ -304,7 +307,7 @@ void fci_plan_winograd(build *b)
 		    fci_md_plain(&b_md, 1, &oc, dnnl_f32) == dnnl_success &&
 		    winograd_desc(&desc, g, nd, &w_md, &b_md) == dnnl_success &&
 		    dnnl_primitive_desc_create(&pd, &desc, NULL, e->eng, NULL) == dnnl_success) {
-			e->winograd = 1;
+			e->winograd = direct ? 2 : 1;
 			dnnl_primitive_desc_destroy(pd);
 		}
 	}
@@ -354,7 +357,7 @@ static int build_conv(build *b, int i)
 	dnnl_memory_desc_t any_md, w_md, uw_md, b_md, dst_md;
 	dnnl_status_t st = fci_md_any(&any_md, 4, X->dims, e->dt);
 	st = fci_first_failure(st, fci_md_any(&dst_md, 4, Y->dims, e->dt));
-	if (e->winograd) { /* every conv's channels are multiples of 16 but the image's */
+	if (e->winograd == 1) { /* every conv's channels are multiples of 16 but the image's */
 		dnnl_dims_t xd = { X->dims[0], X->dims[1], X->dims[2], X->dims[3] };
 		dnnl_dims_t yd = { Y->dims[0], Y->dims[1], Y->dims[2], Y->dims[3] };
 		if (X->dims[1] % 16 == 0)
@@ -387,7 +390,7 @@ static int build_conv(build *b, int i)
 	const value *vx = fci_val(b, xv);
 	dnnl_primitive_desc_t mine = NULL;
 	dnnl_convolution_desc_t desc;
-	if (e->winograd && winograd_shape(b, nd) && st == dnnl_success &&
+	if (e->winograd == 1 && winograd_shape(b, nd) && st == dnnl_success &&
 	    winograd_desc(&desc, g, nd, &w_md, &b_md) == dnnl_success &&
 	    dnnl_primitive_desc_create(&pd, &desc, attr, e->eng, NULL) == dnnl_success)
 		goto have_pd;

@@ -488,8 +488,8 @@ static double tails_of(const char *name, const float *input, int prec, size_t *d
 /* Every fixture: a partial batch run at its own size against the same
  * images in a full batch. f32: bit-identical (oneDNN 2.6 picks the same
  * kernels' arithmetic for every batch size on the cpus measured) except
- * in an engine with Winograd convs, whose tile size oneDNN picks by the
- * batch (squeezenet1_1_f16: up to 5.3e-7 of the largest value). bf16:
+ * in an engine with Winograd convs, whose partial batches compute directly
+ * (squeezenet1_1_f16: up to 3.4e-7 of the largest value). bf16:
  * the CNNs bit-identical too; the transformers' bf16 matmuls are blocked
  * by the batch's row count, and a few values come out one bf16 step
  * apart (measured: up to 0.0156 on values up to ~4, 2^-8 of the largest
@@ -513,9 +513,9 @@ static void test_tail_batches(void **state)
 					      "by up to %.3g of the largest\n", names[i], p ? "bf16" : "f32",
 					      wino ? ", Winograd" : "", differ, worst);
 			n_differ += differ > 0;
-			/* f32 is bit-identical but where oneDNN's Winograd picks
-			 * another tile size for the smaller batch (2x3 against
-			 * 4x3): then within 1e-5 of the largest value */
+			/* f32 is bit-identical but where the full batch runs
+			 * Winograd and the partial one direct convs: then within
+			 * 1e-5 of the largest value */
 			double bound = prec == FC_PREC_BF16 ? 1.0 / 128 : wino ? 1e-5 : 0;
 			if (differ && !(worst <= bound))
 				fail_msg("%s: partial batches differ from the full batch", names[i]);

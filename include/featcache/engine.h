@@ -98,6 +98,12 @@ typedef struct fc_engine_opts {
 	 * an int8 engine would quantise (calibration). */
 	fc_engine_observe_fn observe;
 	void *observe_ctx;
+	/* f32: 1 computes every convolution directly. 0 (default) runs the
+	 * wide 3x3 stride-1 ones of a ResNet or VGG in Winograd form (README,
+	 * "Winograd"): faster per image, but their weights take a transform at
+	 * open (ResNet-18 ~0.27 s on 2 cores), more than a few dozen images
+	 * gain. Results agree to ~1e-6 of the largest value either way. */
+	int direct_convs;
 } fc_engine_opts;
 
 /* fc_engine_open - build the engine for model's current cut and input
@@ -126,7 +132,7 @@ int fc_engine_open(fc_engine **out, fc_model *model, const fc_engine_opts *opts,
  * arena for n images per size added. On this CPU (AVX-512, oneDNN 2.6)
  * the embeddings are bit-identical to those of the same images in a full
  * batch, but where the engine runs Winograd convolutions (f32 ResNets
- * and VGG: oneDNN picks the tile size by the batch) they agree to ~1e-6
+ * and VGG; a partial batch computes them directly) they agree to ~1e-6
  * of the largest value; test_engine checks both for its fixtures. */
 int fc_engine_add_batch(fc_engine *e, fc_model *model, int n, char *err, size_t errcap);
 
@@ -137,6 +143,10 @@ int fc_engine_add_batch(fc_engine *e, fc_model *model, int n, char *err, size_t 
  * 0, FC_ERR_INVALID (NULL, n out of range) or FC_ERR_INTERNAL (oneDNN
  * failed; fc_engine_errmsg says how). */
 int fc_engine_run(fc_engine *e, float *out, const float *in, size_t n);
+
+/* fc_engine_winograd - 1 when e runs Winograd convolutions, 2 when it
+ * would have without opts.direct_convs, else 0 (also for NULL). */
+int fc_engine_winograd(const fc_engine *e);
 
 /* fc_engine_dim - D, the embedding length; 0 for NULL. */
 size_t fc_engine_dim(const fc_engine *e);
