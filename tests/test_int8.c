@@ -706,9 +706,7 @@ static void test_tail_batches(void **state)
 	for (int k = 0; k < 3; k++) {
 		testlib_add_f32(&b, convs[k][3], 4, wd, testlib_rand_vec(&b, C * C * 9, -0.3f, 0.3f));
 		testlib_add_f32(&b, convs[k][4], 1, bd, testlib_rand_vec(&b, C, -0.5f, 0.5f));
-		Onnx__NodeProto *n = testlib_node(&b, "Conv", convs[k][0], convs[k][1], convs[k][2]);
-		testlib_attr_ints(&b, n, "kernel_shape", 2, 3LL, 3LL);
-		testlib_attr_ints(&b, n, "pads", 4, 1LL, 1LL, 1LL, 1LL);
+		testlib_conv3x3(&b, convs[k][0], convs[k][1], convs[k][2], 1);
 	}
 	testlib_add_f32(&b, "gw", 2, gd, testlib_rand_vec(&b, NO * C, -0.5f, 0.5f));
 	testlib_add_f32(&b, "gb", 1, gb, testlib_rand_vec(&b, NO, -0.5f, 0.5f));
