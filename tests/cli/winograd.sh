@@ -45,7 +45,7 @@ fi
 
 run "$F" embed --store long.st --out long.npy --keys long.keys
 run "$F" embed --store short.st --out short.npy --keys short.keys
-py "the 20 shared images: the same vectors to 1e-5 of the largest" long.npy '
+pynp "the 20 shared images: the same vectors to 1e-5 of the largest" long.npy '
 import sys
 import numpy as np
 a = np.load("long.npy"); b = np.load("short.npy")
