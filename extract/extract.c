@@ -164,21 +164,34 @@ static int load_model(const fc_extractor_opts *o, fc_model **out, uint8_t hash[F
 	return rc;
 }
 
-/* Let partial batches of n images run at their own size: the model opened
- * again (a file that changed since gives another hash: then the batch
- * runs padded, from the weights the run started with). Failures (memory)
- * leave the padded run too: the same values either way. */
-static void add_tail(fc_extract_ctx *x, int n)
+/* The run's model opened again, as fc_extract_open cut it: NULL if that
+ * fails or the file changed since (another hash). */
+static fc_model *reopen_model(const fc_extract_ctx *x)
 {
 	fc_extractor_opts o = { .model = x->model_path, .layer = x->layer, .pool = x->pool,
 				.prefix_tokens = x->prefix_tokens, .pre = x->pre };
 	uint8_t hash[FC_HASH_LEN];
 	char why[FC_ERRLEN];
 	fc_model *m = NULL;
+	if (load_model(&o, &m, hash, why, sizeof why) == 0 && memcmp(hash, x->model_hash, sizeof hash) != 0) {
+		fc_model_free(m);
+		m = NULL;
+	}
+	return m;
+}
+
+/* Let partial batches of n images run at their own size, from the model
+ * opened again (a file that changed since: then the batch runs padded,
+ * from the weights the run started with). Failures (memory) leave the
+ * padded run too: the same values either way. */
+static void add_tail(fc_extract_ctx *x, int n)
+{
+	char why[FC_ERRLEN];
 	if (x->n_tails == MAX_TAILS)
 		return;
 	x->tails[x->n_tails++] = n;
-	if (load_model(&o, &m, hash, why, sizeof why) == 0 && memcmp(hash, x->model_hash, sizeof hash) == 0)
+	fc_model *m = reopen_model(x);
+	if (m)
 		fc_engine_add_batch(x->engine, m, n, why, sizeof why);
 	fc_model_free(m);
 }
@@ -194,15 +207,11 @@ static void add_tail(fc_extract_ctx *x, int n)
  * vectors to ~1e-6. */
 static void use_winograd(fc_extract_ctx *x)
 {
-	fc_extractor_opts o = { .model = x->model_path, .layer = x->layer, .pool = x->pool,
-				.prefix_tokens = x->prefix_tokens, .pre = x->pre };
-	uint8_t hash[FC_HASH_LEN];
 	char why[FC_ERRLEN];
-	fc_model *m = NULL;
 	fc_engine *e = NULL;
 	fc_engine_opts eo = { .batch = x->batch, .precision = FC_PREC_F32, .threads = x->threads };
-	if (load_model(&o, &m, hash, why, sizeof why) == 0 && memcmp(hash, x->model_hash, sizeof hash) == 0 &&
-	    fc_engine_open(&e, m, &eo, why, sizeof why) == 0 && fc_engine_dim(e) == x->dim) {
+	fc_model *m = reopen_model(x);
+	if (m && fc_engine_open(&e, m, &eo, why, sizeof why) == 0 && fc_engine_dim(e) == x->dim) {
 		fc_engine_free(x->engine);
 		x->engine = e;
 		x->n_tails = 0;
