@@ -850,6 +850,22 @@ static int in_list(const char *list, const char *name)
 	return 0;
 }
 
+/* v as a number, or -1 for anything else ("abc", "3x", ""): the ranges
+ * are checked after all options are read. */
+static double number(const char *v)
+{
+	char *end;
+	double x = strtod(v, &end);
+	return end != v && !*end && isfinite(x) ? x : -1;
+}
+
+/* v as a whole number up to 10^6, or -1. */
+static int whole_number(const char *v)
+{
+	double x = number(v);
+	return x == floor(x) && x <= 1e6 ? (int)x : -1;
+}
+
 static int parse(opts *o, int argc, char **argv, const char *build)
 {
 	static char dir[1200];
@@ -873,17 +889,17 @@ static int parse(opts *o, int argc, char **argv, const char *build)
 		else if (!strcmp(a, "--python"))
 			o->python = v;
 		else if (!strcmp(a, "--seconds"))
-			o->seconds = atof(v);
+			o->seconds = number(v);
 		else if (!strcmp(a, "--threads"))
-			o->threads = atoi(v);
+			o->threads = whole_number(v);
 		else if (!strcmp(a, "--peak-gflops"))
-			o->peak = atof(v);
+			o->peak = number(v);
 		else if (!strcmp(a, "--whole"))
-			o->whole = atoi(v);
+			o->whole = whole_number(v);
 		else if (!strcmp(a, "--whole-models"))
 			o->whole_models = v;
 		else if (!strcmp(a, "--whole-runs"))
-			o->whole_runs = atoi(v);
+			o->whole_runs = whole_number(v);
 		else if (!strcmp(a, "--photos")) {
 			o->photos = v;
 			o->photos_default = 0;
